@@ -1,0 +1,1 @@
+"""LongNAS: weight-sharing architecture search for long-sequence Transformers."""

@@ -1,0 +1,19 @@
+"""Candidate attention ops, one file each, registered by name in `ATTENTION`."""
+from nas.ops.attention import full  # noqa: F401  (importing a file registers its op)
+from nas.ops.attention.base import AttentionCore, SelfAttention
+from nas.ops.attention.registry import ATTENTION
+
+__all__ = ["ATTENTION", "AttentionCore", "SelfAttention", "build", "make_core"]
+
+
+def make_core(name: str, head_dim: int, max_heads: int, max_len: int, **options) -> AttentionCore:
+    """The core of op `name` with its options checked."""
+    cls = ATTENTION.get(name)
+    return cls(head_dim, max_heads, max_len, cls.make_config(**options))
+
+
+def build(name: str, dim: int, heads: int, max_len: int, head_dim: int | None = None,
+          **options) -> SelfAttention:
+    """A self-attention layer of op `name`: forward(x (B, N, D), mask (B, N) bool) -> (B, N, D)."""
+    head_dim = head_dim or dim // heads
+    return SelfAttention(dim, heads, head_dim, make_core(name, head_dim, heads, max_len, **options))

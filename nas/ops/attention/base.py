@@ -1,0 +1,152 @@
+"""The contract every attention op implements, and the self-attention layer around it.
+
+An op is an `AttentionCore`: it maps per-head queries, keys and values to per-head outputs.
+The Q/K/V/O projections live outside the core so that the supernet can share (and slice) them
+across attention types; only type-specific extras (Linformer's E/F, Synthesizer's matrices,
+random features) are core parameters.
+
+# b batch, h heads, n sequence, d head dim
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+from typing import ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from nas.errors import ConfigError
+
+
+@dataclasses.dataclass(frozen=True)
+class NoOptions:
+    """For ops without options."""
+
+
+class AttentionCore(nn.Module):
+    """Per-head attention: (b, h, n, d) q/k/v and a (b, n) key mask -> (b, h, n, d).
+
+    Subclasses set `Config` (a frozen dataclass of the op's options), `inputs` (the projections
+    the op reads; e.g. LSH shares one projection for queries and keys) and `per_head` (names of
+    parameters whose leading dim indexes heads, so that a subnet with fewer heads slices them).
+    """
+
+    name: ClassVar[str]  # set by the registry
+    Config: ClassVar[type] = NoOptions
+    inputs: ClassVar[tuple[str, ...]] = ("q", "k", "v")
+    per_head: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, head_dim: int, max_heads: int, max_len: int, config=None):
+        super().__init__()
+        self.head_dim = head_dim
+        self.max_heads = max_heads  # per-head parameters are allocated for this many heads
+        self.max_len = max_len
+        self.config = config if config is not None else self.Config()
+
+    @classmethod
+    def make_config(cls, **options):
+        """The op's Config from keyword options; unknown names give one clear line."""
+        allowed = [f.name for f in dataclasses.fields(cls.Config)]
+        unknown = sorted(set(options) - set(allowed))
+        if unknown:
+            raise ConfigError(
+                f"unknown option '{unknown[0]}' for attention '{cls.name}'; "
+                f"allowed: {', '.join(allowed) or '(none)'}"
+            )
+        try:
+            return cls.Config(**options)
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"attention '{cls.name}': {err}") from None
+
+    def forward(self, q: Tensor | None, k: Tensor | None, v: Tensor | None,
+                mask: Tensor | None = None) -> Tensor:
+        """Inputs not named in `inputs` are passed as None. mask: (b, n), True = real token."""
+        raise NotImplementedError
+
+    def flops(self, n: int, heads: int) -> int:
+        """Forward floating-point operations of the core for one sequence of length n."""
+        raise NotImplementedError
+
+    def activation_elements(self, n: int, heads: int) -> int:
+        """Elements the core keeps for backward for one sequence (an estimate)."""
+        raise NotImplementedError
+
+    def num_params(self, heads: int) -> int:
+        """Parameters the core holds when `heads` heads are active."""
+        total = 0
+        for name, p in self.named_parameters():
+            total += p.numel() // self.max_heads * heads if name in self.per_head else p.numel()
+        return total
+
+    def extract(self, heads: int) -> AttentionCore:
+        """A standalone copy for `heads` heads, holding only those heads' parameters."""
+        if not 1 <= heads <= self.max_heads:
+            raise ConfigError(f"heads must be in 1..{self.max_heads}, got {heads}")
+        sub = copy.deepcopy(self)
+        sub.max_heads = heads
+        for name in self.per_head:
+            param = getattr(sub, name)
+            setattr(sub, name, nn.Parameter(param.detach()[:heads].clone()))
+        return sub
+
+
+def check_length(n: int, max_len: int) -> None:
+    if n > max_len:
+        raise ConfigError(
+            f"sequence length {n} exceeds the model's max_len {max_len}; "
+            "raise max_len or truncate the data explicitly"
+        )
+
+
+def split_heads(x: Tensor, heads: int) -> Tensor:
+    b, n, _ = x.shape
+    return x.view(b, n, heads, -1).transpose(1, 2)  # (b, h, n, d)
+
+
+def merge_heads(x: Tensor) -> Tensor:
+    b, h, n, d = x.shape
+    return x.transpose(1, 2).reshape(b, n, h * d)  # (b, n, h*d)
+
+
+def key_bias(mask: Tensor | None, dtype: torch.dtype) -> Tensor | None:
+    """(b, n) bool mask -> (b, 1, 1, n) additive bias: 0 for real keys, the dtype's min else.
+
+    A finite minimum (not -inf) keeps rows whose keys are all padding finite instead of NaN.
+    """
+    if mask is None:
+        return None
+    bias = torch.zeros(mask.shape, dtype=dtype, device=mask.device)
+    bias.masked_fill_(~mask, torch.finfo(dtype).min)
+    return bias[:, None, None, :]
+
+
+def attend(x: Tensor, mask: Tensor | None, core: AttentionCore, heads: int,
+           projections: dict[str, tuple[Tensor, Tensor]], out: tuple[Tensor, Tensor]) -> Tensor:
+    """Project x with the given (weight, bias) pairs, run the core, project back.
+
+    Shared by the standalone layer and the supernet (which passes sliced weights).
+    Shape: x (b, n, D) -> (b, n, D).
+    """
+    check_length(x.shape[1], core.max_len)
+    qkv = {name: split_heads(nn.functional.linear(x, *projections[name]), heads)
+           for name in core.inputs}  # each (b, h, n, d)
+    y = core(qkv.get("q"), qkv.get("k"), qkv.get("v"), mask)  # (b, h, n, d)
+    return nn.functional.linear(merge_heads(y), *out)
+
+
+class SelfAttention(nn.Module):
+    """A self-attention layer: projections for the inputs the core reads, the core, an output."""
+
+    def __init__(self, dim: int, heads: int, head_dim: int, core: AttentionCore):
+        super().__init__()
+        self.heads = heads
+        inner = heads * head_dim
+        self.proj = nn.ModuleDict({name: nn.Linear(dim, inner) for name in core.inputs})
+        self.out = nn.Linear(inner, dim)
+        self.core = core
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """Shape: x (b, n, D), mask (b, n) bool with True = real token -> (b, n, D)."""
+        projections = {name: (p.weight, p.bias) for name, p in self.proj.items()}
+        return attend(x, mask, self.core, self.heads, projections, (self.out.weight, self.out.bias))
