@@ -1,7 +1,15 @@
-"""Candidate attention ops, one file each, registered by name in `ATTENTION`."""
-from nas.ops.attention import full  # noqa: F401  (importing a file registers its op)
+"""Candidate attention ops, one file each, registered by name in `ATTENTION`.
+
+Every module in this folder is imported here, so adding an op is adding one file.
+"""
+import importlib
+import pkgutil
+
 from nas.ops.attention.base import AttentionCore, SelfAttention
 from nas.ops.attention.registry import ATTENTION
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = ["ATTENTION", "AttentionCore", "SelfAttention", "build", "make_core"]
 
