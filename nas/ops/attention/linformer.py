@@ -1,0 +1,51 @@
+"""Linformer: keys and values projected along the sequence to a fixed length k
+(Wang et al. 2020, https://arxiv.org/abs/2006.04768). Cost is linear in n.
+# b batch, h heads, n sequence, d head dim, k projected length
+"""
+import dataclasses
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from nas.ops.attention.base import AttentionCore
+from nas.ops.attention.registry import ATTENTION
+
+
+@dataclasses.dataclass(frozen=True)
+class LinformerConfig:
+    k: int = 256  # projected length of keys and values
+
+    def __post_init__(self):
+        if self.k < 1:
+            raise ValueError(f"k must be >= 1, got {self.k}")
+
+
+@ATTENTION.register("linformer")
+class LinformerAttention(AttentionCore):
+    Config = LinformerConfig
+
+    def __init__(self, head_dim: int, max_heads: int, max_len: int, config=None):
+        super().__init__(head_dim, max_heads, max_len, config)
+        # E and F are shared across heads (the paper's headwise sharing); a length n < max_len
+        # uses their first n columns. std 1/sqrt(max_len) keeps projected rows at the keys' scale.
+        shape = (self.config.k, max_len)
+        self.e = nn.Parameter(torch.randn(shape) * max_len ** -0.5)  # (k, max_len) for keys
+        self.f = nn.Parameter(torch.randn(shape) * max_len ** -0.5)  # (k, max_len) for values
+
+    def forward(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor:
+        n = q.shape[2]
+        if mask is not None:
+            # Zeroed padding adds nothing to the projections, so it is invisible downstream.
+            hidden = ~mask[:, None, :, None]  # (b, 1, n, 1)
+            k, v = k.masked_fill(hidden, 0), v.masked_fill(hidden, 0)
+        k = self.e[:, :n] @ k  # (b, h, k, d)
+        v = self.f[:, :n] @ v  # (b, h, k, d)
+        return F.scaled_dot_product_attention(q, k, v)  # (b, h, n, d)
+
+    def flops(self, n: int, heads: int) -> int:
+        k = self.config.k
+        return 2 * 2 * heads * n * k * self.head_dim * 2  # E k and F v, then q k^T and p v
+
+    def activation_elements(self, n: int, heads: int) -> int:
+        return heads * (n * self.config.k + 2 * self.config.k * self.head_dim)  # scores, projected k/v

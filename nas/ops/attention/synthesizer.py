@@ -1,0 +1,83 @@
+"""Synthesizer: attention weights synthesized without query-key dot products
+(Tay et al. 2020, https://arxiv.org/abs/2005.00743), in its dense and random variants.
+
+Dense scores relu(q W1 + b1) W2 and factorized random scores A B^T are both dot products of an
+(n, .) by an (n, .) matrix, so they run through the fused attention kernel and never hold n x n.
+# b batch, h heads, n sequence, d head dim, r rank of the random scores
+"""
+import dataclasses
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from nas.ops.attention.base import AttentionCore, key_bias
+from nas.ops.attention.registry import ATTENTION
+
+VARIANTS = ("dense", "random")
+
+
+@dataclasses.dataclass(frozen=True)
+class SynthesizerConfig:
+    variant: str = "dense"  # "dense": scores from each token alone; "random": learned, input-free
+    rank: int | None = 32  # random only: scores A B^T of this rank; None learns full (n, n) scores
+
+    def __post_init__(self):
+        if self.variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {', '.join(VARIANTS)}; got '{self.variant}'")
+        if self.rank is not None and self.rank < 1:
+            raise ValueError(f"rank must be >= 1 or None, got {self.rank}")
+
+
+@ATTENTION.register("synthesizer")
+class SynthesizerAttention(AttentionCore):
+    Config = SynthesizerConfig
+    inputs = ("q", "v")  # the dense variant's; random reads only v (set per instance below)
+    per_head = ("w1", "b1", "w2")
+
+    def __init__(self, head_dim: int, max_heads: int, max_len: int, config=None):
+        super().__init__(head_dim, max_heads, max_len, config)
+        h, d, rank = max_heads, head_dim, self.config.rank
+        if self.config.variant == "dense":
+            # The paper's b2 is left out: a hidden unit with zero weights and positive bias
+            # gives a row of W2 that acts as the same per-key bias.
+            self.w1 = nn.Parameter(torch.randn(h, d, d) * d ** -0.5)  # (h, d, d)
+            self.b1 = nn.Parameter(torch.zeros(h, d))  # (h, d)
+            self.w2 = nn.Parameter(torch.randn(h, d, max_len) * d ** -0.5)  # (h, d, max_len)
+        elif rank is None:
+            self.inputs, self.per_head = ("v",), ("r",)
+            self.r = nn.Parameter(torch.randn(h, max_len, max_len))  # (h, max_len, max_len)
+        else:
+            self.inputs, self.per_head = ("v",), ("a", "b")
+            # std rank^-1/4 on both factors gives A B^T entries of unit variance, like full R.
+            self.a = nn.Parameter(torch.randn(h, max_len, rank) * rank ** -0.25)  # (h, max_len, r)
+            self.b = nn.Parameter(torch.randn(h, max_len, rank) * rank ** -0.25)  # (h, max_len, r)
+
+    def forward(self, q: Tensor | None, k: None, v: Tensor, mask: Tensor | None = None) -> Tensor:
+        b, h, n, _ = v.shape
+        if self.config.variant == "dense":
+            hidden = F.relu(q @ self.w1[:h] + self.b1[:h, None, :])  # (b, h, n, d)
+            keys = self.w2[:h, :, :n].transpose(1, 2).expand(b, -1, -1, -1)  # (b, h, n, d)
+        elif self.config.rank is None:
+            scores = self.r[:h, :n, :n]  # (h, n, n): the parameter itself is quadratic anyway
+            if mask is not None:
+                scores = scores.masked_fill(~mask[:, None, None, :], torch.finfo(v.dtype).min)
+            return scores.softmax(dim=-1) @ v  # (b, h, n, d)
+        else:
+            hidden = self.a[:h, :n].expand(b, -1, -1, -1)  # (b, h, n, r)
+            keys = self.b[:h, :n].expand(b, -1, -1, -1)  # (b, h, n, r)
+        # The paper applies no 1/sqrt(d) scaling to synthesized scores.
+        bias = key_bias(mask, v.dtype)  # (b, 1, 1, n) or None
+        return F.scaled_dot_product_attention(hidden, keys, v, attn_mask=bias, scale=1.0)
+
+    def flops(self, n: int, heads: int) -> int:
+        d, rank = self.head_dim, self.config.rank
+        if self.config.variant == "dense":
+            return 2 * heads * (n * d * d + 2 * n * n * d)  # q W1, then scores and p v
+        if rank is None:
+            return 2 * heads * n * n * d  # p v
+        return 2 * heads * n * n * (rank + d)  # A B^T and p v
+
+    def activation_elements(self, n: int, heads: int) -> int:
+        hidden = n * self.head_dim if self.config.variant == "dense" else 0
+        return heads * (n * n + hidden)  # the attention matrix (fused kernels keep less)

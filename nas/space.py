@@ -1,0 +1,248 @@
+"""The search space (what a layer may be, how deep a model may be) and `Arch`, one point in it.
+
+A space is declared in YAML (see search_spaces/). Every decision of the space has a key
+(`depth`, `layer3.heads`, ...) and a tuple of choices: strategies search over `decisions()`
+and turn their picks back into an `Arch` with `arch_from_choices()`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from nas.errors import ConfigError
+
+LAYER_FIELDS = ("attention", "heads", "ffn_dim")
+
+
+@dataclass(frozen=True)
+class LayerArch:
+    attention: str  # a candidate name from the space's `layer.attention` section
+    heads: int  # active heads, each `head_dim` wide
+    ffn_dim: int  # active hidden units of the feed-forward block
+
+
+@dataclass(frozen=True)
+class Arch:
+    """One architecture: `depth` layers. Layers past `depth` are dropped: not part of the arch."""
+
+    depth: int
+    layers: tuple[LayerArch, ...]
+
+    def __post_init__(self):
+        if len(self.layers) < self.depth:
+            raise ConfigError(f"arch has depth {self.depth} but only {len(self.layers)} layers")
+        object.__setattr__(self, "layers", tuple(self.layers[: self.depth]))
+
+    def to_dict(self) -> dict:
+        return {"depth": self.depth, "layers": [dataclasses.asdict(layer) for layer in self.layers]}
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "arch") -> Arch:
+        if not isinstance(data, dict) or not isinstance(data.get("layers"), list):
+            raise ConfigError(f"{source}: expected a mapping with 'depth' and a list of 'layers'")
+        layers = []
+        for i, layer in enumerate(data["layers"]):
+            if not isinstance(layer, dict) or set(layer) != set(LAYER_FIELDS):
+                raise ConfigError(f"{source}: layer {i} must have exactly the fields "
+                                  f"{', '.join(LAYER_FIELDS)}; got {layer!r}")
+            layers.append(LayerArch(**layer))
+        return cls(depth=data.get("depth", len(layers)), layers=tuple(layers))
+
+    def to_yaml(self, path: str | Path | None = None) -> str:
+        text = yaml.safe_dump(self.to_dict(), sort_keys=False)
+        if path is not None:
+            Path(path).write_text(text)
+        return text
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> Arch:
+        return cls.from_dict(read_yaml(path), source=str(path))
+
+    def describe(self) -> str:
+        """One line per layer, for logs and summaries."""
+        return "\n".join(f"layer {i}: {l.attention:<12} heads={l.heads:<3} ffn={l.ffn_dim}"
+                         for i, l in enumerate(self.layers))
+
+
+@dataclass(frozen=True)
+class AttentionChoice:
+    type: str  # a registered attention op
+    options: dict  # that op's options (window, k, features, ...)
+
+    def __hash__(self):
+        return hash((self.type, tuple(sorted(self.options.items()))))
+
+
+@dataclass(frozen=True, eq=False)
+class SearchSpace:
+    name: str
+    dim: int  # model width, fixed for every arch
+    head_dim: int  # width of one attention head
+    depths: tuple[int, ...]  # allowed depths; the supernet holds max(depths) layers
+    attention: dict[str, AttentionChoice]  # candidate name -> op type and options
+    heads: tuple[int, ...]
+    ffn_dims: tuple[int, ...]
+
+    @property
+    def max_depth(self) -> int:
+        return max(self.depths)
+
+    @property
+    def max_heads(self) -> int:
+        return max(self.heads)
+
+    @property
+    def max_ffn_dim(self) -> int:
+        return max(self.ffn_dims)
+
+    # -- loading ---------------------------------------------------------------------------
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> SearchSpace:
+        return cls.from_dict(read_yaml(path), source=str(path))
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "space") -> SearchSpace:
+        from nas.ops.attention import ATTENTION  # late: the ops import nothing from here
+
+        expected = {"name", "dim", "head_dim", "depth", "layer"}
+        if not isinstance(data, dict) or set(data) != expected:
+            got = sorted(data) if isinstance(data, dict) else type(data).__name__
+            raise ConfigError(f"{source}: a space has exactly the keys {', '.join(sorted(expected))}; got {got}")
+        layer = data["layer"]
+        if not isinstance(layer, dict) or set(layer) != set(LAYER_FIELDS):
+            raise ConfigError(f"{source}: 'layer' has exactly the keys {', '.join(LAYER_FIELDS)}")
+        if not isinstance(layer["attention"], dict) or not layer["attention"]:
+            raise ConfigError(f"{source}: layer.attention maps candidate names to options, "
+                              f"e.g. 'local: {{window: 64}}'")
+        attention = {}
+        for cand, options in layer["attention"].items():
+            options = dict(options or {})
+            op = options.pop("type", cand)
+            if op not in ATTENTION:
+                raise ConfigError(f"{source}: layer.attention.{cand}: unknown attention '{op}'; "
+                                  f"known: {', '.join(ATTENTION.names())}")
+            ATTENTION.get(op).make_config(**options)  # raises on unknown or bad options
+            attention[str(cand)] = AttentionChoice(op, options)
+        space = cls(
+            name=str(data["name"]),
+            dim=_positive_int(data["dim"], "dim", source),
+            head_dim=_positive_int(data["head_dim"], "head_dim", source),
+            depths=_int_choices(data["depth"], "depth", source),
+            attention=attention,
+            heads=_int_choices(layer["heads"], "layer.heads", source),
+            ffn_dims=_int_choices(layer["ffn_dim"], "layer.ffn_dim", source),
+        )
+        return space
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name, "dim": self.dim, "head_dim": self.head_dim, "depth": list(self.depths),
+            "layer": {
+                "attention": {c: {"type": a.type, **a.options} for c, a in self.attention.items()},
+                "heads": list(self.heads),
+                "ffn_dim": list(self.ffn_dims),
+            },
+        }
+
+    def __eq__(self, other):
+        return isinstance(other, SearchSpace) and self.to_dict() == other.to_dict()
+
+    def __hash__(self):
+        return hash(yaml.safe_dump(self.to_dict()))
+
+    # -- decisions -------------------------------------------------------------------------
+    def decisions(self) -> dict[str, tuple]:
+        """Every decision of the space, in order: `depth`, then each layer's fields."""
+        out: dict[str, tuple] = {"depth": self.depths}
+        for i in range(self.max_depth):
+            out[f"layer{i}.attention"] = tuple(self.attention)
+            out[f"layer{i}.heads"] = self.heads
+            out[f"layer{i}.ffn_dim"] = self.ffn_dims
+        return out
+
+    def arch_from_choices(self, choices: dict[str, Any]) -> Arch:
+        """The arch for a {decision key: choice} mapping; keys of layers past depth may be absent."""
+        depth = choices["depth"]
+        layers = tuple(LayerArch(*(choices[f"layer{i}.{f}"] for f in LAYER_FIELDS)) for i in range(depth))
+        arch = Arch(depth, layers)
+        self.validate(arch)
+        return arch
+
+    def choices_of(self, arch: Arch) -> dict[str, Any]:
+        """The inverse of `arch_from_choices` (only the decisions the arch makes)."""
+        out: dict[str, Any] = {"depth": arch.depth}
+        for i, layer in enumerate(arch.layers):
+            for f in LAYER_FIELDS:
+                out[f"layer{i}.{f}"] = getattr(layer, f)
+        return out
+
+    # -- points of the space ---------------------------------------------------------------
+    def sample(self, seed_or_rng: int | random.Random | None = None) -> Arch:
+        """A uniformly random arch: depth first, then each layer's choices independently."""
+        rng = seed_or_rng if isinstance(seed_or_rng, random.Random) else random.Random(seed_or_rng)
+        return self.arch_from_choices({key: rng.choice(options) for key, options in self.decisions().items()})
+
+    def largest(self) -> Arch:
+        """Deepest, widest arch; attention is the first listed candidate (the space's reference)."""
+        return self._uniform(self.max_depth, next(iter(self.attention)), self.max_heads, self.max_ffn_dim)
+
+    def smallest(self) -> Arch:
+        """Shallowest, narrowest arch; attention is the first listed candidate."""
+        return self._uniform(min(self.depths), next(iter(self.attention)), min(self.heads), min(self.ffn_dims))
+
+    def _uniform(self, depth: int, attention: str, heads: int, ffn_dim: int) -> Arch:
+        return Arch(depth, tuple(LayerArch(attention, heads, ffn_dim) for _ in range(depth)))
+
+    def size(self) -> int:
+        """The number of distinct architectures."""
+        per_layer = len(self.attention) * len(self.heads) * len(self.ffn_dims)
+        return sum(per_layer**d for d in self.depths)
+
+    def validate(self, arch: Arch) -> None:
+        """Raise a one-line ConfigError naming the first field of `arch` outside the space."""
+        if not isinstance(arch, Arch):
+            raise ConfigError(f"expected an Arch, got {type(arch).__name__}")
+        if arch.depth not in self.depths:
+            raise ConfigError(f"depth {arch.depth} is not in space '{self.name}'; allowed: {_join(self.depths)}")
+        allowed = {"attention": tuple(self.attention), "heads": self.heads, "ffn_dim": self.ffn_dims}
+        for i, layer in enumerate(arch.layers):
+            for f in LAYER_FIELDS:
+                if getattr(layer, f) not in allowed[f]:
+                    raise ConfigError(f"layer {i}: {f} {getattr(layer, f)!r} is not in space "
+                                      f"'{self.name}'; allowed: {_join(allowed[f])}")
+
+
+def read_yaml(path: str | Path) -> Any:
+    """Parse a YAML file; a missing file or a syntax error is one ConfigError line."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such file")
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"{path}:{where} malformed YAML: {problem}") from None
+
+
+def _join(values) -> str:
+    return ", ".join(str(v) for v in values)
+
+
+def _positive_int(value: Any, field: str, source: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError(f"{source}: {field} must be a positive integer; got {value!r}")
+    return value
+
+
+def _int_choices(value: Any, field: str, source: str) -> tuple[int, ...]:
+    values = value if isinstance(value, list) else [value]
+    if not values:
+        raise ConfigError(f"{source}: {field} needs at least one choice")
+    return tuple(sorted({_positive_int(v, field, source) for v in values}))

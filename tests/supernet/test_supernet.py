@@ -1,0 +1,95 @@
+"""Weight sharing: an extracted subnet is the supernet's arch, exactly, and independent of it."""
+from pathlib import Path
+
+import pytest
+import torch
+
+from nas import cost
+from nas.errors import ConfigError
+from nas.space import Arch, LayerArch, SearchSpace
+from nas.supernet import Supernet
+
+SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
+VOCAB, CLASSES, MAX_LEN, N = 20, 5, 160, 150
+
+
+@pytest.fixture(scope="module")
+def lra():
+    return SearchSpace.from_yaml(SPACES / "lra.yaml")
+
+
+def batch(seed=0, n=N):
+    g = torch.Generator().manual_seed(seed)
+    tokens = torch.randint(1, VOCAB, (2, n), generator=g)
+    mask = torch.ones(2, n, dtype=torch.bool)
+    mask[1, n - 37:] = False  # the second sequence is padded
+    return tokens, mask
+
+
+@pytest.mark.parametrize("sharing", ["entangled", "separate"])
+def test_extracted_subnet_equals_supernet_on_20_archs(lra, sharing):
+    torch.manual_seed(0)
+    net = Supernet(lra, VOCAB, CLASSES, MAX_LEN, sharing=sharing).eval()
+    shape = cost.ModelShape(VOCAB, CLASSES, MAX_LEN)
+    tokens, mask = batch()
+    for seed in range(20):
+        arch = lra.sample(seed)
+        sub = net.extract(arch).eval()
+        with torch.no_grad():
+            torch.testing.assert_close(sub(tokens, mask), net(tokens, arch, mask), atol=1e-5, rtol=1e-5)
+        assert sum(p.numel() for p in sub.parameters()) == cost.params(arch, lra, shape)
+
+
+def test_training_the_subnet_leaves_the_supernet_alone(lra):
+    torch.manual_seed(0)
+    net = Supernet(lra, VOCAB, CLASSES, MAX_LEN)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    sub = net.extract(lra.largest())
+    tokens, mask = batch()
+    opt = torch.optim.SGD(sub.parameters(), lr=1.0)
+    torch.nn.functional.cross_entropy(sub(tokens, mask), torch.tensor([1, 2])).backward()
+    opt.step()
+    assert any(not torch.equal(a, b) for a, b in zip(sub.state_dict().values(), net.extract(lra.largest()).state_dict().values()))
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, before[k]), f"supernet weight {k} changed"
+
+
+def test_heads_and_ffn_use_leading_slices(lra):
+    """A 2-head layer is the 4-head layer with the last two heads' output columns zeroed."""
+    torch.manual_seed(0)
+    net = Supernet(lra, VOCAB, CLASSES, MAX_LEN).eval()
+    small = Arch(2, (LayerArch("full", 2, 128),) * 2)
+    big = Arch(2, (LayerArch("full", 4, 128),) * 2)
+    tokens, mask = batch()
+    with torch.no_grad():
+        expected = net(tokens, small, mask)
+        for block in net.blocks[:2]:
+            block.attn.projections["shared"]["out"].weight[:, 2 * lra.head_dim:] = 0
+        torch.testing.assert_close(net(tokens, big, mask), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_entangled_shares_projections_and_separate_does_not(lra):
+    entangled = Supernet(lra, VOCAB, CLASSES, MAX_LEN, sharing="entangled")
+    separate = Supernet(lra, VOCAB, CLASSES, MAX_LEN, sharing="separate")
+    assert list(entangled.blocks[0].attn.projections) == ["shared"]
+    assert set(separate.blocks[0].attn.projections) == set(lra.attention)
+    assert sum(p.numel() for p in separate.parameters()) > sum(p.numel() for p in entangled.parameters())
+
+
+def test_token_head_gives_one_output_per_position(lra):
+    net = Supernet(lra, VOCAB, CLASSES, MAX_LEN, head="tokens")
+    tokens, mask = batch()
+    arch = lra.sample(1)
+    assert net(tokens, arch, mask).shape == (2, N, CLASSES)
+    torch.testing.assert_close(net.extract(arch).eval()(tokens, mask), net.eval()(tokens, arch, mask), atol=1e-5, rtol=1e-5)
+
+
+def test_bad_input(lra):
+    net = Supernet(lra, VOCAB, CLASSES, MAX_LEN)
+    tokens, _ = batch()
+    with pytest.raises(ConfigError, match="depth 8 is not in space 'lra'; allowed: 2, 4, 6"):
+        net(tokens, Arch(8, (LayerArch("full", 2, 128),) * 8))
+    with pytest.raises(ConfigError, match="sequence length 161 exceeds the model's max_len 160"):
+        net(torch.ones(1, 161, dtype=torch.long), lra.smallest())
+    with pytest.raises(ConfigError, match="unknown sharing 'some'; allowed: entangled, separate"):
+        Supernet(lra, VOCAB, CLASSES, MAX_LEN, sharing="some")

@@ -1,0 +1,65 @@
+"""The cost model against counts taken from real modules."""
+from pathlib import Path
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from nas import cost
+from nas.model import Subnet
+from nas.ops.attention import ATTENTION, make_core
+from nas.space import SearchSpace
+
+SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
+SHAPE = cost.ModelShape(vocab_size=30, num_classes=4, max_len=256)
+
+
+@pytest.fixture(scope="module")
+def lra():
+    return SearchSpace.from_yaml(SPACES / "lra.yaml")
+
+
+def test_params_equal_the_subnet_parameter_count(lra):
+    for seed in range(10):
+        arch = lra.sample(seed)
+        model = Subnet(arch, lra, SHAPE.vocab_size, SHAPE.num_classes, SHAPE.max_len)
+        assert cost.params(arch, lra, SHAPE) == sum(p.numel() for p in model.parameters())
+
+
+def count_flops(fn) -> int:
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def test_flops_match_pytorchs_flop_counter(lra):
+    """Matrix products dominate; the analytic count is within 25% of what torch counts."""
+    for seed in range(5):
+        arch = lra.sample(seed)
+        model = Subnet(arch, lra, SHAPE.vocab_size, SHAPE.num_classes, SHAPE.max_len).eval()
+        tokens = torch.randint(1, SHAPE.vocab_size, (2, 256))
+        with torch.no_grad():
+            counted = count_flops(lambda: model(tokens))
+        analytic = cost.flops(arch, lra, SHAPE, seq_len=256, batch_size=2)
+        assert 0.75 * counted <= analytic <= 1.25 * counted, (arch.describe(), analytic, counted)
+
+
+@pytest.mark.parametrize("name", ATTENTION.names())
+def test_each_core_flops_scale_as_the_op_should(name):
+    """Full attention is quadratic in n; every other op is at most quadratic, efficient ones linear."""
+    core = make_core(name, head_dim=16, max_heads=2, max_len=8192)
+    ratio = core.flops(8192, 2) / core.flops(2048, 2)
+    if name in ("full", "synthesizer"):
+        assert ratio == pytest.approx(16, rel=0.01)
+    else:
+        assert ratio <= 4.5
+
+
+def test_estimate_and_latency(lra):
+    arch = lra.largest()
+    short = cost.estimate(arch, lra, SHAPE, seq_len=64)
+    long = cost.estimate(arch, lra, SHAPE, seq_len=256, batch_size=2)
+    assert short.params == long.params
+    assert long.flops > 8 * short.flops and long.activation_mib > 8 * short.activation_mib
+    model = Subnet(arch, lra, SHAPE.vocab_size, SHAPE.num_classes, SHAPE.max_len)
+    assert cost.measure_latency_ms(model, 64, SHAPE.vocab_size, repeats=2) > 0
