@@ -1,5 +1,9 @@
 """What an architecture costs: parameters, forward FLOPs and activation memory at a sequence
-length (analytic), and measured latency of its standalone subnet on the current device."""
+length (analytic, layer by layer), and the measured latency of a model on the current device.
+
+Costs are additive over layers (`layer_cost`) plus a part every arch pays (`base_cost`), which
+is what lets a differentiable controller take the expected cost of an architecture distribution.
+"""
 from __future__ import annotations
 
 import functools
@@ -10,17 +14,13 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from nas.errors import ConfigError
+from nas.model import make_block
 from nas.ops.attention import AttentionCore, make_core
-from nas.space import Arch, SearchSpace
+from nas.space import Arch, LayerArch, SearchSpace
 
 BYTES_PER_ELEMENT = 4  # fp32
-
-
-@dataclass(frozen=True)
-class Cost:
-    params: int
-    flops: int  # forward pass of the whole batch
-    activation_mib: float  # activations kept for backward, whole batch (an estimate)
+KINDS = ("params", "flops", "memory", "latency")  # memory: activation MiB; latency: ms
 
 
 @dataclass(frozen=True)
@@ -33,65 +33,80 @@ class ModelShape:
     head: str = "classify"
 
 
+@dataclass(frozen=True)
+class Cost:
+    params: int
+    flops: int  # forward pass of the whole batch
+    activation_mib: float  # activations kept for backward, whole batch (an estimate)
+
+
+def layer_cost(layer: LayerArch, space: SearchSpace, shape: ModelShape, seq_len: int, kind: str) -> float:
+    """One layer's cost for one sequence of `seq_len` tokens; latency is measured (a lookup
+    table of layer latencies, as in FBNet), the other kinds are analytic."""
+    if kind == "latency":
+        return _layer_latency_ms(layer, space, shape.max_len, seq_len)
+    d, n = space.dim, seq_len
+    core = _core(space, layer.attention, shape.max_len)
+    inner = layer.heads * space.head_dim
+    projections = len(core.inputs) + 1  # the inputs the core reads, and the output
+    if kind == "params":
+        return (4 * d  # two layer norms
+                + (len(core.inputs)) * (d * inner + inner) + inner * d + d
+                + core.num_params(layer.heads)
+                + d * layer.ffn_dim + layer.ffn_dim + layer.ffn_dim * d + d)
+    if kind == "flops":  # 2 per multiply-add, matrix products only
+        return 2 * n * d * inner * projections + core.flops(n, layer.heads) + 2 * 2 * n * d * layer.ffn_dim
+    if kind == "memory":
+        elements = (4 * n * d  # two norms' inputs and outputs
+                    + n * inner * projections  # projected inputs, merged heads
+                    + core.activation_elements(n, layer.heads)
+                    + 2 * n * layer.ffn_dim)  # hidden units before and after the activation
+        return elements * BYTES_PER_ELEMENT / 2**20
+    raise ConfigError(f"unknown cost '{kind}'; allowed: {', '.join(KINDS)}")
+
+
+def base_cost(space: SearchSpace, shape: ModelShape, seq_len: int, kind: str) -> float:
+    """The cost every arch pays: embeddings and readout."""
+    d, c = space.dim, shape.num_classes
+    if kind == "params":
+        return shape.vocab_size * d + shape.max_len * d + 2 * d + d * c + c
+    if kind == "flops":
+        return 2 * d * c * (seq_len if shape.head == "tokens" else 1)
+    if kind == "memory":
+        return seq_len * d * BYTES_PER_ELEMENT / 2**20
+    if kind == "latency":
+        return 0.0  # an embedding lookup and a readout: small next to the layers
+    raise ConfigError(f"unknown cost '{kind}'; allowed: {', '.join(KINDS)}")
+
+
+def arch_cost(arch: Arch, space: SearchSpace, shape: ModelShape, seq_len: int, kind: str) -> float:
+    """The cost of `arch` for one sequence (latency: the sum of its layers' measured latencies)."""
+    return base_cost(space, shape, seq_len, kind) + sum(
+        layer_cost(layer, space, shape, seq_len, kind) for layer in arch.layers)
+
+
 def params(arch: Arch, space: SearchSpace, shape: ModelShape) -> int:
     """Exact parameter count of the standalone subnet for `arch`."""
-    d = space.dim
-    total = shape.vocab_size * d + shape.max_len * d  # token and position embeddings
-    total += 2 * d + d * shape.num_classes + shape.num_classes  # final norm, readout
-    for layer in arch.layers:
-        core = _core(space, layer.attention, shape.max_len)
-        inner = layer.heads * space.head_dim
-        total += 4 * d  # two layer norms
-        total += len(core.inputs) * (d * inner + inner) + inner * d + d  # projections, output
-        total += core.num_params(layer.heads)
-        total += d * layer.ffn_dim + layer.ffn_dim + layer.ffn_dim * d + d  # feed-forward
-    return total
+    return int(arch_cost(arch, space, shape, shape.max_len, "params"))
 
 
 def flops(arch: Arch, space: SearchSpace, shape: ModelShape, seq_len: int, batch_size: int = 1) -> int:
     """Forward floating-point operations (2 per multiply-add) of the matrix products."""
-    d, n = space.dim, seq_len
-    total = 0
-    for layer in arch.layers:
-        core = _core(space, layer.attention, shape.max_len)
-        inner = layer.heads * space.head_dim
-        total += 2 * n * d * inner * (len(core.inputs) + 1)  # projections and output
-        total += core.flops(n, layer.heads)
-        total += 2 * 2 * n * d * layer.ffn_dim  # feed-forward
-    total += 2 * d * shape.num_classes * (n if shape.head == "tokens" else 1)
-    return total * batch_size
+    return int(arch_cost(arch, space, shape, seq_len, "flops")) * batch_size
 
 
-def activation_bytes(arch: Arch, space: SearchSpace, shape: ModelShape, seq_len: int,
-                     batch_size: int = 1) -> int:
-    """Estimate of the activations a training step keeps for backward."""
-    d, n = space.dim, seq_len
-    elements = n * d  # embeddings
-    for layer in arch.layers:
-        core = _core(space, layer.attention, shape.max_len)
-        inner = layer.heads * space.head_dim
-        elements += 4 * n * d  # two norms' inputs and outputs
-        elements += n * inner * (len(core.inputs) + 1)  # projected inputs, merged heads
-        elements += core.activation_elements(n, layer.heads)
-        elements += 2 * n * layer.ffn_dim  # hidden units before and after the activation
-    return elements * batch_size * BYTES_PER_ELEMENT
-
-
-def estimate(arch: Arch, space: SearchSpace, shape: ModelShape, seq_len: int,
-             batch_size: int = 1) -> Cost:
+def estimate(arch: Arch, space: SearchSpace, shape: ModelShape, seq_len: int, batch_size: int = 1) -> Cost:
     return Cost(
         params=params(arch, space, shape),
         flops=flops(arch, space, shape, seq_len, batch_size),
-        activation_mib=activation_bytes(arch, space, shape, seq_len, batch_size) / 2**20,
+        activation_mib=arch_cost(arch, space, shape, seq_len, "memory") * batch_size,
     )
 
 
 @torch.no_grad()
-def measure_latency_ms(model: nn.Module, seq_len: int, vocab_size: int, batch_size: int = 1,
-                       repeats: int = 10, warmup: int = 2) -> float:
-    """Median forward latency of `model(tokens)` in milliseconds, on the model's device."""
-    device = next(model.parameters()).device
-    tokens = torch.randint(1, vocab_size, (batch_size, seq_len), device=device)
+def measure_latency_ms(model: nn.Module, inputs: tuple, repeats: int = 10, warmup: int = 2) -> float:
+    """Median latency of `model(*inputs)` in milliseconds, on the inputs' device."""
+    device = inputs[0].device
     was_training = model.training
     model.eval()
     times = []
@@ -99,7 +114,7 @@ def measure_latency_ms(model: nn.Module, seq_len: int, vocab_size: int, batch_si
         if device.type == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
-        model(tokens)
+        model(*inputs)
         if device.type == "cuda":
             torch.cuda.synchronize()
         if i >= warmup:
@@ -108,9 +123,22 @@ def measure_latency_ms(model: nn.Module, seq_len: int, vocab_size: int, batch_si
     return statistics.median(times)
 
 
+def subnet_latency_ms(model: nn.Module, seq_len: int, vocab_size: int, batch_size: int = 1, **kwargs) -> float:
+    """Median forward latency of a Subnet on random tokens."""
+    device = next(model.parameters()).device
+    tokens = torch.randint(1, vocab_size, (batch_size, seq_len), device=device)
+    return measure_latency_ms(model, (tokens,), **kwargs)
+
+
 @functools.lru_cache(maxsize=None)
 def _core(space: SearchSpace, candidate: str, max_len: int) -> AttentionCore:
     """The candidate's core on the meta device: it answers shape questions without memory."""
     choice = space.attention[candidate]
     with torch.device("meta"):
         return make_core(choice.type, space.head_dim, space.max_heads, max_len, **choice.options)
+
+
+@functools.lru_cache(maxsize=None)
+def _layer_latency_ms(layer: LayerArch, space: SearchSpace, max_len: int, seq_len: int) -> float:
+    block = make_block(layer, space, max_len)
+    return measure_latency_ms(block, (torch.randn(1, seq_len, space.dim), None), repeats=5)

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from nas.errors import ConfigError
 from nas.ops.attention import SelfAttention, make_core
 from nas.ops.attention.base import check_length
-from nas.space import Arch, SearchSpace
+from nas.space import Arch, LayerArch, SearchSpace
 
 HEADS = ("classify", "tokens")
 
@@ -76,6 +76,13 @@ class Block(nn.Module):
         return x + self.ffn(self.norm2(x))
 
 
+def make_block(layer: LayerArch, space: SearchSpace, max_len: int) -> Block:
+    choice = space.attention[layer.attention]
+    core = make_core(choice.type, space.head_dim, layer.heads, max_len, **choice.options)
+    attn = SelfAttention(space.dim, layer.heads, space.head_dim, core)
+    return Block(space.dim, attn, FeedForward(space.dim, layer.ffn_dim))
+
+
 class Subnet(nn.Module):
     """A plain Transformer for `arch`, with the widths and attention options of `space`.
 
@@ -96,13 +103,7 @@ class Subnet(nn.Module):
         space.validate(arch)
         self.arch = arch
         self.embed = TokenEmbedding(vocab_size, space.dim, max_len)
-        blocks = []
-        for layer in arch.layers:
-            choice = space.attention[layer.attention]
-            core = make_core(choice.type, space.head_dim, layer.heads, max_len, **choice.options)
-            attn = SelfAttention(space.dim, layer.heads, space.head_dim, core)
-            blocks.append(Block(space.dim, attn, FeedForward(space.dim, layer.ffn_dim)))
-        self.blocks = nn.ModuleList(blocks)
+        self.blocks = nn.ModuleList(make_block(layer, space, max_len) for layer in arch.layers)
         self.readout = Readout(space.dim, num_classes, head)
 
     def forward(self, tokens: Tensor, mask: Tensor | None = None) -> Tensor:

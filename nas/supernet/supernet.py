@@ -15,9 +15,9 @@ from torch import Tensor, nn
 from nas.errors import ConfigError
 from nas.model import Block, FeedForward, Readout, Subnet, TokenEmbedding
 from nas.ops.attention import SelfAttention, make_core
-from nas.ops.attention.base import attend
+from nas.ops.attention.base import attend, merge_heads, split_heads
 from nas.ops.elastic import ElasticLinear
-from nas.space import Arch, LayerArch, SearchSpace
+from nas.space import LAYER_FIELDS, Arch, LayerArch, SearchSpace
 
 # entangled: all attention candidates share Q/K/V/O; separate: each candidate owns its own.
 SHARING = ("entangled", "separate")
@@ -56,6 +56,30 @@ class SuperAttention(nn.Module):
         weights = {name: proj[name].sliced(out_features=inner) for name in core.inputs}
         return attend(x, mask, core, layer.heads, weights, proj["out"].sliced(in_features=inner))
 
+    def forward_mixed(self, x: Tensor, mask: Tensor | None, attention_w: Tensor, heads_w: Tensor,
+                      heads_choices: tuple[int, ...]) -> Tensor:
+        """Softmax-weighted mixture over candidates and head counts (DARTS, FBNetV2).
+
+        Every candidate runs at full width once; a head count is a mask over heads, so the head
+        mixture is one mask weighted by `heads_w`. Projections shared by candidates run once.
+        """
+        max_heads = self.cores[next(iter(self.cores))].max_heads
+        head_index = torch.arange(max_heads, device=x.device)
+        choice_masks = torch.stack([(head_index < h).to(x.dtype) for h in heads_choices])  # (H_c, h)
+        head_mask = (heads_w[:, None] * choice_masks).sum(0)[None, :, None, None]  # (1, h, 1, 1)
+        projected: dict[tuple[str, str], Tensor] = {}
+        out = 0
+        for (cand, core), w in zip(self.cores.items(), attention_w):
+            key = SHARED_KEY if self.sharing == "entangled" else cand
+            proj = self.projections[key]
+            for name in core.inputs:
+                if (key, name) not in projected:
+                    projected[key, name] = split_heads(proj[name](x), max_heads)  # (b, h, n, d)
+            qkv = (projected[key, name] if name in core.inputs else None for name in ("q", "k", "v"))
+            y = core(*qkv, mask) * head_mask
+            out = out + w * proj["out"](merge_heads(y))
+        return out
+
     def extract(self, layer: LayerArch) -> SelfAttention:
         core = self.cores[layer.attention].extract(layer.heads)
         attn = SelfAttention(self.projections_of(layer.attention)["out"].out_features,
@@ -77,6 +101,12 @@ class SuperFeedForward(nn.Module):
     def forward(self, x: Tensor, hidden: int) -> Tensor:
         return self.fc2(nn.functional.gelu(self.fc1(x, out_features=hidden)))
 
+    def forward_mixed(self, x: Tensor, hidden_w: Tensor, hidden_choices: tuple[int, ...]) -> Tensor:
+        """The widest layer once, its hidden units masked by the weighted width choices."""
+        units = torch.arange(self.fc1.out_features, device=x.device)
+        masks = torch.stack([(units < h).to(x.dtype) for h in hidden_choices])  # (F_c, F)
+        return self.fc2(nn.functional.gelu(self.fc1(x)) * (hidden_w[:, None] * masks).sum(0))
+
     def extract(self, hidden: int) -> FeedForward:
         ffn = FeedForward(self.fc1.in_features, hidden)
         ffn.fc1 = self.fc1.extract(out_features=hidden)
@@ -95,6 +125,12 @@ class SuperBlock(nn.Module):
     def forward(self, x: Tensor, mask: Tensor | None, layer: LayerArch) -> Tensor:
         x = x + self.attn(self.norm1(x), mask, layer)
         return x + self.ffn(self.norm2(x), layer.ffn_dim)
+
+    def forward_mixed(self, x: Tensor, mask: Tensor | None, weights: dict[str, Tensor],
+                      space: SearchSpace) -> Tensor:
+        """weights: 'attention', 'heads', 'ffn_dim' -> probabilities over the space's choices."""
+        x = x + self.attn.forward_mixed(self.norm1(x), mask, weights["attention"], weights["heads"], space.heads)
+        return x + self.ffn.forward_mixed(self.norm2(x), weights["ffn_dim"], space.ffn_dims)
 
     def extract(self, layer: LayerArch) -> Block:
         block = Block(self.norm1.normalized_shape[0], self.attn.extract(layer), self.ffn.extract(layer.ffn_dim))
@@ -135,6 +171,41 @@ class Supernet(nn.Module):
         for block, layer in zip(self.blocks, arch.layers):
             x = block(x, mask, layer)
         return self.readout(x, mask)
+
+    def forward_mixed(self, tokens: Tensor, weights: dict[str, Tensor], mask: Tensor | None = None,
+                      hard: bool = False) -> Tensor:
+        """The supernet under a distribution over architectures (DARTS / GDAS).
+
+        `weights` maps every key of `space.decisions()` to probabilities over its choices.
+        Soft: every candidate runs and outputs mix by weight; depth mixes the hidden states at
+        each allowed depth ("exits"). Hard (GDAS): each weight vector is a straight-through
+        one-hot sample, so only the chosen path runs (single-path memory) and its outputs are
+        scaled by the gate value (1 forward, a gradient to every logit backward).
+        """
+        if hard:
+            return self._forward_hard(tokens, weights, mask)
+        x = self.embed(tokens)
+        exits = []
+        for i, block in enumerate(self.blocks):
+            layer_w = {f: weights[f"layer{i}.{f}"] for f in LAYER_FIELDS}
+            x = block.forward_mixed(x, mask, layer_w, self.space)
+            if i + 1 in self.space.depths:
+                exits.append(x)
+        mixed = sum(w * h for w, h in zip(weights["depth"], exits))
+        return self.readout(mixed, mask)
+
+    def _forward_hard(self, tokens: Tensor, weights: dict[str, Tensor], mask: Tensor | None) -> Tensor:
+        decisions = self.space.decisions()
+        picked = {key: int(weights[key].argmax()) for key in decisions if key in weights}
+        depth = decisions["depth"][picked["depth"]]
+        x = self.embed(tokens)
+        for i, block in enumerate(self.blocks[:depth]):
+            gate = {f: weights[f"layer{i}.{f}"][picked[f"layer{i}.{f}"]] for f in LAYER_FIELDS}
+            layer = LayerArch(*(decisions[f"layer{i}.{f}"][picked[f"layer{i}.{f}"]]
+                                for f in LAYER_FIELDS))
+            x = x + block.attn(block.norm1(x), mask, layer) * (gate["attention"] * gate["heads"])
+            x = x + block.ffn(block.norm2(x), layer.ffn_dim) * gate["ffn_dim"]
+        return self.readout(x * weights["depth"][picked["depth"]], mask)
 
     @torch.no_grad()
     def extract(self, arch: Arch) -> Subnet:
