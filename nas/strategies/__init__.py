@@ -1,0 +1,11 @@
+"""Search strategies, one file each, registered by name in `STRATEGIES`."""
+import importlib
+import pkgutil
+
+from nas.strategies.base import Candidate, SearchResult, Strategy
+from nas.strategies.registry import STRATEGIES
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
+
+__all__ = ["STRATEGIES", "Candidate", "SearchResult", "Strategy"]

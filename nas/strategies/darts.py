@@ -1,0 +1,223 @@
+"""Differentiable search: DARTS (Liu et al. 2019, https://arxiv.org/abs/1806.09055) and GDAS
+(Dong & Yang 2019, https://arxiv.org/abs/1910.04465).
+
+One vector of architecture logits per decision of the space. DARTS mixes every candidate by
+the softmax of its logits; GDAS samples one candidate per decision per step with hard
+Gumbel-softmax (straight-through), so memory stays that of a single path. Weight steps on
+train batches alternate with architecture steps on validation batches. The derived arch is
+the argmax of every decision.
+"""
+from __future__ import annotations
+
+import itertools
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from nas import cost
+from nas.cost import KINDS as COST_KINDS
+from nas.errors import ConfigError
+from nas.space import LAYER_FIELDS, Arch, LayerArch, SearchSpace
+from nas.strategies.base import Strategy
+from nas.strategies.registry import STRATEGIES
+from nas.training.metrics import task_loss
+
+
+@STRATEGIES.register("darts")
+class DartsStrategy(Strategy):
+    """DARTS over every decision of the space.
+
+    Args:
+        arch_lr, arch_weight_decay: Adam on the architecture logits.
+        second_order: the unrolled architecture gradient (DARTS eq. 7, finite differences)
+            instead of the first-order approximation.
+        warmup_epochs: epochs of weight-only training before architecture steps start.
+        cost: None, or the cost to penalize: "params", "flops", "memory" or "latency", taken
+            in expectation under the architecture distribution at the task's sequence length.
+        cost_weight: the penalty's weight.
+        cost_target: with a target, only the excess over it is penalized (relative to it);
+            without, the expected cost relative to the largest arch's.
+        seq_len: the sequence length at which cost is measured.
+    """
+
+    hard = False
+
+    def __init__(self, space: SearchSpace, seed: int = 0, arch_lr: float = 3e-3,
+                 arch_weight_decay: float = 1e-3, second_order: bool = False, warmup_epochs: int = 0,
+                 cost: str | None = None, cost_weight: float = 0.0, cost_target: float | None = None,
+                 seq_len: int | None = None):
+        super().__init__(space, seed)
+        if cost is not None and cost not in COST_KINDS:
+            raise ConfigError(f"unknown cost '{cost}'; allowed: {', '.join(COST_KINDS)}")
+        self.arch_lr, self.arch_weight_decay = arch_lr, arch_weight_decay
+        self.second_order, self.warmup_epochs = second_order, warmup_epochs
+        self.cost_kind, self.cost_weight, self.cost_target, self.seq_len = cost, cost_weight, cost_target, seq_len
+        self.alphas = nn.ParameterDict({
+            _param_key(key): nn.Parameter(1e-3 * torch.randn(len(options)))
+            for key, options in space.decisions().items()
+        })
+        self.history: list[dict[str, list[float]]] = []  # probabilities after each epoch
+
+    # -- the distribution ------------------------------------------------------------------
+    def logits(self) -> dict[str, Tensor]:
+        return {key: self.alphas[_param_key(key)] for key in self.space.decisions()}
+
+    def probabilities(self) -> dict[str, Tensor]:
+        return {key: F.softmax(logit, -1) for key, logit in self.logits().items()}
+
+    def mixture_weights(self) -> dict[str, Tensor]:
+        """What the supernet mixes with this step (GDAS: a straight-through sample)."""
+        return self.probabilities()
+
+    def current_arch(self) -> Arch:
+        return self._argmax_arch(self.logits())
+
+    def _argmax_arch(self, scores: dict[str, Tensor]) -> Arch:
+        decisions = self.space.decisions()
+        return self.space.arch_from_choices({key: decisions[key][int(s.argmax())] for key, s in scores.items()})
+
+    # -- training --------------------------------------------------------------------------
+    def attach(self, supernet) -> None:
+        super().attach(supernet)
+        if self.cost_kind is not None:
+            if self.seq_len is None:
+                raise ConfigError("a cost penalty needs seq_len (the task's sequence length)")
+            self._build_cost_table(supernet)
+
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        if not hasattr(self, "_arch_optimizer"):
+            self._arch_optimizer = torch.optim.Adam(self.alphas.parameters(), lr=self.arch_lr,
+                                                    betas=(0.5, 0.999), weight_decay=self.arch_weight_decay)
+        return [self._arch_optimizer]
+
+    def loss(self, module, batch: dict, weights: dict[str, Tensor]) -> Tensor:
+        logits = module.supernet.forward_mixed(batch["tokens"], weights, batch["mask"], hard=self.hard)
+        return task_loss(logits, batch["target"])
+
+    def training_step(self, module, train: dict, val: dict | None) -> dict[str, Tensor]:
+        logs = {}
+        if val is not None and module.current_epoch >= self.warmup_epochs:
+            if self.second_order:
+                val_loss = self._second_order_step(module, train, val)
+            else:
+                val_loss = self.loss(module, val, self.mixture_weights())
+                penalty = self.cost_penalty()
+                module.step(val_loss + penalty, optimizer_index=1)
+                logs["cost_penalty"] = penalty.detach()
+            logs["arch_loss"] = val_loss.detach()
+        weights = {k: v.detach() for k, v in self.mixture_weights().items()}
+        if self.hard:
+            self.record(self._argmax_arch(weights))
+        loss = self.loss(module, train, weights)
+        module.step(loss)
+        logs["loss"] = loss.detach()
+        return logs
+
+    def _second_order_step(self, module, train: dict, val: dict) -> Tensor:
+        """DARTS eq. 7-8: the val gradient at one virtual weight step, with the Hessian-vector
+        product by central finite differences."""
+        weights = list(module.supernet.parameters())
+        xi = module.optimizers()[0].param_groups[0]["lr"]
+        backup = [w.detach().clone() for w in weights]
+        grads = torch.autograd.grad(self.loss(module, train, self.mixture_weights()), weights, allow_unused=True)
+        with torch.no_grad():
+            for w, g in zip(weights, grads):
+                if g is not None:
+                    w.sub_(xi * g)  # the virtual step w' = w - xi * dL_train/dw
+        val_loss = self.loss(module, val, self.mixture_weights())
+        alphas = list(self.alphas.parameters())
+        grads = torch.autograd.grad(val_loss, alphas + weights, allow_unused=True)
+        d_alpha, d_weights = grads[: len(alphas)], grads[len(alphas):]
+        norm = torch.sqrt(sum((g * g).sum() for g in d_weights if g is not None))
+        eps = 0.01 / (norm + 1e-12)
+
+        def train_grad_at(sign: float) -> tuple[Tensor, ...]:
+            with torch.no_grad():  # w +- eps * dL_val/dw'
+                for w, original, g in zip(weights, backup, d_weights):
+                    w.copy_(original if g is None else original + sign * eps * g)
+            return torch.autograd.grad(self.loss(module, train, self.mixture_weights()), alphas)
+
+        plus, minus = train_grad_at(1.0), train_grad_at(-1.0)
+        with torch.no_grad():
+            for w, original in zip(weights, backup):
+                w.copy_(original)
+        optimizer = module.optimizers()[1]
+        optimizer.zero_grad()
+        penalty = self.cost_penalty()
+        penalty_grads = torch.autograd.grad(penalty, alphas, allow_unused=True) if penalty.requires_grad else [None] * len(alphas)
+        for a, da, hp, hm, pg in zip(alphas, d_alpha, plus, minus, penalty_grads):
+            a.grad = (0 if da is None else da) - xi * (hp - hm) / (2 * eps) + (0 if pg is None else pg)
+        optimizer.step()
+        return val_loss
+
+    # -- cost ------------------------------------------------------------------------------
+    def _build_cost_table(self, supernet) -> None:
+        """Per layer choice (attention, heads, ffn) its cost; the expectation is then a sum."""
+        space, shape = self.space, cost.ModelShape(supernet.vocab_size, supernet.num_classes,
+                                                   supernet.max_len, supernet.head)
+        table = torch.zeros(len(space.attention), len(space.heads), len(space.ffn_dims))
+        for (a, cand), (h, heads), (f, ffn) in itertools.product(
+                enumerate(space.attention), enumerate(space.heads), enumerate(space.ffn_dims)):
+            table[a, h, f] = cost.layer_cost(LayerArch(cand, heads, ffn), space, shape, self.seq_len, self.cost_kind)
+        self._layer_cost = table
+        self._base_cost = cost.base_cost(space, shape, self.seq_len, self.cost_kind)
+        self._reference = self.cost_target or cost.arch_cost(space.largest(), space, shape, self.seq_len, self.cost_kind)
+
+    def expected_cost(self) -> Tensor:
+        probs = self.probabilities()
+        layers = [torch.einsum("a,h,f,ahf->", *(probs[f"layer{i}.{f}"] for f in LAYER_FIELDS), self._layer_cost)
+                  for i in range(self.space.max_depth)]
+        prefix = torch.cumsum(torch.stack(layers), 0)  # cost of the first d layers
+        depth_cost = torch.stack([prefix[d - 1] for d in self.space.depths])
+        return self._base_cost + (probs["depth"] * depth_cost).sum()
+
+    def cost_penalty(self) -> Tensor:
+        if self.cost_kind is None or not self.cost_weight:
+            return torch.zeros(())
+        relative = self.expected_cost() / self._reference
+        return self.cost_weight * (F.relu(relative - 1) if self.cost_target else relative)
+
+    # -- state and logging -----------------------------------------------------------------
+    def on_epoch_end(self, module) -> None:
+        probs = {k: [round(float(p), 4) for p in v.detach()] for k, v in self.probabilities().items()}
+        self.history.append(probs)
+        decisions = self.space.decisions()
+        for key, values in probs.items():
+            for choice, p in zip(decisions[key], values):
+                module.log(f"arch/{key}/{choice}", p)
+
+    def get_extra_state(self) -> dict:
+        return {**super().get_extra_state(), "history": self.history}
+
+    def set_extra_state(self, state: dict) -> None:
+        super().set_extra_state(state)
+        self.history = state["history"]
+
+
+@STRATEGIES.register("gdas")
+class GdasStrategy(DartsStrategy):
+    """GDAS: one hard Gumbel-softmax sample per decision per step, temperature annealed
+    linearly from `tau_max` to `tau_min` over the epochs."""
+
+    hard = True
+
+    def __init__(self, space: SearchSpace, seed: int = 0, tau_max: float = 10.0, tau_min: float = 0.1, **kwargs):
+        super().__init__(space, seed, **kwargs)
+        self.tau_max, self.tau_min = tau_max, tau_min
+        self.register_buffer("tau", torch.tensor(tau_max))
+
+    def mixture_weights(self) -> dict[str, Tensor]:
+        return {k: F.gumbel_softmax(logit, tau=float(self.tau), hard=True) for k, logit in self.logits().items()}
+
+    def on_epoch_end(self, module) -> None:
+        super().on_epoch_end(module)
+        progress = min(1.0, (module.current_epoch + 1) / max(1, module.trainer.max_epochs - 1))
+        self.tau.fill_(self.tau_max - (self.tau_max - self.tau_min) * progress)
+        module.log("arch/tau", float(self.tau))
+
+
+
+
+def _param_key(decision: str) -> str:
+    return decision.replace(".", "_")  # ParameterDict keys may not hold dots

@@ -1,0 +1,206 @@
+"""ENAS (Pham et al. 2018, https://arxiv.org/abs/1802.03268): an LSTM controller samples every
+decision of the space in turn; the shared weights train on its samples, and the controller
+learns by REINFORCE on the validation metric of its samples with inherited weights.
+# B sampled archs, K decisions, H controller width, C choices of one decision
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from nas.errors import ConfigError
+from nas.space import Arch, SearchSpace
+from nas.strategies.base import Candidate, SearchResult, Strategy
+from nas.strategies.registry import STRATEGIES
+from nas.training.evaluate import evaluate
+from nas.training.metrics import score
+
+
+@dataclass
+class Samples:
+    """A batch of archs decoded by the controller, with what REINFORCE needs."""
+
+    archs: list[Arch]
+    log_prob: Tensor  # (B,) summed over the decisions each arch makes
+    entropy: Tensor  # (B,) summed over every decision, used or not
+
+
+@STRATEGIES.register("enas")
+class EnasStrategy(Strategy):
+    """ENAS over every decision of the space (`space.decisions()`, in order).
+
+    Args:
+        controller_hidden: width of the controller's LSTM cell and choice embeddings.
+        controller_lr: Adam learning rate of the controller.
+        controller_every: a controller step after every this many weight steps.
+        controller_samples: archs sampled (and rewarded on the step's val batch) per controller step.
+        baseline_decay: decay of the moving-average reward baseline.
+        entropy_weight: weight of the entropy bonus, which keeps the controller exploring.
+        tanh_constant: if set, logits become `c * tanh(logits)` (ENAS), bounding how peaked any
+            decision can get.
+        temperature: if set, logits are divided by it before the tanh (ENAS).
+        final_samples: archs sampled at the end, ranked with the greedy one on the val batches.
+        warmup_epochs: epochs of weight training on controller samples before controller steps;
+            rewards from untrained shared weights are mostly noise.
+    """
+
+    def __init__(self, space: SearchSpace, seed: int = 0, controller_hidden: int = 64,
+                 controller_lr: float = 3.5e-3, controller_every: int = 2, controller_samples: int = 4,
+                 baseline_decay: float = 0.95, entropy_weight: float = 1e-3,
+                 tanh_constant: float | None = 2.5, temperature: float | None = None,
+                 final_samples: int = 16, warmup_epochs: int = 0):
+        super().__init__(space, seed)
+        for name, value in (("controller_every", controller_every), ("controller_samples", controller_samples)):
+            if value < 1:
+                raise ConfigError(f"enas: {name} must be at least 1; got {value}")
+        self.controller_lr, self.controller_every = controller_lr, controller_every
+        self.controller_samples, self.baseline_decay = controller_samples, baseline_decay
+        self.entropy_weight, self.tanh_constant, self.temperature = entropy_weight, tanh_constant, temperature
+        self.final_samples, self.warmup_epochs = final_samples, warmup_epochs
+        self.decisions = space.decisions()
+        self.keys = list(self.decisions)
+        # the layer each decision belongs to; depth (-1) is always made
+        self.layer_of = [-1 if key == "depth" else int(key.split(".")[0].removeprefix("layer")) for key in self.keys]
+        self.cell = nn.LSTMCell(controller_hidden, controller_hidden)
+        self.start = nn.Parameter(torch.empty(controller_hidden))  # the first input
+        self.embeddings = nn.ModuleList(nn.Embedding(len(c), controller_hidden) for c in self.decisions.values())
+        self.heads = nn.ModuleList(nn.Linear(controller_hidden, len(c)) for c in self.decisions.values())
+        # Sampling draws from this generator only, on the CPU, so that a seed fixes the run on
+        # any device and its state can be saved and restored with the rest of the strategy.
+        self.generator = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for p in self.parameters():  # ENAS's init: near-uniform choices at the start
+                p.copy_(torch.rand(p.shape, generator=self.generator) * 0.2 - 0.1)
+        self.baseline: float | None = None  # the first rewards set it
+        self.steps = 0  # weight steps so far, to schedule controller steps
+        self.history: list[dict[str, list[float]]] = []  # after each epoch, as DARTS's (see on_epoch_end)
+
+    # -- the controller --------------------------------------------------------------------
+    def _logits(self, h: Tensor, k: int) -> Tensor:
+        logits = self.heads[k](h)  # (B, C)
+        if self.temperature is not None:
+            logits = logits / self.temperature
+        if self.tanh_constant is not None:
+            logits = self.tanh_constant * torch.tanh(logits)
+        return logits
+
+    def _decode(self, batch: int, greedy: bool) -> tuple[Tensor, list[Tensor]]:
+        """Run the controller over every decision in turn.
+
+        Returns:
+            The picks (B, K) and, per decision, the log-probabilities of its choices (B, C).
+        """
+        x = self.start.expand(batch, -1)  # (B, H)
+        state, picks, log_probs = None, [], []
+        for k in range(len(self.keys)):
+            state = self.cell(x, state)
+            log_p = F.log_softmax(self._logits(state[0], k), -1)  # (B, C)
+            if greedy:
+                pick = log_p.argmax(-1)  # (B,)
+            else:
+                pick = torch.multinomial(log_p.detach().exp().cpu(), 1, generator=self.generator)
+                pick = pick.squeeze(1).to(log_p.device)  # (B,)
+            picks.append(pick)
+            log_probs.append(log_p)
+            x = self.embeddings[k](pick)  # (B, H): the choice made is the next input
+        return torch.stack(picks, 1), log_probs
+
+    def _archs(self, picks: Tensor) -> list[Arch]:
+        return [self.space.arch_from_choices({key: self.decisions[key][int(i)] for key, i in zip(self.keys, row)})
+                for row in picks]
+
+    def _used(self, archs: list[Arch]) -> Tensor:
+        """(B, K) mask of the decisions each arch makes: depth and the layers it keeps."""
+        return torch.tensor([[i < arch.depth for i in self.layer_of] for arch in archs])
+
+    def sample(self, batch: int = 1) -> Samples:
+        """`batch` archs from the controller, with gradients to its parameters.
+
+        Only the decisions an arch makes count in its log-probability: the picks of layers past
+        its depth do not change the reward, so their score-function terms would add variance
+        and no signal. The entropy covers every decision, to keep the unused layers exploring
+        too (it is computed from the full distributions, not from the picks, so it adds little
+        variance).
+        """
+        picks, log_probs = self._decode(batch, greedy=False)
+        archs = self._archs(picks)
+        picked = torch.stack([lp.gather(1, p[:, None]).squeeze(1) for lp, p in zip(log_probs, picks.T)], 1)  # (B, K)
+        entropy = torch.stack([-(lp.exp() * lp).sum(-1) for lp in log_probs], 1)  # (B, K)
+        used = self._used(archs).to(picked.device)  # (B, K)
+        return Samples(archs, (picked * used).sum(1), entropy.sum(1))
+
+    @torch.no_grad()
+    def current_arch(self) -> Arch:
+        """The controller's greedy decode: the most likely choice of each decision in turn."""
+        return self._archs(self._decode(1, greedy=True)[0])[0]
+
+    # -- training --------------------------------------------------------------------------
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        if not hasattr(self, "_controller_optimizer"):
+            self._controller_optimizer = torch.optim.Adam(self.parameters(), lr=self.controller_lr)
+        return [self._controller_optimizer]
+
+    def training_step(self, module, train: dict, val: dict | None) -> dict[str, Tensor]:
+        with torch.no_grad():
+            arch = self.record(self.sample(1).archs[0])
+        loss, _ = module.arch_loss(train, arch)
+        module.step(loss)
+        self.steps += 1
+        logs = {"loss": loss.detach()}
+        if val is not None and module.current_epoch >= self.warmup_epochs and self.steps % self.controller_every == 0:
+            samples = self.sample(self.controller_samples)
+            rewards = torch.tensor([score(evaluate(module.supernet, a, [val], module.metric), module.metric)
+                                    for a in samples.archs])
+            module.step(self.reinforce_loss(samples, rewards), optimizer_index=1)
+            logs["reward"] = rewards.mean()
+        return logs
+
+    def reinforce_loss(self, samples: Samples, rewards: Tensor) -> Tensor:
+        """REINFORCE with a moving-average baseline and an entropy bonus; updates the baseline.
+
+        Args:
+            samples: archs from `sample()`, with their log-probabilities attached to the graph.
+            rewards: (B,) the reward of each arch, higher is better.
+        """
+        rewards = rewards.to(samples.log_prob.device, samples.log_prob.dtype)
+        # The advantage uses the baseline from before these rewards, so it stays unbiased.
+        baseline = float(rewards.mean()) if self.baseline is None else self.baseline
+        advantage = rewards - baseline  # (B,)
+        self.baseline = self.baseline_decay * baseline + (1 - self.baseline_decay) * float(rewards.mean())
+        return -(advantage * samples.log_prob).mean() - self.entropy_weight * samples.entropy.mean()
+
+    def finish(self, module, val_batches: list[dict]) -> SearchResult:
+        with torch.no_grad():
+            sampled = self.sample(self.final_samples).archs if self.final_samples else []
+        archs = list(dict.fromkeys([self.current_arch(), *sampled]))
+        metric = module.metric
+        ranked = [Candidate(a, {f"val/{metric}": evaluate(module.supernet, a, val_batches, metric)}) for a in archs]
+        # sort is stable: on a tie the greedy arch, listed first, stays first
+        ranked.sort(key=lambda c: score(c.metrics[f"val/{metric}"], metric), reverse=True)
+        return SearchResult(best=ranked[0].arch, ranked=ranked)
+
+    # -- state and logging -----------------------------------------------------------------
+    @torch.no_grad()
+    def on_epoch_end(self, module) -> None:
+        # An LSTM controller has no per-decision marginals: what is recorded is each decision's
+        # distribution along the greedy decode, the one the greedy arch was picked from.
+        _, log_probs = self._decode(1, greedy=True)
+        self.history.append({key: [round(float(p), 4) for p in lp[0].exp()] for key, lp in zip(self.keys, log_probs)})
+        module.log("controller/entropy", float(sum(-(lp.exp() * lp).sum() for lp in log_probs)))
+        if self.baseline is not None:
+            module.log("controller/baseline", self.baseline)
+        for key, values in self.history[-1].items():
+            for choice, p in zip(self.decisions[key], values):
+                module.log(f"arch/{key}/{choice}", p)
+
+    def get_extra_state(self) -> dict:
+        return {**super().get_extra_state(), "generator": self.generator.get_state(),
+                "baseline": self.baseline, "steps": self.steps, "history": self.history}
+
+    def set_extra_state(self, state: dict) -> None:
+        super().set_extra_state(state)
+        self.generator.set_state(state["generator"])
+        self.baseline, self.steps, self.history = state["baseline"], state["steps"], state["history"]

@@ -1,0 +1,4 @@
+"""The registry of search strategies."""
+from nas.registry import Registry
+
+STRATEGIES = Registry("strategy")

@@ -1,0 +1,1 @@
+"""Lightning modules: supernet search and subnet retraining."""
