@@ -1,0 +1,285 @@
+"""Export a retrained subnet as a folder that runs without `nas`: the arch, the weights, a
+`torch.export` program with a standalone `predict.py`, the metrics, and optionally an int8 copy.
+
+The program takes a fixed length (the model's max_len) and a dynamic batch; shorter inputs are
+padded with mask False, which every op ignores, so padding does not change the logits.
+# b batch, n sequence (max_len in the program), C classes
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import warnings
+from pathlib import Path
+from typing import Iterable
+
+import torch
+import yaml
+from torch import Tensor, nn
+
+from nas import cost
+from nas.errors import ConfigError
+from nas.model import Subnet
+from nas.ops.attention import SelfAttention
+from nas.space import Arch, SearchSpace
+from nas.training.metrics import task_metric
+
+# Every file export may write; an overwrite removes them all first, so that a stale file
+# (e.g. an int8 copy from an earlier quantized export) never sits beside new ones.
+FILES = ("arch.yaml", "space.yaml", "model.json", "weights.pt", "model.pt2", "predict.py",
+         "metrics.json", "model_int8.pt")
+TASK_KEYS = ("vocab_size", "num_classes", "max_len", "head", "metric")  # what model.json holds
+HPARAMS = ("arch", "space") + TASK_KEYS  # what a retrain checkpoint must hold
+
+PREDICT = '''\
+"""Run the exported LongNAS model with torch alone (no `nas` needed):
+
+    python predict.py "5 3 9 2" "7 7 1"
+
+Each argument is one sequence of token ids (0 is padding); each prints its logits as a JSON
+line. The program takes exactly max_len positions, so sequences are padded to it with the mask
+False, which the model ignores.
+"""
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+
+
+def load(folder=HERE):
+    """The program as a callable module, and the length it takes."""
+    program = torch.export.load(str(Path(folder) / "model.pt2")).module()
+    max_len = json.loads((Path(folder) / "model.json").read_text())["max_len"]
+    return program, max_len
+
+
+def pad(sequences, max_len):
+    """Token lists -> tokens (b, max_len) long and mask (b, max_len) bool, True = real token."""
+    tokens = torch.zeros(len(sequences), max_len, dtype=torch.long)
+    mask = torch.zeros(len(sequences), max_len, dtype=torch.bool)
+    for i, seq in enumerate(sequences):
+        if len(seq) > max_len:
+            raise ValueError(f"sequence {i} has {len(seq)} tokens; the model takes at most {max_len}")
+        tokens[i, :len(seq)] = torch.tensor(seq, dtype=torch.long)
+        mask[i, :len(seq)] = True
+    return tokens, mask
+
+
+def predict(program, max_len, sequences):
+    """Logits (b, C) for a classifier, or (b, max_len, C) per position (padding rows are junk)."""
+    with torch.no_grad():
+        return program(*pad(sequences, max_len))
+
+
+if __name__ == "__main__":
+    sequences = [[int(t) for t in arg.split()] for arg in sys.argv[1:]] or [[1, 2, 3]]
+    program, max_len = load()
+    for seq, logits in zip(sequences, predict(program, max_len, sequences)):
+        print(json.dumps((logits if logits.dim() == 1 else logits[:len(seq)]).tolist()))  # a line each
+'''
+
+
+def export(ckpt: str | Path, out: str | Path, overwrite: bool = False, quantize: bool = False,
+           eval_batches: Iterable[dict] | None = None, seq_len: int | None = None) -> dict:
+    """Write the subnet of a retrain checkpoint into the folder `out`.
+
+    Files: `arch.yaml`, `space.yaml`, `model.json` (the task sizes), `weights.pt` (the subnet's
+    state dict), `model.pt2` (a `torch.export` program: tokens (b, max_len) long and mask
+    (b, max_len) bool -> logits, any b), `predict.py` (runs it with torch alone),
+    `metrics.json`, and with `quantize` `model_int8.pt` (see `quantize_int8`).
+
+    Args:
+        ckpt: a checkpoint written while training a `RetrainModule`.
+        out: the folder to write; an existing non-empty one needs `overwrite`.
+        overwrite: replace the export files in `out` (other files there are left alone).
+        quantize: also write an int8 dynamically quantized copy and compare it.
+        eval_batches: batches (dicts of tokens, mask, target) to measure the test metric on,
+            iterated once; e.g. the task's test DataLoader.
+        seq_len: the task's length, for FLOPs and latency; default the model's max_len.
+
+    Returns:
+        The metrics written to metrics.json: `cost/params` (exact), `cost/flops` and
+        `cost/latency_ms` (CPU, batch 1) at `seq_len`; with eval_batches `test/<metric>`; with
+        quantize `size/float_bytes`, `size/int8_bytes`, and with eval_batches
+        `int8/test/<metric>` and `int8/delta` (int8 minus float).
+
+    Raises:
+        ConfigError: `out` is in the way, or `ckpt` is missing or not a retrain checkpoint.
+    """
+    ckpt, out = Path(ckpt), Path(out)
+    _check_out(out, overwrite)  # before any work: a refusal should be instant
+    hparams, state = _read_checkpoint(ckpt)
+    arch = Arch.from_dict(hparams["arch"], source=f"{ckpt}: arch")
+    space = SearchSpace.from_dict(hparams["space"], source=f"{ckpt}: space")
+    task = {key: hparams[key] for key in TASK_KEYS}
+    model = _build(arch, space, task)
+    _load_weights(model, state, source=str(ckpt))
+    seq_len = task["max_len"] if seq_len is None else seq_len
+    if not 1 <= seq_len <= task["max_len"]:
+        raise ConfigError(f"seq_len {seq_len} must be in 1..{task['max_len']} (the model's max_len)")
+
+    out.mkdir(parents=True, exist_ok=True)
+    for name in FILES:
+        (out / name).unlink(missing_ok=True)
+    arch.to_yaml(out / "arch.yaml")
+    (out / "space.yaml").write_text(yaml.safe_dump(space.to_dict(), sort_keys=False))
+    (out / "model.json").write_text(json.dumps(task, indent=2) + "\n")
+    torch.save(model.state_dict(), out / "weights.pt")
+    write_program(model, task["max_len"], out / "model.pt2")
+    (out / "predict.py").write_text(PREDICT)
+
+    shape = cost.ModelShape(task["vocab_size"], task["num_classes"], task["max_len"], task["head"])
+    metrics = {
+        "metric": task["metric"],
+        "seq_len": seq_len,
+        "cost/params": sum(p.numel() for p in model.parameters()),
+        "cost/flops": cost.flops(arch, space, shape, seq_len),
+        "cost/latency_ms": cost.subnet_latency_ms(model, seq_len, task["vocab_size"]),
+    }
+    models = {"float": model}
+    if quantize:
+        models["int8"] = quantize_int8(model)
+        torch.save(models["int8"].state_dict(), out / "model_int8.pt")
+        metrics["size/float_bytes"] = (out / "weights.pt").stat().st_size
+        metrics["size/int8_bytes"] = (out / "model_int8.pt").stat().st_size
+    if eval_batches is not None:
+        scores = evaluate(models, eval_batches, task["metric"])
+        metrics[f"test/{task['metric']}"] = scores["float"]
+        if quantize:
+            metrics[f"int8/test/{task['metric']}"] = scores["int8"]
+            metrics["int8/delta"] = scores["int8"] - scores["float"]
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    return metrics
+
+
+def load(folder: str | Path, int8: bool = False) -> Subnet:
+    """The exported subnet, in eval mode, from arch.yaml, space.yaml, model.json and weights.pt
+    (or the int8 copy in model_int8.pt)."""
+    folder = Path(folder)
+    weights = folder / ("model_int8.pt" if int8 else "weights.pt")
+    for path in (folder / "arch.yaml", folder / "space.yaml", folder / "model.json", weights):
+        if not path.is_file():
+            hint = "; export with quantize=true" if path.name == "model_int8.pt" else ""
+            raise ConfigError(f"{folder}: not a complete export: no {path.name}{hint}")
+    task = json.loads((folder / "model.json").read_text())
+    model = _build(Arch.from_yaml(folder / "arch.yaml"), SearchSpace.from_yaml(folder / "space.yaml"), task)
+    if int8:
+        model = quantize_int8(model)
+    with _quiet_quantization():  # the quantized tensors of model_int8.pt warn as they load
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+    _load_weights(model, state, source=str(weights))
+    return model.eval()
+
+
+def write_program(model: Subnet, max_len: int, path: Path) -> None:
+    """Save `model` as a `torch.export` program for (b, max_len) inputs, b dynamic, after
+    checking that the program gives the model's logits at a batch size it was not traced with."""
+    model.eval()
+    batch = torch.export.Dim("batch", min=1)
+    # No op branches on input values, so the example's values do not matter; a batch of 2
+    # keeps torch.export from specializing the batch dim to 1.
+    tokens = torch.ones(2, max_len, dtype=torch.long)
+    mask = torch.ones(2, max_len, dtype=torch.bool)
+    program = torch.export.export(model, (tokens, mask), dynamic_shapes=({0: batch}, {0: batch}))
+    torch.export.save(program, path)
+
+    tokens = torch.randint(1, model.embed.tokens.num_embeddings, (3, max_len))
+    mask = torch.arange(max_len) < torch.tensor([[max_len], [max_len // 2 + 1], [1]])  # (3, max_len)
+    with torch.no_grad():
+        expected, got = model(tokens, mask), program.module()(tokens, mask)
+    if not torch.allclose(got, expected, atol=1e-5, rtol=1e-5):
+        raise RuntimeError(f"the exported program differs from the model by "
+                           f"{(got - expected).abs().max().item():.2e}")
+
+
+def quantize_int8(model: Subnet) -> nn.Module:
+    """A copy with int8 weights in the feed-forward and readout layers (torch's dynamic
+    quantization: activations are quantized on the fly), for CPU inference.
+
+    The attention projections stay float: `SelfAttention` hands its weights to `F.linear`
+    (so that the supernet can share sliced weights), which a swapped-in quantized module breaks.
+    """
+    attention = {id(m) for a in model.modules() if isinstance(a, SelfAttention) for m in a.modules()}
+    names = {name for name, m in model.named_modules() if isinstance(m, nn.Linear) and id(m) not in attention}
+    with _quiet_quantization():
+        return torch.ao.quantization.quantize_dynamic(model, names, dtype=torch.qint8).eval()
+
+
+@contextlib.contextmanager
+def _quiet_quantization():
+    """torch.ao.quantization and quantized tensors warn that they are deprecated in favour of
+    torchao (not a dependency); torch 2.13 still ships them and they work."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*(deprecated|TypedStorage).*")
+        yield
+
+
+@torch.no_grad()
+def evaluate(models: dict[str, nn.Module], batches: Iterable[dict], metric: str) -> dict[str, float]:
+    """The task metric of each model over all batches (iterated once, so a generator works).
+
+    Batch means are weighted by their scored targets, which makes both accuracy and bits per
+    byte exact over the whole set.
+    """
+    totals, count = dict.fromkeys(models, 0.0), 0
+    for batch in batches:
+        scored = int((batch["target"] != -100).sum())  # -100: not scored
+        if not scored:
+            continue  # its mean would be NaN, and it carries no weight anyway
+        for name, model in models.items():
+            logits = model.eval()(batch["tokens"], batch["mask"])
+            totals[name] += task_metric(logits, batch["target"], metric).item() * scored
+        count += scored
+    if count == 0:
+        raise ConfigError("eval_batches hold no scored targets")
+    return {name: total / count for name, total in totals.items()}
+
+
+def _check_out(out: Path, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"out {out} is a file, not a folder")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise ConfigError(f"refusing to overwrite {out}: it exists and is not empty; pass overwrite=true")
+
+
+def _read_checkpoint(path: Path) -> tuple[dict, dict[str, Tensor]]:
+    """The hparams and the subnet's state dict of a retrain checkpoint, or one ConfigError line."""
+    if not path.is_file():
+        raise ConfigError(f"checkpoint {path}: no such file")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # not a zip, not a pickle, or a pickled object torch will not load
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(f"checkpoint {path}: cannot be read as a torch checkpoint ({reason})") from None
+    what = f"checkpoint {path} is not a LongNAS retrain checkpoint"
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("hyper_parameters"), dict):
+        raise ConfigError(f"{what}: no 'hyper_parameters'")
+    missing = [key for key in HPARAMS if key not in ckpt["hyper_parameters"]]
+    if missing:
+        raise ConfigError(f"{what}: its hyper_parameters lack {', '.join(missing)}")
+    state = {key[len("model."):]: value for key, value in (ckpt.get("state_dict") or {}).items()
+             if key.startswith("model.")}
+    if not state:
+        raise ConfigError(f"{what}: no subnet weights ('model.*' in its state_dict)")
+    return ckpt["hyper_parameters"], state
+
+
+def _build(arch: Arch, space: SearchSpace, task: dict) -> Subnet:
+    return Subnet(arch, space, task["vocab_size"], task["num_classes"], task["max_len"], task["head"])
+
+
+def _load_weights(model: nn.Module, state: dict[str, Tensor], source: str) -> None:
+    """Load strictly; a mismatch names the first missing or unexpected weight."""
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # a weight of the wrong shape; its message lists them, a line each
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        first = lines[min(1, len(lines) - 1)]
+        raise ConfigError(f"{source}: the weights do not match the arch ({first})") from None
+    if missing or unexpected:
+        first = f"missing {missing[0]}" if missing else f"unexpected {unexpected[0]}"
+        raise ConfigError(f"{source}: the weights do not match the arch ({first}, "
+                          f"{len(missing)} missing and {len(unexpected)} unexpected in all)")

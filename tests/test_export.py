@@ -1,0 +1,266 @@
+"""Export: the folder's files, the program run in a fresh process that cannot import `nas`, the
+weights, `load`, the int8 copy and the one-line errors."""
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader
+
+from nas import cost
+from nas.errors import ConfigError
+from nas.export import export, load
+from nas.ops.attention import ATTENTION
+from nas.space import Arch, SearchSpace
+from nas.training.retrain import RetrainModule
+from tests.ops.test_attention_registry import SMALL_OPTIONS
+
+VOCAB, CLASSES, MAX_LEN, SEQ_LEN = 16, 3, 32, 24
+SPACE = {
+    "name": "tiny", "dim": 32, "head_dim": 8, "depth": [1, 2],
+    "layer": {"attention": {op: {"type": op, **SMALL_OPTIONS.get(op, {})} for op in ATTENTION.names()},
+              "heads": [2, 4], "ffn_dim": [128]},  # a wide FFN: the int8 part of the model dominates
+}
+# A full-length sequence, one ending mid-block for every op, and a short one.
+_gen = torch.Generator().manual_seed(1)
+SEQUENCES = [torch.randint(1, VOCAB, (n,), generator=_gen).tolist() for n in (MAX_LEN, 19, 5)]
+
+# Runs in a fresh interpreter: every program through its folder's predict.py, with `nas` made
+# unimportable, as on a machine where it is not installed.
+RUN_ALONE = '''
+import contextlib, importlib.util, io, json, runpy, sys
+import torch
+
+class NoNas:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "nas":
+            raise ImportError(f"the exported program imported {name}")
+
+sys.meta_path.insert(0, NoNas())
+folders, sequences, out = json.loads(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3]
+results = {}
+for folder in folders:
+    spec = importlib.util.spec_from_file_location("predict", f"{folder}/predict.py")
+    predict = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(predict)
+    program, max_len = predict.load(folder)
+    results[folder] = {"batch": predict.predict(program, max_len, sequences),
+                       "single": predict.predict(program, max_len, sequences[1:2])}
+# The script as a user runs it, once: it loads its program again, which costs a second.
+sys.argv = ["predict.py"] + [" ".join(map(str, seq)) for seq in sequences]
+with contextlib.redirect_stdout(io.StringIO()) as printed:
+    runpy.run_path(f"{folders[0]}/predict.py", run_name="__main__")
+results["printed"] = printed.getvalue()
+assert not [m for m in sys.modules if m.split(".")[0] == "nas"], "nas was imported"
+torch.save(results, out)
+'''
+
+
+def make_checkpoint(path, layers: list[dict], head: str = "classify"):
+    """A RetrainModule after one training step on random data, saved by a Lightning Trainer."""
+    torch.manual_seed(0)
+    module = RetrainModule({"depth": len(layers), "layers": layers}, SPACE, VOCAB, CLASSES, MAX_LEN,
+                           head, "acc", warmup_steps=1)
+    target = (lambda: torch.randint(0, CLASSES, (MAX_LEN,))) if head == "tokens" else (lambda: torch.tensor(1))
+    samples = [{"tokens": torch.randint(1, VOCAB, (MAX_LEN,)), "mask": torch.ones(MAX_LEN, dtype=torch.bool),
+                "target": target()} for _ in range(4)]
+    trainer = pl.Trainer(max_steps=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
+    trainer.fit(module, DataLoader(samples, batch_size=4))
+    trainer.save_checkpoint(path)
+    return path
+
+
+def model_of(ckpt) -> torch.nn.Module:
+    return RetrainModule.load_model(str(ckpt)).model.eval()
+
+
+def eval_batches() -> list[dict]:
+    """Test batches as a task makes them, at the task's length, with padding in some rows."""
+    gen = torch.Generator().manual_seed(2)
+    batches = []
+    for _ in range(3):
+        lengths = torch.randint(4, SEQ_LEN + 1, (4, 1), generator=gen)
+        mask = torch.arange(SEQ_LEN) < lengths  # (4, SEQ_LEN)
+        tokens = torch.randint(1, VOCAB, (4, SEQ_LEN), generator=gen) * mask
+        batches.append({"tokens": tokens, "mask": mask, "target": torch.randint(0, CLASSES, (4,), generator=gen)})
+    return batches
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """The models are tiny: a second thread only spins, which costs a lot on shared cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def main(tmp_path_factory):
+    """A two-layer classifier exported with test batches and the int8 copy."""
+    tmp = tmp_path_factory.mktemp("main")
+    ckpt = make_checkpoint(tmp / "retrain.ckpt", [{"attention": "local", "heads": 4, "ffn_dim": 128},
+                                                  {"attention": "full", "heads": 2, "ffn_dim": 128}])
+    batches = eval_batches()
+    # A generator: export must iterate the batches only once for both models.
+    metrics = export(ckpt, tmp / "out", quantize=True, eval_batches=iter(batches), seq_len=SEQ_LEN)
+    return SimpleNamespace(ckpt=ckpt, dir=tmp / "out", metrics=metrics, batches=batches, model=model_of(ckpt))
+
+
+@pytest.fixture(scope="module")
+def op_exports(tmp_path_factory) -> dict:
+    """One single-layer model per registered op, with a per-position head so that every
+    position's logits are compared, exported without extras."""
+    tmp = tmp_path_factory.mktemp("ops")
+    folders = {}
+    for op in ATTENTION.names():
+        ckpt = make_checkpoint(tmp / f"{op}.ckpt", [{"attention": op, "heads": 2, "ffn_dim": 128}], head="tokens")
+        export(ckpt, tmp / op)
+        folders[op] = SimpleNamespace(ckpt=ckpt, dir=tmp / op, model=model_of(ckpt))
+    return folders
+
+
+@pytest.fixture(scope="module")
+def run_alone(main, op_exports, tmp_path_factory) -> dict:
+    """Every program's logits from one fresh process (a process per program costs seconds);
+    the main export comes first, as its predict.py also runs as a script."""
+    folders = [str(main.dir)] + [str(e.dir) for e in op_exports.values()]
+    out = tmp_path_factory.mktemp("alone") / "logits.pt"
+    done = subprocess.run([sys.executable, "-c", RUN_ALONE, json.dumps(folders), json.dumps(SEQUENCES), str(out)],
+                          capture_output=True, text=True, cwd=out.parent, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    return torch.load(out)
+
+
+@torch.no_grad()
+def expected_logits(model, sequences) -> list[torch.Tensor]:
+    """The in-framework model on each sequence alone, unpadded and without a mask."""
+    return [model(torch.tensor([seq]))[0] for seq in sequences]
+
+
+@pytest.mark.parametrize("op", ATTENTION.names())
+def test_program_alone_matches_the_model_for_every_op(op, op_exports, run_alone):
+    export_ = op_exports[op]
+    got = run_alone[str(export_.dir)]
+    assert got["batch"].shape == (len(SEQUENCES), MAX_LEN, CLASSES)
+    for i, (seq, expected) in enumerate(zip(SEQUENCES, expected_logits(export_.model, SEQUENCES))):
+        # Padded positions of shorter sequences hold junk; the real ones match the unpadded run.
+        torch.testing.assert_close(got["batch"][i, :len(seq)], expected, atol=1e-5, rtol=1e-5)
+    alone = expected_logits(export_.model, SEQUENCES[1:2])[0]
+    torch.testing.assert_close(got["single"][0, :len(SEQUENCES[1])], alone, atol=1e-5, rtol=1e-5)
+
+
+def test_classifier_program_and_predict_script(main, run_alone):
+    got = run_alone[str(main.dir)]
+    expected = torch.stack(expected_logits(main.model, SEQUENCES))  # (3, C)
+    torch.testing.assert_close(got["batch"], expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(got["single"], expected[1:2], atol=1e-5, rtol=1e-5)
+    printed = [json.loads(line) for line in run_alone["printed"].splitlines()]  # a line per sequence
+    torch.testing.assert_close(torch.tensor(printed), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_files_and_metrics(main):
+    module = RetrainModule.load_model(str(main.ckpt))
+    assert Arch.from_yaml(main.dir / "arch.yaml") == module.arch
+    assert SearchSpace.from_yaml(main.dir / "space.yaml") == module.space
+    m = json.loads((main.dir / "metrics.json").read_text())
+    assert m == main.metrics
+    shape = cost.ModelShape(VOCAB, CLASSES, MAX_LEN)
+    assert m["cost/params"] == sum(p.numel() for p in main.model.parameters())
+    assert m["cost/params"] == cost.params(module.arch, module.space, shape)
+    assert m["cost/flops"] == cost.flops(module.arch, module.space, shape, SEQ_LEN)
+    assert m["cost/flops"] < cost.flops(module.arch, module.space, shape, MAX_LEN)  # measured at seq_len
+    assert m["cost/latency_ms"] > 0
+    with torch.no_grad():
+        right = sum(int((main.model(b["tokens"], b["mask"]).argmax(-1) == b["target"]).sum()) for b in main.batches)
+    assert m["test/acc"] == pytest.approx(right / sum(len(b["target"]) for b in main.batches))
+
+
+def test_weights_load_with_weights_only(main):
+    state = torch.load(main.dir / "weights.pt", weights_only=True)
+    expected = main.model.state_dict()
+    assert state.keys() == expected.keys()
+    for key, value in expected.items():
+        assert torch.equal(state[key], value), key
+
+
+def test_load_gives_back_the_model(main):
+    model = load(main.dir)
+    assert not model.training
+    batch = main.batches[0]
+    with torch.no_grad():
+        assert torch.equal(model(batch["tokens"], batch["mask"]), main.model(batch["tokens"], batch["mask"]))
+
+
+def test_int8_copy_is_smaller_and_scored(main):
+    m = main.metrics
+    assert m["size/int8_bytes"] == (main.dir / "model_int8.pt").stat().st_size
+    assert m["size/float_bytes"] == (main.dir / "weights.pt").stat().st_size
+    assert m["size/int8_bytes"] < 0.7 * m["size/float_bytes"]
+    assert math.isfinite(m["int8/delta"]) and m["int8/delta"] == pytest.approx(m["int8/test/acc"] - m["test/acc"])
+    # The saved copy reloads into the model that was scored: the same metric on the same batches.
+    model = load(main.dir, int8=True)
+    with torch.no_grad():
+        logits = [model(b["tokens"], b["mask"]) for b in main.batches]
+        right = sum(int((l.argmax(-1) == b["target"]).sum()) for l, b in zip(logits, main.batches))
+        float_logits = main.model(main.batches[0]["tokens"], main.batches[0]["mask"])
+    assert m["int8/test/acc"] == pytest.approx(right / sum(len(b["target"]) for b in main.batches))
+    assert 0 < (logits[0] - float_logits).abs().max() < 0.1  # quantized, and only slightly off
+
+
+def test_refuses_to_overwrite(main, tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match=r"^refusing to overwrite .*; pass overwrite=true$"):
+        export(main.ckpt, tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+
+
+def test_overwrite_replaces_export_files_only(op_exports, tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    (tmp_path / "model_int8.pt").write_text("stale, from an earlier quantized export")
+    metrics = export(op_exports["full"].ckpt, tmp_path, overwrite=True)
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+    assert not (tmp_path / "model_int8.pt").exists() and "size/int8_bytes" not in metrics
+    assert (tmp_path / "model.pt2").is_file()
+
+
+def test_bad_checkpoints_are_one_line_errors(main, tmp_path):
+    good = torch.load(main.ckpt, weights_only=True)
+    text = tmp_path / "text.ckpt"
+    text.write_text("not a checkpoint")
+    no_hparams = tmp_path / "no_hparams.ckpt"
+    torch.save({"state_dict": good["state_dict"]}, no_hparams)
+    no_arch = tmp_path / "no_arch.ckpt"
+    no_arch_hparams = {k: v for k, v in good["hyper_parameters"].items() if k != "arch"}
+    torch.save({**good, "hyper_parameters": no_arch_hparams}, no_arch)
+    no_weights = tmp_path / "no_weights.ckpt"
+    torch.save({**good, "state_dict": {}}, no_weights)
+    other_space = tmp_path / "other_space.ckpt"
+    wider = {**good["hyper_parameters"]["space"], "dim": 64}
+    torch.save({**good, "hyper_parameters": {**good["hyper_parameters"], "space": wider}}, other_space)
+    cases = {tmp_path / "missing.ckpt": "no such file", text: "cannot be read as a torch checkpoint",
+             no_hparams: "not a LongNAS retrain checkpoint: no 'hyper_parameters'",
+             no_arch: "hyper_parameters lack arch", no_weights: "no subnet weights",
+             other_space: "weights do not match the arch"}
+    for ckpt, message in cases.items():
+        with pytest.raises(ConfigError, match=re.escape(message)) as err:
+            export(ckpt, tmp_path / "out")
+        assert "\n" not in str(err.value)
+    assert not (tmp_path / "out").exists()  # nothing written for a bad checkpoint
+
+
+def test_load_names_what_a_folder_lacks(main, tmp_path):
+    with pytest.raises(ConfigError, match="no arch.yaml"):
+        load(tmp_path)
+    for name in ("arch.yaml", "space.yaml", "model.json", "weights.pt"):
+        (tmp_path / name).write_bytes((main.dir / name).read_bytes())
+    with pytest.raises(ConfigError, match="no model_int8.pt; export with quantize=true"):
+        load(tmp_path, int8=True)
