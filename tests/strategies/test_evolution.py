@@ -1,0 +1,246 @@
+"""Evolution (SPOS + NSGA-II with Optuna): planted tasks, shared and resumed studies, bad input."""
+import multiprocessing
+import re
+import socket
+import subprocess
+import sys
+import time
+from types import SimpleNamespace
+
+import optuna
+import pytest
+import torch
+from optuna.distributions import CategoricalDistribution
+from optuna.trial import TrialState
+
+from nas import cost
+from nas.errors import ConfigError
+from nas.space import Arch, LayerArch, SearchSpace
+from nas.strategies import STRATEGIES
+from nas.strategies import evolution
+from nas.supernet import Supernet
+from nas.training.run import run_search
+
+from .planted import FetchTask, planted_space, trainer
+
+WIDE = {  # 72 archs: enough distinct ones that trials keep evaluating
+    "name": "wide", "dim": 32, "head_dim": 16, "depth": [1, 2],
+    "layer": {"attention": {"full": {}, "local": {"window": 4}}, "heads": [1, 2], "ffn_dim": [32, 64]},
+}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models gain nothing from threads, and on busy shared cores threads wait for each other
+    (a forward pass ran 40x slower with two than with one)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def evolution_strategy(space, **options):
+    options = {"seed": 0, "population": 4, "generations": 2, "cost": "flops", **options}
+    return STRATEGIES.get("evolution")(space, **options)
+
+
+def untrained(space_dict=WIDE):
+    """An untrained supernet with fixed weights, and random validation batches."""
+    torch.manual_seed(0)
+    space = SearchSpace.from_dict(space_dict)
+    net = Supernet(space, 10, 10, 24, head="tokens")
+    tokens = torch.randint(1, 10, (2, 16, 24))
+    batches = [{"tokens": t, "mask": torch.ones_like(t, dtype=torch.bool), "target": t} for t in tokens]
+    return space, net, batches
+
+
+def finish(strategy, net, batches):
+    """The search stage alone, on an untrained supernet (no Lightning)."""
+    strategy.attach(net)
+    return strategy.finish(SimpleNamespace(supernet=net, metric="acc", logger=None), batches)
+
+
+def dominates(a, b):
+    """Points to minimize: `a` is as good as `b` in every objective and better in one."""
+    return a != b and all(x <= y for x, y in zip(a, b))
+
+
+def load(storage, name="evolution"):
+    if "://" not in storage:  # a journal file
+        storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(storage))
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def test_a_global_op_wins_where_it_matters(tmp_path):
+    torch.manual_seed(0)
+    space, task = planted_space(), FetchTask(distance=23)
+    net = Supernet(space, task.vocab_size, task.num_classes, task.seq_len, head=task.head)
+    strategy = evolution_strategy(space, population=4, generations=3)
+    _, result = run_search(net, strategy, task, "acc", trainer(tmp_path, epochs=4), lr=3e-3)
+    assert "full" in {layer.attention for layer in result.best.layers}
+    assert result.ranked[0].arch == result.best and result.ranked[0].metrics["val/acc"] > 0.9
+    # the front trades accuracy for FLOPs: cheapest first, no member dominated, every other
+    # candidate dominated by a member; the most accurate member is the best arch
+    def point(c):
+        return c.metrics["cost/flops"], -c.metrics["val/acc"]
+
+    front = [point(c) for c in result.pareto]
+    assert front == sorted(front) and not any(dominates(a, b) for a in front for b in front)
+    others = [point(c) for c in result.ranked if c not in result.pareto]
+    assert all(any(dominates(a, b) for a in front) for b in others)
+    assert result.pareto[-1].arch == result.best
+
+
+def test_a_flops_constraint_picks_the_cheap_op_when_it_suffices(tmp_path):
+    torch.manual_seed(0)
+    space, task = planted_space(), FetchTask(distance=1, size=1024)
+    net = Supernet(space, task.vocab_size, task.num_classes, task.seq_len, head=task.head)
+    journal = str(tmp_path / "journal.log")  # a journal file works as storage, too
+    # one local layer costs 427k FLOPs, one full layer 482k: only the cheap op fits
+    strategy = evolution_strategy(space, constraints={"flops": 450_000}, storage=journal)
+    _, result = run_search(net, strategy, task, "acc", trainer(tmp_path, epochs=2), lr=3e-3)
+    assert result.best == Arch(1, (LayerArch("local", 2, 64),))
+    assert result.ranked[0].metrics["val/acc"] > 0.9
+    assert all(c.metrics["cost/flops"] <= 450_000 for c in result.ranked + result.pareto)
+    # archs with full attention were tried, and excluded by the constraint alone
+    study = load(journal)
+    tried = [t for t in study.get_trials(states=(TrialState.COMPLETE,)) if "full" in t.params.values()]
+    assert tried and all(t.constraints["flops"] > 0 for t in tried)
+
+
+def search_worker(worker, storage, start, results):
+    """One search worker, in its own process with its own storage connection."""
+    torch.set_num_threads(1)  # what DataLoader workers do: a forked OpenMP pool is unusable
+    space, net, batches = untrained()  # the same seed: the same supernet in every worker
+    strategy = evolution_strategy(space, seed=worker, generations=4, storage=storage)
+    start.wait()  # start together, so that the workers really share the study
+    results.put(finish(strategy, net, batches).best)
+
+
+def test_two_workers_share_one_study(tmp_path):
+    # fork: a fresh interpreter would spend longer importing torch than the search takes
+    context = multiprocessing.get_context("fork")
+    storage, start, results = f"sqlite:///{tmp_path / 'optuna.db'}", context.Barrier(2), context.Queue()
+    workers = [context.Process(target=search_worker, args=(i, storage, start, results)) for i in range(2)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=300)
+    assert [w.exitcode for w in workers] == [0, 0]
+    best = [results.get(timeout=10) for _ in workers]
+    trials = load(storage).get_trials()
+    assert [t.number for t in trials] == list(range(16))  # no trial lost, none duplicated or extra
+    assert all(t.state == TrialState.COMPLETE for t in trials)
+    assert len({t.user_attrs["worker"] for t in trials}) == 2  # both workers ran trials
+    assert best[0] == best[1]  # both chose from the whole study, not from their own trials
+
+
+def test_an_interrupted_search_resumes_from_its_storage(tmp_path, monkeypatch):
+    space, net, batches = untrained()
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    calls = []
+
+    def interrupted(*args):  # Ctrl-C during the third evaluation
+        calls.append(args)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return 0.5
+
+    monkeypatch.setattr(evolution, "evaluate", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        finish(evolution_strategy(space, storage=storage), net, batches)
+    before = load(storage).get_trials()
+    *done, failed, waiting = before  # the interrupted trial failed; a copy waits to run again
+    assert len(done) >= 2 and all(t.state == TrialState.COMPLETE for t in done)
+    assert (failed.state, waiting.state) == (TrialState.FAIL, TrialState.WAITING)
+
+    monkeypatch.undo()
+    result = finish(evolution_strategy(space, storage=storage), net, batches)
+    after = load(storage).get_trials()
+    assert sum(t.state == TrialState.COMPLETE for t in after) == 8 and len(after) == 9
+    # the first trials were kept, not run again; the interrupted arch was run again
+    assert [(t.values, t.datetime_complete) for t in after[:len(done)]] == [
+        (t.values, t.datetime_complete) for t in done]
+    rerun = after[waiting.number]
+    assert rerun.state == TrialState.COMPLETE and rerun.params == failed.params
+
+    # a finished search resumed again runs nothing and gives the same answer
+    again = finish(evolution_strategy(space, storage=storage), net, batches)
+    assert len(load(storage).get_trials()) == 9 and again.best == result.best
+
+
+def test_trials_of_dead_workers_are_failed_and_run_again(tmp_path):
+    space, net, batches = untrained()
+    storage = str(tmp_path / "journal.log")  # faster than SQLite, and the same logic
+    finish(evolution_strategy(space, storage=storage, generations=1), net, batches)
+    study = load(storage)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    distributions = {k: CategoricalDistribution(v) for k, v in space.decisions().items()}
+    left = []
+    for worker, beat in [(f"{socket.gethostname()}:{dead.pid}", time.time()),  # a dead process here
+                         ("elsewhere:1", time.time() - 3600)]:  # silent elsewhere for an hour
+        trial = study.ask(distributions)
+        trial.set_user_attr("worker", worker)
+        trial.set_user_attr("heartbeat", beat)
+        left.append(trial.number)
+    finish(evolution_strategy(space, storage=storage, generations=2), net, batches)
+    trials = load(storage).get_trials()
+    assert [trials[n].state for n in left] == [TrialState.FAIL] * 2
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == 8
+    assert all(any(t.params == trials[n].params for t in complete if t.number > n) for n in left)
+
+
+def test_state_dict_round_trip_gives_the_same_search():
+    space, net, batches = untrained()
+    original = evolution_strategy(space, seed=3)
+    original.rng.random()  # mid-search: the RNG has moved on
+    copy = evolution_strategy(space, seed=0)
+    copy.load_state_dict(original.state_dict())
+    results = [finish(s, net, batches) for s in (original, copy)]
+    assert [c.arch for c in results[0].ranked] == [c.arch for c in results[1].ranked]
+    assert len(results[0].ranked) > 1
+
+
+def test_an_impossible_constraint_names_the_cheapest_cost():
+    space, net, _ = untrained(planted_space().to_dict())
+    strategy = evolution_strategy(space, constraints={"flops": 1000})
+    message = "no arch in space 'planted' meets constraints.flops <= 1000: the cheapest, 1 x (local"
+    with pytest.raises(ConfigError, match=re.escape(message)) as err:
+        strategy.attach(net)
+    cheapest = cost.arch_cost(Arch(1, (LayerArch("local", 2, 64),)), space,
+                              cost.ModelShape(10, 10, 24, "tokens"), 24, "flops")
+    assert float(re.search(r"costs (\S+) FLOPs", str(err.value)).group(1)) == cheapest
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"cost": "energy"}, "unknown cost 'energy'; allowed: params, flops, memory, latency"),
+    ({"constraints": {"watts": 3}}, "unknown cost 'watts'; allowed: params"),
+    ({"constraints": {"params": -1}}, "constraints.params must be a positive number; got -1"),
+    ({"population": 1}, "population >= 2"),
+    ({"mutation_prob": 1.5}, "mutation_prob must be within [0, 1]; got 1.5"),
+])
+def test_bad_options_are_one_line_errors(options, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        evolution_strategy(planted_space(), **options)
+
+
+@pytest.mark.parametrize("storage, message", [
+    ("postgresql://search@db.example/nas", "is a server: give `lock`, the path of a lock file"),
+    ("sqlite:/runs/optuna.db", "malformed database URL; expected e.g. sqlite:///runs/optuna.db"),
+])
+def test_bad_storage_is_a_one_line_error(storage, message):
+    space, net, batches = untrained()
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        finish(evolution_strategy(space, storage=storage), net, batches)
+
+
+def test_a_study_of_another_search_is_not_continued(tmp_path):
+    storage = str(tmp_path / "journal.log")
+    space, net, batches = untrained(planted_space().to_dict())
+    finish(evolution_strategy(space, storage=storage, generations=1), net, batches)
+    space, net, batches = untrained()
+    with pytest.raises(ConfigError, match=r"belongs to another search \(its space differ\)"):
+        finish(evolution_strategy(space, storage=storage, generations=1), net, batches)
