@@ -37,8 +37,8 @@ class LinformerAttention(AttentionCore):
         n = q.shape[2]
         if mask is not None:
             # Zeroed padding adds nothing to the projections, so it is invisible downstream.
-            hidden = ~mask[:, None, :, None]  # (b, 1, n, 1)
-            k, v = k.masked_fill(hidden, 0), v.masked_fill(hidden, 0)
+            padding = ~mask[:, None, :, None]  # (b, 1, n, 1)
+            k, v = k.masked_fill(padding, 0), v.masked_fill(padding, 0)
         k = self.e[:, :n] @ k  # (b, h, k, d)
         v = self.f[:, :n] @ v  # (b, h, k, d)
         return F.scaled_dot_product_attention(q, k, v)  # (b, h, n, d)

@@ -38,30 +38,30 @@ class LocalAttention(AttentionCore):
         g = min(self.config.global_tokens, n)
         pad = m * c - n  # the last block is padded, never truncated
         real = torch.ones(b, n, dtype=torch.bool, device=q.device) if mask is None else mask
-        lowest = torch.finfo(q.dtype).min
 
-        # Keys get one padding block on each side so that every query block has two neighbours;
-        # unfold then gives block i the keys of blocks i-1, i, i+1 as a view.
+        # Which keys each query block may see: its own block and its two neighbours, cut to the
+        # band. Keys get one padding block on each side so that the end blocks have neighbours.
         seen = F.pad(real, (c, c + pad), value=False)  # (b, (m+2)c)
-        seen[:, c:c + g] = False  # global keys are reached below; counting them here would be twice
+        seen[:, c:c + g] = False  # global keys come first below; counting them here would be twice
         seen = seen.unfold(1, 3 * c, c)  # (b, m, 3c)
         offset = torch.arange(c, device=q.device)[:, None] + c - torch.arange(3 * c, device=q.device)
-        band = offset.abs() <= radius  # (c, 3c): query row i minus key column j, as positions
-        allowed = band & seen[:, None, :, None, :]  # (b, 1, m, c, 3c)
+        allowed = (offset.abs() <= radius) & seen[:, :, None, :]  # (b, m, c, 3c)
+        if g:
+            allowed = torch.cat([real[:, None, None, :g].expand(b, m, c, g), allowed], dim=-1)
+        bias = torch.zeros(allowed.shape, dtype=q.dtype, device=q.device)
+        bias = bias.masked_fill_(~allowed, torch.finfo(q.dtype).min).view(b * m, 1, c, -1)
 
-        qb = F.pad(q * d ** -0.5, (0, 0, 0, pad)).reshape(b, h, m, c, d)  # (b, h, m, c, d)
-        kb = F.pad(k, (0, 0, c, c + pad)).unfold(2, 3 * c, c)  # (b, h, m, d, 3c)
-        vb = F.pad(v, (0, 0, c, c + pad)).unfold(2, 3 * c, c).transpose(-1, -2)  # (b, h, m, 3c, d)
-        scores = (qb @ kb).masked_fill(~allowed, lowest)  # (b, h, m, c, 3c)
+        # Blocks go into the batch dim, so the fused kernel runs them all at once; the
+        # sequence-major layout (b, n, h, d) of the projections makes that a view.
+        qb = F.pad(q.transpose(1, 2), (0, 0, 0, 0, 0, pad)).reshape(b * m, c, h, d).transpose(1, 2)
+        kb, vb = (F.pad(x.transpose(1, 2), (0, 0, 0, 0, c, c + pad))  # (b, (m+2)c, h, d)
+                  .unfold(1, 3 * c, c).transpose(-1, -2).reshape(b * m, h, 3 * c, d)
+                  for x in (k, v))  # (b m, h, 3c, d): blocks i-1, i, i+1
         if g:
-            kg, vg = k[:, :, None, :g], v[:, :, None, :g]  # (b, h, 1, g, d)
-            to_global = (qb @ kg.transpose(-1, -2)).masked_fill(~real[:, None, None, None, :g], lowest)
-            scores = torch.cat([to_global, scores], dim=-1)  # (b, h, m, c, g+3c): one softmax
-        p = scores.softmax(dim=-1)
-        out = p[..., g:] @ vb  # (b, h, m, c, d)
-        if g:
-            out = out + p[..., :g] @ vg
-        out = out.reshape(b, h, m * c, d)[:, :, :n]  # (b, h, n, d)
+            kb, vb = (torch.cat([x[:, None, :, :g].expand(b, m, h, g, d).reshape(b * m, h, g, d), xb],
+                                dim=2) for x, xb in ((k, kb), (v, vb)))  # (b m, h, g+3c, d)
+        out = F.scaled_dot_product_attention(qb, kb, vb, attn_mask=bias)  # (b m, h, c, d)
+        out = out.transpose(1, 2).reshape(b, m * c, h, d)[:, :n].transpose(1, 2)  # (b, h, n, d)
         if g:
             top = F.scaled_dot_product_attention(q[:, :, :g], k, v, attn_mask=key_bias(mask, q.dtype))
             out = torch.cat([top, out[:, :, g:]], dim=2)  # global queries see every key

@@ -43,7 +43,9 @@ class SynthesizerAttention(AttentionCore):
             # gives a row of W2 that acts as the same per-key bias.
             self.w1 = nn.Parameter(torch.randn(h, d, d) * d ** -0.5)  # (h, d, d)
             self.b1 = nn.Parameter(torch.zeros(h, d))  # (h, d)
-            self.w2 = nn.Parameter(torch.randn(h, d, max_len) * d ** -0.5)  # (h, d, max_len)
+            # W2 is held transposed, a row per key position, so that its leading n rows are
+            # the keys of the fused kernel as they are (it wants the last dim contiguous).
+            self.w2 = nn.Parameter(torch.randn(h, max_len, d) * d ** -0.5)  # (h, max_len, d)
         elif rank is None:
             self.inputs, self.per_head = ("v",), ("r",)
             self.r = nn.Parameter(torch.randn(h, max_len, max_len))  # (h, max_len, max_len)
@@ -54,21 +56,26 @@ class SynthesizerAttention(AttentionCore):
             self.b = nn.Parameter(torch.randn(h, max_len, rank) * rank ** -0.25)  # (h, max_len, r)
 
     def forward(self, q: Tensor | None, k: None, v: Tensor, mask: Tensor | None = None) -> Tensor:
-        b, h, n, _ = v.shape
+        b, h, n, d = v.shape
         if self.config.variant == "dense":
             hidden = F.relu(q @ self.w1[:h] + self.b1[:h, None, :])  # (b, h, n, d)
-            keys = self.w2[:h, :, :n].transpose(1, 2).expand(b, -1, -1, -1)  # (b, h, n, d)
+            keys = self.w2[:h, :n].expand(b, -1, -1, -1)  # (b, h, n, d)
         elif self.config.rank is None:
             scores = self.r[:h, :n, :n]  # (h, n, n): the parameter itself is quadratic anyway
             if mask is not None:
                 scores = scores.masked_fill(~mask[:, None, None, :], torch.finfo(v.dtype).min)
             return scores.softmax(dim=-1) @ v  # (b, h, n, d)
         else:
-            hidden = self.a[:h, :n].expand(b, -1, -1, -1)  # (b, h, n, r)
-            keys = self.b[:h, :n].expand(b, -1, -1, -1)  # (b, h, n, r)
+            # The fused kernel needs one width for queries, keys and values: zero columns pad
+            # the factors (A B^T is unchanged) or the values (cut off the output again).
+            width = max(self.config.rank, d)
+            hidden = F.pad(self.a[:h, :n], (0, width - self.config.rank)).expand(b, -1, -1, -1)
+            keys = F.pad(self.b[:h, :n], (0, width - self.config.rank)).expand(b, -1, -1, -1)
+            v = F.pad(v, (0, width - d))  # (b, h, n, width), like hidden and keys
         # The paper applies no 1/sqrt(d) scaling to synthesized scores.
         bias = key_bias(mask, v.dtype)  # (b, 1, 1, n) or None
-        return F.scaled_dot_product_attention(hidden, keys, v, attn_mask=bias, scale=1.0)
+        out = F.scaled_dot_product_attention(hidden, keys, v, attn_mask=bias, scale=1.0)
+        return out[..., :d]  # (b, h, n, d)
 
     def flops(self, n: int, heads: int) -> int:
         d, rank = self.head_dim, self.config.rank
@@ -76,7 +83,7 @@ class SynthesizerAttention(AttentionCore):
             return 2 * heads * (n * d * d + 2 * n * n * d)  # q W1, then scores and p v
         if rank is None:
             return 2 * heads * n * n * d  # p v
-        return 2 * heads * n * n * (rank + d)  # A B^T and p v
+        return 2 * 2 * heads * n * n * max(rank, d)  # A B^T and p v, both at the padded width
 
     def activation_elements(self, n: int, heads: int) -> int:
         hidden = n * self.head_dim if self.config.variant == "dense" else 0
