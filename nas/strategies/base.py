@@ -72,6 +72,13 @@ class Strategy(nn.Module):
         """The final choice after supernet training (evolution and random search run here)."""
         return SearchResult(best=self.current_arch())
 
+    def log_distribution(self, module, probabilities: dict[str, list[float]]) -> None:
+        """Log one scalar per choice: `arch/<decision>/<choice>` (TensorBoard's scalars tab)."""
+        decisions = self.space.decisions()
+        for key, values in probabilities.items():
+            for choice, p in zip(decisions[key], values):
+                module.log(f"arch/{key}/{choice}", p)
+
     def get_extra_state(self) -> dict:
         return {"rng": self.rng.getstate(), "counts": self.counts}
 

@@ -182,10 +182,7 @@ class DartsStrategy(Strategy):
     def on_epoch_end(self, module) -> None:
         probs = {k: [round(float(p), 4) for p in v.detach()] for k, v in self.probabilities().items()}
         self.history.append(probs)
-        decisions = self.space.decisions()
-        for key, values in probs.items():
-            for choice, p in zip(decisions[key], values):
-                module.log(f"arch/{key}/{choice}", p)
+        self.log_distribution(module, probs)
 
     def get_extra_state(self) -> dict:
         return {**super().get_extra_state(), "history": self.history}

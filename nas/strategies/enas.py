@@ -192,9 +192,7 @@ class EnasStrategy(Strategy):
         module.log("controller/entropy", float(sum(-(lp.exp() * lp).sum() for lp in log_probs)))
         if self.baseline is not None:
             module.log("controller/baseline", self.baseline)
-        for key, values in self.history[-1].items():
-            for choice, p in zip(self.decisions[key], values):
-                module.log(f"arch/{key}/{choice}", p)
+        self.log_distribution(module, self.history[-1])
 
     def get_extra_state(self) -> dict:
         return {**super().get_extra_state(), "generator": self.generator.get_state(),

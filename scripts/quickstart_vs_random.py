@@ -1,0 +1,70 @@
+"""Does the quickstart's search beat chance? Its arch versus 5 random archs of the same space.
+
+Runs the quickstart search (retraining off), then trains the searched arch and 5 random archs
+from scratch with the same retraining settings, and prints their test metrics as JSON.
+
+    python scripts/quickstart_vs_random.py --out quickstart_vs_random.json
+"""
+import argparse
+import json
+import random
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import hydra
+from hydra import compose, initialize_config_dir
+
+from nas.cli.common import CONFIGS
+from nas.cli.retrain import retrain
+from nas.cli.search import search
+from nas.space import SearchSpace
+from nas.training.metrics import score
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--random-archs", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workdir", help="run folders go here (default: a temporary folder)")
+    parser.add_argument("--out", help="also write the JSON here")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides for nas-search's config")
+    args = parser.parse_args()
+
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="quickstart_vs_random_"))
+    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
+        cfg = compose(config_name="search", overrides=[
+            f"paths.output_dir={workdir / 'search'}", f"paths.data_dir={workdir / 'data'}",
+            f"seed={args.seed}", "retrain.init=scratch", *args.overrides])
+    start = time.perf_counter()
+    found = search(cfg, workdir / "search")
+    search_seconds = time.perf_counter() - start
+    space: SearchSpace = found["space"]
+    task = hydra.utils.instantiate(cfg.task, data_dir=cfg.paths.data_dir)
+    rng = random.Random(args.seed + 1)
+    candidates = {"searched": found["arch"]}
+    candidates.update({f"random_{i}": space.sample(rng) for i in range(args.random_archs)})
+
+    key = f"retrain/test_{task.metric}"
+    results = {}
+    for name, arch in candidates.items():
+        metrics = retrain(cfg, arch, space, task, workdir / name)["metrics"]
+        results[name] = {"arch": arch.to_dict(), key: round(metrics[key], 4)}
+        print(f"{name:>10} {key}={metrics[key]:.4f}  {arch.describe().replace(chr(10), ' | ')}", flush=True)
+    random_scores = [results[n][key] for n in candidates if n != "searched"]
+    median = statistics.median(random_scores)
+    report = {
+        "settings": {"overrides": args.overrides, "seed": args.seed, "search_seconds": round(search_seconds, 1)},
+        "results": results,
+        "random_median": median,
+        "searched_beats_median": score(results["searched"][key], task.metric) > score(median, task.metric),
+    }
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
