@@ -11,13 +11,14 @@ from pathlib import Path
 import hydra
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+from pytorch_lightning.callbacks import EarlyStopping
 
 from nas.cli.common import CONFIGS, log, one_line_errors
 from nas.errors import ConfigError
 from nas.space import Arch, SearchSpace
 from nas.supernet import Supernet
 from nas.tasks import Task
+from nas.training.checkpoint import AtomicCheckpoint, last_checkpoint
 from nas.training.metrics import HIGHER_IS_BETTER
 from nas.training.retrain import RetrainModule
 from nas.training.search import load_supernet
@@ -50,13 +51,14 @@ def retrain(cfg: DictConfig, arch: Arch, space: SearchSpace, task: Task, out_dir
 
     monitor = f"val/{task.metric}"
     mode = "max" if HIGHER_IS_BETTER[task.metric] else "min"
-    best = ModelCheckpoint(dirpath=out_dir / "checkpoints", filename="best", monitor=monitor, mode=mode,
-                           save_top_k=1, save_last=True)
+    best = AtomicCheckpoint(dirpath=out_dir / "checkpoints", filename="best", monitor=monitor, mode=mode,
+                            save_top_k=1, enable_version_counter=False)
     logger = hydra.utils.instantiate(cfg.logger, save_dir=str(out_dir)) if cfg.get("logger") else False
     trainer_settings = {**OmegaConf.to_container(cfg.trainer, resolve=True),
                         "max_epochs": s.max_epochs, "gradient_clip_val": s.gradient_clip_val}
     trainer = pl.Trainer(**trainer_settings, logger=logger, default_root_dir=out_dir,
-                         callbacks=[best, EarlyStopping(monitor=monitor, mode=mode, patience=s.patience)])
+                         callbacks=[best, last_checkpoint(out_dir / "checkpoints"),
+                                    EarlyStopping(monitor=monitor, mode=mode, patience=s.patience)])
     last = out_dir / "checkpoints" / "last.ckpt"
     resume_from = str(last) if cfg.get("resume") and last.is_file() else None
     if resume_from:

@@ -14,7 +14,6 @@ from pathlib import Path
 import hydra
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import ModelCheckpoint
 
 from nas import cost
 from nas.cli.common import CONFIGS, log, one_line_errors
@@ -22,6 +21,7 @@ from nas.space import Arch, SearchSpace
 from nas.strategies import STRATEGIES, Candidate, SearchResult, Strategy
 from nas.supernet import Supernet
 from nas.tasks import Task
+from nas.training.checkpoint import last_checkpoint
 from nas.training.evaluate import evaluate
 from nas.training.run import run_search
 from nas.training.tensorboard import log_hparams, log_search
@@ -39,8 +39,7 @@ def make_strategy(cfg: DictConfig, space: SearchSpace, task: Task, run_dir: Path
 
 def make_trainer(cfg: DictConfig, run_dir: Path, checkpoint_dir: Path, **overrides) -> pl.Trainer:
     logger = hydra.utils.instantiate(cfg.logger) if cfg.get("logger") else False
-    # last.ckpt after every epoch: what `resume=` continues from (at most one epoch is lost)
-    checkpoint = ModelCheckpoint(dirpath=checkpoint_dir, save_last=True, save_top_k=0)
+    checkpoint = last_checkpoint(checkpoint_dir)  # at most one epoch is lost to a kill
     settings = {**OmegaConf.to_container(cfg.trainer, resolve=True), **overrides}
     return pl.Trainer(**settings, logger=logger, callbacks=[checkpoint], default_root_dir=run_dir)
 

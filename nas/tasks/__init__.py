@@ -1,0 +1,19 @@
+"""Tasks, one file each, registered by name in `TASKS`: LightningDataModules with a metric.
+
+Every module in this folder is imported here, so adding a task is adding one file.
+"""
+import importlib
+import pkgutil
+
+from nas.errors import ConfigError
+from nas.tasks.base import TASKS, Task, task_loss, task_metric
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
+
+__all__ = ["TASKS", "Task", "build", "task_loss", "task_metric"]
+
+
+def build(name: str, **kwargs) -> Task:
+    """The task registered as `name`, built with its options (and data_dir)."""
+    return TASKS.get(name)(**kwargs)

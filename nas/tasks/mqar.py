@@ -1,0 +1,120 @@
+"""Multi-query associative recall (MQAR; Arora et al. 2023, Zoology,
+https://arxiv.org/abs/2312.04927): key-value pairs, then queries whose values must be recalled.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+from torch.utils.data import Dataset
+
+from nas.tasks.base import IGNORE, SPLITS, TASKS, Task, TaskConfig, check
+from nas.tasks.cache import cache_dir, cached_arrays, choose, sample_distinct
+
+BLANK, ANSWER = 1, 2  # filler between queries; the slot where a queried value is to be produced
+FIRST_KEY = 3  # keys are FIRST_KEY.., values follow the keys
+VERSION = 1  # bump when generated data changes, so that old caches are not reused
+
+
+@dataclasses.dataclass(frozen=True)
+class MQARConfig(TaskConfig):
+    seq_len: int = 256  # sequence length N (pairs, then queries among blanks)
+    num_pairs: int = 16  # key-value pairs at the start of each sequence
+    num_queries: int = 16  # keys asked for (distinct, at most num_pairs)
+    num_keys: int = 64  # key vocabulary
+    num_values: int = 64  # value vocabulary
+    num_train: int = 10_000  # training sequences
+    num_val: int = 1_000  # validation sequences
+    num_test: int = 1_000  # test sequences
+
+    def __post_init__(self):
+        super().__post_init__()
+        check(min(self.num_train, self.num_val, self.num_test) >= 1,
+              "num_train, num_val and num_test must be >= 1")
+        check(1 <= self.num_pairs <= self.num_keys,
+              f"num_pairs must be in 1..num_keys ({self.num_keys}), got {self.num_pairs}")
+        check(1 <= self.num_queries <= self.num_pairs,
+              f"num_queries must be in 1..num_pairs ({self.num_pairs}), got {self.num_queries}")
+        check(self.num_values >= 2, f"num_values must be >= 2, got {self.num_values}")
+        check(2 * (self.num_pairs + self.num_queries) <= self.seq_len,
+              f"seq_len {self.seq_len} cannot hold {self.num_pairs} pairs and "
+              f"{self.num_queries} queries (needs {2 * (self.num_pairs + self.num_queries)})")
+
+
+@TASKS.register("mqar")
+class MQARTask(Task):
+    """Recall the value bound to each queried key.
+
+    A sequence is `k1 v1 k2 v2 ... kP vP`, then Q query slots `k ?` at random places among
+    blanks. Target at each `?` is the value bound to the key before it, and nothing is scored
+    elsewhere. The `?` token is the same for every query, so a non-causal model cannot read the
+    answer at the answer position: it has to find the key among the pairs. Keys in a sequence
+    are distinct; values are drawn independently, so an answer cannot be found by elimination.
+    """
+
+    Config = MQARConfig
+    head = "tokens"
+
+    def __init__(self, data_dir="data_cache", **options):
+        super().__init__(data_dir, **options)
+        c = self.config
+        self.vocab_size = FIRST_KEY + c.num_keys + c.num_values
+        self.num_classes = self.vocab_size
+        self.seq_len = c.seq_len
+
+    def load(self) -> dict[str, "MQARDataset"]:
+        c = self.config
+        params = {"version": VERSION, **dataclasses.asdict(c)}
+        for loader_only in ("batch_size", "num_workers"):
+            params.pop(loader_only)
+        path = cache_dir(self.data_dir, self.name, params) / "data.npz"
+        data = cached_arrays(path, self.generate)
+        cuts = np.cumsum([0, c.num_train, c.num_val, c.num_test])
+        return {split: MQARDataset(c, {name: a[lo:hi] for name, a in data.items()})
+                for split, lo, hi in zip(SPLITS, cuts[:-1], cuts[1:])}
+
+    def generate(self) -> dict[str, np.ndarray]:
+        c = self.config
+        total = c.num_train + c.num_val + c.num_test
+        return sample_distinct(self.sample, total, np.random.default_rng(c.seed), self.name)
+
+    def sample(self, rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
+        """n sequences in compact form: keys, values, which pairs are asked, and where."""
+        c = self.config
+        keys = choose(rng, n, c.num_keys, c.num_pairs)
+        keys = np.take_along_axis(keys, rng.random(keys.shape).argsort(1), 1)  # unsorted
+        values = rng.integers(0, c.num_values, (n, c.num_pairs))
+        asked = rng.random((n, c.num_pairs)).argsort(1)[:, : c.num_queries]
+        slots = choose(rng, n, (c.seq_len - 2 * c.num_pairs) // 2, c.num_queries)
+        return {"keys": keys.astype(np.int16), "values": values.astype(np.int16),
+                "asked": asked.astype(np.int16), "slots": slots.astype(np.int16)}
+
+
+class MQARDataset(Dataset):
+    """Builds each sequence from its compact form when asked for it."""
+
+    def __init__(self, config: MQARConfig, arrays: dict[str, np.ndarray]):
+        self.config = config
+        self.arrays = arrays
+
+    def __len__(self) -> int:
+        return len(self.arrays["keys"])
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        c = self.config
+        keys = self.arrays["keys"][i].astype(np.int64) + FIRST_KEY
+        values = self.arrays["values"][i].astype(np.int64) + FIRST_KEY + c.num_keys
+        asked = self.arrays["asked"][i]
+        where = 2 * c.num_pairs + 2 * self.arrays["slots"][i].astype(np.int64)
+        tokens = np.full(c.seq_len, BLANK, dtype=np.int64)
+        tokens[0 : 2 * c.num_pairs : 2] = keys
+        tokens[1 : 2 * c.num_pairs : 2] = values
+        tokens[where] = keys[asked]
+        tokens[where + 1] = ANSWER
+        target = np.full(c.seq_len, IGNORE, dtype=np.int64)
+        target[where + 1] = values[asked]
+        return tokens, target
+
+    def scored_targets(self) -> np.ndarray:
+        values = np.take_along_axis(self.arrays["values"], self.arrays["asked"].astype(np.int64), 1)
+        return values.ravel().astype(np.int64) + FIRST_KEY + self.config.num_keys

@@ -1,0 +1,44 @@
+"""Every configs/task/*.yaml builds its task with hydra.utils.instantiate, as the CLI does."""
+from pathlib import Path
+
+import pytest
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from nas.tasks import TASKS, Task
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "task"
+GENERATED = dict(num_train=16, num_val=4, num_test=4, batch_size=4)
+TINY = {
+    "listops": dict(GENERATED, max_depth=4, max_args=3, min_length=2, max_length=30, max_len=32),
+    "mqar": dict(GENERATED, seq_len=32, num_pairs=4, num_queries=4),
+    "selective_copy": dict(GENERATED, seq_len=64),
+    "pathfinder": GENERATED,
+    "bytelm": dict(seq_len=64, max_files=2, batch_size=4),
+    "text": dict(batch_size=2),  # plus the files, written below
+}
+
+
+def test_every_task_has_a_config():
+    assert sorted(p.stem for p in CONFIGS.glob("*.yaml")) == TASKS.names()
+
+
+@pytest.mark.parametrize("name", TASKS.names())
+def test_config_instantiates_a_working_task(name, tmp_path):
+    cfg = OmegaConf.merge(OmegaConf.load(CONFIGS / f"{name}.yaml"), TINY[name])
+    if name == "text":
+        for split in ("train", "test"):
+            (tmp_path / f"{split}.jsonl").write_text('{"text": "good", "label": 1}\n'
+                                                     '{"text": "bad", "label": 0}\n' * 5)
+            cfg[f"{split}_file"] = str(tmp_path / f"{split}.jsonl")
+    task = instantiate(cfg, data_dir=tmp_path)
+    assert isinstance(task, Task) and task.name == name
+    assert task.data_dir == tmp_path
+    batch = next(iter(task.train_dataloader()))
+    assert batch["tokens"].shape[1] <= task.seq_len
+    assert set(task.baseline()) == {f"val/{task.metric}", f"test/{task.metric}"}
+
+
+def test_configs_keep_data_dir_out():
+    for path in CONFIGS.glob("*.yaml"):
+        assert "data_dir" not in OmegaConf.load(path), f"{path.name} sets data_dir"
