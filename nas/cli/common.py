@@ -16,6 +16,8 @@ ROOT = Path(__file__).resolve().parents[2]  # the repository: configs/ and searc
 CONFIGS = str(ROOT / "configs")
 
 OmegaConf.register_new_resolver("nas_root", lambda: str(ROOT), replace=True)
+# ${nas_or:a,b}: a unless it is null (oc.select returns a null value instead of its default)
+OmegaConf.register_new_resolver("nas_or", lambda value, default: default if value is None else value, replace=True)
 
 log = logging.getLogger("nas")
 

@@ -1,0 +1,64 @@
+"""nas-retrain (scratch, inherit, distill) and nas-export from the command line's configs."""
+import json
+
+import pytest
+import torch
+from omegaconf import open_dict
+
+from nas.cli import export, retrain, search
+from nas.space import Arch
+
+from .conftest import TINY
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory):
+    """One tiny search (no retraining) whose folder the tests below start from."""
+    from .conftest import compose_config
+
+    run_dir = tmp_path_factory.mktemp("search") / "run"
+    search.run(compose_config("search", run_dir, [*TINY, "retrain.enabled=false"]))
+    return run_dir
+
+
+def test_retrain_inherits_and_distills(config, searched, tmp_path):
+    arch_file = searched / "best_arch.yaml"
+    cfg = config("retrain", *TINY, f"arch={arch_file}", "init=inherit", "distill=0.5", "max_epochs=1",
+                 f"supernet_ckpt={searched / 'checkpoints' / 'last.ckpt'}")
+    result = retrain.run(cfg)
+    assert result["ckpt"].is_file()
+    hparams = torch.load(result["ckpt"], weights_only=True)["hyper_parameters"]
+    assert Arch.from_dict(hparams["arch"]) == Arch.from_yaml(arch_file)
+    assert 0 <= result["metrics"]["retrain/test_acc"] <= 1
+
+
+def test_checkpoint_of_another_space_is_named(config, searched, capsys):
+    cfg = config("retrain", *TINY, "space=tiny", "init=inherit",
+                 f"supernet_ckpt={searched / 'checkpoints' / 'last.ckpt'}", "arch=unused.yaml")
+    with open_dict(cfg):
+        cfg.arch = str(searched / "tiny_arch.yaml")
+    from nas.space import SearchSpace
+    SearchSpace.from_yaml(cfg.space.file).smallest().to_yaml(cfg.arch)
+    with pytest.raises(SystemExit):
+        retrain.run(cfg)
+    err = capsys.readouterr().err.strip()
+    assert "checkpoint is from space 'quickstart', not 'tiny': they differ at 'name'" in err
+    assert len(err.splitlines()) == 1
+
+
+def test_export_refuses_an_existing_folder_then_overwrites(config, searched, tmp_path, capsys):
+    cfg = config("retrain", *TINY, f"arch={searched / 'best_arch.yaml'}", "max_epochs=1")
+    ckpt = retrain.run(cfg)["ckpt"]
+    out = tmp_path / "exported"
+    out.mkdir()
+    (out / "something").write_text("mine")
+    export_cfg = config("export", f"ckpt={ckpt}", f"out={out}", "quantize=true")
+    with pytest.raises(SystemExit):
+        export.run(export_cfg)
+    assert "pass overwrite=true" in capsys.readouterr().err
+    with open_dict(export_cfg):
+        export_cfg.overwrite = True
+    export.run(export_cfg)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert "test/acc" in metrics and "int8/delta" in metrics
+    assert (out / "something").read_text() == "mine"
