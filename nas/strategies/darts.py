@@ -104,7 +104,8 @@ class DartsStrategy(Strategy):
                 val_loss = self.loss(module, val, self.mixture_weights())
                 penalty = self.cost_penalty()
                 module.step(val_loss + penalty, optimizer_index=1)
-                logs["cost_penalty"] = penalty.detach()
+                if self.cost_kind is not None:
+                    logs["cost_penalty"] = penalty.detach()
             logs["arch_loss"] = val_loss.detach()
         weights = {k: v.detach() for k, v in self.mixture_weights().items()}
         if self.hard:
