@@ -13,6 +13,7 @@ import statistics
 import subprocess
 import sys
 import time
+from report import current_rss_mib, write_report  # scripts/report.py
 
 # label -> (op name, options): the configurations the README table reports.
 CONFIGS = {
@@ -25,11 +26,6 @@ CONFIGS = {
     "synthesizer_dense": ("synthesizer", {"variant": "dense"}),
 }
 
-
-def current_rss_mib() -> float:
-    with open("/proc/self/statm") as f:
-        pages = int(f.read().split()[1])
-    return pages * resource.getpagesize() / 2**20
 
 
 def measure(label: str, n: int, args) -> dict:
@@ -106,11 +102,7 @@ def main() -> None:
                 results[label][n]["ratio_to_full"] = round(results[label][n]["seconds"] / full, 4)
     report = {"settings": {k: v for k, v in vars(args).items() if k not in ("child", "out")},
               "results": results}
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text + "\n")
+    write_report(report, args.out)
 
 
 if __name__ == "__main__":

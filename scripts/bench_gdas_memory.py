@@ -11,11 +11,8 @@ import json
 import resource
 import subprocess
 import sys
+from report import current_rss_mib, write_report  # scripts/report.py
 
-
-def current_rss_mib() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
 
 
 def measure(mode: str, args) -> dict:
@@ -75,11 +72,7 @@ def main() -> None:
               "results": results,
               "gdas_over_single_path": round(results["gdas"]["peak_mib"] / single, 3),
               "darts_over_single_path": round(results["darts"]["peak_mib"] / single, 3)}
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text + "\n")
+    write_report(report, args.out)
 
 
 if __name__ == "__main__":

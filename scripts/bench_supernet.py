@@ -6,7 +6,6 @@ Steps of the two models alternate so that both see the same machine state. Print
     python scripts/bench_supernet.py --space search_spaces/lra.yaml --seq-len 1024
 """
 import argparse
-import json
 import statistics
 import time
 
@@ -14,6 +13,7 @@ import torch
 
 from nas.space import SearchSpace
 from nas.supernet import Supernet
+from report import write_report  # scripts/report.py
 
 
 def step_time(model, forward, tokens, target) -> float:
@@ -59,12 +59,8 @@ def main() -> None:
         print(f"ratio {s / b:.3f}  supernet {s:.3f}s  subnet {b:.3f}s", flush=True)
     report = {"settings": vars(args), "results": rows,
               "max_ratio": max(r["ratio"] for r in rows),
-              "median_ratio": statistics.median(r["ratio"] for r in rows)}
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text + "\n")
+              "median_ratio": round(statistics.median(r["ratio"] for r in rows), 3)}
+    write_report(report, args.out)
 
 
 if __name__ == "__main__":

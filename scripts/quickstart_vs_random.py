@@ -6,7 +6,6 @@ from scratch with the same retraining settings, and prints their test metrics as
     python scripts/quickstart_vs_random.py --out quickstart_vs_random.json
 """
 import argparse
-import json
 import random
 import statistics
 import tempfile
@@ -21,6 +20,7 @@ from nas.cli.retrain import retrain
 from nas.cli.search import search
 from nas.space import SearchSpace
 from nas.training.metrics import score
+from report import write_report  # scripts/report.py
 
 
 def main() -> None:
@@ -60,10 +60,7 @@ def main() -> None:
         "random_median": median,
         "searched_beats_median": score(results["searched"][key], task.metric) > score(median, task.metric),
     }
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
+    write_report(report, args.out)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,6 @@ examples of each synthetic task into an empty cache, and the time to load one tr
     python scripts/task_stats.py --out task_stats.json
 """
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -14,6 +13,7 @@ import numpy as np
 
 from nas.tasks import build
 from nas.tasks.listops import ListOpsConfig, read_tsv
+from report import write_report  # scripts/report.py
 
 LRA_SAMPLE = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "lra_listops_sample"
 LRA_LISTOPS = dict(min_length=500, max_length=2000, max_len=2000)  # LRA's generator defaults
@@ -109,10 +109,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         stats = {"listops": listops_distributions(args.count, Path(tmp) / "dist"),
                  "generation": generation_and_loading(args.count, Path(tmp) / "gen")}
-    text = json.dumps(stats, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
+    write_report(stats, args.out)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from nas.errors import ConfigError

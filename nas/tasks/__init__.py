@@ -5,7 +5,6 @@ Every module in this folder is imported here, so adding a task is adding one fil
 import importlib
 import pkgutil
 
-from nas.errors import ConfigError
 from nas.tasks.base import TASKS, Task, task_loss, task_metric
 
 for _module in pkgutil.iter_modules(__path__):

@@ -1,7 +1,6 @@
 """ENAS: the planted task, the controller's REINFORCE update alone, and resuming mid-search."""
 import math
 
-import pytest
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
