@@ -8,7 +8,7 @@ from omegaconf import open_dict
 from nas.cli import export, retrain, search
 from nas.space import Arch
 
-from .conftest import TINY
+from .conftest import TINY, TINY_TASK
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +23,7 @@ def searched(tmp_path_factory):
 
 def test_retrain_inherits_and_distills(config, searched, tmp_path):
     arch_file = searched / "best_arch.yaml"
-    cfg = config("retrain", *TINY, f"arch={arch_file}", "init=inherit", "distill=0.5", "max_epochs=1",
+    cfg = config("retrain", *TINY_TASK, f"arch={arch_file}", "init=inherit", "distill=0.5", "max_epochs=1",
                  f"supernet_ckpt={searched / 'checkpoints' / 'last.ckpt'}")
     result = retrain.run(cfg)
     assert result["ckpt"].is_file()
@@ -33,7 +33,7 @@ def test_retrain_inherits_and_distills(config, searched, tmp_path):
 
 
 def test_checkpoint_of_another_space_is_named(config, searched, capsys):
-    cfg = config("retrain", *TINY, "space=tiny", "init=inherit",
+    cfg = config("retrain", *TINY_TASK, "space=tiny", "init=inherit",
                  f"supernet_ckpt={searched / 'checkpoints' / 'last.ckpt'}", "arch=unused.yaml")
     with open_dict(cfg):
         cfg.arch = str(searched / "tiny_arch.yaml")
@@ -47,7 +47,7 @@ def test_checkpoint_of_another_space_is_named(config, searched, capsys):
 
 
 def test_export_refuses_an_existing_folder_then_overwrites(config, searched, tmp_path, capsys):
-    cfg = config("retrain", *TINY, f"arch={searched / 'best_arch.yaml'}", "max_epochs=1")
+    cfg = config("retrain", *TINY_TASK, f"arch={searched / 'best_arch.yaml'}", "max_epochs=1")
     ckpt = retrain.run(cfg)["ckpt"]
     out = tmp_path / "exported"
     out.mkdir()

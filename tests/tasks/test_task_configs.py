@@ -20,7 +20,8 @@ TINY = {
 
 
 def test_every_task_has_a_config():
-    assert sorted(p.stem for p in CONFIGS.glob("*.yaml")) == TASKS.names()
+    # other files are variants of a task's config (e.g. mqar_quick: `defaults: [mqar]`)
+    assert set(TASKS.names()) <= {p.stem for p in CONFIGS.glob("*.yaml")}
 
 
 @pytest.mark.parametrize("name", TASKS.names())
