@@ -6,6 +6,7 @@ written to a temporary name and renamed, so an interrupted run leaves no broken 
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -77,6 +78,27 @@ def sample_distinct(sample: Callable[[np.random.Generator, int], dict[str, np.nd
         raise ConfigError(f"task '{task}': found only {len(seen)} distinct examples of the "
                           f"{total} asked for; ask for fewer or widen the vocabulary/length")
     return {name: np.concatenate([k[name] for k in kept]) for name in kept[0]}
+
+
+def generated_splits(task, version: int) -> dict[str, dict[str, np.ndarray]]:
+    """The splits of a task that generates its examples with `task.sample(rng, n)`, cached.
+
+    The cache key is the task's config (less loader-only options) and its data `version`;
+    examples are distinct across all splits (`sample_distinct`).
+    """
+    c = task.config
+    params = {"version": version, **dataclasses.asdict(c)}
+    for loader_only in ("batch_size", "num_workers"):
+        params.pop(loader_only)
+    sizes = [c.num_train, c.num_val, c.num_test]
+
+    def generate() -> dict[str, np.ndarray]:
+        return sample_distinct(task.sample, sum(sizes), np.random.default_rng(c.seed), task.name)
+
+    data = cached_arrays(cache_dir(task.data_dir, task.name, params) / "data.npz", generate)
+    cuts = np.cumsum([0, *sizes])
+    return {split: {name: a[lo:hi] for name, a in data.items()}
+            for split, lo, hi in zip(("train", "val", "test"), cuts[:-1], cuts[1:])}
 
 
 def choose(rng: np.random.Generator, n: int, population: int, k: int) -> np.ndarray:

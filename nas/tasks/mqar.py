@@ -8,8 +8,8 @@ import dataclasses
 import numpy as np
 from torch.utils.data import Dataset
 
-from nas.tasks.base import IGNORE, SPLITS, TASKS, Task, TaskConfig, check
-from nas.tasks.cache import cache_dir, cached_arrays, choose, sample_distinct
+from nas.tasks.base import IGNORE, TASKS, Task, TaskConfig, check
+from nas.tasks.cache import choose, generated_splits
 
 BLANK, ANSWER = 1, 2  # filler between queries; the slot where a queried value is to be produced
 FIRST_KEY = 3  # keys are FIRST_KEY.., values follow the keys
@@ -63,20 +63,8 @@ class MQARTask(Task):
         self.seq_len = c.seq_len
 
     def load(self) -> dict[str, "MQARDataset"]:
-        c = self.config
-        params = {"version": VERSION, **dataclasses.asdict(c)}
-        for loader_only in ("batch_size", "num_workers"):
-            params.pop(loader_only)
-        path = cache_dir(self.data_dir, self.name, params) / "data.npz"
-        data = cached_arrays(path, self.generate)
-        cuts = np.cumsum([0, c.num_train, c.num_val, c.num_test])
-        return {split: MQARDataset(c, {name: a[lo:hi] for name, a in data.items()})
-                for split, lo, hi in zip(SPLITS, cuts[:-1], cuts[1:])}
-
-    def generate(self) -> dict[str, np.ndarray]:
-        c = self.config
-        total = c.num_train + c.num_val + c.num_test
-        return sample_distinct(self.sample, total, np.random.default_rng(c.seed), self.name)
+        return {split: MQARDataset(self.config, arrays)
+                for split, arrays in generated_splits(self, VERSION).items()}
 
     def sample(self, rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
         """n sequences in compact form: keys, values, which pairs are asked, and where."""

@@ -8,8 +8,8 @@ import dataclasses
 import numpy as np
 from torch.utils.data import Dataset
 
-from nas.tasks.base import IGNORE, SPLITS, TASKS, Task, TaskConfig, check
-from nas.tasks.cache import cache_dir, cached_arrays, choose, sample_distinct
+from nas.tasks.base import IGNORE, TASKS, Task, TaskConfig, check
+from nas.tasks.cache import choose, generated_splits
 
 NOISE, ANSWER = 1, 2  # the filler token; the token at each answer position
 FIRST_CONTENT = 3  # content tokens are FIRST_CONTENT..FIRST_CONTENT + alphabet - 1
@@ -56,20 +56,8 @@ class SelectiveCopyTask(Task):
         self.seq_len = c.seq_len
 
     def load(self) -> dict[str, "SelectiveCopyDataset"]:
-        c = self.config
-        params = {"version": VERSION, **dataclasses.asdict(c)}
-        for loader_only in ("batch_size", "num_workers"):
-            params.pop(loader_only)
-        path = cache_dir(self.data_dir, self.name, params) / "data.npz"
-        data = cached_arrays(path, self.generate)
-        cuts = np.cumsum([0, c.num_train, c.num_val, c.num_test])
-        return {split: SelectiveCopyDataset(c, data["positions"][lo:hi], data["content"][lo:hi])
-                for split, lo, hi in zip(SPLITS, cuts[:-1], cuts[1:])}
-
-    def generate(self) -> dict[str, np.ndarray]:
-        c = self.config
-        total = c.num_train + c.num_val + c.num_test
-        return sample_distinct(self.sample, total, np.random.default_rng(c.seed), self.name)
+        return {split: SelectiveCopyDataset(self.config, arrays["positions"], arrays["content"])
+                for split, arrays in generated_splits(self, VERSION).items()}
 
     def sample(self, rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
         """n sequences in compact form: where the content tokens are, and which they are."""
