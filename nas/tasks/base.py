@@ -44,6 +44,20 @@ class TaskConfig:
         check(self.num_workers >= 0, f"num_workers must be >= 0, got {self.num_workers}")
 
 
+@dataclasses.dataclass(frozen=True)
+class GeneratedConfig(TaskConfig):
+    """Options of a task that generates its data: the size of each split."""
+
+    num_train: int = 10_000  # generated training examples
+    num_val: int = 1_000  # generated validation examples
+    num_test: int = 1_000  # generated test examples
+
+    def __post_init__(self):
+        super().__post_init__()
+        check(min(self.num_train, self.num_val, self.num_test) >= 1,
+              "num_train, num_val and num_test must be >= 1")
+
+
 def check(condition: bool, message: str) -> None:
     """Config validation: a failed check becomes a ConfigError naming the task."""
     if not condition:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from nas.errors import ConfigError
-from nas.tasks.base import (SPLITS, TASKS, SequenceDataset, Task, TaskConfig, check, fit_length,
+from nas.tasks.base import (SPLITS, TASKS, SequenceDataset, Task, GeneratedConfig, check, fit_length,
                             log_truncated)
 from nas.tasks.cache import atomic_write, cache_dir
 
@@ -27,14 +27,11 @@ VERSION = 1  # bump when generated data changes, so that old caches are not reus
 
 
 @dataclasses.dataclass(frozen=True)
-class ListOpsConfig(TaskConfig):
+class ListOpsConfig(GeneratedConfig):
     path: str | None = None  # folder with LRA's <prefix>_{train,val,test}.tsv; None: generate
     prefix: str = "basic"  # file-name prefix (LRA's generator --task flag)
     max_len: int = 256  # longest sequence the model takes, in tokens (LRA: 2000)
     truncate: bool = False  # cut longer sequences to max_len (and log it) instead of stopping
-    num_train: int = 10_000  # generated training examples (LRA: 96000)
-    num_val: int = 1_000  # generated validation examples (LRA: 2000)
-    num_test: int = 1_000  # generated test examples (LRA: 2000)
     max_depth: int = 10  # deepest operator nesting (LRA: 10)
     max_args: int = 10  # most arguments of one operator (LRA: 10)
     min_length: int = 64  # generated lengths are > min_length (LRA: 500) ...
@@ -43,8 +40,6 @@ class ListOpsConfig(TaskConfig):
     def __post_init__(self):
         super().__post_init__()
         check(self.max_len >= 1, f"max_len must be >= 1, got {self.max_len}")
-        check(min(self.num_train, self.num_val, self.num_test) >= 1,
-              "num_train, num_val and num_test must be >= 1")
         check(self.max_depth >= 2, f"max_depth must be >= 2, got {self.max_depth}")
         check(self.max_args >= 2, f"max_args must be >= 2, got {self.max_args}")
         check(0 <= self.min_length < self.max_length - 1,

@@ -8,7 +8,7 @@ import dataclasses
 import numpy as np
 from torch.utils.data import Dataset
 
-from nas.tasks.base import IGNORE, TASKS, Task, TaskConfig, check
+from nas.tasks.base import IGNORE, TASKS, Task, GeneratedConfig, check
 from nas.tasks.cache import choose, generated_splits
 
 BLANK, ANSWER = 1, 2  # filler between queries; the slot where a queried value is to be produced
@@ -17,20 +17,15 @@ VERSION = 1  # bump when generated data changes, so that old caches are not reus
 
 
 @dataclasses.dataclass(frozen=True)
-class MQARConfig(TaskConfig):
+class MQARConfig(GeneratedConfig):
     seq_len: int = 256  # sequence length N (pairs, then queries among blanks)
     num_pairs: int = 16  # key-value pairs at the start of each sequence
     num_queries: int = 16  # keys asked for (distinct, at most num_pairs)
     num_keys: int = 64  # key vocabulary
     num_values: int = 64  # value vocabulary
-    num_train: int = 10_000  # training sequences
-    num_val: int = 1_000  # validation sequences
-    num_test: int = 1_000  # test sequences
 
     def __post_init__(self):
         super().__post_init__()
-        check(min(self.num_train, self.num_val, self.num_test) >= 1,
-              "num_train, num_val and num_test must be >= 1")
         check(1 <= self.num_pairs <= self.num_keys,
               f"num_pairs must be in 1..num_keys ({self.num_keys}), got {self.num_pairs}")
         check(1 <= self.num_queries <= self.num_pairs,

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from nas.errors import ConfigError
-from nas.tasks.base import SPLITS, TASKS, SequenceDataset, Task, TaskConfig, check
+from nas.tasks.base import SPLITS, TASKS, SequenceDataset, Task, GeneratedConfig, check
 from nas.tasks.cache import cache_dir, cached_arrays, sample_distinct
 
 INK = 255  # pixel value of contours and markers on a black (0) background
@@ -19,7 +19,7 @@ VERSION = 1  # bump when generated data changes, so that old caches are not reus
 
 
 @dataclasses.dataclass(frozen=True)
-class PathfinderConfig(TaskConfig):
+class PathfinderConfig(GeneratedConfig):
     path: str | None = None  # LRA's folder for one difficulty (holds metadata/); None: generate
     resolution: int = 32  # image side in pixels; sequences are resolution**2 long (LRA: 32)
     contour_length: int = 6  # dashes per contour, the difficulty (LRA: 6, 9 or 14)
@@ -29,15 +29,10 @@ class PathfinderConfig(TaskConfig):
     num_distractors: int | None = None  # distractor contours; None: 20 // distractor_length
     max_turn: float = 45.0  # largest change of direction from one dash to the next, degrees
     spacing: int = 1  # empty pixels at least between different contours (LRA: 1)
-    num_train: int = 10_000  # generated training images
-    num_val: int = 1_000  # generated validation images
-    num_test: int = 1_000  # generated test images
 
     def __post_init__(self):
         super().__post_init__()
         check(self.resolution >= 8, f"resolution must be >= 8, got {self.resolution}")
-        check(min(self.num_train, self.num_val, self.num_test) >= 1,
-              "num_train, num_val and num_test must be >= 1")
         check(self.contour_length >= 1 and self.dash_length >= 1 and self.dash_gap >= 0,
               "need contour_length >= 1, dash_length >= 1, dash_gap >= 0")
         check(self.spacing >= max(1, self.dash_gap),

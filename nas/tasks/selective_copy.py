@@ -8,7 +8,7 @@ import dataclasses
 import numpy as np
 from torch.utils.data import Dataset
 
-from nas.tasks.base import IGNORE, TASKS, Task, TaskConfig, check
+from nas.tasks.base import IGNORE, TASKS, Task, GeneratedConfig, check
 from nas.tasks.cache import choose, generated_splits
 
 NOISE, ANSWER = 1, 2  # the filler token; the token at each answer position
@@ -17,18 +17,13 @@ VERSION = 1  # bump when generated data changes, so that old caches are not reus
 
 
 @dataclasses.dataclass(frozen=True)
-class SelectiveCopyConfig(TaskConfig):
+class SelectiveCopyConfig(GeneratedConfig):
     seq_len: int = 256  # sequence length N, answer positions included (Mamba: 4096; up to 16K)
     num_tokens: int = 16  # content tokens to copy (Mamba: 16)
     alphabet: int = 16  # distinct content tokens (Mamba: 16)
-    num_train: int = 10_000  # training sequences
-    num_val: int = 1_000  # validation sequences
-    num_test: int = 1_000  # test sequences
 
     def __post_init__(self):
         super().__post_init__()
-        check(min(self.num_train, self.num_val, self.num_test) >= 1,
-              "num_train, num_val and num_test must be >= 1")
         check(self.num_tokens >= 1, f"num_tokens must be >= 1, got {self.num_tokens}")
         check(self.alphabet >= 2, f"alphabet must be >= 2, got {self.alphabet}")
         check(self.seq_len >= 2 * self.num_tokens,
