@@ -112,3 +112,8 @@ def choose(rng: np.random.Generator, n: int, population: int, k: int) -> np.ndar
     return np.concatenate([
         np.sort(rng.random((min(chunk, n - start), population)).argsort(1)[:, :k], axis=1)
         for start in range(0, n, chunk)]) if n else np.zeros((0, k), dtype=np.int64)
+
+
+def shuffle_rows(rng: np.random.Generator, rows: np.ndarray) -> np.ndarray:
+    """Each row of `rows` in its own random order."""
+    return np.take_along_axis(rows, rng.random(rows.shape).argsort(1), 1)

@@ -9,7 +9,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from nas.tasks.base import IGNORE, TASKS, Task, GeneratedConfig, check
-from nas.tasks.cache import choose, generated_splits
+from nas.tasks.cache import choose, generated_splits, shuffle_rows
 
 BLANK, ANSWER = 1, 2  # filler between queries; the slot where a queried value is to be produced
 FIRST_KEY = 3  # keys are FIRST_KEY.., values follow the keys
@@ -31,46 +31,13 @@ class MQARConfig(GeneratedConfig):
         check(1 <= self.num_queries <= self.num_pairs,
               f"num_queries must be in 1..num_pairs ({self.num_pairs}), got {self.num_queries}")
         check(self.num_values >= 2, f"num_values must be >= 2, got {self.num_values}")
-        check(2 * (self.num_pairs + self.num_queries) <= self.seq_len,
+        check(self.positions_needed <= self.seq_len,
               f"seq_len {self.seq_len} cannot hold {self.num_pairs} pairs and "
-              f"{self.num_queries} queries (needs {2 * (self.num_pairs + self.num_queries)})")
+              f"{self.num_queries} queries (needs {self.positions_needed})")
 
-
-@TASKS.register("mqar")
-class MQARTask(Task):
-    """Recall the value bound to each queried key.
-
-    A sequence is `k1 v1 k2 v2 ... kP vP`, then Q query slots `k ?` at random places among
-    blanks. Target at each `?` is the value bound to the key before it, and nothing is scored
-    elsewhere. The `?` token is the same for every query, so a non-causal model cannot read the
-    answer at the answer position: it has to find the key among the pairs. Keys in a sequence
-    are distinct; values are drawn independently, so an answer cannot be found by elimination.
-    """
-
-    Config = MQARConfig
-    head = "tokens"
-
-    def __init__(self, data_dir="data_cache", **options):
-        super().__init__(data_dir, **options)
-        c = self.config
-        self.vocab_size = FIRST_KEY + c.num_keys + c.num_values
-        self.num_classes = self.vocab_size
-        self.seq_len = c.seq_len
-
-    def load(self) -> dict[str, "MQARDataset"]:
-        return {split: MQARDataset(self.config, arrays)
-                for split, arrays in generated_splits(self, VERSION).items()}
-
-    def sample(self, rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
-        """n sequences in compact form: keys, values, which pairs are asked, and where."""
-        c = self.config
-        keys = choose(rng, n, c.num_keys, c.num_pairs)
-        keys = np.take_along_axis(keys, rng.random(keys.shape).argsort(1), 1)  # unsorted
-        values = rng.integers(0, c.num_values, (n, c.num_pairs))
-        asked = rng.random((n, c.num_pairs)).argsort(1)[:, : c.num_queries]
-        slots = choose(rng, n, (c.seq_len - 2 * c.num_pairs) // 2, c.num_queries)
-        return {"keys": keys.astype(np.int16), "values": values.astype(np.int16),
-                "asked": asked.astype(np.int16), "slots": slots.astype(np.int16)}
+    @property
+    def positions_needed(self) -> int:
+        return 2 * (self.num_pairs + self.num_queries)  # a pair and a query take two tokens each
 
 
 class MQARDataset(Dataset):
@@ -101,3 +68,46 @@ class MQARDataset(Dataset):
     def scored_targets(self) -> np.ndarray:
         values = np.take_along_axis(self.arrays["values"], self.arrays["asked"].astype(np.int64), 1)
         return values.ravel().astype(np.int64) + FIRST_KEY + self.config.num_keys
+
+
+@TASKS.register("mqar")
+class MQARTask(Task):
+    """Recall the value bound to each queried key.
+
+    A sequence is `k1 v1 k2 v2 ... kP vP`, then Q query slots `k ?` at random places among
+    blanks. Target at each `?` is the value bound to the key before it, and nothing is scored
+    elsewhere. The `?` token is the same for every query, so a non-causal model cannot read the
+    answer at the answer position: it has to find the key among the pairs. Keys in a sequence
+    are distinct; values are drawn independently, so an answer cannot be found by elimination.
+    """
+
+    Config = MQARConfig
+    head = "tokens"
+    dataset_class = MQARDataset  # builds the sequences from the compact form
+
+    def __init__(self, data_dir="data_cache", **options):
+        super().__init__(data_dir, **options)
+        c = self.config
+        self.vocab_size = FIRST_KEY + c.num_keys + c.num_values
+        self.num_classes = self.vocab_size
+        self.seq_len = c.seq_len
+
+    def load(self) -> dict[str, MQARDataset]:
+        return {split: self.dataset_class(self.config, arrays)
+                for split, arrays in generated_splits(self, VERSION).items()}
+
+    def sample(self, rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
+        """n sequences in compact form: keys, values, which pairs are asked, and where."""
+        c = self.config
+        pairs = self.sample_pairs(rng, n)
+        slots = choose(rng, n, (c.seq_len - 2 * c.num_pairs) // 2, c.num_queries)
+        return {**pairs, "slots": slots.astype(np.int16)}
+
+    def sample_pairs(self, rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
+        """(n, pairs) distinct keys in random order and their values; (n, queries) pairs asked."""
+        c = self.config
+        keys = shuffle_rows(rng, choose(rng, n, c.num_keys, c.num_pairs))
+        values = rng.integers(0, c.num_values, (n, c.num_pairs))
+        asked = rng.random((n, c.num_pairs)).argsort(1)[:, : c.num_queries]
+        return {"keys": keys.astype(np.int16), "values": values.astype(np.int16),
+                "asked": asked.astype(np.int16)}

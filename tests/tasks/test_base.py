@@ -94,8 +94,8 @@ def test_sample_distinct_tops_up_duplicates():
 
 
 def test_registry_and_build():
-    assert TASKS.names() == ["bytelm", "listops", "mqar", "pathfinder", "selective_copy", "text"]
-    with pytest.raises(ConfigError, match="unknown task 'imdb'; known: bytelm, listops, mqar"):
+    assert TASKS.names() == ["bytelm", "listops", "lookup", "mqar", "pathfinder", "selective_copy", "text"]
+    with pytest.raises(ConfigError, match="unknown task 'imdb'; known: bytelm, listops, lookup, mqar"):
         build("imdb")
     with pytest.raises(ConfigError, match="unknown option 'lenght' for task 'mqar'; allowed: "):
         build("mqar", lenght=3)

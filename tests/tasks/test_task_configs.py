@@ -12,6 +12,7 @@ GENERATED = dict(num_train=16, num_val=4, num_test=4, batch_size=4)
 TINY = {
     "listops": dict(GENERATED, max_depth=4, max_args=3, min_length=2, max_length=30, max_len=32),
     "mqar": dict(GENERATED, seq_len=32, num_pairs=4, num_queries=4),
+    "lookup": dict(GENERATED, seq_len=32),
     "selective_copy": dict(GENERATED, seq_len=64),
     "pathfinder": GENERATED,
     "bytelm": dict(seq_len=64, max_files=2, batch_size=4),
@@ -20,7 +21,7 @@ TINY = {
 
 
 def test_every_task_has_a_config():
-    # other files are variants of a task's config (e.g. mqar_quick: `defaults: [mqar]`)
+    # a file may also be a variant of a task's config (`defaults: [<task>]`)
     assert set(TASKS.names()) <= {p.stem for p in CONFIGS.glob("*.yaml")}
 
 
