@@ -8,10 +8,11 @@ padded with mask False, which every op ignores, so padding does not change the l
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import warnings
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 import torch
 import yaml
@@ -20,7 +21,6 @@ from torch import Tensor, nn
 from nas import cost
 from nas.errors import ConfigError
 from nas.model import Subnet
-from nas.ops.attention import SelfAttention
 from nas.space import Arch, SearchSpace
 from nas.training.metrics import task_metric
 
@@ -35,6 +35,7 @@ PREDICT = '''\
 """Run the exported LongNAS model with torch alone (no `nas` needed):
 
     python predict.py "5 3 9 2" "7 7 1"
+    python predict.py --int8 "5 3 9 2"     # the int8 copy (exported with quantize=true)
 
 Each argument is one sequence of token ids (0 is padding); each prints its logits as a JSON
 line. The program takes exactly max_len positions, so sequences are padded to it with the mask
@@ -49,9 +50,13 @@ import torch
 HERE = Path(__file__).resolve().parent
 
 
-def load(folder=HERE):
-    """The program as a callable module, and the length it takes."""
-    program = torch.export.load(str(Path(folder) / "model.pt2")).module()
+def load(folder=HERE, int8=False):
+    """The program (model.pt2, or the TorchScript int8 copy model_int8.pt) as a callable
+    module, and the length it takes."""
+    if int8:
+        program = torch.jit.load(str(Path(folder) / "model_int8.pt"))
+    else:
+        program = torch.export.load(str(Path(folder) / "model.pt2")).module()
     max_len = json.loads((Path(folder) / "model.json").read_text())["max_len"]
     return program, max_len
 
@@ -75,8 +80,9 @@ def predict(program, max_len, sequences):
 
 
 if __name__ == "__main__":
-    sequences = [[int(t) for t in arg.split()] for arg in sys.argv[1:]] or [[1, 2, 3]]
-    program, max_len = load()
+    args = [arg for arg in sys.argv[1:] if arg != "--int8"]
+    sequences = [[int(t) for t in arg.split()] for arg in args] or [[1, 2, 3]]
+    program, max_len = load(int8="--int8" in sys.argv[1:])
     for seq, logits in zip(sequences, predict(program, max_len, sequences)):
         print(json.dumps((logits if logits.dim() == 1 else logits[:len(seq)]).tolist()))  # a line each
 '''
@@ -89,7 +95,8 @@ def export(ckpt: str | Path, out: str | Path, overwrite: bool = False, quantize:
     Files: `arch.yaml`, `space.yaml`, `model.json` (the task sizes), `weights.pt` (the subnet's
     state dict), `model.pt2` (a `torch.export` program: tokens (b, max_len) long and mask
     (b, max_len) bool -> logits, any b), `predict.py` (runs it with torch alone),
-    `metrics.json`, and with `quantize` `model_int8.pt` (see `quantize_int8`).
+    `metrics.json`, and with `quantize` `model_int8.pt` (the int8 copy of `quantize_int8` as a
+    TorchScript program with the same inputs; `predict.py --int8` runs it).
 
     Args:
         ckpt: a checkpoint written while training a `RetrainModule`.
@@ -103,7 +110,8 @@ def export(ckpt: str | Path, out: str | Path, overwrite: bool = False, quantize:
     Returns:
         The metrics written to metrics.json: `cost/params` (exact), `cost/flops` and
         `cost/latency_ms` (CPU, batch 1) at `seq_len`; with eval_batches `test/<metric>`; with
-        quantize `size/float_bytes`, `size/int8_bytes`, and with eval_batches
+        quantize `size/float_bytes` and `size/int8_bytes` (the weights as torch.save writes
+        them: weights.pt and the int8 state dict), and with eval_batches
         `int8/test/<metric>` and `int8/delta` (int8 minus float).
 
     Raises:
@@ -142,9 +150,9 @@ def export(ckpt: str | Path, out: str | Path, overwrite: bool = False, quantize:
     models = {"float": model}
     if quantize:
         models["int8"] = quantize_int8(model)
-        torch.save(models["int8"].state_dict(), out / "model_int8.pt")
+        write_int8_program(models["int8"], task["max_len"], out / "model_int8.pt")
         metrics["size/float_bytes"] = (out / "weights.pt").stat().st_size
-        metrics["size/int8_bytes"] = (out / "model_int8.pt").stat().st_size
+        metrics["size/int8_bytes"] = saved_bytes(models["int8"].state_dict())  # weights, like weights.pt
     if eval_batches is not None:
         scores = evaluate(models, eval_batches, task["metric"])
         metrics[f"test/{task['metric']}"] = scores["float"]
@@ -155,23 +163,18 @@ def export(ckpt: str | Path, out: str | Path, overwrite: bool = False, quantize:
     return metrics
 
 
-def load(folder: str | Path, int8: bool = False) -> Subnet:
-    """The exported subnet, in eval mode, from arch.yaml, space.yaml, model.json and weights.pt
-    (or the int8 copy in model_int8.pt)."""
+def load(folder: str | Path, int8: bool = False) -> nn.Module:
+    """The exported subnet, in eval mode, from arch.yaml, space.yaml, model.json and weights.pt;
+    with `int8` its int8 copy, quantized again from those weights as model_int8.pt was."""
     folder = Path(folder)
-    weights = folder / ("model_int8.pt" if int8 else "weights.pt")
-    for path in (folder / "arch.yaml", folder / "space.yaml", folder / "model.json", weights):
-        if not path.is_file():
-            hint = "; export with quantize=true" if path.name == "model_int8.pt" else ""
-            raise ConfigError(f"{folder}: not a complete export: no {path.name}{hint}")
+    for name in ("arch.yaml", "space.yaml", "model.json", "weights.pt"):
+        if not (folder / name).is_file():
+            raise ConfigError(f"{folder}: not a complete export: no {name}")
     task = json.loads((folder / "model.json").read_text())
     model = _build(Arch.from_yaml(folder / "arch.yaml"), SearchSpace.from_yaml(folder / "space.yaml"), task)
-    if int8:
-        model = quantize_int8(model)
-    with _quiet_quantization():  # the quantized tensors of model_int8.pt warn as they load
-        state = torch.load(weights, map_location="cpu", weights_only=True)
-    _load_weights(model, state, source=str(weights))
-    return model.eval()
+    state = torch.load(folder / "weights.pt", map_location="cpu", weights_only=True)
+    _load_weights(model, state, source=str(folder / "weights.pt"))
+    return quantize_int8(model) if int8 else model.eval()
 
 
 def write_program(model: Subnet, max_len: int, path: Path) -> None:
@@ -179,33 +182,56 @@ def write_program(model: Subnet, max_len: int, path: Path) -> None:
     checking that the program gives the model's logits at a batch size it was not traced with."""
     model.eval()
     batch = torch.export.Dim("batch", min=1)
-    # No op branches on input values, so the example's values do not matter; a batch of 2
-    # keeps torch.export from specializing the batch dim to 1.
-    tokens = torch.ones(2, max_len, dtype=torch.long)
-    mask = torch.ones(2, max_len, dtype=torch.bool)
-    program = torch.export.export(model, (tokens, mask), dynamic_shapes=({0: batch}, {0: batch}))
+    program = torch.export.export(model, example_inputs(max_len), dynamic_shapes=({0: batch}, {0: batch}))
     torch.export.save(program, path)
+    check_program(model, torch.export.load(path).module(), max_len)
 
+
+def write_int8_program(model: nn.Module, max_len: int, path: Path) -> None:
+    """Save the int8 copy as a TorchScript program for (b, max_len) inputs, checked like
+    `write_program`. TorchScript, because torch.export cannot yet hold the packed weights of
+    torch's dynamically quantized layers."""
+    with torch.no_grad(), _quiet_quantization(), warnings.catch_warnings():
+        # Tracing warns that shape checks become constants: they are, for the fixed max_len,
+        # and check_program below runs the program on another batch size and other padding.
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        program = torch.jit.trace(model.eval(), example_inputs(max_len), check_trace=False)
+        torch.jit.save(program, str(path))
+        check_program(model, torch.jit.load(str(path)), max_len)
+
+
+def example_inputs(max_len: int) -> tuple[Tensor, Tensor]:
+    # No op branches on input values, so the example's values do not matter; a batch of 2
+    # keeps tracing from specializing the batch dim to 1.
+    return torch.ones(2, max_len, dtype=torch.long), torch.ones(2, max_len, dtype=torch.bool)
+
+
+def check_program(model: nn.Module, program: Callable[[Tensor, Tensor], Tensor], max_len: int) -> None:
+    """Raise unless `program` gives `model`'s logits on 3 sequences (a batch size it was not
+    traced with) padded to max_len by different amounts."""
     tokens = torch.randint(1, model.embed.tokens.num_embeddings, (3, max_len))
     mask = torch.arange(max_len) < torch.tensor([[max_len], [max_len // 2 + 1], [1]])  # (3, max_len)
     with torch.no_grad():
-        expected, got = model(tokens, mask), program.module()(tokens, mask)
+        expected, got = model(tokens, mask), program(tokens, mask)
     if not torch.allclose(got, expected, atol=1e-5, rtol=1e-5):
         raise RuntimeError(f"the exported program differs from the model by "
                            f"{(got - expected).abs().max().item():.2e}")
 
 
-def quantize_int8(model: Subnet) -> nn.Module:
-    """A copy with int8 weights in the feed-forward and readout layers (torch's dynamic
-    quantization: activations are quantized on the fly), for CPU inference.
-
-    The attention projections stay float: `SelfAttention` hands its weights to `F.linear`
-    (so that the supernet can share sliced weights), which a swapped-in quantized module breaks.
-    """
-    attention = {id(m) for a in model.modules() if isinstance(a, SelfAttention) for m in a.modules()}
-    names = {name for name, m in model.named_modules() if isinstance(m, nn.Linear) and id(m) not in attention}
+def saved_bytes(state: dict) -> int:
+    """The size of `state` as torch.save writes it."""
+    buffer = io.BytesIO()
     with _quiet_quantization():
-        return torch.ao.quantization.quantize_dynamic(model, names, dtype=torch.qint8).eval()
+        torch.save(state, buffer)
+    return buffer.getbuffer().nbytes
+
+
+def quantize_int8(model: Subnet) -> nn.Module:
+    """A copy with int8 weights in every linear layer (attention projections, feed-forward,
+    readout; torch's dynamic quantization: activations are quantized on the fly), for CPU
+    inference. Embeddings and the attention cores' own parameters stay float."""
+    with _quiet_quantization():
+        return torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8).eval()
 
 
 @contextlib.contextmanager

@@ -8,6 +8,7 @@ Q/K/V/O, the FFN its leading hidden units, depth the first layers.
 from __future__ import annotations
 
 import copy
+import functools
 
 import torch
 from torch import Tensor, nn
@@ -53,8 +54,8 @@ class SuperAttention(nn.Module):
         core = self.cores[layer.attention]
         proj = self.projections_of(layer.attention)
         inner = layer.heads * self.head_dim
-        weights = {name: proj[name].sliced(out_features=inner) for name in core.inputs}
-        return attend(x, mask, core, layer.heads, weights, proj["out"].sliced(in_features=inner))
+        project = {name: functools.partial(proj[name], out_features=inner) for name in core.inputs}
+        return attend(x, mask, core, layer.heads, project, proj["out"])  # out: in_features from x
 
     def forward_mixed(self, x: Tensor, mask: Tensor | None, attention_w: Tensor, heads_w: Tensor,
                       heads_choices: tuple[int, ...]) -> Tensor:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from typing import ClassVar
+from typing import Callable, ClassVar, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -124,17 +124,17 @@ def key_bias(mask: Tensor | None, dtype: torch.dtype) -> Tensor | None:
 
 
 def attend(x: Tensor, mask: Tensor | None, core: AttentionCore, heads: int,
-           projections: dict[str, tuple[Tensor, Tensor]], out: tuple[Tensor, Tensor]) -> Tensor:
-    """Project x with the given (weight, bias) pairs, run the core, project back.
+           project: Mapping[str, Callable[[Tensor], Tensor]], out: Callable[[Tensor], Tensor]) -> Tensor:
+    """Project x for each input the core reads, run the core, project back.
 
-    Shared by the standalone layer and the supernet (which passes sliced weights).
+    Shared by the standalone layer (its nn.Linear modules, which dynamic quantization can
+    swap) and the supernet (its shared weights, sliced to the arch's heads).
     Shape: x (b, n, D) -> (b, n, D).
     """
     check_length(x.shape[1], core.max_len)
-    qkv = {name: split_heads(nn.functional.linear(x, *projections[name]), heads)
-           for name in core.inputs}  # each (b, h, n, d)
+    qkv = {name: split_heads(project[name](x), heads) for name in core.inputs}  # each (b, h, n, d)
     y = core(qkv.get("q"), qkv.get("k"), qkv.get("v"), mask)  # (b, h, n, d)
-    return nn.functional.linear(merge_heads(y), *out)
+    return out(merge_heads(y))
 
 
 class SelfAttention(nn.Module):
@@ -150,5 +150,4 @@ class SelfAttention(nn.Module):
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         """Shape: x (b, n, D), mask (b, n) bool with True = real token -> (b, n, D)."""
-        projections = {name: (p.weight, p.bias) for name, p in self.proj.items()}
-        return attend(x, mask, self.core, self.heads, projections, (self.out.weight, self.out.bias))
+        return attend(x, mask, self.core, self.heads, self.proj, self.out)
