@@ -21,6 +21,7 @@ LRA_LISTOPS = dict(min_length=500, max_length=2000, max_len=2000)  # LRA's gener
 GENERATED = [
     ("listops", "listops", {}),
     ("listops_lra_lengths", "listops", LRA_LISTOPS),
+    ("lookup", "lookup", {}),
     ("mqar", "mqar", {}),
     ("selective_copy", "selective_copy", {}),
     ("selective_copy_4k", "selective_copy", {"seq_len": 4096}),

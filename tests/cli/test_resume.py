@@ -1,11 +1,13 @@
 """A killed search resumes from its last checkpoint and ends where an uninterrupted one does;
-a non-finite loss stops the run with one line and keeps the last good checkpoint."""
+evolution workers started together on a run share its study; a non-finite loss stops the run
+with one line and keeps the last good checkpoint."""
 import os
 import signal
 import subprocess
 import sys
 import time
 
+import optuna
 import pytest
 import torch
 
@@ -56,6 +58,21 @@ def test_killed_search_resumes_to_the_same_result(tmp_path):
     finish(start_search(run_dir, data, f"resume={run_dir}"))
     assert (run_dir / "best_arch.yaml").read_text() == expected
 
+
+
+def test_evolution_workers_started_together_add_only_the_missing_trials(tmp_path):
+    """The README's recipe for more workers, two at once on a finished run: each resumes the
+    supernet, and together they bring the study to population * generations trials, no more."""
+    run_dir, data = tmp_path / "run", tmp_path / "data"
+    evolution = ["strategy=evolution", "strategy.population=4"]
+    finish(start_search(run_dir, data, *evolution, "strategy.generations=1"))
+    workers = [start_search(run_dir, data, *evolution, "strategy.generations=3", f"resume={run_dir}",
+                            f"seed={seed}") for seed in (1, 2)]
+    for worker in workers:
+        finish(worker)
+    study = optuna.load_study(study_name="evolution", storage=f"sqlite:///{run_dir / 'optuna.db'}")
+    states = [trial.state for trial in study.trials]
+    assert states == [optuna.trial.TrialState.COMPLETE] * 12
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(config, tmp_path, monkeypatch, capsys):
     step = SearchModule.step
