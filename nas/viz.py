@@ -29,7 +29,7 @@ FIELD_COLOURS = {"attention": "#1f77b4", "heads": "#ff7f0e", "ffn_dim": "#2ca02c
 # grey is kept for archs that mix types (and for points without groups).
 _KNOWN = {"full": "#1f77b4", "local": "#ff7f0e", "linformer": "#2ca02c", "performer": "#9467bd",
           "lsh": "#8c564b", "synthesizer": "#e377c2", "mixed": "#7f7f7f"}
-_OTHERS = ("#bcbd22", "#17becf", "#ff9896", "#98df8a")
+_OTHERS = ("#bcbd22", "#17becf", "#ff9896", "#98df8a", "#c5b0d5", "#c49c94", "#f7b6d2", "#dbdb8d")
 HEATMAP = "viridis"  # perceptually even, brighter as the probability grows (also in greyscale)
 
 
