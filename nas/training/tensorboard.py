@@ -41,8 +41,9 @@ def log_search(writer: SummaryWriter, space: SearchSpace, strategy: Strategy, re
     history = getattr(strategy, "history", None)
     if history:
         for layer in [*range(space.max_depth), "depth"]:
-            figure = viz.decision_heatmap(history, decisions, layer, chosen=result.best)
-            writer.add_figure(f"search/arch_weights/{'depth' if layer == 'depth' else f'layer{layer}'}", figure, step)
+            name = "depth" if layer == "depth" else f"layer{layer}"
+            writer.add_figure(f"search/arch_weights/{name}",
+                              viz.decision_heatmap(history, decisions, layer, chosen=result.best), step)
     if any(strategy.counts.values()):
         writer.add_figure("search/choice_counts", viz.choice_counts(strategy.counts, decisions), step)
     candidates = _unique(result.ranked + result.pareto)
@@ -54,7 +55,8 @@ def log_search(writer: SummaryWriter, space: SearchSpace, strategy: Strategy, re
         metric_key, cost_key = keys
         plotted = [c for c in candidates if metric_key in c.metrics and cost_key in c.metrics]
         higher = HIGHER_IS_BETTER.get(metric_key.split("/")[-1], True)
-        writer.add_figure("search/pareto", viz.pareto_plot(plotted, metric_key, cost_key, result.best, higher), step)
+        figure = viz.pareto_plot(plotted, metric_key, cost_key, result.best, higher)
+        writer.add_figure("search/pareto", figure, step)
     writer.add_figure("search/chosen_arch", viz.arch_picture(result.best), step)
     margin = viz.margins(history[-1]) if history else None
     # Not writer.add_text, which files the text under "<tag>/text_summary".
