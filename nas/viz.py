@@ -299,7 +299,7 @@ def arch_table(arch: Arch, cost: Cost | None = None, metrics: dict[str, float] |
 
 
 def _margin(margin: dict[str, float], key: str) -> str:
-    return f"{margin[key]:.2f}" if key in margin else "-"
+    return f"{margin[key]:.3f}" if key in margin else "-"  # early in a search margins are small
 
 
 def _format(value: float) -> str:

@@ -105,8 +105,8 @@ def test_a_search_writes_every_picture_the_table_and_hparams(space, tmp_path):
     n = len(space.attention)
     # the last epoch: TOP against (1 - TOP) / (n - 1) for attention, a tie (0) for heads and FFN
     assert row == f"| 0 | {first.attention} | {first.heads} | {first.ffn_dim} | " \
-                  f"{TOP - (1 - TOP) / (n - 1):.2f} | 0.00 | 0.00 |"
-    assert f"**depth**: {best.arch.depth} (margin 0.00)" in table
+                  f"{TOP - (1 - TOP) / (n - 1):.3f} | 0.000 | 0.000 |"
+    assert f"**depth**: {best.arch.depth} (margin 0.000)" in table
     assert f"{chosen_cost.params:,} parameters" in table
 
 
@@ -282,5 +282,5 @@ def test_arch_table_is_markdown_with_cost_metrics_and_margins(space):
     assert "parameters" in table and "- **val/acc**: 0.8125" in lines
     margin = {"depth": 0.5, "layer0.attention": 0.25, "layer1.heads": 0.125}
     lines = viz.arch_table(arch, margin=margin).splitlines()
-    assert lines[2:4] == ["| 0 | lsh | 2 | 32 | 0.25 | - | - |", "| 1 | performer | 4 | 64 | - | 0.12 | - |"]
-    assert lines[5].startswith("**depth**: 2 (margin 0.50)")
+    assert lines[2:4] == ["| 0 | lsh | 2 | 32 | 0.250 | - | - |", "| 1 | performer | 4 | 64 | - | 0.125 | - |"]
+    assert lines[5].startswith("**depth**: 2 (margin 0.500)")
