@@ -133,7 +133,7 @@ def read_tsv(path: Path, max_len: int, truncate: bool) -> SequenceDataset:
 
 def parse_tsv(path: Path, max_len: int, truncate: bool) -> SequenceDataset:
     rows, labels, truncated = [], [], 0
-    with open(path, encoding="utf-8", newline="") as f:
+    with open(path, encoding="utf-8-sig", newline="") as f:  # -sig: a BOM is not a column name
         header = f.readline().rstrip("\r\n").split("\t")
         if "Source" not in header or "Target" not in header:
             raise ConfigError(f"{path}:1: expected a header naming Source and Target, "
