@@ -22,7 +22,7 @@ def build_config(cls: type, options: dict[str, Any], what: str):
     allowed = [f.name for f in dataclasses.fields(cls)]
     unknown = sorted(set(options) - set(allowed), key=str)
     if unknown:
-        raise ConfigError(f"unknown option '{unknown[0]}' for {what}; "
+        raise ConfigError(f"unknown option {unknown[0]!r} for {what}; "
                           f"allowed: {', '.join(allowed) or '(none)'}")
     hints = typing.get_type_hints(cls)
     for name, value in options.items():

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import numbers
 import random
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -134,8 +135,9 @@ class SearchSpace:
         if not isinstance(data, dict) or set(data) != expected:
             got = sorted(map(str, data)) if isinstance(data, dict) else type(data).__name__
             raise ConfigError(f"{source}: a space has exactly the keys {', '.join(sorted(expected))}; got {got}")
-        if not isinstance(data["name"], str) or not data["name"]:
-            raise ConfigError(f"{source}: name must be a non-empty string; got {data['name']!r}")
+        if not isinstance(data["name"], str) or not data["name"].isprintable() or not data["name"]:
+            raise ConfigError(f"{source}: name must be a non-empty string on one line; "
+                              f"got {data['name']!r}")
         layer = data["layer"]
         if not isinstance(layer, dict) or set(layer) != set(LAYER_FIELDS):
             got = sorted(map(str, layer)) if isinstance(layer, dict) else type(layer).__name__
@@ -305,8 +307,10 @@ def _int_choices(value: Any, field: str, source: str) -> tuple[int, ...]:
 
 def _attention_choice(cand: Any, options: Any, source: str, registry) -> AttentionChoice:
     """One `layer.attention` entry, `name: {type: op, option: value, ...}`, checked."""
-    if not isinstance(cand, str) or not cand:
-        raise ConfigError(f"{source}: layer.attention: candidate names must be strings; got {cand!r}")
+    if not isinstance(cand, str) or not re.fullmatch(r"[\w-]+", cand):
+        # names reappear in arch files, decision keys and one-line messages
+        raise ConfigError(f"{source}: layer.attention: candidate names are letters, digits, "
+                          f"_ and -; got {cand!r}")
     where = f"{source}: layer.attention.{cand}"
     if options is None:
         options = {}
