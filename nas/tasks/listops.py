@@ -129,6 +129,8 @@ def read_tsv(path: Path, max_len: int, truncate: bool) -> SequenceDataset:
         return parse_tsv(path, max_len, truncate)
     except UnicodeDecodeError as err:
         raise ConfigError(f"{path}: not UTF-8 text ({err.reason})") from None
+    except OSError as err:  # e.g. no read permission
+        raise ConfigError(f"{path}: cannot read ({err.strerror})") from None
 
 
 def parse_tsv(path: Path, max_len: int, truncate: bool) -> SequenceDataset:

@@ -125,6 +125,8 @@ def read_lra(root: Path, metadata: list[Path], resolution: int) -> dict[str, np.
         except UnicodeDecodeError as err:
             raise ConfigError(f"{meta}: not UTF-8 text ({err.reason} at byte {err.start}); "
                               f"LRA's metadata files are text despite the .npy name") from None
+        except OSError as err:  # e.g. no read permission
+            raise ConfigError(f"{meta}: cannot read ({err.strerror})") from None
         for lineno, line in enumerate(lines, start=1):
             fields = line.split()
             if not fields:

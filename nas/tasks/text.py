@@ -107,6 +107,8 @@ def read_file(path: Path, num_classes: int, max_len: int, truncate: bool) -> Seq
             labels.append(label)
     except UnicodeDecodeError as err:
         raise ConfigError(f"{path}: not UTF-8 text ({err.reason})") from None
+    except OSError as err:  # e.g. no read permission
+        raise ConfigError(f"{path}: cannot read ({err.strerror})") from None
     if not tokens:
         raise ConfigError(f"{path}: no examples")
     log_truncated(truncated, len(tokens), max_len, path)
