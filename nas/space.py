@@ -44,8 +44,9 @@ class Arch:
 
     def __post_init__(self):
         object.__setattr__(self, "depth", _positive_int(self.depth, "depth"))
-        if not all(isinstance(layer, LayerArch) for layer in self.layers):
-            raise ConfigError("arch layers must be LayerArch objects")
+        if not isinstance(self.layers, (tuple, list)) or not all(
+                isinstance(layer, LayerArch) for layer in self.layers):
+            raise ConfigError(f"arch layers must be a sequence of LayerArch; got {self.layers!r}")
         if len(self.layers) < self.depth:
             raise ConfigError(f"arch has depth {self.depth} but only {len(self.layers)} layers")
         object.__setattr__(self, "layers", tuple(self.layers[: self.depth]))
@@ -247,6 +248,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     def construct_mapping(self, node, deep=False):
         seen = set()
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *anchor`: keys written beside it override the merged ones
             key = self.construct_object(key_node, deep=True)
             try:
                 repeated = key in seen

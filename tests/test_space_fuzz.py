@@ -246,3 +246,27 @@ def test_integers_of_other_types_become_plain_ints():
     assert arch == Arch(1, (LayerArch("full", 2, 16),))
     assert {type(v) for v in (arch.depth, arch.layers[0].heads, arch.layers[0].ffn_dim)} == {int}
     assert yaml.safe_load(arch.to_yaml())["layers"][0]["heads"] == 2
+
+
+def test_yaml_anchors_and_merge_keys_still_load(tmp_path):
+    """The repeated-key check leaves YAML's own reuse alone: a key beside `<<` overrides."""
+    path = write(tmp_path, GOOD_SPACE.replace(
+        "{full: {}}", "\n    local: &narrow {window: 4, global_tokens: 1}\n"
+                      "    wide: {<<: *narrow, window: 8, type: local}"))
+    space = SearchSpace.from_yaml(path)
+    assert space.attention["wide"].options == {"window": 8, "global_tokens": 1}
+    assert space.attention["local"].options == {"window": 4, "global_tokens": 1}
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: Arch(1, None), "arch layers must be a sequence of LayerArch; got None"),
+    (lambda: Arch(1, [{"attention": "full"}]),
+     "arch layers must be a sequence of LayerArch; got [{'attention': 'full'}]"),
+    (lambda: Arch("1", (LayerArch("full", 2, 16),)), "depth must be a positive integer; got '1'"),
+    (lambda: LayerArch("full", 2.0, 16), "heads must be a positive integer; got 2.0"),
+    (lambda: LayerArch(None, 2, 16), "attention must be a candidate name (a string); got None"),
+])
+def test_python_api_names_the_field(make, message):
+    with pytest.raises(ConfigError) as err:
+        make()
+    assert str(err.value) == message
