@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import types
 import typing
 from typing import Any
@@ -38,7 +39,8 @@ def build_config(cls: type, options: dict[str, Any], what: str):
 def fits(value: Any, hint: Any) -> bool:
     """Whether a value parsed from YAML/JSON/the command line fits a field's annotation.
 
-    bool is not accepted as a number (YAML reads `yes` as True), an int is accepted as a float.
+    bool is not accepted as a number (YAML reads `yes` as True), an int is accepted as a float,
+    an os.PathLike as a string.
     Annotations other than plain scalars and their unions with None are not checked.
     """
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
@@ -49,8 +51,10 @@ def fits(value: Any, hint: Any) -> bool:
         return isinstance(value, int) and not isinstance(value, bool)
     if hint is float:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if hint in (bool, str):
-        return isinstance(value, hint)
+    if hint is str:  # a path given as a Path object from Python is as good as its string
+        return isinstance(value, (str, os.PathLike))
+    if hint is bool:
+        return isinstance(value, bool)
     return True
 
 
