@@ -267,7 +267,7 @@ def read_yaml(path: str | Path) -> Any:
     key is one ConfigError line."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"{path}: no such file")
+        raise ConfigError(f"{path}: {'not a file' if path.exists() else 'no such file'}")
     try:
         return yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
     except UnicodeDecodeError as err:

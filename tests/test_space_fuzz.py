@@ -230,6 +230,12 @@ def test_bad_space_file_names_the_field(tmp_path, text, message):
     assert str(err.value) == f"{path}: {message}"
 
 
+def test_a_folder_is_not_a_file(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        SearchSpace.from_yaml(tmp_path)
+    assert str(err.value) == f"{tmp_path}: not a file"
+
+
 def test_file_that_is_not_utf8_is_one_line(tmp_path):
     path = tmp_path / "file.yaml"
     path.write_bytes(GOOD_ARCH.encode() + b"# caf\xe9\n")
