@@ -20,7 +20,7 @@ from torch import Tensor
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from nas.errors import ConfigError
+from nas.errors import ConfigError, build_config
 from nas.registry import Registry
 
 TASKS = Registry("task")
@@ -158,15 +158,7 @@ class EpochShuffle(Sampler[int]):
 
 
 def make_config(cls: type, task: str, options: dict):
-    allowed = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(options) - set(allowed))
-    if unknown:
-        raise ConfigError(f"unknown option '{unknown[0]}' for task '{task}'; "
-                          f"allowed: {', '.join(allowed)}")
-    try:
-        return cls(**options)
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f"task '{task}': {err}") from None
+    return build_config(cls, options, f"task '{task}'")
 
 
 class SequenceDataset(Dataset):

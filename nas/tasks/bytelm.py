@@ -70,7 +70,7 @@ class ByteLMTask(Task):
         root = Path(c.root).expanduser() if c.root else Path(sysconfig.get_paths()["stdlib"])
         splits = {}
         for index, (split, files) in enumerate(split_files(root, c).items()):
-            data = np.frombuffer(b"".join(f.read_bytes() for f in files), dtype=np.uint8)
+            data = np.frombuffer(b"".join(map(read_bytes, files)), dtype=np.uint8)
             windows = len(data) // c.seq_len
             if windows == 0:
                 raise ConfigError(f"task 'bytelm': the {split} split of {root} has "
@@ -101,6 +101,13 @@ def split_files(root: Path, config: ByteLMConfig) -> dict[str, list[Path]]:
         if config.max_files is None or len(files[split]) < config.max_files:
             files[split].append(path)
     return files
+
+
+def read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as err:  # e.g. a file without read permission under the user's root
+        raise ConfigError(f"task 'bytelm': cannot read {path} ({err.strerror})") from None
 
 
 def mask(rng: np.random.Generator, shape: tuple[int, int], prob: float) -> np.ndarray:

@@ -129,11 +129,13 @@ def read_tsv(path: Path, max_len: int, truncate: bool) -> SequenceDataset:
         return parse_tsv(path, max_len, truncate)
     except UnicodeDecodeError as err:
         raise ConfigError(f"{path}: not UTF-8 text ({err.reason})") from None
+    except OSError as err:  # e.g. no read permission
+        raise ConfigError(f"{path}: cannot read ({err.strerror})") from None
 
 
 def parse_tsv(path: Path, max_len: int, truncate: bool) -> SequenceDataset:
     rows, labels, truncated = [], [], 0
-    with open(path, encoding="utf-8", newline="") as f:
+    with open(path, encoding="utf-8-sig", newline="") as f:  # -sig: a BOM is not a column name
         header = f.readline().rstrip("\r\n").split("\t")
         if "Source" not in header or "Target" not in header:
             raise ConfigError(f"{path}:1: expected a header naming Source and Target, "
