@@ -20,9 +20,9 @@ from torch import Tensor, nn
 
 from nas import cost
 from nas.errors import ConfigError
+from nas.metrics import evaluate_many
 from nas.model import Subnet
 from nas.space import Arch, SearchSpace
-from nas.training.metrics import task_metric
 
 # Every file export may write; an overwrite removes them all first, so that a stale file
 # (e.g. an int8 copy from an earlier quantized export) never sits beside new ones.
@@ -154,7 +154,7 @@ def export(ckpt: str | Path, out: str | Path, overwrite: bool = False, quantize:
         metrics["size/float_bytes"] = (out / "weights.pt").stat().st_size
         metrics["size/int8_bytes"] = saved_bytes(models["int8"].state_dict())  # weights, like weights.pt
     if eval_batches is not None:
-        scores = evaluate(models, eval_batches, task["metric"])
+        scores = evaluate_many(models, eval_batches, task["metric"])
         metrics[f"test/{task['metric']}"] = scores["float"]
         if quantize:
             metrics[f"int8/test/{task['metric']}"] = scores["int8"]
@@ -241,27 +241,6 @@ def _quiet_quantization():
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*(deprecated|TypedStorage).*")
         yield
-
-
-@torch.no_grad()
-def evaluate(models: dict[str, nn.Module], batches: Iterable[dict], metric: str) -> dict[str, float]:
-    """The task metric of each model over all batches (iterated once, so a generator works).
-
-    Batch means are weighted by their scored targets, which makes both accuracy and bits per
-    byte exact over the whole set.
-    """
-    totals, count = dict.fromkeys(models, 0.0), 0
-    for batch in batches:
-        scored = int((batch["target"] != -100).sum())  # -100: not scored
-        if not scored:
-            continue  # its mean would be NaN, and it carries no weight anyway
-        for name, model in models.items():
-            logits = model.eval()(batch["tokens"], batch["mask"])
-            totals[name] += task_metric(logits, batch["target"], metric).item() * scored
-        count += scored
-    if count == 0:
-        raise ConfigError("eval_batches hold no scored targets")
-    return {name: total / count for name, total in totals.items()}
 
 
 def _check_out(out: Path, overwrite: bool) -> None:

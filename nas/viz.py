@@ -11,11 +11,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from nas.results import pareto_front
 from nas.space import LAYER_FIELDS, Arch
 
 if TYPE_CHECKING:
     from nas.cost import Cost
-    from nas.strategies.base import Candidate
+    from nas.results import Candidate
 
 WHITE, BLACK, GREY, LIGHT = (255, 255, 255), (30, 30, 30), (150, 150, 150), (225, 225, 225)
 FRONT_COLOUR = (31, 119, 180)  # Pareto-optimal points and the line joining them
@@ -155,20 +156,6 @@ def choice_counts(counts: dict[str, dict[str, int]], decision_choices: dict[str,
 
 
 # -- the Pareto front -----------------------------------------------------------------------
-def pareto_front(candidates: list[Candidate], metric_key: str, cost_key: str,
-                 higher_is_better: bool = True) -> list[Candidate]:
-    """The candidates no other candidate beats on both metric and cost, cheapest first."""
-    sign = 1.0 if higher_is_better else -1.0
-
-    def dominates(a: Candidate, b: Candidate) -> bool:
-        ma, mb = sign * a.metrics[metric_key], sign * b.metrics[metric_key]
-        ca, cb = a.metrics[cost_key], b.metrics[cost_key]
-        return ma >= mb and ca <= cb and (ma > mb or ca < cb)
-
-    front = [c for c in candidates if not any(dominates(o, c) for o in candidates)]
-    return sorted(front, key=lambda c: c.metrics[cost_key])
-
-
 def pareto_plot(candidates: list[Candidate], metric_key: str, cost_key: str, chosen: Arch | None,
                 higher_is_better: bool = True) -> np.ndarray:
     """Metric against cost of every evaluated candidate.

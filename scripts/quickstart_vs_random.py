@@ -19,7 +19,7 @@ from nas.cli.common import CONFIGS
 from nas.cli.retrain import retrain
 from nas.cli.search import search
 from nas.space import SearchSpace
-from nas.training.metrics import score
+from nas.metrics import score
 from report import write_report  # scripts/report.py
 
 

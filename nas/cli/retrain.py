@@ -19,7 +19,7 @@ from nas.space import Arch, SearchSpace
 from nas.supernet import Supernet
 from nas.tasks import Task
 from nas.training.checkpoint import AtomicCheckpoint, last_checkpoint
-from nas.training.metrics import HIGHER_IS_BETTER
+from nas.metrics import HIGHER_IS_BETTER
 from nas.training.retrain import RetrainModule
 from nas.training.search import load_supernet
 

@@ -22,7 +22,7 @@ from nas.strategies import STRATEGIES, Candidate, SearchResult, Strategy
 from nas.supernet import Supernet
 from nas.tasks import Task
 from nas.training.checkpoint import last_checkpoint
-from nas.training.evaluate import evaluate
+from nas.metrics import evaluate
 from nas.training.run import run_search
 from nas.training.tensorboard import log_hparams, log_search
 
@@ -89,7 +89,7 @@ def search(cfg: DictConfig, run_dir: Path) -> dict:
     val_batches = list(task.val_dataloader())[: cfg.search.eval_batches]
     shape = cost.ModelShape(task.vocab_size, task.num_classes, task.seq_len, task.head)
     estimate = cost.estimate(result.best, space, shape, task.seq_len)
-    metrics = {f"search/val_{task.metric}": evaluate(supernet, result.best, val_batches, task.metric),
+    metrics = {f"search/val_{task.metric}": evaluate(supernet, val_batches, task.metric, arch=result.best),
                "cost/params": estimate.params, "cost/flops": estimate.flops,
                "cost/activation_mib": round(estimate.activation_mib, 2)}
     if trainer.logger:

@@ -13,10 +13,10 @@ from torch.nn import functional as F
 
 from nas.errors import ConfigError
 from nas.space import Arch, SearchSpace
-from nas.strategies.base import Candidate, SearchResult, Strategy
+from nas.metrics import evaluate, score
+from nas.results import Candidate, SearchResult
+from nas.strategies.base import SearchContext, Strategy
 from nas.strategies.registry import STRATEGIES
-from nas.training.evaluate import evaluate
-from nas.training.metrics import score
 
 
 @dataclass
@@ -143,18 +143,18 @@ class EnasStrategy(Strategy):
             self._controller_optimizer = torch.optim.Adam(self.parameters(), lr=self.controller_lr)
         return [self._controller_optimizer]
 
-    def training_step(self, module, train: dict, val: dict | None) -> dict[str, Tensor]:
+    def training_step(self, ctx: SearchContext, train: dict, val: dict | None) -> dict[str, Tensor]:
         with torch.no_grad():
             arch = self.record(self.sample(1).archs[0])
-        loss, _ = module.arch_loss(train, arch)
-        module.step(loss)
+        loss, _ = ctx.arch_loss(train, arch)
+        ctx.step(loss)
         self.steps += 1
         logs = {"loss": loss.detach()}
-        if val is not None and module.current_epoch >= self.warmup_epochs and self.steps % self.controller_every == 0:
+        if val is not None and ctx.current_epoch >= self.warmup_epochs and self.steps % self.controller_every == 0:
             samples = self.sample(self.controller_samples)
-            rewards = torch.tensor([score(evaluate(module.supernet, a, [val], module.metric), module.metric)
+            rewards = torch.tensor([score(evaluate(ctx.supernet, [val], ctx.metric, arch=a), ctx.metric)
                                     for a in samples.archs])
-            module.step(self.reinforce_loss(samples, rewards), optimizer_index=1)
+            ctx.step(self.reinforce_loss(samples, rewards), optimizer_index=1)
             logs["reward"] = rewards.mean()
         return logs
 
@@ -172,27 +172,27 @@ class EnasStrategy(Strategy):
         self.baseline = self.baseline_decay * baseline + (1 - self.baseline_decay) * float(rewards.mean())
         return -(advantage * samples.log_prob).mean() - self.entropy_weight * samples.entropy.mean()
 
-    def finish(self, module, val_batches: list[dict]) -> SearchResult:
+    def finish(self, ctx: SearchContext, val_batches: list[dict]) -> SearchResult:
         with torch.no_grad():
             sampled = self.sample(self.final_samples).archs if self.final_samples else []
         archs = list(dict.fromkeys([self.current_arch(), *sampled]))
-        metric = module.metric
-        ranked = [Candidate(a, {f"val/{metric}": evaluate(module.supernet, a, val_batches, metric)}) for a in archs]
+        metric = ctx.metric
+        ranked = [Candidate(a, {f"val/{metric}": evaluate(ctx.supernet, val_batches, metric, arch=a)}) for a in archs]
         # sort is stable: on a tie the greedy arch, listed first, stays first
         ranked.sort(key=lambda c: score(c.metrics[f"val/{metric}"], metric), reverse=True)
         return SearchResult(best=ranked[0].arch, ranked=ranked)
 
     # -- state and logging -----------------------------------------------------------------
     @torch.no_grad()
-    def on_epoch_end(self, module) -> None:
+    def on_epoch_end(self, ctx: SearchContext) -> None:
         # An LSTM controller has no per-decision marginals: what is recorded is each decision's
         # distribution along the greedy decode, the one the greedy arch was picked from.
         _, log_probs = self._decode(1, greedy=True)
         self.history.append({key: [round(float(p), 4) for p in lp[0].exp()] for key, lp in zip(self.keys, log_probs)})
-        module.log("controller/entropy", float(sum(-(lp.exp() * lp).sum() for lp in log_probs)))
+        ctx.log("controller/entropy", float(sum(-(lp.exp() * lp).sum() for lp in log_probs)))
         if self.baseline is not None:
-            module.log("controller/baseline", self.baseline)
-        self.log_distribution(module, self.history[-1])
+            ctx.log("controller/baseline", self.baseline)
+        self.log_distribution(ctx, self.history[-1])
 
     def get_extra_state(self) -> dict:
         return {**super().get_extra_state(), "generator": self.generator.get_state(),

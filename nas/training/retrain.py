@@ -11,11 +11,10 @@ from __future__ import annotations
 import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
-from torch.nn import functional as F
 
+from nas.metrics import check_finite, soft_cross_entropy, task_loss, task_metric
 from nas.model import Subnet
 from nas.space import Arch, SearchSpace
-from nas.training.metrics import check_finite, task_loss, task_metric
 
 
 class RetrainModule(pl.LightningModule):
@@ -62,9 +61,8 @@ class RetrainModule(pl.LightningModule):
         if self.teacher is not None and self.hparams.distill:
             with torch.no_grad():
                 teacher_logits = self.teacher(batch["tokens"], batch["mask"])
-            soft = -(F.softmax(teacher_logits, -1) * F.log_softmax(logits, -1)).sum(-1)
-            scored = batch["target"] != -100 if soft.dim() > 1 else torch.ones_like(soft, dtype=torch.bool)
-            loss = (1 - self.hparams.distill) * loss + self.hparams.distill * soft[scored].mean()
+            soft = soft_cross_entropy(logits, teacher_logits, batch["target"])
+            loss = (1 - self.hparams.distill) * loss + self.hparams.distill * soft
         check_finite(loss, self.global_step)
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["tokens"].shape[0])
         return loss

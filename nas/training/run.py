@@ -6,7 +6,8 @@ from itertools import islice
 import pytorch_lightning as pl
 from pytorch_lightning.utilities import CombinedLoader
 
-from nas.strategies.base import SearchResult, Strategy
+from nas.results import SearchResult
+from nas.strategies.base import Strategy
 from nas.supernet import Supernet
 from nas.training.search import SearchModule
 

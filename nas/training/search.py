@@ -15,13 +15,23 @@ import torch
 from torch import Tensor
 
 from nas.errors import ConfigError
+from nas.metrics import check_finite, task_loss, task_metric
 from nas.space import Arch, SearchSpace
 from nas.strategies.base import Strategy
 from nas.supernet import Supernet
-from nas.training.metrics import check_finite, task_loss, task_metric
 
 
 class SearchModule(pl.LightningModule):
+    """Trains `supernet` under `strategy`; implements the strategies' `SearchContext`.
+
+    Args:
+        supernet: the shared weights.
+        strategy: decides each step what trains (see nas.strategies).
+        metric: the task's metric, "acc" or "bpb".
+        lr, weight_decay: AdamW on the supernet's weights.
+        grad_clip: the norm the supernet's gradients are clipped to (0: off).
+    """
+
     def __init__(self, supernet: Supernet, strategy: Strategy, metric: str, lr: float = 1e-3,
                  weight_decay: float = 0.01, grad_clip: float = 1.0):
         super().__init__()
@@ -42,11 +52,25 @@ class SearchModule(pl.LightningModule):
         logits = self.supernet(batch["tokens"], arch, batch["mask"])
         return task_loss(logits, batch["target"]), logits
 
+    @property
+    def max_epochs(self) -> int:
+        return self.trainer.max_epochs
+
+    def optimizer(self, index: int = 0) -> torch.optim.Optimizer:
+        """One optimizer (0: the supernet's weights, then the strategy's)."""
+        optimizers = self.optimizers()
+        return optimizers[index] if isinstance(optimizers, list) else optimizers
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        """Scalars at an explicit step, flushed: used after training, when nothing else flushes."""
+        if self.logger is not None:
+            self.logger.log_metrics(metrics, step=step)
+            self.logger.save()
+
     def step(self, loss: Tensor, optimizer_index: int = 0) -> None:
         """Backward `loss` and step one optimizer (0: the supernet's weights)."""
         check_finite(loss, self.global_step)
-        optimizers = self.optimizers()
-        optimizer = optimizers[optimizer_index] if isinstance(optimizers, list) else optimizers
+        optimizer = self.optimizer(optimizer_index)
         optimizer.zero_grad()
         self.manual_backward(loss)
         if optimizer_index == 0 and self.grad_clip:

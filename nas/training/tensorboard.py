@@ -15,8 +15,9 @@ from torch.utils.tensorboard.summary import hparams as hparams_summary
 from nas import viz
 from nas.cost import Cost
 from nas.space import SearchSpace
-from nas.strategies.base import Candidate, SearchResult, Strategy
-from nas.training.metrics import HIGHER_IS_BETTER
+from nas.metrics import HIGHER_IS_BETTER
+from nas.results import Candidate, SearchResult
+from nas.strategies.base import Strategy
 
 
 def log_search(writer: SummaryWriter, space: SearchSpace, strategy: Strategy, result: SearchResult,

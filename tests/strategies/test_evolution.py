@@ -57,7 +57,7 @@ def untrained(space_dict=WIDE):
 def finish(strategy, net, batches):
     """The search stage alone, on an untrained supernet (no Lightning)."""
     strategy.attach(net)
-    return strategy.finish(SimpleNamespace(supernet=net, metric="acc", logger=None), batches)
+    return strategy.finish(SimpleNamespace(supernet=net, metric="acc", log_metrics=lambda metrics, step: None), batches)
 
 
 def dominates(a, b):
@@ -140,7 +140,7 @@ def test_an_interrupted_search_resumes_from_its_storage(tmp_path, monkeypatch):
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     calls = []
 
-    def interrupted(*args):  # Ctrl-C during the third evaluation
+    def interrupted(*args, **kwargs):  # Ctrl-C during the third evaluation
         calls.append(args)
         if len(calls) == 3:
             raise KeyboardInterrupt
