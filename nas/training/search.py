@@ -119,7 +119,7 @@ def load_supernet(path: str | Path, space: SearchSpace | None = None) -> Superne
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no such checkpoint")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     if "supernet" not in checkpoint:
         raise ConfigError(f"{path}: not a LongNAS search checkpoint (no 'supernet' entry)")
     meta = checkpoint["supernet"]

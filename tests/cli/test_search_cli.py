@@ -7,6 +7,7 @@ import hydra
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from nas import pipeline
 from nas.cli import search
 from nas.cli.common import CONFIGS
 from nas.space import Arch, SearchSpace
@@ -22,9 +23,9 @@ def test_search_retrain_export(config, tmp_path):
                  "export/model.pt2", "export/weights.pt", "export/metrics.json"):
         assert (run_dir / name).is_file(), name
     space = SearchSpace.from_yaml(cfg.space.file)
-    assert Arch.from_yaml(run_dir / "best_arch.yaml") == out["arch"]
-    space.validate(out["arch"])
-    assert 0 <= out["metrics"]["retrain/test_acc"] <= 1
+    assert Arch.from_yaml(run_dir / "best_arch.yaml") == out.search.arch
+    space.validate(out.search.arch)
+    assert 0 <= out.metrics["retrain/test/acc"] <= 1
 
     events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"images": 0, "tensors": 0})
     events.Reload()
@@ -49,7 +50,7 @@ def test_every_experiment_composes_and_instantiates(tmp_path, experiment):
     assert command.startswith(f"# nas-search experiment={experiment}")
     task = hydra.utils.instantiate(cfg.task, data_dir=tmp_path / "data")
     space = SearchSpace.from_yaml(cfg.space.file)
-    strategy = search.make_strategy(cfg, space, task, tmp_path)
+    strategy = pipeline.make_strategy(cfg, space, task, tmp_path)
     assert strategy.name == cfg.strategy.name
 
 
