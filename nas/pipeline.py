@@ -121,8 +121,7 @@ def search(cfg: DictConfig, run_dir: Path) -> SearchOutcome:
     pl.seed_everything(cfg.seed, workers=True)
     task = make_task(cfg)
     space = SearchSpace.from_yaml(cfg.space.file)
-    supernet = Supernet(space, task.vocab_size, task.num_classes, task.seq_len, head=task.head,
-                        sharing=cfg.sharing)
+    supernet = Supernet(space, task.shape, sharing=cfg.sharing)
     strategy = make_strategy(cfg, space, task, run_dir)
     checkpoint_dir = run_dir / "checkpoints"
     last = checkpoint_dir / "last.ckpt"
@@ -140,8 +139,7 @@ def search(cfg: DictConfig, run_dir: Path) -> SearchOutcome:
     key = f"val/{task.metric}"
     scored = next((c.metrics[key] for c in result.ranked if c.arch == result.best and key in c.metrics), None)
     value = scored if scored is not None else evaluate(supernet, val_batches, task.metric, arch=result.best)
-    shape = cost.ModelShape(task.vocab_size, task.num_classes, task.seq_len, task.head)
-    estimate = cost.estimate(result.best, space, shape, task.seq_len)
+    estimate = cost.estimate(result.best, space, task.shape, task.seq_len)
     metrics = {f"search/{key}": value, "cost/params": estimate.params, "cost/flops": estimate.flops,
                "cost/activation_mib": round(estimate.activation_mib, 2)}
     if trainer.logger:
@@ -199,8 +197,7 @@ def retrain(cfg: DictConfig, arch: Arch, space: SearchSpace, task: Task, out_dir
                               "checkpoints/last.ckpt")
         supernet = load_supernet(s.supernet_ckpt, space)
     teacher = supernet.extract(space.largest()) if s.distill else None
-    module = RetrainModule(arch, space, task.vocab_size, task.num_classes, task.seq_len, task.head,
-                           task.metric, lr=s.lr, weight_decay=s.weight_decay,
+    module = RetrainModule(arch, space, task.shape, task.metric, lr=s.lr, weight_decay=s.weight_decay,
                            warmup_steps=s.warmup_steps, teacher=teacher, distill=s.distill,
                            task_config=OmegaConf.to_container(cfg.task, resolve=True))
     if s.init == "inherit":

@@ -7,12 +7,12 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from nas import cost
-from nas.model import Subnet
+from nas.model import ModelShape, Subnet
 from nas.ops.attention import ATTENTION, make_core
 from nas.space import SearchSpace
 
 SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
-SHAPE = cost.ModelShape(vocab_size=30, num_classes=4, max_len=256)
+SHAPE = ModelShape(vocab_size=30, num_classes=4, max_len=256)
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +23,7 @@ def lra():
 def test_params_equal_the_subnet_parameter_count(lra):
     for seed in range(10):
         arch = lra.sample(seed)
-        model = Subnet(arch, lra, SHAPE.vocab_size, SHAPE.num_classes, SHAPE.max_len)
+        model = Subnet(arch, lra, SHAPE)
         assert cost.params(arch, lra, SHAPE) == sum(p.numel() for p in model.parameters())
 
 
@@ -38,7 +38,7 @@ def test_flops_match_pytorchs_flop_counter(lra):
     """Matrix products dominate; the analytic count is within 25% of what torch counts."""
     for seed in range(5):
         arch = lra.sample(seed)
-        model = Subnet(arch, lra, SHAPE.vocab_size, SHAPE.num_classes, SHAPE.max_len).eval()
+        model = Subnet(arch, lra, SHAPE).eval()
         tokens = torch.randint(1, SHAPE.vocab_size, (2, 256))
         with torch.no_grad():
             counted = count_flops(lambda: model(tokens))
@@ -63,5 +63,5 @@ def test_estimate_and_latency(lra):
     long = cost.estimate(arch, lra, SHAPE, seq_len=256, batch_size=2)
     assert short.params == long.params
     assert long.flops > 8 * short.flops and long.activation_mib > 8 * short.activation_mib
-    model = Subnet(arch, lra, SHAPE.vocab_size, SHAPE.num_classes, SHAPE.max_len)
+    model = Subnet(arch, lra, SHAPE)
     assert cost.subnet_latency_ms(model, 64, SHAPE.vocab_size, repeats=2) > 0

@@ -18,6 +18,7 @@ from nas import cost
 from nas.errors import ConfigError
 from nas.export import export, load
 from nas.ops.attention import ATTENTION
+from nas.model import ModelShape
 from nas.space import Arch, SearchSpace
 from nas.training.retrain import RetrainModule
 from tests.ops.test_attention_registry import SMALL_OPTIONS
@@ -65,12 +66,12 @@ torch.save(results, out)
 '''
 
 
-def make_checkpoint(path, layers: list[dict], head: str = "classify"):
+def make_checkpoint(path, layers: list[dict], readout: str = "classify"):
     """A RetrainModule after one training step on random data, saved by a Lightning Trainer."""
     torch.manual_seed(0)
-    module = RetrainModule({"depth": len(layers), "layers": layers}, SPACE, VOCAB, CLASSES, MAX_LEN,
-                           head, "acc", warmup_steps=1)
-    target = (lambda: torch.randint(0, CLASSES, (MAX_LEN,))) if head == "tokens" else (lambda: torch.tensor(1))
+    module = RetrainModule({"depth": len(layers), "layers": layers}, SPACE, ModelShape(VOCAB, CLASSES, MAX_LEN, readout),
+                           "acc", warmup_steps=1)
+    target = (lambda: torch.randint(0, CLASSES, (MAX_LEN,))) if readout == "tokens" else (lambda: torch.tensor(1))
     samples = [{"tokens": torch.randint(1, VOCAB, (MAX_LEN,)), "mask": torch.ones(MAX_LEN, dtype=torch.bool),
                 "target": target()} for _ in range(4)]
     trainer = pl.Trainer(max_steps=1, accelerator="cpu", logger=False, enable_checkpointing=False,
@@ -124,7 +125,7 @@ def op_exports(tmp_path_factory) -> dict:
     tmp = tmp_path_factory.mktemp("ops")
     folders = {}
     for op in ATTENTION.names():
-        ckpt = make_checkpoint(tmp / f"{op}.ckpt", [{"attention": op, "heads": 2, "ffn_dim": 128}], head="tokens")
+        ckpt = make_checkpoint(tmp / f"{op}.ckpt", [{"attention": op, "heads": 2, "ffn_dim": 128}], readout="tokens")
         export(ckpt, tmp / op)
         folders[op] = SimpleNamespace(ckpt=ckpt, dir=tmp / op, model=model_of(ckpt))
     return folders
@@ -176,7 +177,7 @@ def test_files_and_metrics(main):
     assert SearchSpace.from_yaml(main.dir / "space.yaml") == module.space
     m = json.loads((main.dir / "metrics.json").read_text())
     assert m == main.metrics
-    shape = cost.ModelShape(VOCAB, CLASSES, MAX_LEN)
+    shape = ModelShape(VOCAB, CLASSES, MAX_LEN)
     assert m["cost/params"] == sum(p.numel() for p in main.model.parameters())
     assert m["cost/params"] == cost.params(module.arch, module.space, shape)
     assert m["cost/flops"] == cost.flops(module.arch, module.space, shape, SEQ_LEN)

@@ -11,6 +11,7 @@ from tensorboard.util import tensor_util
 from torch.utils.tensorboard import SummaryWriter
 
 from nas import cost, viz
+from nas.model import ModelShape
 from nas.space import Arch, LayerArch, SearchSpace
 from nas.results import Candidate, SearchResult, pareto_front
 from nas.strategies.base import Strategy
@@ -18,7 +19,7 @@ from nas.strategies.darts import DartsStrategy
 from nas.training.tensorboard import cost_metrics, log_hparams, log_search
 
 SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
-SHAPE = cost.ModelShape(vocab_size=20, num_classes=4, max_len=64)
+SHAPE = ModelShape(vocab_size=20, num_classes=4, max_len=64)
 EPOCHS = 4
 TOP = 0.85  # the leading choice's probability in the hand-made history
 

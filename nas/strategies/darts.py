@@ -155,8 +155,7 @@ class DartsStrategy(Strategy):
     # -- cost ------------------------------------------------------------------------------
     def _build_cost_table(self, supernet) -> None:
         """Per layer choice (attention, heads, ffn) its cost; the expectation is then a sum."""
-        space, shape = self.space, cost.ModelShape(supernet.vocab_size, supernet.num_classes,
-                                                   supernet.max_len, supernet.head)
+        space, shape = self.space, supernet.shape
         table = torch.zeros(len(space.attention), len(space.heads), len(space.ffn_dims))
         for (a, cand), (h, heads), (f, ffn) in itertools.product(
                 enumerate(space.attention), enumerate(space.heads), enumerate(space.ffn_dims)):

@@ -123,11 +123,10 @@ class EvolutionStrategy(SinglePathStrategy):
     # -- costs -----------------------------------------------------------------------------
     def attach(self, supernet) -> None:
         super().attach(supernet)
-        self.shape = costs.ModelShape(supernet.vocab_size, supernet.num_classes, supernet.max_len,
-                                      supernet.head)
-        if self.seq_len is not None and self.seq_len > supernet.max_len:
-            raise ConfigError(f"seq_len {self.seq_len} is longer than the model's maximum {supernet.max_len}")
-        self.cost_len = self.seq_len or supernet.max_len
+        self.shape = supernet.shape
+        if self.seq_len is not None and self.seq_len > supernet.shape.max_len:
+            raise ConfigError(f"seq_len {self.seq_len} is longer than the model's maximum {supernet.shape.max_len}")
+        self.cost_len = self.seq_len or supernet.shape.max_len
         # Fail before hours of supernet training, not after.
         for kind, limit in self.constraints.items():
             choices, cheapest = self.cheapest(kind)

@@ -2,7 +2,7 @@
 
 A task is a LightningDataModule that also knows its vocabulary, output size and scoring. Batches
 are dicts: `tokens` (B, N) long with pad id 0, `mask` (B, N) bool with True = real token, and
-`target`, (B,) for `head="classify"` or (B, N) for `head="tokens"` with IGNORE_INDEX (-100) where unscored.
+`target`, (B,) for `readout="classify"` or (B, N) for `readout="tokens"` with IGNORE_INDEX (-100) where unscored.
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from nas.errors import ConfigError
 from nas.metrics import IGNORE_INDEX
+from nas.model import ModelShape
 from nas.registry import Registry
 
 TASKS = Registry("task")
@@ -63,9 +64,9 @@ def check(condition: bool, message: str) -> None:
 
 
 class Task(pl.LightningDataModule):
-    """A dataset with its splits, vocabulary, output head and metric.
+    """A dataset with its splits, vocabulary, readout and metric.
 
-    Subclasses set `Config`, `head` and `metric`, set `vocab_size`, `num_classes` and `seq_len`
+    Subclasses set `Config`, `readout` and `metric`, set `vocab_size`, `num_classes` and `seq_len`
     in `__init__` (so they are known before any data is read), and implement `load()`.
 
     Args:
@@ -75,7 +76,7 @@ class Task(pl.LightningDataModule):
 
     name: ClassVar[str]  # set by the registry
     Config: ClassVar[type] = TaskConfig
-    head: ClassVar[str] = "classify"  # "classify": a label per sequence; "tokens": per position
+    readout: ClassVar[str] = "classify"  # "classify": a label per sequence; "tokens": per position
     metric: ClassVar[str] = "acc"  # "acc" or "bpb" (bits per byte)
 
     vocab_size: int  # token ids are 0..vocab_size-1, 0 is padding
@@ -87,6 +88,11 @@ class Task(pl.LightningDataModule):
         self.config = make_config(self.Config, self.name, options)
         self.data_dir = Path(data_dir).expanduser()
         self.splits: dict[str, Dataset] = {}
+
+    @property
+    def shape(self) -> ModelShape:
+        """The sizes a model of this task is built with (its max_len is the task's seq_len)."""
+        return ModelShape(self.vocab_size, self.num_classes, self.seq_len, self.readout)
 
     def load(self) -> dict[str, Dataset]:
         """Read or generate the data: a Dataset per split, yielding (tokens, target) arrays."""

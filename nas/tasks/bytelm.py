@@ -56,7 +56,7 @@ class ByteLMTask(Task):
     """
 
     Config = ByteLMConfig
-    head = "tokens"
+    readout = "tokens"
     metric = "bpb"
 
     def __init__(self, data_dir="data_cache", **options):

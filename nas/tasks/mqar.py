@@ -82,7 +82,7 @@ class MQARTask(Task):
     """
 
     Config = MQARConfig
-    head = "tokens"
+    readout = "tokens"
     dataset_class = MQARDataset  # builds the sequences from the compact form
 
     def __init__(self, data_dir="data_cache", **options):

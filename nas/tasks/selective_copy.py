@@ -41,7 +41,7 @@ class SelectiveCopyTask(Task):
     """
 
     Config = SelectiveCopyConfig
-    head = "tokens"
+    readout = "tokens"
 
     def __init__(self, data_dir="data_cache", **options):
         super().__init__(data_dir, **options)

@@ -16,6 +16,7 @@ from torch import Tensor
 
 from nas.errors import ConfigError
 from nas.metrics import check_finite, task_loss, task_metric
+from nas.model import ModelShape
 from nas.space import Arch, SearchSpace
 from nas.strategies.base import Strategy
 from nas.supernet import Supernet
@@ -97,9 +98,8 @@ class SearchModule(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # What it takes to rebuild the supernet (retrain's init=inherit reads it).
         net = self.supernet
-        checkpoint["supernet"] = {"space": net.space.to_dict(), "vocab_size": net.vocab_size,
-                                  "num_classes": net.num_classes, "max_len": net.max_len,
-                                  "head": net.head, "sharing": net.sharing}
+        checkpoint["supernet"] = {"space": net.space.to_dict(), "shape": net.shape.to_dict(),
+                                  "sharing": net.sharing}
         # Resuming must replay the same batches and samples as an uninterrupted run.
         kind, keys, position, has_gauss, gauss = np.random.get_state()
         # plain types: checkpoints load with weights_only=True, which refuses numpy arrays
@@ -128,8 +128,8 @@ def load_supernet(path: str | Path, space: SearchSpace | None = None) -> Superne
         where = first_difference(saved.to_dict(), space.to_dict())
         raise ConfigError(f"{path}: checkpoint is from space '{saved.name}', not '{space.name}': "
                           f"they differ at '{where}'")
-    supernet = Supernet(saved, meta["vocab_size"], meta["num_classes"], meta["max_len"],
-                        head=meta["head"], sharing=meta["sharing"])
+    shape = ModelShape.from_dict(meta.get("shape"), source=f"{path}: shape")
+    supernet = Supernet(saved, shape, sharing=meta["sharing"])
     prefix = "supernet."
     supernet.load_state_dict({k[len(prefix):]: v for k, v in checkpoint["state_dict"].items()
                               if k.startswith(prefix)})

@@ -26,7 +26,7 @@ def search(name, root, ckpt_path=None):
     torch.manual_seed(0)
     task = FetchTask(size=256)
     space = planted_space()
-    net = Supernet(space, task.vocab_size, task.num_classes, task.seq_len, head=task.head)
+    net = Supernet(space, task.shape)
     strategy = STRATEGIES.get(name)(space, seed=0, **OPTIONS.get(name, {}))
     every_epoch = ModelCheckpoint(dirpath=root, filename="{epoch}", save_top_k=-1, save_on_train_epoch_end=True)
     trainer = pl.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_progress_bar=False,

@@ -13,7 +13,7 @@ from .planted import FetchTask, planted_space, trainer
 def test_random_search_finds_the_global_op(tmp_path):
     space = planted_space()
     task = FetchTask()
-    net = Supernet(space, task.vocab_size, task.num_classes, task.seq_len, head=task.head)
+    net = Supernet(space, task.shape)
     strategy = STRATEGIES.get("random")(space, seed=0, samples=8)
     _, result = run_search(net, strategy, task, "acc", trainer(tmp_path, epochs=4), lr=3e-3)
     best = result.ranked[0]
@@ -28,7 +28,7 @@ def test_fixed_arch_trains_that_arch(tmp_path):
     space = planted_space()
     arch = Arch(1, (LayerArch("full", 2, 64),))
     task = FetchTask()
-    net = Supernet(space, task.vocab_size, task.num_classes, task.seq_len, head=task.head)
+    net = Supernet(space, task.shape)
     _, result = run_search(net, STRATEGIES.get("none")(space, arch=arch), task, "acc", trainer(tmp_path, epochs=1))
     assert result.best == arch
 

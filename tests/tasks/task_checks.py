@@ -28,7 +28,7 @@ def check_batches(task) -> None:
         assert mask.shape == (b, n) and n <= task.seq_len
         assert (tokens[~mask] == PAD).all()
         assert tokens[mask].min() >= 1 and tokens[mask].max() < task.vocab_size
-        if task.head == "classify":
+        if task.readout == "classify":
             assert target.shape == (b,)
             assert target.min() >= 0 and target.max() < task.num_classes
         else:

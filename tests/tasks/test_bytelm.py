@@ -66,7 +66,7 @@ def test_split_does_not_depend_on_the_seed(tmp_path):
 def test_shapes_vocabulary_and_targets(tmp_path):
     task = make(0, tmp_path)
     assert (task.vocab_size, task.num_classes, task.seq_len) == (258, 258, 32)
-    assert (task.head, task.metric) == ("tokens", "bpb")
+    assert (task.readout, task.metric) == ("tokens", "bpb")
     check_batches(task)
 
 

@@ -114,7 +114,7 @@ def test_generator_covers_every_label():
 
 def test_shapes_vocabulary_and_labels(tmp_path):
     task = make(0, tmp_path)
-    assert (task.vocab_size, task.num_classes, task.seq_len, task.head) == (16, 10, 64, "classify")
+    assert (task.vocab_size, task.num_classes, task.seq_len, task.readout) == (16, 10, 64, "classify")
     check_batches(task)
 
 

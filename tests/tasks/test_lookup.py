@@ -42,7 +42,7 @@ def test_answers_are_bound_by_pair_tokens_and_hidden(tmp_path):
 def test_shapes_vocabulary_and_targets(tmp_path):
     task = make(0, tmp_path)
     assert task.vocab_size == task.num_classes == FIRST_PAIR + 10 * 6
-    assert (task.seq_len, task.head, task.metric) == (24, "tokens", "acc")
+    assert (task.seq_len, task.readout, task.metric) == (24, "tokens", "acc")
     check_batches(task)
 
 

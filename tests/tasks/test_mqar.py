@@ -35,7 +35,7 @@ def test_answers_come_from_the_pairs_and_are_hidden(tmp_path):
 def test_shapes_vocabulary_and_targets(tmp_path):
     task = make(0, tmp_path)
     assert task.vocab_size == task.num_classes == FIRST_KEY + 12 + 10
-    assert (task.seq_len, task.head, task.metric) == (48, "tokens", "acc")
+    assert (task.seq_len, task.readout, task.metric) == (48, "tokens", "acc")
     check_batches(task)
 
 

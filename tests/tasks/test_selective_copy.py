@@ -38,7 +38,7 @@ def test_content_positions_vary(tmp_path):
 def test_shapes_vocabulary_and_targets(tmp_path):
     task = make(0, tmp_path)
     assert task.vocab_size == task.num_classes == FIRST_CONTENT + 6
-    assert (task.seq_len, task.head, task.metric) == (40, "tokens", "acc")
+    assert (task.seq_len, task.readout, task.metric) == (40, "tokens", "acc")
     check_batches(task)
 
 
