@@ -1,7 +1,7 @@
 """Single-path strategies: SPOS supernet training (Guo et al. 2020,
 https://arxiv.org/abs/1904.00420) with an optional sandwich rule and in-place distillation
 (BigNAS, https://arxiv.org/abs/2003.11142); random search over the trained supernet, the baseline
-every search must beat; and `none`, which trains one fixed arch.
+every search must beat; and `fixed`, which trains one given arch.
 """
 from __future__ import annotations
 
@@ -64,7 +64,7 @@ class RandomStrategy(SinglePathStrategy):
         return SearchResult(best=ranked[0].arch, ranked=ranked)
 
 
-@STRATEGIES.register("none")
+@STRATEGIES.register("fixed")
 class FixedStrategy(Strategy):
     """Trains and returns one given arch: a hand-designed baseline."""
 

@@ -96,5 +96,5 @@ class RetrainModule(pl.LightningModule):
 
     @classmethod
     def load_model(cls, path: str, map_location: str = "cpu") -> "RetrainModule":
-        """The module from a checkpoint, without a teacher."""
-        return cls.load_from_checkpoint(path, map_location=map_location, teacher=None)
+        """The module from a checkpoint, without a teacher (so without distillation)."""
+        return cls.load_from_checkpoint(path, map_location=map_location, teacher=None, distill=0.0)
