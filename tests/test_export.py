@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -279,3 +280,17 @@ def test_load_names_what_a_folder_lacks(main, tmp_path):
     for name in ("arch.yaml", "space.yaml", "model.json", "weights.pt"):
         (tmp_path / name).write_bytes((main.dir / name).read_bytes())
     assert isinstance(load(tmp_path, int8=True), nn.Module)  # int8 quantizes weights.pt again
+
+
+def test_predict_pads_to_max_len_with_the_mask_false():
+    from nas import predict
+    tokens, mask = predict.pad([[5, 3, 9], [7]], 4)
+    assert tokens.tolist() == [[5, 3, 9, 0], [7, 0, 0, 0]]
+    assert mask.tolist() == [[True, True, True, False], [True, False, False, False]]
+    with pytest.raises(ValueError, match="sequence 0 has 5 tokens; the model takes at most 4"):
+        predict.pad([[1, 2, 3, 4, 5]], 4)
+
+
+def test_the_export_folder_holds_the_package_predict_py(main):
+    from nas import predict
+    assert (main.dir / "predict.py").read_text() == Path(predict.__file__).read_text()
