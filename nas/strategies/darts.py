@@ -52,7 +52,7 @@ class DartsStrategy(Strategy):
             raise ConfigError(f"unknown cost '{cost}'; allowed: {', '.join(COST_KINDS)}")
         self.arch_lr, self.arch_weight_decay = arch_lr, arch_weight_decay
         self.second_order, self.warmup_epochs = second_order, warmup_epochs
-        self.cost_kind, self.cost_weight, self.cost_target, self.seq_len = cost, cost_weight, cost_target, seq_len
+        self.cost, self.cost_weight, self.cost_target, self.seq_len = cost, cost_weight, cost_target, seq_len
         self.alphas = nn.ParameterDict({
             _param_key(key): nn.Parameter(1e-3 * torch.randn(len(options)))
             for key, options in space.decisions().items()
@@ -80,7 +80,7 @@ class DartsStrategy(Strategy):
     # -- training --------------------------------------------------------------------------
     def attach(self, supernet) -> None:
         super().attach(supernet)
-        if self.cost_kind is not None:
+        if self.cost is not None:
             if self.seq_len is None:
                 raise ConfigError("a cost penalty needs seq_len (the task's sequence length)")
             self._build_cost_table(supernet)
@@ -104,7 +104,7 @@ class DartsStrategy(Strategy):
                 val_loss = self.loss(ctx, val, self.mixture_weights())
                 penalty = self.cost_penalty()
                 ctx.step(val_loss + penalty, optimizer_index=1)
-                if self.cost_kind is not None:
+                if self.cost is not None:
                     logs["cost_penalty"] = penalty.detach()
             logs["arch_loss"] = val_loss.detach()
         weights = {k: v.detach() for k, v in self.mixture_weights().items()}
@@ -159,10 +159,10 @@ class DartsStrategy(Strategy):
         table = torch.zeros(len(space.attention), len(space.heads), len(space.ffn_dims))
         for (a, cand), (h, heads), (f, ffn) in itertools.product(
                 enumerate(space.attention), enumerate(space.heads), enumerate(space.ffn_dims)):
-            table[a, h, f] = cost.layer_cost(LayerArch(cand, heads, ffn), space, shape, self.seq_len, self.cost_kind)
+            table[a, h, f] = cost.layer_cost(LayerArch(cand, heads, ffn), space, shape, self.seq_len, self.cost)
         self._layer_cost = table
-        self._base_cost = cost.base_cost(space, shape, self.seq_len, self.cost_kind)
-        self._reference = self.cost_target or cost.arch_cost(space.largest(), space, shape, self.seq_len, self.cost_kind)
+        self._base_cost = cost.base_cost(space, shape, self.seq_len, self.cost)
+        self._reference = self.cost_target or cost.arch_cost(space.largest(), space, shape, self.seq_len, self.cost)
 
     def expected_cost(self) -> Tensor:
         probs = self.probabilities()
@@ -173,7 +173,7 @@ class DartsStrategy(Strategy):
         return self._base_cost + (probs["depth"] * depth_cost).sum()
 
     def cost_penalty(self) -> Tensor:
-        if self.cost_kind is None or not self.cost_weight:
+        if self.cost is None or not self.cost_weight:
             return torch.zeros(())
         relative = self.expected_cost() / self._reference
         return self.cost_weight * (F.relu(relative - 1) if self.cost_target else relative)
