@@ -1,8 +1,8 @@
 """The Task base class, its batches, its loss and metrics, and the majority / unigram baselines.
 
 A task is a LightningDataModule that also knows its vocabulary, output size and scoring. Batches
-are dicts: `tokens` (B, N) long with pad id 0, `mask` (B, N) bool with True = real token, and
-`target`, (B,) for `readout="classify"` or (B, N) for `readout="tokens"` with IGNORE_INDEX (-100) where unscored.
+are dicts: `tokens` (b, n) long with pad id 0, `mask` (b, n) bool with True = real token, and
+`target`, (b,) for `readout="classify"` or (b, n) for `readout="tokens"` with IGNORE_INDEX (-100) where unscored.
 """
 from __future__ import annotations
 
