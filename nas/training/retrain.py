@@ -66,7 +66,7 @@ class RetrainModule(pl.LightningModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["tokens"].shape[0])
         return loss
 
-    def _evaluate(self, batch: dict, stage: str) -> None:
+    def _log_scores(self, batch: dict, stage: str) -> None:
         logits = self(batch["tokens"], batch["mask"])
         size = batch["tokens"].shape[0]
         self.log(f"{stage}/loss", task_loss(logits, batch["target"]), batch_size=size)
@@ -74,10 +74,10 @@ class RetrainModule(pl.LightningModule):
                  prog_bar=True, batch_size=size)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._evaluate(batch, "val")
+        self._log_scores(batch, "val")
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
-        self._evaluate(batch, "test")
+        self._log_scores(batch, "test")
 
     def configure_optimizers(self):
         optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.hparams.lr,
