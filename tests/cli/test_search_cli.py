@@ -64,10 +64,14 @@ def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 
 def test_bad_input_is_one_line_and_a_failing_exit(tmp_path):
+    """The default suite's end-to-end run of a command: a real process, its exit code, stderr."""
     missing = cli("retrain", f"arch={tmp_path / 'none.yaml'}", f"hydra.run.dir={tmp_path / 'r'}", cwd=tmp_path)
     assert missing.returncode != 0
     assert missing.stderr.strip().splitlines()[-1] == f"nas-retrain: error: {tmp_path / 'none.yaml'}: no such file"
 
+
+@pytest.mark.slow  # two more processes: a minute on 2 loaded cores
+def test_an_arch_outside_the_space_and_an_unknown_strategy_are_one_line(tmp_path):
     outside = tmp_path / "outside.yaml"
     Arch.from_dict({"depth": 1, "layers": [{"attention": "lsh", "heads": 2, "ffn_dim": 64}]}).to_yaml(outside)
     result = cli("retrain", f"arch={outside}", f"hydra.run.dir={tmp_path / 'r2'}", cwd=tmp_path)
