@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import shutil
 import warnings
 from pathlib import Path
 from typing import Callable, Iterable
@@ -20,72 +21,18 @@ from torch import Tensor, nn
 
 from nas import cost
 from nas.errors import ConfigError
-from nas.model import Subnet
+from nas.metrics import evaluate_many
+from nas.model import ModelShape, Subnet
 from nas.space import Arch, SearchSpace
-from nas.training.metrics import task_metric
 
 # Every file export may write; an overwrite removes them all first, so that a stale file
 # (e.g. an int8 copy from an earlier quantized export) never sits beside new ones.
 FILES = ("arch.yaml", "space.yaml", "model.json", "weights.pt", "model.pt2", "predict.py",
          "metrics.json", "model_int8.pt")
-TASK_KEYS = ("vocab_size", "num_classes", "max_len", "head", "metric")  # what model.json holds
-HPARAMS = ("arch", "space") + TASK_KEYS  # what a retrain checkpoint must hold
+MODEL_KEYS = ("shape", "metric")  # what model.json holds: ModelShape.to_dict() and the metric
+HPARAMS = ("arch", "space") + MODEL_KEYS  # what a retrain checkpoint must hold
 
-PREDICT = '''\
-"""Run the exported LongNAS model with torch alone (no `nas` needed):
-
-    python predict.py "5 3 9 2" "7 7 1"
-    python predict.py --int8 "5 3 9 2"     # the int8 copy (exported with quantize=true)
-
-Each argument is one sequence of token ids (0 is padding); each prints its logits as a JSON
-line. The program takes exactly max_len positions, so sequences are padded to it with the mask
-False, which the model ignores.
-"""
-import json
-import sys
-from pathlib import Path
-
-import torch
-
-HERE = Path(__file__).resolve().parent
-
-
-def load(folder=HERE, int8=False):
-    """The program (model.pt2, or the TorchScript int8 copy model_int8.pt) as a callable
-    module, and the length it takes."""
-    if int8:
-        program = torch.jit.load(str(Path(folder) / "model_int8.pt"))
-    else:
-        program = torch.export.load(str(Path(folder) / "model.pt2")).module()
-    max_len = json.loads((Path(folder) / "model.json").read_text())["max_len"]
-    return program, max_len
-
-
-def pad(sequences, max_len):
-    """Token lists -> tokens (b, max_len) long and mask (b, max_len) bool, True = real token."""
-    tokens = torch.zeros(len(sequences), max_len, dtype=torch.long)
-    mask = torch.zeros(len(sequences), max_len, dtype=torch.bool)
-    for i, seq in enumerate(sequences):
-        if len(seq) > max_len:
-            raise ValueError(f"sequence {i} has {len(seq)} tokens; the model takes at most {max_len}")
-        tokens[i, :len(seq)] = torch.tensor(seq, dtype=torch.long)
-        mask[i, :len(seq)] = True
-    return tokens, mask
-
-
-def predict(program, max_len, sequences):
-    """Logits (b, C) for a classifier, or (b, max_len, C) per position (padding rows are junk)."""
-    with torch.no_grad():
-        return program(*pad(sequences, max_len))
-
-
-if __name__ == "__main__":
-    args = [arg for arg in sys.argv[1:] if arg != "--int8"]
-    sequences = [[int(t) for t in arg.split()] for arg in args] or [[1, 2, 3]]
-    program, max_len = load(int8="--int8" in sys.argv[1:])
-    for seq, logits in zip(sequences, predict(program, max_len, sequences)):
-        print(json.dumps((logits if logits.dim() == 1 else logits[:len(seq)]).tolist()))  # a line each
-'''
+PREDICT = Path(__file__).with_name("predict.py")  # copied into every export folder
 
 
 def export(ckpt: str | Path, out: str | Path, overwrite: bool = False, quantize: bool = False,
@@ -122,42 +69,42 @@ def export(ckpt: str | Path, out: str | Path, overwrite: bool = False, quantize:
     hparams, state = _read_checkpoint(ckpt)
     arch = Arch.from_dict(hparams["arch"], source=f"{ckpt}: arch")
     space = SearchSpace.from_dict(hparams["space"], source=f"{ckpt}: space")
-    task = {key: hparams[key] for key in TASK_KEYS}
-    model = _build(arch, space, task)
+    shape = ModelShape.from_dict(hparams["shape"], source=f"{ckpt}: shape")
+    metric = hparams["metric"]
+    model = Subnet(arch, space, shape)
     _load_weights(model, state, source=str(ckpt))
-    seq_len = task["max_len"] if seq_len is None else seq_len
-    if not 1 <= seq_len <= task["max_len"]:
-        raise ConfigError(f"seq_len {seq_len} must be in 1..{task['max_len']} (the model's max_len)")
+    seq_len = shape.max_len if seq_len is None else seq_len
+    if not 1 <= seq_len <= shape.max_len:
+        raise ConfigError(f"seq_len {seq_len} must be in 1..{shape.max_len} (the model's max_len)")
 
     out.mkdir(parents=True, exist_ok=True)
     for name in FILES:
         (out / name).unlink(missing_ok=True)
     arch.to_yaml(out / "arch.yaml")
     (out / "space.yaml").write_text(yaml.safe_dump(space.to_dict(), sort_keys=False))
-    (out / "model.json").write_text(json.dumps(task, indent=2) + "\n")
+    (out / "model.json").write_text(json.dumps({"shape": shape.to_dict(), "metric": metric}, indent=2) + "\n")
     torch.save(model.state_dict(), out / "weights.pt")
-    write_program(model, task["max_len"], out / "model.pt2")
-    (out / "predict.py").write_text(PREDICT)
+    write_program(model, shape.max_len, out / "model.pt2")
+    shutil.copyfile(PREDICT, out / "predict.py")
 
-    shape = cost.ModelShape(task["vocab_size"], task["num_classes"], task["max_len"], task["head"])
     metrics = {
-        "metric": task["metric"],
+        "metric": metric,
         "seq_len": seq_len,
         "cost/params": sum(p.numel() for p in model.parameters()),
         "cost/flops": cost.flops(arch, space, shape, seq_len),
-        "cost/latency_ms": cost.subnet_latency_ms(model, seq_len, task["vocab_size"]),
+        "cost/latency_ms": cost.subnet_latency_ms(model, seq_len, shape.vocab_size),
     }
     models = {"float": model}
     if quantize:
         models["int8"] = quantize_int8(model)
-        write_int8_program(models["int8"], task["max_len"], out / "model_int8.pt")
+        write_int8_program(models["int8"], shape.max_len, out / "model_int8.pt")
         metrics["size/float_bytes"] = (out / "weights.pt").stat().st_size
         metrics["size/int8_bytes"] = saved_bytes(models["int8"].state_dict())  # weights, like weights.pt
     if eval_batches is not None:
-        scores = evaluate(models, eval_batches, task["metric"])
-        metrics[f"test/{task['metric']}"] = scores["float"]
+        scores = evaluate_many(models, eval_batches, metric)
+        metrics[f"test/{metric}"] = scores["float"]
         if quantize:
-            metrics[f"int8/test/{task['metric']}"] = scores["int8"]
+            metrics[f"int8/test/{metric}"] = scores["int8"]
             metrics["int8/delta"] = scores["int8"] - scores["float"]
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics
@@ -170,8 +117,9 @@ def load(folder: str | Path, int8: bool = False) -> nn.Module:
     for name in ("arch.yaml", "space.yaml", "model.json", "weights.pt"):
         if not (folder / name).is_file():
             raise ConfigError(f"{folder}: not a complete export: no {name}")
-    task = json.loads((folder / "model.json").read_text())
-    model = _build(Arch.from_yaml(folder / "arch.yaml"), SearchSpace.from_yaml(folder / "space.yaml"), task)
+    saved = json.loads((folder / "model.json").read_text())
+    shape = ModelShape.from_dict(saved.get("shape"), source=f"{folder / 'model.json'}: shape")
+    model = Subnet(Arch.from_yaml(folder / "arch.yaml"), SearchSpace.from_yaml(folder / "space.yaml"), shape)
     state = torch.load(folder / "weights.pt", map_location="cpu", weights_only=True)
     _load_weights(model, state, source=str(folder / "weights.pt"))
     return quantize_int8(model) if int8 else model.eval()
@@ -243,27 +191,6 @@ def _quiet_quantization():
         yield
 
 
-@torch.no_grad()
-def evaluate(models: dict[str, nn.Module], batches: Iterable[dict], metric: str) -> dict[str, float]:
-    """The task metric of each model over all batches (iterated once, so a generator works).
-
-    Batch means are weighted by their scored targets, which makes both accuracy and bits per
-    byte exact over the whole set.
-    """
-    totals, count = dict.fromkeys(models, 0.0), 0
-    for batch in batches:
-        scored = int((batch["target"] != -100).sum())  # -100: not scored
-        if not scored:
-            continue  # its mean would be NaN, and it carries no weight anyway
-        for name, model in models.items():
-            logits = model.eval()(batch["tokens"], batch["mask"])
-            totals[name] += task_metric(logits, batch["target"], metric).item() * scored
-        count += scored
-    if count == 0:
-        raise ConfigError("eval_batches hold no scored targets")
-    return {name: total / count for name, total in totals.items()}
-
-
 def _check_out(out: Path, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
         raise ConfigError(f"out {out} is a file, not a folder")
@@ -291,10 +218,6 @@ def _read_checkpoint(path: Path) -> tuple[dict, dict[str, Tensor]]:
     if not state:
         raise ConfigError(f"{what}: no subnet weights ('model.*' in its state_dict)")
     return ckpt["hyper_parameters"], state
-
-
-def _build(arch: Arch, space: SearchSpace, task: dict) -> Subnet:
-    return Subnet(arch, space, task["vocab_size"], task["num_classes"], task["max_len"], task["head"])
 
 
 def _load_weights(model: nn.Module, state: dict[str, Tensor], source: str) -> None:

@@ -16,11 +16,12 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import FancyBboxPatch, Rectangle
 
+from nas.results import pareto_front
 from nas.space import LAYER_FIELDS, Arch
 
 if TYPE_CHECKING:
     from nas.cost import Cost
-    from nas.strategies.base import Candidate
+    from nas.results import Candidate
 
 CHOSEN_COLOUR = "#d62728"  # the chosen arch or choice, in every picture that marks it
 FRONT_COLOUR = "#222222"  # the line joining the Pareto front
@@ -197,20 +198,7 @@ def scatter(x: Sequence[float], y: Sequence[float], groups: Sequence[str] | None
     return fig
 
 
-def pareto_front(candidates: list[Candidate], metric_key: str, cost_key: str,
-                 higher_is_better: bool = True) -> list[Candidate]:
-    """The candidates no other candidate beats on both metric and cost, cheapest first."""
-    sign = 1.0 if higher_is_better else -1.0
-
-    def dominates(a: Candidate, b: Candidate) -> bool:
-        ma, mb = sign * a.metrics[metric_key], sign * b.metrics[metric_key]
-        ca, cb = a.metrics[cost_key], b.metrics[cost_key]
-        return ma >= mb and ca <= cb and (ma > mb or ca < cb)
-
-    front = [c for c in candidates if not any(dominates(o, c) for o in candidates)]
-    return sorted(front, key=lambda c: c.metrics[cost_key])
-
-
+# -- the Pareto front -----------------------------------------------------------------------
 def pareto_plot(candidates: list[Candidate], metric_key: str, cost_key: str, chosen: Arch | None,
                 higher_is_better: bool = True) -> Figure:
     """Metric against cost of every evaluated candidate, the Pareto front joined.

@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -18,6 +19,7 @@ from nas import cost
 from nas.errors import ConfigError
 from nas.export import export, load
 from nas.ops.attention import ATTENTION
+from nas.model import ModelShape
 from nas.space import Arch, SearchSpace
 from nas.training.retrain import RetrainModule
 from tests.ops.test_attention_registry import SMALL_OPTIONS
@@ -65,12 +67,12 @@ torch.save(results, out)
 '''
 
 
-def make_checkpoint(path, layers: list[dict], head: str = "classify"):
+def make_checkpoint(path, layers: list[dict], readout: str = "classify"):
     """A RetrainModule after one training step on random data, saved by a Lightning Trainer."""
     torch.manual_seed(0)
-    module = RetrainModule({"depth": len(layers), "layers": layers}, SPACE, VOCAB, CLASSES, MAX_LEN,
-                           head, "acc", warmup_steps=1)
-    target = (lambda: torch.randint(0, CLASSES, (MAX_LEN,))) if head == "tokens" else (lambda: torch.tensor(1))
+    module = RetrainModule({"depth": len(layers), "layers": layers}, SPACE, ModelShape(VOCAB, CLASSES, MAX_LEN, readout),
+                           "acc", warmup_steps=1)
+    target = (lambda: torch.randint(0, CLASSES, (MAX_LEN,))) if readout == "tokens" else (lambda: torch.tensor(1))
     samples = [{"tokens": torch.randint(1, VOCAB, (MAX_LEN,)), "mask": torch.ones(MAX_LEN, dtype=torch.bool),
                 "target": target()} for _ in range(4)]
     trainer = pl.Trainer(max_steps=1, accelerator="cpu", logger=False, enable_checkpointing=False,
@@ -124,7 +126,7 @@ def op_exports(tmp_path_factory) -> dict:
     tmp = tmp_path_factory.mktemp("ops")
     folders = {}
     for op in ATTENTION.names():
-        ckpt = make_checkpoint(tmp / f"{op}.ckpt", [{"attention": op, "heads": 2, "ffn_dim": 128}], head="tokens")
+        ckpt = make_checkpoint(tmp / f"{op}.ckpt", [{"attention": op, "heads": 2, "ffn_dim": 128}], readout="tokens")
         export(ckpt, tmp / op)
         folders[op] = SimpleNamespace(ckpt=ckpt, dir=tmp / op, model=model_of(ckpt))
     return folders
@@ -176,7 +178,7 @@ def test_files_and_metrics(main):
     assert SearchSpace.from_yaml(main.dir / "space.yaml") == module.space
     m = json.loads((main.dir / "metrics.json").read_text())
     assert m == main.metrics
-    shape = cost.ModelShape(VOCAB, CLASSES, MAX_LEN)
+    shape = ModelShape(VOCAB, CLASSES, MAX_LEN)
     assert m["cost/params"] == sum(p.numel() for p in main.model.parameters())
     assert m["cost/params"] == cost.params(module.arch, module.space, shape)
     assert m["cost/flops"] == cost.flops(module.arch, module.space, shape, SEQ_LEN)
@@ -278,3 +280,17 @@ def test_load_names_what_a_folder_lacks(main, tmp_path):
     for name in ("arch.yaml", "space.yaml", "model.json", "weights.pt"):
         (tmp_path / name).write_bytes((main.dir / name).read_bytes())
     assert isinstance(load(tmp_path, int8=True), nn.Module)  # int8 quantizes weights.pt again
+
+
+def test_predict_pads_to_max_len_with_the_mask_false():
+    from nas import predict
+    tokens, mask = predict.pad([[5, 3, 9], [7]], 4)
+    assert tokens.tolist() == [[5, 3, 9, 0], [7, 0, 0, 0]]
+    assert mask.tolist() == [[True, True, True, False], [True, False, False, False]]
+    with pytest.raises(ValueError, match="sequence 0 has 5 tokens; the model takes at most 4"):
+        predict.pad([[1, 2, 3, 4, 5]], 4)
+
+
+def test_the_export_folder_holds_the_package_predict_py(main):
+    from nas import predict
+    assert (main.dir / "predict.py").read_text() == Path(predict.__file__).read_text()

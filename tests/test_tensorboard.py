@@ -16,13 +16,15 @@ from tensorboard.util import tensor_util
 from torch.utils.tensorboard import SummaryWriter
 
 from nas import cost, viz
+from nas.model import ModelShape
 from nas.space import Arch, LayerArch, SearchSpace
-from nas.strategies.base import Candidate, SearchResult, Strategy
+from nas.results import Candidate, SearchResult, pareto_front
+from nas.strategies.base import Strategy
 from nas.strategies.darts import DartsStrategy
 from nas.training.tensorboard import log_hparams, log_search
 
 SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
-SHAPE = cost.ModelShape(vocab_size=20, num_classes=4, max_len=64)
+SHAPE = ModelShape(vocab_size=20, num_classes=4, max_len=64)
 EPOCHS = 4
 TOP = 0.85  # the leading choice's probability in the hand-made history
 
@@ -80,7 +82,7 @@ def test_a_search_writes_every_picture_the_table_and_hparams(space, tmp_path):
     candidates = make_candidates(space)
     best = max(candidates, key=lambda c: c.metrics["val/acc"])
     result = SearchResult(best=best.arch, ranked=candidates,
-                          pareto=viz.pareto_front(candidates, "val/acc", "cost/params"))
+                          pareto=pareto_front(candidates, "val/acc", "cost/params"))
     chosen_cost = cost.estimate(best.arch, space, SHAPE, seq_len=64)
 
     writer = SummaryWriter(str(tmp_path))
@@ -225,8 +227,8 @@ def test_pareto_front_follows_the_metric_direction(space):
     candidates = [Candidate(a, {"val/bpb": 2.0, "cost/params": 100}),
                   Candidate(b, {"val/bpb": 1.5, "cost/params": 200}),
                   Candidate(c, {"val/bpb": 2.5, "cost/params": 300})]
-    assert [x.arch for x in viz.pareto_front(candidates, "val/bpb", "cost/params", False)] == [a, b]
-    assert [x.arch for x in viz.pareto_front(candidates, "val/bpb", "cost/params", True)] == [a, c]
+    assert [x.arch for x in pareto_front(candidates, "val/bpb", "cost/params", False)] == [a, b]
+    assert [x.arch for x in pareto_front(candidates, "val/bpb", "cost/params", True)] == [a, c]
 
 
 def test_pareto_plot_has_every_candidate_the_front_and_the_ring(space):

@@ -19,9 +19,9 @@ from nas import cost
 from nas.cost import KINDS as COST_KINDS
 from nas.errors import ConfigError
 from nas.space import LAYER_FIELDS, Arch, LayerArch, SearchSpace
-from nas.strategies.base import Strategy
+from nas.metrics import task_loss
+from nas.strategies.base import SearchContext, Strategy
 from nas.strategies.registry import STRATEGIES
-from nas.training.metrics import task_loss
 
 
 @STRATEGIES.register("darts")
@@ -52,7 +52,7 @@ class DartsStrategy(Strategy):
             raise ConfigError(f"unknown cost '{cost}'; allowed: {', '.join(COST_KINDS)}")
         self.arch_lr, self.arch_weight_decay = arch_lr, arch_weight_decay
         self.second_order, self.warmup_epochs = second_order, warmup_epochs
-        self.cost_kind, self.cost_weight, self.cost_target, self.seq_len = cost, cost_weight, cost_target, seq_len
+        self.cost, self.cost_weight, self.cost_target, self.seq_len = cost, cost_weight, cost_target, seq_len
         self.alphas = nn.ParameterDict({
             _param_key(key): nn.Parameter(1e-3 * torch.randn(len(options)))
             for key, options in space.decisions().items()
@@ -80,7 +80,7 @@ class DartsStrategy(Strategy):
     # -- training --------------------------------------------------------------------------
     def attach(self, supernet) -> None:
         super().attach(supernet)
-        if self.cost_kind is not None:
+        if self.cost is not None:
             if self.seq_len is None:
                 raise ConfigError("a cost penalty needs seq_len (the task's sequence length)")
             self._build_cost_table(supernet)
@@ -91,42 +91,42 @@ class DartsStrategy(Strategy):
                                                     betas=(0.5, 0.999), weight_decay=self.arch_weight_decay)
         return [self._arch_optimizer]
 
-    def loss(self, module, batch: dict, weights: dict[str, Tensor]) -> Tensor:
-        logits = module.supernet.forward_mixed(batch["tokens"], weights, batch["mask"], hard=self.hard)
+    def loss(self, ctx: SearchContext, batch: dict, weights: dict[str, Tensor]) -> Tensor:
+        logits = ctx.supernet.forward_mixed(batch["tokens"], weights, batch["mask"], hard=self.hard)
         return task_loss(logits, batch["target"])
 
-    def training_step(self, module, train: dict, val: dict | None) -> dict[str, Tensor]:
+    def training_step(self, ctx: SearchContext, train: dict, val: dict | None) -> dict[str, Tensor]:
         logs = {}
-        if val is not None and module.current_epoch >= self.warmup_epochs:
+        if val is not None and ctx.current_epoch >= self.warmup_epochs:
             if self.second_order:
-                val_loss = self._second_order_step(module, train, val)
+                val_loss = self._second_order_step(ctx, train, val)
             else:
-                val_loss = self.loss(module, val, self.mixture_weights())
+                val_loss = self.loss(ctx, val, self.mixture_weights())
                 penalty = self.cost_penalty()
-                module.step(val_loss + penalty, optimizer_index=1)
-                if self.cost_kind is not None:
+                ctx.step(val_loss + penalty, optimizer_index=1)
+                if self.cost is not None:
                     logs["cost_penalty"] = penalty.detach()
             logs["arch_loss"] = val_loss.detach()
         weights = {k: v.detach() for k, v in self.mixture_weights().items()}
         if self.hard:
             self.record(self._argmax_arch(weights))
-        loss = self.loss(module, train, weights)
-        module.step(loss)
+        loss = self.loss(ctx, train, weights)
+        ctx.step(loss)
         logs["loss"] = loss.detach()
         return logs
 
-    def _second_order_step(self, module, train: dict, val: dict) -> Tensor:
+    def _second_order_step(self, ctx: SearchContext, train: dict, val: dict) -> Tensor:
         """DARTS eq. 7-8: the val gradient at one virtual weight step, with the Hessian-vector
         product by central finite differences."""
-        weights = list(module.supernet.parameters())
-        xi = module.optimizers()[0].param_groups[0]["lr"]
+        weights = list(ctx.supernet.parameters())
+        xi = ctx.optimizer(0).param_groups[0]["lr"]
         backup = [w.detach().clone() for w in weights]
-        grads = torch.autograd.grad(self.loss(module, train, self.mixture_weights()), weights, allow_unused=True)
+        grads = torch.autograd.grad(self.loss(ctx, train, self.mixture_weights()), weights, allow_unused=True)
         with torch.no_grad():
             for w, g in zip(weights, grads):
                 if g is not None:
                     w.sub_(xi * g)  # the virtual step w' = w - xi * dL_train/dw
-        val_loss = self.loss(module, val, self.mixture_weights())
+        val_loss = self.loss(ctx, val, self.mixture_weights())
         alphas = list(self.alphas.parameters())
         grads = torch.autograd.grad(val_loss, alphas + weights, allow_unused=True)
         d_alpha, d_weights = grads[: len(alphas)], grads[len(alphas):]
@@ -137,13 +137,13 @@ class DartsStrategy(Strategy):
             with torch.no_grad():  # w +- eps * dL_val/dw'
                 for w, original, g in zip(weights, backup, d_weights):
                     w.copy_(original if g is None else original + sign * eps * g)
-            return torch.autograd.grad(self.loss(module, train, self.mixture_weights()), alphas)
+            return torch.autograd.grad(self.loss(ctx, train, self.mixture_weights()), alphas)
 
         plus, minus = train_grad_at(1.0), train_grad_at(-1.0)
         with torch.no_grad():
             for w, original in zip(weights, backup):
                 w.copy_(original)
-        optimizer = module.optimizers()[1]
+        optimizer = ctx.optimizer(1)
         optimizer.zero_grad()
         penalty = self.cost_penalty()
         penalty_grads = torch.autograd.grad(penalty, alphas, allow_unused=True) if penalty.requires_grad else [None] * len(alphas)
@@ -155,15 +155,14 @@ class DartsStrategy(Strategy):
     # -- cost ------------------------------------------------------------------------------
     def _build_cost_table(self, supernet) -> None:
         """Per layer choice (attention, heads, ffn) its cost; the expectation is then a sum."""
-        space, shape = self.space, cost.ModelShape(supernet.vocab_size, supernet.num_classes,
-                                                   supernet.max_len, supernet.head)
+        space, shape = self.space, supernet.shape
         table = torch.zeros(len(space.attention), len(space.heads), len(space.ffn_dims))
         for (a, cand), (h, heads), (f, ffn) in itertools.product(
                 enumerate(space.attention), enumerate(space.heads), enumerate(space.ffn_dims)):
-            table[a, h, f] = cost.layer_cost(LayerArch(cand, heads, ffn), space, shape, self.seq_len, self.cost_kind)
+            table[a, h, f] = cost.layer_cost(LayerArch(cand, heads, ffn), space, shape, self.seq_len, self.cost)
         self._layer_cost = table
-        self._base_cost = cost.base_cost(space, shape, self.seq_len, self.cost_kind)
-        self._reference = self.cost_target or cost.arch_cost(space.largest(), space, shape, self.seq_len, self.cost_kind)
+        self._base_cost = cost.base_cost(space, shape, self.seq_len, self.cost)
+        self._reference = self.cost_target or cost.arch_cost(space.largest(), space, shape, self.seq_len, self.cost)
 
     def expected_cost(self) -> Tensor:
         probs = self.probabilities()
@@ -174,16 +173,16 @@ class DartsStrategy(Strategy):
         return self._base_cost + (probs["depth"] * depth_cost).sum()
 
     def cost_penalty(self) -> Tensor:
-        if self.cost_kind is None or not self.cost_weight:
+        if self.cost is None or not self.cost_weight:
             return torch.zeros(())
         relative = self.expected_cost() / self._reference
         return self.cost_weight * (F.relu(relative - 1) if self.cost_target else relative)
 
     # -- state and logging -----------------------------------------------------------------
-    def on_epoch_end(self, module) -> None:
+    def on_epoch_end(self, ctx: SearchContext) -> None:
         probs = {k: [round(float(p), 4) for p in v.detach()] for k, v in self.probabilities().items()}
         self.history.append(probs)
-        self.log_distribution(module, probs)
+        self.log_distribution(ctx, probs)
 
     def get_extra_state(self) -> dict:
         return {**super().get_extra_state(), "history": self.history}
@@ -208,11 +207,11 @@ class GdasStrategy(DartsStrategy):
     def mixture_weights(self) -> dict[str, Tensor]:
         return {k: F.gumbel_softmax(logit, tau=float(self.tau), hard=True) for k, logit in self.logits().items()}
 
-    def on_epoch_end(self, module) -> None:
-        super().on_epoch_end(module)
-        progress = min(1.0, (module.current_epoch + 1) / max(1, module.trainer.max_epochs - 1))
+    def on_epoch_end(self, ctx: SearchContext) -> None:
+        super().on_epoch_end(ctx)
+        progress = min(1.0, (ctx.current_epoch + 1) / max(1, ctx.max_epochs - 1))
         self.tau.fill_(self.tau_max - (self.tau_max - self.tau_min) * progress)
-        module.log("arch/tau", float(self.tau))
+        ctx.log("arch/tau", float(self.tau))
 
 
 

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from nas.errors import ConfigError
-from nas.model import Block, FeedForward, Readout, Subnet, TokenEmbedding
+from nas.model import Block, FeedForward, ModelShape, Readout, Subnet, TokenEmbedding
 from nas.ops.attention import SelfAttention, make_core
 from nas.ops.attention.base import attend, merge_heads, split_heads
 from nas.ops.elastic import ElasticLinear
@@ -145,26 +145,21 @@ class Supernet(nn.Module):
 
     Args:
         space: the search space.
-        vocab_size: input tokens (0 is padding).
-        num_classes: outputs per sequence (`classify`) or per position (`tokens`).
-        max_len: the longest sequence the model accepts.
-        head: "classify" or "tokens".
+        shape: the task's sizes (vocabulary, outputs, longest sequence, readout).
         sharing: "entangled" (attention candidates share Q/K/V/O) or "separate".
 
     Shape: tokens (b, n) long, mask (b, n) bool (True = real) -> (b, C) or (b, n, C).
     """
 
-    def __init__(self, space: SearchSpace, vocab_size: int, num_classes: int, max_len: int,
-                 head: str = "classify", sharing: str = "entangled"):
+    def __init__(self, space: SearchSpace, shape: ModelShape, sharing: str = "entangled"):
         super().__init__()
         if sharing not in SHARING:
             raise ConfigError(f"unknown sharing '{sharing}'; allowed: {', '.join(SHARING)}")
         self.space = space
-        self.vocab_size, self.num_classes, self.max_len = vocab_size, num_classes, max_len
-        self.head, self.sharing = head, sharing
-        self.embed = TokenEmbedding(vocab_size, space.dim, max_len)
-        self.blocks = nn.ModuleList(SuperBlock(space, max_len, sharing) for _ in range(space.max_depth))
-        self.readout = Readout(space.dim, num_classes, head)
+        self.shape, self.sharing = shape, sharing
+        self.embed = TokenEmbedding(shape.vocab_size, space.dim, shape.max_len)
+        self.blocks = nn.ModuleList(SuperBlock(space, shape.max_len, sharing) for _ in range(space.max_depth))
+        self.readout = Readout(space.dim, shape.num_classes, shape.readout)
 
     def forward(self, tokens: Tensor, arch: Arch, mask: Tensor | None = None) -> Tensor:
         self.space.validate(arch)
@@ -213,7 +208,7 @@ class Supernet(nn.Module):
         """A standalone `Subnet` holding copies of exactly the weights `arch` uses."""
         self.space.validate(arch)
         with torch.device("meta"):  # the skeleton's own weights are replaced below
-            subnet = Subnet(arch, self.space, self.vocab_size, self.num_classes, self.max_len, self.head)
+            subnet = Subnet(arch, self.space, self.shape)
         subnet.embed = copy.deepcopy(self.embed)
         subnet.readout = copy.deepcopy(self.readout)
         subnet.blocks = nn.ModuleList(block.extract(layer) for block, layer in zip(self.blocks, arch.layers))

@@ -15,7 +15,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from nas.errors import ConfigError
-from nas.tasks.base import IGNORE, SPLITS, TASKS, Task, TaskConfig, check
+from nas.tasks.base import IGNORE_INDEX, SPLITS, TASKS, Task, TaskConfig, check
 
 MASK = 257  # token of a hidden byte; bytes are 1..256, 0 is padding
 SKIP = {"test", "tests", "idle_test", "site-packages", "dist-packages", "__pycache__"}
@@ -56,7 +56,7 @@ class ByteLMTask(Task):
     """
 
     Config = ByteLMConfig
-    head = "tokens"
+    readout = "tokens"
     metric = "bpb"
 
     def __init__(self, data_dir="data_cache", **options):
@@ -130,7 +130,7 @@ class MaskedBytes(Dataset):
 
     def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         tokens = self.data[i].astype(np.int64) + 1
-        target = np.where(self.hidden[i], tokens, IGNORE)
+        target = np.where(self.hidden[i], tokens, IGNORE_INDEX)
         tokens[self.hidden[i]] = MASK
         return tokens, target
 

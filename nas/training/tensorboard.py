@@ -14,9 +14,10 @@ from torch.utils.tensorboard.summary import hparams as hparams_summary
 
 from nas import viz
 from nas.cost import Cost
+from nas.metrics import HIGHER_IS_BETTER
+from nas.results import Candidate, SearchResult
 from nas.space import Arch, SearchSpace
-from nas.strategies.base import Candidate, SearchResult, Strategy
-from nas.training.metrics import HIGHER_IS_BETTER
+from nas.strategies.base import Strategy
 
 
 def log_search(writer: SummaryWriter, space: SearchSpace, strategy: Strategy, result: SearchResult,

@@ -12,7 +12,7 @@ from .planted import FetchTask, planted_space, trainer
 def search(tmp_path, name, task, epochs, **options):
     torch.manual_seed(0)
     space = planted_space()
-    net = Supernet(space, task.vocab_size, task.num_classes, task.seq_len, head=task.head)
+    net = Supernet(space, task.shape)
     strategy = STRATEGIES.get(name)(space, seed=0, seq_len=task.seq_len, **options)
     module, result = run_search(net, strategy, task, "acc", trainer(tmp_path, epochs=epochs), lr=3e-3)
     return strategy, result

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from nas.model import ModelShape
 from nas.space import SearchSpace
 from nas.supernet import Supernet
 
@@ -30,7 +31,7 @@ def one_hot_weights(space, arch):
 def test_one_hot_mixture_equals_the_arch(sharing, hard):
     space = SearchSpace.from_yaml(SPACES / "tiny.yaml")
     torch.manual_seed(0)
-    net = Supernet(space, 12, 3, 64, sharing=sharing).eval()
+    net = Supernet(space, ModelShape(12, 3, 64), sharing=sharing).eval()
     tokens = torch.randint(1, 12, (2, 40))
     mask = torch.ones(2, 40, dtype=torch.bool)
     mask[0, 30:] = False
@@ -45,7 +46,7 @@ def test_soft_mixture_is_the_weighted_sum_for_a_linear_choice():
     """Mixing two FFN widths 50/50 equals the mean of the two archs' FFN outputs (depth 1)."""
     space = SearchSpace.from_yaml(SPACES / "tiny.yaml")
     torch.manual_seed(0)
-    net = Supernet(space, 12, 3, 64).eval()
+    net = Supernet(space, ModelShape(12, 3, 64)).eval()
     x = torch.randn(2, 20, space.dim)
     ffn = net.blocks[0].ffn
     with torch.no_grad():
@@ -56,7 +57,7 @@ def test_soft_mixture_is_the_weighted_sum_for_a_linear_choice():
 
 def test_gradients_reach_every_architecture_logit_in_hard_mode():
     space = SearchSpace.from_yaml(SPACES / "tiny.yaml")
-    net = Supernet(space, 12, 3, 64)
+    net = Supernet(space, ModelShape(12, 3, 64))
     logits = {k: torch.zeros(len(v), requires_grad=True) for k, v in space.decisions().items()}
     weights = {k: torch.nn.functional.gumbel_softmax(l, hard=True) for k, l in logits.items()}
     net.forward_mixed(torch.randint(1, 12, (2, 30)), weights, hard=True).sum().backward()

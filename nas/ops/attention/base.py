@@ -30,8 +30,8 @@ class AttentionCore(nn.Module):
     Subclasses set `Config` (a frozen dataclass of the op's options), `inputs` (the projections
     the op reads; e.g. LSH shares one projection for queries and keys) and `per_head` (names of
     parameters whose leading dim indexes heads, so that a subnet with fewer heads slices them).
-    An op whose inputs depend on its options (synthesizer) sets them per instance: read them
-    from an instance, not the class.
+    Both are fixed per class: an op whose inputs depend on its options (synthesizer) is one
+    class per variant.
     """
 
     name: ClassVar[str]  # set by the registry
