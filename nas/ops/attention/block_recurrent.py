@@ -84,20 +84,23 @@ class BlockRecurrentAttention(AttentionCore):
         real = F.pad(real, (0, pad), value=False).reshape(b, m, c)  # (b, m, c)
         bias = torch.zeros(real.shape, dtype=q.dtype, device=q.device)
         bias = bias.masked_fill_(~real, torch.finfo(q.dtype).min)[:, :, None, None, :]  # (b, m, 1, 1, c)
-        kb, vb = (F.pad(x, (0, 0, 0, pad)).reshape(b, h, m, c, d) for x in (k, v))  # (b, h, m, c, d)
+        # Views split once (indexing a block in the loop would make backward zero-fill all of k per
+        # block); only the state after a full block is ever read, so the short last one needs no pad.
+        kb, vb = k.split(c, dim=2), v.split(c, dim=2)  # each block (b, h, c, d)
+        p = {name: getattr(self, name)[:h] for name in self.per_head}  # sliced once, for the same reason
 
-        state = self.state0[:h].expand(b, -1, -1, -1)  # (b, h, s, d)
+        state = p["state0"].expand(b, -1, -1, -1)  # (b, h, s, d)
         keys, values = [], []  # of the state entering each block
         for t in range(m):
-            x = F.layer_norm(state, (d,)) + self.state_pos[:h]  # (b, h, s, d)
-            sq, sk, sv, sq2 = (x @ self.state_proj[:h]).split(d, dim=-1)  # each (b, h, s, d)
+            x = F.layer_norm(state, (d,)) + p["state_pos"]  # (b, h, s, d)
+            sq, sk, sv, sq2 = (x @ p["state_proj"]).split(d, dim=-1)  # each (b, h, s, d)
             keys.append(sk)
             values.append(sv)
             if t == m - 1:
                 break  # the state after the last block is read by no token
             own = F.scaled_dot_product_attention(sq, sk, sv)  # (b, h, s, d)
-            read = F.scaled_dot_product_attention(sq2, kb[:, :, t], vb[:, :, t], attn_mask=bias[:, t])
-            updated = self._update(state, torch.cat([own, read], dim=-1))  # (b, h, s, d)
+            read = F.scaled_dot_product_attention(sq2, kb[t], vb[t], attn_mask=bias[:, t])  # (b, h, s, d)
+            updated = self._update(state, torch.cat([own, read], dim=-1), p)  # (b, h, s, d)
             # A block of padding only leaves the state as it was.
             state = torch.where(real[:, t].any(-1)[:, None, None, None], updated, state)
 
@@ -107,19 +110,19 @@ class BlockRecurrentAttention(AttentionCore):
         from_state = F.scaled_dot_product_attention(qb, sk, sv).reshape(b, h, m * c, d)[:, :, :n]
         return self.local(q, k, v, mask) + from_state  # (b, h, n, d)
 
-    def _update(self, state: Tensor, attended: Tensor) -> Tensor:
-        """The gated state update: (b, h, s, d) state, (b, h, s, 2d) attention outputs -> next state."""
-        h = state.shape[1]
+    def _update(self, state: Tensor, attended: Tensor, p: dict[str, Tensor]) -> Tensor:
+        """The gated state update: (b, h, s, d) state, (b, h, s, 2d) attention outputs and the
+        parameters of the active heads -> next state."""
         if self.config.update == "single":
-            hidden = F.relu(attended @ self.w1[:h] + self.b1[:h, None])  # (b, h, s, f)
-            z = torch.tanh(hidden @ self.w2[:h] + self.b2[:h, None])  # (b, h, s, d)
+            hidden = F.relu(attended @ p["w1"] + p["b1"][:, None])  # (b, h, s, f)
+            z = torch.tanh(hidden @ p["w2"] + p["b2"][:, None])  # (b, h, s, d)
         else:
             hidden = attended  # (b, h, s, 2d)
-            z = attended @ self.w_out[:h] + self.b_out[:h, None]  # (b, h, s, d)
+            z = attended @ p["w_out"] + p["b_out"][:, None]  # (b, h, s, d)
         if self.config.gate == "fixed":
-            g = torch.sigmoid(self.gate_bias[:h, None])  # (h, 1, d)
+            g = torch.sigmoid(p["gate_bias"][:, None])  # (h, 1, d)
             return state * g + z * (1 - g)
-        i, f = (hidden @ self.w_gate[:h] + self.b_gate[:h, None]).chunk(2, dim=-1)  # each (b, h, s, d)
+        i, f = (hidden @ p["w_gate"] + p["b_gate"][:, None]).chunk(2, dim=-1)  # each (b, h, s, d)
         # Biased to remember at first, as in the paper.
         return state * torch.sigmoid(f + 1) + z * torch.sigmoid(i - 1)
 
