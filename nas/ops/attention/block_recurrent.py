@@ -79,52 +79,57 @@ class BlockRecurrentAttention(AttentionCore):
         b, h, n, d = q.shape
         c = min(self.config.window, n)
         m = -(-n // c)
+        s = self.config.states
         pad = m * c - n  # the last block is padded, never truncated
         real = torch.ones(b, n, dtype=torch.bool, device=q.device) if mask is None else mask
         real = F.pad(real, (0, pad), value=False).reshape(b, m, c)  # (b, m, c)
         bias = torch.zeros(real.shape, dtype=q.dtype, device=q.device)
-        bias = bias.masked_fill_(~real, torch.finfo(q.dtype).min)[:, :, None, None, :]  # (b, m, 1, 1, c)
-        # Views split once (indexing a block in the loop would make backward zero-fill all of k per
-        # block); only the state after a full block is ever read, so the short last one needs no pad.
-        kb, vb = k.split(c, dim=2), v.split(c, dim=2)  # each block (b, h, c, d)
+        bias = bias.masked_fill_(~real, torch.finfo(q.dtype).min).transpose(0, 1)[:, None, :, None, :]  # (m, 1, b, 1, c)
+        # A block of padding only leaves the state as it was.
+        keep = real.any(-1).T.repeat_interleave(s, dim=1)[:, None, :, None]  # (m, 1, b s, 1)
+        # The loop runs heads-first, (h, b s, .), so that per-head weights and biases are one baddbmm
+        # each. Blocks are views split once (indexing one per step would make backward zero-fill all
+        # of k per block); only the state after a full block is read, so the short last one needs no pad.
+        kb, vb = (x.transpose(0, 1).split(c, dim=2) for x in (k, v))  # each block (h, b, c, d)
         p = {name: getattr(self, name)[:h] for name in self.per_head}  # sliced once, for the same reason
-
-        state = p["state0"].expand(b, -1, -1, -1)  # (b, h, s, d)
+        w = p["state_proj"]  # (h, d, 4d)
+        pos = (p["state_pos"] @ w)[:, None].expand(h, b, s, 4 * d).reshape(h, b * s, 4 * d)  # (h, b s, 4d)
+        state = p["state0"][:, None].expand(h, b, s, d).reshape(h, b * s, d)  # (h, b s, d)
         keys, values = [], []  # of the state entering each block
         for t in range(m):
-            x = F.layer_norm(state, (d,)) + p["state_pos"]  # (b, h, s, d)
-            sq, sk, sv, sq2 = (x @ p["state_proj"]).split(d, dim=-1)  # each (b, h, s, d)
+            # (norm(state) + position) W, with the position's part computed once above.
+            proj = torch.baddbmm(pos, F.layer_norm(state, (d,)), w).view(h, b, s, 4 * d)
+            sq, sk, sv, sq2 = proj.split(d, dim=-1)  # each (h, b, s, d)
             keys.append(sk)
             values.append(sv)
             if t == m - 1:
                 break  # the state after the last block is read by no token
-            own = F.scaled_dot_product_attention(sq, sk, sv)  # (b, h, s, d)
-            read = F.scaled_dot_product_attention(sq2, kb[t], vb[t], attn_mask=bias[:, t])  # (b, h, s, d)
-            updated = self._update(state, torch.cat([own, read], dim=-1), p)  # (b, h, s, d)
-            # A block of padding only leaves the state as it was.
-            state = torch.where(real[:, t].any(-1)[:, None, None, None], updated, state)
+            own = F.scaled_dot_product_attention(sq, sk, sv)  # (h, b, s, d)
+            read = F.scaled_dot_product_attention(sq2, kb[t], vb[t], attn_mask=bias[t])  # (h, b, s, d)
+            updated = self._update(state, torch.cat([own, read], dim=-1).view(h, b * s, 2 * d), p)
+            state = torch.where(keep[t], updated, state)  # (h, b s, d)
 
-        qb = F.pad(q, (0, 0, 0, pad)).reshape(b, h * m, c, d)  # (b, h m, c, d)
-        sk = torch.stack(keys, dim=2).view(b, h * m, -1, d)  # (b, h m, s, d)
-        sv = torch.stack(values, dim=2).view(b, h * m, -1, d)  # (b, h m, s, d)
-        from_state = F.scaled_dot_product_attention(qb, sk, sv).reshape(b, h, m * c, d)[:, :, :n]
-        return self.local(q, k, v, mask) + from_state  # (b, h, n, d)
+        qb = F.pad(q.transpose(0, 1), (0, 0, 0, pad)).reshape(h, b * m, c, d)  # (h, b m, c, d)
+        sk = torch.stack(keys, dim=2).view(h, b * m, s, d)  # (h, b m, s, d)
+        sv = torch.stack(values, dim=2).view(h, b * m, s, d)  # (h, b m, s, d)
+        from_state = F.scaled_dot_product_attention(qb, sk, sv).view(h, b, m * c, d)[:, :, :n]
+        return self.local(q, k, v, mask) + from_state.transpose(0, 1)  # (b, h, n, d)
 
     def _update(self, state: Tensor, attended: Tensor, p: dict[str, Tensor]) -> Tensor:
-        """The gated state update: (b, h, s, d) state, (b, h, s, 2d) attention outputs and the
+        """The gated state update: (h, b s, d) state, (h, b s, 2d) attention outputs and the
         parameters of the active heads -> next state."""
         if self.config.update == "single":
-            hidden = F.relu(attended @ p["w1"] + p["b1"][:, None])  # (b, h, s, f)
-            z = torch.tanh(hidden @ p["w2"] + p["b2"][:, None])  # (b, h, s, d)
+            hidden = F.relu(torch.baddbmm(p["b1"][:, None], attended, p["w1"]))  # (h, b s, f)
+            z = torch.tanh(torch.baddbmm(p["b2"][:, None], hidden, p["w2"]))  # (h, b s, d)
         else:
-            hidden = attended  # (b, h, s, 2d)
-            z = attended @ p["w_out"] + p["b_out"][:, None]  # (b, h, s, d)
+            hidden = attended  # (h, b s, 2d)
+            z = torch.baddbmm(p["b_out"][:, None], attended, p["w_out"])  # (h, b s, d)
         if self.config.gate == "fixed":
-            g = torch.sigmoid(p["gate_bias"][:, None])  # (h, 1, d)
-            return state * g + z * (1 - g)
-        i, f = (hidden @ p["w_gate"] + p["b_gate"][:, None]).chunk(2, dim=-1)  # each (b, h, s, d)
-        # Biased to remember at first, as in the paper.
-        return state * torch.sigmoid(f + 1) + z * torch.sigmoid(i - 1)
+            return torch.lerp(z, state, torch.sigmoid(p["gate_bias"][:, None]))  # state g + z (1 - g)
+        # Biased to remember at first, as in the paper: input gate - 1, forget gate + 1.
+        offset = torch.tensor([-1.0, 1.0], dtype=state.dtype, device=state.device).repeat_interleave(state.shape[-1])
+        i, f = torch.sigmoid(torch.baddbmm(p["b_gate"][:, None] + offset, hidden, p["w_gate"])).chunk(2, dim=-1)
+        return state * f + z * i  # (h, b s, d)
 
     def _sizes(self, n: int) -> tuple[int, int, int]:
         """Block size, blocks, state vectors: the work forward does."""
