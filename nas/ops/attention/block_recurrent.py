@@ -5,11 +5,13 @@ Tokens attend to their window (`local` with the same window: |i - j| <= window /
 the shared queries, to the state entering their block; the outputs are summed. The state reads
 each block of `window` tokens through the shared keys and values (the paper shares them between
 directions), attends to itself, and is gated: "fixed" (a learned per-channel gate) or "lstm"
-(input and forget gates). The models here are non-causal, so tokens see both sides of their window
-while the state runs forward over the blocks. To slice with the heads, each head holds its own
-state of S vectors of head width, with its own projections and gates (the paper's state is one of
-model width shared by all heads); its keys and values serve both directions as in the paper, so a
-token reads the state with the shared query q instead of a second query projection.
+(input and forget gates), after an MLP ending in tanh ("single") or a linear map ("skip"), as in the
+paper's code (google-research/meliad; its two-gate "dual" layout is left out). The models here are
+non-causal, so tokens see both sides of their window while the state runs forward over the blocks.
+To slice with the heads, each head holds its own state of S vectors of head width, with its own
+projections and gates (the paper's state is one of model width shared by all heads); its keys and
+values serve both directions as in the paper, so a token reads the state with the shared query q
+instead of a second query projection (the state's own key projection absorbs that one).
 # b batch, h heads, n sequence, d head dim, m blocks, c block size, s state vectors, f update width
 """
 import dataclasses
