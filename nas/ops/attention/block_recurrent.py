@@ -94,6 +94,11 @@ class BlockRecurrentAttention(AttentionCore):
         # of k per block); only the state after a full block is read, so the short last one needs no pad.
         kb, vb = (x.transpose(0, 1).split(c, dim=2) for x in (k, v))  # each block (h, b, c, d)
         p = {name: getattr(self, name)[:h] for name in self.per_head}  # sliced once, for the same reason
+        if self.config.gate == "fixed":
+            p["gate"] = torch.sigmoid(p["gate_bias"])[:, None]  # (h, 1, d)
+        else:  # biased to remember at first, as in the paper: input gate - 1, forget gate + 1
+            offset = torch.tensor([-1.0, 1.0], dtype=q.dtype, device=q.device).repeat_interleave(d)
+            p["b_gate"] = (p["b_gate"] + offset)[:, None]  # (h, 1, 2d)
         w = p["state_proj"]  # (h, d, 4d)
         pos = (p["state_pos"] @ w)[:, None].expand(h, b, s, 4 * d).reshape(h, b * s, 4 * d)  # (h, b s, 4d)
         state = p["state0"][:, None].expand(h, b, s, d).reshape(h, b * s, d)  # (h, b s, d)
@@ -127,10 +132,8 @@ class BlockRecurrentAttention(AttentionCore):
             hidden = attended  # (h, b s, 2d)
             z = torch.baddbmm(p["b_out"][:, None], attended, p["w_out"])  # (h, b s, d)
         if self.config.gate == "fixed":
-            return torch.lerp(z, state, torch.sigmoid(p["gate_bias"][:, None]))  # state g + z (1 - g)
-        # Biased to remember at first, as in the paper: input gate - 1, forget gate + 1.
-        offset = torch.tensor([-1.0, 1.0], dtype=state.dtype, device=state.device).repeat_interleave(state.shape[-1])
-        i, f = torch.sigmoid(torch.baddbmm(p["b_gate"][:, None] + offset, hidden, p["w_gate"])).chunk(2, dim=-1)
+            return torch.lerp(z, state, p["gate"])  # state g + z (1 - g)
+        i, f = torch.sigmoid(torch.baddbmm(p["b_gate"], hidden, p["w_gate"])).chunk(2, dim=-1)  # each (h, b s, d)
         return state * f + z * i  # (h, b s, d)
 
     def _sizes(self, n: int) -> tuple[int, int, int]:
