@@ -7,8 +7,11 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
+from nas import cost
 from nas.errors import ConfigError
 from nas.ops.attention import build, make_core
+from nas.space import Arch, LayerArch, SearchSpace
+from nas.supernet import Supernet
 
 CONFIGS = [(gate, update) for gate in ("fixed", "lstm") for update in ("single", "skip")]
 
@@ -171,3 +174,27 @@ def test_cost_is_linear_in_length():
 def test_bad_options_name_the_field(options, message):
     with pytest.raises(ConfigError, match=f"attention 'block_recurrent': {message}"):
         make_core("block_recurrent", 8, 2, 64, **options)
+
+
+@pytest.mark.parametrize("sharing", ["entangled", "separate"])
+def test_supernet_extract_equals_supernet_with_fewer_heads(sharing):
+    """Each head's state, projections and gates are sliced with the heads: a 2-head subnet cut out
+    of a 4-head supernet gives the supernet's output, and holds the parameters the cost model counts."""
+    space = SearchSpace.from_dict({
+        "name": "recurrent", "dim": 32, "head_dim": 8, "depth": [2],
+        "layer": {"attention": {"fixed": {"type": "block_recurrent", "window": 8, "states": 4},
+                                "lstm": {"type": "block_recurrent", "window": 6, "states": 3,
+                                         "gate": "lstm", "update": "skip"}},
+                  "heads": [2, 4], "ffn_dim": [32]}})
+    torch.manual_seed(0)
+    net = Supernet(space, 20, 3, 64, sharing=sharing).eval()
+    tokens = torch.randint(1, 20, (2, 45))
+    mask = torch.ones(2, 45, dtype=torch.bool)
+    mask[1, 30:] = False
+    for arch in (Arch(2, (LayerArch("fixed", 2, 32), LayerArch("lstm", 4, 32))),
+                 Arch(2, (LayerArch("lstm", 2, 32), LayerArch("fixed", 2, 32)))):
+        sub = net.extract(arch).eval()
+        with torch.no_grad():
+            torch.testing.assert_close(sub(tokens, mask), net(tokens, arch, mask), atol=1e-5, rtol=1e-5)
+        shape = cost.ModelShape(20, 3, 64)
+        assert sum(p.numel() for p in sub.parameters()) == cost.params(arch, space, shape)
