@@ -19,6 +19,7 @@ from report import current_rss_mib, write_report  # scripts/report.py
 CONFIGS = {
     "full": ("full", {}),
     "local_w256": ("local", {"window": 256}),
+    "block_recurrent_w256_s64": ("block_recurrent", {"window": 256, "states": 64}),
     "linformer_k256": ("linformer", {"k": 256}),
     "performer_f256": ("performer", {"features": 256}),
     "lsh_r1_b64": ("lsh", {"n_hashes": 1, "bucket_size": 64}),
