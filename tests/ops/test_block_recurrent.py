@@ -9,6 +9,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from nas import cost
 from nas.errors import ConfigError
+from nas.model import ModelShape
 from nas.ops.attention import build, make_core
 from nas.space import Arch, LayerArch, SearchSpace
 from nas.supernet import Supernet
@@ -187,7 +188,7 @@ def test_supernet_extract_equals_supernet_with_fewer_heads(sharing):
                                          "gate": "lstm", "update": "skip"}},
                   "heads": [2, 4], "ffn_dim": [32]}})
     torch.manual_seed(0)
-    net = Supernet(space, 20, 3, 64, sharing=sharing).eval()
+    net = Supernet(space, ModelShape(20, 3, 64), sharing=sharing).eval()
     tokens = torch.randint(1, 20, (2, 45))
     mask = torch.ones(2, 45, dtype=torch.bool)
     mask[1, 30:] = False
@@ -196,5 +197,5 @@ def test_supernet_extract_equals_supernet_with_fewer_heads(sharing):
         sub = net.extract(arch).eval()
         with torch.no_grad():
             torch.testing.assert_close(sub(tokens, mask), net(tokens, arch, mask), atol=1e-5, rtol=1e-5)
-        shape = cost.ModelShape(20, 3, 64)
+        shape = ModelShape(20, 3, 64)
         assert sum(p.numel() for p in sub.parameters()) == cost.params(arch, space, shape)
