@@ -211,7 +211,7 @@ def test_bad_arch_file_names_the_field(tmp_path, text, message):
     (GOOD_SPACE.replace("name: s", 'name: "two\\nlines"'),
      "name must be a non-empty string on one line; got 'two\\nlines'"),
     (GOOD_SPACE.replace("{full: {}}", "{f: {type: [full]}}"),
-     "layer.attention.f: unknown attention ['full']; known: full, linformer, local, lsh, performer, synthesizer"),
+     "layer.attention.f: unknown attention ['full']; known: block_recurrent, full, linformer, local, lsh, performer, synthesizer"),
     (GOOD_SPACE.replace("{full: {}}", "{local: {window: wide}}"),
      "layer.attention.local: attention 'local': option 'window' must be an integer; got 'wide'"),
     (GOOD_SPACE.replace("{full: {}}", "{local: {window: 1}}"),
