@@ -183,14 +183,17 @@ def test_files_and_metrics(main):
     assert m["cost/params"] == cost.params(module.arch, module.space, shape)
     assert m["cost/flops"] == cost.flops(module.arch, module.space, shape, SEQ_LEN)
     assert m["cost/flops"] < cost.flops(module.arch, module.space, shape, MAX_LEN)  # measured at seq_len
-    assert m["cost/latency_ms"] > 0
+    assert m["cost/latency_ms"] > 0 and "median" in m["cost/latency_method"]
+    assert Arch.from_dict(m["arch"]) == module.arch
     with torch.no_grad():
         right = sum(int((main.model(b["tokens"], b["mask"]).argmax(-1) == b["target"]).sum()) for b in main.batches)
     assert m["test/acc"] == pytest.approx(right / sum(len(b["target"]) for b in main.batches))
 
 
-def test_weights_load_with_weights_only(main):
-    state = torch.load(main.dir / "weights.pt", weights_only=True)
+def test_weights_are_safetensors_equal_to_the_model(main):
+    from safetensors.torch import load_file
+    assert not (main.dir / "weights.pt").exists()
+    state = load_file(str(main.dir / "weights.safetensors"))
     expected = main.model.state_dict()
     assert state.keys() == expected.keys()
     for key, value in expected.items():
@@ -207,7 +210,7 @@ def test_load_gives_back_the_model(main):
 
 def test_int8_copy_is_smaller_and_scored(main):
     m = main.metrics
-    assert m["size/float_bytes"] == (main.dir / "weights.pt").stat().st_size
+    assert m["size/float_bytes"] == (main.dir / "weights.safetensors").stat().st_size
     assert m["size/int8_bytes"] < 0.7 * m["size/float_bytes"]
     assert math.isfinite(m["int8/delta"]) and m["int8/delta"] == pytest.approx(m["int8/test/acc"] - m["test/acc"])
     # The saved copy reloads into the model that was scored: the same metric on the same batches.
@@ -277,9 +280,9 @@ def test_bad_checkpoints_are_one_line_errors(main, tmp_path):
 def test_load_names_what_a_folder_lacks(main, tmp_path):
     with pytest.raises(ConfigError, match="no arch.yaml"):
         load(tmp_path)
-    for name in ("arch.yaml", "space.yaml", "model.json", "weights.pt"):
+    for name in ("arch.yaml", "space.yaml", "model.json", "weights.safetensors"):
         (tmp_path / name).write_bytes((main.dir / name).read_bytes())
-    assert isinstance(load(tmp_path, int8=True), nn.Module)  # int8 quantizes weights.pt again
+    assert isinstance(load(tmp_path, int8=True), nn.Module)  # int8 quantizes the weights again
 
 
 def test_predict_pads_to_max_len_with_the_mask_false():
@@ -289,6 +292,27 @@ def test_predict_pads_to_max_len_with_the_mask_false():
     assert mask.tolist() == [[True, True, True, False], [True, False, False, False]]
     with pytest.raises(ValueError, match="sequence 0 has 5 tokens; the model takes at most 4"):
         predict.pad([[1, 2, 3, 4, 5]], 4)
+
+
+def test_a_crash_mid_export_leaves_no_folder_and_a_rerun_finishes(main, tmp_path, monkeypatch):
+    import nas.export as exporting
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("killed")
+    monkeypatch.setattr(exporting, "write_program", crash)
+    with pytest.raises(RuntimeError, match="killed"):
+        export(main.ckpt, tmp_path / "out")
+    assert not (tmp_path / "out").exists()  # only the staging folder, which a rerun replaces
+    monkeypatch.undo()
+    export(main.ckpt, tmp_path / "out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert (tmp_path / "out" / "metrics.json").is_file() and (tmp_path / "out" / "model.pt2").is_file()
+
+
+def test_out_under_a_file_is_one_line(main, tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ConfigError, match=r"its parent .*file is a file, not a folder$"):
+        export(main.ckpt, tmp_path / "file" / "out")
 
 
 def test_the_export_folder_holds_the_package_predict_py(main):
