@@ -39,7 +39,7 @@ from nas.space import Arch, SearchSpace
 # Every file export may write; an overwrite removes them all first, so that a stale file
 # (e.g. an int8 copy from an earlier quantized export) never sits beside new ones.
 FILES = ("arch.yaml", "space.yaml", "model.json", "weights.safetensors", "model.pt2", "predict.py",
-         "metrics.json", "model_int8.pt")
+         "metrics.json", "model_int8.pt", "task.json")
 MODEL_KEYS = ("shape", "metric")  # what model.json holds: ModelShape.to_dict() and the metric
 HPARAMS = ("arch", "space") + MODEL_KEYS  # what a retrain checkpoint must hold
 
@@ -47,7 +47,8 @@ PREDICT = Path(__file__).with_name("predict.py")  # copied into every export fol
 
 
 def export(ckpt: str | Path, out: str | Path, overwrite: bool = False, quantize: bool = False,
-           eval_batches: Iterable[dict] | None = None, seq_len: int | None = None) -> dict:
+           eval_batches: Iterable[dict] | None = None, seq_len: int | None = None,
+           task: dict | None = None) -> dict:
     """Write the subnet of a retrain checkpoint into the folder `out`.
 
     Files: `arch.yaml`, `space.yaml`, `model.json` (the task sizes), `weights.safetensors` (the
@@ -64,6 +65,8 @@ def export(ckpt: str | Path, out: str | Path, overwrite: bool = False, quantize:
         eval_batches: batches (dicts of tokens, mask, target) to measure the test metric on,
             iterated once; e.g. the task's test DataLoader.
         seq_len: the task's length, for FLOPs and latency; default the model's max_len.
+        task: the task's `describe()` (vocabulary, input kind, class names), written as
+            task.json for predict.py; without it predict.py takes token ids and prints indices.
 
     Returns:
         The metrics written to metrics.json: `cost/params` (exact), `cost/flops` and
@@ -95,6 +98,8 @@ def export(ckpt: str | Path, out: str | Path, overwrite: bool = False, quantize:
     save_weights(model, out / "weights.safetensors")
     write_program(model, shape.max_len, out / "model.pt2")
     shutil.copyfile(PREDICT, out / "predict.py")
+    if task is not None:
+        (out / "task.json").write_text(json.dumps(task, indent=2) + "\n")
 
     metrics = {
         "metric": metric,

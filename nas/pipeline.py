@@ -248,7 +248,8 @@ def export(ckpt: Path, out: Path, settings: DictConfig, task: Task | None) -> Ex
     """
     batches = task.test_dataloader() if task is not None else None
     metrics = export_folder(ckpt, out, overwrite=settings.overwrite, quantize=settings.quantize,
-                            eval_batches=batches, seq_len=task.seq_len if task is not None else None)
+                            eval_batches=batches, seq_len=task.seq_len if task is not None else None,
+                            task=task.describe() if task is not None else None)
     return ExportOutcome(dir=Path(out), metrics=metrics)
 
 

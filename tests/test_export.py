@@ -58,9 +58,12 @@ for folder in folders:
 program, max_len = predict.load(folders[0], int8=True)  # the first was exported with quantize=true
 results["int8"] = predict.predict(program, max_len, sequences)
 # The script as a user runs it, once: it loads its program again, which costs a second.
-sys.argv = ["predict.py"] + [" ".join(map(str, seq)) for seq in sequences]
+sys.argv = ["predict.py", "--logits"] + [" ".join(map(str, seq)) for seq in sequences]
 with contextlib.redirect_stdout(io.StringIO()) as printed:
-    runpy.run_path(f"{folders[0]}/predict.py", run_name="__main__")
+    try:
+        runpy.run_path(f"{folders[0]}/predict.py", run_name="__main__")
+    except SystemExit as done:
+        assert done.code == 0, done.code
 results["printed"] = printed.getvalue()
 assert not [m for m in sys.modules if m.split(".")[0] == "nas"], "nas was imported"
 torch.save(results, out)
@@ -292,6 +295,63 @@ def test_predict_pads_to_max_len_with_the_mask_false():
     assert mask.tolist() == [[True, True, True, False], [True, False, False, False]]
     with pytest.raises(ValueError, match="sequence 0 has 5 tokens; the model takes at most 4"):
         predict.pad([[1, 2, 3, 4, 5]], 4)
+
+
+def folder_script(folder):
+    """The folder's own predict.py, imported (its HERE is that folder)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("exported_predict", folder / "predict.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("argv,message", [
+    ([], "no input given; usage:"), (["--bogus", "1 2"], "unknown option --bogus"),
+    (["1 x 3"], "token 'x' is not an integer id"), (["1 2.5"], "token '2.5' is not an integer id"),
+    ([f"1 {VOCAB}"], f"token id {VOCAB} is outside the vocabulary 0..{VOCAB - 1}"),
+    (["-1"], "token id -1 is outside the vocabulary"), (["1 99999999999999999999"], "outside the vocabulary"),
+    ([" ".join(["1"] * (MAX_LEN + 1))], f"has {MAX_LEN + 1} tokens; the model takes at most {MAX_LEN}"),
+    (["  "], "sequence 0 is empty")])
+def test_predict_script_bad_input_is_one_line_and_exit_1(op_exports, capsys, argv, message):
+    script = folder_script(op_exports["full"].dir)
+    assert script.main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("predict.py: ") and message in err
+    assert len(err.strip().splitlines()) == 1 or argv == []  # usage follows the one line
+
+
+def test_predict_script_int8_without_a_copy(op_exports, capsys):
+    assert folder_script(op_exports["full"].dir).main(["--int8", "1 2"]) == 1
+    assert "has no model_int8.pt" in capsys.readouterr().err
+
+
+def test_predict_script_prints_label_and_probability(main, capsys):
+    script = folder_script(main.dir)
+    assert script.main(["5 3 9 2", "7"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    probs = torch.stack(expected_logits(main.model, [[5, 3, 9, 2], [7]])).softmax(-1)  # (2, C)
+    assert [line["label"] for line in lines] == probs.argmax(-1).tolist()
+    assert [line["probability"] for line in lines] == pytest.approx(probs.max(-1).values.tolist(), abs=1e-5)
+
+
+def test_predict_help_says_which_files_are_safe(capsys):
+    from nas import predict
+    assert predict.main(["--help"]) == 0
+    text = capsys.readouterr().out
+    assert "weights.safetensors" in text and "model.pt2" in text and "trust" in text
+
+
+def test_predict_encodes_raw_task_input():
+    from nas import predict
+    from nas.tasks.listops import VOCAB as LISTOPS
+    listops = {"input": "listops", "tokens": dict(LISTOPS), "ignored": ["(", ")"], "max_len": 16}
+    assert predict.encode("[MAX 4 ( 3 ) ]", listops) == [LISTOPS[t] for t in ("[MAX", "4", "3", "]")]
+    with pytest.raises(predict.InputError, match="unknown token 'x'"):
+        predict.encode("[MAX x ]", listops)
+    text = {"input": "bytes", "offset": 1, "max_len": 16, "vocab_size": 257}
+    assert predict.encode("hé", text) == [ord("h") + 1, 0xC3 + 1, 0xA9 + 1]
+    assert predict.encode("3 4", text, ids_only=True) == [3, 4]
 
 
 def test_a_crash_mid_export_leaves_no_folder_and_a_rerun_finishes(main, tmp_path, monkeypatch):
