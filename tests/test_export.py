@@ -378,3 +378,23 @@ def test_out_under_a_file_is_one_line(main, tmp_path):
 def test_the_export_folder_holds_the_package_predict_py(main):
     from nas import predict
     assert (main.dir / "predict.py").read_text() == Path(predict.__file__).read_text()
+
+
+def test_resume_finishes_an_export_killed_midway(tmp_path, monkeypatch):
+    """A run killed while exporting leaves no half export; `resume=` writes it again."""
+    import nas.export as exporting
+    from nas import pipeline
+    from tests.cli.conftest import TINY, compose_config
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("killed during export")
+    run = tmp_path / "run"
+    monkeypatch.setattr(exporting, "write_program", crash)
+    with pytest.raises(RuntimeError, match="killed during export"):
+        pipeline.run(compose_config("search", run, [*TINY, "retrain.max_epochs=1", "~logger"]), run)
+    assert not (run / "export").exists() and not (run / "summary.txt").exists()
+    monkeypatch.undo()
+    outcome = pipeline.run(compose_config("search", run, [*TINY, "retrain.max_epochs=1", "~logger", f"resume={run}"]), run)
+    assert (run / "export" / "model.pt2").is_file() and (run / "export" / "task.json").is_file()
+    assert Arch.from_yaml(run / "export" / "arch.yaml") == outcome.search.arch
+    assert not (run / ".export.partial").exists() and (run / "summary.txt").is_file()
