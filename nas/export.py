@@ -1,8 +1,10 @@
 """Export a retrained subnet as a folder that runs without `nas`: the arch, the weights, a
 `torch.export` program with a standalone `predict.py`, the metrics, and optionally an int8 copy.
 
-The program takes a fixed length (the model's max_len) and a dynamic batch; shorter inputs are
-padded with mask False, which every op ignores, so padding does not change the logits.
+The program takes any batch and, where every op traces with a symbolic length (full,
+performer), any length up to max_len; a model with another op (local, linformer, lsh,
+synthesizer specialize the length while tracing) takes exactly max_len, and shorter inputs are
+padded with mask False, which every op ignores. model.json's `dynamic_len` says which.
 
 What is safe to accept from others: `weights.safetensors` (safetensors,
 https://huggingface.co/docs/safetensors, holds tensors only and runs no code when read) and the
@@ -94,9 +96,10 @@ def export(ckpt: str | Path, out: str | Path, overwrite: bool = False, quantize:
     final, out = out, _staging(out)  # written under a temporary name, renamed into place at the end
     arch.to_yaml(out / "arch.yaml")
     (out / "space.yaml").write_text(yaml.safe_dump(space.to_dict(), sort_keys=False))
-    (out / "model.json").write_text(json.dumps({"shape": shape.to_dict(), "metric": metric}, indent=2) + "\n")
     save_weights(model, out / "weights.safetensors")
-    write_program(model, shape.max_len, out / "model.pt2")
+    dynamic_len = write_program(model, shape.max_len, out / "model.pt2")
+    (out / "model.json").write_text(json.dumps({"shape": shape.to_dict(), "metric": metric,
+                                                "dynamic_len": dynamic_len}, indent=2) + "\n")
     shutil.copyfile(PREDICT, out / "predict.py")
     if task is not None:
         (out / "task.json").write_text(json.dumps(task, indent=2) + "\n")
@@ -188,14 +191,34 @@ def load(folder: str | Path, int8: bool = False) -> nn.Module:
     return quantize_int8(model) if int8 else model.eval()
 
 
-def write_program(model: Subnet, max_len: int, path: Path) -> None:
-    """Save `model` as a `torch.export` program for (b, max_len) inputs, b dynamic, after
-    checking that the program gives the model's logits at a batch size it was not traced with."""
+def write_program(model: Subnet, max_len: int, path: Path) -> bool:
+    """Save `model` as a `torch.export` program, checked against the model at a batch size it
+    was not traced with; returns whether its length is dynamic.
+
+    First with any batch and any length 1..max_len (`Dim("n", max=max_len)`). Ops whose
+    padding or blocking depends on n as a Python int (today local, linformer, lsh and
+    synthesizer: torch.export reports "Constraints violated (n)") cannot trace with a
+    symbolic n; a model holding one falls back to a fixed length max_len, which predict.py
+    fills by padding with the mask False.
+    """
     model.eval()
-    batch = torch.export.Dim("batch", min=1)
-    program = torch.export.export(model, example_inputs(max_len), dynamic_shapes=({0: batch}, {0: batch}))
+    batch, n = torch.export.Dim("batch", min=1), torch.export.Dim("n", min=1, max=max_len)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            program = torch.export.export(model, example_inputs(max(2, max_len // 2)),
+                                          dynamic_shapes=({0: batch, 1: n}, {0: batch, 1: n}))
+        dynamic = True
+    except Exception:  # torch.export's UserError/ConstraintViolation for an op that specializes n
+        program = torch.export.export(model, example_inputs(max_len), dynamic_shapes=({0: batch}, {0: batch}))
+        dynamic = False
     torch.export.save(program, path)
-    check_program(model, torch.export.load(path).module(), max_len)
+    loaded = torch.export.load(path).module()
+    check_program(model, loaded, max_len)
+    if dynamic:
+        for length in sorted({1, 7 if max_len >= 7 else max_len, max_len}):
+            check_program(model, loaded, length)
+    return dynamic
 
 
 def write_int8_program(model: nn.Module, max_len: int, path: Path) -> None:

@@ -45,7 +45,9 @@ def load(folder: Path = HERE, int8: bool = False):
         program = torch.jit.load(str(folder / "model_int8.pt"))
     else:
         program = torch.export.load(str(folder / "model.pt2")).module()
-    max_len = json.loads((folder / "model.json").read_text())["shape"]["max_len"]
+    saved = json.loads((folder / "model.json").read_text())
+    # A program with a dynamic length takes any length up to max_len: pad to the longest input only
+    max_len = None if saved.get("dynamic_len") and not int8 else saved["shape"]["max_len"]
     return program, max_len
 
 
@@ -91,7 +93,9 @@ def encode(text: str, task: dict, index: int = 0, ids_only: bool = False) -> lis
 
 
 def pad(sequences, max_len):
-    """Token lists -> tokens (b, max_len) long and mask (b, max_len) bool, True = real token."""
+    """Token lists -> tokens (b, n) long and mask (b, n) bool, True = real token; n is max_len,
+    or the longest sequence for a program of dynamic length (max_len None)."""
+    max_len = max_len or max(len(seq) for seq in sequences)
     tokens = torch.zeros(len(sequences), max_len, dtype=torch.long)
     mask = torch.zeros(len(sequences), max_len, dtype=torch.bool)
     for i, seq in enumerate(sequences):

@@ -398,3 +398,24 @@ def test_resume_finishes_an_export_killed_midway(tmp_path, monkeypatch):
     assert (run / "export" / "model.pt2").is_file() and (run / "export" / "task.json").is_file()
     assert Arch.from_yaml(run / "export" / "arch.yaml") == outcome.search.arch
     assert not (run / ".export.partial").exists() and (run / "summary.txt").is_file()
+
+
+DYNAMIC_OPS = {"full", "performer"}  # the others specialize n while tracing: fixed max_len, padded
+
+
+@pytest.mark.parametrize("op", ATTENTION.names())
+def test_program_lengths_1_7_max_len_match_the_model(op, op_exports):
+    export_ = op_exports[op]
+    dynamic = json.loads((export_.dir / "model.json").read_text())["dynamic_len"]
+    assert dynamic == (op in DYNAMIC_OPS)
+    program = torch.export.load(str(export_.dir / "model.pt2")).module()
+    for length in (1, 7, MAX_LEN):
+        tokens = torch.randint(1, VOCAB, (2, length))  # (2, length)
+        n = length if dynamic else MAX_LEN
+        padded = torch.zeros(2, n, dtype=torch.long)
+        padded[:, :length] = tokens
+        mask = torch.arange(n) < length  # (n)
+        with torch.no_grad():
+            got = program(padded, mask.expand(2, n))[:, :length]
+            expected = export_.model(tokens)
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
