@@ -419,3 +419,14 @@ def test_program_lengths_1_7_max_len_match_the_model(op, op_exports):
             got = program(padded, mask.expand(2, n))[:, :length]
             expected = export_.model(tokens)
         torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_task_descriptions_are_plain_json(tmp_path):
+    from nas.tasks.bytelm import ByteLMTask
+    from nas.tasks.listops import VOCAB as LISTOPS, ListOpsTask
+    listops = ListOpsTask(data_dir=tmp_path).describe()
+    assert json.loads(json.dumps(listops)) == listops
+    assert listops["input"] == "listops" and listops["tokens"] == LISTOPS and listops["classes"] == list("0123456789")
+    assert max(LISTOPS.values()) < listops["vocab_size"]
+    bytelm = ByteLMTask(data_dir=tmp_path).describe()
+    assert bytelm["input"] == "bytes" and len(bytelm["classes"]) == bytelm["vocab_size"] == 258
