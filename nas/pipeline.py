@@ -30,6 +30,7 @@ from torch.utils.tensorboard import SummaryWriter
 from nas import cost, viz
 from nas.errors import ConfigError
 from nas.export import export as export_folder
+from nas.safe_load import read_checkpoint
 from nas.metrics import HIGHER_IS_BETTER, evaluate
 from nas.results import Candidate, SearchResult
 from nas.space import Arch, SearchSpace
@@ -220,9 +221,11 @@ def retrain(cfg: DictConfig, arch: Arch, space: SearchSpace, task: Task, out_dir
     resume_from = str(last) if cfg.get("resume") and last.is_file() else None
     if resume_from:
         log.info("resuming retraining from %s", resume_from)
-    trainer.fit(module, datamodule=task, ckpt_path=resume_from)
+        read_checkpoint(resume_from, "resume checkpoint")  # one line for a bad file
+    trainer.fit(module, datamodule=task, ckpt_path=resume_from, weights_only=True)
     val = float(trainer.callback_metrics.get(monitor, float("nan")))
-    tested = trainer.test(module, datamodule=task, ckpt_path=best.best_model_path or None, verbose=False)
+    tested = trainer.test(module, datamodule=task, ckpt_path=best.best_model_path or None, verbose=False,
+                          weights_only=True)
     metrics = {f"retrain/val/{task.metric}": best.best_model_score.item() if best.best_model_score is not None else val,
                f"retrain/test/{task.metric}": tested[0][f"test/{task.metric}"],
                **{f"baseline/{k}": v for k, v in task.baseline().items() if k.startswith("test/")}}
@@ -232,11 +235,8 @@ def retrain(cfg: DictConfig, arch: Arch, space: SearchSpace, task: Task, out_dir
 # -- export ---------------------------------------------------------------------------------
 def task_of(ckpt: Path, data_dir: str | Path) -> Task | None:
     """The task a retrain checkpoint was trained on (from its hparams), to test the export."""
-    ckpt = Path(ckpt)
-    if not ckpt.is_file():
-        raise ConfigError(f"ckpt: {ckpt}: no such checkpoint")
-    hparams = torch.load(ckpt, map_location="cpu", weights_only=True).get("hyper_parameters", {})
-    config = hparams.get("task_config")
+    hparams = read_checkpoint(ckpt, "ckpt").get("hyper_parameters")
+    config = hparams.get("task_config") if isinstance(hparams, dict) else None
     return hydra.utils.instantiate(config, data_dir=data_dir) if config else None
 
 
@@ -248,7 +248,8 @@ def export(ckpt: Path, out: Path, settings: DictConfig, task: Task | None) -> Ex
     """
     batches = task.test_dataloader() if task is not None else None
     metrics = export_folder(ckpt, out, overwrite=settings.overwrite, quantize=settings.quantize,
-                            eval_batches=batches, seq_len=task.seq_len if task is not None else None)
+                            eval_batches=batches, seq_len=task.seq_len if task is not None else None,
+                            task=task.describe() if task is not None else None)
     return ExportOutcome(dir=Path(out), metrics=metrics)
 
 

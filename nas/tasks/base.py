@@ -94,6 +94,16 @@ class Task(pl.LightningDataModule):
         """The sizes a model of this task is built with (its max_len is the task's seq_len)."""
         return ModelShape(self.vocab_size, self.num_classes, self.seq_len, self.readout)
 
+    def describe(self) -> dict:
+        """What a user of an exported model needs to feed it, as plain JSON types (the export
+        stores it as task.json; predict.py reads it): `input` is how raw input becomes token
+        ids ("ids": give the ids; "bytes": UTF-8 bytes, id = byte + 1; "listops": the
+        expression's tokens through `tokens`), and `classes` names each output (None: the
+        output index is the answer, e.g. a token id). Subclasses override what differs."""
+        return {"task": self.name, "input": "ids", "vocab_size": self.vocab_size, "pad": PAD,
+                "max_len": self.seq_len, "readout": self.readout, "metric": self.metric,
+                "classes": None}
+
     def load(self) -> dict[str, Dataset]:
         """Read or generate the data: a Dataset per split, yielding (tokens, target) arrays."""
         raise NotImplementedError

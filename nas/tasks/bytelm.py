@@ -65,6 +65,11 @@ class ByteLMTask(Task):
         self.num_classes = self.vocab_size
         self.seq_len = self.config.seq_len
 
+    def describe(self) -> dict:
+        # Per position: the byte (output id - 1) at each hidden (MASK) position.
+        return {**super().describe(), "input": "bytes", "offset": 1, "mask": MASK,
+                "classes": ["<pad>", *(repr(bytes([b]))[2:-1] for b in range(256)), "<mask>"]}
+
     def load(self) -> dict[str, "MaskedBytes"]:
         c = self.config
         root = Path(c.root).expanduser() if c.root else Path(sysconfig.get_paths()["stdlib"])

@@ -65,6 +65,11 @@ class ListOpsTask(Task):
         self.num_classes = 10
         self.seq_len = self.config.max_len
 
+    def describe(self) -> dict:
+        # Parentheses are dropped as in load(); the answer is the value 0-9.
+        return {**super().describe(), "input": "listops", "tokens": dict(VOCAB), "ignored": list(PARENS),
+                "classes": list(DIGITS)}
+
     def load(self) -> dict[str, SequenceDataset]:
         c = self.config
         folder = Path(c.path).expanduser() if c.path is not None else self.generate()

@@ -54,6 +54,10 @@ class TextTask(Task):
         self.num_classes = self.config.num_classes
         self.seq_len = self.config.max_len
 
+    def describe(self) -> dict:
+        return {**super().describe(), "input": "bytes", "offset": 1,
+                "classes": [str(i) for i in range(self.num_classes)]}
+
     def load(self) -> dict[str, SequenceDataset]:
         c = self.config
         if c.train_file is None or c.test_file is None:

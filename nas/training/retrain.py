@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from nas.metrics import check_finite, soft_cross_entropy, task_loss, task_metric
 from nas.model import ModelShape, Subnet
+from nas.safe_load import read_checkpoint
 from nas.space import Arch, SearchSpace
 
 
@@ -97,4 +98,6 @@ class RetrainModule(pl.LightningModule):
     @classmethod
     def load_model(cls, path: str, map_location: str = "cpu") -> "RetrainModule":
         """The module from a checkpoint, without a teacher (so without distillation)."""
-        return cls.load_from_checkpoint(path, map_location=map_location, teacher=None, distill=0.0)
+        read_checkpoint(path, "retrain checkpoint")  # one line, not a traceback, for a bad file
+        return cls.load_from_checkpoint(path, map_location=map_location, weights_only=True,
+                                        teacher=None, distill=0.0)

@@ -7,6 +7,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.utilities import CombinedLoader
 
 from nas.results import SearchResult
+from nas.safe_load import read_checkpoint
 from nas.strategies.base import Strategy
 from nas.supernet import Supernet
 from nas.training.search import SearchModule
@@ -21,12 +22,14 @@ def fit_supernet(supernet: Supernet, strategy: Strategy, datamodule: pl.Lightnin
         ckpt_path: a Lightning checkpoint to resume from.
         module_kwargs: optimizer settings for `SearchModule` (lr, weight_decay, grad_clip).
     """
+    if ckpt_path is not None:  # a bad file is one line here; Lightning then loads it weights-only too
+        read_checkpoint(ckpt_path, "resume checkpoint")
     module = SearchModule(supernet, strategy, metric, **module_kwargs)
     datamodule.setup("fit")
     train = CombinedLoader({"train": datamodule.train_dataloader(), "val": datamodule.val_dataloader()},
                            mode="max_size_cycle")
     trainer.fit(module, train_dataloaders=train, val_dataloaders=datamodule.val_dataloader(),
-                ckpt_path=ckpt_path)
+                ckpt_path=ckpt_path, weights_only=True)
     return module
 
 

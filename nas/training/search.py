@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from nas.errors import ConfigError
+from nas.safe_load import read_checkpoint
 from nas.metrics import check_finite, task_loss, task_metric
 from nas.model import ModelShape
 from nas.space import Arch, SearchSpace
@@ -117,10 +118,8 @@ class SearchModule(pl.LightningModule):
 def load_supernet(path: str | Path, space: SearchSpace | None = None) -> Supernet:
     """The supernet saved in a search checkpoint; with `space`, check that it is that space."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such checkpoint")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    if "supernet" not in checkpoint:
+    checkpoint = read_checkpoint(path, "supernet checkpoint")
+    if not isinstance(checkpoint.get("supernet"), dict) or "state_dict" not in checkpoint:
         raise ConfigError(f"{path}: not a LongNAS search checkpoint (no 'supernet' entry)")
     meta = checkpoint["supernet"]
     saved = SearchSpace.from_dict(meta["space"], source=str(path))

@@ -21,7 +21,7 @@ def test_search_retrain_export(config, tmp_path):
     out = search.run(cfg)
     run_dir = tmp_path / "run"
     for name in ("best_arch.yaml", "summary.txt", "checkpoints/last.ckpt", "retrain/checkpoints/best.ckpt",
-                 "export/model.pt2", "export/weights.pt", "export/metrics.json"):
+                 "export/model.pt2", "export/weights.safetensors", "export/metrics.json"):
         assert (run_dir / name).is_file(), name
     space = SearchSpace.from_yaml(cfg.space.file)
     assert Arch.from_yaml(run_dir / "best_arch.yaml") == out.search.arch
