@@ -13,13 +13,17 @@ Weight sharing and the search follow the one-shot recipe of ENAS / DARTS / SPOS
 """
 from __future__ import annotations
 
+import contextlib
 import csv
+import datetime
 import inspect
 import json
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import filelock
 import hydra
 import pytorch_lightning as pl
 import torch
@@ -258,6 +262,49 @@ def run(cfg: DictConfig, run_dir: Path) -> RunOutcome:
     writes summary.txt into `run_dir`."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    log.info("run folder: %s", run_dir)
+    with run_lock(run_dir):
+        write_status(run_dir, "running")
+        try:
+            outcome = _run(cfg, run_dir)
+        except BaseException as err:
+            write_status(run_dir, "failed", error=" ".join(f"{type(err).__name__}: {err}".split()))
+            raise
+        write_status(run_dir, "done")
+    return outcome
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path):
+    """Held while a process works in `run_dir`; a second process stops at once and names the
+    holder's PID (in run.pid) instead of interleaving checkpoints with it."""
+    lock = filelock.FileLock(str(run_dir / "run.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except filelock.Timeout:
+        pid_file = run_dir / "run.pid"
+        holder = pid_file.read_text().strip() if pid_file.is_file() else "unknown"
+        raise ConfigError(f"{run_dir} is in use by process {holder}; wait for it to end or stop it") from None
+    try:
+        (run_dir / "run.pid").write_text(f"{os.getpid()}\n")
+        yield
+    finally:
+        lock.release()
+
+
+def write_status(run_dir: Path, state: str, error: str | None = None) -> None:
+    """status.json: running / failed (with the error) / done, with the times, for users and resume."""
+    path = run_dir / "status.json"
+    old = json.loads(path.read_text()) if path.is_file() else {}
+    now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    status = {"state": state, "started": old.get("started", now) if state != "running" else now,
+              "updated": now, "pid": os.getpid(), "error": error}
+    tmp = path.with_suffix(".json.partial")
+    tmp.write_text(json.dumps(status, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def _run(cfg: DictConfig, run_dir: Path) -> RunOutcome:
     found = search(cfg, run_dir)
     metrics = dict(found.metrics)
     files = {"run folder": str(run_dir), "best arch": str(run_dir / "best_arch.yaml"),

@@ -1,0 +1,49 @@
+"""Every bad input ends a CLI with exit code 1 and one line on stderr, before any training.
+
+Run in-process (each CLI's `run` with a composed config, as Hydra would call it) to stay fast.
+"""
+from pathlib import Path
+
+import pytest
+
+from nas.cli import export as export_cli
+from nas.cli import retrain as retrain_cli
+from nas.cli import search as search_cli
+from tests.cli.conftest import TINY
+
+CLIS = {"search": search_cli.run, "retrain": retrain_cli.run, "export": export_cli.run}
+
+# (config, overrides, a word the message must contain); {tmp} is the test's tmp_path
+BAD = [
+    ("search", ["trainer.max_epochs=-2"], "trainer.max_epochs"),
+    ("search", ["trainer.max_epochs=abc"], "trainer.max_epochs"),
+    ("search", ["trainer.max_epochs=1e3"], "trainer.max_epochs"),
+    ("search", ["trainer.max_epochs=0"], "trainer.max_epochs"),
+    ("search", ["trainer.devices=0"], "trainer.devices"),
+    ("search", ["seed=abc"], "seed"),
+    ("search", ["seed=-1"], "seed"),
+    ("search", ["retrain.max_epochs=0"], "retrain.max_epochs"),
+    ("search", ["task.batch_size=0"], "batch_size"),
+    ("search", ["resume={tmp}/nowhere"], "resume"),
+    ("search", ["resume={tmp}"], "resume"),
+    ("retrain", ["arch={tmp}/missing.yaml", "trainer.max_epochs=abc"], "trainer.max_epochs"),
+    ("retrain", ["arch={tmp}/missing.yaml"], "missing.yaml"),
+    ("export", ["ckpt={tmp}/missing.ckpt", "out={tmp}/afile/out"], "afile"),
+    ("export", ["ckpt={tmp}/missing.ckpt", "out={tmp}/out"], "missing.ckpt"),
+]
+
+
+@pytest.mark.parametrize("name,overrides,word", BAD, ids=[" ".join(o) for _, o, _ in BAD])
+def test_bad_input_is_one_line(name, overrides, word, config, tmp_path, capsys):
+    (tmp_path / "afile").write_text("not a folder\n")
+    overrides = [o.replace("{tmp}", str(tmp_path)) for o in overrides]
+    extra = {"search": TINY, "retrain": TINY[:-2], "export": []}[name]
+    cfg = config(name, *extra, *overrides)
+    with pytest.raises(SystemExit) as exit_:
+        CLIS[name](cfg)
+    assert exit_.value.code == 1
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err and word in lines[0], err
+    assert not (tmp_path / "run" / "checkpoints").exists()  # stopped before any training
