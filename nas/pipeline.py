@@ -263,7 +263,9 @@ def run(cfg: DictConfig, run_dir: Path) -> RunOutcome:
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     log.info("run folder: %s", run_dir)
-    with run_lock(run_dir):
+    # evolution workers share one run's study by design (README): only they may work together
+    shared = cfg.strategy.get("name") == "evolution" and bool(cfg.get("resume"))
+    with contextlib.nullcontext() if shared else run_lock(run_dir):
         write_status(run_dir, "running")
         try:
             outcome = _run(cfg, run_dir)

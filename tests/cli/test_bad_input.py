@@ -47,3 +47,43 @@ def test_bad_input_is_one_line(name, overrides, word, config, tmp_path, capsys):
     assert len(lines) == 1, err
     assert "Traceback" not in err and word in lines[0], err
     assert not (tmp_path / "run" / "checkpoints").exists()  # stopped before any training
+
+
+def test_a_second_process_on_a_locked_run_stops_naming_the_holder(config, tmp_path, capsys):
+    from filelock import FileLock
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "run.pid").write_text("4242\n")
+    with FileLock(str(run_dir / "run.lock")):  # another process's lock: filelock locks per object
+        cfg = config("search", *TINY, f"resume={run_dir}", run_dir=run_dir)
+        with pytest.raises(SystemExit) as exit_:
+            search_cli.run(cfg)
+    assert exit_.value.code == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "4242" in err[0] and "in use" in err[0]
+
+
+def test_a_failed_run_says_failed_in_its_status(config, tmp_path, monkeypatch, capsys):
+    import json
+    from nas import pipeline
+
+    def broken(cfg, run_dir):
+        raise FloatingPointError("loss is nan")
+
+    monkeypatch.setattr(pipeline, "search", broken)
+    run_dir = tmp_path / "run"
+    with pytest.raises(SystemExit):
+        search_cli.run(config("search", *TINY))
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["state"] == "failed" and "loss is nan" in status["error"]
+    assert status["started"] <= status["updated"]
+    assert lock_is_free(run_dir / "run.lock")
+
+
+def lock_is_free(path: Path) -> bool:
+    """The run released its lock: another process may take it at once."""
+    from filelock import FileLock
+    lock = FileLock(str(path))
+    lock.acquire(timeout=0)
+    lock.release()
+    return True
