@@ -20,6 +20,7 @@ import inspect
 import json
 import logging
 import os
+import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,7 +41,7 @@ from nas.space import Arch, SearchSpace
 from nas.strategies import STRATEGIES, Strategy
 from nas.supernet import Supernet
 from nas.tasks import Task
-from nas.training.checkpoint import AtomicCheckpoint, last_checkpoint
+from nas.training.checkpoint import AtomicCheckpoint, last_checkpoint, resumable
 from nas.training.retrain import RetrainModule
 from nas.training.run import fit_supernet, validation_batches
 from nas.training.search import load_supernet
@@ -130,10 +131,12 @@ def search(cfg: DictConfig, run_dir: Path) -> SearchOutcome:
     task = make_task(cfg)
     space = SearchSpace.from_yaml(cfg.space.file)
     supernet = Supernet(space, task.shape, sharing=cfg.sharing)
+    check_storage(run_dir / "optuna.db")
     strategy = make_strategy(cfg, space, task, run_dir)
     checkpoint_dir = run_dir / "checkpoints"
     last = checkpoint_dir / "last.ckpt"
-    resume_from = str(last) if cfg.resume and last.is_file() else None
+    found_ckpt = resumable(last) if cfg.resume else None
+    resume_from = str(found_ckpt) if found_ckpt else None
     if resume_from:
         log.info("resuming the search from %s", resume_from)
     logger = hydra.utils.instantiate(cfg.logger) if cfg.get("logger") else False
@@ -159,6 +162,21 @@ def search(cfg: DictConfig, run_dir: Path) -> SearchOutcome:
     return SearchOutcome(arch=result.best, space=space, task=task, supernet=supernet, result=result,
                          supernet_ckpt=last, metrics=metrics, margins=margins, tensorboard=writer,
                          step=trainer.global_step)
+
+
+def check_storage(path: Path) -> None:
+    """A damaged Optuna SQLite file stops the run with one line, before any training, instead
+    of SQLAlchemy's traceback at the first trial."""
+    if not path.is_file():
+        return
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            verdict = db.execute("PRAGMA integrity_check").fetchone()[0]
+    except sqlite3.DatabaseError as err:
+        verdict = str(err)
+    if verdict != "ok":
+        raise ConfigError(f"{path} is damaged ({verdict}); move it away to start the study over "
+                          "(the trials so far are also in ranked.csv)")
 
 
 def write_results(run_dir: Path, result: SearchResult) -> None:
@@ -221,7 +239,8 @@ def retrain(cfg: DictConfig, arch: Arch, space: SearchSpace, task: Task, out_dir
     trainer = _trainer(cfg, out_dir, callbacks, logger, max_epochs=s.max_epochs,
                        gradient_clip_val=s.gradient_clip_val)
     last = out_dir / "checkpoints" / "last.ckpt"
-    resume_from = str(last) if cfg.get("resume") and last.is_file() else None
+    found_ckpt = resumable(last) if cfg.get("resume") else None
+    resume_from = str(found_ckpt) if found_ckpt else None
     if resume_from:
         log.info("resuming retraining from %s", resume_from)
     trainer.fit(module, datamodule=task, ckpt_path=resume_from)
