@@ -4,6 +4,7 @@ from __future__ import annotations
 import functools
 import logging
 import sys
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -24,6 +25,25 @@ OmegaConf.register_new_resolver("nas_or", lambda value, default: default if valu
 
 log = logging.getLogger("nas")
 
+# Notices every run printed that name nothing the user can act on. The first two come from
+# Lightning itself (an advert; Lightning's pytree call deprecated by torch), the third from
+# tiny runs with fewer batches than trainer.log_every_n_steps, where the epoch's logs still come.
+_NOISE = [r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+          r"The number of training batches \(\d+\) is smaller than the logging interval"]
+_TIP = "💡 Tip: For seamless cloud logging"
+
+
+def quiet() -> None:
+    """Silence exactly the routine notices above, nothing broader."""
+    for message in _NOISE:
+        warnings.filterwarnings("ignore", message=message)
+    lightning = logging.getLogger("pytorch_lightning.utilities.rank_zero")
+    if not any(getattr(f, "nas_tip", False) for f in lightning.filters):
+        tip = logging.Filter()
+        tip.filter = lambda record: not str(record.getMessage()).startswith(_TIP)
+        tip.nas_tip = True
+        lightning.addFilter(tip)
+
 
 def one_line_errors(command: str) -> Callable:
     """Bad input ends the command with one line on stderr and exit code 1, not a traceback."""
@@ -31,6 +51,7 @@ def one_line_errors(command: str) -> Callable:
     def wrap(run: Callable[..., object]) -> Callable[..., object]:
         @functools.wraps(run)
         def checked(*args, **kwargs):
+            quiet()
             try:
                 if args and isinstance(args[0], DictConfig):
                     validate(args[0], command)
