@@ -38,7 +38,7 @@ def validate(cfg: DictConfig, command: str) -> None:
     resume = cfg.get("resume")
     if resume and command in ("nas-search", "nas-retrain"):
         folder = Path(str(resume))
-        if not (folder / "checkpoints").is_dir():
+        if not ((folder / "checkpoints").is_dir() or (folder / "status.json").is_file()):
             raise ConfigError(f"resume={resume}: not a run folder (no checkpoints/ in it); "
                               "pass the folder a previous run printed")
     out = cfg.get("out")
