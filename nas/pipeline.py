@@ -13,13 +13,18 @@ Weight sharing and the search follow the one-shot recipe of ENAS / DARTS / SPOS
 """
 from __future__ import annotations
 
+import contextlib
 import csv
+import datetime
 import inspect
 import json
 import logging
+import os
+import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import filelock
 import hydra
 import pytorch_lightning as pl
 import torch
@@ -37,7 +42,7 @@ from nas.space import Arch, SearchSpace
 from nas.strategies import STRATEGIES, Strategy
 from nas.supernet import Supernet
 from nas.tasks import Task
-from nas.training.checkpoint import AtomicCheckpoint, last_checkpoint
+from nas.training.checkpoint import AtomicCheckpoint, last_checkpoint, resumable
 from nas.training.retrain import RetrainModule
 from nas.training.run import fit_supernet, validation_batches
 from nas.training.search import load_supernet
@@ -127,10 +132,12 @@ def search(cfg: DictConfig, run_dir: Path) -> SearchOutcome:
     task = make_task(cfg)
     space = SearchSpace.from_yaml(cfg.space.file)
     supernet = Supernet(space, task.shape, sharing=cfg.sharing)
+    check_storage(run_dir / "optuna.db")
     strategy = make_strategy(cfg, space, task, run_dir)
     checkpoint_dir = run_dir / "checkpoints"
     last = checkpoint_dir / "last.ckpt"
-    resume_from = str(last) if cfg.resume and last.is_file() else None
+    found_ckpt = resumable(last) if cfg.resume else None
+    resume_from = str(found_ckpt) if found_ckpt else None
     if resume_from:
         log.info("resuming the search from %s", resume_from)
     logger = hydra.utils.instantiate(cfg.logger) if cfg.get("logger") else False
@@ -156,6 +163,21 @@ def search(cfg: DictConfig, run_dir: Path) -> SearchOutcome:
     return SearchOutcome(arch=result.best, space=space, task=task, supernet=supernet, result=result,
                          supernet_ckpt=last, metrics=metrics, margins=margins, tensorboard=writer,
                          step=trainer.global_step)
+
+
+def check_storage(path: Path) -> None:
+    """A damaged Optuna SQLite file stops the run with one line, before any training, instead
+    of SQLAlchemy's traceback at the first trial."""
+    if not path.is_file():
+        return
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            verdict = db.execute("PRAGMA integrity_check").fetchone()[0]
+    except sqlite3.DatabaseError as err:
+        verdict = str(err)
+    if verdict != "ok":
+        raise ConfigError(f"{path} is damaged ({verdict}); move it away to start the study over "
+                          "(the trials so far are also in ranked.csv)")
 
 
 def write_results(run_dir: Path, result: SearchResult) -> None:
@@ -218,7 +240,8 @@ def retrain(cfg: DictConfig, arch: Arch, space: SearchSpace, task: Task, out_dir
     trainer = _trainer(cfg, out_dir, callbacks, logger, max_epochs=s.max_epochs,
                        gradient_clip_val=s.gradient_clip_val)
     last = out_dir / "checkpoints" / "last.ckpt"
-    resume_from = str(last) if cfg.get("resume") and last.is_file() else None
+    found_ckpt = resumable(last) if cfg.get("resume") else None
+    resume_from = str(found_ckpt) if found_ckpt else None
     if resume_from:
         log.info("resuming retraining from %s", resume_from)
         read_checkpoint(resume_from, "resume checkpoint")  # one line for a bad file
@@ -259,6 +282,51 @@ def run(cfg: DictConfig, run_dir: Path) -> RunOutcome:
     writes summary.txt into `run_dir`."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    log.info("run folder: %s", run_dir)
+    # evolution workers share one run's study by design (README): only they may work together
+    shared = cfg.strategy.get("name") == "evolution" and bool(cfg.get("resume"))
+    with contextlib.nullcontext() if shared else run_lock(run_dir):
+        write_status(run_dir, "running")
+        try:
+            outcome = _run(cfg, run_dir)
+        except BaseException as err:
+            write_status(run_dir, "failed", error=" ".join(f"{type(err).__name__}: {err}".split()))
+            raise
+        write_status(run_dir, "done")
+    return outcome
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path):
+    """Held while a process works in `run_dir`; a second process stops at once and names the
+    holder's PID (in run.pid) instead of interleaving checkpoints with it."""
+    lock = filelock.FileLock(str(run_dir / "run.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except filelock.Timeout:
+        pid_file = run_dir / "run.pid"
+        holder = pid_file.read_text().strip() if pid_file.is_file() else "unknown"
+        raise ConfigError(f"{run_dir} is in use by process {holder}; wait for it to end or stop it") from None
+    try:
+        (run_dir / "run.pid").write_text(f"{os.getpid()}\n")
+        yield
+    finally:
+        lock.release()
+
+
+def write_status(run_dir: Path, state: str, error: str | None = None) -> None:
+    """status.json: running / failed (with the error) / done, with the times, for users and resume."""
+    path = run_dir / "status.json"
+    old = json.loads(path.read_text()) if path.is_file() else {}
+    now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    status = {"state": state, "started": old.get("started", now) if state != "running" else now,
+              "updated": now, "pid": os.getpid(), "error": error}
+    tmp = path.with_suffix(".json.partial")
+    tmp.write_text(json.dumps(status, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def _run(cfg: DictConfig, run_dir: Path) -> RunOutcome:
     found = search(cfg, run_dir)
     metrics = dict(found.metrics)
     files = {"run folder": str(run_dir), "best arch": str(run_dir / "best_arch.yaml"),
