@@ -14,7 +14,9 @@ from nas.ops.attention.registry import ATTENTION
 @ATTENTION.register("full")
 class FullAttention(AttentionCore):
     def forward(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor:
-        attn_mask = None if mask is None else mask[:, None, None, :]  # (b, 1, 1, n)
+        # No padding, no mask: only a mask-free call can take the fused flash kernel on CUDA.
+        no_padding = mask is None or bool(mask.all())
+        attn_mask = None if no_padding else mask[:, None, None, :]  # (b, 1, 1, n)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # (b, h, n, d)
 
     def flops(self, n: int, heads: int) -> int:
