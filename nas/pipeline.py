@@ -30,6 +30,7 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import EarlyStopping
+from pytorch_lightning.utilities import rank_zero_only
 from torch.utils.tensorboard import SummaryWriter
 
 from nas import cost, viz
@@ -145,8 +146,9 @@ def search(cfg: DictConfig, run_dir: Path) -> SearchOutcome:
     module = fit_supernet(supernet, strategy, task, task.metric, trainer, ckpt_path=resume_from,
                           lr=cfg.search.lr, weight_decay=cfg.search.weight_decay, grad_clip=cfg.search.grad_clip)
     val_batches = validation_batches(task, cfg.search.eval_batches)  # built once, used twice
-    result = strategy.finish(module, val_batches)
-    write_results(run_dir, result)
+    result = module.choose(val_batches)  # on rank 0, shared by every rank under DDP
+    if _rank_zero():
+        write_results(run_dir, result)
 
     key = f"val/{task.metric}"
     scored = next((c.metrics[key] for c in result.ranked if c.arch == result.best and key in c.metrics), None)
@@ -156,7 +158,7 @@ def search(cfg: DictConfig, run_dir: Path) -> SearchOutcome:
                "cost/activation_mib": round(estimate.activation_mib, 2)}
     history = getattr(strategy, "history", None)  # the architecture distribution (DARTS, GDAS, ENAS)
     margins = viz.margins(history[-1]) if history else {}
-    writer = trainer.logger.experiment if trainer.logger else None
+    writer = trainer.logger.experiment if trainer.logger and _rank_zero() else None  # rank 0's events only
     if writer is not None:
         log_search(writer, space, strategy, result, estimate, metrics, step=trainer.global_step,
                    cost_of=lambda arch: cost.estimate(arch, space, task.shape, task.seq_len))
@@ -336,7 +338,7 @@ def _run(cfg: DictConfig, run_dir: Path) -> RunOutcome:
         retrained = retrain(cfg, found.arch, found.space, found.task, run_dir / "retrain", supernet=found.supernet)
         metrics.update(retrained.metrics)
         files["retrained checkpoint"] = str(retrained.ckpt)
-        if cfg.export.enabled:
+        if cfg.export.enabled and _rank_zero():
             exported = export(retrained.ckpt, run_dir / "export", cfg.export, found.task)
             files["export"] = str(exported.dir)
     if found.tensorboard is not None:  # one HParams entry: settings, search, cost and test metrics
@@ -345,9 +347,16 @@ def _run(cfg: DictConfig, run_dir: Path) -> RunOutcome:
                    "strategy": OmegaConf.to_container(cfg.strategy, resolve=True)}
         log_hparams(found.tensorboard, hparams, metrics, step=found.step)
     text = summary(found.arch, metrics, files, found.margins)
-    (run_dir / "summary.txt").write_text(text + "\n")
+    if _rank_zero():  # under DDP the other ranks write nothing
+        (run_dir / "summary.txt").write_text(text + "\n")
     return RunOutcome(search=found, retrain=retrained, export=exported, metrics=metrics, files=files,
                       summary=text)
+
+
+def _rank_zero() -> bool:
+    """Whether this process writes files: the only one, or rank 0 of a DDP run (Lightning sets
+    the rank from the launcher's environment)."""
+    return rank_zero_only.rank == 0
 
 
 def summary(arch: Arch, metrics: dict, files: dict[str, str], margins: dict[str, float] | None = None) -> str:

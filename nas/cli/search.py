@@ -11,6 +11,7 @@ from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
+from pytorch_lightning.utilities import rank_zero_only
 
 from nas import pipeline
 from nas.cli.common import CONFIGS, one_line_errors
@@ -20,10 +21,15 @@ from nas.cli.common import CONFIGS, one_line_errors
 def run(cfg: DictConfig) -> pipeline.RunOutcome:
     """Search, then (if enabled) retrain and export; prints a one-screen summary."""
     outcome = pipeline.run(cfg, Path(cfg.paths.output_dir))
-    print(outcome.summary)
+    if rank_zero_only.rank == 0:  # under DDP, once
+        print(outcome.summary)
     return outcome
 
 
 @hydra.main(version_base="1.3", config_path=CONFIGS, config_name="search")
 def main(cfg: DictConfig) -> None:
     run(cfg)
+
+
+if __name__ == "__main__":  # `python -m nas.cli.search`; also how Lightning relaunches DDP ranks
+    main()

@@ -52,6 +52,15 @@ class SearchContext(Protocol):
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         """Write scalars at an explicit step, also after training (evolution's generations)."""
 
+    def agree(self, value):
+        """Rank 0's `value` on every rank (any picklable object: an arch, choice indices,
+        Gumbel noise); `value` itself without a process group.
+
+        Under DDP every rank must train the same path each step, whatever its seed or RNG use:
+        a strategy passes each random decision through here. Every rank must call it the same
+        number of times (it is a collective); `finish` runs on rank 0 alone and must not call it.
+        """
+
 
 class Strategy(nn.Module):
     """Base class. Subclasses override `training_step`, `current_arch` and maybe `finish`."""

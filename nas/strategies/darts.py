@@ -66,8 +66,9 @@ class DartsStrategy(Strategy):
     def probabilities(self) -> dict[str, Tensor]:
         return {key: F.softmax(logit, -1) for key, logit in self.logits().items()}
 
-    def mixture_weights(self) -> dict[str, Tensor]:
-        """What the supernet mixes with this step (GDAS: a straight-through sample)."""
+    def mixture_weights(self, ctx: SearchContext | None = None) -> dict[str, Tensor]:
+        """What the supernet mixes with this step (GDAS: a straight-through sample, its noise
+        agreed across ranks through `ctx`)."""
         return self.probabilities()
 
     def current_arch(self) -> Arch:
@@ -101,13 +102,13 @@ class DartsStrategy(Strategy):
             if self.second_order:
                 val_loss = self._second_order_step(ctx, train, val)
             else:
-                val_loss = self.loss(ctx, val, self.mixture_weights())
+                val_loss = self.loss(ctx, val, self.mixture_weights(ctx))
                 penalty = self.cost_penalty()
                 ctx.step(val_loss + penalty, optimizer_index=1)
                 if self.cost is not None:
                     logs["cost_penalty"] = penalty.detach()
             logs["arch_loss"] = val_loss.detach()
-        weights = {k: v.detach() for k, v in self.mixture_weights().items()}
+        weights = {k: v.detach() for k, v in self.mixture_weights(ctx).items()}
         if self.hard:
             self.record(self._argmax_arch(weights))
         loss = self.loss(ctx, train, weights)
@@ -121,12 +122,12 @@ class DartsStrategy(Strategy):
         weights = list(ctx.supernet.parameters())
         xi = ctx.optimizer(0).param_groups[0]["lr"]
         backup = [w.detach().clone() for w in weights]
-        grads = torch.autograd.grad(self.loss(ctx, train, self.mixture_weights()), weights, allow_unused=True)
+        grads = torch.autograd.grad(self.loss(ctx, train, self.mixture_weights(ctx)), weights, allow_unused=True)
         with torch.no_grad():
             for w, g in zip(weights, grads):
                 if g is not None:
                     w.sub_(xi * g)  # the virtual step w' = w - xi * dL_train/dw
-        val_loss = self.loss(ctx, val, self.mixture_weights())
+        val_loss = self.loss(ctx, val, self.mixture_weights(ctx))
         alphas = list(self.alphas.parameters())
         grads = torch.autograd.grad(val_loss, alphas + weights, allow_unused=True)
         d_alpha, d_weights = grads[: len(alphas)], grads[len(alphas):]
@@ -137,7 +138,7 @@ class DartsStrategy(Strategy):
             with torch.no_grad():  # w +- eps * dL_val/dw'
                 for w, original, g in zip(weights, backup, d_weights):
                     w.copy_(original if g is None else original + sign * eps * g)
-            return torch.autograd.grad(self.loss(ctx, train, self.mixture_weights()), alphas)
+            return torch.autograd.grad(self.loss(ctx, train, self.mixture_weights(ctx)), alphas)
 
         plus, minus = train_grad_at(1.0), train_grad_at(-1.0)
         with torch.no_grad():
@@ -204,8 +205,20 @@ class GdasStrategy(DartsStrategy):
         self.tau_max, self.tau_min = tau_max, tau_min
         self.register_buffer("tau", torch.tensor(tau_max))
 
-    def mixture_weights(self) -> dict[str, Tensor]:
-        return {k: F.gumbel_softmax(logit, tau=float(self.tau), hard=True) for k, logit in self.logits().items()}
+    def mixture_weights(self, ctx: SearchContext | None = None) -> dict[str, Tensor]:
+        # F.gumbel_softmax(hard=True) spelled out, so that rank 0's Gumbel noise is shared: under
+        # DDP every rank then samples the same path (same RNG use as F.gumbel_softmax).
+        logits = self.logits()
+        noise = {k: -torch.empty_like(v).exponential_().log() for k, v in logits.items()}  # Gumbel(0, 1)
+        if ctx is not None:
+            agreed = ctx.agree({k: v.cpu() for k, v in noise.items()})
+            noise = {k: v.to(logits[k].device) for k, v in agreed.items()}
+        weights = {}
+        for key, logit in logits.items():
+            soft = F.softmax((logit + noise[key]) / float(self.tau), -1)  # (C,)
+            hard = F.one_hot(soft.argmax(-1), soft.shape[-1]).to(soft.dtype)  # (C,)
+            weights[key] = hard - soft.detach() + soft  # straight-through: forward hard, gradient soft
+        return weights
 
     def on_epoch_end(self, ctx: SearchContext) -> None:
         super().on_epoch_end(ctx)

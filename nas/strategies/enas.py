@@ -87,8 +87,9 @@ class EnasStrategy(Strategy):
             logits = self.tanh_constant * torch.tanh(logits)
         return logits
 
-    def _decode(self, batch: int, greedy: bool) -> tuple[Tensor, list[Tensor]]:
-        """Run the controller over every decision in turn.
+    def _decode(self, batch: int, greedy: bool, forced: Tensor | None = None) -> tuple[Tensor, list[Tensor]]:
+        """Run the controller over every decision in turn (with `forced` (a, K): feeding those
+        picks instead of choosing, to score picks made elsewhere).
 
         Returns:
             The picks (a, K) and, per decision, the log-probabilities of its choices (a, C).
@@ -98,7 +99,9 @@ class EnasStrategy(Strategy):
         for k in range(len(self.keys)):
             state = self.cell(x, state)
             log_p = F.log_softmax(self._logits(state[0], k), -1)  # (a, C)
-            if greedy:
+            if forced is not None:
+                pick = forced[:, k].to(log_p.device)  # (a,)
+            elif greedy:
                 pick = log_p.argmax(-1)  # (a,)
             else:
                 pick = torch.multinomial(log_p.detach().exp().cpu(), 1, generator=self.generator)
@@ -116,8 +119,9 @@ class EnasStrategy(Strategy):
         """(a, K) mask of the decisions each arch makes: depth and the layers it keeps."""
         return torch.tensor([[i < arch.depth for i in self.layer_of] for arch in archs])
 
-    def sample(self, batch: int = 1) -> Samples:
-        """`batch` archs from the controller, with gradients to its parameters.
+    def sample(self, batch: int = 1, ctx: SearchContext | None = None) -> Samples:
+        """`batch` archs from the controller, with gradients to its parameters; with `ctx`,
+        rank 0's picks on every rank (scored by each rank's own controller, which DDP keeps equal).
 
         Only the decisions an arch makes count in its log-probability: the picks of layers past
         its depth do not change the reward, so their score-function terms would add variance
@@ -126,6 +130,10 @@ class EnasStrategy(Strategy):
         variance).
         """
         picks, log_probs = self._decode(batch, greedy=False)
+        if ctx is not None:
+            agreed = ctx.agree(picks.cpu())  # (a, K)
+            if not torch.equal(agreed, picks.cpu()):  # another rank's picks: score them here
+                picks, log_probs = self._decode(batch, greedy=False, forced=agreed)
         archs = self._archs(picks)
         picked = torch.stack([lp.gather(1, p[:, None]).squeeze(1) for lp, p in zip(log_probs, picks.T)], 1)  # (a, K)
         entropy = torch.stack([-(lp.exp() * lp).sum(-1) for lp in log_probs], 1)  # (a, K)
@@ -145,13 +153,13 @@ class EnasStrategy(Strategy):
 
     def training_step(self, ctx: SearchContext, train: dict, val: dict | None) -> dict[str, Tensor]:
         with torch.no_grad():
-            arch = self.record(self.sample(1).archs[0])
+            arch = self.record(self.sample(1, ctx).archs[0])
         loss, _ = ctx.arch_loss(train, arch)
         ctx.step(loss)
         self.steps += 1
         logs = {"loss": loss.detach()}
         if val is not None and ctx.current_epoch >= self.warmup_epochs and self.steps % self.controller_every == 0:
-            samples = self.sample(self.controller_samples)
+            samples = self.sample(self.controller_samples, ctx)
             rewards = torch.tensor([score(evaluate(ctx.supernet, [val], ctx.metric, arch=a), ctx.metric)
                                     for a in samples.archs])
             ctx.step(self.reinforce_loss(samples, rewards), optimizer_index=1)

@@ -29,13 +29,13 @@ class SinglePathStrategy(Strategy):
 
     def training_step(self, ctx: SearchContext, train: dict, val: dict | None) -> dict[str, Tensor]:
         if not self.sandwich:
-            loss, _ = ctx.arch_loss(train, self.record(self.space.sample(self.rng)))
+            loss, _ = ctx.arch_loss(train, self.record(ctx.agree(self.space.sample(self.rng))))
             ctx.step(loss)
             return {"loss": loss.detach()}
         # Sandwich: gradients of the largest, the smallest and a random path, summed, one step.
         big_loss, big_logits = ctx.arch_loss(train, self.space.largest())
         total = big_loss
-        for arch in (self.space.smallest(), self.record(self.space.sample(self.rng))):
+        for arch in (self.space.smallest(), self.record(ctx.agree(self.space.sample(self.rng)))):
             loss, logits = ctx.arch_loss(train, arch)
             if self.distill:
                 loss = (1 - self.distill) * loss + self.distill * soft_cross_entropy(logits, big_logits.detach(), train["target"])

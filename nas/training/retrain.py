@@ -70,9 +70,11 @@ class RetrainModule(pl.LightningModule):
     def _log_scores(self, batch: dict, stage: str) -> None:
         logits = self(batch["tokens"], batch["mask"])
         size = batch["tokens"].shape[0]
-        self.log(f"{stage}/loss", task_loss(logits, batch["target"]), batch_size=size)
+        # sync_dist: under DDP every rank must see the same mean, or EarlyStopping could stop
+        # one rank and not the other
+        self.log(f"{stage}/loss", task_loss(logits, batch["target"]), batch_size=size, sync_dist=True)
         self.log(f"{stage}/{self.metric}", task_metric(logits, batch["target"], self.metric),
-                 prog_bar=True, batch_size=size)
+                 prog_bar=True, batch_size=size, sync_dist=True)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self._log_scores(batch, "val")

@@ -41,6 +41,7 @@ def validation_batches(datamodule: pl.LightningDataModule, count: int) -> list[d
 def run_search(supernet: Supernet, strategy: Strategy, datamodule: pl.LightningDataModule, metric: str,
                trainer: pl.Trainer, ckpt_path: str | None = None, eval_batches: int = 8,
                **module_kwargs) -> tuple[SearchModule, SearchResult]:
-    """`fit_supernet`, then the strategy's choice on `eval_batches` validation batches."""
+    """`fit_supernet`, then the strategy's choice on `eval_batches` validation batches (made on
+    rank 0 and shared under DDP)."""
     module = fit_supernet(supernet, strategy, datamodule, metric, trainer, ckpt_path, **module_kwargs)
-    return module, strategy.finish(module, validation_batches(datamodule, eval_batches))
+    return module, module.choose(validation_batches(datamodule, eval_batches))

@@ -12,12 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytorch_lightning as pl
 import torch
+import torch.distributed as dist
 from torch import Tensor
 
 from nas.errors import ConfigError
 from nas.safe_load import read_checkpoint
 from nas.metrics import check_finite, task_loss, task_metric
 from nas.model import ModelShape
+from nas.results import SearchResult
 from nas.space import Arch, SearchSpace
 from nas.strategies.base import Strategy
 from nas.supernet import Supernet
@@ -63,11 +65,28 @@ class SearchModule(pl.LightningModule):
         optimizers = self.optimizers()
         return optimizers[index] if isinstance(optimizers, list) else optimizers
 
+    def log(self, name: str, value, *args, **kwargs) -> None:
+        """LightningModule.log, averaged over ranks under DDP unless told otherwise: per-rank
+        losses average, and the arch distribution (equal on every rank) stays as it is."""
+        kwargs.setdefault("sync_dist", True)
+        super().log(name, value, *args, **kwargs)
+
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         """Scalars at an explicit step, flushed: used after training, when nothing else flushes."""
         if self.logger is not None:
             self.logger.log_metrics(metrics, step=step)
             self.logger.save()
+
+    def agree(self, value):
+        """Rank 0's `value` on every rank; `value` without a process group (see SearchContext)."""
+        return agree(value)
+
+    def choose(self, val_batches: list[dict]) -> SearchResult:
+        """The strategy's final choice (`Strategy.finish`), made on rank 0 alone and shared: the
+        candidates' evaluation runs once (evolution's trials are not doubled in its storage) and
+        every rank returns the same result. The other ranks wait in the broadcast."""
+        result = self.strategy.finish(self, val_batches) if _rank() == 0 else None
+        return agree(result)
 
     def step(self, loss: Tensor, optimizer_index: int = 0) -> None:
         """Backward `loss` and step one optimizer (0: the supernet's weights)."""
@@ -83,7 +102,7 @@ class SearchModule(pl.LightningModule):
     def training_step(self, batch: dict, batch_idx: int) -> None:
         logs = self.strategy.training_step(self, batch["train"], batch.get("val"))
         self.log_dict({f"train/{k}": v for k, v in logs.items()}, prog_bar=True, on_step=True,
-                      on_epoch=False, batch_size=batch["train"]["tokens"].shape[0])
+                      on_epoch=False, batch_size=batch["train"]["tokens"].shape[0], sync_dist=True)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         arch = self.strategy.current_arch()
@@ -113,6 +132,20 @@ class SearchModule(pl.LightningModule):
             random.setstate(checkpoint["rng"]["python"])
             kind, keys, position, has_gauss, gauss = checkpoint["rng"]["numpy"]
             np.random.set_state((kind, np.array(keys, dtype=np.uint32), position, has_gauss, gauss))
+
+
+def agree(value):
+    """Broadcast a picklable `value` from rank 0 to every rank of the default process group;
+    without one (or with one rank) return it unchanged."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
 def load_supernet(path: str | Path, space: SearchSpace | None = None) -> Supernet:

@@ -91,8 +91,11 @@ class LSHAttention(AttentionCore):
         r, half = self.config.n_hashes, self.n_buckets // 2
         if self.n_buckets == 1:
             return torch.zeros(b, h, r, n, dtype=torch.long, device=x.device)
-        rot = self.rotations.to(x.dtype).transpose(0, 1).reshape(d, r * half)  # (d, r buckets/2)
-        rotated = (x @ rot).view(b, h, n, r, half)  # (b, h, n, r, buckets/2)
+        # fp32 even under bf16 autocast: rounding would tie and flip near-equal projections, so
+        # the buckets (and the sort) would depend on the precision.
+        with torch.autocast(x.device.type, enabled=False):
+            rot = self.rotations.float().transpose(0, 1).reshape(d, r * half)  # (d, r buckets/2)
+            rotated = (x.float() @ rot).view(b, h, n, r, half)  # (b, h, n, r, buckets/2)
         top, top_at = rotated.max(-1)  # (b, h, n, r); max and min spare building [xR, -xR]
         low, low_at = rotated.min(-1)
         buckets = torch.where(top >= -low, top_at, low_at + half)  # (b, h, n, r)

@@ -53,6 +53,13 @@ class PerformerAttention(AttentionCore):
         self.features.copy_(orthogonal_gaussian(*self.features.shape))
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor:
+        # The features' exponentials and the sums over keys lose too much in bf16 (8 bits of
+        # mantissa): under autocast they run in fp32, and the result returns in the input dtype.
+        with torch.autocast(q.device.type, enabled=False):
+            out = self._forward(q.float(), k.float(), v.float(), mask)
+        return out.to(q.dtype)
+
+    def _forward(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
         w = self.features.to(q.dtype)  # (m, d)
         m, d = w.shape
         q, k = q * d ** -0.25, k * d ** -0.25  # so that q.k of the scaled vectors is q.k / sqrt(d)
