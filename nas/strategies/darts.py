@@ -6,6 +6,12 @@ the softmax of its logits; GDAS samples one candidate per decision per step with
 Gumbel-softmax (straight-through), so memory stays that of a single path. Weight steps on
 train batches alternate with architecture steps on validation batches. The derived arch is
 the argmax of every decision.
+
+Partial channels (PC-DARTS, Xu et al. 2020, https://arxiv.org/abs/1907.05737): with
+partial = K > 1 the attention candidates see 1/K of the heads and the rest bypass them; edge
+normalisation weights each layer's two inputs to the attention node (residual, mixed attention)
+by 2 * softmax(beta), so they sum to 2 (uniform beta = the plain residual x + attn(x)) and the
+alphas are not left to absorb the scale changes that come with sampling a fraction of heads.
 """
 from __future__ import annotations
 
@@ -39,6 +45,8 @@ class DartsStrategy(Strategy):
         cost_target: with a target, only the excess over it is penalized (relative to it);
             without, the expected cost relative to the largest arch's.
         seq_len: the sequence length at which cost is measured.
+        partial: K of PC-DARTS: the attention candidates see max_heads / K heads (K=1: DARTS).
+        edge_norm: with partial > 1, learn PC-DARTS edge weights (beta) next to the alphas.
     """
 
     hard = False
@@ -46,8 +54,11 @@ class DartsStrategy(Strategy):
     def __init__(self, space: SearchSpace, seed: int = 0, arch_lr: float = 3e-3,
                  arch_weight_decay: float = 1e-3, second_order: bool = False, warmup_epochs: int = 0,
                  cost: str | None = None, cost_weight: float = 0.0, cost_target: float | None = None,
-                 seq_len: int | None = None):
+                 seq_len: int | None = None, partial: int = 1, edge_norm: bool = True):
         super().__init__(space, seed)
+        if not isinstance(partial, int) or partial < 1 or space.max_heads % partial:
+            raise ConfigError(f"strategy.partial={partial}: allowed: a divisor of max_heads ({space.max_heads})")
+        self.partial, self.edge_norm = partial, edge_norm and partial > 1
         if cost is not None and cost not in COST_KINDS:
             raise ConfigError(f"unknown cost '{cost}'; allowed: {', '.join(COST_KINDS)}")
         self.arch_lr, self.arch_weight_decay = arch_lr, arch_weight_decay
@@ -57,6 +68,8 @@ class DartsStrategy(Strategy):
             _param_key(key): nn.Parameter(1e-3 * torch.randn(len(options)))
             for key, options in space.decisions().items()
         })
+        # PC-DARTS edge logits: per layer (residual, mixed attention); absent for plain DARTS
+        self.betas = nn.Parameter(torch.zeros(space.max_depth, 2)) if self.edge_norm else None
         self.history: list[dict[str, list[float]]] = []  # probabilities after each epoch
 
     # -- the distribution ------------------------------------------------------------------
@@ -65,6 +78,13 @@ class DartsStrategy(Strategy):
 
     def probabilities(self) -> dict[str, Tensor]:
         return {key: F.softmax(logit, -1) for key, logit in self.logits().items()}
+
+    def edge_weights(self) -> Tensor | None:
+        """(L, 2) weights of each layer's residual and attention inputs, each row summing to 2."""
+        return None if self.betas is None else 2 * F.softmax(self.betas, -1)
+
+    def arch_parameters(self) -> list[nn.Parameter]:
+        return list(self.alphas.parameters()) + ([] if self.betas is None else [self.betas])
 
     def mixture_weights(self) -> dict[str, Tensor]:
         """What the supernet mixes with this step (GDAS: a straight-through sample)."""
@@ -87,12 +107,18 @@ class DartsStrategy(Strategy):
 
     def optimizers(self) -> list[torch.optim.Optimizer]:
         if not hasattr(self, "_arch_optimizer"):
-            self._arch_optimizer = torch.optim.Adam(self.alphas.parameters(), lr=self.arch_lr,
+            self._arch_optimizer = torch.optim.Adam(self.arch_parameters(), lr=self.arch_lr,
                                                     betas=(0.5, 0.999), weight_decay=self.arch_weight_decay)
         return [self._arch_optimizer]
 
-    def loss(self, ctx: SearchContext, batch: dict, weights: dict[str, Tensor]) -> Tensor:
-        logits = ctx.supernet.forward_mixed(batch["tokens"], weights, batch["mask"], hard=self.hard)
+    def loss(self, ctx: SearchContext, batch: dict, weights: dict[str, Tensor], detach: bool = False) -> Tensor:
+        """The task loss under `weights`; detach: the weight step's, no gradient to the betas."""
+        edges = self.edge_weights()
+        if self.hard:
+            logits = ctx.supernet.forward_mixed(batch["tokens"], weights, batch["mask"], hard=True)
+        else:
+            logits = ctx.supernet.forward_mixed(batch["tokens"], weights, batch["mask"], partial=self.partial,
+                                                edges=None if edges is None else edges.detach() if detach else edges)
         return task_loss(logits, batch["target"])
 
     def training_step(self, ctx: SearchContext, train: dict, val: dict | None) -> dict[str, Tensor]:
@@ -110,7 +136,7 @@ class DartsStrategy(Strategy):
         weights = {k: v.detach() for k, v in self.mixture_weights().items()}
         if self.hard:
             self.record(self._argmax_arch(weights))
-        loss = self.loss(ctx, train, weights)
+        loss = self.loss(ctx, train, weights, detach=True)
         ctx.step(loss)
         logs["loss"] = loss.detach()
         return logs
@@ -127,7 +153,7 @@ class DartsStrategy(Strategy):
                 if g is not None:
                     w.sub_(xi * g)  # the virtual step w' = w - xi * dL_train/dw
         val_loss = self.loss(ctx, val, self.mixture_weights())
-        alphas = list(self.alphas.parameters())
+        alphas = self.arch_parameters()
         grads = torch.autograd.grad(val_loss, alphas + weights, allow_unused=True)
         d_alpha, d_weights = grads[: len(alphas)], grads[len(alphas):]
         norm = torch.sqrt(sum((g * g).sum() for g in d_weights if g is not None))
@@ -203,6 +229,13 @@ class GdasStrategy(DartsStrategy):
         super().__init__(space, seed, **kwargs)
         self.tau_max, self.tau_min = tau_max, tau_min
         self.register_buffer("tau", torch.tensor(tau_max))
+
+    def edge_weights(self) -> Tensor | None:
+        """(L, 2) weights of each layer's residual and attention inputs, each row summing to 2."""
+        return None if self.betas is None else 2 * F.softmax(self.betas, -1)
+
+    def arch_parameters(self) -> list[nn.Parameter]:
+        return list(self.alphas.parameters()) + ([] if self.betas is None else [self.betas])
 
     def mixture_weights(self) -> dict[str, Tensor]:
         return {k: F.gumbel_softmax(logit, tau=float(self.tau), hard=True) for k, logit in self.logits().items()}
