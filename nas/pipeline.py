@@ -23,6 +23,7 @@ from pathlib import Path
 import hydra
 import pytorch_lightning as pl
 import torch
+import yaml
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import EarlyStopping
 from torch.utils.tensorboard import SummaryWriter
@@ -148,6 +149,12 @@ def search(cfg: DictConfig, run_dir: Path) -> SearchOutcome:
                "cost/activation_mib": round(estimate.activation_mib, 2)}
     history = getattr(strategy, "history", None)  # the architecture distribution (DARTS, GDAS, ENAS)
     margins = viz.margins(history[-1]) if history else {}
+    if margins:  # the sidecar: per decision, the final winner minus runner-up
+        (run_dir / "margins.yaml").write_text(yaml.safe_dump({k: round(v, 4) for k, v in margins.items()}))
+        threshold = getattr(strategy, "min_margin", None)
+        key, smallest = min(margins.items(), key=lambda kv: kv[1])
+        if threshold is not None and smallest < threshold:
+            log.warning("the search did not decide: margin %.3f on %s < strategy.min_margin %.3f", smallest, key, threshold)
     writer = trainer.logger.experiment if trainer.logger else None
     if writer is not None:
         log_search(writer, space, strategy, result, estimate, metrics, step=trainer.global_step,

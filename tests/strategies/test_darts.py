@@ -86,3 +86,35 @@ def test_second_order_runs_with_partial_heads(tmp_path):
                               second_order=True, partial=2)
     betas = strategy.betas.detach()
     assert torch.isfinite(betas).all() and not torch.equal(betas, torch.zeros_like(betas))  # the unrolled step moved them
+
+
+def test_softmax_temperature_is_annealed_to_its_end_value(tmp_path):
+    strategy, _ = search(tmp_path, "darts", FetchTask(distance=23, size=256), epochs=3,
+                         softmax_tau_start=1.0, softmax_tau_end=0.2)
+    assert float(strategy.softmax_tau) == pytest.approx(0.2)
+    logit = strategy.logits()["layer0.attention"].detach()
+    torch.testing.assert_close(strategy.probabilities()["layer0.attention"].detach(), torch.softmax(logit / 0.2, -1))
+
+
+def test_decisiveness_penalties_match_their_formulas():
+    """Entropy: the mean over decisions of -sum p log p; zero-one (Fair DARTS): -mean (p - 0.5)^2."""
+    strategy = STRATEGIES.get("darts")(planted_space(), seed=0, entropy_weight=2.0, zero_one_weight=3.0)
+    with torch.no_grad():
+        for p in strategy.alphas.parameters():
+            p.copy_(torch.randn(p.shape))
+    probs = [torch.softmax(l.detach(), -1) for l in strategy.logits().values()]
+    entropy = sum(-(p * p.log()).sum() for p in probs) / len(probs)
+    flat = torch.cat(probs)
+    zero_one = -((flat - 0.5) ** 2).sum() / len(flat)
+    torch.testing.assert_close(strategy.decisiveness_penalty().detach(), 2.0 * entropy + 3.0 * zero_one)
+
+
+def test_a_zero_one_penalty_widens_the_margin(tmp_path):
+    """Same seed and data: the run with the penalty ends with a larger smallest margin."""
+    def smallest_margin(strategy):
+        return min(sorted(p, reverse=True)[0] - (sorted(p, reverse=True) + [0.0])[1]
+                   for p in strategy.history[-1].values() if len(p) > 1)
+
+    plain, _ = search(tmp_path / "plain", "darts", FetchTask(distance=23, size=256), epochs=2)
+    pushed, _ = search(tmp_path / "pushed", "darts", FetchTask(distance=23, size=256), epochs=2, zero_one_weight=5.0)
+    assert smallest_margin(pushed) > smallest_margin(plain)
