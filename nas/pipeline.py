@@ -28,6 +28,7 @@ import filelock
 import hydra
 import pytorch_lightning as pl
 import torch
+import yaml
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import EarlyStopping
 from pytorch_lightning.utilities import rank_zero_only
@@ -158,6 +159,12 @@ def search(cfg: DictConfig, run_dir: Path) -> SearchOutcome:
                "cost/activation_mib": round(estimate.activation_mib, 2)}
     history = getattr(strategy, "history", None)  # the architecture distribution (DARTS, GDAS, ENAS)
     margins = viz.margins(history[-1]) if history else {}
+    if margins and _rank_zero():  # the sidecar: per decision, the final winner minus runner-up
+        (run_dir / "margins.yaml").write_text(yaml.safe_dump({k: round(v, 4) for k, v in margins.items()}))
+        threshold = getattr(strategy, "min_margin", None)
+        decision, smallest = min(margins.items(), key=lambda kv: kv[1])
+        if threshold is not None and smallest < threshold:
+            log.warning("the search did not decide: margin %.3f on %s < strategy.min_margin %.3f", smallest, decision, threshold)
     writer = trainer.logger.experiment if trainer.logger and _rank_zero() else None  # rank 0's events only
     if writer is not None:
         log_search(writer, space, strategy, result, estimate, metrics, step=trainer.global_step,

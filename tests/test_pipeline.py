@@ -4,6 +4,7 @@ import ast
 from pathlib import Path
 
 import pytest
+import yaml
 
 from nas import pipeline
 from nas.space import Arch
@@ -35,6 +36,15 @@ def test_search_returns_its_outcome_and_scores_the_arch_once(tmp_path, counted):
     assert outcome.supernet_ckpt.is_file()
     assert counted == [outcome.arch]  # GDAS ranks nothing: the pipeline scores its choice, once
     assert set(outcome.metrics) == {"search/val/acc", "cost/params", "cost/flops", "cost/activation_mib"}
+
+
+def test_margins_go_to_a_sidecar_and_a_small_one_warns(tmp_path, caplog):
+    cfg = compose_config("search", tmp_path / "run", [*TINY, "retrain.enabled=false", "~logger",
+                                                      "strategy.min_margin=1.1"])  # every margin is below
+    outcome = pipeline.search(cfg, tmp_path / "run")
+    written = yaml.safe_load((tmp_path / "run" / "margins.yaml").read_text())
+    assert written == {k: round(v, 4) for k, v in outcome.margins.items()} and written
+    assert sum("the search did not decide" in r.getMessage() for r in caplog.records) == 1
 
 
 def test_a_ranked_choice_is_not_scored_again(tmp_path, counted):

@@ -6,6 +6,12 @@ the softmax of its logits; GDAS samples one candidate per decision per step with
 Gumbel-softmax (straight-through), so memory stays that of a single path. Weight steps on
 train batches alternate with architecture steps on validation batches. The derived arch is
 the argmax of every decision.
+
+Partial channels (PC-DARTS, Xu et al. 2020, https://arxiv.org/abs/1907.05737): with
+partial = K > 1 the attention candidates see 1/K of the heads and the rest bypass them; edge
+normalisation weights each layer's two inputs to the attention node (residual, mixed attention)
+by 2 * softmax(beta), so they sum to 2 (uniform beta = the plain residual x + attn(x)) and the
+alphas are not left to absorb the scale changes that come with sampling a fraction of heads.
 """
 from __future__ import annotations
 
@@ -39,6 +45,16 @@ class DartsStrategy(Strategy):
         cost_target: with a target, only the excess over it is penalized (relative to it);
             without, the expected cost relative to the largest arch's.
         seq_len: the sequence length at which cost is measured.
+        partial: K of PC-DARTS: the attention candidates see max_heads / K heads (K=1: DARTS).
+        edge_norm: with partial > 1, learn PC-DARTS edge weights (beta) next to the alphas.
+        softmax_tau_start, softmax_tau_end: temperature of the softmax over the logits, annealed
+            linearly over the epochs (a low final temperature sharpens the mixture; 1, 1: DARTS).
+        entropy_weight: weight of the mean entropy of the decisions' distributions, minimized
+            with the val loss (pushes each decision towards one choice).
+        zero_one_weight: Fair DARTS's zero-one loss (https://arxiv.org/abs/1911.12126) on the
+            probabilities: minus the mean of (p - 0.5)^2, which pushes every weight to 0 or 1.
+        min_margin: the pipeline warns when the smallest winner-minus-runner-up margin of the
+            final distribution is below this.
     """
 
     hard = False
@@ -46,8 +62,18 @@ class DartsStrategy(Strategy):
     def __init__(self, space: SearchSpace, seed: int = 0, arch_lr: float = 3e-3,
                  arch_weight_decay: float = 1e-3, second_order: bool = False, warmup_epochs: int = 0,
                  cost: str | None = None, cost_weight: float = 0.0, cost_target: float | None = None,
-                 seq_len: int | None = None):
+                 seq_len: int | None = None, partial: int = 1, edge_norm: bool = True,
+                 softmax_tau_start: float = 1.0, softmax_tau_end: float = 1.0, entropy_weight: float = 0.0,
+                 zero_one_weight: float = 0.0, min_margin: float = 0.05):
         super().__init__(space, seed)
+        if not isinstance(partial, int) or partial < 1 or space.max_heads % partial:
+            raise ConfigError(f"strategy.partial={partial}: allowed: a divisor of max_heads ({space.max_heads})")
+        if min(softmax_tau_start, softmax_tau_end) <= 0:
+            raise ConfigError("strategy.softmax_tau_start / softmax_tau_end: allowed: > 0")
+        self.partial, self.edge_norm = partial, edge_norm and partial > 1
+        self.softmax_tau_start, self.softmax_tau_end = softmax_tau_start, softmax_tau_end
+        self.entropy_weight, self.zero_one_weight, self.min_margin = entropy_weight, zero_one_weight, min_margin
+        self.register_buffer("softmax_tau", torch.tensor(float(softmax_tau_start)))  # this epoch's
         if cost is not None and cost not in COST_KINDS:
             raise ConfigError(f"unknown cost '{cost}'; allowed: {', '.join(COST_KINDS)}")
         self.arch_lr, self.arch_weight_decay = arch_lr, arch_weight_decay
@@ -57,6 +83,8 @@ class DartsStrategy(Strategy):
             _param_key(key): nn.Parameter(1e-3 * torch.randn(len(options)))
             for key, options in space.decisions().items()
         })
+        # PC-DARTS edge logits: per layer (residual, mixed attention); absent for plain DARTS
+        self.betas = nn.Parameter(torch.zeros(space.max_depth, 2)) if self.edge_norm else None
         self.history: list[dict[str, list[float]]] = []  # probabilities after each epoch
 
     # -- the distribution ------------------------------------------------------------------
@@ -64,7 +92,14 @@ class DartsStrategy(Strategy):
         return {key: self.alphas[_param_key(key)] for key in self.space.decisions()}
 
     def probabilities(self) -> dict[str, Tensor]:
-        return {key: F.softmax(logit, -1) for key, logit in self.logits().items()}
+        return {key: F.softmax(logit / self.softmax_tau, -1) for key, logit in self.logits().items()}
+
+    def edge_weights(self) -> Tensor | None:
+        """(L, 2) weights of each layer's residual and attention inputs, each row summing to 2."""
+        return None if self.betas is None else 2 * F.softmax(self.betas, -1)
+
+    def arch_parameters(self) -> list[nn.Parameter]:
+        return list(self.alphas.parameters()) + ([] if self.betas is None else [self.betas])
 
     def mixture_weights(self, ctx: SearchContext | None = None) -> dict[str, Tensor]:
         """What the supernet mixes with this step (GDAS: a straight-through sample, its noise
@@ -88,12 +123,18 @@ class DartsStrategy(Strategy):
 
     def optimizers(self) -> list[torch.optim.Optimizer]:
         if not hasattr(self, "_arch_optimizer"):
-            self._arch_optimizer = torch.optim.Adam(self.alphas.parameters(), lr=self.arch_lr,
+            self._arch_optimizer = torch.optim.Adam(self.arch_parameters(), lr=self.arch_lr,
                                                     betas=(0.5, 0.999), weight_decay=self.arch_weight_decay)
         return [self._arch_optimizer]
 
-    def loss(self, ctx: SearchContext, batch: dict, weights: dict[str, Tensor]) -> Tensor:
-        logits = ctx.supernet.forward_mixed(batch["tokens"], weights, batch["mask"], hard=self.hard)
+    def loss(self, ctx: SearchContext, batch: dict, weights: dict[str, Tensor], detach: bool = False) -> Tensor:
+        """The task loss under `weights`; detach: the weight step's, no gradient to the betas."""
+        edges = self.edge_weights()
+        if self.hard:
+            logits = ctx.supernet.forward_mixed(batch["tokens"], weights, batch["mask"], hard=True)
+        else:
+            logits = ctx.supernet.forward_mixed(batch["tokens"], weights, batch["mask"], partial=self.partial,
+                                                edges=None if edges is None else edges.detach() if detach else edges)
         return task_loss(logits, batch["target"])
 
     def training_step(self, ctx: SearchContext, train: dict, val: dict | None) -> dict[str, Tensor]:
@@ -103,7 +144,7 @@ class DartsStrategy(Strategy):
                 val_loss = self._second_order_step(ctx, train, val)
             else:
                 val_loss = self.loss(ctx, val, self.mixture_weights(ctx))
-                penalty = self.cost_penalty()
+                penalty = self.cost_penalty() + self.decisiveness_penalty()
                 ctx.step(val_loss + penalty, optimizer_index=1)
                 if self.cost is not None:
                     logs["cost_penalty"] = penalty.detach()
@@ -111,7 +152,7 @@ class DartsStrategy(Strategy):
         weights = {k: v.detach() for k, v in self.mixture_weights(ctx).items()}
         if self.hard:
             self.record(self._argmax_arch(weights))
-        loss = self.loss(ctx, train, weights)
+        loss = self.loss(ctx, train, weights, detach=True)
         ctx.step(loss)
         logs["loss"] = loss.detach()
         return logs
@@ -128,7 +169,7 @@ class DartsStrategy(Strategy):
                 if g is not None:
                     w.sub_(xi * g)  # the virtual step w' = w - xi * dL_train/dw
         val_loss = self.loss(ctx, val, self.mixture_weights(ctx))
-        alphas = list(self.alphas.parameters())
+        alphas = self.arch_parameters()
         grads = torch.autograd.grad(val_loss, alphas + weights, allow_unused=True)
         d_alpha, d_weights = grads[: len(alphas)], grads[len(alphas):]
         norm = torch.sqrt(sum((g * g).sum() for g in d_weights if g is not None))
@@ -146,7 +187,7 @@ class DartsStrategy(Strategy):
                 w.copy_(original)
         optimizer = ctx.optimizer(1)
         optimizer.zero_grad()
-        penalty = self.cost_penalty()
+        penalty = self.cost_penalty() + self.decisiveness_penalty()
         penalty_grads = torch.autograd.grad(penalty, alphas, allow_unused=True) if penalty.requires_grad else [None] * len(alphas)
         for a, da, hp, hm, pg in zip(alphas, d_alpha, plus, minus, penalty_grads):
             a.grad = (0 if da is None else da) - xi * (hp - hm) / (2 * eps) + (0 if pg is None else pg)
@@ -179,11 +220,26 @@ class DartsStrategy(Strategy):
         relative = self.expected_cost() / self._reference
         return self.cost_weight * (F.relu(relative - 1) if self.cost_target else relative)
 
+    def decisiveness_penalty(self) -> Tensor:
+        """Entropy and zero-one terms on the distributions (zero unless their weights are set)."""
+        if not (self.entropy_weight or self.zero_one_weight):
+            return torch.zeros(())
+        probs = list(self.probabilities().values())
+        entropy = torch.stack([-(p * torch.log(p.clamp_min(1e-12))).sum() for p in probs]).mean()
+        zero_one = -torch.cat([(p - 0.5) ** 2 for p in probs]).mean()
+        return self.entropy_weight * entropy + self.zero_one_weight * zero_one
+
     # -- state and logging -----------------------------------------------------------------
     def on_epoch_end(self, ctx: SearchContext) -> None:
         probs = {k: [round(float(p), 4) for p in v.detach()] for k, v in self.probabilities().items()}
         self.history.append(probs)
         self.log_distribution(ctx, probs)
+        for key, p in probs.items():  # winner minus runner-up, as nas.viz.margins
+            top = sorted(p, reverse=True) + [0.0]
+            ctx.log(f"arch/margin/{key}", top[0] - top[1])
+        if not self.hard and ctx.max_epochs > 1:  # anneal the softmax temperature for the next epoch
+            progress = min(1.0, (ctx.current_epoch + 1) / (ctx.max_epochs - 1))
+            self.softmax_tau.fill_(self.softmax_tau_start + (self.softmax_tau_end - self.softmax_tau_start) * progress)
 
     def get_extra_state(self) -> dict:
         return {**super().get_extra_state(), "history": self.history}

@@ -20,6 +20,8 @@ OPTIONS = {
     "enas": {"final_samples": 4},
     "fixed": {"arch": Arch(1, (LayerArch("full", 2, 64),))},
 }
+# variants: a test id -> (strategy, options)
+VARIANTS = {"darts-partial": ("darts", {"seq_len": 24, "partial": 2})}
 
 
 def search(name, root, ckpt_path=None):
@@ -27,7 +29,8 @@ def search(name, root, ckpt_path=None):
     task = FetchTask(size=256)
     space = planted_space()
     net = Supernet(space, task.shape)
-    strategy = STRATEGIES.get(name)(space, seed=0, **OPTIONS.get(name, {}))
+    name, options = VARIANTS.get(name, (name, OPTIONS.get(name, {})))
+    strategy = STRATEGIES.get(name)(space, seed=0, **options)
     every_epoch = ModelCheckpoint(dirpath=root, filename="{epoch}", save_top_k=-1, save_on_train_epoch_end=True)
     trainer = pl.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_progress_bar=False,
                          enable_model_summary=False, num_sanity_val_steps=0, callbacks=[every_epoch])
@@ -36,7 +39,7 @@ def search(name, root, ckpt_path=None):
     return net, result
 
 
-@pytest.mark.parametrize("name", STRATEGIES.names())
+@pytest.mark.parametrize("name", [*STRATEGIES.names(), *VARIANTS])
 def test_resume_ends_like_an_uninterrupted_run(tmp_path, name):
     whole_net, whole = search(name, tmp_path / "whole")
     resumed_net, resumed = search(name, tmp_path / "resumed", ckpt_path=tmp_path / "whole" / "epoch=0.ckpt")
