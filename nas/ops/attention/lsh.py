@@ -1,8 +1,10 @@
 """Reformer LSH attention (Kitaev et al. 2020, https://arxiv.org/abs/2001.04451).
 
 Queries and keys share one projection. Angular LSH puts tokens in buckets; sorted by bucket, the
-sequence is cut into chunks and each query attends to the keys of its own bucket in its chunk
-and the chunk before. Several hash rounds are combined by their softmax normalizers.
+sequence is cut into chunks and each query attends to the keys of its chunk and of the chunks
+before and after it (the bidirectional form of Reformer's look-one-back), only those of its own
+bucket unless `attend_across_buckets`. Several hash rounds are combined by their softmax
+normalizers.
 # b batch, h heads, r hash rounds, n sequence, N padded sequence, d head dim,
 # s chunk (= bucket) size, m = b h r N sorted rows of all rounds
 """
@@ -18,9 +20,12 @@ from nas.ops.attention.registry import ATTENTION
 
 @dataclasses.dataclass(frozen=True)
 class LSHConfig:
-    bucket_size: int = 64  # also the chunk length: a query scores at most 2 * bucket_size keys
+    bucket_size: int = 64  # also the chunk length: a query scores at most 3 * bucket_size keys
     n_hashes: int = 1  # hash rounds: more rounds miss fewer neighbours, at r times the cost
     n_buckets: int | None = None  # None: max_len // bucket_size, made even; 1: a single bucket
+    # True (reformer-pytorch's default): a query also sees the other buckets' keys that sorting
+    # put in its three chunks; False: only keys of its own bucket (the paper's strict form).
+    attend_across_buckets: bool = True
 
     def __post_init__(self):
         if self.bucket_size < 1:
@@ -33,38 +38,45 @@ class LSHConfig:
 
 
 def windows(x: Tensor, s: int, fill: float) -> Tensor:
-    """(m, ...) rows cut in chunks of s -> (m / s, ..., 2s): each chunk after the chunk before.
+    """(m, ...) rows cut in chunks of s -> (m / s, ..., 3s): the chunks before, at and after each.
 
-    A chunk of `fill` in front gives the first chunk nothing to look back on. unfold returns
+    A chunk of `fill` at each end gives the end chunks no neighbour there. unfold returns
     overlapping views, so no key or value is copied.
     """
-    x = F.pad(x, (0, 0) * (x.dim() - 1) + (s, 0), value=fill)  # (s + m, ...)
-    return x.unfold(0, 2 * s, s)  # (m / s, ..., 2s)
+    x = F.pad(x, (0, 0) * (x.dim() - 1) + (s, s), value=fill)  # (s + m + s, ...)
+    return x.unfold(0, 3 * s, s)  # (m / s, ..., 3s)
 
 
 @torch.no_grad()
-def chunk_bias(buckets: Tensor, s: int, dtype: torch.dtype) -> Tensor:
-    """(m,) sorted bucket ids -> (m/s, s, 2s) additive scores: 0 where a chunk's query and a key
-    of its window share a bucket, the dtype's min elsewhere."""
+def chunk_bias(buckets: Tensor, s: int, dtype: torch.dtype, group: int) -> Tensor:
+    """(m,) sorted bucket ids -> (m/s, s, 3s) additive scores: 0 where a chunk's query may see a
+    key of its window, the dtype's min elsewhere. A query sees a key when both ids agree after
+    integer division by `group` (1: same bucket; n_buckets + 1: same hash round, any bucket);
+    the id n_buckets marks padding, which nothing sees."""
     lowest = torch.finfo(dtype).min
-    bias = torch.zeros(buckets.shape[0] // s, s, 2 * s, dtype=dtype, device=buckets.device)
-    bias.masked_fill_(buckets.view(-1, s, 1) != windows(buckets, s, -1)[:, None], lowest)
+    keys = windows(buckets, s, -1)  # (m/s, 3s); -1 agrees with no id
+    seen = (buckets.view(-1, s, 1) // group == keys[:, None] // group)  # (m/s, s, 3s)
+    if group > 1:
+        seen &= (keys % group != group - 1)[:, None]  # padding's sentinel bucket
+    bias = torch.zeros(seen.shape, dtype=dtype, device=buckets.device)
+    bias.masked_fill_(~seen, lowest)
     # Reformer's self score: far below any real score, far above `lowest`, so that a query
-    # attends itself only when its bucket offers no other key. Query i is key s + i.
+    # attends itself only when its window offers no other key. Query i is key s + i.
     bias.diagonal(s, 1, 2).fill_(max(-1e5, lowest / 2))
     return bias
 
 
-def attend_chunks(q: Tensor, v: Tensor, buckets: Tensor, s: int) -> tuple[Tensor, Tensor]:
+def attend_chunks(q: Tensor, v: Tensor, buckets: Tensor, s: int, group: int) -> tuple[Tensor, Tensor]:
     """Sorted (m, d) queries and values and (m,) bucket ids, in chunks of s -> (m, d) outputs
-    and (m,) logsumexps: each query sees the keys of its bucket in its chunk and the one before."""
+    and (m,) logsumexps: each query sees the keys of its and its neighbour chunks that
+    `chunk_bias` allows."""
     m, d = q.shape
     # Unit keys with the 1/sqrt(d) scale; an eps the dtype can hold keeps padding's zeros at 0.
     k = F.normalize(q, dim=-1, eps=torch.finfo(q.dtype).tiny) * d ** -0.5  # (m, d)
-    scores = torch.baddbmm(chunk_bias(buckets, s, q.dtype), q.view(-1, s, d),
-                           windows(k, s, 0.0))  # (m/s, s, 2s)
-    p = scores.softmax(-1)  # (m/s, s, 2s)
-    # logsumexp = max - log p(max): exact, well-conditioned as p(max) >= 1/2s, and it keeps
+    scores = torch.baddbmm(chunk_bias(buckets, s, q.dtype, group), q.view(-1, s, d),
+                           windows(k, s, 0.0))  # (m/s, s, 3s)
+    p = scores.softmax(-1)  # (m/s, s, 3s)
+    # logsumexp = max - log p(max): exact, well-conditioned as p(max) >= 1/3s, and it keeps
     # only indices for backward where logsumexp would keep all the scores.
     top, at = scores.max(-1)  # (m/s, s)
     lse = top - p.gather(-1, at[..., None]).squeeze(-1).log()  # (m/s, s)
@@ -115,14 +127,15 @@ class LSHAttention(AttentionCore):
             buckets.masked_fill_(~real[:, None, None], self.n_buckets)
             buckets, order = buckets.sort(dim=-1, stable=True)  # (b, h, r, N)
             # Ids distinct per (batch, head, round): all rounds are then chunked as one long
-            # sequence, and a first chunk's look-back into the previous round matches nothing.
+            # sequence, and an end chunk never sees into the next round or head.
             rounds = torch.arange(b * h * r, device=q.device).view(b, h, r, 1)
             buckets = (buckets + rounds * (self.n_buckets + 1)).view(-1)  # (b h r N)
 
         index = order.view(b, h, r * length, 1).expand(-1, -1, -1, d)
         sq = q.gather(2, index).view(-1, d)  # (b h r N, d), sorted within each round
         sv = v.gather(2, index).view(-1, d)  # (b h r N, d)
-        out, lse = attend_chunks(sq, sv, buckets, s)  # (b h r N, d), (b h r N)
+        group = self.n_buckets + 1 if self.config.attend_across_buckets else 1
+        out, lse = attend_chunks(sq, sv, buckets, s, group)  # (b h r N, d), (b h r N)
         # Back to position order with the inverse permutation of `order`.
         positions = torch.arange(length, device=q.device).expand_as(order)
         unsort = torch.empty_like(order).scatter_(-1, order, positions)  # (b, h, r, N)
@@ -137,11 +150,11 @@ class LSHAttention(AttentionCore):
         s, r, d = self.config.bucket_size, self.config.n_hashes, self.head_dim
         length = -(-n // s) * s
         hashing = 2 * length * d * (self.n_buckets // 2)
-        attention = 2 * 2 * length * 2 * s * d  # q k^T and p v, 2s keys per query
+        attention = 2 * 2 * length * 3 * s * d  # q k^T and p v, 3s keys per query
         combining = 2 * length * d if r > 1 else 0
         return heads * r * (hashing + attention + combining)
 
     def activation_elements(self, n: int, heads: int) -> int:
         s, r, d = self.config.bucket_size, self.config.n_hashes, self.head_dim
         length = -(-n // s) * s
-        return heads * r * length * (2 * s + 4 * d)  # p; sorted q, k, v; the round's output
+        return heads * r * length * (3 * s + 4 * d)  # p; sorted q, k, v; the round's output
