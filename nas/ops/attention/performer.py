@@ -126,13 +126,15 @@ class PerformerAttention(AttentionCore):
             self.steps += 1
         w = self.features.to(q.dtype)  # (m, d)
         d = w.shape[1]
-        q, k = q * d ** -0.25, k * d ** -0.25  # so that q.k of the scaled vectors is q.k / sqrt(d)
+        scale = d ** -0.25  # on q and k, so that q.k of the scaled vectors is q.k / sqrt(d)
         if self.config.kernel == "relu":
-            phi_q, phi_k = F.relu(q @ w.T), F.relu(k @ w.T)  # (b, h, n, m)
+            w_t = (w * scale).T  # (d, m)
+            phi_q = (q @ w_t).relu_()  # (b, h, n, m); in place: relu's backward needs only its output
+            phi_k = (k @ w_t).relu_()  # (b, h, n, m)
             if mask is not None:
                 phi_k = phi_k * mask[:, None, :, None]  # padded keys have no features
         else:
-            phi_q, phi_k = self._softmax_features(q, k, w, mask)
+            phi_q, phi_k = self._softmax_features(q, k, w, scale, mask)
         v1 = F.pad(v, (0, 1), value=1.0)  # (b, h, n, d+1): the ones column yields the normalizer
         kv = phi_k.transpose(-2, -1) @ v1  # (b, h, m, d+1)
         out = phi_q @ kv  # (b, h, n, d+1)
@@ -141,24 +143,38 @@ class PerformerAttention(AttentionCore):
         return num / den.masked_fill(den == 0, 1.0)  # (b, h, n, d)
 
     @staticmethod
-    def _softmax_features(q: Tensor, k: Tensor, w: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
-        """FAVOR++ features of scaled q and k (b, h, n, d) -> (b, h, n, m) each, up to factors
-        that cancel in attention's ratio: a shift per feature and one per query."""
+    def _softmax_features(q: Tensor, k: Tensor, w: Tensor, scale: float,
+                          mask: Tensor | None) -> tuple[Tensor, Tensor]:
+        """FAVOR++ features (favor_pp_log_features) of q and k (b, h, n, d) -> (b, h, n, m) each,
+        up to factors that cancel in attention's ratio: a shift per feature and one per query.
+
+        Every term of the log features goes into one GEMM per side by augmenting the inputs
+        ([k, |k|^2] and [q, 1]), so that only the shift and the exp remain as (n, m) passes,
+        both in place: the exp's backward needs only its output, the GEMM's only its inputs.
+        """
         with torch.no_grad():
-            a = favor_pp_a(q, k, mask)  # (b, h); the estimator is unbiased for any A
-        log_k = favor_pp_log_features(k, w, a)  # (b, h, n, m)
+            a = favor_pp_a(q * scale, k * scale, mask)[..., None, None]  # (b, h, 1, 1); any A is unbiased
+            w_t = torch.sqrt(1 - 4 * a) * scale * w.T  # (b, h, d, m): B w, on unscaled inputs
+            a_w = a * w.square().sum(-1)  # (b, h, 1, m)
+        # log phi(k) + const = B w.k' + A|w|^2 - |k'|^2/2 with k' = k * scale; A|w|^2 is the
+        # same for every key of a feature, so the per-feature shift below absorbs it.
+        half_sq = torch.full_like(a_w, -scale ** 2 / 2)  # (b, h, 1, m)
+        k_aug = torch.cat([k, k.square().sum(-1, keepdim=True)], -1)  # (b, h, n, d+1)
+        log_k = k_aug @ torch.cat([w_t, half_sq], -2)  # (b, h, n, m)
         # One shift per feature, shared by all keys and taken back on the query side, cancels
         # exactly (no epsilon pulling the result to uniform); the max over real keys keeps every
         # feature's largest key at 1, so no column underflows and padding cannot move the shift.
         lowest = torch.finfo(q.dtype).min
         if mask is not None:
-            log_k = log_k.masked_fill(~mask[:, None, :, None], lowest)  # padded keys: exp -> 0
+            log_k = log_k.masked_fill_(~mask[:, None, :, None], lowest)  # padded keys: exp -> 0
         shift = log_k.detach().amax(2, keepdim=True)  # (b, h, 1, m)
-        shift = shift.masked_fill(shift == lowest, 0.0)  # no real key at all: any shift will do
-        phi_k = torch.exp(log_k - shift)  # (b, h, n, m)
-        log_q = favor_pp_log_features(q, w, a, per_query=False) + shift  # (b, h, n, m)
+        shift = shift.masked_fill_(shift == lowest, 0.0)  # no real key at all: any shift will do
+        phi_k = log_k.sub_(shift).exp_()  # (b, h, n, m)
+        # Queries: B w.q' + A|w|^2, plus the keys' A|w|^2 and shift taken back.
+        q_aug = F.pad(q, (0, 1), value=1.0)  # (b, h, n, d+1)
+        log_q = q_aug @ torch.cat([w_t, 2 * a_w + shift], -2)  # (b, h, n, m)
         # A factor shared by all features of one query cancels between numerator and denominator.
-        phi_q = torch.exp(log_q - log_q.detach().amax(-1, keepdim=True))  # (b, h, n, m)
+        phi_q = log_q.sub_(log_q.detach().amax(-1, keepdim=True)).exp_()  # (b, h, n, m)
         return phi_q, phi_k
 
     def flops(self, n: int, heads: int) -> int:
