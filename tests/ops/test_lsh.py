@@ -136,3 +136,45 @@ def test_default_bucket_count(max_len, bucket_size, expected):
 def test_odd_bucket_count_is_a_config_error():
     with pytest.raises(ConfigError, match="n_buckets must be 1 or even, got 3"):
         make_core("lsh", 8, 1, 64, n_buckets=3)
+
+
+def test_row_windows_and_permutation_gradients():
+    """The hand-written backwards of the chunk windows and the sort permutation (float64)."""
+    from nas.ops.attention.lsh import PermuteRows, RowWindows
+
+    torch.manual_seed(0)
+    x = torch.randn(12, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: RowWindows.apply(t, 4), (x,))
+    windows = RowWindows.apply(x, 4)  # (3, 12, 3): chunks before, at and after
+    torch.testing.assert_close(windows[1], x[0:12])
+    torch.testing.assert_close(windows[0, :4], torch.zeros(4, 3, dtype=torch.float64))
+    # Two rounds of a permutation of 2 blocks of 6 rows, as LSH's sort uses it.
+    order = torch.stack([torch.randperm(6) for _ in range(4)]).view(2, 2, 6)  # (blocks, r, 6)
+    rounds = torch.arange(4).view(2, 2, 1)
+    unsort = torch.empty_like(order).scatter_(-1, order, torch.arange(6).expand_as(order))
+    index = (order + torch.arange(2).view(2, 1, 1) * 6).view(-1)
+    inverse = (unsort + rounds * 6).view(-1)
+    out = PermuteRows.apply(x, index, inverse, 2, 6)
+    torch.testing.assert_close(out, x[index])
+    assert torch.autograd.gradcheck(lambda t: PermuteRows.apply(t, index, inverse, 2, 6), (x,))
+
+
+@pytest.mark.parametrize("across", [True, False])
+def test_gradients_equal_those_of_the_naive_computation(across):
+    """Masking and the self score are applied outside autograd; the gradients must still be
+    those of the masked softmax (one bucket, chunks of 8 with neighbours, padding, 2 rounds)."""
+    torch.manual_seed(0)
+    s, n = 8, 40
+    core = make_core("lsh", 16, 2, 64, bucket_size=s, n_buckets=1, n_hashes=2,
+                     attend_across_buckets=across)
+    q = (torch.randn(2, 2, n, 16) * 2).requires_grad_()
+    v = torch.randn(2, 2, n, 16, requires_grad=True)
+    mask = torch.ones(2, n, dtype=torch.bool)
+    mask[1, 30:] = False
+    chunk = torch.arange(n) // s
+    allowed = (chunk[:, None] - chunk[None, :]).abs() <= 1
+    weight = torch.randn(2, 2, n, 16) * mask[:, None, :, None]  # real outputs only
+    grads = torch.autograd.grad((core(q, None, v, mask) * weight).sum(), (q, v))
+    expected = torch.autograd.grad((shared_qk_attention(q, v, mask, allowed) * weight).sum(), (q, v))
+    for got, want in zip(grads, expected):
+        torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
