@@ -123,14 +123,14 @@ def attend_chunks(q: Tensor, k: Tensor, v: Tensor, buckets: Tensor, s: int,
     m, d = q.shape
     lowest = torch.finfo(q.dtype).min
     scores = q.view(-1, s, d) @ RowWindows.apply(k, s).transpose(1, 2)  # (m/s, s, 3s)
-    with torch.no_grad():
-        # Masked in place and untracked: a hidden key gets e = exp(lowest - top) = 0, so exp's
-        # backward already sends it no gradient, and no (m/s, s, 3s) mask is kept for backward.
-        scores.masked_fill_(chunk_hidden(buckets, s, group), lowest)
-        # Reformer's self score: far below any real score and far above `lowest`, so that a
-        # query attends itself only when its window offers no other key.
-        scores.diagonal(s, 1, 2).fill_(max(-1e5, lowest / 2))
-        top = scores.amax(-1, keepdim=True)  # (m/s, s, 1)
+    # Masked in place: a hidden key gets e = exp(lowest - top) = 0. Reformer's self score is
+    # far below any real score and far above `lowest`, so that a query attends itself only
+    # when its window offers no other key.
+    scores = scores.masked_fill_(chunk_hidden(buckets, s, group), lowest)
+    position = torch.arange(3 * s, device=q.device)
+    diagonal = position[None, :] == torch.arange(s, device=q.device)[:, None] + s  # (s, 3s)
+    scores = scores.masked_fill_(diagonal, max(-1e5, lowest / 2))
+    top = scores.detach().amax(-1, keepdim=True)  # (m/s, s, 1)
     e = scores.sub_(top).exp_()  # (m/s, s, 3s); in place: exp's backward needs only its output
     v1 = F.pad(v, (0, 1), value=1.0)  # (m, d+1)
     out = e @ RowWindows.apply(v1, s)  # (m/s, s, d+1); the top key has e = 1, so den >= 1

@@ -152,10 +152,11 @@ class PerformerAttention(AttentionCore):
         ([k, |k|^2] and [q, 1]), so that only the shift and the exp remain as (n, m) passes,
         both in place: the exp's backward needs only its output, the GEMM's only its inputs.
         """
-        with torch.no_grad():
-            a = favor_pp_a(q * scale, k * scale, mask)[..., None, None]  # (b, h, 1, 1); any A is unbiased
-            w_t = torch.sqrt(1 - 4 * a) * scale * w.T  # (b, h, d, m): B w, on unscaled inputs
-            a_w = a * w.square().sum(-1)  # (b, h, 1, m)
+        # A from detached statistics (any A is unbiased); detach, not no_grad, so that
+        # torch.export traces the op.
+        a = favor_pp_a(q.detach() * scale, k.detach() * scale, mask)[..., None, None]  # (b, h, 1, 1)
+        w_t = torch.sqrt(1 - 4 * a) * scale * w.T  # (b, h, d, m): B w, on unscaled inputs
+        a_w = a * w.square().sum(-1)  # (b, h, 1, m)
         # log phi(k) + const = B w.k' + A|w|^2 - |k'|^2/2 with k' = k * scale; A|w|^2 is the
         # same for every key of a feature, so the per-feature shift below absorbs it.
         half_sq = torch.full_like(a_w, -scale ** 2 / 2)  # (b, h, 1, m)
