@@ -167,7 +167,7 @@ class EvolutionStrategy(SinglePathStrategy):
             return
         differ = [key for key, value in search.items() if study.user_attrs["search"].get(key) != value]
         if differ:
-            raise ConfigError(f"study '{self.study_name}' in {self.storage} belongs to another search "
+            raise ConfigError(f"study '{self.study_name}' in {self.workers} belongs to another search "
                               f"(its {', '.join(differ)} differ); give another study_name or storage")
 
     def _suggest(self, trial: Trial) -> None:

@@ -70,6 +70,11 @@ class SharedStudy:
             warnings.simplefilter("ignore", ExperimentalWarning)
             self.retry = RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
         self._storage: optuna.storages.BaseStorage | None = None
+        self._lock_engine: sqlalchemy.engine.Engine | None = None
+
+    def __str__(self) -> str:
+        """The storage as messages show it: without a password."""
+        return self.url.render_as_string(hide_password=True) if self.url is not None else str(self.storage)
 
     def check(self) -> None:
         """Reach the storage now (before hours of training), or stop with one line."""
@@ -81,7 +86,7 @@ class SharedStudy:
                     connection.execute(sqlalchemy.text("SELECT 1"))
             except sqlalchemy.exc.SQLAlchemyError as err:
                 reason = str(getattr(err, "orig", err)).strip().splitlines()[0]
-                raise ConfigError(f"storage {self._shown()}: cannot connect ({reason})") from None
+                raise ConfigError(f"storage {self}: cannot connect ({reason})") from None
 
     # -- the study -------------------------------------------------------------------------
     def load(self, name: str, sampler: optuna.samplers.BaseSampler, directions: list[str],
@@ -113,7 +118,7 @@ class SharedStudy:
                         self._storage.record_heartbeat(trial._trial_id)
                     suggest(trial)
                     return trial
-            time.sleep(min(1.0, self.heartbeat_interval))
+            time.sleep(1.0)  # for the running trials of others (seconds each)
 
     @contextlib.contextmanager
     def running(self, study: optuna.Study, trial: Trial) -> Iterator[None]:
@@ -128,7 +133,7 @@ class SharedStudy:
                 yield
             except BaseException as err:
                 if not self._storage.get_trial(trial._trial_id).state.is_finished():
-                    self.retry(study, study.tell(trial, state=TrialState.FAIL))
+                    self._again(study, study.tell(trial, state=TrialState.FAIL), "was interrupted")
                 elif isinstance(err, (ValueError, UpdateFinishedTrialError)):  # Optuna: "finished"
                     log.warning("trial %d was taken for abandoned while it ran; its re-run counts "
                                 "instead", trial.number)
@@ -156,7 +161,7 @@ class SharedStudy:
                 connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), {"key": key})
 
     def _engine(self) -> sqlalchemy.engine.Engine:
-        if not hasattr(self, "_lock_engine"):
+        if self._lock_engine is None:
             self._lock_engine = sqlalchemy.create_engine(self.url, poolclass=sqlalchemy.pool.NullPool)
         return self._lock_engine
 
@@ -164,7 +169,7 @@ class SharedStudy:
         if self._storage is not None:
             return self._storage
         heartbeat = {"heartbeat_interval": self.heartbeat_interval, "grace_period": self.grace_period,
-                     "heartbeat_stale_trial_callback": self.retry}
+                     "heartbeat_stale_trial_callback": self._silent}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ExperimentalWarning)
             if self.url is None and self.file is None:
@@ -186,15 +191,19 @@ class SharedStudy:
             optuna.storages.fail_stale_trials(study)  # silent ones, through the retry callback
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             if _dead_here(trial):
-                log.warning("trial %d of %s was abandoned; running its arch again",
-                            trial.number, trial.user_attrs[WORKER])
                 # Its worker may have told it meanwhile, if we misjudged it: then leave it be.
                 failed = study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
                 if failed.state == TrialState.FAIL:
-                    self.retry(study, failed)
+                    self._again(study, failed, "lost its process")
 
-    def _shown(self) -> str:
-        return self.url.render_as_string(hide_password=True) if self.url is not None else str(self.storage)
+    def _silent(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self._again(study, trial, "fell silent (no heartbeat)")
+
+    def _again(self, study: optuna.Study, trial: FrozenTrial, why: str) -> None:
+        """Enqueue a failed trial's params again, through Optuna's retry callback."""
+        log.warning("trial %d of worker %s %s; its arch runs again (at most %d times)",
+                    trial.number, trial.user_attrs.get(WORKER, "?"), why, MAX_RETRY)
+        self.retry(study, trial)
 
 
 class HeartbeatJournalStorage(optuna.storages.JournalStorage, BaseHeartbeat):

@@ -54,8 +54,8 @@ def test_two_cli_workers_fill_one_postgres_study(postgres_url, config, tmp_path)
     run_dir, data = tmp_path / "run", tmp_path / "data"
     storage = f"storage.url={postgres_url}"
     search.run(config("search", *TINY, *EVOLUTION, storage, "strategy.generations=1"))  # in this process
-    workers = [nas_search(run_dir, data, f"resume={run_dir}", f"seed={seed}", storage, "strategy.generations=3")
-               for seed in (1, 2)]
+    workers = [nas_search(run_dir, data, f"resume={run_dir}", f"seed={seed}", storage,
+                          "strategy.generations=3") for seed in (1, 2)]
     chosen = [best_arch(worker) for worker in workers]
     assert chosen[0] == chosen[1]  # both chose from the whole study
     trials = optuna.load_study(study_name="evolution", storage=postgres_url).trials

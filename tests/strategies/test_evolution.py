@@ -83,8 +83,8 @@ def storage(request, tmp_path):
     """The storage value of each kind the storage config group offers."""
     if request.param == "postgres":
         return request.getfixturevalue("postgres_url")
-    return {"sqlite": f"sqlite:///{tmp_path / 'optuna.db'}", "journal": f"journal:{tmp_path / 'journal.log'}"}[
-        request.param]
+    files = {"sqlite": f"sqlite:///{tmp_path / 'optuna.db'}", "journal": f"journal:{tmp_path / 'journal.log'}"}
+    return files[request.param]
 
 
 def test_a_global_op_wins_where_it_matters(tmp_path):
@@ -319,8 +319,8 @@ def test_an_unreachable_database_is_a_one_line_error_before_training():
         port = s.getsockname()[1]
     space, net, _ = untrained()
     strategy = evolution_strategy(space, storage=f"postgresql://nas:secret@127.0.0.1:{port}/nas")
-    with pytest.raises(ConfigError, match=re.escape(f"storage postgresql+psycopg://nas:***@127.0.0.1:{port}/nas: "
-                                                    "cannot connect (")) as err:
+    shown = f"storage postgresql+psycopg://nas:***@127.0.0.1:{port}/nas: cannot connect ("
+    with pytest.raises(ConfigError, match=re.escape(shown)) as err:
         strategy.attach(net)  # the search module attaches its strategy before training
     assert "secret" not in str(err.value) and "\n" not in str(err.value)
 
