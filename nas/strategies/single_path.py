@@ -1,18 +1,17 @@
 """Single-path strategies: SPOS supernet training (Guo et al. 2020,
 https://arxiv.org/abs/1904.00420) with an optional sandwich rule and in-place distillation
 (BigNAS, https://arxiv.org/abs/2003.11142); random search over the trained supernet, the baseline
-every search must beat; and `none`, which trains one fixed arch.
+every search must beat; and `fixed`, which trains one given arch.
 """
 from __future__ import annotations
 
 from torch import Tensor
-from torch.nn import functional as F
 
 from nas.space import Arch, SearchSpace
-from nas.strategies.base import Candidate, SearchResult, Strategy
+from nas.metrics import evaluate, score, soft_cross_entropy
+from nas.results import Candidate, SearchResult
+from nas.strategies.base import SearchContext, Strategy
 from nas.strategies.registry import STRATEGIES
-from nas.training.evaluate import evaluate
-from nas.training.metrics import score
 
 
 class SinglePathStrategy(Strategy):
@@ -28,20 +27,20 @@ class SinglePathStrategy(Strategy):
         super().__init__(space, seed)
         self.sandwich, self.distill = sandwich, distill
 
-    def training_step(self, module, train: dict, val: dict | None) -> dict[str, Tensor]:
+    def training_step(self, ctx: SearchContext, train: dict, val: dict | None) -> dict[str, Tensor]:
         if not self.sandwich:
-            loss, _ = module.arch_loss(train, self.record(self.space.sample(self.rng)))
-            module.step(loss)
+            loss, _ = ctx.arch_loss(train, self.record(ctx.agree(self.space.sample(self.rng))))
+            ctx.step(loss)
             return {"loss": loss.detach()}
         # Sandwich: gradients of the largest, the smallest and a random path, summed, one step.
-        big_loss, big_logits = module.arch_loss(train, self.space.largest())
+        big_loss, big_logits = ctx.arch_loss(train, self.space.largest())
         total = big_loss
-        for arch in (self.space.smallest(), self.record(self.space.sample(self.rng))):
-            loss, logits = module.arch_loss(train, arch)
+        for arch in (self.space.smallest(), self.record(ctx.agree(self.space.sample(self.rng)))):
+            loss, logits = ctx.arch_loss(train, arch)
             if self.distill:
-                loss = (1 - self.distill) * loss + self.distill * _soft_cross_entropy(logits, big_logits.detach())
+                loss = (1 - self.distill) * loss + self.distill * soft_cross_entropy(logits, big_logits.detach(), train["target"])
             total = total + loss
-        module.step(total)
+        ctx.step(total)
         return {"loss": big_loss.detach()}
 
     def current_arch(self) -> Arch:
@@ -56,16 +55,16 @@ class RandomStrategy(SinglePathStrategy):
         super().__init__(space, seed, **kwargs)
         self.samples = samples
 
-    def finish(self, module, val_batches: list[dict]) -> SearchResult:
+    def finish(self, ctx: SearchContext, val_batches: list[dict]) -> SearchResult:
         archs = list(dict.fromkeys(self.space.sample(self.rng) for _ in range(self.samples)))
-        metric = module.metric
-        ranked = [Candidate(a, {f"val/{metric}": evaluate(module.supernet, a, val_batches, metric)})
+        metric = ctx.metric
+        ranked = [Candidate(a, {f"val/{metric}": evaluate(ctx.supernet, val_batches, metric, arch=a)})
                   for a in archs]
         ranked.sort(key=lambda c: score(c.metrics[f"val/{metric}"], metric), reverse=True)
         return SearchResult(best=ranked[0].arch, ranked=ranked)
 
 
-@STRATEGIES.register("none")
+@STRATEGIES.register("fixed")
 class FixedStrategy(Strategy):
     """Trains and returns one given arch: a hand-designed baseline."""
 
@@ -75,15 +74,11 @@ class FixedStrategy(Strategy):
         space.validate(arch)
         self.arch = arch
 
-    def training_step(self, module, train: dict, val: dict | None) -> dict[str, Tensor]:
-        loss, _ = module.arch_loss(train, self.arch)
-        module.step(loss)
+    def training_step(self, ctx: SearchContext, train: dict, val: dict | None) -> dict[str, Tensor]:
+        loss, _ = ctx.arch_loss(train, self.arch)
+        ctx.step(loss)
         return {"loss": loss.detach()}
 
     def current_arch(self) -> Arch:
         return self.arch
-
-
-def _soft_cross_entropy(logits: Tensor, teacher: Tensor) -> Tensor:
-    return -(F.softmax(teacher, -1) * F.log_softmax(logits, -1)).sum(-1).mean()
 

@@ -1,5 +1,6 @@
 """Single-path strategies on planted tasks."""
 import pytest
+import torch
 
 from nas.errors import ConfigError
 from nas.space import Arch, LayerArch
@@ -13,7 +14,7 @@ from .planted import FetchTask, planted_space, trainer
 def test_random_search_finds_the_global_op(tmp_path):
     space = planted_space()
     task = FetchTask()
-    net = Supernet(space, task.vocab_size, task.num_classes, task.seq_len, head=task.head)
+    net = Supernet(space, task.shape)
     strategy = STRATEGIES.get("random")(space, seed=0, samples=8)
     _, result = run_search(net, strategy, task, "acc", trainer(tmp_path, epochs=4), lr=3e-3)
     best = result.ranked[0]
@@ -28,9 +29,17 @@ def test_fixed_arch_trains_that_arch(tmp_path):
     space = planted_space()
     arch = Arch(1, (LayerArch("full", 2, 64),))
     task = FetchTask()
-    net = Supernet(space, task.vocab_size, task.num_classes, task.seq_len, head=task.head)
-    _, result = run_search(net, STRATEGIES.get("none")(space, arch=arch), task, "acc", trainer(tmp_path, epochs=1))
+    net = Supernet(space, task.shape)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    _, result = run_search(net, STRATEGIES.get("fixed")(space, arch=arch), task, "acc", trainer(tmp_path, epochs=1))
     assert result.best == arch
+    after = net.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    # the arch's one layer, the embeddings and the readout trained; the second layer, which
+    # the arch does not use, kept its initial weights
+    assert {"embed.tokens.weight", "readout.linear.weight"} <= changed
+    assert any(k.startswith("blocks.0.") for k in changed)
+    assert not any(k.startswith("blocks.1.") for k in changed)
 
 
 def test_unknown_strategy_lists_the_known_ones():
