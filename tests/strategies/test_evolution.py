@@ -1,6 +1,8 @@
 """Evolution (SPOS + NSGA-II with Optuna): planted tasks, shared and resumed studies, bad input."""
 import multiprocessing
+import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -11,6 +13,7 @@ import optuna
 import pytest
 import torch
 from optuna.distributions import CategoricalDistribution
+from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from nas import cost
@@ -18,11 +21,14 @@ from nas.errors import ConfigError
 from nas.model import ModelShape
 from nas.space import Arch, LayerArch, SearchSpace
 from nas.strategies import STRATEGIES
-from nas.strategies import evolution
+from nas.strategies import evolution, study as shared
 from nas.supernet import Supernet
 from nas.training.run import run_search
 
+from ..postgres import postgres_server, postgres_url  # noqa: F401 (fixtures)
 from .planted import FetchTask, planted_space, trainer
+
+pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")  # retry API
 
 WIDE = {  # 72 archs: enough distinct ones that trials keep evaluating
     "name": "wide", "dim": 32, "head_dim": 16, "depth": [1, 2],
@@ -67,9 +73,19 @@ def dominates(a, b):
 
 
 def load(storage, name="evolution"):
-    if "://" not in storage:  # a journal file
-        storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(storage))
+    if storage.startswith("journal:"):
+        backend = optuna.storages.journal.JournalFileBackend(storage.removeprefix("journal:"))
+        storage = optuna.storages.JournalStorage(backend)
     return optuna.load_study(study_name=name, storage=storage)
+
+
+@pytest.fixture(params=["sqlite", "journal", "postgres"])
+def storage(request, tmp_path):
+    """The storage value of each kind the storage config group offers."""
+    if request.param == "postgres":
+        return request.getfixturevalue("postgres_url")
+    files = {"sqlite": f"sqlite:///{tmp_path / 'optuna.db'}", "journal": f"journal:{tmp_path / 'journal.log'}"}
+    return files[request.param]
 
 
 def test_a_global_op_wins_where_it_matters(tmp_path):
@@ -96,7 +112,7 @@ def test_a_flops_constraint_picks_the_cheap_op_when_it_suffices(tmp_path):
     torch.manual_seed(0)
     space, task = planted_space(), FetchTask(distance=1, size=1024)
     net = Supernet(space, task.shape)
-    journal = str(tmp_path / "journal.log")  # a journal file works as storage, too
+    journal = f"journal:{tmp_path / 'journal.log'}"  # a journal file works as storage, too
     # one local layer costs 427k FLOPs, one full layer 482k: only the cheap op fits
     strategy = evolution_strategy(space, constraints={"flops": 450_000}, storage=journal)
     _, result = run_search(net, strategy, task, "acc", trainer(tmp_path, epochs=2), lr=3e-3)
@@ -110,30 +126,79 @@ def test_a_flops_constraint_picks_the_cheap_op_when_it_suffices(tmp_path):
 
 
 def search_worker(worker, storage, start, results):
-    """One search worker, in its own process with its own storage connection."""
+    """One search worker, in its own process with its own storage connection; reports which archs
+    it evaluated."""
     torch.set_num_threads(1)  # what DataLoader workers do: a forked OpenMP pool is unusable
     space, net, batches = untrained()  # the same seed: the same supernet in every worker
+    evaluated, real = [], evolution.evaluate
+
+    def counted(supernet, val_batches, metric, arch):
+        evaluated.append(arch)
+        return real(supernet, val_batches, metric, arch=arch)
+
+    evolution.evaluate = counted  # in this process only
     strategy = evolution_strategy(space, seed=worker, generations=4, storage=storage)
     start.wait()  # start together, so that the workers really share the study
-    results.put(finish(strategy, net, batches).best)
+    results.put((finish(strategy, net, batches).best, evaluated))
 
 
-def test_two_workers_share_one_study(tmp_path):
+def test_two_workers_share_one_study(storage):
     # fork: a fresh interpreter would spend longer importing torch than the search takes
     context = multiprocessing.get_context("fork")
-    storage, start, results = f"sqlite:///{tmp_path / 'optuna.db'}", context.Barrier(2), context.Queue()
+    start, results = context.Barrier(2), context.Queue()
     workers = [context.Process(target=search_worker, args=(i, storage, start, results)) for i in range(2)]
     for worker in workers:
         worker.start()
+    found = [results.get(timeout=300) for _ in workers]
     for worker in workers:
-        worker.join(timeout=300)
+        worker.join(timeout=60)
     assert [w.exitcode for w in workers] == [0, 0]
-    best = [results.get(timeout=10) for _ in workers]
     trials = load(storage).get_trials()
     assert [t.number for t in trials] == list(range(16))  # no trial lost, none duplicated or extra
     assert all(t.state == TrialState.COMPLETE for t in trials)
     assert len({t.user_attrs["worker"] for t in trials}) == 2  # both workers ran trials
-    assert best[0] == best[1]  # both chose from the whole study, not from their own trials
+    assert found[0][0] == found[1][0]  # both chose from the whole study, not from their own trials
+    for _, evaluated in found:  # an arch proposed again is looked up, not evaluated again
+        assert evaluated and len(set(evaluated)) == len(evaluated)
+    evaluated = [arch for _, archs in found for arch in archs]
+    space = SearchSpace.from_dict(WIDE)
+    assert set(evaluated) == {space.arch_from_choices(t.params) for t in trials}
+
+
+def stuck_worker(storage, started):
+    """A worker of another host that hangs in its first evaluation: only its heartbeat can tell
+    the others that it died."""
+    torch.set_num_threads(1)
+    shared.worker_id = lambda: "elsewhere:1"
+    space, net, batches = untrained()
+
+    def hang(*args, **kwargs):
+        started.set()
+        time.sleep(600)
+
+    evolution.evaluate = hang
+    finish(evolution_strategy(space, storage=storage, heartbeat_interval=1, grace_period=2), net, batches)
+
+
+def test_the_trial_of_a_killed_worker_is_retried(storage):
+    context = multiprocessing.get_context("fork")
+    started = context.Event()
+    stuck = context.Process(target=stuck_worker, args=(storage, started))
+    stuck.start()
+    assert started.wait(timeout=120)
+    os.kill(stuck.pid, signal.SIGKILL)
+    stuck.join()
+    [killed] = [t for t in load(storage).get_trials() if t.state == TrialState.RUNNING]
+
+    space, net, batches = untrained()
+    strategy = evolution_strategy(space, seed=1, storage=storage, heartbeat_interval=1, grace_period=2)
+    finish(strategy, net, batches)
+    trials = load(storage).get_trials()
+    assert trials[killed.number].state == TrialState.FAIL
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == 8  # exactly population * generations, the retry among them
+    [retry] = [t for t in trials if RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == killed.number]
+    assert retry.state == TrialState.COMPLETE and retry.params == killed.params
 
 
 def test_an_interrupted_search_resumes_from_its_storage(tmp_path, monkeypatch):
@@ -154,6 +219,7 @@ def test_an_interrupted_search_resumes_from_its_storage(tmp_path, monkeypatch):
     *done, failed, waiting = before  # the interrupted trial failed; a copy waits to run again
     assert len(done) >= 2 and all(t.state == TrialState.COMPLETE for t in done)
     assert (failed.state, waiting.state) == (TrialState.FAIL, TrialState.WAITING)
+    assert RetryHeartbeatStaleTrialCallback.retried_trial_number(waiting) == failed.number
 
     monkeypatch.undo()
     result = finish(evolution_strategy(space, storage=storage), net, batches)
@@ -172,25 +238,29 @@ def test_an_interrupted_search_resumes_from_its_storage(tmp_path, monkeypatch):
 
 def test_trials_of_dead_workers_are_failed_and_run_again(tmp_path):
     space, net, batches = untrained()
-    storage = str(tmp_path / "journal.log")  # faster than SQLite, and the same logic
+    storage = f"journal:{tmp_path / 'journal.log'}"
     finish(evolution_strategy(space, storage=storage, generations=1), net, batches)
     study = load(storage)
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     distributions = {k: CategoricalDistribution(v) for k, v in space.decisions().items()}
     left = []
-    for worker, beat in [(f"{socket.gethostname()}:{dead.pid}", time.time()),  # a dead process here
-                         ("elsewhere:1", time.time() - 3600)]:  # silent elsewhere for an hour
+    # a dead process of this host, with no heartbeat at all: failed at once, without waiting
+    # for a grace period; a worker elsewhere whose last heartbeat is an hour old
+    for worker, beat in [(f"{socket.gethostname()}:{dead.pid}", None), ("elsewhere:1", time.time() - 3600)]:
         trial = study.ask(distributions)
         trial.set_user_attr("worker", worker)
-        trial.set_user_attr("heartbeat", beat)
+        if beat is not None:
+            study._storage.set_trial_system_attr(trial._trial_id, shared.HeartbeatJournalStorage.BEAT, beat)
         left.append(trial.number)
     finish(evolution_strategy(space, storage=storage, generations=2), net, batches)
     trials = load(storage).get_trials()
     assert [trials[n].state for n in left] == [TrialState.FAIL] * 2
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     assert len(complete) == 8
-    assert all(any(t.params == trials[n].params for t in complete if t.number > n) for n in left)
+    for n in left:
+        [retry] = [t for t in complete if RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == n]
+        assert retry.params == trials[n].params
 
 
 def test_state_dict_round_trip_gives_the_same_search():
@@ -222,6 +292,7 @@ def test_an_impossible_constraint_names_the_cheapest_cost():
     ({"constraints": {"params": -1}}, "constraints.params must be a positive number; got -1"),
     ({"population": 1}, "population >= 2"),
     ({"mutation_prob": 1.5}, "mutation_prob must be within [0, 1]; got 1.5"),
+    ({"heartbeat_interval": 0}, "heartbeat_interval must be a positive whole number of seconds; got 0"),
 ])
 def test_bad_options_are_one_line_errors(options, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
@@ -229,17 +300,34 @@ def test_bad_options_are_one_line_errors(options, message):
 
 
 @pytest.mark.parametrize("storage, message", [
-    ("postgresql://search@db.example/nas", "is a server: give `lock`, the path of a lock file"),
-    ("sqlite:/runs/optuna.db", "malformed database URL; expected e.g. sqlite:///runs/optuna.db"),
+    ("sqlite:/runs/optuna.db", "'sqlite:/runs/optuna.db' is neither a database URL nor a journal file; "
+                               "allowed: sqlite:///<file>, postgresql://"),
+    ("runs/optuna.journal", "is neither a database URL nor a journal file; allowed: "),
+    ("sqlite://", "names no SQLite file (three slashes: sqlite:///runs/optuna.db)"),
+    ("mysql://search@db.example/nas", "unsupported database 'mysql'; allowed: "),
+    ("journal:", "names no file; allowed: "),
 ])
-def test_bad_storage_is_a_one_line_error(storage, message):
-    space, net, batches = untrained()
-    with pytest.raises(ConfigError, match=re.escape(message)):
-        finish(evolution_strategy(space, storage=storage), net, batches)
+def test_a_bad_storage_is_a_one_line_error_before_training(storage, message):
+    with pytest.raises(ConfigError, match=re.escape(message)) as err:
+        evolution_strategy(planted_space(), storage=storage)  # made before the supernet trains
+    assert "\n" not in str(err.value)
+
+
+def test_an_unreachable_database_is_a_one_line_error_before_training():
+    pytest.importorskip("psycopg")
+    with socket.socket() as s:  # a port that nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    space, net, _ = untrained()
+    strategy = evolution_strategy(space, storage=f"postgresql://nas:secret@127.0.0.1:{port}/nas")
+    shown = f"storage postgresql+psycopg://nas:***@127.0.0.1:{port}/nas: cannot connect ("
+    with pytest.raises(ConfigError, match=re.escape(shown)) as err:
+        strategy.attach(net)  # the search module attaches its strategy before training
+    assert "secret" not in str(err.value) and "\n" not in str(err.value)
 
 
 def test_a_study_of_another_search_is_not_continued(tmp_path):
-    storage = str(tmp_path / "journal.log")
+    storage = f"journal:{tmp_path / 'journal.log'}"
     space, net, batches = untrained(planted_space().to_dict())
     finish(evolution_strategy(space, storage=storage, generations=1), net, batches)
     space, net, batches = untrained()
