@@ -33,11 +33,15 @@ class PeakMemory(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
+        # views and in-place results share an input's storage: nothing new (and an input may be
+        # a weight allocated before the block, which must not count)
+        inputs = {t.untyped_storage().data_ptr() for t in tree_leaves((args, kwargs))
+                  if isinstance(t, torch.Tensor) and not t.is_meta}
         for t in tree_leaves(out):
             if isinstance(t, torch.Tensor) and not t.is_meta:
                 storage = t.untyped_storage()
                 key = (storage.data_ptr(), storage.nbytes())
-                if storage.nbytes() and key not in self.live:  # a view shares its base's storage
+                if storage.nbytes() and key not in self.live and key[0] not in inputs:
                     self.live[key] = storage.nbytes()
                     self.current += storage.nbytes()
                     self.peak = max(self.peak, self.current)

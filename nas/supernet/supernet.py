@@ -192,6 +192,7 @@ class Supernet(nn.Module):
             raise ConfigError(f"unknown sharing '{sharing}'; allowed: {', '.join(SHARING)}")
         self.space = space
         self.shape, self.sharing = shape, sharing
+        self.recompute = True  # memory.reversible only: False stores activations (tests' reference)
         self.embed = TokenEmbedding(shape.vocab_size, space.dim, shape.max_len)
         self.blocks = nn.ModuleList(SuperBlock(space, shape.max_len, sharing) for _ in range(space.max_depth))
         self.readout = Readout(space.dim, shape.num_classes, shape.readout)
@@ -201,7 +202,7 @@ class Supernet(nn.Module):
         x = self.embed(tokens)
         if self.space.memory.reversible:
             couplings = [block.coupling(mask, layer) for block, layer in zip(self.blocks, arch.layers)]
-            return self.readout(run_blocks(x, couplings, self.training), mask)
+            return self.readout(run_blocks(x, couplings, self.training, self.recompute), mask)
         for block, layer in zip(self.blocks, arch.layers):
             x = block(x, mask, layer)
         return self.readout(x, mask)
