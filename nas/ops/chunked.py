@@ -20,9 +20,12 @@ def chunked(fn: Callable[[Tensor], Tensor], x: Tensor, chunks: int, recompute: b
     for backward, so with `recompute` (training) each piece is checkpointed: backward
     recomputes one piece at a time and the pieces' intermediates are never alive together.
 
+    Under torch.export / torch.compile it is `fn(x)`: the same function, and pieces of a
+    symbolic length would pin the program to one length.
+
     Shape: x (b, n, D) -> (b, n, D); fewer than `chunks` pieces when n < chunks.
     """
-    if chunks == 1:
+    if chunks == 1 or torch.compiler.is_compiling():
         return fn(x)
     pieces = x.tensor_split(chunks, dim=1)  # each (b, n/chunks, D)
     if recompute and torch.is_grad_enabled():
