@@ -165,3 +165,19 @@ def test_peak_memory_sees_every_allocation():
     assert memory.peak == 10000 and memory.current == 10000
     del b, c, view
     assert memory.current == 0
+
+
+def test_recomputation_runs_under_the_forwards_autocast():
+    """Mixed precision (bf16 autocast, as Lightning's bf16-mixed): backward runs outside the
+    autocast block, so the recomputation must re-enter it to compute what the forward did."""
+    torch.manual_seed(0)
+    model = Subnet(space_of("full").largest(), space_of("full"), SHAPE).train()
+    stored = copy.deepcopy(model)
+    stored.recompute = False
+    tokens, mask = batch()
+    for m in (model, stored):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = m(tokens, mask)
+        out.float().square().sum().backward()
+    for (name, p), q in zip(model.named_parameters(), stored.parameters()):
+        assert (p.grad - q.grad).abs().max() <= 0.02 * q.grad.abs().max(), name
