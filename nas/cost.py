@@ -3,6 +3,8 @@ length (analytic, layer by layer), and the measured latency of a model on the cu
 
 Costs are additive over layers (`layer_cost`) plus a part every arch pays (`base_cost`), which
 is what lets a differentiable controller take the expected cost of an architecture distribution.
+One exception: with reversible layers (the space's `memory.reversible`) backward recomputes one
+layer at a time, so activation memory is the largest layer's, not the sum (`arch_cost`).
 """
 from __future__ import annotations
 
@@ -47,11 +49,13 @@ def layer_cost(layer: LayerArch, space: SearchSpace, shape: ModelShape, seq_len:
     if kind == "flops":  # 2 per multiply-add, matrix products only
         return 2 * n * d * inner * projections + core.flops(n, layer.heads) + 2 * 2 * n * d * layer.ffn_dim
     if kind == "memory":
-        elements = (4 * n * d  # two norms' inputs and outputs
-                    + n * inner * projections  # projected inputs, merged heads
-                    + core.activation_elements(n, layer.heads)
-                    + 2 * n * layer.ffn_dim)  # hidden units before and after the activation
-        return elements * BYTES_PER_ELEMENT / 2**20
+        attention = (2 * n * d  # norm1's input and output
+                     + n * inner * projections  # projected inputs, merged heads
+                     + core.activation_elements(n, layer.heads))
+        # norm2's input, then its output and the hidden units before and after the activation;
+        # in chunks those are recomputed in backward one chunk at a time
+        ffn = n * d + (n * d + 2 * n * layer.ffn_dim) / space.memory.ffn_chunks
+        return (attention + ffn) * BYTES_PER_ELEMENT / 2**20
     raise ConfigError(f"unknown cost '{kind}'; allowed: {', '.join(KINDS)}")
 
 
@@ -70,9 +74,16 @@ def base_cost(space: SearchSpace, shape: ModelShape, seq_len: int, kind: str) ->
 
 
 def arch_cost(arch: Arch, space: SearchSpace, shape: ModelShape, seq_len: int, kind: str) -> float:
-    """The cost of `arch` for one sequence (latency: the sum of its layers' measured latencies)."""
-    return base_cost(space, shape, seq_len, kind) + sum(
-        layer_cost(layer, space, shape, seq_len, kind) for layer in arch.layers)
+    """The cost of `arch` for one sequence (latency: the sum of its layers' measured latencies).
+
+    Memory of reversible layers: backward keeps the last layer's output pair and recomputes one
+    layer at a time, so it costs the pair plus the largest layer, whatever the depth.
+    """
+    layers = [layer_cost(layer, space, shape, seq_len, kind) for layer in arch.layers]
+    base = base_cost(space, shape, seq_len, kind)
+    if kind == "memory" and space.memory.reversible:
+        return base + 2 * seq_len * space.dim * BYTES_PER_ELEMENT / 2**20 + max(layers)
+    return base + sum(layers)
 
 
 def params(arch: Arch, space: SearchSpace, shape: ModelShape) -> int:

@@ -3,7 +3,10 @@
 
 Pre-norm encoder (Xiong et al. 2020, https://arxiv.org/abs/2002.04745): token + learned
 position embeddings, `depth` blocks of x + attention(norm(x)) and x + ffn(norm(x)), a final
-norm and a readout.
+norm and a readout. With the space's `memory.reversible` the blocks are reversible (Reformer,
+https://arxiv.org/abs/2001.04451): the embedding is duplicated into a pair (x1, x2), each block
+maps it to y1 = x1 + attention(norm(x2)), y2 = x2 + ffn(norm(y1)), and the readout gets the
+mean of the pair (as reformer-pytorch does; the Reformer paper concatenates the pair).
 # b batch, n sequence, D model width, C classes
 """
 from __future__ import annotations
@@ -16,6 +19,8 @@ from torch import Tensor, nn
 from nas.errors import ConfigError
 from nas.ops.attention import SelfAttention, make_core
 from nas.ops.attention.base import check_length
+from nas.ops.chunked import chunked
+from nas.ops.reversible import Coupling, coupled, reversible
 from nas.space import Arch, LayerArch, SearchSpace
 
 READOUTS = ("classify", "tokens")  # a label per sequence (mean-pooled), or one per position
@@ -108,23 +113,50 @@ class FeedForward(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, dim: int, attn: SelfAttention, ffn: FeedForward):
+    """ffn_chunks: the feed-forward (and its norm) runs on this many pieces of the sequence."""
+
+    def __init__(self, dim: int, attn: SelfAttention, ffn: FeedForward, ffn_chunks: int = 1):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)
         self.attn = attn
         self.norm2 = nn.LayerNorm(dim)
         self.ffn = ffn
+        self.ffn_chunks = ffn_chunks
+
+    def attend(self, x: Tensor, mask: Tensor | None) -> Tensor:
+        return self.attn(self.norm1(x), mask)
+
+    def feed(self, x: Tensor) -> Tensor:
+        return self.ffn(self.norm2(x))  # position-wise, so it may run in chunks
 
     def forward(self, x: Tensor, mask: Tensor | None) -> Tensor:
-        x = x + self.attn(self.norm1(x), mask)
-        return x + self.ffn(self.norm2(x))
+        x = x + self.attend(x, mask)
+        return x + chunked(self.feed, x, self.ffn_chunks, recompute=self.training)
+
+    def coupling(self, mask: Tensor | None) -> Coupling:
+        """The block as a reversible layer: f attends, g feeds forward."""
+        return Coupling(lambda x: self.attend(x, mask), self.feed, self, self.ffn_chunks)
 
 
 def make_block(layer: LayerArch, space: SearchSpace, max_len: int) -> Block:
     choice = space.attention[layer.attention]
     core = make_core(choice.type, space.head_dim, layer.heads, max_len, **choice.options)
     attn = SelfAttention(space.dim, layer.heads, space.head_dim, core)
-    return Block(space.dim, attn, FeedForward(space.dim, layer.ffn_dim))
+    return Block(space.dim, attn, FeedForward(space.dim, layer.ffn_dim), space.memory.ffn_chunks)
+
+
+def run_blocks(x: Tensor, couplings: list[Coupling], training: bool, recompute: bool = True) -> Tensor:
+    """A reversible stack on the duplicated stream, read out as the mean of the pair.
+
+    recompute: recompute activations in backward (training); False stores them (plain
+    autograd through the same coupling: the reference the recomputation must match).
+    Shape: x (b, n, D) -> (b, n, D).
+    """
+    if recompute and training:
+        x1, x2 = reversible(x, x, couplings)
+    else:
+        x1, x2 = coupled(x, x, couplings, recompute=training)
+    return (x1 + x2) / 2  # (b, n, D)
 
 
 class Subnet(nn.Module):
@@ -142,12 +174,17 @@ class Subnet(nn.Module):
         super().__init__()
         space.validate(arch)
         self.arch, self.shape = arch, shape
+        self.reversible = space.memory.reversible
+        self.recompute = True  # reversible only: False stores activations (tests' reference)
         self.embed = TokenEmbedding(shape.vocab_size, space.dim, shape.max_len)
         self.blocks = nn.ModuleList(make_block(layer, space, shape.max_len) for layer in arch.layers)
         self.readout = Readout(space.dim, shape.num_classes, shape.readout)
 
     def forward(self, tokens: Tensor, mask: Tensor | None = None) -> Tensor:
         x = self.embed(tokens)
-        for block in self.blocks:
-            x = block(x, mask)
+        if self.reversible:
+            x = run_blocks(x, [block.coupling(mask) for block in self.blocks], self.training, self.recompute)
+        else:
+            for block in self.blocks:
+                x = block(x, mask)
         return self.readout(x, mask)

@@ -101,6 +101,30 @@ class AttentionChoice:
         return hash((self.type, tuple(sorted(self.options.items()))))
 
 
+@dataclass(frozen=True)
+class MemoryOptions:
+    """How every model of a space trades compute for training memory (Reformer,
+    https://arxiv.org/abs/2001.04451); the function each arch computes does not depend on
+    ffn_chunks, and `reversible` is a different (RevNet-coupled) model."""
+
+    reversible: bool = False  # reversible residual layers: activations recomputed in backward
+    ffn_chunks: int = 1  # the feed-forward runs on this many pieces of the sequence
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str) -> MemoryOptions:
+        names = [f.name for f in dataclasses.fields(cls)]
+        if not isinstance(data, dict):
+            raise ConfigError(f"{source}: memory maps {', '.join(names)} to values, e.g. "
+                              f"{{reversible: true, ffn_chunks: 4}}; got {data!r}")
+        unknown = [key for key in data if key not in names]
+        if unknown:
+            raise ConfigError(f"{source}: memory: unknown key {unknown[0]!r}; allowed: {', '.join(names)}")
+        reversible = data.get("reversible", False)
+        if not isinstance(reversible, bool):
+            raise ConfigError(f"{source}: memory.reversible must be true or false; got {reversible!r}")
+        return cls(reversible, _positive_int(data.get("ffn_chunks", 1), "memory.ffn_chunks", source))
+
+
 @dataclass(frozen=True, eq=False)
 class SearchSpace:
     name: str
@@ -110,6 +134,7 @@ class SearchSpace:
     attention: dict[str, AttentionChoice]  # candidate name -> op type and options
     heads: tuple[int, ...]
     ffn_dims: tuple[int, ...]
+    memory: MemoryOptions = MemoryOptions()  # the `memory` section; the same for every arch
 
     @property
     def max_depth(self) -> int:
@@ -133,9 +158,10 @@ class SearchSpace:
         from nas.ops.attention import ATTENTION  # late: the ops import nothing from here
 
         expected = {"name", "dim", "head_dim", "depth", "layer"}
-        if not isinstance(data, dict) or set(data) != expected:
+        if not isinstance(data, dict) or set(data) - {"memory"} != expected:
             got = sorted(map(str, data)) if isinstance(data, dict) else type(data).__name__
-            raise ConfigError(f"{source}: a space has exactly the keys {', '.join(sorted(expected))}; got {got}")
+            raise ConfigError(f"{source}: a space has exactly the keys {', '.join(sorted(expected))} "
+                              f"(and optionally memory); got {got}")
         if not isinstance(data["name"], str) or not data["name"].isprintable() or not data["name"]:
             raise ConfigError(f"{source}: name must be a non-empty string on one line; "
                               f"got {data['name']!r}")
@@ -161,6 +187,7 @@ class SearchSpace:
             attention=attention,
             heads=_int_choices(layer["heads"], "layer.heads", source),
             ffn_dims=_int_choices(layer["ffn_dim"], "layer.ffn_dim", source),
+            memory=MemoryOptions.from_dict(data.get("memory") or {}, source),
         )
         return space
 
@@ -172,6 +199,8 @@ class SearchSpace:
                 "heads": list(self.heads),
                 "ffn_dim": list(self.ffn_dims),
             },
+            # only when set, so that spaces written before the option read and hash the same
+            **({"memory": dataclasses.asdict(self.memory)} if self.memory != MemoryOptions() else {}),
         }
 
     def __eq__(self, other):

@@ -89,3 +89,31 @@ def test_subnet_latency_runs_the_model_on_real_token_ids(lra, monkeypatch):
     assert cost.subnet_latency_ms(model, 64, SHAPE.vocab_size, batch_size=2) == 1.0
     (tokens,), = seen
     assert tokens.shape == (2, 64) and 1 <= int(tokens.min()) and int(tokens.max()) < SHAPE.vocab_size
+
+
+@pytest.mark.parametrize("reversible", [False, True])
+@pytest.mark.parametrize("ffn_chunks", [1, 4])
+def test_activation_memory_follows_the_memory_options(reversible, ffn_chunks):
+    """Within a factor 2.5 of the measured training peak less the gradients (an estimate: the
+    ops' own counts are generous); reversible: flat in depth, as measured."""
+    from nas.peak_memory import PeakMemory
+
+    n, estimates, measured = 256, [], []
+    for depth in (2, 6):
+        space = SearchSpace.from_dict({
+            "name": "m", "dim": 32, "head_dim": 8, "depth": [depth],
+            "layer": {"attention": {"local": {"window": 32}}, "heads": [4], "ffn_dim": [256]},
+            "memory": {"reversible": reversible, "ffn_chunks": ffn_chunks}})
+        shape = ModelShape(20, 5, n)
+        torch.manual_seed(0)
+        model = Subnet(space.largest(), space, shape).train()
+        with PeakMemory() as memory:
+            model(torch.randint(1, 20, (1, n))).sum().backward()
+        measured.append((memory.peak - sum(p.numel() * 4 for p in model.parameters())) / 2**20)
+        estimates.append(cost.estimate(space.largest(), space, shape, n).activation_mib)
+    for est, got in zip(estimates, measured):
+        assert got / 2.5 < est < got * 2.5
+    if reversible:
+        assert estimates[0] == estimates[1] and measured[0] == measured[1]
+    else:
+        assert estimates[1] > 1.8 * estimates[0] and measured[1] > 1.8 * measured[0]

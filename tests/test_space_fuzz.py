@@ -19,14 +19,16 @@ SPACE = {"name": "s", "dim": 16, "head_dim": 8, "depth": [1, 2],
          "layer": {"attention": {"full": {}, "local": {"window": 4},
                                  "wide": {"type": "local", "window": 8, "global_tokens": 1},
                                  "synthesizer": {"variant": "random", "rank": 2}},
-                   "heads": [1, 2], "ffn_dim": [16, 32]}}
+                   "heads": [1, 2], "ffn_dim": [16, 32]},
+         "memory": {"reversible": True, "ffn_chunks": 2}}
 ARCH = {"depth": 2, "layers": [{"attention": "full", "heads": 2, "ffn_dim": 16},
                                {"attention": "local", "heads": 1, "ffn_dim": 32}]}
 
 # Values a YAML file can hold, biased towards the names and sizes the loaders look at, so that
 # a mutation often gets past the first check and exercises the deeper ones.
 NAMES = st.sampled_from(["full", "local", "lsh", "type", "window", "variant", "rank", "depth",
-                         "layers", "heads", "ffn_dim", "attention", "name", "dim", "layer", ""])
+                         "layers", "heads", "ffn_dim", "attention", "name", "dim", "layer", "memory",
+                         "reversible", "ffn_chunks", ""])
 SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-2, 64), st.integers(),
                     st.floats(), st.text(max_size=6), NAMES)
 VALUES = st.recursive(SCALARS, lambda inner: st.one_of(
@@ -187,7 +189,12 @@ def test_bad_arch_file_names_the_field(tmp_path, text, message):
 
 
 @pytest.mark.parametrize("text, message", [
-    ("", "a space has exactly the keys depth, dim, head_dim, layer, name; got NoneType"),
+    ("", "a space has exactly the keys depth, dim, head_dim, layer, name (and optionally memory); got NoneType"),
+    (GOOD_SPACE + "memory: [reversible]\n",
+     "memory maps reversible, ffn_chunks to values, e.g. {reversible: true, ffn_chunks: 4}; got ['reversible']"),
+    (GOOD_SPACE + "memory: {chunks: 4}\n", "memory: unknown key 'chunks'; allowed: reversible, ffn_chunks"),
+    (GOOD_SPACE + "memory: {reversible: 1}\n", "memory.reversible must be true or false; got 1"),
+    (GOOD_SPACE + "memory: {ffn_chunks: 0}\n", "memory.ffn_chunks must be a positive integer; got 0"),
     (GOOD_SPACE.replace("name: s", "name: [s]"), "name must be a non-empty string on one line; got ['s']"),
     (GOOD_SPACE.replace("dim: 16", "dim: 16.0"), "dim must be a positive integer; got 16.0"),
     (GOOD_SPACE.replace("head_dim: 8", "head_dim: eight"), "head_dim must be a positive integer; got 'eight'"),

@@ -14,10 +14,12 @@ import torch
 from torch import Tensor, nn
 
 from nas.errors import ConfigError
-from nas.model import Block, FeedForward, ModelShape, Readout, Subnet, TokenEmbedding
+from nas.model import Block, FeedForward, ModelShape, Readout, Subnet, TokenEmbedding, run_blocks
 from nas.ops.attention import SelfAttention, make_core
 from nas.ops.attention.base import attend, merge_heads, split_heads
+from nas.ops.chunked import chunked
 from nas.ops.elastic import ElasticLinear
+from nas.ops.reversible import Coupling
 from nas.space import LAYER_FIELDS, Arch, LayerArch, SearchSpace
 
 # entangled: all attention candidates share Q/K/V/O; separate: each candidate owns its own.
@@ -131,25 +133,43 @@ class SuperBlock(nn.Module):
         self.attn = SuperAttention(space, max_len, sharing)
         self.norm2 = nn.LayerNorm(space.dim)
         self.ffn = SuperFeedForward(space.dim, space.max_ffn_dim)
+        self.ffn_chunks = space.memory.ffn_chunks
+
+    def attend(self, x: Tensor, mask: Tensor | None, layer: LayerArch) -> Tensor:
+        return self.attn(self.norm1(x), mask, layer)
+
+    def feed(self, x: Tensor, layer: LayerArch) -> Tensor:
+        return self.ffn(self.norm2(x), layer.ffn_dim)  # position-wise, so it may run in chunks
 
     def forward(self, x: Tensor, mask: Tensor | None, layer: LayerArch) -> Tensor:
-        x = x + self.attn(self.norm1(x), mask, layer)
-        return x + self.ffn(self.norm2(x), layer.ffn_dim)
+        x = x + self.attend(x, mask, layer)
+        return x + chunked(lambda h: self.feed(h, layer), x, self.ffn_chunks, recompute=self.training)
+
+    def coupling(self, mask: Tensor | None, layer: LayerArch) -> Coupling:
+        """The block for `layer` as a reversible layer (see `Block.coupling`)."""
+        return Coupling(lambda x: self.attend(x, mask, layer), lambda x: self.feed(x, layer), self,
+                        self.ffn_chunks)
 
     def forward_mixed(self, x: Tensor, mask: Tensor | None, weights: dict[str, Tensor],
-                      space: SearchSpace, partial: int = 1, edges: Tensor | None = None) -> Tensor:
+                      space: SearchSpace, partial: int = 1, edges: Tensor | None = None,
+                      x2: Tensor | None = None) -> Tensor | tuple[Tensor, Tensor]:
         """weights: 'attention', 'heads', 'ffn_dim' -> probabilities over the space's choices.
 
         edges: None, or (2,) weights of the attention node's two inputs (the residual, the
         mixed attention), PC-DARTS's edge normalisation; None is the plain residual (1, 1).
+        x2: the second half of a reversible stream (x is the first): returns the pair
+        y1 = x + attention(x2), y2 = x2 + ffn(y1), with activations stored (every candidate
+        runs, so nothing is recomputed) and the feed-forward unchunked.
         """
-        attn = self.attn.forward_mixed(self.norm1(x), mask, weights["attention"], weights["heads"], space.heads,
-                                       partial)
+        attn = self.attn.forward_mixed(self.norm1(x if x2 is None else x2), mask, weights["attention"],
+                                       weights["heads"], space.heads, partial)
         x = x + attn if edges is None else edges[0] * x + edges[1] * attn
-        return x + self.ffn.forward_mixed(self.norm2(x), weights["ffn_dim"], space.ffn_dims)
+        ffn = self.ffn.forward_mixed(self.norm2(x), weights["ffn_dim"], space.ffn_dims)
+        return x + ffn if x2 is None else (x, x2 + ffn)
 
     def extract(self, layer: LayerArch) -> Block:
-        block = Block(self.norm1.normalized_shape[0], self.attn.extract(layer), self.ffn.extract(layer.ffn_dim))
+        block = Block(self.norm1.normalized_shape[0], self.attn.extract(layer), self.ffn.extract(layer.ffn_dim),
+                      self.ffn_chunks)
         block.norm1.load_state_dict(self.norm1.state_dict())
         block.norm2.load_state_dict(self.norm2.state_dict())
         return block
@@ -172,6 +192,7 @@ class Supernet(nn.Module):
             raise ConfigError(f"unknown sharing '{sharing}'; allowed: {', '.join(SHARING)}")
         self.space = space
         self.shape, self.sharing = shape, sharing
+        self.recompute = True  # memory.reversible only: False stores activations (tests' reference)
         self.embed = TokenEmbedding(shape.vocab_size, space.dim, shape.max_len)
         self.blocks = nn.ModuleList(SuperBlock(space, shape.max_len, sharing) for _ in range(space.max_depth))
         self.readout = Readout(space.dim, shape.num_classes, shape.readout)
@@ -179,6 +200,9 @@ class Supernet(nn.Module):
     def forward(self, tokens: Tensor, arch: Arch, mask: Tensor | None = None) -> Tensor:
         self.space.validate(arch)
         x = self.embed(tokens)
+        if self.space.memory.reversible:
+            couplings = [block.coupling(mask, layer) for block, layer in zip(self.blocks, arch.layers)]
+            return self.readout(run_blocks(x, couplings, self.training, self.recompute), mask)
         for block, layer in zip(self.blocks, arch.layers):
             x = block(x, mask, layer)
         return self.readout(x, mask)
@@ -198,12 +222,17 @@ class Supernet(nn.Module):
         if hard:
             return self._forward_hard(tokens, weights, mask)
         x = self.embed(tokens)
+        reversible = self.space.memory.reversible
+        x2 = x if reversible else None  # reversible: the stream is the pair (x, x2)
         exits = []
         for i, block in enumerate(self.blocks):
             layer_w = {f: weights[f"layer{i}.{f}"] for f in LAYER_FIELDS}
-            x = block.forward_mixed(x, mask, layer_w, self.space, partial, None if edges is None else edges[i])
+            x = block.forward_mixed(x, mask, layer_w, self.space, partial, None if edges is None else edges[i],
+                                    x2)
+            if reversible:
+                x, x2 = x
             if i + 1 in self.space.depths:
-                exits.append(x)
+                exits.append((x + x2) / 2 if reversible else x)
         mixed = sum(w * h for w, h in zip(weights["depth"], exits))
         return self.readout(mixed, mask)
 
@@ -212,12 +241,19 @@ class Supernet(nn.Module):
         picked = {key: int(weights[key].argmax()) for key in decisions if key in weights}
         depth = decisions["depth"][picked["depth"]]
         x = self.embed(tokens)
+        reversible = self.space.memory.reversible
+        x2 = x  # reversible: the second half of the stream, stored activations (see forward_mixed)
         for i, block in enumerate(self.blocks[:depth]):
             gate = {f: weights[f"layer{i}.{f}"][picked[f"layer{i}.{f}"]] for f in LAYER_FIELDS}
             layer = LayerArch(*(decisions[f"layer{i}.{f}"][picked[f"layer{i}.{f}"]]
                                 for f in LAYER_FIELDS))
-            x = x + block.attn(block.norm1(x), mask, layer) * (gate["attention"] * gate["heads"])
-            x = x + block.ffn(block.norm2(x), layer.ffn_dim) * gate["ffn_dim"]
+            x = x + block.attend(x2 if reversible else x, mask, layer) * (gate["attention"] * gate["heads"])
+            ffn = block.feed(x, layer) * gate["ffn_dim"]
+            if reversible:
+                x2 = x2 + ffn
+            else:
+                x = x + ffn
+        x = (x + x2) / 2 if reversible else x
         return self.readout(x * weights["depth"][picked["depth"]], mask)
 
     @torch.no_grad()
