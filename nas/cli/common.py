@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from nas.errors import ConfigError
+from nas.pipeline import read_status
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository: configs/ and search_spaces/ live here
 CONFIGS = str(ROOT / "configs")
@@ -24,11 +25,11 @@ OmegaConf.register_new_resolver("nas_or", lambda value, default: default if valu
 
 log = logging.getLogger("nas")
 
-# Notices every run printed that name nothing the user can act on. The first two come from
-# Lightning itself (an advert; Lightning's pytree call deprecated by torch), the third from
-# tiny runs with fewer batches than trainer.log_every_n_steps, where the epoch's logs still come.
-_NOISE = [r"`isinstance\(treespec, LeafSpec\)` is deprecated",
-          r"The number of training batches \(\d+\) is smaller than the logging interval"]
+# Notices every run printed that name nothing the user can act on, both from Lightning itself:
+# an advert, and Lightning's own pytree call that torch deprecated. (The ones whose cause was
+# ours are resolved there: the log interval in pipeline._trainer, the checkpoint folder on
+# resume in AtomicCheckpoint, the plot labels in viz.)
+_NOISE = [r"`isinstance\(treespec, LeafSpec\)` is deprecated"]
 _TIP = "💡 Tip: For seamless cloud logging"
 
 
@@ -117,3 +118,20 @@ def validate(cfg: DictConfig, command: str) -> None:
             parent = parent.parent
         if parent.exists() and not parent.is_dir():
             raise ConfigError(f"out={out}: {parent} is a file, not a folder")
+
+
+def finished(cfg: DictConfig, command: str) -> bool:
+    """Whether `resume=` names a run whose status.json says done. Such a run has nothing left
+    to resume, so one line says so (and where its results are) and the command ends with exit
+    code 0 instead of training again; to train longer or again, start a new run. Evolution
+    workers joining a finished run's study are the exception: they add trials by design."""
+    resume = cfg.get("resume")
+    if not resume or (command == "nas-search" and cfg.strategy.get("name") == "evolution"):
+        return False
+    status = read_status(Path(str(resume)))
+    if status.get("state") != "done":
+        return False
+    where = "summary.txt, best_arch.yaml" if command == "nas-search" else "checkpoints/"
+    print(f"{command}: {resume} is already done (status.json, {status.get('updated', '?')}); "
+          f"nothing to resume: its results are in {where}. Start a new run to train again.")
+    return True

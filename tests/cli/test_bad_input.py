@@ -63,6 +63,38 @@ def test_a_second_process_on_a_locked_run_stops_naming_the_holder(config, tmp_pa
     assert len(err) == 1 and "4242" in err[0] and "in use" in err[0]
 
 
+def test_nas_retrain_honours_the_lock_of_its_run_folder(config, tmp_path, capsys):
+    from filelock import FileLock
+    from nas.space import SearchSpace
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "run.pid").write_text("4242\n")
+    cfg = config("retrain", *TINY[:-2], f"arch={tmp_path / 'arch.yaml'}", f"resume={run_dir}", run_dir=run_dir)
+    SearchSpace.from_yaml(cfg.space.file).smallest().to_yaml(tmp_path / "arch.yaml")
+    with FileLock(str(run_dir / "run.lock")):
+        with pytest.raises(SystemExit) as exit_:
+            retrain_cli.run(cfg)
+    assert exit_.value.code == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "4242" in err[0] and "in use" in err[0]
+
+
+def test_resuming_a_done_run_says_so_and_trains_nothing(config, tmp_path, capsys, monkeypatch):
+    from nas import pipeline
+
+    def never(*args):
+        raise AssertionError("a done run was searched again")
+
+    monkeypatch.setattr(pipeline, "run", never)
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    pipeline.write_status(run_dir, "done")
+    assert search_cli.run(config("search", *TINY, f"resume={run_dir}", run_dir=run_dir)) is None
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1 and "already done" in out[0] and "summary.txt" in out[0]
+    assert pipeline.read_status(run_dir)["state"] == "done"
+
+
 def test_a_failed_run_says_failed_in_its_status(config, tmp_path, monkeypatch, capsys):
     import json
     from nas import pipeline
