@@ -32,3 +32,7 @@ def run(cfg: DictConfig) -> pipeline.ExportOutcome:
 @hydra.main(version_base="1.3", config_path=CONFIGS, config_name="export")
 def main(cfg: DictConfig) -> None:
     run(cfg)
+
+
+if __name__ == "__main__":  # `python -m nas.cli.export`, as nas.cli.search
+    main()

@@ -39,3 +39,7 @@ def run(cfg: DictConfig) -> pipeline.RetrainOutcome | None:
 @hydra.main(version_base="1.3", config_path=CONFIGS, config_name="retrain")
 def main(cfg: DictConfig) -> None:
     run(cfg)
+
+
+if __name__ == "__main__":  # `python -m nas.cli.retrain`, as nas.cli.search
+    main()
