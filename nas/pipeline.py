@@ -125,7 +125,10 @@ def _trainer(cfg: DictConfig, run_dir: Path, callbacks: list, logger, batches: i
     ranks = devices * nodes if isinstance(devices, int) and isinstance(nodes, int) else 1
     per_rank = max(1, -(-batches // ranks))
     settings["log_every_n_steps"] = max(1, min(settings.get("log_every_n_steps", 50), per_rank))
-    return pl.Trainer(**settings, logger=logger, callbacks=callbacks, default_root_dir=run_dir)
+    try:
+        return pl.Trainer(**settings, logger=logger, callbacks=callbacks, default_root_dir=run_dir)
+    except (ValueError, TypeError) as err:  # Lightning's own message names the value and the choices
+        raise ConfigError(f"trainer: {err}") from None
 
 
 def search(cfg: DictConfig, run_dir: Path) -> SearchOutcome:
@@ -137,7 +140,7 @@ def search(cfg: DictConfig, run_dir: Path) -> SearchOutcome:
     validation batches the strategy compared candidates on.
     """
     run_dir = Path(run_dir)
-    pl.seed_everything(cfg.seed, workers=True)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)  # the seed is in .hydra/config.yaml
     task = make_task(cfg)
     space = SearchSpace.from_yaml(cfg.space.file)
     supernet = Supernet(space, task.shape, sharing=cfg.sharing)

@@ -88,9 +88,30 @@ _TRAINER_INTS = {"max_epochs": 1, "devices": 1, "num_nodes": 1, "log_every_n_ste
                  "num_sanity_val_steps": 0}
 
 
+# optimizer and schedule fields (the optimizers would reject them mid-run with a traceback):
+# (group, field) -> the smallest whole number, or "positive" / "non-negative" / "fraction" for
+# numbers; None passes where the field may be off (a clip value)
+_NUMBERS = {("search", "lr"): "positive", ("search", "weight_decay"): "non-negative",
+            ("search", "grad_clip"): "positive", ("search", "eval_batches"): 1,
+            ("retrain", "lr"): "positive", ("retrain", "weight_decay"): "non-negative",
+            ("retrain", "warmup_steps"): 0, ("retrain", "patience"): 1,
+            ("retrain", "distill"): "fraction", ("retrain", "gradient_clip_val"): "positive"}
+_OFF = {("search", "grad_clip"), ("retrain", "gradient_clip_val")}
+
+
 def _whole(value: object, field: str, least: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < least:
         raise ConfigError(f"{field}={value!r}: must be a whole number >= {least}")
+
+
+def _number(value: object, field: str, kind: str) -> None:
+    number = not isinstance(value, bool) and isinstance(value, (int, float))
+    allowed = {"positive": number and value > 0, "non-negative": number and value >= 0,
+               "fraction": number and 0 <= value < 1}[kind]
+    if not allowed:
+        wanted = {"positive": "a number > 0", "non-negative": "a number >= 0",
+                  "fraction": "a number in [0, 1)"}[kind]
+        raise ConfigError(f"{field}={value!r}: must be {wanted}")
 
 
 def validate(cfg: DictConfig, command: str) -> None:
@@ -105,6 +126,21 @@ def validate(cfg: DictConfig, command: str) -> None:
     retrain = cfg.get("retrain")
     if retrain is not None and "max_epochs" in retrain:
         _whole(retrain.max_epochs, "retrain.max_epochs", 1)
+    for (group, field), rule in _NUMBERS.items():
+        section = cfg.get(group)
+        if section is None or field not in section:
+            continue
+        value = OmegaConf.select(section, field)
+        if value is None and (group, field) in _OFF:
+            continue
+        if isinstance(rule, int):
+            _whole(value, f"{group}.{field}", rule)
+        else:
+            _number(value, f"{group}.{field}", rule)
+    strategy = cfg.get("strategy")
+    for field in (strategy or {}):  # every learning rate of a strategy (arch_lr, controller_lr, ...)
+        if str(field).endswith("lr"):
+            _number(OmegaConf.select(strategy, str(field)), f"strategy.{field}", "positive")
     resume = cfg.get("resume")
     if resume and command in ("nas-search", "nas-retrain"):
         folder = Path(str(resume))

@@ -24,7 +24,7 @@ def run(cfg: DictConfig) -> pipeline.RetrainOutcome | None:
     names a run that is already done."""
     if finished(cfg, "nas-retrain"):
         return None
-    pl.seed_everything(cfg.seed, workers=True)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
     space = SearchSpace.from_yaml(cfg.space.file)
     arch = Arch.from_yaml(cfg.arch)
     run_dir = Path(cfg.paths.output_dir)
