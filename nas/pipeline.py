@@ -330,8 +330,13 @@ def read_status(folder: Path, name: str = "run") -> dict:
 def working_in(folder: Path, name: str = "run", lock: bool = True):
     """Hold `folder`'s lock for the block and keep its status: running, then failed (with the
     error) or done. `name` prefixes the files (run.lock, run.pid, status.json for a run
-    folder); without `lock` only the status is kept (evolution workers sharing a run)."""
+    folder); without `lock` only the status is kept (evolution workers sharing a run). Under
+    DDP rank 0 alone holds the lock and writes the status: the other ranks run the same
+    command in the same folder by design."""
     folder = Path(folder)
+    if not _rank_zero():
+        yield
+        return
     folder.mkdir(parents=True, exist_ok=True)
     with run_lock(folder, name) if lock else contextlib.nullcontext():
         old = read_status(folder, name)

@@ -162,3 +162,16 @@ def test_a_bad_arch_file_is_one_line_from_the_command_line(tmp_path):
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == [
         f"nas-retrain: error: {tmp_path / 'arch.yaml'}: depth must be a positive integer; got 'one'"]
+
+
+def test_under_ddp_only_rank_zero_takes_the_lock(tmp_path, monkeypatch):
+    """Lightning relaunches the same command for rank 1 in the same folder: it must not find
+    rank 0's lock in its way (tests/cli/test_ddp.py runs the real thing, slow)."""
+    from filelock import FileLock
+    from pytorch_lightning.utilities import rank_zero_only
+    from nas import pipeline
+    with FileLock(str(tmp_path / "run.lock")):  # rank 0 holds it
+        monkeypatch.setattr(rank_zero_only, "rank", 1)
+        with pipeline.working_in(tmp_path):
+            pass
+    assert not (tmp_path / "status.json").exists()
