@@ -115,8 +115,6 @@ class EvolutionStrategy(SinglePathStrategy):
         self.seq_len, self.storage, self.study_name, self.lock = seq_len, storage, study_name, lock
         self.heartbeat_interval = heartbeat_interval
         self.grace_period = grace_period if grace_period is not None else 4 * heartbeat_interval
-        if storage is not None:  # a bad storage stops the run now, not after the supernet trained
-            self._lock_file()
 
     @property
     def total_trials(self) -> int:
@@ -211,19 +209,15 @@ class EvolutionStrategy(SinglePathStrategy):
                               "sqlite:///runs/optuna.db") from None
         return Path(url.database) if url.drivername.startswith("sqlite") and url.database else None
 
-    def _lock_file(self) -> Path:
-        """Where the workers' lock lives; a ConfigError for a storage it cannot be derived from."""
-        path = self._storage_file()
-        if path is None and self.lock is None:
-            raise ConfigError(f"storage {self.storage} is a server: give `lock`, the path of a lock file "
-                              "on a file system that every worker sees")
-        return Path(self.lock) if self.lock else path.with_name(f"{path.name}.workers.lock")
-
     def _lock(self):
         """The lock that serializes asks (and creating the study) across workers."""
         if self.storage is None:
             return contextlib.nullcontext()
-        path, lock = self._storage_file(), self._lock_file()
+        path = self._storage_file()
+        if path is None and self.lock is None:
+            raise ConfigError(f"storage {self.storage} is a server: give `lock`, the path of a lock file "
+                              "on a file system that every worker sees")
+        lock = Path(self.lock) if self.lock else path.with_name(f"{path.name}.workers.lock")
         for folder in {lock.parent, *([path.parent] if path else [])}:
             folder.mkdir(parents=True, exist_ok=True)
         return FileLock(lock)

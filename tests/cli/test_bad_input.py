@@ -43,7 +43,6 @@ BAD = [
     ("search", ["trainer.precision=bogus"], "Precision 'bogus'"),
     ("search", ["sharing=bogus"], "sharing"),
     ("search", ["task.seq_len=0"], "seq_len"),
-    ("search", ["strategy=evolution", "storage.url=bogus://host/db"], "is a server"),
     # arch files of the wrong types or with unknown keys, and damaged checkpoints
     ("retrain", ["arch={tmp}/depth_word.yaml"], "depth"),
     ("retrain", ["arch={tmp}/depth_float.yaml"], "depth"),
