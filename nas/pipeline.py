@@ -116,9 +116,19 @@ def make_strategy(cfg: DictConfig, space: SearchSpace, task: Task, run_dir: Path
     return cls(space, seed=cfg.seed, **options)
 
 
-def _trainer(cfg: DictConfig, run_dir: Path, callbacks: list, logger, **overrides) -> pl.Trainer:
+def _trainer(cfg: DictConfig, run_dir: Path, callbacks: list, logger, batches: int, **overrides) -> pl.Trainer:
+    """The configured Trainer; `batches` is one epoch's training batches (all ranks together)."""
     settings = {**OmegaConf.to_container(cfg.trainer, resolve=True), **overrides}
-    return pl.Trainer(**settings, logger=logger, callbacks=callbacks, default_root_dir=run_dir)
+    # log at least once per epoch: an epoch shorter than the interval would log no training
+    # step (and Lightning warns); under DDP each rank steps through its share of the batches
+    devices, nodes = settings.get("devices", 1), settings.get("num_nodes", 1)
+    ranks = devices * nodes if isinstance(devices, int) and isinstance(nodes, int) else 1
+    per_rank = max(1, -(-batches // ranks))
+    settings["log_every_n_steps"] = max(1, min(settings.get("log_every_n_steps", 50), per_rank))
+    try:
+        return pl.Trainer(**settings, logger=logger, callbacks=callbacks, default_root_dir=run_dir)
+    except (ValueError, TypeError) as err:  # Lightning's own message names the value and the choices
+        raise ConfigError(f"trainer: {err}") from None
 
 
 def search(cfg: DictConfig, run_dir: Path) -> SearchOutcome:
@@ -130,7 +140,7 @@ def search(cfg: DictConfig, run_dir: Path) -> SearchOutcome:
     validation batches the strategy compared candidates on.
     """
     run_dir = Path(run_dir)
-    pl.seed_everything(cfg.seed, workers=True)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)  # the seed is in .hydra/config.yaml
     task = make_task(cfg)
     space = SearchSpace.from_yaml(cfg.space.file)
     supernet = Supernet(space, task.shape, sharing=cfg.sharing)
@@ -143,7 +153,9 @@ def search(cfg: DictConfig, run_dir: Path) -> SearchOutcome:
     if resume_from:
         log.info("resuming the search from %s", resume_from)
     logger = hydra.utils.instantiate(cfg.logger) if cfg.get("logger") else False
-    trainer = _trainer(cfg, run_dir, [last_checkpoint(checkpoint_dir)], logger)  # a kill loses one epoch at most
+    task.setup("fit")  # a search epoch cycles the longer of the training and validation loaders
+    batches = max(len(task.train_dataloader()), len(task.val_dataloader()))
+    trainer = _trainer(cfg, run_dir, [last_checkpoint(checkpoint_dir)], logger, batches)  # a kill loses one epoch at most
     module = fit_supernet(supernet, strategy, task, task.metric, trainer, ckpt_path=resume_from,
                           lr=cfg.search.lr, weight_decay=cfg.search.weight_decay, grad_clip=cfg.search.grad_clip)
     val_batches = validation_batches(task, cfg.search.eval_batches)  # built once, used twice
@@ -246,7 +258,8 @@ def retrain(cfg: DictConfig, arch: Arch, space: SearchSpace, task: Task, out_dir
     logger = hydra.utils.instantiate(cfg.logger, save_dir=str(out_dir)) if cfg.get("logger") else False
     callbacks = [best, last_checkpoint(out_dir / "checkpoints"),
                  EarlyStopping(monitor=monitor, mode=mode, patience=s.patience)]
-    trainer = _trainer(cfg, out_dir, callbacks, logger, max_epochs=s.max_epochs,
+    task.setup("fit")
+    trainer = _trainer(cfg, out_dir, callbacks, logger, len(task.train_dataloader()), max_epochs=s.max_epochs,
                        gradient_clip_val=s.gradient_clip_val)
     last = out_dir / "checkpoints" / "last.ckpt"
     found_ckpt = resumable(last) if cfg.get("resume") else None
@@ -294,43 +307,78 @@ def run(cfg: DictConfig, run_dir: Path) -> RunOutcome:
     log.info("run folder: %s", run_dir)
     # evolution workers share one run's study by design (README): only they may work together
     shared = cfg.strategy.get("name") == "evolution" and bool(cfg.get("resume"))
-    with contextlib.nullcontext() if shared else run_lock(run_dir):
-        write_status(run_dir, "running")
-        try:
-            outcome = _run(cfg, run_dir)
-        except BaseException as err:
-            write_status(run_dir, "failed", error=" ".join(f"{type(err).__name__}: {err}".split()))
-            raise
-        write_status(run_dir, "done")
-    return outcome
+    with working_in(run_dir, lock=not shared):
+        return _run(cfg, run_dir)
+
+
+def status_file(folder: Path, name: str = "run") -> Path:
+    """Where `working_in(folder, name)` keeps the status: status.json in a run folder."""
+    return Path(folder) / ("status.json" if name == "run" else f"{name}.status.json")
+
+
+def read_status(folder: Path, name: str = "run") -> dict:
+    """The status `working_in` wrote ({} when there is none or it is unreadable): `state`
+    (running / failed / done), `pid`, `error`, `started`, `updated`."""
+    try:
+        status = json.loads(status_file(folder, name).read_text())
+    except (OSError, ValueError):
+        return {}
+    return status if isinstance(status, dict) else {}
 
 
 @contextlib.contextmanager
-def run_lock(run_dir: Path):
+def working_in(folder: Path, name: str = "run", lock: bool = True):
+    """Hold `folder`'s lock for the block and keep its status: running, then failed (with the
+    error) or done. `name` prefixes the files (run.lock, run.pid, status.json for a run
+    folder); without `lock` only the status is kept (evolution workers sharing a run). Under
+    DDP rank 0 alone holds the lock and writes the status: the other ranks run the same
+    command in the same folder by design."""
+    folder = Path(folder)
+    if not _rank_zero():
+        yield
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    with run_lock(folder, name) if lock else contextlib.nullcontext():
+        old = read_status(folder, name)
+        if old.get("state") == "running" and old.get("pid") not in (None, os.getpid()):
+            log.info("the previous process in %s (pid %s) stopped without finishing", folder, old["pid"])
+        write_status(folder, "running", name=name)
+        try:
+            yield
+        except BaseException as err:
+            write_status(folder, "failed", error=" ".join(f"{type(err).__name__}: {err}".split()), name=name)
+            raise
+        write_status(folder, "done", name=name)
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path, name: str = "run"):
     """Held while a process works in `run_dir`; a second process stops at once and names the
-    holder's PID (in run.pid) instead of interleaving checkpoints with it."""
-    lock = filelock.FileLock(str(run_dir / "run.lock"))
+    holder's PID (in run.pid) instead of interleaving checkpoints with it. The lock is the
+    kernel's (flock), so a killed holder releases it."""
+    lock = filelock.FileLock(str(run_dir / f"{name}.lock"))
+    pid_file = run_dir / f"{name}.pid"
     try:
         lock.acquire(timeout=0)
     except filelock.Timeout:
-        pid_file = run_dir / "run.pid"
         holder = pid_file.read_text().strip() if pid_file.is_file() else "unknown"
-        raise ConfigError(f"{run_dir} is in use by process {holder}; wait for it to end or stop it") from None
+        what = run_dir if name == "run" else run_dir / name.lstrip(".")
+        raise ConfigError(f"{what} is in use by process {holder}; wait for it to end or stop it") from None
     try:
-        (run_dir / "run.pid").write_text(f"{os.getpid()}\n")
+        pid_file.write_text(f"{os.getpid()}\n")
         yield
     finally:
         lock.release()
 
 
-def write_status(run_dir: Path, state: str, error: str | None = None) -> None:
+def write_status(run_dir: Path, state: str, error: str | None = None, name: str = "run") -> None:
     """status.json: running / failed (with the error) / done, with the times, for users and resume."""
-    path = run_dir / "status.json"
-    old = json.loads(path.read_text()) if path.is_file() else {}
+    path = status_file(run_dir, name)
+    old = read_status(run_dir, name)
     now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     status = {"state": state, "started": old.get("started", now) if state != "running" else now,
               "updated": now, "pid": os.getpid(), "error": error}
-    tmp = path.with_suffix(".json.partial")
+    tmp = path.with_name(path.name + ".partial")
     tmp.write_text(json.dumps(status, indent=2) + "\n")
     os.replace(tmp, path)
 

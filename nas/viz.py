@@ -151,7 +151,9 @@ def choice_counts(counts: dict[str, dict[str, int]], decision_choices: dict[str,
             key, field = keys[c], keys[c].split(".")[-1]
             labels = [str(choice) for choice in decision_choices[key]]
             values = [counts.get(key, {}).get(label, 0) for label in labels]
-            bars = ax.barh(labels, values, color=FIELD_COLOURS.get(field, "grey"))
+            # bars at positions, labels as ticks: numeric choices ("64") stay categories
+            bars = ax.barh(range(len(labels)), values, color=FIELD_COLOURS.get(field, "grey"))
+            ax.set_yticks(range(len(labels)), labels)
             ax.bar_label(bars, padding=2, fontsize=8)
             ax.invert_yaxis()  # first choice on top, as in the heatmaps
             ax.set_title(key if row == "depth" else f"{row} {field}", fontsize=9, loc="left")

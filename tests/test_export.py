@@ -80,7 +80,8 @@ def make_checkpoint(path, layers: list[dict], readout: str = "classify"):
                 "target": target()} for _ in range(4)]
     trainer = pl.Trainer(max_steps=1, accelerator="cpu", logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
-    trainer.fit(module, DataLoader(samples, batch_size=4))
+    loader = DataLoader(samples, batch_size=4)
+    trainer.fit(module, loader, loader)  # a validation loader (not run) as the module has a validation_step
     trainer.save_checkpoint(path)
     return path
 

@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from nas.errors import ConfigError
+from nas.pipeline import read_status
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository: configs/ and search_spaces/ live here
 CONFIGS = str(ROOT / "configs")
@@ -24,11 +25,11 @@ OmegaConf.register_new_resolver("nas_or", lambda value, default: default if valu
 
 log = logging.getLogger("nas")
 
-# Notices every run printed that name nothing the user can act on. The first two come from
-# Lightning itself (an advert; Lightning's pytree call deprecated by torch), the third from
-# tiny runs with fewer batches than trainer.log_every_n_steps, where the epoch's logs still come.
-_NOISE = [r"`isinstance\(treespec, LeafSpec\)` is deprecated",
-          r"The number of training batches \(\d+\) is smaller than the logging interval"]
+# Notices every run printed that name nothing the user can act on, both from Lightning itself:
+# an advert, and Lightning's own pytree call that torch deprecated. (The ones whose cause was
+# ours are resolved there: the log interval in pipeline._trainer, the checkpoint folder on
+# resume in AtomicCheckpoint, the plot labels in viz.)
+_NOISE = [r"`isinstance\(treespec, LeafSpec\)` is deprecated"]
 _TIP = "💡 Tip: For seamless cloud logging"
 
 
@@ -87,9 +88,30 @@ _TRAINER_INTS = {"max_epochs": 1, "devices": 1, "num_nodes": 1, "log_every_n_ste
                  "num_sanity_val_steps": 0}
 
 
+# optimizer and schedule fields (the optimizers would reject them mid-run with a traceback):
+# (group, field) -> the smallest whole number, or "positive" / "non-negative" / "fraction" for
+# numbers; None passes where the field may be off (a clip value)
+_NUMBERS = {("search", "lr"): "positive", ("search", "weight_decay"): "non-negative",
+            ("search", "grad_clip"): "positive", ("search", "eval_batches"): 1,
+            ("retrain", "lr"): "positive", ("retrain", "weight_decay"): "non-negative",
+            ("retrain", "warmup_steps"): 0, ("retrain", "patience"): 1,
+            ("retrain", "distill"): "fraction", ("retrain", "gradient_clip_val"): "positive"}
+_OFF = {("search", "grad_clip"), ("retrain", "gradient_clip_val")}
+
+
 def _whole(value: object, field: str, least: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < least:
         raise ConfigError(f"{field}={value!r}: must be a whole number >= {least}")
+
+
+def _number(value: object, field: str, kind: str) -> None:
+    number = not isinstance(value, bool) and isinstance(value, (int, float))
+    allowed = {"positive": number and value > 0, "non-negative": number and value >= 0,
+               "fraction": number and 0 <= value < 1}[kind]
+    if not allowed:
+        wanted = {"positive": "a number > 0", "non-negative": "a number >= 0",
+                  "fraction": "a number in [0, 1)"}[kind]
+        raise ConfigError(f"{field}={value!r}: must be {wanted}")
 
 
 def validate(cfg: DictConfig, command: str) -> None:
@@ -104,6 +126,21 @@ def validate(cfg: DictConfig, command: str) -> None:
     retrain = cfg.get("retrain")
     if retrain is not None and "max_epochs" in retrain:
         _whole(retrain.max_epochs, "retrain.max_epochs", 1)
+    for (group, field), rule in _NUMBERS.items():
+        section = cfg.get(group)
+        if section is None or field not in section:
+            continue
+        value = OmegaConf.select(section, field)
+        if value is None and (group, field) in _OFF:
+            continue
+        if isinstance(rule, int):
+            _whole(value, f"{group}.{field}", rule)
+        else:
+            _number(value, f"{group}.{field}", rule)
+    strategy = cfg.get("strategy")
+    for field in (strategy or {}):  # every learning rate of a strategy (arch_lr, controller_lr, ...)
+        if str(field).endswith("lr"):
+            _number(OmegaConf.select(strategy, str(field)), f"strategy.{field}", "positive")
     resume = cfg.get("resume")
     if resume and command in ("nas-search", "nas-retrain"):
         folder = Path(str(resume))
@@ -117,3 +154,20 @@ def validate(cfg: DictConfig, command: str) -> None:
             parent = parent.parent
         if parent.exists() and not parent.is_dir():
             raise ConfigError(f"out={out}: {parent} is a file, not a folder")
+
+
+def finished(cfg: DictConfig, command: str) -> bool:
+    """Whether `resume=` names a run whose status.json says done. Such a run has nothing left
+    to resume, so one line says so (and where its results are) and the command ends with exit
+    code 0 instead of training again; to train longer or again, start a new run. Evolution
+    workers joining a finished run's study are the exception: they add trials by design."""
+    resume = cfg.get("resume")
+    if not resume or (command == "nas-search" and cfg.strategy.get("name") == "evolution"):
+        return False
+    status = read_status(Path(str(resume)))
+    if status.get("state") != "done":
+        return False
+    where = "summary.txt, best_arch.yaml" if command == "nas-search" else "checkpoints/"
+    print(f"{command}: {resume} is already done (status.json, {status.get('updated', '?')}); "
+          f"nothing to resume: its results are in {where}. Start a new run to train again.")
+    return True

@@ -18,8 +18,12 @@ from nas.cli.common import CONFIGS, one_line_errors
 
 @one_line_errors("nas-export")
 def run(cfg: DictConfig) -> pipeline.ExportOutcome:
-    ckpt = Path(cfg.ckpt)
-    outcome = pipeline.export(ckpt, Path(cfg.out), cfg, pipeline.task_of(ckpt, cfg.paths.data_dir))
+    """Export under a lock on `out` (.<out>.lock and .<out>.pid beside it, so a second
+    nas-export to the same folder stops naming the first's PID) with its status in
+    .<out>.status.json; the folder itself appears only when complete."""
+    ckpt, out = Path(cfg.ckpt), Path(cfg.out)
+    with pipeline.working_in(out.parent, name=f".{out.name}"):
+        outcome = pipeline.export(ckpt, out, cfg, pipeline.task_of(ckpt, cfg.paths.data_dir))
     print(json.dumps(outcome.metrics, indent=2))
     print(f"exported to {outcome.dir}")
     return outcome
@@ -28,3 +32,7 @@ def run(cfg: DictConfig) -> pipeline.ExportOutcome:
 @hydra.main(version_base="1.3", config_path=CONFIGS, config_name="export")
 def main(cfg: DictConfig) -> None:
     run(cfg)
+
+
+if __name__ == "__main__":  # `python -m nas.cli.export`, as nas.cli.search
+    main()

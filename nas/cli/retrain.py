@@ -14,16 +14,22 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig
 
 from nas import pipeline
-from nas.cli.common import CONFIGS, one_line_errors
+from nas.cli.common import CONFIGS, finished, one_line_errors
 from nas.space import Arch, SearchSpace
 
 
 @one_line_errors("nas-retrain")
-def run(cfg: DictConfig) -> pipeline.RetrainOutcome:
-    pl.seed_everything(cfg.seed, workers=True)
+def run(cfg: DictConfig) -> pipeline.RetrainOutcome | None:
+    """Retrain under the run folder's lock and status.json (as nas-search); None when `resume=`
+    names a run that is already done."""
+    if finished(cfg, "nas-retrain"):
+        return None
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
     space = SearchSpace.from_yaml(cfg.space.file)
     arch = Arch.from_yaml(cfg.arch)
-    outcome = pipeline.retrain(cfg, arch, space, pipeline.make_task(cfg), Path(cfg.paths.output_dir))
+    run_dir = Path(cfg.paths.output_dir)
+    with pipeline.working_in(run_dir):
+        outcome = pipeline.retrain(cfg, arch, space, pipeline.make_task(cfg), run_dir)
     lines = ["", arch.describe(), "", *(f"{k:<24} {v:.4f}" for k, v in outcome.metrics.items()),
              f"{'checkpoint':<24} {outcome.ckpt}"]
     print("\n".join(lines))
@@ -33,3 +39,7 @@ def run(cfg: DictConfig) -> pipeline.RetrainOutcome:
 @hydra.main(version_base="1.3", config_path=CONFIGS, config_name="retrain")
 def main(cfg: DictConfig) -> None:
     run(cfg)
+
+
+if __name__ == "__main__":  # `python -m nas.cli.retrain`, as nas.cli.search
+    main()

@@ -14,12 +14,15 @@ from omegaconf import DictConfig
 from pytorch_lightning.utilities import rank_zero_only
 
 from nas import pipeline
-from nas.cli.common import CONFIGS, one_line_errors
+from nas.cli.common import CONFIGS, finished, one_line_errors
 
 
 @one_line_errors("nas-search")
-def run(cfg: DictConfig) -> pipeline.RunOutcome:
-    """Search, then (if enabled) retrain and export; prints a one-screen summary."""
+def run(cfg: DictConfig) -> pipeline.RunOutcome | None:
+    """Search, then (if enabled) retrain and export; prints a one-screen summary. None when
+    `resume=` names a run that is already done."""
+    if finished(cfg, "nas-search"):
+        return None
     outcome = pipeline.run(cfg, Path(cfg.paths.output_dir))
     if rank_zero_only.rank == 0:  # under DDP, once
         print(outcome.summary)

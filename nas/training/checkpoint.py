@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -23,6 +24,25 @@ class AtomicCheckpoint(ModelCheckpoint):
                 os.replace(filepath, f"{filepath}.prev")
             os.replace(partial, filepath)
         self._last_checkpoint_saved = filepath
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        # resume= continues in the run's own checkpoints/ by design, so files there are expected
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+            super().setup(trainer, pl_module, stage)
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Restore the best score and paths also when the run folder was moved or is named by
+        another path since the checkpoint was written: the files keep their names in it."""
+        old, new = state_dict.get("dirpath"), self.dirpath
+        if old and new and old != new:
+            def moved(path):
+                return os.path.join(new, os.path.basename(path)) if path else path
+            state_dict = {**state_dict, "dirpath": new,
+                          **{key: moved(state_dict.get(key)) for key in
+                             ("best_model_path", "kth_best_model_path", "last_model_path")},
+                          "best_k_models": {moved(k): v for k, v in state_dict.get("best_k_models", {}).items()}}
+        super().load_state_dict(state_dict)
 
 
 def last_checkpoint(dirpath) -> AtomicCheckpoint:

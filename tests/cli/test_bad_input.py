@@ -30,12 +30,41 @@ BAD = [
     ("retrain", ["arch={tmp}/missing.yaml"], "missing.yaml"),
     ("export", ["ckpt={tmp}/missing.ckpt", "out={tmp}/afile/out"], "afile"),
     ("export", ["ckpt={tmp}/missing.ckpt", "out={tmp}/out"], "missing.ckpt"),
+    # optimizer settings the optimizers would reject mid-run
+    ("search", ["search.lr=abc"], "search.lr"),
+    ("search", ["search.lr=-1"], "search.lr"),
+    ("search", ["search.grad_clip=abc"], "search.grad_clip"),
+    ("search", ["search.eval_batches=0"], "search.eval_batches"),
+    ("search", ["strategy.arch_lr=-1"], "strategy.arch_lr"),
+    ("retrain", ["arch={tmp}/missing.yaml", "retrain.lr=abc"], "retrain.lr"),
+    ("retrain", ["arch={tmp}/missing.yaml", "retrain.distill=1.5"], "retrain.distill"),
+    # Lightning's own refusals, as one line
+    ("search", ["trainer.accelerator=bogus"], "accelerator='bogus'"),
+    ("search", ["trainer.precision=bogus"], "Precision 'bogus'"),
+    ("search", ["sharing=bogus"], "sharing"),
+    ("search", ["task.seq_len=0"], "seq_len"),
+    # arch files of the wrong types or with unknown keys, and damaged checkpoints
+    ("retrain", ["arch={tmp}/depth_word.yaml"], "depth"),
+    ("retrain", ["arch={tmp}/depth_float.yaml"], "depth"),
+    ("retrain", ["arch={tmp}/heads_word.yaml"], "heads"),
+    ("retrain", ["arch={tmp}/extra_key.yaml"], "exactly the keys depth, layers"),
+    ("retrain", ["arch={tmp}/arch.yaml", "retrain.init=inherit", "retrain.supernet_ckpt={tmp}/empty.ckpt"],
+     "empty.ckpt"),
+    ("export", ["ckpt={tmp}/empty.ckpt", "out={tmp}/out"], "empty"),
+    ("export", ["ckpt={tmp}/garbage.ckpt", "out={tmp}/out"], "garbage.ckpt"),
 ]
+LAYER = "layers:\n- {attention: full, heads: 2, ffn_dim: 64}\n"
+FILES = {"depth_word.yaml": 'depth: "one"\n' + LAYER, "depth_float.yaml": "depth: 1.0\n" + LAYER,
+         "heads_word.yaml": 'depth: 1\nlayers:\n- {attention: full, heads: "four", ffn_dim: 64}\n',
+         "extra_key.yaml": "depth: 1\nbogus: 3\n" + LAYER, "afile": "not a folder\n", "empty.ckpt": "",
+         "garbage.ckpt": "\x00\x13garbage" * 50,
+         "arch.yaml": "depth: 1\nlayers:\n- {attention: full, heads: 4, ffn_dim: 128}\n"}
 
 
 @pytest.mark.parametrize("name,overrides,word", BAD, ids=[" ".join(o) for _, o, _ in BAD])
 def test_bad_input_is_one_line(name, overrides, word, config, tmp_path, capsys):
-    (tmp_path / "afile").write_text("not a folder\n")
+    for file, text in FILES.items():
+        (tmp_path / file).write_text(text)
     overrides = [o.replace("{tmp}", str(tmp_path)) for o in overrides]
     extra = {"search": TINY, "retrain": TINY[:-2], "export": []}[name]
     cfg = config(name, *extra, *overrides)
@@ -63,6 +92,38 @@ def test_a_second_process_on_a_locked_run_stops_naming_the_holder(config, tmp_pa
     assert len(err) == 1 and "4242" in err[0] and "in use" in err[0]
 
 
+def test_nas_retrain_honours_the_lock_of_its_run_folder(config, tmp_path, capsys):
+    from filelock import FileLock
+    from nas.space import SearchSpace
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "run.pid").write_text("4242\n")
+    cfg = config("retrain", *TINY[:-2], f"arch={tmp_path / 'arch.yaml'}", f"resume={run_dir}", run_dir=run_dir)
+    SearchSpace.from_yaml(cfg.space.file).smallest().to_yaml(tmp_path / "arch.yaml")
+    with FileLock(str(run_dir / "run.lock")):
+        with pytest.raises(SystemExit) as exit_:
+            retrain_cli.run(cfg)
+    assert exit_.value.code == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "4242" in err[0] and "in use" in err[0]
+
+
+def test_resuming_a_done_run_says_so_and_trains_nothing(config, tmp_path, capsys, monkeypatch):
+    from nas import pipeline
+
+    def never(*args):
+        raise AssertionError("a done run was searched again")
+
+    monkeypatch.setattr(pipeline, "run", never)
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    pipeline.write_status(run_dir, "done")
+    assert search_cli.run(config("search", *TINY, f"resume={run_dir}", run_dir=run_dir)) is None
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1 and "already done" in out[0] and "summary.txt" in out[0]
+    assert pipeline.read_status(run_dir)["state"] == "done"
+
+
 def test_a_failed_run_says_failed_in_its_status(config, tmp_path, monkeypatch, capsys):
     import json
     from nas import pipeline
@@ -87,3 +148,29 @@ def lock_is_free(path: Path) -> bool:
     lock.acquire(timeout=0)
     lock.release()
     return True
+
+
+def test_a_bad_arch_file_is_one_line_from_the_command_line(tmp_path):
+    """The real command, in its own process: nothing else reaches stderr before the error
+    (no seed notice, no Hydra block)."""
+    import subprocess
+    import sys
+    (tmp_path / "arch.yaml").write_text('depth: "one"\n' + LAYER)
+    done = subprocess.run([sys.executable, "-m", "nas.cli.retrain", f"arch={tmp_path / 'arch.yaml'}",
+                           f"hydra.run.dir={tmp_path / 'run'}"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        f"nas-retrain: error: {tmp_path / 'arch.yaml'}: depth must be a positive integer; got 'one'"]
+
+
+def test_under_ddp_only_rank_zero_takes_the_lock(tmp_path, monkeypatch):
+    """Lightning relaunches the same command for rank 1 in the same folder: it must not find
+    rank 0's lock in its way (tests/cli/test_ddp.py runs the real thing, slow)."""
+    from filelock import FileLock
+    from pytorch_lightning.utilities import rank_zero_only
+    from nas import pipeline
+    with FileLock(str(tmp_path / "run.lock")):  # rank 0 holds it
+        monkeypatch.setattr(rank_zero_only, "rank", 1)
+        with pipeline.working_in(tmp_path):
+            pass
+    assert not (tmp_path / "status.json").exists()

@@ -3,6 +3,7 @@ import json
 
 import pytest
 import torch
+from filelock import FileLock
 from omegaconf import open_dict
 
 from nas import pipeline
@@ -24,7 +25,7 @@ def searched(tmp_path_factory):
     return run_dir
 
 
-def test_retrain_inherits_and_distills(config, searched, tmp_path):
+def test_retrain_inherits_and_distills(config, searched, tmp_path, capsys):
     arch_file = searched / "best_arch.yaml"
     cfg = config("retrain", *TINY_TASK, f"arch={arch_file}", "retrain.init=inherit", "retrain.distill=0.5", "retrain.max_epochs=1",
                  f"retrain.supernet_ckpt={searched / 'checkpoints' / 'last.ckpt'}")
@@ -44,6 +45,16 @@ def test_retrain_inherits_and_distills(config, searched, tmp_path):
             right += int((predicted == batch["target"])[scored].sum())
             total += int(scored.sum())
     assert result.metrics["retrain/test/acc"] == pytest.approx(right / total, abs=1e-6)
+
+    # the run folder has nas-search's status and lock; resuming it when done trains nothing
+    run_dir = tmp_path / "run"
+    assert pipeline.read_status(run_dir)["state"] == "done" and (run_dir / "run.pid").is_file()
+    with open_dict(cfg):
+        cfg.resume = str(run_dir)
+    before = result.ckpt.stat().st_mtime_ns
+    assert retrain.run(cfg) is None
+    assert "is already done" in capsys.readouterr().out
+    assert result.ckpt.stat().st_mtime_ns == before
 
 
 def test_checkpoint_of_another_space_is_named(config, searched, capsys):
@@ -70,9 +81,18 @@ def test_export_refuses_an_existing_folder_then_overwrites(config, searched, tmp
     with pytest.raises(SystemExit):
         export.run(export_cfg)
     assert "pass overwrite=true" in capsys.readouterr().err
+    status = pipeline.read_status(tmp_path, ".exported")  # beside the folder: .exported.status.json
+    assert status["state"] == "failed" and "overwrite" in status["error"]
     with open_dict(export_cfg):
         export_cfg.overwrite = True
+    with FileLock(str(tmp_path / ".exported.lock")):  # another nas-export writing the same folder
+        (tmp_path / ".exported.pid").write_text("4242\n")
+        with pytest.raises(SystemExit):
+            export.run(export_cfg)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "in use by process 4242" in err[0] and str(out) in err[0], err
     export.run(export_cfg)
+    assert pipeline.read_status(tmp_path, ".exported")["state"] == "done"
     metrics = json.loads((out / "metrics.json").read_text())
     assert "test/acc" in metrics and "int8/delta" in metrics
     assert (out / "something").read_text() == "mine"
