@@ -65,6 +65,14 @@ def _worker(rank: int, port: int, root: str) -> None:
     torch.distributed.destroy_process_group()  # gloo aborts at exit if its group is left open
 
 
+def _single(rank: int, root: str) -> None:
+    """The one-process reference, in a fresh process like each DDP rank: global torch state
+    that earlier tests in this process changed (threads, flags) cannot make it round otherwise."""
+    torch.set_num_threads(1)
+    out = {name: _search(name, seed=1, root=Path(root, "single")) for name in STRATEGY_OPTIONS}
+    Path(root, "single.json").write_text(json.dumps(out))
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -74,12 +82,8 @@ def _free_port() -> int:
 def test_ranks_with_different_seeds_train_the_same_archs_as_one_process(tmp_path):
     mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as each rank: another thread count may round sums differently
-    try:
-        singles = {name: _search(name, seed=1, root=tmp_path / "single") for name in STRATEGY_OPTIONS}
-    finally:
-        torch.set_num_threads(threads)
+    mp.spawn(_single, args=(str(tmp_path),), nprocs=1, join=True)
+    singles = json.loads((tmp_path / "single.json").read_text())
     for name in STRATEGY_OPTIONS:
         single = singles[name]
         zero, one = ranks[0][name], ranks[1][name]
