@@ -20,8 +20,11 @@ from nas.ops.attention.base import attend, merge_heads, split_heads
 from nas.ops.elastic import ElasticLinear
 from nas.space import LAYER_FIELDS, Arch, LayerArch, SearchSpace
 
-# entangled: all attention candidates share Q/K/V/O; separate: each candidate owns its own.
-SHARING = ("entangled", "separate")
+# entangled: all attention candidates share Q/K/V/O; separate: each candidate owns its own;
+# entangled_gain: shared Q/K/V/O plus a private input and output gain (a D-vector each) per
+# candidate, so an approximate op can rescale what the shared projections see and give back
+# without pulling exact attention's weights; extract() folds the gains into the projections.
+SHARING = ("entangled", "separate", "entangled_gain")
 SHARED_KEY = "shared"
 
 
@@ -40,22 +43,32 @@ class SuperAttention(nn.Module):
             layers = {name: ElasticLinear(space.dim, inner) for name in inputs}
             return nn.ModuleDict({**layers, "out": ElasticLinear(inner, space.dim)})
 
-        if sharing == "entangled":
+        if sharing != "separate":
             used = sorted({name for core in self.cores.values() for name in core.inputs})
             self.projections = nn.ModuleDict({SHARED_KEY: projections(used)})
         else:
             self.projections = nn.ModuleDict({cand: projections(core.inputs)
                                               for cand, core in self.cores.items()})
+        if sharing == "entangled_gain":  # row 0 scales the input features, row 1 the output
+            self.gains = nn.ParameterDict({cand: nn.Parameter(torch.ones(2, space.dim)) for cand in self.cores})
 
     def projections_of(self, candidate: str) -> nn.ModuleDict:
-        return self.projections[SHARED_KEY if self.sharing == "entangled" else candidate]
+        return self.projections[candidate if self.sharing == "separate" else SHARED_KEY]
+
+    def gains_of(self, candidate: str) -> tuple[Tensor, Tensor] | tuple[None, None]:
+        """(input gain (D,), output gain (D,)) of a candidate under `entangled_gain`, else Nones."""
+        return tuple(self.gains[candidate]) if self.sharing == "entangled_gain" else (None, None)
 
     def forward(self, x: Tensor, mask: Tensor | None, layer: LayerArch) -> Tensor:
         core = self.cores[layer.attention]
         proj = self.projections_of(layer.attention)
         inner = layer.heads * self.head_dim
         project = {name: functools.partial(proj[name], out_features=inner) for name in core.inputs}
-        return attend(x, mask, core, layer.heads, project, proj["out"])  # out: in_features from x
+        gain_in, gain_out = self.gains_of(layer.attention)
+        if gain_in is not None:
+            x = x * gain_in  # (b, n, D)
+        y = attend(x, mask, core, layer.heads, project, proj["out"])  # out: in_features from x
+        return y if gain_out is None else y * gain_out  # (b, n, D)
 
     def forward_mixed(self, x: Tensor, mask: Tensor | None, attention_w: Tensor, heads_w: Tensor,
                       heads_choices: tuple[int, ...]) -> Tensor:
@@ -71,14 +84,16 @@ class SuperAttention(nn.Module):
         projected: dict[tuple[str, str], Tensor] = {}
         out = 0
         for (cand, core), w in zip(self.cores.items(), attention_w):
-            key = SHARED_KEY if self.sharing == "entangled" else cand
-            proj = self.projections[key]
+            proj = self.projections_of(cand)
+            gain_in, gain_out = self.gains_of(cand)
+            key = cand if self.sharing != "entangled" else SHARED_KEY  # who may reuse a projection
             for name in core.inputs:
                 if (key, name) not in projected:
-                    projected[key, name] = split_heads(proj[name](x), max_heads)  # (b, h, n, d)
+                    seen = x if gain_in is None else x * gain_in  # (b, n, D)
+                    projected[key, name] = split_heads(proj[name](seen), max_heads)  # (b, h, n, d)
             qkv = (projected[key, name] if name in core.inputs else None for name in ("q", "k", "v"))
-            y = core(*qkv, mask) * head_mask
-            out = out + w * proj["out"](merge_heads(y))
+            y = proj["out"](merge_heads(core(*qkv, mask) * head_mask))  # (b, n, D)
+            out = out + w * (y if gain_out is None else y * gain_out)
         return out
 
     def extract(self, layer: LayerArch) -> SelfAttention:
@@ -87,9 +102,15 @@ class SuperAttention(nn.Module):
                              layer.heads, self.head_dim, core)
         proj = self.projections_of(layer.attention)
         inner = layer.heads * self.head_dim
+        gain_in, gain_out = self.gains_of(layer.attention)
         for name in core.inputs:
             attn.proj[name] = proj[name].extract(out_features=inner)
         attn.out = proj["out"].extract(in_features=inner)
+        if gain_in is not None:  # W (g * x) = (W diag g) x; g * (W y + b) = (diag g W) y + g b
+            for name in core.inputs:
+                attn.proj[name].weight.mul_(gain_in[None, :])
+            attn.out.weight.mul_(gain_out[:, None])
+            attn.out.bias.mul_(gain_out)
         return attn
 
 
@@ -149,7 +170,8 @@ class Supernet(nn.Module):
         num_classes: outputs per sequence (`classify`) or per position (`tokens`).
         max_len: the longest sequence the model accepts.
         head: "classify" or "tokens".
-        sharing: "entangled" (attention candidates share Q/K/V/O) or "separate".
+        sharing: one of SHARING: "entangled" (attention candidates share Q/K/V/O), "separate",
+            or "entangled_gain" (shared, plus per-candidate input/output gains).
 
     Shape: tokens (b, n) long, mask (b, n) bool (True = real) -> (b, C) or (b, n, C).
     """
