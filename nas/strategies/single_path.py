@@ -1,16 +1,19 @@
 """Single-path strategies: SPOS supernet training (Guo et al. 2020,
-https://arxiv.org/abs/1904.00420) with an optional sandwich rule and in-place distillation
-(BigNAS, https://arxiv.org/abs/2003.11142); random search over the trained supernet, the baseline
+https://arxiv.org/abs/1904.00420) with optional strictly fair paths (FairNAS), the sandwich rule
+and in-place distillation (BigNAS) and importance-sorted widths (OFA): see sampling.py and
+nas/supernet/importance.py; random search over the trained supernet, the baseline
 every search must beat; and `none`, which trains one fixed arch.
 """
 from __future__ import annotations
 
 from torch import Tensor
-from torch.nn import functional as F
 
+from nas.errors import ConfigError
 from nas.space import Arch, SearchSpace
 from nas.strategies.base import Candidate, SearchResult, Strategy
 from nas.strategies.registry import STRATEGIES
+from nas.strategies.sampling import check_options, fair_paths, train_paths
+from nas.supernet.importance import sort_by_importance
 from nas.training.evaluate import evaluate
 from nas.training.metrics import score
 
@@ -21,28 +24,31 @@ class SinglePathStrategy(Strategy):
     Args:
         sandwich: per step, also train the largest and smallest arch (BigNAS's sandwich rule).
         distill: weight of in-place distillation of sampled paths towards the largest arch's
-            predictions (with `sandwich`); 0 turns it off.
+            predictions (needs `sandwich`); 0 turns it off.
+        fair: per step, train the strictly fair paths of `fair_paths` (every choice of every
+            layer once, gradients summed, one optimizer step) instead of one random path.
+        sort_every: every this many epochs, reorder heads and FFN units by importance (OFA) so
+            the small widths get the important ones; 0 never.
     """
 
-    def __init__(self, space: SearchSpace, seed: int = 0, sandwich: bool = False, distill: float = 0.0):
+    def __init__(self, space: SearchSpace, seed: int = 0, sandwich: bool = False, distill: float = 0.0,
+                 fair: bool = False, sort_every: int = 0):
         super().__init__(space, seed)
-        self.sandwich, self.distill = sandwich, distill
+        check_options(sandwich, distill)
+        if not isinstance(sort_every, int) or sort_every < 0:
+            raise ConfigError(f"strategy.sort_every must be 0 (never) or a number of epochs; got {sort_every!r}")
+        self.sandwich, self.distill, self.fair, self.sort_every = sandwich, distill, fair, sort_every
 
     def training_step(self, module, train: dict, val: dict | None) -> dict[str, Tensor]:
-        if not self.sandwich:
-            loss, _ = module.arch_loss(train, self.record(self.space.sample(self.rng)))
-            module.step(loss)
-            return {"loss": loss.detach()}
-        # Sandwich: gradients of the largest, the smallest and a random path, summed, one step.
-        big_loss, big_logits = module.arch_loss(train, self.space.largest())
-        total = big_loss
-        for arch in (self.space.smallest(), self.record(self.space.sample(self.rng))):
-            loss, logits = module.arch_loss(train, arch)
-            if self.distill:
-                loss = (1 - self.distill) * loss + self.distill * _soft_cross_entropy(logits, big_logits.detach())
-            total = total + loss
-        module.step(total)
-        return {"loss": big_loss.detach()}
+        archs = fair_paths(self.space, self.rng) if self.fair else [self.space.sample(self.rng)]
+        return train_paths(module, train, [self.record(a) for a in archs], self.space,
+                           self.sandwich, self.distill)
+
+    def on_epoch_end(self, module) -> None:
+        if self.sort_every and (module.current_epoch + 1) % self.sort_every == 0:
+            optimizer = module.optimizers()
+            optimizer = optimizer[0] if isinstance(optimizer, list) else optimizer
+            sort_by_importance(self.supernet, getattr(optimizer, "optimizer", optimizer))
 
     def current_arch(self) -> Arch:
         return self.space.largest()
@@ -82,8 +88,4 @@ class FixedStrategy(Strategy):
 
     def current_arch(self) -> Arch:
         return self.arch
-
-
-def _soft_cross_entropy(logits: Tensor, teacher: Tensor) -> Tensor:
-    return -(F.softmax(teacher, -1) * F.log_softmax(logits, -1)).sum(-1).mean()
 
