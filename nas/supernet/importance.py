@@ -63,7 +63,7 @@ def _sort_heads(attn: SuperAttention, optimizer) -> dict[str, list[int]]:
         # shared projections carry every core's heads; separate ones only their own core's
         cores = list(attn.cores.values()) if key == SHARED_KEY else [attn.cores[key]]
         order = torch.argsort(head_importance(proj["out"], attn.head_dim), descending=True, stable=True)
-        rows = (order[:, None] * attn.head_dim + torch.arange(attn.head_dim)).flatten()  # (h*d,)
+        rows = (order[:, None] * attn.head_dim + torch.arange(attn.head_dim, device=order.device)).flatten()  # (h*d,)
         for name, linear in proj.items():
             if name == "out":
                 _permute(linear.weight, 1, rows, optimizer)

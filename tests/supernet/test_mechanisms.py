@@ -172,3 +172,61 @@ def test_gains_fold_into_the_mixed_forward(lra):
     with torch.no_grad():
         torch.testing.assert_close(net.forward_mixed(tokens, weights, mask), net(tokens, arch, mask),
                                    atol=1e-5, rtol=1e-5)
+
+
+# -- each mechanism trains through the search loop, then extracts exactly ---------------------
+TRAINED = [("entangled_gain", None, {}), ("entangled", "layer0.attention", {}),
+           ("separate", None, {"fair": True, "sort_every": 1}),
+           ("entangled", None, {"sandwich": True, "distill": 0.5, "sort_every": 1})]
+
+
+@pytest.mark.parametrize("sharing,split,options", TRAINED)
+def test_each_mechanism_trains_and_extracts_its_output(tmp_path, sharing, split, options):
+    from nas.strategies import STRATEGIES
+    from nas.training.run import run_search
+    from tests.strategies.planted import FetchTask, trainer
+
+    torch.manual_seed(0)
+    space = SearchSpace.from_yaml(SPACES / "quickstart.yaml")
+    task = FetchTask(seq_len=16, distance=8, size=128, batch_size=32)
+    net = Supernet(space, task.vocab_size, task.num_classes, task.seq_len, head=task.head, sharing=sharing)
+    if split:
+        net = FewShotSupernet(net, split)
+    before = [p.detach().clone() for p in net.parameters()]
+    strategy = STRATEGIES.get("random")(space, seed=0, samples=4, **options)
+    _, result = run_search(net, strategy, task, "acc", trainer(tmp_path, epochs=1), lr=3e-3)
+    assert any(not torch.equal(a, b) for a, b in zip(before, net.parameters()))
+    tokens = torch.randint(1, task.vocab_size, (2, task.seq_len))
+    net.eval()
+    for seed in range(4):
+        arch = space.sample(seed)
+        with torch.no_grad():
+            torch.testing.assert_close(net.extract(arch).eval()(tokens), net(tokens, arch), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("sharing", ["entangled", "separate", "entangled_gain"])
+def test_mechanisms_on_cuda(lra, sharing):
+    """Sorting, gains, few-shot routing and extraction with every tensor on the GPU."""
+    torch.manual_seed(0)
+    net = FewShotSupernet(Supernet(lra, VOCAB, CLASSES, MAX_LEN, sharing=sharing), "layer0.attention")
+    perturb(net, 0, scale=0.2)
+    net = net.cuda().double().eval()
+    opt = torch.optim.AdamW(net.parameters())
+    tokens, mask = (t.cuda() for t in batch())
+    widest = [uniform(op, depth=6) for op in lra.attention]
+    net.train()
+    torch.nn.functional.cross_entropy(net(tokens, widest[0], mask), torch.tensor([1, 2]).cuda()).backward()
+    opt.step()
+    net.eval()
+    with torch.no_grad():
+        before = [net(tokens, a, mask) for a in widest]
+    sort_by_importance(net, opt)
+    with torch.no_grad():
+        for a, expected in zip(widest, before):
+            torch.testing.assert_close(net(tokens, a, mask), expected, atol=1e-10, rtol=1e-10)
+        for seed in range(5):
+            arch = lra.sample(seed)
+            torch.testing.assert_close(net.extract(arch).eval()(tokens, mask), net(tokens, arch, mask),
+                                       atol=1e-10, rtol=1e-10)
