@@ -156,8 +156,7 @@ class SuperBlock(nn.Module):
 
     def extract(self, layer: LayerArch) -> Block:
         block = Block(self.norm1.normalized_shape[0], self.attn.extract(layer), self.ffn.extract(layer.ffn_dim))
-        block.norm1.load_state_dict(self.norm1.state_dict())
-        block.norm2.load_state_dict(self.norm2.state_dict())
+        block.norm1, block.norm2 = copy.deepcopy(self.norm1), copy.deepcopy(self.norm2)  # on the supernet's device
         return block
 
 
