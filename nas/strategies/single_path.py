@@ -6,6 +6,7 @@ every search must beat; and `none`, which trains one fixed arch.
 """
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from nas.errors import ConfigError
@@ -15,7 +16,7 @@ from nas.strategies.registry import STRATEGIES
 from nas.strategies.sampling import check_options, fair_paths, train_paths
 from nas.supernet.importance import sort_by_importance
 from nas.training.evaluate import evaluate
-from nas.training.metrics import score
+from nas.training.metrics import score, task_loss
 
 
 class SinglePathStrategy(Strategy):
@@ -63,11 +64,16 @@ class RandomStrategy(SinglePathStrategy):
         self.samples = samples
 
     def finish(self, module, val_batches: list[dict]) -> SearchResult:
+        """Ties in the metric (saturated inherited scores are common) go to the lower validation
+        loss, then to fewer parameters, not to sampling order."""
         archs = list(dict.fromkeys(self.space.sample(self.rng) for _ in range(self.samples)))
-        metric = module.metric
-        ranked = [Candidate(a, {f"val/{metric}": evaluate(module.supernet, a, val_batches, metric)})
+        metric, net = module.metric, module.supernet
+        ranked = [Candidate(a, {f"val/{metric}": evaluate(net, a, val_batches, metric),
+                                "val/loss": evaluate_loss(net, a, val_batches),
+                                "cost/params": sum(p.numel() for p in net.extract(a).parameters())})
                   for a in archs]
-        ranked.sort(key=lambda c: score(c.metrics[f"val/{metric}"], metric), reverse=True)
+        ranked.sort(key=lambda c: (-score(c.metrics[f"val/{metric}"], metric), c.metrics["val/loss"],
+                                   c.metrics["cost/params"]))
         return SearchResult(best=ranked[0].arch, ranked=ranked)
 
 
@@ -89,3 +95,19 @@ class FixedStrategy(Strategy):
     def current_arch(self) -> Arch:
         return self.arch
 
+
+
+@torch.no_grad()
+def evaluate_loss(supernet, arch: Arch, batches: list[dict]) -> float:
+    """The task loss averaged over `batches`, weighted by their scored targets (as `evaluate`)."""
+    was_training = supernet.training
+    supernet.eval()
+    total, count = 0.0, 0
+    device = next(supernet.parameters()).device
+    for batch in batches:
+        batch = {k: v.to(device) for k, v in batch.items()}
+        scored = int((batch["target"] != -100).sum())
+        total += float(task_loss(supernet(batch["tokens"], arch, batch["mask"]), batch["target"])) * scored
+        count += scored
+    supernet.train(was_training)
+    return total / count

@@ -145,3 +145,21 @@ def test_sort_every_reorders_widths_at_epoch_end():
     assert not torch.equal(fc1, before)
     units = net.blocks[0].ffn.fc2.weight.abs().sum(0)
     assert torch.all(units[:-1] >= units[1:])
+
+
+def test_random_search_breaks_metric_ties_by_loss_then_params():
+    """A saturated metric (every arch right) leaves the pick to the validation loss."""
+    space = quickstart()
+    torch.manual_seed(0)
+    net = Supernet(space, 20, 3, 24)
+    batch = tiny_batch(space)
+    with torch.no_grad():  # a readout bias so large that every arch predicts the target class 0
+        net.readout.linear.bias.copy_(torch.tensor([10.0, 0.0, 0.0]))
+    batch["target"] = torch.zeros(3, dtype=torch.long)
+    module = RecordingModule(net)
+    module.metric = "acc"
+    result = STRATEGIES.get("random")(space, seed=0, samples=12).finish(module, [batch])
+    assert len({c.metrics["val/acc"] for c in result.ranked}) == 1  # all tie at 1.0
+    keys = [(c.metrics["val/loss"], c.metrics["cost/params"]) for c in result.ranked]
+    assert keys == sorted(keys) and len(set(keys)) > 1
+    assert result.best == result.ranked[0].arch
