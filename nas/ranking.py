@@ -238,3 +238,28 @@ def write_ranking(path: str | Path, rows: Sequence[RankedArch], metric: str, hig
             writer.writerow([i, *(r.cost.get(k, "") for k in cost_keys), r.inherited, r.inherited_loss,
                              *per_seed, mean, float(inherited_rank[i]), standalone_rank[i],
                              json.dumps(r.arch.to_dict())])
+
+
+def read_ranking(path: str | Path, metric: str) -> list[RankedArch]:
+    """The rows of a `ranking.csv` that `write_ranking` wrote (e.g. to resume or re-summarise);
+    empty standalone cells are archs not trained yet."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such file")
+    with open(path, newline="") as f:
+        table = list(csv.DictReader(f))
+    needed = {"arch", f"inherited_{metric}", "inherited_loss"}
+    if not table or not needed <= set(table[0]):
+        raise ConfigError(f"{path}: expected a ranking.csv with the columns {', '.join(sorted(needed))}")
+    seeds = sorted(k for k in table[0] if k.startswith(f"standalone_{metric}_seed"))
+    rows = []
+    for i, row in enumerate(table):
+        try:
+            rows.append(RankedArch(
+                arch=Arch.from_dict(json.loads(row["arch"]), source=f"{path}: row {i + 1}"),
+                inherited=float(row[f"inherited_{metric}"]), inherited_loss=float(row["inherited_loss"]),
+                standalone=[float(row[k]) for k in seeds if row[k] != ""],
+                cost={k[len("cost_"):]: float(v) for k, v in row.items() if k.startswith("cost_") and v != ""}))
+        except (ValueError, json.JSONDecodeError) as err:
+            raise ConfigError(f"{path}: row {i + 1}: {err}") from None
+    return rows

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from nas.errors import ConfigError
-from nas.ranking import (RankedArch, rank_summary, read_archs, stratified_archs, supernet_order,
+from nas.ranking import (RankedArch, rank_summary, read_archs, read_ranking, stratified_archs, supernet_order,
                          write_archs, write_ranking)
 from nas.space import Arch, LayerArch, SearchSpace
 
@@ -171,3 +171,8 @@ def test_write_ranking(tmp_path):
     assert float(table[0]["standalone_acc_mean"]) == pytest.approx(0.85)
     assert table[2]["standalone_acc_seed1"] == ""
     assert read_archs(tmp_path / "ranking.csv") == archs
+    back = read_ranking(tmp_path / "ranking.csv", "acc")
+    assert [(r.arch, r.inherited, r.inherited_loss, r.standalone, r.cost) for r in back] == \
+        [(r.arch, r.inherited, r.inherited_loss, r.standalone, r.cost) for r in rows]
+    with pytest.raises(ConfigError, match="expected a ranking.csv with the columns arch, inherited_bpb"):
+        read_ranking(tmp_path / "ranking.csv", "bpb")
