@@ -107,10 +107,11 @@ class SuperAttention(nn.Module):
             attn.proj[name] = proj[name].extract(out_features=inner)
         attn.out = proj["out"].extract(in_features=inner)
         if gain_in is not None:  # W (g * x) = (W diag g) x; g * (W y + b) = (diag g W) y + g b
-            for name in core.inputs:
-                attn.proj[name].weight.mul_(gain_in[None, :])
-            attn.out.weight.mul_(gain_out[:, None])
-            attn.out.bias.mul_(gain_out)
+            with torch.no_grad():
+                for name in core.inputs:
+                    attn.proj[name].weight.mul_(gain_in[None, :])
+                attn.out.weight.mul_(gain_out[:, None])
+                attn.out.bias.mul_(gain_out)
         return attn
 
 
