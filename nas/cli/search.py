@@ -19,7 +19,7 @@ from nas import cost
 from nas.cli.common import CONFIGS, log, one_line_errors
 from nas.space import Arch, SearchSpace
 from nas.strategies import STRATEGIES, Candidate, SearchResult, Strategy
-from nas.supernet import Supernet
+from nas.supernet import FewShotSupernet, Supernet
 from nas.tasks import Task
 from nas.training.checkpoint import last_checkpoint
 from nas.training.evaluate import evaluate
@@ -74,6 +74,8 @@ def search(cfg: DictConfig, run_dir: Path) -> dict:
     space = SearchSpace.from_yaml(cfg.space.file)
     supernet = Supernet(space, task.vocab_size, task.num_classes, task.seq_len, head=task.head,
                         sharing=cfg.sharing)
+    if cfg.get("few_shot"):
+        supernet = FewShotSupernet(supernet, cfg.few_shot)
     strategy = make_strategy(cfg, space, task, run_dir)
     checkpoint_dir = run_dir / "checkpoints"
     last = checkpoint_dir / "last.ckpt"

@@ -39,7 +39,7 @@ class FewShotSupernet(nn.Module):
         super().__init__()
         allowed = split_keys(parent.space)
         if split not in allowed:
-            raise ConfigError(f"supernet.few_shot: cannot split on '{split}'; allowed: {', '.join(allowed)}")
+            raise ConfigError(f"few_shot: cannot split on '{split}'; allowed: {', '.join(allowed)}")
         self.split = split
         self.choices = parent.space.decisions()[split]
         self.subnets = nn.ModuleList(copy.deepcopy(parent) for _ in self.choices)
@@ -64,7 +64,7 @@ class FewShotSupernet(nn.Module):
         return self.subnet_of(arch)(tokens, arch, mask)
 
     def forward_mixed(self, *args, **kwargs) -> Tensor:
-        raise ConfigError("supernet.few_shot: sub-supernets train by sampling paths; "
+        raise ConfigError("few_shot: sub-supernets train by sampling paths; "
                           "use a sampling strategy (random, evolution, enas), not darts/gdas")
 
     def extract(self, arch: Arch) -> Subnet:

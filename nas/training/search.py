@@ -17,7 +17,7 @@ from torch import Tensor
 from nas.errors import ConfigError
 from nas.space import Arch, SearchSpace
 from nas.strategies.base import Strategy
-from nas.supernet import Supernet
+from nas.supernet import FewShotSupernet, Supernet
 from nas.training.metrics import check_finite, task_loss, task_metric
 
 
@@ -75,7 +75,8 @@ class SearchModule(pl.LightningModule):
         net = self.supernet
         checkpoint["supernet"] = {"space": net.space.to_dict(), "vocab_size": net.vocab_size,
                                   "num_classes": net.num_classes, "max_len": net.max_len,
-                                  "head": net.head, "sharing": net.sharing}
+                                  "head": net.head, "sharing": net.sharing,
+                                  "few_shot": getattr(net, "split", None)}
         # Resuming must replay the same batches and samples as an uninterrupted run.
         kind, keys, position, has_gauss, gauss = np.random.get_state()
         # plain types: checkpoints load with weights_only=True, which refuses numpy arrays
@@ -90,7 +91,7 @@ class SearchModule(pl.LightningModule):
             np.random.set_state((kind, np.array(keys, dtype=np.uint32), position, has_gauss, gauss))
 
 
-def load_supernet(path: str | Path, space: SearchSpace | None = None) -> Supernet:
+def load_supernet(path: str | Path, space: SearchSpace | None = None) -> Supernet | FewShotSupernet:
     """The supernet saved in a search checkpoint; with `space`, check that it is that space."""
     path = Path(path)
     if not path.is_file():
@@ -106,6 +107,8 @@ def load_supernet(path: str | Path, space: SearchSpace | None = None) -> Superne
                           f"they differ at '{where}'")
     supernet = Supernet(saved, meta["vocab_size"], meta["num_classes"], meta["max_len"],
                         head=meta["head"], sharing=meta["sharing"])
+    if meta.get("few_shot"):
+        supernet = FewShotSupernet(supernet, meta["few_shot"])
     prefix = "supernet."
     supernet.load_state_dict({k[len(prefix):]: v for k, v in checkpoint["state_dict"].items()
                               if k.startswith(prefix)})

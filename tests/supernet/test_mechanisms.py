@@ -230,3 +230,38 @@ def test_mechanisms_on_cuda(lra, sharing):
             arch = lra.sample(seed)
             torch.testing.assert_close(net.extract(arch).eval()(tokens, mask), net(tokens, arch, mask),
                                        atol=1e-10, rtol=1e-10)
+
+
+def test_a_few_shot_search_checkpoint_loads_back(tmp_path):
+    from nas.strategies import STRATEGIES
+    from nas.training.run import run_search
+    from nas.training.search import load_supernet
+    from tests.strategies.planted import FetchTask, trainer
+
+    space = SearchSpace.from_yaml(SPACES / "quickstart.yaml")
+    task = FetchTask(seq_len=16, distance=8, size=64, batch_size=32)
+    net = FewShotSupernet(Supernet(space, task.vocab_size, task.num_classes, task.seq_len, head=task.head), "depth")
+    fit = trainer(tmp_path, epochs=1)
+    run_search(net, STRATEGIES.get("random")(space, samples=2), task, "acc", fit)
+    fit.save_checkpoint(tmp_path / "last.ckpt")
+    loaded = load_supernet(tmp_path / "last.ckpt", space).eval()
+    assert isinstance(loaded, FewShotSupernet) and loaded.split == "depth"
+    tokens = torch.randint(1, task.vocab_size, (2, task.seq_len))
+    with torch.no_grad():
+        for seed in range(4):
+            arch = space.sample(seed)
+            torch.testing.assert_close(loaded(tokens, arch), net.eval()(tokens, arch), rtol=0, atol=0)
+
+
+def test_nas_search_trains_a_few_shot_supernet(tmp_path):
+    from nas.cli import search
+    from nas.training.search import load_supernet
+    from tests.cli.conftest import TINY, compose_config
+
+    cfg = compose_config("search", tmp_path / "run", [*TINY, "strategy=random", "few_shot=layer0.attention", "retrain.enabled=false"])
+    search.run(cfg)
+    loaded = load_supernet(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    assert isinstance(loaded, FewShotSupernet) and loaded.split == "layer0.attention"
+    bad = compose_config("search", tmp_path / "bad", [*TINY, "few_shot=layer5.heads"])
+    with pytest.raises(ConfigError, match="cannot split on 'layer5.heads'; allowed: depth, layer0.attention"):
+        search.search(bad, tmp_path / "bad")
