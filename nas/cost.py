@@ -15,22 +15,12 @@ import torch
 from torch import nn
 
 from nas.errors import ConfigError
-from nas.model import make_block
+from nas.model import ModelShape, make_block
 from nas.ops.attention import AttentionCore, make_core
 from nas.space import Arch, LayerArch, SearchSpace
 
 BYTES_PER_ELEMENT = 4  # fp32
 KINDS = ("params", "flops", "memory", "latency")  # memory: activation MiB; latency: ms
-
-
-@dataclass(frozen=True)
-class ModelShape:
-    """What besides the arch and space decides the cost: the task's sizes."""
-
-    vocab_size: int
-    num_classes: int
-    max_len: int
-    head: str = "classify"
 
 
 @dataclass(frozen=True)
@@ -71,7 +61,7 @@ def base_cost(space: SearchSpace, shape: ModelShape, seq_len: int, kind: str) ->
     if kind == "params":
         return shape.vocab_size * d + shape.max_len * d + 2 * d + d * c + c
     if kind == "flops":
-        return 2 * d * c * (seq_len if shape.head == "tokens" else 1)
+        return 2 * d * c * (seq_len if shape.readout == "tokens" else 1)
     if kind == "memory":
         return seq_len * d * BYTES_PER_ELEMENT / 2**20
     if kind == "latency":

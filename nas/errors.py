@@ -1,5 +1,67 @@
 """The one exception type for bad user input: the CLI prints its message as a single line."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from typing import Any
 
 
 class ConfigError(ValueError):
     """Bad input from the user: an unknown name, an arch outside the space, a malformed file."""
+
+
+def build_config(cls: type, options: dict[str, Any], what: str):
+    """`cls(**options)` for a config dataclass, every bad option reported as one ConfigError line.
+
+    Checks names and types first (a YAML value of the wrong type would otherwise reach a
+    comparison in `__post_init__` and fail with a message that names no field), then lets the
+    dataclass check values; its ValueError becomes a ConfigError prefixed with `what`
+    (e.g. "attention 'local'" or "task 'text'").
+    """
+    allowed = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(options) - set(allowed), key=str)
+    if unknown:
+        raise ConfigError(f"unknown option {unknown[0]!r} for {what}; "
+                          f"allowed: {', '.join(allowed) or '(none)'}")
+    hints = typing.get_type_hints(cls)
+    for name, value in options.items():
+        if not fits(value, hints[name]):
+            raise ConfigError(f"{what}: option '{name}' must be {type_name(hints[name])}; "
+                              f"got {value!r}")
+    try:
+        return cls(**options)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{what}: {err}") from None
+
+
+def fits(value: Any, hint: Any) -> bool:
+    """Whether a value parsed from YAML/JSON/the command line fits a field's annotation.
+
+    bool is not accepted as a number (YAML reads `yes` as True), an int is accepted as a float,
+    an os.PathLike as a string.
+    Annotations other than plain scalars and their unions with None are not checked.
+    """
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return any(fits(value, arg) for arg in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:  # a path given as a Path object from Python is as good as its string
+        return isinstance(value, (str, os.PathLike))
+    if hint is bool:
+        return isinstance(value, bool)
+    return True
+
+
+def type_name(hint: Any) -> str:
+    """'an integer', 'a string or null', ... for an annotation `fits` checks."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " or ".join(type_name(arg) for arg in typing.get_args(hint))
+    names = {int: "an integer", float: "a number", bool: "true or false", str: "a string",
+             type(None): "null"}
+    return names.get(hint, getattr(hint, "__name__", str(hint)))

@@ -1,8 +1,18 @@
 """Export a retrained subnet as a folder that runs without `nas`: the arch, the weights, a
 `torch.export` program with a standalone `predict.py`, the metrics, and optionally an int8 copy.
 
-The program takes a fixed length (the model's max_len) and a dynamic batch; shorter inputs are
-padded with mask False, which every op ignores, so padding does not change the logits.
+The program takes any batch and, where every op traces with a symbolic length (full,
+performer), any length up to max_len; a model with another op (local, linformer, lsh,
+synthesizer specialize the length while tracing) takes exactly max_len, and shorter inputs are
+padded with mask False, which every op ignores. model.json's `dynamic_len` says which.
+
+What is safe to accept from others: `weights.safetensors` (safetensors,
+https://huggingface.co/docs/safetensors, holds tensors only and runs no code when read) and the
+text files (arch.yaml, space.yaml, model.json, metrics.json). `model.pt2` and `model_int8.pt`
+are programs: loading and running them executes the operations someone put there, so load
+them only from a source you trust; `nas.export.load` rebuilds the model from the safe files.
+The folder is written beside `out` under a temporary name and renamed into place, so a crash
+leaves no half-written export (a rerun, e.g. `nas-search resume=<run>`, writes it again).
 # b batch, n sequence (max_len in the program), C classes
 """
 from __future__ import annotations
@@ -10,90 +20,41 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
+import shutil
 import warnings
 from pathlib import Path
 from typing import Callable, Iterable
 
 import torch
 import yaml
+from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from nas import cost
 from nas.errors import ConfigError
-from nas.model import Subnet
+from nas.metrics import evaluate_many
+from nas.model import ModelShape, Subnet
+from nas.safe_load import read_checkpoint
 from nas.space import Arch, SearchSpace
-from nas.training.metrics import task_metric
 
 # Every file export may write; an overwrite removes them all first, so that a stale file
 # (e.g. an int8 copy from an earlier quantized export) never sits beside new ones.
-FILES = ("arch.yaml", "space.yaml", "model.json", "weights.pt", "model.pt2", "predict.py",
-         "metrics.json", "model_int8.pt")
-TASK_KEYS = ("vocab_size", "num_classes", "max_len", "head", "metric")  # what model.json holds
-HPARAMS = ("arch", "space") + TASK_KEYS  # what a retrain checkpoint must hold
+FILES = ("arch.yaml", "space.yaml", "model.json", "weights.safetensors", "model.pt2", "predict.py",
+         "metrics.json", "model_int8.pt", "task.json")
+MODEL_KEYS = ("shape", "metric")  # what model.json holds: ModelShape.to_dict() and the metric
+HPARAMS = ("arch", "space") + MODEL_KEYS  # what a retrain checkpoint must hold
 
-PREDICT = '''\
-"""Run the exported LongNAS model with torch alone (no `nas` needed):
-
-    python predict.py "5 3 9 2" "7 7 1"
-    python predict.py --int8 "5 3 9 2"     # the int8 copy (exported with quantize=true)
-
-Each argument is one sequence of token ids (0 is padding); each prints its logits as a JSON
-line. The program takes exactly max_len positions, so sequences are padded to it with the mask
-False, which the model ignores.
-"""
-import json
-import sys
-from pathlib import Path
-
-import torch
-
-HERE = Path(__file__).resolve().parent
-
-
-def load(folder=HERE, int8=False):
-    """The program (model.pt2, or the TorchScript int8 copy model_int8.pt) as a callable
-    module, and the length it takes."""
-    if int8:
-        program = torch.jit.load(str(Path(folder) / "model_int8.pt"))
-    else:
-        program = torch.export.load(str(Path(folder) / "model.pt2")).module()
-    max_len = json.loads((Path(folder) / "model.json").read_text())["max_len"]
-    return program, max_len
-
-
-def pad(sequences, max_len):
-    """Token lists -> tokens (b, max_len) long and mask (b, max_len) bool, True = real token."""
-    tokens = torch.zeros(len(sequences), max_len, dtype=torch.long)
-    mask = torch.zeros(len(sequences), max_len, dtype=torch.bool)
-    for i, seq in enumerate(sequences):
-        if len(seq) > max_len:
-            raise ValueError(f"sequence {i} has {len(seq)} tokens; the model takes at most {max_len}")
-        tokens[i, :len(seq)] = torch.tensor(seq, dtype=torch.long)
-        mask[i, :len(seq)] = True
-    return tokens, mask
-
-
-def predict(program, max_len, sequences):
-    """Logits (b, C) for a classifier, or (b, max_len, C) per position (padding rows are junk)."""
-    with torch.no_grad():
-        return program(*pad(sequences, max_len))
-
-
-if __name__ == "__main__":
-    args = [arg for arg in sys.argv[1:] if arg != "--int8"]
-    sequences = [[int(t) for t in arg.split()] for arg in args] or [[1, 2, 3]]
-    program, max_len = load(int8="--int8" in sys.argv[1:])
-    for seq, logits in zip(sequences, predict(program, max_len, sequences)):
-        print(json.dumps((logits if logits.dim() == 1 else logits[:len(seq)]).tolist()))  # a line each
-'''
+PREDICT = Path(__file__).with_name("predict.py")  # copied into every export folder
 
 
 def export(ckpt: str | Path, out: str | Path, overwrite: bool = False, quantize: bool = False,
-           eval_batches: Iterable[dict] | None = None, seq_len: int | None = None) -> dict:
+           eval_batches: Iterable[dict] | None = None, seq_len: int | None = None,
+           task: dict | None = None) -> dict:
     """Write the subnet of a retrain checkpoint into the folder `out`.
 
-    Files: `arch.yaml`, `space.yaml`, `model.json` (the task sizes), `weights.pt` (the subnet's
-    state dict), `model.pt2` (a `torch.export` program: tokens (b, max_len) long and mask
+    Files: `arch.yaml`, `space.yaml`, `model.json` (the task sizes), `weights.safetensors` (the
+    subnet's state dict), `model.pt2` (a `torch.export` program: tokens (b, max_len) long and mask
     (b, max_len) bool -> logits, any b), `predict.py` (runs it with torch alone),
     `metrics.json`, and with `quantize` `model_int8.pt` (the int8 copy of `quantize_int8` as a
     TorchScript program with the same inputs; `predict.py --int8` runs it).
@@ -106,12 +67,14 @@ def export(ckpt: str | Path, out: str | Path, overwrite: bool = False, quantize:
         eval_batches: batches (dicts of tokens, mask, target) to measure the test metric on,
             iterated once; e.g. the task's test DataLoader.
         seq_len: the task's length, for FLOPs and latency; default the model's max_len.
+        task: the task's `describe()` (vocabulary, input kind, class names), written as
+            task.json for predict.py; without it predict.py takes token ids and prints indices.
 
     Returns:
         The metrics written to metrics.json: `cost/params` (exact), `cost/flops` and
         `cost/latency_ms` (CPU, batch 1) at `seq_len`; with eval_batches `test/<metric>`; with
-        quantize `size/float_bytes` and `size/int8_bytes` (the weights as torch.save writes
-        them: weights.pt and the int8 state dict), and with eval_batches
+        quantize `size/float_bytes` and `size/int8_bytes` (the weights as stored: weights.safetensors,
+        and the int8 state dict as torch.save writes it), and with eval_batches
         `int8/test/<metric>` and `int8/delta` (int8 minus float).
 
     Raises:
@@ -122,69 +85,140 @@ def export(ckpt: str | Path, out: str | Path, overwrite: bool = False, quantize:
     hparams, state = _read_checkpoint(ckpt)
     arch = Arch.from_dict(hparams["arch"], source=f"{ckpt}: arch")
     space = SearchSpace.from_dict(hparams["space"], source=f"{ckpt}: space")
-    task = {key: hparams[key] for key in TASK_KEYS}
-    model = _build(arch, space, task)
+    shape = ModelShape.from_dict(hparams["shape"], source=f"{ckpt}: shape")
+    metric = hparams["metric"]
+    model = Subnet(arch, space, shape)
     _load_weights(model, state, source=str(ckpt))
-    seq_len = task["max_len"] if seq_len is None else seq_len
-    if not 1 <= seq_len <= task["max_len"]:
-        raise ConfigError(f"seq_len {seq_len} must be in 1..{task['max_len']} (the model's max_len)")
+    seq_len = shape.max_len if seq_len is None else seq_len
+    if not 1 <= seq_len <= shape.max_len:
+        raise ConfigError(f"seq_len {seq_len} must be in 1..{shape.max_len} (the model's max_len)")
 
-    out.mkdir(parents=True, exist_ok=True)
-    for name in FILES:
-        (out / name).unlink(missing_ok=True)
+    final, out = out, _staging(out)  # written under a temporary name, renamed into place at the end
     arch.to_yaml(out / "arch.yaml")
     (out / "space.yaml").write_text(yaml.safe_dump(space.to_dict(), sort_keys=False))
-    (out / "model.json").write_text(json.dumps(task, indent=2) + "\n")
-    torch.save(model.state_dict(), out / "weights.pt")
-    write_program(model, task["max_len"], out / "model.pt2")
-    (out / "predict.py").write_text(PREDICT)
+    save_weights(model, out / "weights.safetensors")
+    dynamic_len = write_program(model, shape.max_len, out / "model.pt2")
+    (out / "model.json").write_text(json.dumps({"shape": shape.to_dict(), "metric": metric,
+                                                "dynamic_len": dynamic_len}, indent=2) + "\n")
+    shutil.copyfile(PREDICT, out / "predict.py")
+    if task is not None:
+        (out / "task.json").write_text(json.dumps(task, indent=2) + "\n")
 
-    shape = cost.ModelShape(task["vocab_size"], task["num_classes"], task["max_len"], task["head"])
     metrics = {
-        "metric": task["metric"],
+        "metric": metric,
         "seq_len": seq_len,
         "cost/params": sum(p.numel() for p in model.parameters()),
         "cost/flops": cost.flops(arch, space, shape, seq_len),
-        "cost/latency_ms": cost.subnet_latency_ms(model, seq_len, task["vocab_size"]),
+        "cost/latency_ms": cost.subnet_latency_ms(model, seq_len, shape.vocab_size),
+        "cost/latency_method": LATENCY_METHOD,
+        "arch": arch.to_dict(),
     }
     models = {"float": model}
     if quantize:
         models["int8"] = quantize_int8(model)
-        write_int8_program(models["int8"], task["max_len"], out / "model_int8.pt")
-        metrics["size/float_bytes"] = (out / "weights.pt").stat().st_size
-        metrics["size/int8_bytes"] = saved_bytes(models["int8"].state_dict())  # weights, like weights.pt
+        write_int8_program(models["int8"], shape.max_len, out / "model_int8.pt")
+        metrics["size/float_bytes"] = (out / "weights.safetensors").stat().st_size
+        metrics["size/int8_bytes"] = saved_bytes(models["int8"].state_dict())
+        metrics["int8/latency_ms"] = cost.subnet_latency_ms(models["int8"], seq_len, shape.vocab_size)
     if eval_batches is not None:
-        scores = evaluate(models, eval_batches, task["metric"])
-        metrics[f"test/{task['metric']}"] = scores["float"]
+        scores = evaluate_many(models, eval_batches, metric)
+        metrics[f"test/{metric}"] = scores["float"]
         if quantize:
-            metrics[f"int8/test/{task['metric']}"] = scores["int8"]
+            metrics[f"int8/test/{metric}"] = scores["int8"]
             metrics["int8/delta"] = scores["int8"] - scores["float"]
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    _publish(out, final)
     return metrics
 
 
+# How cost/latency_ms is measured: cost.subnet_latency_ms, as the cost model measures archs.
+LATENCY_METHOD = ("median of 10 timed forward passes after 2 warm-up passes, batch 1 at seq_len, "
+                  "CPU, float32 (nas.cost.measure_latency_ms, as the cost model)")
+
+
+def save_weights(model: nn.Module, path: Path) -> None:
+    """The state dict as safetensors. Each tensor is cloned: safetensors refuses tensors that
+    share storage (tied weights), and loading copies into the tied parameter twice, harmlessly."""
+    save_file({k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}, str(path))
+
+
+def _staging(out: Path) -> Path:
+    """An empty temporary folder beside `out` (same filesystem, so the final rename is atomic);
+    a leftover from an interrupted export is removed first."""
+    staging = out.with_name(f".{out.name}.partial")
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    return staging
+
+
+def _publish(staging: Path, out: Path) -> None:
+    """Move the finished export into place: a rename when `out` is absent or empty; with
+    overwrite, each export file replaces its old copy (os.replace) and stale ones go, while
+    other files in `out` stay."""
+    if out.is_dir() and not any(out.iterdir()):
+        out.rmdir()
+    if not out.exists():
+        os.replace(staging, out)
+        return
+    for name in FILES:
+        if (staging / name).exists():
+            os.replace(staging / name, out / name)
+        else:
+            (out / name).unlink(missing_ok=True)
+    shutil.rmtree(staging)
+
+
 def load(folder: str | Path, int8: bool = False) -> nn.Module:
-    """The exported subnet, in eval mode, from arch.yaml, space.yaml, model.json and weights.pt;
-    with `int8` its int8 copy, quantized again from those weights as model_int8.pt was."""
+    """The exported subnet, in eval mode, from arch.yaml, space.yaml, model.json and
+    weights.safetensors (no code runs from any of them); with `int8` its int8 copy, quantized
+    again from those weights as model_int8.pt was."""
     folder = Path(folder)
-    for name in ("arch.yaml", "space.yaml", "model.json", "weights.pt"):
+    for name in ("arch.yaml", "space.yaml", "model.json", "weights.safetensors"):
         if not (folder / name).is_file():
             raise ConfigError(f"{folder}: not a complete export: no {name}")
-    task = json.loads((folder / "model.json").read_text())
-    model = _build(Arch.from_yaml(folder / "arch.yaml"), SearchSpace.from_yaml(folder / "space.yaml"), task)
-    state = torch.load(folder / "weights.pt", map_location="cpu", weights_only=True)
-    _load_weights(model, state, source=str(folder / "weights.pt"))
+    saved = json.loads((folder / "model.json").read_text())
+    shape = ModelShape.from_dict(saved.get("shape"), source=f"{folder / 'model.json'}: shape")
+    model = Subnet(Arch.from_yaml(folder / "arch.yaml"), SearchSpace.from_yaml(folder / "space.yaml"), shape)
+    weights = folder / "weights.safetensors"
+    try:
+        state = load_file(str(weights))
+    except Exception as err:  # safetensors' own errors: truncated header, bad JSON, bad offsets
+        text = str(err).strip()
+        raise ConfigError(f"{weights}: cannot be read as safetensors "
+                          f"({text.splitlines()[0] if text else type(err).__name__})") from None
+    _load_weights(model, state, source=str(weights))
     return quantize_int8(model) if int8 else model.eval()
 
 
-def write_program(model: Subnet, max_len: int, path: Path) -> None:
-    """Save `model` as a `torch.export` program for (b, max_len) inputs, b dynamic, after
-    checking that the program gives the model's logits at a batch size it was not traced with."""
+def write_program(model: Subnet, max_len: int, path: Path) -> bool:
+    """Save `model` as a `torch.export` program, checked against the model at a batch size it
+    was not traced with; returns whether its length is dynamic.
+
+    First with any batch and any length 1..max_len (`Dim("n", max=max_len)`). Ops whose
+    padding or blocking depends on n as a Python int (today local, linformer, lsh and
+    synthesizer: torch.export reports "Constraints violated (n)") cannot trace with a
+    symbolic n; a model holding one falls back to a fixed length max_len, which predict.py
+    fills by padding with the mask False.
+    """
     model.eval()
-    batch = torch.export.Dim("batch", min=1)
-    program = torch.export.export(model, example_inputs(max_len), dynamic_shapes=({0: batch}, {0: batch}))
+    batch, n = torch.export.Dim("batch", min=1), torch.export.Dim("n", min=1, max=max_len)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            program = torch.export.export(model, example_inputs(max(2, max_len // 2)),
+                                          dynamic_shapes=({0: batch, 1: n}, {0: batch, 1: n}))
+        dynamic = True
+    except Exception:  # torch.export's UserError/ConstraintViolation for an op that specializes n
+        program = torch.export.export(model, example_inputs(max_len), dynamic_shapes=({0: batch}, {0: batch}))
+        dynamic = False
     torch.export.save(program, path)
-    check_program(model, torch.export.load(path).module(), max_len)
+    loaded = torch.export.load(path).module()
+    check_program(model, loaded, max_len)
+    if dynamic:
+        for length in sorted({1, 7 if max_len >= 7 else max_len, max_len}):
+            check_program(model, loaded, length)
+    return dynamic
 
 
 def write_int8_program(model: nn.Module, max_len: int, path: Path) -> None:
@@ -243,43 +277,19 @@ def _quiet_quantization():
         yield
 
 
-@torch.no_grad()
-def evaluate(models: dict[str, nn.Module], batches: Iterable[dict], metric: str) -> dict[str, float]:
-    """The task metric of each model over all batches (iterated once, so a generator works).
-
-    Batch means are weighted by their scored targets, which makes both accuracy and bits per
-    byte exact over the whole set.
-    """
-    totals, count = dict.fromkeys(models, 0.0), 0
-    for batch in batches:
-        scored = int((batch["target"] != -100).sum())  # -100: not scored
-        if not scored:
-            continue  # its mean would be NaN, and it carries no weight anyway
-        for name, model in models.items():
-            logits = model.eval()(batch["tokens"], batch["mask"])
-            totals[name] += task_metric(logits, batch["target"], metric).item() * scored
-        count += scored
-    if count == 0:
-        raise ConfigError("eval_batches hold no scored targets")
-    return {name: total / count for name, total in totals.items()}
-
-
 def _check_out(out: Path, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
         raise ConfigError(f"out {out} is a file, not a folder")
+    blocked = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
+    if blocked is not None:
+        raise ConfigError(f"out {out}: its parent {blocked} is a file, not a folder")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise ConfigError(f"refusing to overwrite {out}: it exists and is not empty; pass overwrite=true")
 
 
 def _read_checkpoint(path: Path) -> tuple[dict, dict[str, Tensor]]:
     """The hparams and the subnet's state dict of a retrain checkpoint, or one ConfigError line."""
-    if not path.is_file():
-        raise ConfigError(f"checkpoint {path}: no such file")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # not a zip, not a pickle, or a pickled object torch will not load
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ConfigError(f"checkpoint {path}: cannot be read as a torch checkpoint ({reason})") from None
+    ckpt = read_checkpoint(path, "checkpoint")
     what = f"checkpoint {path} is not a LongNAS retrain checkpoint"
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("hyper_parameters"), dict):
         raise ConfigError(f"{what}: no 'hyper_parameters'")
@@ -291,10 +301,6 @@ def _read_checkpoint(path: Path) -> tuple[dict, dict[str, Tensor]]:
     if not state:
         raise ConfigError(f"{what}: no subnet weights ('model.*' in its state_dict)")
     return ckpt["hyper_parameters"], state
-
-
-def _build(arch: Arch, space: SearchSpace, task: dict) -> Subnet:
-    return Subnet(arch, space, task["vocab_size"], task["num_classes"], task["max_len"], task["head"])
 
 
 def _load_weights(model: nn.Module, state: dict[str, Tensor], source: str) -> None:

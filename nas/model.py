@@ -1,10 +1,14 @@
-"""The standalone Transformer for one architecture (what extract, retrain and export use).
+"""The standalone Transformer for one architecture (what extract, retrain and export use), and
+`ModelShape`, the task's sizes every model, cost and checkpoint is built from.
 
-Pre-norm encoder: token + learned position embeddings, `depth` blocks of
-x + attention(norm(x)) and x + ffn(norm(x)), a final norm and a readout head.
+Pre-norm encoder (Xiong et al. 2020, https://arxiv.org/abs/2002.04745): token + learned
+position embeddings, `depth` blocks of x + attention(norm(x)) and x + ffn(norm(x)), a final
+norm and a readout.
 # b batch, n sequence, D model width, C classes
 """
 from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
 
 import torch
 from torch import Tensor, nn
@@ -14,7 +18,47 @@ from nas.ops.attention import SelfAttention, make_core
 from nas.ops.attention.base import check_length
 from nas.space import Arch, LayerArch, SearchSpace
 
-HEADS = ("classify", "tokens")
+READOUTS = ("classify", "tokens")  # a label per sequence (mean-pooled), or one per position
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """What besides the arch and the space decides a model: the task's sizes.
+
+    A task returns it (`task.shape`); `Subnet`, `Supernet` and the cost model take it;
+    checkpoints, hparams and an export's model.json store `to_dict()` and read it back with
+    `from_dict`.
+    """
+
+    vocab_size: int  # input token ids are 0..vocab_size-1; 0 is padding
+    num_classes: int  # outputs per sequence (readout "classify") or per position ("tokens")
+    max_len: int  # the longest sequence the model accepts (learned positions)
+    readout: str = "classify"  # one of READOUTS
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "num_classes", "max_len"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
+        if self.readout not in READOUTS:
+            raise ConfigError(f"readout: unknown readout '{self.readout}'; allowed: {', '.join(READOUTS)}")
+
+    def to_dict(self) -> dict:
+        """Plain types, as checkpoints (weights_only) and JSON hold them."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = "shape") -> "ModelShape":
+        """The shape saved by `to_dict`; a missing or unknown key is a ConfigError naming `source`."""
+        names = [f.name for f in fields(cls)]
+        if not isinstance(data, dict):
+            raise ConfigError(f"{source}: expected a mapping of {', '.join(names)}, got {type(data).__name__}")
+        unknown = [key for key in data if key not in names]
+        missing = [name for name in names if name not in data]
+        if unknown or missing:
+            what = f"unknown key '{unknown[0]}'" if unknown else f"missing key '{missing[0]}'"
+            raise ConfigError(f"{source}: {what}; allowed: {', '.join(names)}")
+        return cls(**data)
 
 
 class TokenEmbedding(nn.Module):
@@ -33,17 +77,17 @@ class TokenEmbedding(nn.Module):
 class Readout(nn.Module):
     """`classify`: mean over real tokens, then a linear layer; `tokens`: a linear layer per position."""
 
-    def __init__(self, dim: int, num_classes: int, head: str):
+    def __init__(self, dim: int, num_classes: int, readout: str):
         super().__init__()
-        if head not in HEADS:
-            raise ConfigError(f"unknown head '{head}'; allowed: {', '.join(HEADS)}")
-        self.head = head
+        if readout not in READOUTS:
+            raise ConfigError(f"readout: unknown readout '{readout}'; allowed: {', '.join(READOUTS)}")
+        self.kind = readout
         self.norm = nn.LayerNorm(dim)
         self.linear = nn.Linear(dim, num_classes)
 
     def forward(self, x: Tensor, mask: Tensor | None) -> Tensor:
         x = self.norm(x)  # (b, n, D)
-        if self.head == "tokens":
+        if self.kind == "tokens":
             return self.linear(x)  # (b, n, C)
         if mask is None:
             pooled = x.mean(dim=1)
@@ -89,22 +133,18 @@ class Subnet(nn.Module):
     Args:
         arch: the architecture; must lie in `space`.
         space: gives the model width, head width and each attention candidate's op and options.
-        vocab_size: input tokens (0 is padding).
-        num_classes: outputs per sequence (`classify`) or per position (`tokens`).
-        max_len: the longest sequence the model accepts.
-        head: "classify" or "tokens".
+        shape: the task's sizes (vocabulary, outputs, longest sequence, readout).
 
     Shape: tokens (b, n) long, mask (b, n) bool (True = real) -> (b, C) or (b, n, C).
     """
 
-    def __init__(self, arch: Arch, space: SearchSpace, vocab_size: int, num_classes: int,
-                 max_len: int, head: str = "classify"):
+    def __init__(self, arch: Arch, space: SearchSpace, shape: ModelShape):
         super().__init__()
         space.validate(arch)
-        self.arch = arch
-        self.embed = TokenEmbedding(vocab_size, space.dim, max_len)
-        self.blocks = nn.ModuleList(make_block(layer, space, max_len) for layer in arch.layers)
-        self.readout = Readout(space.dim, num_classes, head)
+        self.arch, self.shape = arch, shape
+        self.embed = TokenEmbedding(shape.vocab_size, space.dim, shape.max_len)
+        self.blocks = nn.ModuleList(make_block(layer, space, shape.max_len) for layer in arch.layers)
+        self.readout = Readout(space.dim, shape.num_classes, shape.readout)
 
     def forward(self, tokens: Tensor, mask: Tensor | None = None) -> Tensor:
         x = self.embed(tokens)

@@ -7,7 +7,9 @@ and turn their picks back into an `Arch` with `arch_from_choices()`.
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import random
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,13 @@ class LayerArch:
     heads: int  # active heads, each `head_dim` wide
     ffn_dim: int  # active hidden units of the feed-forward block
 
+    def __post_init__(self):
+        if not isinstance(self.attention, str) or not self.attention:
+            raise ConfigError(f"attention must be a candidate name (a string); got {self.attention!r}")
+        # numpy / torch integers from a strategy become plain ints, so YAML and hashes agree
+        object.__setattr__(self, "heads", _positive_int(self.heads, "heads"))
+        object.__setattr__(self, "ffn_dim", _positive_int(self.ffn_dim, "ffn_dim"))
+
 
 @dataclass(frozen=True)
 class Arch:
@@ -34,6 +43,10 @@ class Arch:
     layers: tuple[LayerArch, ...]
 
     def __post_init__(self):
+        object.__setattr__(self, "depth", _positive_int(self.depth, "depth"))
+        if not isinstance(self.layers, (tuple, list)) or not all(
+                isinstance(layer, LayerArch) for layer in self.layers):
+            raise ConfigError(f"arch layers must be a sequence of LayerArch; got {self.layers!r}")
         if len(self.layers) < self.depth:
             raise ConfigError(f"arch has depth {self.depth} but only {len(self.layers)} layers")
         object.__setattr__(self, "layers", tuple(self.layers[: self.depth]))
@@ -43,15 +56,25 @@ class Arch:
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "arch") -> Arch:
-        if not isinstance(data, dict) or not isinstance(data.get("layers"), list):
-            raise ConfigError(f"{source}: expected a mapping with 'depth' and a list of 'layers'")
+        """The arch of a mapping as `to_dict` writes it: exactly `depth` and `depth` layers."""
+        if not isinstance(data, dict) or set(data) != {"depth", "layers"}:
+            got = sorted(map(str, data)) if isinstance(data, dict) else type(data).__name__
+            raise ConfigError(f"{source}: an arch has exactly the keys depth, layers; got {got}")
+        depth = _positive_int(data["depth"], "depth", source)
+        if not isinstance(data["layers"], list) or len(data["layers"]) != depth:
+            got = (f"{len(data['layers'])} layers" if isinstance(data["layers"], list)
+                   else repr(data["layers"]))
+            raise ConfigError(f"{source}: layers must list exactly depth ({depth}) layers; got {got}")
         layers = []
         for i, layer in enumerate(data["layers"]):
             if not isinstance(layer, dict) or set(layer) != set(LAYER_FIELDS):
                 raise ConfigError(f"{source}: layer {i} must have exactly the fields "
                                   f"{', '.join(LAYER_FIELDS)}; got {layer!r}")
-            layers.append(LayerArch(**layer))
-        return cls(depth=data.get("depth", len(layers)), layers=tuple(layers))
+            try:
+                layers.append(LayerArch(**layer))
+            except ConfigError as err:
+                raise ConfigError(f"{source}: layer {i}: {err}") from None
+        return cls(depth=depth, layers=tuple(layers))
 
     def to_yaml(self, path: str | Path | None = None) -> str:
         text = yaml.safe_dump(self.to_dict(), sort_keys=False)
@@ -111,25 +134,27 @@ class SearchSpace:
 
         expected = {"name", "dim", "head_dim", "depth", "layer"}
         if not isinstance(data, dict) or set(data) != expected:
-            got = sorted(data) if isinstance(data, dict) else type(data).__name__
+            got = sorted(map(str, data)) if isinstance(data, dict) else type(data).__name__
             raise ConfigError(f"{source}: a space has exactly the keys {', '.join(sorted(expected))}; got {got}")
+        if not isinstance(data["name"], str) or not data["name"].isprintable() or not data["name"]:
+            raise ConfigError(f"{source}: name must be a non-empty string on one line; "
+                              f"got {data['name']!r}")
         layer = data["layer"]
         if not isinstance(layer, dict) or set(layer) != set(LAYER_FIELDS):
-            raise ConfigError(f"{source}: 'layer' has exactly the keys {', '.join(LAYER_FIELDS)}")
+            got = sorted(map(str, layer)) if isinstance(layer, dict) else type(layer).__name__
+            raise ConfigError(f"{source}: 'layer' has exactly the keys {', '.join(LAYER_FIELDS)}; got {got}")
         if not isinstance(layer["attention"], dict) or not layer["attention"]:
             raise ConfigError(f"{source}: layer.attention maps candidate names to options, "
                               f"e.g. 'local: {{window: 64}}'")
-        attention = {}
+        attention: dict[str, AttentionChoice] = {}
         for cand, options in layer["attention"].items():
-            options = dict(options or {})
-            op = options.pop("type", cand)
-            if op not in ATTENTION:
-                raise ConfigError(f"{source}: layer.attention.{cand}: unknown attention '{op}'; "
-                                  f"known: {', '.join(ATTENTION.names())}")
-            ATTENTION.get(op).make_config(**options)  # raises on unknown or bad options
-            attention[str(cand)] = AttentionChoice(op, options)
+            attention[cand] = _attention_choice(cand, options, source, ATTENTION)
+            same = [other for other, choice in attention.items() if choice == attention[cand]]
+            if len(same) > 1:
+                raise ConfigError(f"{source}: layer.attention.{cand} repeats candidate '{same[0]}' "
+                                  f"(same type and options)")
         space = cls(
-            name=str(data["name"]),
+            name=data["name"],
             dim=_positive_int(data["dim"], "dim", source),
             head_dim=_positive_int(data["head_dim"], "head_dim", source),
             depths=_int_choices(data["depth"], "depth", source),
@@ -217,13 +242,40 @@ class SearchSpace:
                                       f"'{self.name}'; allowed: {_join(allowed[f])}")
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key repeated in one mapping (PyYAML keeps the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *anchor`: keys written beside it override the merged ones
+            key = self.construct_object(key_node, deep=True)
+            try:
+                repeated = key in seen
+                seen.add(key)
+            except TypeError:  # an unhashable key: PyYAML reports it below
+                continue
+            if repeated:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark)
+        return super().construct_mapping(node, deep)
+
+
 def read_yaml(path: str | Path) -> Any:
-    """Parse a YAML file; a missing file or a syntax error is one ConfigError line."""
+    """Parse a YAML file; a missing or unreadable file, bad UTF-8, a syntax error or a repeated
+    key is one ConfigError line."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"{path}: no such file")
+        raise ConfigError(f"{path}: {'not a file' if path.exists() else 'no such file'}")
     try:
-        return yaml.safe_load(path.read_text())
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read ({err.strerror})") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: malformed YAML: nested too deeply") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
@@ -235,14 +287,45 @@ def _join(values) -> str:
     return ", ".join(str(v) for v in values)
 
 
-def _positive_int(value: Any, field: str, source: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ConfigError(f"{source}: {field} must be a positive integer; got {value!r}")
-    return value
+def _positive_int(value: Any, field: str, source: str | None = None) -> int:
+    """`value` as an int if it is a positive integer (numpy's too, never a bool); else one line."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1:
+        return int(value)
+    where = f"{source}: " if source else ""
+    raise ConfigError(f"{where}{field} must be a positive integer; got {value!r}")
 
 
 def _int_choices(value: Any, field: str, source: str) -> tuple[int, ...]:
+    """A list of distinct positive integers (or one integer) as a sorted tuple."""
     values = value if isinstance(value, list) else [value]
     if not values:
         raise ConfigError(f"{source}: {field} needs at least one choice")
-    return tuple(sorted({_positive_int(v, field, source) for v in values}))
+    ints = [_positive_int(v, field, source) for v in values]
+    repeated = sorted({v for v in ints if ints.count(v) > 1})
+    if repeated:
+        raise ConfigError(f"{source}: {field} lists {repeated[0]} more than once; "
+                          f"choices must be distinct")
+    return tuple(sorted(ints))
+
+
+def _attention_choice(cand: Any, options: Any, source: str, registry) -> AttentionChoice:
+    """One `layer.attention` entry, `name: {type: op, option: value, ...}`, checked."""
+    if not isinstance(cand, str) or not re.fullmatch(r"[\w-]+", cand):
+        # names reappear in arch files, decision keys and one-line messages
+        raise ConfigError(f"{source}: layer.attention: candidate names are letters, digits, "
+                          f"_ and -; got {cand!r}")
+    where = f"{source}: layer.attention.{cand}"
+    if options is None:
+        options = {}
+    if not isinstance(options, dict) or not all(isinstance(k, str) for k in options):
+        raise ConfigError(f"{where}: options must be a mapping of option names to values, "
+                          f"e.g. {{window: 64}}; got {options!r}")
+    options = dict(options)
+    op = options.pop("type", cand)
+    if not isinstance(op, str) or op not in registry:
+        raise ConfigError(f"{where}: unknown attention {op!r}; known: {', '.join(registry.names())}")
+    try:
+        registry.get(op).make_config(**options)
+    except ConfigError as err:
+        raise ConfigError(f"{where}: {err}") from None
+    return AttentionChoice(op, options)

@@ -1,110 +1,129 @@
-"""Pictures of a search for TensorBoard, drawn with numpy and Pillow only (no plotting library):
-architecture weights over epochs, how often each choice trained, the Pareto front and the
-chosen arch. Every picture is an (H, W, 3) uint8 array; `arch_table` is markdown text.
+"""Pictures of a search for TensorBoard, drawn with matplotlib: architecture weights over epochs,
+how often each choice trained, metric against cost, the chosen arch; `arch_table` is markdown.
+
+Every picture is a `matplotlib.figure.Figure` made without pyplot (no global figure state), for
+`SummaryWriter.add_figure`, which renders it with the Agg backend; `to_array` does the same.
 """
 from __future__ import annotations
 
-import functools
-import math
-from typing import TYPE_CHECKING
+import zlib
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import to_rgb
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import FancyBboxPatch, Rectangle
 
+from nas.results import pareto_front
 from nas.space import LAYER_FIELDS, Arch
 
 if TYPE_CHECKING:
     from nas.cost import Cost
-    from nas.strategies.base import Candidate
+    from nas.results import Candidate
 
-WHITE, BLACK, GREY, LIGHT = (255, 255, 255), (30, 30, 30), (150, 150, 150), (225, 225, 225)
-FRONT_COLOUR = (31, 119, 180)  # Pareto-optimal points and the line joining them
-CHOSEN_COLOUR = (214, 39, 40)  # the chosen arch, in every picture that marks it
-FIELD_COLOURS = {"attention": (31, 119, 180), "heads": (255, 127, 14), "ffn_dim": (44, 160, 44),
-                 "depth": (148, 103, 189)}
-PALETTE = ((174, 199, 232), (255, 187, 120), (152, 223, 138), (255, 152, 150), (197, 176, 213),
-           (196, 156, 148), (247, 182, 210), (219, 219, 141))  # layer boxes, one per attention type
-# Viridis at five stops: perceptually even and brighter as the value grows, so the most
-# probable choice is the brightest cell, in colour or in greyscale.
-_RAMP = np.array([(68, 1, 84), (59, 82, 139), (33, 145, 140), (94, 201, 98), (253, 231, 37)], float)
+CHOSEN_COLOUR = "#d62728"  # the chosen arch or choice, in every picture that marks it
+FRONT_COLOUR = "#222222"  # the line joining the Pareto front
+FIELD_COLOURS = {"attention": "#1f77b4", "heads": "#ff7f0e", "ffn_dim": "#2ca02c", "depth": "#9467bd"}
+# One colour per attention type, fixed so that a type looks the same in every picture and run;
+# grey is kept for archs that mix types (and for points without groups).
+_KNOWN = {"full": "#1f77b4", "local": "#ff7f0e", "linformer": "#2ca02c", "performer": "#9467bd",
+          "lsh": "#8c564b", "synthesizer": "#e377c2", "mixed": "#7f7f7f"}
+_OTHERS = ("#bcbd22", "#17becf", "#ff9896", "#98df8a", "#c5b0d5", "#c49c94", "#f7b6d2", "#dbdb8d")
+HEATMAP = "viridis"  # perceptually even, brighter as the probability grows (also in greyscale)
 
 
-def ramp(values) -> np.ndarray:
-    """Colours (..., 3) uint8 of values in [0, 1] (clipped), dark purple to yellow."""
-    v = np.clip(np.asarray(values, float), 0.0, 1.0) * (len(_RAMP) - 1)
-    i = np.minimum(v.astype(int), len(_RAMP) - 2)
-    t = (v - i)[..., None]
-    return np.round((1 - t) * _RAMP[i] + t * _RAMP[i + 1]).astype(np.uint8)
+def attention_colour(name: str) -> str:
+    """The colour of an attention type, or grey for "mixed" (a new type gets a stable other one)."""
+    return _KNOWN.get(name) or _OTHERS[zlib.crc32(name.encode()) % len(_OTHERS)]
+
+
+def attention_label(arch: Arch) -> str:
+    """The arch's attention type, or "mixed" when its layers use several (a scatter's groups)."""
+    kinds = {layer.attention for layer in arch.layers}
+    return kinds.pop() if len(kinds) == 1 else "mixed"
+
+
+def to_array(fig: Figure) -> np.ndarray:
+    """The figure rendered by Agg as (H, W, 3) uint8, as `add_figure` renders it."""
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
 
 # -- architecture weights -------------------------------------------------------------------
 def decision_heatmap(history: list[dict[str, list[float]]], decision_choices: dict[str, tuple],
-                     layer: int | str) -> np.ndarray:
-    """Architecture weights of one layer over the epochs of a differentiable search.
+                     layer: int | str, chosen: Arch | None = None) -> Figure:
+    """Architecture weights of one layer (or of depth) over the epochs of a search.
 
     Args:
         history: one dict per epoch, decision key -> probabilities over its choices
-            (`DartsStrategy.history`).
+            (`DartsStrategy.history`, `EnasStrategy.history`).
         decision_choices: decision key -> choices (`SearchSpace.decisions()`).
         layer: a layer index (its attention, heads and FFN-width decisions), or "depth".
+        chosen: the arch the search returned; its choice in each decision is outlined in
+            `CHOSEN_COLOUR` (a layer past its depth has none).
 
     Returns:
-        (H, W, 3) uint8: one row per choice, grouped by decision, one column per epoch; the
-        colour is the probability and the last epoch's value is printed at the right.
+        One panel per decision: rows are choices, columns epochs, the colour the probability
+        (shared colour bar, 0 to 1); the last epoch's values are printed at the right.
     """
     if not history:
         raise ValueError("decision_heatmap needs at least one epoch of history")
     keys = ["depth"] if layer == "depth" else [f"layer{layer}.{f}" for f in LAYER_FIELDS]
-    title = "depth" if layer == "depth" else f"layer {layer}"
-    font, small = _font(12), _font(11)
-    epochs = len(history)
-    cell_w, cell_h, gap = max(4, min(40, 480 // epochs)), 20, 8
-    group_w = max(_width(font, k.split(".")[-1]) for k in keys) + 12
-    choice_w = max(_width(font, str(c)) for k in keys for c in decision_choices[k]) + 8
-    left, top = 8 + group_w + choice_w, 30
-    rows = sum(len(decision_choices[k]) for k in keys)
-    grid_h = rows * cell_h + gap * (len(keys) - 1)
-    width = max(left + epochs * cell_w + 56, 360)
-    img, draw = _canvas(width, top + grid_h + 86)
-    _text(draw, 8, 8, f"{title}: architecture weights by epoch", font)
-    _text(draw, left + epochs * cell_w + 6, top - 4, "last", small, valign="bottom", fill=GREY)
-
-    y = top
-    for key in keys:
+    picks = _chosen_choices(chosen) if chosen is not None else {}
+    sizes = [len(decision_choices[k]) for k in keys]
+    fig = Figure(figsize=(7, 1.5 + 0.32 * sum(sizes) + 0.3 * len(keys)), layout="constrained")
+    axes = fig.subplots(len(keys), 1, sharex=True, squeeze=False, height_ratios=sizes)[:, 0]
+    for ax, key in zip(axes, keys):
         choices = decision_choices[key]
         probs = np.array([epoch[key] for epoch in history], float).T  # (choices, epochs)
-        _text(draw, 8, y + cell_h / 2, key.split(".")[-1], font, valign="middle")
-        for c, choice in enumerate(choices):
-            _text(draw, left - 6, y + cell_h / 2, str(choice), font, align="right", valign="middle")
-            for e in range(epochs):
-                x = left + e * cell_w
-                colour = tuple(int(v) for v in ramp(probs[c, e]))
-                draw.rectangle([x, y, x + cell_w - 1, y + cell_h - 2], fill=colour)
-            _text(draw, left + epochs * cell_w + 6, y + cell_h / 2, f"{probs[c, -1]:.2f}", small,
-                  valign="middle")
-            y += cell_h
-        y += gap
-    y += 4 - gap
-    step = _tick_step(epochs, cell_w, min_px=30)
-    for e in range(0, epochs, step):
-        x = left + e * cell_w + cell_w / 2
-        draw.line([x, y - 2, x, y + 2], fill=BLACK)
-        _text(draw, x, y + 4, str(e), small, align="center")
-    _text(draw, left + epochs * cell_w / 2, y + 20, "epoch", font, align="center")
-    _swatch_legend(draw, 8, y + 44, small)
-    return np.asarray(img)
+        image = ax.imshow(probs, cmap=HEATMAP, vmin=0, vmax=1, aspect="auto", interpolation="nearest")
+        ax.set_yticks(range(len(choices)), [str(c) for c in choices])
+        ax.set_ylabel(key.split(".")[-1])
+        right = ax.secondary_yaxis("right")  # the last epoch's values, next to their rows
+        right.set_yticks(range(len(choices)), [f"{p:.2f}" for p in probs[:, -1]])
+        if key in picks and picks[key] in choices:
+            row = choices.index(picks[key])
+            ax.add_patch(Rectangle((-0.5, row - 0.5), probs.shape[1], 1, fill=False,
+                                   edgecolor=CHOSEN_COLOUR, linewidth=2.5, label="chosen"))
+            ax.get_yticklabels()[row].set(color=CHOSEN_COLOUR, fontweight="bold")
+    axes[-1].set_xlabel("epoch")
+    axes[-1].xaxis.get_major_locator().set_params(integer=True)
+    title = "depth" if layer == "depth" else f"layer {layer}"
+    fig.suptitle(f"{title}: architecture weights by epoch\n(right: last epoch's values; outlined: the chosen arch)")
+    fig.colorbar(image, ax=list(axes), label="probability", pad=0.08)
+    return fig
 
 
-def _swatch_legend(draw: ImageDraw.ImageDraw, x: int, y: int, font) -> None:
-    """Probability -> colour, as five swatches (0, 0.25, ..., 1)."""
-    x += _text(draw, x, y + 7, "probability", font, valign="middle") + 8
-    for v in (0.0, 0.25, 0.5, 0.75, 1.0):
-        draw.rectangle([x, y, x + 14, y + 14], fill=tuple(int(c) for c in ramp(v)))
-        x += 18 + _text(draw, x + 18, y + 7, f"{v:g}", font, valign="middle") + 10
+def _chosen_choices(arch: Arch) -> dict[str, object]:
+    """Decision key -> the arch's choice (as `SearchSpace.choices_of`, without the space)."""
+    out: dict[str, object] = {"depth": arch.depth}
+    for i, layer in enumerate(arch.layers):
+        out.update({f"layer{i}.{f}": getattr(layer, f) for f in LAYER_FIELDS})
+    return out
+
+
+def margins(probabilities: dict[str, Sequence[float]]) -> dict[str, float]:
+    """How far each decision's most probable choice leads the runner-up.
+
+    Args:
+        probabilities: decision key -> probabilities over its choices (one epoch of a
+            strategy's `history`: DARTS, GDAS, ENAS).
+
+    Returns:
+        decision key -> winner's probability minus the runner-up's (1.0 for a single choice).
+    """
+    out = {}
+    for key, probs in probabilities.items():
+        top = sorted(probs, reverse=True) + [0.0]
+        out[key] = float(top[0] - top[1])
+    return out
 
 
 # -- how often each choice trained ----------------------------------------------------------
-def choice_counts(counts: dict[str, dict[str, int]], decision_choices: dict[str, tuple]) -> np.ndarray:
+def choice_counts(counts: dict[str, dict[str, int]], decision_choices: dict[str, tuple]) -> Figure:
     """How often each choice of each decision was trained, as horizontal bars.
 
     Args:
@@ -112,266 +131,168 @@ def choice_counts(counts: dict[str, dict[str, int]], decision_choices: dict[str,
         decision_choices: decision key -> choices (`SearchSpace.decisions()`).
 
     Returns:
-        (H, W, 3) uint8: one row of panels per layer (one panel per decision), `depth` on its
-        own row first; all bars share one scale, so layers past the usual depth show shorter bars.
+        One row of panels per layer (one panel per field), `depth` first; all bars share one
+        scale, so layers past the usual depth show shorter bars.
     """
     rows: dict[str, list[str]] = {}  # "layer0" -> ["layer0.attention", ...]; "depth" -> ["depth"]
     for key in decision_choices:
         rows.setdefault(key.split(".")[0], []).append(key)
-    font, small = _font(12), _font(11)
-    most = max([n for per in counts.values() for n in per.values()] + [1])
-    bar_h, bar_w, label_x = 15, 140, 8
-    row_label_w = max(_width(font, r) for r in rows) + 16
-    choice_w = max(_width(small, str(c)) for cs in decision_choices.values() for c in cs) + 6
-    count_w = _width(small, str(most)) + 6
-    panel_w = choice_w + bar_w + count_w + 18
     n_cols = max(len(keys) for keys in rows.values())
-    heights = [max(len(decision_choices[k]) for k in keys) * bar_h + 24 for keys in rows.values()]
-    width = label_x + row_label_w + n_cols * panel_w
-    img, draw = _canvas(max(width, 360), 34 + sum(heights) + 6 * len(rows))
-    _text(draw, 8, 8, f"times each choice was trained (bars to scale, longest = {most})", font)
+    tallest = max(len(c) for c in decision_choices.values())
+    fig = Figure(figsize=(3.2 * n_cols, 0.6 + len(rows) * (0.25 * tallest + 0.5)), layout="constrained")
+    axes = fig.subplots(len(rows), n_cols, sharex=True, squeeze=False)
+    most = max([n for per in counts.values() for n in per.values()] + [1])
+    for r, (row, keys) in enumerate(rows.items()):
+        for c in range(n_cols):
+            ax = axes[r, c]
+            if c >= len(keys):
+                ax.set_axis_off()
+                continue
+            key, field = keys[c], keys[c].split(".")[-1]
+            labels = [str(choice) for choice in decision_choices[key]]
+            values = [counts.get(key, {}).get(label, 0) for label in labels]
+            bars = ax.barh(labels, values, color=FIELD_COLOURS.get(field, "grey"))
+            ax.bar_label(bars, padding=2, fontsize=8)
+            ax.invert_yaxis()  # first choice on top, as in the heatmaps
+            ax.set_title(key if row == "depth" else f"{row} {field}", fontsize=9, loc="left")
+            ax.tick_params(labelsize=8)
+    axes[0, 0].set_xlim(0, most * 1.15)  # room for the count labels
+    fig.suptitle("times each choice was trained")
+    return fig
 
-    y = 34
-    for (row, keys), height in zip(rows.items(), heights):
-        draw.line([label_x, y - 3, width - 8, y - 3], fill=LIGHT)
-        _text(draw, label_x, y + 2, row, font)
-        for col, key in enumerate(keys):
-            field = key.split(".")[-1]
-            x = label_x + row_label_w + col * panel_w
-            if key != row:  # `depth` is its own row: its name is already the row's label
-                _text(draw, x, y + 2, field, font)
-            per = counts.get(key, {})
-            for i, choice in enumerate(decision_choices[key]):
-                n = per.get(str(choice), 0)
-                by = y + 20 + i * bar_h
-                _text(draw, x + choice_w - 4, by + bar_h / 2, str(choice), small, align="right", valign="middle")
-                length = round(bar_w * n / most)
-                if length:
-                    draw.rectangle([x + choice_w, by + 2, x + choice_w + length - 1, by + bar_h - 2],
-                                   fill=FIELD_COLOURS.get(field, GREY))
-                _text(draw, x + choice_w + length + 4, by + bar_h / 2, str(n), small, valign="middle")
-        y += height + 6
-    return np.asarray(img)
+
+# -- metric against cost --------------------------------------------------------------------
+def scatter(x: Sequence[float], y: Sequence[float], groups: Sequence[str] | None = None, *,
+            xlabel: str, ylabel: str, title: str = "", line: Sequence[tuple[float, float]] = (),
+            line_label: str = "", ring: int | None = None, ring_label: str = "chosen") -> Figure:
+    """Points coloured by group, with an optional joining line and one ringed point.
+
+    Used for metric against cost; `nas-rank` can use it for inherited against standalone
+    metric, grouped by `attention_label`.
+
+    Args:
+        x, y: one value per point.
+        groups: one label per point; attention types get their `attention_colour`.
+        line: (x, y) vertices drawn as a staircase, e.g. a Pareto front sorted by x.
+        ring: index of the point to ring in `CHOSEN_COLOUR`.
+    """
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    groups = list(groups) if groups is not None else ["mixed"] * len(x)
+    fig = Figure(figsize=(7, 4.8), layout="constrained")
+    ax = fig.add_subplot()
+    ax.grid(alpha=0.3)
+    if len(line):
+        lx, ly = zip(*line)
+        ax.step(lx, ly, where="post", color=FRONT_COLOUR, linewidth=1.5, label=line_label, zorder=2)
+    for group in sorted(set(groups), key=lambda g: (g == "mixed", g)):
+        at = np.array([g == group for g in groups])
+        ax.scatter(x[at], y[at], s=36, color=attention_colour(group), label=group, zorder=3,
+                   edgecolors="white", linewidths=0.5)
+    if ring is not None:
+        ax.scatter([x[ring]], [y[ring]], s=220, facecolors="none", edgecolors=CHOSEN_COLOUR,
+                   linewidths=2.5, label=ring_label, zorder=4)
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    ax.xaxis.set_major_formatter(lambda v, _: _format(v))  # 12k, not 1.2 with "1e4" in a corner
+    ax.yaxis.set_major_formatter(lambda v, _: _format(v))
+    ax.legend(fontsize=8, loc="best")
+    return fig
 
 
 # -- the Pareto front -----------------------------------------------------------------------
-def pareto_front(candidates: list[Candidate], metric_key: str, cost_key: str,
-                 higher_is_better: bool = True) -> list[Candidate]:
-    """The candidates no other candidate beats on both metric and cost, cheapest first."""
-    sign = 1.0 if higher_is_better else -1.0
-
-    def dominates(a: Candidate, b: Candidate) -> bool:
-        ma, mb = sign * a.metrics[metric_key], sign * b.metrics[metric_key]
-        ca, cb = a.metrics[cost_key], b.metrics[cost_key]
-        return ma >= mb and ca <= cb and (ma > mb or ca < cb)
-
-    front = [c for c in candidates if not any(dominates(o, c) for o in candidates)]
-    return sorted(front, key=lambda c: c.metrics[cost_key])
-
-
 def pareto_plot(candidates: list[Candidate], metric_key: str, cost_key: str, chosen: Arch | None,
-                higher_is_better: bool = True) -> np.ndarray:
-    """Metric against cost of every evaluated candidate.
+                higher_is_better: bool = True) -> Figure:
+    """Metric against cost of every evaluated candidate, the Pareto front joined.
 
     Args:
         candidates: evaluated archs; each needs `metric_key` and `cost_key` in its metrics.
         metric_key, cost_key: e.g. "val/acc" and "cost/params".
-        chosen: the arch the search returned, ringed in `CHOSEN_COLOUR` when among the candidates.
+        chosen: the arch the search returned, ringed when among the candidates.
         higher_is_better: the metric's direction (False for bits per byte).
 
     Returns:
-        (H, W, 3) uint8: grey points, the non-dominated ones in `FRONT_COLOUR` joined by the
-        front's staircase, axes with ticks and labels, a legend below.
+        One point per candidate, coloured by attention type (`attention_label`).
     """
     if not candidates:
         raise ValueError("pareto_plot needs at least one candidate")
-    font, small = _font(12), _font(11)
-    width, height = 600, 430
-    box = (74, 34, width - 20, height - 84)  # plot area: left, top, right, bottom
-    costs = np.array([c.metrics[cost_key] for c in candidates], float)
-    values = np.array([c.metrics[metric_key] for c in candidates], float)
-    x_ticks, (x0, x1) = _axis(costs)
-    y_ticks, (y0, y1) = _axis(values)
-
-    def at(cost: float, value: float) -> tuple[float, float]:
-        return (box[0] + (cost - x0) / (x1 - x0) * (box[2] - box[0]),
-                box[3] - (value - y0) / (y1 - y0) * (box[3] - box[1]))
-
-    img, draw = _canvas(width, height)
-    better = "higher" if higher_is_better else "lower"
-    _text(draw, 8, 8, f"{metric_key} ({better} is better) against {cost_key}", font)
-    draw.rectangle(box, outline=BLACK)
-    for t in x_ticks:
-        x = at(t, y0)[0]
-        draw.line([x, box[1], x, box[3]], fill=LIGHT)
-        draw.line([x, box[3], x, box[3] + 4], fill=BLACK)
-        _text(draw, x, box[3] + 6, _format(t), small, align="center")
-    for t in y_ticks:
-        y = at(x0, t)[1]
-        draw.line([box[0], y, box[2], y], fill=LIGHT)
-        draw.line([box[0] - 4, y, box[0], y], fill=BLACK)
-        _text(draw, box[0] - 6, y, _format(t), small, align="right", valign="middle")
-    draw.rectangle(box, outline=BLACK)
-    _text(draw, (box[0] + box[2]) / 2, box[3] + 24, cost_key, font, align="center")
-    _vertical_text(img, 6, (box[1] + box[3]) / 2, metric_key, font)
-
     front = pareto_front(candidates, metric_key, cost_key, higher_is_better)
-    points = [at(c.metrics[cost_key], c.metrics[metric_key]) for c in front]
-    stairs = [p for a, b in zip(points, points[1:]) for p in (a, (b[0], a[1]))] + points[-1:]
-    if len(stairs) > 1:
-        draw.line(stairs, fill=FRONT_COLOUR, width=2)
-    on_front = {id(c) for c in front}
-    for c in sorted(candidates, key=lambda c: id(c) in on_front):  # front points drawn on top
-        _dot(draw, at(c.metrics[cost_key], c.metrics[metric_key]), 4,
-             FRONT_COLOUR if id(c) in on_front else GREY)
-    marked = [c for c in candidates if c.arch == chosen]
-    for c in marked[:1]:
-        _ring(draw, at(c.metrics[cost_key], c.metrics[metric_key]), 9, CHOSEN_COLOUR)
-
-    y = height - 22
-    x = 74
-    for label, draw_mark in (("Pareto front", lambda p: _dot(draw, p, 4, FRONT_COLOUR)),
-                             ("other candidates", lambda p: _dot(draw, p, 4, GREY)),
-                             ("chosen" if marked else "chosen (not among the candidates)",
-                              lambda p: _ring(draw, p, 7, CHOSEN_COLOUR))):
-        draw_mark((x + 6, y))
-        x += 18 + _text(draw, x + 18, y, label, small, valign="middle") + 22
-    return np.asarray(img)
-
-
-def _axis(values: np.ndarray) -> tuple[list[float], tuple[float, float]]:
-    """Ticks at 1, 2 or 5 times a power of ten, and the axis range, padded to hold every value."""
-    lo, hi = float(values.min()), float(values.max())
-    if hi - lo < 1e-12 * max(1.0, abs(hi)):  # one point, or all equal: open a window around it
-        pad = abs(hi) * 0.1 or 1.0
-        lo, hi = lo - pad, hi + pad
-    raw = (hi - lo) / 5
-    magnitude = 10 ** math.floor(math.log10(raw))
-    step = next(m * magnitude for m in (1, 2, 5, 10) if m * magnitude >= raw)
-    pad = (hi - lo) * 0.06
-    lo, hi = lo - pad, hi + pad
-    ticks = [round(t * step, 12) for t in range(math.ceil(lo / step), math.floor(hi / step) + 1)]
-    return ticks, (lo, hi)
-
-
-def _format(value: float) -> str:
-    """Short tick labels: 120k, 1.5M, 0.85."""
-    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(value) >= scale:
-            return f"{value / scale:.4g}{suffix}"
-    return f"{value:.4g}"
-
-
-def _dot(draw: ImageDraw.ImageDraw, at: tuple[float, float], r: float, colour) -> None:
-    draw.ellipse([at[0] - r, at[1] - r, at[0] + r, at[1] + r], fill=colour)
-
-
-def _ring(draw: ImageDraw.ImageDraw, at: tuple[float, float], r: float, colour) -> None:
-    draw.ellipse([at[0] - r, at[1] - r, at[0] + r, at[1] + r], outline=colour, width=3)
+    archs = [c.arch for c in candidates]
+    better = "higher" if higher_is_better else "lower"
+    return scatter([c.metrics[cost_key] for c in candidates], [c.metrics[metric_key] for c in candidates],
+                   [attention_label(a) for a in archs], xlabel=cost_key, ylabel=f"{metric_key} ({better} is better)",
+                   title=f"{len(candidates)} evaluated archs: {metric_key} against {cost_key}",
+                   line=[(c.metrics[cost_key], c.metrics[metric_key]) for c in front],
+                   line_label="Pareto front", ring=archs.index(chosen) if chosen in archs else None)
 
 
 # -- the chosen architecture ----------------------------------------------------------------
-def arch_picture(arch: Arch) -> np.ndarray:
+def arch_picture(arch: Arch) -> Figure:
     """The arch as stacked boxes, input at the bottom and readout at the top.
 
-    Each layer box names its attention, heads and FFN width; boxes of one attention type share
-    a fill colour (in order of first use, from `PALETTE`).
-
-    Returns:
-        (H, W, 3) uint8.
+    Each layer box names its attention, heads and FFN width and is filled with its attention
+    type's `attention_colour`; the legend lists the types present.
     """
-    font, small = _font(13), _font(12)
-    box_w, box_h, gap, width = 300, 44, 22, 360
-    colours: dict[str, tuple] = {}
-    for layer in arch.layers:
-        colours.setdefault(layer.attention, PALETTE[len(colours) % len(PALETTE)])
-    height = 40 + (arch.depth + 2) * box_h + (arch.depth + 1) * gap + 12
-    img, draw = _canvas(width, height)
-    _text(draw, 8, 8, f"chosen architecture: depth {arch.depth}", font)
-    x = (width - box_w) // 2
-
-    def box(y: float, lines: tuple[str, str], fill) -> None:
-        draw.rounded_rectangle([x, y, x + box_w, y + box_h], radius=6, fill=fill, outline=BLACK)
-        _text(draw, x + box_w / 2, y + 13, lines[0], font, align="center", valign="middle")
-        _text(draw, x + box_w / 2, y + 31, lines[1], small, align="center", valign="middle")
-
-    def arrow(y_from: float, y_to: float) -> None:  # upwards, the direction data flows
-        cx = x + box_w / 2
-        draw.line([cx, y_from, cx, y_to + 4], fill=BLACK, width=2)
-        draw.polygon([(cx, y_to), (cx - 5, y_to + 7), (cx + 5, y_to + 7)], fill=BLACK)
-
-    y = height - 12 - box_h  # bottom up
-    box(y, ("input", "token + position embedding"), LIGHT)
-    for i, layer in enumerate(arch.layers):
-        y -= box_h + gap
-        arrow(y + box_h + gap, y + box_h)
-        box(y, (f"layer {i}: {layer.attention}", f"{layer.heads} heads · FFN {layer.ffn_dim}"),
-            colours[layer.attention])
-    y -= box_h + gap
-    arrow(y + box_h + gap, y + box_h)
-    box(y, ("readout", "norm + linear head"), LIGHT)
-    return np.asarray(img)
+    n = arch.depth + 2
+    fig = Figure(figsize=(5, 0.9 + 0.75 * n), layout="constrained")
+    ax = fig.add_subplot()
+    ax.set(xlim=(0, 1), ylim=(-0.2, n - 0.1))
+    ax.set_axis_off()
+    boxes = [("input", "token + position embedding", "#e1e1e1")]
+    boxes += [(f"layer {i}: {l.attention}", f"{l.heads} heads · FFN {l.ffn_dim}", attention_colour(l.attention))
+              for i, l in enumerate(arch.layers)]
+    boxes.append(("readout", "norm + linear head", "#e1e1e1"))
+    for y, (name, detail, colour) in enumerate(boxes):
+        ax.add_patch(FancyBboxPatch((0.1, y), 0.8, 0.62, boxstyle="round,pad=0,rounding_size=0.05",
+                                    facecolor=colour, edgecolor="#1e1e1e"))
+        ink = "white" if np.dot(to_rgb(colour), (0.299, 0.587, 0.114)) < 0.5 else "black"
+        ax.text(0.5, y + 0.42, name, ha="center", va="center", fontsize=11, fontweight="bold", color=ink)
+        ax.text(0.5, y + 0.18, detail, ha="center", va="center", fontsize=9, color=ink)
+        if y:  # data flows upwards
+            ax.annotate("", (0.5, y), (0.5, y - 0.38), arrowprops={"arrowstyle": "-|>", "color": "#1e1e1e"})
+    kinds = dict.fromkeys(l.attention for l in arch.layers)
+    ax.legend(handles=[Line2D([], [], marker="s", linestyle="", markersize=10, color=attention_colour(k),
+                              label=k) for k in kinds], title="attention", loc="upper left",
+              bbox_to_anchor=(1.0, 1.0), fontsize=8)
+    fig.suptitle(f"chosen architecture: depth {arch.depth}")
+    return fig
 
 
-def arch_table(arch: Arch, cost: Cost | None = None, metrics: dict[str, float] | None = None) -> str:
-    """The arch as a markdown table (TensorBoard's text tab renders it), then cost and metrics."""
+def arch_table(arch: Arch, cost: Cost | None = None, metrics: dict[str, float] | None = None,
+               margin: dict[str, float] | None = None) -> str:
+    """The arch as a markdown table (TensorBoard's text tab renders it), then cost and metrics.
+
+    Args:
+        margin: decision key -> the final distribution's winner minus runner-up probability
+            (`margins`); adds a column per field and the depth's margin.
+    """
+    fields = ("attention", "heads", "ffn")
     lines = ["| layer | attention | heads | ffn |", "|---:|---|---:|---:|"]
-    lines += [f"| {i} | {l.attention} | {l.heads} | {l.ffn_dim} |" for i, l in enumerate(arch.layers)]
+    if margin:
+        lines = ["| layer | attention | heads | ffn | margin: " + " | margin: ".join(fields) + " |",
+                 "|---:|---|---:|---:|---:|---:|---:|"]
+    for i, l in enumerate(arch.layers):
+        row = f"| {i} | {l.attention} | {l.heads} | {l.ffn_dim} |"
+        if margin:
+            row += "".join(f" {_margin(margin, f'layer{i}.{f}')} |" for f in LAYER_FIELDS)
+        lines.append(row)
     lines.append("")
+    if margin:
+        lines += [f"**depth**: {arch.depth} (margin {_margin(margin, 'depth')}). A margin is the final "
+                  "distribution's most probable choice minus the runner-up.", ""]
     if cost is not None:
-        lines.append(f"**cost**: {cost.params:,} parameters, {_format(cost.flops)} FLOPs (forward), "
-                     f"{cost.activation_mib:.2f} MiB of activations")
-        lines.append("")
+        lines += [f"**cost**: {cost.params:,} parameters, {_format(cost.flops)} FLOPs (forward), "
+                  f"{cost.activation_mib:.2f} MiB of activations", ""]
     for key, value in (metrics or {}).items():
         lines.append(f"- **{key}**: {value:.4g}")
     return "\n".join(lines).rstrip() + "\n"
 
 
-# -- drawing helpers ------------------------------------------------------------------------
-@functools.lru_cache(maxsize=None)
-def _font(size: int) -> ImageFont.ImageFont:
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow < 10.1 has only the fixed-size bitmap font
-        return ImageFont.load_default()
+def _margin(margin: dict[str, float], key: str) -> str:
+    return f"{margin[key]:.3f}" if key in margin else "-"  # early in a search margins are small
 
 
-def _canvas(width: int, height: int) -> tuple[Image.Image, ImageDraw.ImageDraw]:
-    img = Image.new("RGB", (int(width), int(height)), WHITE)
-    return img, ImageDraw.Draw(img)
-
-
-def _width(font, text: str) -> int:
-    left, _, right, _ = font.getbbox(text)
-    return int(math.ceil(right - left))
-
-
-def _text(draw: ImageDraw.ImageDraw, x: float, y: float, text: str, font, align: str = "left",
-          valign: str = "top", fill=BLACK) -> int:
-    """Draw `text` with (x, y) at its left/center/right and top/middle/bottom; returns its width.
-
-    Placed by its measured box rather than Pillow's anchors, which the bitmap font lacks.
-    """
-    left, top, right, bottom = font.getbbox(text)
-    w = right - left
-    x -= left + {"left": 0, "center": w / 2, "right": w}[align]
-    y -= top + {"top": 0, "middle": (bottom - top) / 2, "bottom": bottom - top}[valign]
-    draw.text((x, y), text, font=font, fill=fill)
-    return int(math.ceil(w))
-
-
-def _vertical_text(img: Image.Image, x: float, y_center: float, text: str, font) -> None:
-    """Text turned 90 degrees, reading bottom to top (a y-axis label)."""
-    w = _width(font, text)
-    label = Image.new("RGB", (w + 4, 18), WHITE)
-    _text(ImageDraw.Draw(label), 2, 9, text, font, valign="middle")
-    label = label.rotate(90, expand=True)
-    img.paste(label, (int(x), int(y_center - label.height / 2)))
-
-
-def _tick_step(n: int, px_per_item: float, min_px: float) -> int:
-    """The smallest of 1, 2, 5, 10, 20, ... items between ticks at least `min_px` apart."""
-    step = 1
-    while step * px_per_item < min_px:
-        step = step * 5 // 2 if str(step)[0] == "2" else step * 2
-    return step
+def _format(value: float) -> str:
+    """Short numbers: 120k, 1.5M, 0.85."""
+    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= scale:
+            return f"{value / scale:.4g}{suffix}"
+    return f"{value:.4g}"

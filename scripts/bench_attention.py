@@ -1,10 +1,19 @@
-"""Forward+backward time and peak memory of each attention op, side by side with `full`.
+"""Forward+backward time and peak memory of each attention op, side by side with `full`, with
+reference implementations, and with the machine's fp32 matmul speed.
 
-Each (op, length) runs in a fresh child process so that its peak memory is its own.
-Prints JSON (and writes it with --out): per op and length, median seconds, the ratio to
-`full` at that length, and the peak memory of one step in MiB.
+Each (op, length) runs in a fresh child process so that its peak memory is its own; `--rounds`
+repeats the whole sweep, interleaved, and reports medians, so that load from other processes
+hits every op alike. Prints JSON (and writes it with --out): per op and length, median seconds,
+the ratio to `full` (and to the reference, for `ref_*` pairs), the peak memory of one step in
+MiB, and achieved GFLOP/s: fwd+bwd counted as 3x the cost model's forward FLOPs of the layer
+(projections and core), against a square fp32 matmul timed in the same child right after.
 
-    python scripts/bench_attention.py --lengths 1024 4096 16384 --out bench_attention.json
+    git --git-dir=/work/.mirror/lucidrains+linformer/repo archive HEAD | tar -x -C /tmp/linformer
+    python scripts/bench_attention.py --lengths 4096 16384 --rounds 3 \
+        --reference-src /tmp/linformer --out bench_attention.json
+
+`--reference-src` is a checkout of github.com/lucidrains/linformer (outside this repository);
+without it the `ref_*` rows are skipped.
 """
 import argparse
 import json
@@ -19,27 +28,68 @@ from report import current_rss_mib, write_report  # scripts/report.py
 CONFIGS = {
     "full": ("full", {}),
     "local_w256": ("local", {"window": 256}),
+    "block_recurrent_w256_s64": ("block_recurrent", {"window": 256, "states": 64}),
     "linformer_k256": ("linformer", {"k": 256}),
     "performer_f256": ("performer", {"features": 256}),
     "lsh_r1_b64": ("lsh", {"n_hashes": 1, "bucket_size": 64}),
     "lsh_r4_b64": ("lsh", {"n_hashes": 4, "bucket_size": 64}),
     "synthesizer_dense": ("synthesizer", {"variant": "dense"}),
 }
+# label -> (our config it is compared with, the reference's constructor keyword options)
+REFERENCES = {
+    "ref_linformer_k256": ("linformer_k256", {"k": 256}),
+}
 
+
+
+def matmul_gflops(args) -> dict:
+    """Runs in the child: fp32 GFLOP/s of a square matmul, the machine's practical peak."""
+    import torch
+
+    torch.set_num_threads(args.threads)
+    size = args.matmul_size
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b  # warm-up
+    times = []
+    for _ in range(args.repeats + 2):
+        start = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - start)
+    return {"gflops": round(2 * size ** 3 / statistics.median(times) / 1e9, 1)}
+
+
+def layer_flops(label: str, n: int, args) -> int:
+    """Forward FLOPs of one layer as the cost model counts them: projections and core."""
+    from nas.ops.attention import make_core
+
+    name, options = CONFIGS[REFERENCES[label][0] if label in REFERENCES else label]
+    head_dim = args.dim // args.heads
+    core = make_core(name, head_dim, args.heads, n, **options)
+    projections = len(core.inputs) + 1
+    return args.batch * (2 * n * args.dim * args.heads * head_dim * projections + core.flops(n, args.heads))
+
+
+def make_layer(label: str, n: int, args):
+    if label in REFERENCES:
+        sys.path.insert(0, args.reference_src)
+        from linformer import LinformerSelfAttention
+
+        return LinformerSelfAttention(args.dim, seq_len=n, heads=args.heads,
+                                      dim_head=args.dim // args.heads, **REFERENCES[label][1])
+    from nas.ops.attention import build
+
+    name, options = CONFIGS[label]
+    return build(name, args.dim, args.heads, max_len=n, head_dim=args.dim // args.heads, **options)
 
 
 def measure(label: str, n: int, args) -> dict:
     """Runs in the child: time `repeats` steps of one op at length n, and its peak memory."""
     import torch
 
-    from nas.ops.attention import build
-
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    name, options = CONFIGS[label]
     device = torch.device(args.device)
-    layer = build(name, args.dim, args.heads, max_len=n, head_dim=args.dim // args.heads,
-                  **options).to(device)
+    layer = make_layer(label, n, args).to(device)
     x = torch.randn(args.batch, n, args.dim, device=device, requires_grad=True)
 
     def step():
@@ -62,19 +112,38 @@ def measure(label: str, n: int, args) -> dict:
         start = time.perf_counter()
         step()
         times.append(time.perf_counter() - start)
-    return {"seconds": statistics.median(times), "peak_mib": round(peak_mib, 1)}
+    # The matmul right after, in the same process and threads: a load that slowed the op
+    # slows this too, so the percentage below is less noisy than the seconds.
+    return {"seconds": statistics.median(times), "peak_mib": round(peak_mib, 1),
+            "matmul_gflops": matmul_gflops(args)["gflops"]}
+
+
+def run_child(args, *child) -> dict:
+    passthrough = [f"--{k.replace('_', '-')}={getattr(args, k)}" for k in
+                   ("batch", "dim", "heads", "repeats", "threads", "device", "matmul_size")]
+    if args.reference_src:
+        passthrough.append(f"--reference-src={args.reference_src}")
+    proc = subprocess.run([sys.executable, __file__, "--child", *child, *passthrough],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        return {"error": (proc.stderr.strip().splitlines() or ["(no output)"])[-1]}
+    return json.loads(proc.stdout)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--ops", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("--ops", nargs="+", default=list(CONFIGS) + list(REFERENCES),
+                        choices=list(CONFIGS) + list(REFERENCES))
     parser.add_argument("--lengths", nargs="+", type=int, default=[1024, 4096, 16384])
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--dim", type=int, default=256)
     parser.add_argument("--heads", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=1, help="interleaved sweeps; medians reported")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--matmul-size", type=int, default=2048)
+    parser.add_argument("--reference-src", help="a checkout of lucidrains/linformer, for ref_* rows")
     parser.add_argument("--out", help="also write the JSON here")
     parser.add_argument("--child", nargs=2, metavar=("LABEL", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -83,24 +152,48 @@ def main() -> None:
         print(json.dumps(measure(args.child[0], int(args.child[1]), args)))
         return
 
-    labels = ["full"] + [label for label in args.ops if label != "full"]
-    passthrough = [f"--{k}={getattr(args, k)}" for k in
-                   ("batch", "dim", "heads", "repeats", "threads", "device")]
+    labels = ["full"] + [label for label in args.ops if label != "full"
+                         and (args.reference_src or label not in REFERENCES)]
+    runs: dict = {label: {n: [] for n in args.lengths} for label in labels}
+    for _ in range(args.rounds):
+        for n in args.lengths:
+            for label in labels:
+                runs[label][n].append(run_child(args, label, str(n)))
+                print(f"{label:>20} N={n:<6} {runs[label][n][-1]}", file=sys.stderr)
     results: dict = {label: {} for label in labels}
+    matmul = []
     for n in args.lengths:
         for label in labels:
-            child = subprocess.run([sys.executable, __file__, "--child", label, str(n), *passthrough],
-                                   capture_output=True, text=True)
-            if child.returncode != 0:
-                results[label][n] = {"error": child.stderr.strip().splitlines()[-1]}
-            else:
-                results[label][n] = json.loads(child.stdout)
-            print(f"{label:>18} N={n:<6} {results[label][n]}", file=sys.stderr)
+            good = [r for r in runs[label][n] if "seconds" in r]
+            if not good:
+                results[label][n] = runs[label][n][-1]
+                continue
+            seconds = statistics.median(r["seconds"] for r in good)
+            gflops = 3 * layer_flops(label, n, args) / seconds / 1e9
+            pct = statistics.median(100 * 3 * layer_flops(label, n, args) / r["seconds"] / 1e9
+                                    / r["matmul_gflops"] for r in good)
+            matmul += [r["matmul_gflops"] for r in good]
+            results[label][n] = {"seconds": round(seconds, 4),
+                                 "best_seconds": round(min(r["seconds"] for r in good), 4),
+                                 "peak_mib": statistics.median(r["peak_mib"] for r in good),
+                                 "gflops": round(gflops, 1), "pct_of_matmul": round(pct, 1)}
         full = results["full"][n].get("seconds")
         for label in labels:
-            if full and "seconds" in results[label][n]:
-                results[label][n]["ratio_to_full"] = round(results[label][n]["seconds"] / full, 4)
+            row = results[label][n]
+            if full and "seconds" in row:
+                row["ratio_to_full"] = round(row["seconds"] / full, 4)
+        for ref, (ours, _) in REFERENCES.items():
+            if ref in results and ours in results and "seconds" in results[ref][n] \
+                    and "seconds" in results[ours][n]:
+                results[ours][n][f"ratio_to_{ref}"] = round(
+                    results[ours][n]["seconds"] / results[ref][n]["seconds"], 4)
+                # Per round, the pair ran back to back: the median of those ratios is the
+                # figure least moved by load that comes and goes between rounds.
+                pairs = [a["seconds"] / b["seconds"] for a, b in zip(runs[ours][n], runs[ref][n])
+                         if "seconds" in a and "seconds" in b]
+                results[ours][n][f"ratio_to_{ref}_per_round"] = round(statistics.median(pairs), 4)
     report = {"settings": {k: v for k, v in vars(args).items() if k not in ("child", "out")},
+              "matmul_gflops": {"median": statistics.median(matmul), "max": max(matmul)},
               "results": results}
     write_report(report, args.out)
 

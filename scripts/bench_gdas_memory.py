@@ -20,13 +20,14 @@ def measure(mode: str, args) -> dict:
     import torch
     from torch.nn import functional as F
 
+    from nas.model import ModelShape
     from nas.space import SearchSpace
     from nas.supernet import Supernet
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     space = SearchSpace.from_yaml(args.space)
-    net = Supernet(space, 32, 10, max_len=args.seq_len)
+    net = Supernet(space, ModelShape(32, 10, args.seq_len))
     tokens = torch.randint(1, 32, (args.batch, args.seq_len))
     target = torch.randint(0, 10, (args.batch,))
     logits = {k: torch.zeros(len(v), requires_grad=True) for k, v in space.decisions().items()}

@@ -11,6 +11,7 @@ import time
 
 import torch
 
+from nas.model import ModelShape
 from nas.space import SearchSpace
 from nas.supernet import Supernet
 from report import write_report  # scripts/report.py
@@ -39,7 +40,7 @@ def main() -> None:
     torch.manual_seed(0)
     space = SearchSpace.from_yaml(args.space)
     vocab, classes = 32, 10
-    net = Supernet(space, vocab, classes, max_len=args.seq_len)
+    net = Supernet(space, ModelShape(vocab, classes, args.seq_len))
     tokens = torch.randint(1, vocab, (args.batch, args.seq_len))
     target = torch.randint(0, classes, (args.batch,))
 

@@ -12,14 +12,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import hydra
 from hydra import compose, initialize_config_dir
 
+from nas import pipeline
 from nas.cli.common import CONFIGS
-from nas.cli.retrain import retrain
-from nas.cli.search import search
-from nas.space import SearchSpace
-from nas.training.metrics import score
+from nas.metrics import score
 from report import write_report  # scripts/report.py
 
 
@@ -38,18 +35,17 @@ def main() -> None:
             f"paths.output_dir={workdir / 'search'}", f"paths.data_dir={workdir / 'data'}",
             f"seed={args.seed}", "retrain.init=scratch", *args.overrides])
     start = time.perf_counter()
-    found = search(cfg, workdir / "search")
+    found = pipeline.search(cfg, workdir / "search")
     search_seconds = time.perf_counter() - start
-    space: SearchSpace = found["space"]
-    task = hydra.utils.instantiate(cfg.task, data_dir=cfg.paths.data_dir)
+    space, task = found.space, pipeline.make_task(cfg)
     rng = random.Random(args.seed + 1)
-    candidates = {"searched": found["arch"]}
+    candidates = {"searched": found.arch}
     candidates.update({f"random_{i}": space.sample(rng) for i in range(args.random_archs)})
 
-    key = f"retrain/test_{task.metric}"
+    key = f"retrain/test/{task.metric}"
     results = {}
     for name, arch in candidates.items():
-        metrics = retrain(cfg, arch, space, task, workdir / name)["metrics"]
+        metrics = pipeline.retrain(cfg, arch, space, task, workdir / name).metrics
         results[name] = {"arch": arch.to_dict(), key: round(metrics[key], 4)}
         print(f"{name:>10} {key}={metrics[key]:.4f}  {arch.describe().replace(chr(10), ' | ')}", flush=True)
     random_scores = [results[n][key] for n in candidates if n != "searched"]

@@ -16,7 +16,7 @@ from nas.tasks.listops import ListOpsConfig, read_tsv
 from report import write_report  # scripts/report.py
 
 LRA_SAMPLE = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "lra_listops_sample"
-LRA_LISTOPS = dict(min_length=500, max_length=2000, max_len=2000)  # LRA's generator defaults
+LRA_LISTOPS = dict(longer_than=500, shorter_than=2000, max_len=2000)  # LRA's generator defaults
 # (name, task, options): the synthetic tasks at their defaults, plus the harder settings
 GENERATED = [
     ("listops", "listops", {}),
@@ -57,7 +57,7 @@ def listops_distributions(count: int, folder: Path) -> dict:
         lengths = np.array([len(t) for d in data for t in d.tokens])
         labels = np.concatenate([d.targets for d in data])
         out[name] = {"settings": {k: getattr(config, k) for k in
-                                  ("max_depth", "max_args", "min_length", "max_length")},
+                                  ("max_depth", "max_args", "longer_than", "shorter_than")},
                      **distribution(lengths, labels)}
     if LRA_SAMPLE.is_dir():
         data = [read_tsv(LRA_SAMPLE / f"basic_{split}.tsv", 2000, False)

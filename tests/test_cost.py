@@ -7,12 +7,12 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from nas import cost
-from nas.model import Subnet
+from nas.model import ModelShape, Subnet
 from nas.ops.attention import ATTENTION, make_core
 from nas.space import SearchSpace
 
 SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
-SHAPE = cost.ModelShape(vocab_size=30, num_classes=4, max_len=256)
+SHAPE = ModelShape(vocab_size=30, num_classes=4, max_len=256)
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +23,7 @@ def lra():
 def test_params_equal_the_subnet_parameter_count(lra):
     for seed in range(10):
         arch = lra.sample(seed)
-        model = Subnet(arch, lra, SHAPE.vocab_size, SHAPE.num_classes, SHAPE.max_len)
+        model = Subnet(arch, lra, SHAPE)
         assert cost.params(arch, lra, SHAPE) == sum(p.numel() for p in model.parameters())
 
 
@@ -38,7 +38,7 @@ def test_flops_match_pytorchs_flop_counter(lra):
     """Matrix products dominate; the analytic count is within 25% of what torch counts."""
     for seed in range(5):
         arch = lra.sample(seed)
-        model = Subnet(arch, lra, SHAPE.vocab_size, SHAPE.num_classes, SHAPE.max_len).eval()
+        model = Subnet(arch, lra, SHAPE).eval()
         tokens = torch.randint(1, SHAPE.vocab_size, (2, 256))
         with torch.no_grad():
             counted = count_flops(lambda: model(tokens))
@@ -57,11 +57,35 @@ def test_each_core_flops_scale_as_the_op_should(name):
         assert ratio <= 4.5
 
 
-def test_estimate_and_latency(lra):
+def test_estimate_scales_with_length_and_batch(lra):
     arch = lra.largest()
     short = cost.estimate(arch, lra, SHAPE, seq_len=64)
     long = cost.estimate(arch, lra, SHAPE, seq_len=256, batch_size=2)
     assert short.params == long.params
     assert long.flops > 8 * short.flops and long.activation_mib > 8 * short.activation_mib
-    model = Subnet(arch, lra, SHAPE.vocab_size, SHAPE.num_classes, SHAPE.max_len)
-    assert cost.subnet_latency_ms(model, 64, SHAPE.vocab_size, repeats=2) > 0
+
+
+def test_latency_is_the_median_of_the_timed_forwards_in_ms(monkeypatch):
+    # a fake clock: two warm-up calls (not counted), then forwards of 3, 1 and 10 ms
+    ticks = iter([0.0, 0.5, 1.0, 1.5, 2.0, 2.003, 3.0, 3.001, 4.0, 4.010])
+    monkeypatch.setattr(cost.time, "perf_counter", lambda: next(ticks))
+    calls = []
+
+    class Recorder(torch.nn.Module):
+        def forward(self, x):
+            calls.append(self.training)
+            return x
+
+    model = Recorder().train()
+    assert cost.measure_latency_ms(model, (torch.zeros(1),), repeats=3, warmup=2) == pytest.approx(3.0)
+    assert calls == [False] * 5  # every forward in eval mode ...
+    assert model.training  # ... and the mode given back
+
+
+def test_subnet_latency_runs_the_model_on_real_token_ids(lra, monkeypatch):
+    seen = []
+    monkeypatch.setattr(cost, "measure_latency_ms", lambda model, inputs, **kw: seen.append(inputs) or 1.0)
+    model = Subnet(lra.smallest(), lra, SHAPE)
+    assert cost.subnet_latency_ms(model, 64, SHAPE.vocab_size, batch_size=2) == 1.0
+    (tokens,), = seen
+    assert tokens.shape == (2, 64) and 1 <= int(tokens.min()) and int(tokens.max()) < SHAPE.vocab_size

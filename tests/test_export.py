@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -18,6 +19,7 @@ from nas import cost
 from nas.errors import ConfigError
 from nas.export import export, load
 from nas.ops.attention import ATTENTION
+from nas.model import ModelShape
 from nas.space import Arch, SearchSpace
 from nas.training.retrain import RetrainModule
 from tests.ops.test_attention_registry import SMALL_OPTIONS
@@ -56,21 +58,24 @@ for folder in folders:
 program, max_len = predict.load(folders[0], int8=True)  # the first was exported with quantize=true
 results["int8"] = predict.predict(program, max_len, sequences)
 # The script as a user runs it, once: it loads its program again, which costs a second.
-sys.argv = ["predict.py"] + [" ".join(map(str, seq)) for seq in sequences]
+sys.argv = ["predict.py", "--logits"] + [" ".join(map(str, seq)) for seq in sequences]
 with contextlib.redirect_stdout(io.StringIO()) as printed:
-    runpy.run_path(f"{folders[0]}/predict.py", run_name="__main__")
+    try:
+        runpy.run_path(f"{folders[0]}/predict.py", run_name="__main__")
+    except SystemExit as done:
+        assert done.code == 0, done.code
 results["printed"] = printed.getvalue()
 assert not [m for m in sys.modules if m.split(".")[0] == "nas"], "nas was imported"
 torch.save(results, out)
 '''
 
 
-def make_checkpoint(path, layers: list[dict], head: str = "classify"):
+def make_checkpoint(path, layers: list[dict], readout: str = "classify"):
     """A RetrainModule after one training step on random data, saved by a Lightning Trainer."""
     torch.manual_seed(0)
-    module = RetrainModule({"depth": len(layers), "layers": layers}, SPACE, VOCAB, CLASSES, MAX_LEN,
-                           head, "acc", warmup_steps=1)
-    target = (lambda: torch.randint(0, CLASSES, (MAX_LEN,))) if head == "tokens" else (lambda: torch.tensor(1))
+    module = RetrainModule({"depth": len(layers), "layers": layers}, SPACE, ModelShape(VOCAB, CLASSES, MAX_LEN, readout),
+                           "acc", warmup_steps=1)
+    target = (lambda: torch.randint(0, CLASSES, (MAX_LEN,))) if readout == "tokens" else (lambda: torch.tensor(1))
     samples = [{"tokens": torch.randint(1, VOCAB, (MAX_LEN,)), "mask": torch.ones(MAX_LEN, dtype=torch.bool),
                 "target": target()} for _ in range(4)]
     trainer = pl.Trainer(max_steps=1, accelerator="cpu", logger=False, enable_checkpointing=False,
@@ -124,7 +129,7 @@ def op_exports(tmp_path_factory) -> dict:
     tmp = tmp_path_factory.mktemp("ops")
     folders = {}
     for op in ATTENTION.names():
-        ckpt = make_checkpoint(tmp / f"{op}.ckpt", [{"attention": op, "heads": 2, "ffn_dim": 128}], head="tokens")
+        ckpt = make_checkpoint(tmp / f"{op}.ckpt", [{"attention": op, "heads": 2, "ffn_dim": 128}], readout="tokens")
         export(ckpt, tmp / op)
         folders[op] = SimpleNamespace(ckpt=ckpt, dir=tmp / op, model=model_of(ckpt))
     return folders
@@ -176,19 +181,22 @@ def test_files_and_metrics(main):
     assert SearchSpace.from_yaml(main.dir / "space.yaml") == module.space
     m = json.loads((main.dir / "metrics.json").read_text())
     assert m == main.metrics
-    shape = cost.ModelShape(VOCAB, CLASSES, MAX_LEN)
+    shape = ModelShape(VOCAB, CLASSES, MAX_LEN)
     assert m["cost/params"] == sum(p.numel() for p in main.model.parameters())
     assert m["cost/params"] == cost.params(module.arch, module.space, shape)
     assert m["cost/flops"] == cost.flops(module.arch, module.space, shape, SEQ_LEN)
     assert m["cost/flops"] < cost.flops(module.arch, module.space, shape, MAX_LEN)  # measured at seq_len
-    assert m["cost/latency_ms"] > 0
+    assert m["cost/latency_ms"] > 0 and "median" in m["cost/latency_method"]
+    assert Arch.from_dict(m["arch"]) == module.arch
     with torch.no_grad():
         right = sum(int((main.model(b["tokens"], b["mask"]).argmax(-1) == b["target"]).sum()) for b in main.batches)
     assert m["test/acc"] == pytest.approx(right / sum(len(b["target"]) for b in main.batches))
 
 
-def test_weights_load_with_weights_only(main):
-    state = torch.load(main.dir / "weights.pt", weights_only=True)
+def test_weights_are_safetensors_equal_to_the_model(main):
+    from safetensors.torch import load_file
+    assert not (main.dir / "weights.pt").exists()
+    state = load_file(str(main.dir / "weights.safetensors"))
     expected = main.model.state_dict()
     assert state.keys() == expected.keys()
     for key, value in expected.items():
@@ -205,7 +213,7 @@ def test_load_gives_back_the_model(main):
 
 def test_int8_copy_is_smaller_and_scored(main):
     m = main.metrics
-    assert m["size/float_bytes"] == (main.dir / "weights.pt").stat().st_size
+    assert m["size/float_bytes"] == (main.dir / "weights.safetensors").stat().st_size
     assert m["size/int8_bytes"] < 0.7 * m["size/float_bytes"]
     assert math.isfinite(m["int8/delta"]) and m["int8/delta"] == pytest.approx(m["int8/test/acc"] - m["test/acc"])
     # The saved copy reloads into the model that was scored: the same metric on the same batches.
@@ -275,6 +283,150 @@ def test_bad_checkpoints_are_one_line_errors(main, tmp_path):
 def test_load_names_what_a_folder_lacks(main, tmp_path):
     with pytest.raises(ConfigError, match="no arch.yaml"):
         load(tmp_path)
-    for name in ("arch.yaml", "space.yaml", "model.json", "weights.pt"):
+    for name in ("arch.yaml", "space.yaml", "model.json", "weights.safetensors"):
         (tmp_path / name).write_bytes((main.dir / name).read_bytes())
-    assert isinstance(load(tmp_path, int8=True), nn.Module)  # int8 quantizes weights.pt again
+    assert isinstance(load(tmp_path, int8=True), nn.Module)  # int8 quantizes the weights again
+
+
+def test_predict_pads_to_max_len_with_the_mask_false():
+    from nas import predict
+    tokens, mask = predict.pad([[5, 3, 9], [7]], 4)
+    assert tokens.tolist() == [[5, 3, 9, 0], [7, 0, 0, 0]]
+    assert mask.tolist() == [[True, True, True, False], [True, False, False, False]]
+    with pytest.raises(ValueError, match="sequence 0 has 5 tokens; the model takes at most 4"):
+        predict.pad([[1, 2, 3, 4, 5]], 4)
+
+
+def folder_script(folder):
+    """The folder's own predict.py, imported (its HERE is that folder)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("exported_predict", folder / "predict.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("argv,message", [
+    ([], "no input given; usage:"), (["--bogus", "1 2"], "unknown option --bogus"),
+    (["1 x 3"], "token 'x' is not an integer id"), (["1 2.5"], "token '2.5' is not an integer id"),
+    ([f"1 {VOCAB}"], f"token id {VOCAB} is outside the vocabulary 0..{VOCAB - 1}"),
+    (["-1"], "token id -1 is outside the vocabulary"), (["1 99999999999999999999"], "outside the vocabulary"),
+    ([" ".join(["1"] * (MAX_LEN + 1))], f"has {MAX_LEN + 1} tokens; the model takes at most {MAX_LEN}"),
+    (["  "], "sequence 0 is empty")])
+def test_predict_script_bad_input_is_one_line_and_exit_1(op_exports, capsys, argv, message):
+    script = folder_script(op_exports["full"].dir)
+    assert script.main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("predict.py: ") and message in err
+    assert len(err.strip().splitlines()) == 1 or argv == []  # usage follows the one line
+
+
+def test_predict_script_int8_without_a_copy(op_exports, capsys):
+    assert folder_script(op_exports["full"].dir).main(["--int8", "1 2"]) == 1
+    assert "has no model_int8.pt" in capsys.readouterr().err
+
+
+def test_predict_script_prints_label_and_probability(main, capsys):
+    script = folder_script(main.dir)
+    assert script.main(["5 3 9 2", "7"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    probs = torch.stack(expected_logits(main.model, [[5, 3, 9, 2], [7]])).softmax(-1)  # (2, C)
+    assert [line["label"] for line in lines] == probs.argmax(-1).tolist()
+    assert [line["probability"] for line in lines] == pytest.approx(probs.max(-1).values.tolist(), abs=1e-5)
+
+
+def test_predict_help_says_which_files_are_safe(capsys):
+    from nas import predict
+    assert predict.main(["--help"]) == 0
+    text = capsys.readouterr().out
+    assert "weights.safetensors" in text and "model.pt2" in text and "trust" in text
+
+
+def test_predict_encodes_raw_task_input():
+    from nas import predict
+    from nas.tasks.listops import VOCAB as LISTOPS
+    listops = {"input": "listops", "tokens": dict(LISTOPS), "ignored": ["(", ")"], "max_len": 16}
+    assert predict.encode("[MAX 4 ( 3 ) ]", listops) == [LISTOPS[t] for t in ("[MAX", "4", "3", "]")]
+    with pytest.raises(predict.InputError, match="unknown token 'x'"):
+        predict.encode("[MAX x ]", listops)
+    text = {"input": "bytes", "offset": 1, "max_len": 16, "vocab_size": 257}
+    assert predict.encode("hé", text) == [ord("h") + 1, 0xC3 + 1, 0xA9 + 1]
+    assert predict.encode("3 4", text, ids_only=True) == [3, 4]
+
+
+def test_a_crash_mid_export_leaves_no_folder_and_a_rerun_finishes(main, tmp_path, monkeypatch):
+    import nas.export as exporting
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("killed")
+    monkeypatch.setattr(exporting, "write_program", crash)
+    with pytest.raises(RuntimeError, match="killed"):
+        export(main.ckpt, tmp_path / "out")
+    assert not (tmp_path / "out").exists()  # only the staging folder, which a rerun replaces
+    monkeypatch.undo()
+    export(main.ckpt, tmp_path / "out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert (tmp_path / "out" / "metrics.json").is_file() and (tmp_path / "out" / "model.pt2").is_file()
+
+
+def test_out_under_a_file_is_one_line(main, tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ConfigError, match=r"its parent .*file is a file, not a folder$"):
+        export(main.ckpt, tmp_path / "file" / "out")
+
+
+def test_the_export_folder_holds_the_package_predict_py(main):
+    from nas import predict
+    assert (main.dir / "predict.py").read_text() == Path(predict.__file__).read_text()
+
+
+def test_resume_finishes_an_export_killed_midway(tmp_path, monkeypatch):
+    """A run killed while exporting leaves no half export; `resume=` writes it again."""
+    import nas.export as exporting
+    from nas import pipeline
+    from tests.cli.conftest import TINY, compose_config
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("killed during export")
+    run = tmp_path / "run"
+    monkeypatch.setattr(exporting, "write_program", crash)
+    with pytest.raises(RuntimeError, match="killed during export"):
+        pipeline.run(compose_config("search", run, [*TINY, "retrain.max_epochs=1", "~logger"]), run)
+    assert not (run / "export").exists() and not (run / "summary.txt").exists()
+    monkeypatch.undo()
+    outcome = pipeline.run(compose_config("search", run, [*TINY, "retrain.max_epochs=1", "~logger", f"resume={run}"]), run)
+    assert (run / "export" / "model.pt2").is_file() and (run / "export" / "task.json").is_file()
+    assert Arch.from_yaml(run / "export" / "arch.yaml") == outcome.search.arch
+    assert not (run / ".export.partial").exists() and (run / "summary.txt").is_file()
+
+
+DYNAMIC_OPS = {"full", "performer"}  # the others specialize n while tracing: fixed max_len, padded
+
+
+@pytest.mark.parametrize("op", ATTENTION.names())
+def test_program_lengths_1_7_max_len_match_the_model(op, op_exports):
+    export_ = op_exports[op]
+    dynamic = json.loads((export_.dir / "model.json").read_text())["dynamic_len"]
+    assert dynamic == (op in DYNAMIC_OPS)
+    program = torch.export.load(str(export_.dir / "model.pt2")).module()
+    for length in (1, 7, MAX_LEN):
+        tokens = torch.randint(1, VOCAB, (2, length))  # (2, length)
+        n = length if dynamic else MAX_LEN
+        padded = torch.zeros(2, n, dtype=torch.long)
+        padded[:, :length] = tokens
+        mask = torch.arange(n) < length  # (n)
+        with torch.no_grad():
+            got = program(padded, mask.expand(2, n))[:, :length]
+            expected = export_.model(tokens)
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_task_descriptions_are_plain_json(tmp_path):
+    from nas.tasks.bytelm import ByteLMTask
+    from nas.tasks.listops import VOCAB as LISTOPS, ListOpsTask
+    listops = ListOpsTask(data_dir=tmp_path).describe()
+    assert json.loads(json.dumps(listops)) == listops
+    assert listops["input"] == "listops" and listops["tokens"] == LISTOPS and listops["classes"] == list("0123456789")
+    assert max(LISTOPS.values()) < listops["vocab_size"]
+    bytelm = ByteLMTask(data_dir=tmp_path).describe()
+    assert bytelm["input"] == "bytes" and len(bytelm["classes"]) == bytelm["vocab_size"] == 258

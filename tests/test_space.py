@@ -61,7 +61,9 @@ def test_layers_past_depth_are_not_part_of_the_arch():
     layer = LayerArch("full", 2, 32)
     other = LayerArch("local", 4, 64)
     assert Arch(1, (layer, other)) == Arch(1, (layer,))
-    assert Arch.from_dict({"depth": 1, "layers": [vars(layer), vars(other)]}).layers == (layer,)
+    # a file is what the user reads: one that lists layers it does not use is refused
+    with pytest.raises(ConfigError, match=r"layers must list exactly depth \(1\) layers; got 2 layers"):
+        Arch.from_dict({"depth": 1, "layers": [vars(layer), vars(other)]})
 
 
 @pytest.mark.parametrize("arch, message", [

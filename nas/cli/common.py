@@ -1,13 +1,16 @@
-"""What the entry points share: where the configs are, the `nas_root` resolver, one-line errors."""
+"""What the entry points share: where the configs are, the `nas_root` resolver, the up-front
+checks of a config and one-line errors."""
 from __future__ import annotations
 
 import functools
 import logging
 import sys
+import warnings
 from pathlib import Path
 from typing import Callable
 
-from omegaconf import OmegaConf
+from hydra.errors import InstantiationException
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from nas.errors import ConfigError
@@ -21,6 +24,25 @@ OmegaConf.register_new_resolver("nas_or", lambda value, default: default if valu
 
 log = logging.getLogger("nas")
 
+# Notices every run printed that name nothing the user can act on. The first two come from
+# Lightning itself (an advert; Lightning's pytree call deprecated by torch), the third from
+# tiny runs with fewer batches than trainer.log_every_n_steps, where the epoch's logs still come.
+_NOISE = [r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+          r"The number of training batches \(\d+\) is smaller than the logging interval"]
+_TIP = "💡 Tip: For seamless cloud logging"
+
+
+def quiet() -> None:
+    """Silence exactly the routine notices above, nothing broader."""
+    for message in _NOISE:
+        warnings.filterwarnings("ignore", message=message)
+    lightning = logging.getLogger("pytorch_lightning.utilities.rank_zero")
+    if not any(getattr(f, "nas_tip", False) for f in lightning.filters):
+        tip = logging.Filter()
+        tip.filter = lambda record: not str(record.getMessage()).startswith(_TIP)
+        tip.nas_tip = True
+        lightning.addFilter(tip)
+
 
 def one_line_errors(command: str) -> Callable:
     """Bad input ends the command with one line on stderr and exit code 1, not a traceback."""
@@ -28,10 +50,16 @@ def one_line_errors(command: str) -> Callable:
     def wrap(run: Callable[..., object]) -> Callable[..., object]:
         @functools.wraps(run)
         def checked(*args, **kwargs):
+            quiet()
             try:
+                if args and isinstance(args[0], DictConfig):
+                    validate(args[0], command)
                 return run(*args, **kwargs)
             except (ConfigError, FloatingPointError, FileNotFoundError) as err:
                 fail(command, str(err))
+            except InstantiationException as err:  # the project's own message, not Hydra's wrapper
+                cause = err.__cause__
+                fail(command, one_line(cause if isinstance(cause, (ConfigError, ValueError, TypeError)) else err))
             except MissingMandatoryValue as err:
                 fail(command, f"missing value for '{err.full_key}': pass {err.full_key}=...")
 
@@ -40,6 +68,52 @@ def one_line_errors(command: str) -> Callable:
     return wrap
 
 
+def one_line(err: object) -> str:
+    """A message on one line (Hydra's and OmegaConf's span several)."""
+    return " ".join(str(err).split())
+
+
 def fail(command: str, message: str) -> None:
-    print(f"{command}: error: {message}", file=sys.stderr)
+    print(f"{command}: error: {one_line(message)}", file=sys.stderr)
     sys.exit(1)
+
+
+# -- up-front checks: Hydra accepts any value its grammar parses (trainer.max_epochs=abc,
+# seed=1e3) and creates a resume= folder that does not exist; these stop such input before any
+# training with one line naming the field and the allowed values.
+# trainer fields that must be whole numbers, with the smallest allowed value; max_epochs=0
+# would let an untrained supernet pick the arch, so it must be at least 1
+_TRAINER_INTS = {"max_epochs": 1, "devices": 1, "num_nodes": 1, "log_every_n_steps": 1,
+                 "num_sanity_val_steps": 0}
+
+
+def _whole(value: object, field: str, least: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise ConfigError(f"{field}={value!r}: must be a whole number >= {least}")
+
+
+def validate(cfg: DictConfig, command: str) -> None:
+    """Raise ConfigError (one line naming the field) for a value no stage would accept."""
+    if "seed" in cfg:
+        _whole(cfg.seed, "seed", 0)
+    trainer = cfg.get("trainer")
+    if trainer is not None:
+        for field, least in _TRAINER_INTS.items():
+            if field in trainer:
+                _whole(OmegaConf.select(trainer, field), f"trainer.{field}", least)
+    retrain = cfg.get("retrain")
+    if retrain is not None and "max_epochs" in retrain:
+        _whole(retrain.max_epochs, "retrain.max_epochs", 1)
+    resume = cfg.get("resume")
+    if resume and command in ("nas-search", "nas-retrain"):
+        folder = Path(str(resume))
+        if not ((folder / "checkpoints").is_dir() or (folder / "status.json").is_file()):
+            raise ConfigError(f"resume={resume}: not a run folder (no checkpoints/ in it); "
+                              "pass the folder a previous run printed")
+    out = cfg.get("out")
+    if out and command == "nas-export":
+        parent = Path(str(out)).parent
+        while not parent.exists() and parent != parent.parent:
+            parent = parent.parent
+        if parent.exists() and not parent.is_dir():
+            raise ConfigError(f"out={out}: {parent} is a file, not a folder")

@@ -2,10 +2,11 @@
 import importlib
 import pkgutil
 
-from nas.strategies.base import Candidate, SearchResult, Strategy
+from nas.results import Candidate, SearchResult
+from nas.strategies.base import SearchContext, Strategy
 from nas.strategies.registry import STRATEGIES
 
 for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")
 
-__all__ = ["STRATEGIES", "Candidate", "SearchResult", "Strategy"]
+__all__ = ["STRATEGIES", "Candidate", "SearchContext", "SearchResult", "Strategy"]

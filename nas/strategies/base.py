@@ -1,4 +1,4 @@
-"""What every search strategy provides, and the search result they all return.
+"""What every search strategy provides, and the context (`SearchContext`) it is handed.
 
 A strategy decides which paths of the supernet train at each step and which arch wins at the
 end; the supernet, the task, the trainer and the logging are the same for all (NNI's split of
@@ -9,25 +9,57 @@ and so in every Lightning checkpoint: a search resumes where it stopped.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 from torch import Tensor, nn
 
+from nas.results import Candidate, SearchResult
 from nas.space import Arch, SearchSpace
+from nas.supernet import Supernet
+
+__all__ = ["Candidate", "SearchContext", "SearchResult", "Strategy"]
 
 
-@dataclass
-class Candidate:
-    arch: Arch
-    metrics: dict[str, float]  # e.g. {"val/acc": 0.9, "cost/params": 1e5}
+class SearchContext(Protocol):
+    """What a strategy may use of the search it runs in (the Lightning `SearchModule` implements
+    it; tests can hand a small stand-in). Strategies never see Lightning itself."""
 
+    supernet: Supernet  # the shared weights being trained
+    metric: str  # the task's metric, "acc" or "bpb"
 
-@dataclass
-class SearchResult:
-    best: Arch
-    ranked: list[Candidate] = field(default_factory=list)  # best first
-    pareto: list[Candidate] = field(default_factory=list)  # non-dominated (metric vs cost), if any
+    @property
+    def current_epoch(self) -> int:
+        """The epoch in progress, from 0."""
+
+    @property
+    def max_epochs(self) -> int:
+        """The epochs the search trains for."""
+
+    def arch_loss(self, batch: dict, arch: Arch) -> tuple[Tensor, Tensor]:
+        """(loss, logits) of one arch of the supernet on a batch."""
+
+    def step(self, loss: Tensor, optimizer_index: int = 0) -> None:
+        """Backward `loss` and step one optimizer (0: the supernet's weights, then the
+        strategy's own `optimizers()` in order)."""
+
+    def optimizer(self, index: int = 0) -> torch.optim.Optimizer:
+        """One of the optimizers `step` uses, by the same index."""
+
+    def log(self, name: str, value: float | Tensor) -> None:
+        """Log one scalar at the current step (TensorBoard's scalars)."""
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        """Write scalars at an explicit step, also after training (evolution's generations)."""
+
+    def agree(self, value):
+        """Rank 0's `value` on every rank (any picklable object: an arch, choice indices,
+        Gumbel noise); `value` itself without a process group.
+
+        Under DDP every rank must train the same path each step, whatever its seed or RNG use:
+        a strategy passes each random decision through here. Every rank must call it the same
+        number of times (it is a collective); `finish` runs on rank 0 alone and must not call it.
+        """
 
 
 class Strategy(nn.Module):
@@ -49,7 +81,7 @@ class Strategy(nn.Module):
             per_choice[str(choice)] = per_choice.get(str(choice), 0) + 1
         return arch
 
-    def attach(self, supernet) -> None:
+    def attach(self, supernet: Supernet) -> None:
         """Called once by the search module, before the optimizers are made."""
         object.__setattr__(self, "supernet", supernet)  # a plain reference, not a child module
 
@@ -57,7 +89,7 @@ class Strategy(nn.Module):
         """Optimizers of the strategy's own parameters (after the supernet's)."""
         return []
 
-    def training_step(self, module, train: dict, val: dict | None) -> dict[str, Tensor]:
+    def training_step(self, ctx: SearchContext, train: dict, val: dict | None) -> dict[str, Tensor]:
         """One step: train shared weights (and maybe architecture parameters). Returns logs."""
         raise NotImplementedError
 
@@ -65,19 +97,19 @@ class Strategy(nn.Module):
         """The strategy's present best guess, validated after each epoch."""
         raise NotImplementedError
 
-    def on_epoch_end(self, module) -> None:
+    def on_epoch_end(self, ctx: SearchContext) -> None:
         """Log the architecture distribution, anneal temperatures, ... (nothing by default)."""
 
-    def finish(self, module, val_batches: list[dict]) -> SearchResult:
+    def finish(self, ctx: SearchContext, val_batches: list[dict]) -> SearchResult:
         """The final choice after supernet training (evolution and random search run here)."""
         return SearchResult(best=self.current_arch())
 
-    def log_distribution(self, module, probabilities: dict[str, list[float]]) -> None:
+    def log_distribution(self, ctx: SearchContext, probabilities: dict[str, list[float]]) -> None:
         """Log one scalar per choice: `arch/<decision>/<choice>` (TensorBoard's scalars tab)."""
         decisions = self.space.decisions()
         for key, values in probabilities.items():
             for choice, p in zip(decisions[key], values):
-                module.log(f"arch/{key}/{choice}", p)
+                ctx.log(f"arch/{key}/{choice}", p)
 
     def get_extra_state(self) -> dict:
         return {"rng": self.rng.getstate(), "counts": self.counts}

@@ -6,6 +6,12 @@ the softmax of its logits; GDAS samples one candidate per decision per step with
 Gumbel-softmax (straight-through), so memory stays that of a single path. Weight steps on
 train batches alternate with architecture steps on validation batches. The derived arch is
 the argmax of every decision.
+
+Partial channels (PC-DARTS, Xu et al. 2020, https://arxiv.org/abs/1907.05737): with
+partial = K > 1 the attention candidates see 1/K of the heads and the rest bypass them; edge
+normalisation weights each layer's two inputs to the attention node (residual, mixed attention)
+by 2 * softmax(beta), so they sum to 2 (uniform beta = the plain residual x + attn(x)) and the
+alphas are not left to absorb the scale changes that come with sampling a fraction of heads.
 """
 from __future__ import annotations
 
@@ -19,9 +25,9 @@ from nas import cost
 from nas.cost import KINDS as COST_KINDS
 from nas.errors import ConfigError
 from nas.space import LAYER_FIELDS, Arch, LayerArch, SearchSpace
-from nas.strategies.base import Strategy
+from nas.metrics import task_loss
+from nas.strategies.base import SearchContext, Strategy
 from nas.strategies.registry import STRATEGIES
-from nas.training.metrics import task_loss
 
 
 @STRATEGIES.register("darts")
@@ -39,6 +45,16 @@ class DartsStrategy(Strategy):
         cost_target: with a target, only the excess over it is penalized (relative to it);
             without, the expected cost relative to the largest arch's.
         seq_len: the sequence length at which cost is measured.
+        partial: K of PC-DARTS: the attention candidates see max_heads / K heads (K=1: DARTS).
+        edge_norm: with partial > 1, learn PC-DARTS edge weights (beta) next to the alphas.
+        softmax_tau_start, softmax_tau_end: temperature of the softmax over the logits, annealed
+            linearly over the epochs (a low final temperature sharpens the mixture; 1, 1: DARTS).
+        entropy_weight: weight of the mean entropy of the decisions' distributions, minimized
+            with the val loss (pushes each decision towards one choice).
+        zero_one_weight: Fair DARTS's zero-one loss (https://arxiv.org/abs/1911.12126) on the
+            probabilities: minus the mean of (p - 0.5)^2, which pushes every weight to 0 or 1.
+        min_margin: the pipeline warns when the smallest winner-minus-runner-up margin of the
+            final distribution is below this.
     """
 
     hard = False
@@ -46,17 +62,29 @@ class DartsStrategy(Strategy):
     def __init__(self, space: SearchSpace, seed: int = 0, arch_lr: float = 3e-3,
                  arch_weight_decay: float = 1e-3, second_order: bool = False, warmup_epochs: int = 0,
                  cost: str | None = None, cost_weight: float = 0.0, cost_target: float | None = None,
-                 seq_len: int | None = None):
+                 seq_len: int | None = None, partial: int = 1, edge_norm: bool = True,
+                 softmax_tau_start: float = 1.0, softmax_tau_end: float = 1.0, entropy_weight: float = 0.0,
+                 zero_one_weight: float = 0.0, min_margin: float = 0.05):
         super().__init__(space, seed)
+        if not isinstance(partial, int) or partial < 1 or space.max_heads % partial:
+            raise ConfigError(f"strategy.partial={partial}: allowed: a divisor of max_heads ({space.max_heads})")
+        if min(softmax_tau_start, softmax_tau_end) <= 0:
+            raise ConfigError("strategy.softmax_tau_start / softmax_tau_end: allowed: > 0")
+        self.partial, self.edge_norm = partial, edge_norm and partial > 1
+        self.softmax_tau_start, self.softmax_tau_end = softmax_tau_start, softmax_tau_end
+        self.entropy_weight, self.zero_one_weight, self.min_margin = entropy_weight, zero_one_weight, min_margin
+        self.register_buffer("softmax_tau", torch.tensor(float(softmax_tau_start)))  # this epoch's
         if cost is not None and cost not in COST_KINDS:
             raise ConfigError(f"unknown cost '{cost}'; allowed: {', '.join(COST_KINDS)}")
         self.arch_lr, self.arch_weight_decay = arch_lr, arch_weight_decay
         self.second_order, self.warmup_epochs = second_order, warmup_epochs
-        self.cost_kind, self.cost_weight, self.cost_target, self.seq_len = cost, cost_weight, cost_target, seq_len
+        self.cost, self.cost_weight, self.cost_target, self.seq_len = cost, cost_weight, cost_target, seq_len
         self.alphas = nn.ParameterDict({
             _param_key(key): nn.Parameter(1e-3 * torch.randn(len(options)))
             for key, options in space.decisions().items()
         })
+        # PC-DARTS edge logits: per layer (residual, mixed attention); absent for plain DARTS
+        self.betas = nn.Parameter(torch.zeros(space.max_depth, 2)) if self.edge_norm else None
         self.history: list[dict[str, list[float]]] = []  # probabilities after each epoch
 
     # -- the distribution ------------------------------------------------------------------
@@ -64,10 +92,18 @@ class DartsStrategy(Strategy):
         return {key: self.alphas[_param_key(key)] for key in self.space.decisions()}
 
     def probabilities(self) -> dict[str, Tensor]:
-        return {key: F.softmax(logit, -1) for key, logit in self.logits().items()}
+        return {key: F.softmax(logit / self.softmax_tau, -1) for key, logit in self.logits().items()}
 
-    def mixture_weights(self) -> dict[str, Tensor]:
-        """What the supernet mixes with this step (GDAS: a straight-through sample)."""
+    def edge_weights(self) -> Tensor | None:
+        """(L, 2) weights of each layer's residual and attention inputs, each row summing to 2."""
+        return None if self.betas is None else 2 * F.softmax(self.betas, -1)
+
+    def arch_parameters(self) -> list[nn.Parameter]:
+        return list(self.alphas.parameters()) + ([] if self.betas is None else [self.betas])
+
+    def mixture_weights(self, ctx: SearchContext | None = None) -> dict[str, Tensor]:
+        """What the supernet mixes with this step (GDAS: a straight-through sample, its noise
+        agreed across ranks through `ctx`)."""
         return self.probabilities()
 
     def current_arch(self) -> Arch:
@@ -80,54 +116,60 @@ class DartsStrategy(Strategy):
     # -- training --------------------------------------------------------------------------
     def attach(self, supernet) -> None:
         super().attach(supernet)
-        if self.cost_kind is not None:
+        if self.cost is not None:
             if self.seq_len is None:
                 raise ConfigError("a cost penalty needs seq_len (the task's sequence length)")
             self._build_cost_table(supernet)
 
     def optimizers(self) -> list[torch.optim.Optimizer]:
         if not hasattr(self, "_arch_optimizer"):
-            self._arch_optimizer = torch.optim.Adam(self.alphas.parameters(), lr=self.arch_lr,
+            self._arch_optimizer = torch.optim.Adam(self.arch_parameters(), lr=self.arch_lr,
                                                     betas=(0.5, 0.999), weight_decay=self.arch_weight_decay)
         return [self._arch_optimizer]
 
-    def loss(self, module, batch: dict, weights: dict[str, Tensor]) -> Tensor:
-        logits = module.supernet.forward_mixed(batch["tokens"], weights, batch["mask"], hard=self.hard)
+    def loss(self, ctx: SearchContext, batch: dict, weights: dict[str, Tensor], detach: bool = False) -> Tensor:
+        """The task loss under `weights`; detach: the weight step's, no gradient to the betas."""
+        edges = self.edge_weights()
+        if self.hard:
+            logits = ctx.supernet.forward_mixed(batch["tokens"], weights, batch["mask"], hard=True)
+        else:
+            logits = ctx.supernet.forward_mixed(batch["tokens"], weights, batch["mask"], partial=self.partial,
+                                                edges=None if edges is None else edges.detach() if detach else edges)
         return task_loss(logits, batch["target"])
 
-    def training_step(self, module, train: dict, val: dict | None) -> dict[str, Tensor]:
+    def training_step(self, ctx: SearchContext, train: dict, val: dict | None) -> dict[str, Tensor]:
         logs = {}
-        if val is not None and module.current_epoch >= self.warmup_epochs:
+        if val is not None and ctx.current_epoch >= self.warmup_epochs:
             if self.second_order:
-                val_loss = self._second_order_step(module, train, val)
+                val_loss = self._second_order_step(ctx, train, val)
             else:
-                val_loss = self.loss(module, val, self.mixture_weights())
-                penalty = self.cost_penalty()
-                module.step(val_loss + penalty, optimizer_index=1)
-                if self.cost_kind is not None:
+                val_loss = self.loss(ctx, val, self.mixture_weights(ctx))
+                penalty = self.cost_penalty() + self.decisiveness_penalty()
+                ctx.step(val_loss + penalty, optimizer_index=1)
+                if self.cost is not None:
                     logs["cost_penalty"] = penalty.detach()
             logs["arch_loss"] = val_loss.detach()
-        weights = {k: v.detach() for k, v in self.mixture_weights().items()}
+        weights = {k: v.detach() for k, v in self.mixture_weights(ctx).items()}
         if self.hard:
             self.record(self._argmax_arch(weights))
-        loss = self.loss(module, train, weights)
-        module.step(loss)
+        loss = self.loss(ctx, train, weights, detach=True)
+        ctx.step(loss)
         logs["loss"] = loss.detach()
         return logs
 
-    def _second_order_step(self, module, train: dict, val: dict) -> Tensor:
+    def _second_order_step(self, ctx: SearchContext, train: dict, val: dict) -> Tensor:
         """DARTS eq. 7-8: the val gradient at one virtual weight step, with the Hessian-vector
         product by central finite differences."""
-        weights = list(module.supernet.parameters())
-        xi = module.optimizers()[0].param_groups[0]["lr"]
+        weights = list(ctx.supernet.parameters())
+        xi = ctx.optimizer(0).param_groups[0]["lr"]
         backup = [w.detach().clone() for w in weights]
-        grads = torch.autograd.grad(self.loss(module, train, self.mixture_weights()), weights, allow_unused=True)
+        grads = torch.autograd.grad(self.loss(ctx, train, self.mixture_weights(ctx)), weights, allow_unused=True)
         with torch.no_grad():
             for w, g in zip(weights, grads):
                 if g is not None:
                     w.sub_(xi * g)  # the virtual step w' = w - xi * dL_train/dw
-        val_loss = self.loss(module, val, self.mixture_weights())
-        alphas = list(self.alphas.parameters())
+        val_loss = self.loss(ctx, val, self.mixture_weights(ctx))
+        alphas = self.arch_parameters()
         grads = torch.autograd.grad(val_loss, alphas + weights, allow_unused=True)
         d_alpha, d_weights = grads[: len(alphas)], grads[len(alphas):]
         norm = torch.sqrt(sum((g * g).sum() for g in d_weights if g is not None))
@@ -137,15 +179,15 @@ class DartsStrategy(Strategy):
             with torch.no_grad():  # w +- eps * dL_val/dw'
                 for w, original, g in zip(weights, backup, d_weights):
                     w.copy_(original if g is None else original + sign * eps * g)
-            return torch.autograd.grad(self.loss(module, train, self.mixture_weights()), alphas)
+            return torch.autograd.grad(self.loss(ctx, train, self.mixture_weights(ctx)), alphas)
 
         plus, minus = train_grad_at(1.0), train_grad_at(-1.0)
         with torch.no_grad():
             for w, original in zip(weights, backup):
                 w.copy_(original)
-        optimizer = module.optimizers()[1]
+        optimizer = ctx.optimizer(1)
         optimizer.zero_grad()
-        penalty = self.cost_penalty()
+        penalty = self.cost_penalty() + self.decisiveness_penalty()
         penalty_grads = torch.autograd.grad(penalty, alphas, allow_unused=True) if penalty.requires_grad else [None] * len(alphas)
         for a, da, hp, hm, pg in zip(alphas, d_alpha, plus, minus, penalty_grads):
             a.grad = (0 if da is None else da) - xi * (hp - hm) / (2 * eps) + (0 if pg is None else pg)
@@ -155,15 +197,14 @@ class DartsStrategy(Strategy):
     # -- cost ------------------------------------------------------------------------------
     def _build_cost_table(self, supernet) -> None:
         """Per layer choice (attention, heads, ffn) its cost; the expectation is then a sum."""
-        space, shape = self.space, cost.ModelShape(supernet.vocab_size, supernet.num_classes,
-                                                   supernet.max_len, supernet.head)
+        space, shape = self.space, supernet.shape
         table = torch.zeros(len(space.attention), len(space.heads), len(space.ffn_dims))
         for (a, cand), (h, heads), (f, ffn) in itertools.product(
                 enumerate(space.attention), enumerate(space.heads), enumerate(space.ffn_dims)):
-            table[a, h, f] = cost.layer_cost(LayerArch(cand, heads, ffn), space, shape, self.seq_len, self.cost_kind)
+            table[a, h, f] = cost.layer_cost(LayerArch(cand, heads, ffn), space, shape, self.seq_len, self.cost)
         self._layer_cost = table
-        self._base_cost = cost.base_cost(space, shape, self.seq_len, self.cost_kind)
-        self._reference = self.cost_target or cost.arch_cost(space.largest(), space, shape, self.seq_len, self.cost_kind)
+        self._base_cost = cost.base_cost(space, shape, self.seq_len, self.cost)
+        self._reference = self.cost_target or cost.arch_cost(space.largest(), space, shape, self.seq_len, self.cost)
 
     def expected_cost(self) -> Tensor:
         probs = self.probabilities()
@@ -174,16 +215,31 @@ class DartsStrategy(Strategy):
         return self._base_cost + (probs["depth"] * depth_cost).sum()
 
     def cost_penalty(self) -> Tensor:
-        if self.cost_kind is None or not self.cost_weight:
+        if self.cost is None or not self.cost_weight:
             return torch.zeros(())
         relative = self.expected_cost() / self._reference
         return self.cost_weight * (F.relu(relative - 1) if self.cost_target else relative)
 
+    def decisiveness_penalty(self) -> Tensor:
+        """Entropy and zero-one terms on the distributions (zero unless their weights are set)."""
+        if not (self.entropy_weight or self.zero_one_weight):
+            return torch.zeros(())
+        probs = list(self.probabilities().values())
+        entropy = torch.stack([-(p * torch.log(p.clamp_min(1e-12))).sum() for p in probs]).mean()
+        zero_one = -torch.cat([(p - 0.5) ** 2 for p in probs]).mean()
+        return self.entropy_weight * entropy + self.zero_one_weight * zero_one
+
     # -- state and logging -----------------------------------------------------------------
-    def on_epoch_end(self, module) -> None:
+    def on_epoch_end(self, ctx: SearchContext) -> None:
         probs = {k: [round(float(p), 4) for p in v.detach()] for k, v in self.probabilities().items()}
         self.history.append(probs)
-        self.log_distribution(module, probs)
+        self.log_distribution(ctx, probs)
+        for key, p in probs.items():  # winner minus runner-up, as nas.viz.margins
+            top = sorted(p, reverse=True) + [0.0]
+            ctx.log(f"arch/margin/{key}", top[0] - top[1])
+        if not self.hard and ctx.max_epochs > 1:  # anneal the softmax temperature for the next epoch
+            progress = min(1.0, (ctx.current_epoch + 1) / (ctx.max_epochs - 1))
+            self.softmax_tau.fill_(self.softmax_tau_start + (self.softmax_tau_end - self.softmax_tau_start) * progress)
 
     def get_extra_state(self) -> dict:
         return {**super().get_extra_state(), "history": self.history}
@@ -205,14 +261,26 @@ class GdasStrategy(DartsStrategy):
         self.tau_max, self.tau_min = tau_max, tau_min
         self.register_buffer("tau", torch.tensor(tau_max))
 
-    def mixture_weights(self) -> dict[str, Tensor]:
-        return {k: F.gumbel_softmax(logit, tau=float(self.tau), hard=True) for k, logit in self.logits().items()}
+    def mixture_weights(self, ctx: SearchContext | None = None) -> dict[str, Tensor]:
+        # F.gumbel_softmax(hard=True) spelled out, so that rank 0's Gumbel noise is shared: under
+        # DDP every rank then samples the same path (same RNG use as F.gumbel_softmax).
+        logits = self.logits()
+        noise = {k: -torch.empty_like(v).exponential_().log() for k, v in logits.items()}  # Gumbel(0, 1)
+        if ctx is not None:
+            agreed = ctx.agree({k: v.cpu() for k, v in noise.items()})
+            noise = {k: v.to(logits[k].device) for k, v in agreed.items()}
+        weights = {}
+        for key, logit in logits.items():
+            soft = F.softmax((logit + noise[key]) / float(self.tau), -1)  # (C,)
+            hard = F.one_hot(soft.argmax(-1), soft.shape[-1]).to(soft.dtype)  # (C,)
+            weights[key] = hard - soft.detach() + soft  # straight-through: forward hard, gradient soft
+        return weights
 
-    def on_epoch_end(self, module) -> None:
-        super().on_epoch_end(module)
-        progress = min(1.0, (module.current_epoch + 1) / max(1, module.trainer.max_epochs - 1))
+    def on_epoch_end(self, ctx: SearchContext) -> None:
+        super().on_epoch_end(ctx)
+        progress = min(1.0, (ctx.current_epoch + 1) / max(1, ctx.max_epochs - 1))
         self.tau.fill_(self.tau_max - (self.tau_max - self.tau_min) * progress)
-        module.log("arch/tau", float(self.tau))
+        ctx.log("arch/tau", float(self.tau))
 
 
 

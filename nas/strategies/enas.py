@@ -1,7 +1,7 @@
 """ENAS (Pham et al. 2018, https://arxiv.org/abs/1802.03268): an LSTM controller samples every
 decision of the space in turn; the shared weights train on its samples, and the controller
 learns by REINFORCE on the validation metric of its samples with inherited weights.
-# B sampled archs, K decisions, H controller width, C choices of one decision
+# a sampled archs, K decisions, H controller width, C choices of one decision
 """
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ from torch.nn import functional as F
 
 from nas.errors import ConfigError
 from nas.space import Arch, SearchSpace
-from nas.strategies.base import Candidate, SearchResult, Strategy
+from nas.metrics import evaluate, score
+from nas.results import Candidate, SearchResult
+from nas.strategies.base import SearchContext, Strategy
 from nas.strategies.registry import STRATEGIES
 from nas.strategies.sampling import check_options, train_paths
-from nas.training.evaluate import evaluate
-from nas.training.metrics import score
 
 
 @dataclass
@@ -25,8 +25,8 @@ class Samples:
     """A batch of archs decoded by the controller, with what REINFORCE needs."""
 
     archs: list[Arch]
-    log_prob: Tensor  # (B,) summed over the decisions each arch makes
-    entropy: Tensor  # (B,) summed over every decision, used or not
+    log_prob: Tensor  # (a,) summed over the decisions each arch makes
+    entropy: Tensor  # (a,) summed over every decision, used or not
 
 
 @STRATEGIES.register("enas")
@@ -85,32 +85,35 @@ class EnasStrategy(Strategy):
 
     # -- the controller --------------------------------------------------------------------
     def _logits(self, h: Tensor, k: int) -> Tensor:
-        logits = self.heads[k](h)  # (B, C)
+        logits = self.heads[k](h)  # (a, C)
         if self.temperature is not None:
             logits = logits / self.temperature
         if self.tanh_constant is not None:
             logits = self.tanh_constant * torch.tanh(logits)
         return logits
 
-    def _decode(self, batch: int, greedy: bool) -> tuple[Tensor, list[Tensor]]:
-        """Run the controller over every decision in turn.
+    def _decode(self, batch: int, greedy: bool, forced: Tensor | None = None) -> tuple[Tensor, list[Tensor]]:
+        """Run the controller over every decision in turn (with `forced` (a, K): feeding those
+        picks instead of choosing, to score picks made elsewhere).
 
         Returns:
-            The picks (B, K) and, per decision, the log-probabilities of its choices (B, C).
+            The picks (a, K) and, per decision, the log-probabilities of its choices (a, C).
         """
-        x = self.start.expand(batch, -1)  # (B, H)
+        x = self.start.expand(batch, -1)  # (a, H)
         state, picks, log_probs = None, [], []
         for k in range(len(self.keys)):
             state = self.cell(x, state)
-            log_p = F.log_softmax(self._logits(state[0], k), -1)  # (B, C)
-            if greedy:
-                pick = log_p.argmax(-1)  # (B,)
+            log_p = F.log_softmax(self._logits(state[0], k), -1)  # (a, C)
+            if forced is not None:
+                pick = forced[:, k].to(log_p.device)  # (a,)
+            elif greedy:
+                pick = log_p.argmax(-1)  # (a,)
             else:
                 pick = torch.multinomial(log_p.detach().exp().cpu(), 1, generator=self.generator)
-                pick = pick.squeeze(1).to(log_p.device)  # (B,)
+                pick = pick.squeeze(1).to(log_p.device)  # (a,)
             picks.append(pick)
             log_probs.append(log_p)
-            x = self.embeddings[k](pick)  # (B, H): the choice made is the next input
+            x = self.embeddings[k](pick)  # (a, H): the choice made is the next input
         return torch.stack(picks, 1), log_probs
 
     def _archs(self, picks: Tensor) -> list[Arch]:
@@ -118,11 +121,12 @@ class EnasStrategy(Strategy):
                 for row in picks]
 
     def _used(self, archs: list[Arch]) -> Tensor:
-        """(B, K) mask of the decisions each arch makes: depth and the layers it keeps."""
+        """(a, K) mask of the decisions each arch makes: depth and the layers it keeps."""
         return torch.tensor([[i < arch.depth for i in self.layer_of] for arch in archs])
 
-    def sample(self, batch: int = 1) -> Samples:
-        """`batch` archs from the controller, with gradients to its parameters.
+    def sample(self, batch: int = 1, ctx: SearchContext | None = None) -> Samples:
+        """`batch` archs from the controller, with gradients to its parameters; with `ctx`,
+        rank 0's picks on every rank (scored by each rank's own controller, which DDP keeps equal).
 
         Only the decisions an arch makes count in its log-probability: the picks of layers past
         its depth do not change the reward, so their score-function terms would add variance
@@ -131,10 +135,14 @@ class EnasStrategy(Strategy):
         variance).
         """
         picks, log_probs = self._decode(batch, greedy=False)
+        if ctx is not None:
+            agreed = ctx.agree(picks.cpu())  # (a, K)
+            if not torch.equal(agreed, picks.cpu()):  # another rank's picks: score them here
+                picks, log_probs = self._decode(batch, greedy=False, forced=agreed)
         archs = self._archs(picks)
-        picked = torch.stack([lp.gather(1, p[:, None]).squeeze(1) for lp, p in zip(log_probs, picks.T)], 1)  # (B, K)
-        entropy = torch.stack([-(lp.exp() * lp).sum(-1) for lp in log_probs], 1)  # (B, K)
-        used = self._used(archs).to(picked.device)  # (B, K)
+        picked = torch.stack([lp.gather(1, p[:, None]).squeeze(1) for lp, p in zip(log_probs, picks.T)], 1)  # (a, K)
+        entropy = torch.stack([-(lp.exp() * lp).sum(-1) for lp in log_probs], 1)  # (a, K)
+        used = self._used(archs).to(picked.device)  # (a, K)
         return Samples(archs, (picked * used).sum(1), entropy.sum(1))
 
     @torch.no_grad()
@@ -148,16 +156,16 @@ class EnasStrategy(Strategy):
             self._controller_optimizer = torch.optim.Adam(self.parameters(), lr=self.controller_lr)
         return [self._controller_optimizer]
 
-    def training_step(self, module, train: dict, val: dict | None) -> dict[str, Tensor]:
+    def training_step(self, ctx: SearchContext, train: dict, val: dict | None) -> dict[str, Tensor]:
         with torch.no_grad():
-            arch = self.record(self.sample(1).archs[0])
-        logs = train_paths(module, train, [arch], self.space, self.sandwich, self.distill)
+            arch = self.record(self.sample(1, ctx).archs[0])
+        logs = train_paths(ctx, train, [arch], self.space, self.sandwich, self.distill)
         self.steps += 1
-        if val is not None and module.current_epoch >= self.warmup_epochs and self.steps % self.controller_every == 0:
-            samples = self.sample(self.controller_samples)
-            rewards = torch.tensor([score(evaluate(module.supernet, a, [val], module.metric), module.metric)
+        if val is not None and ctx.current_epoch >= self.warmup_epochs and self.steps % self.controller_every == 0:
+            samples = self.sample(self.controller_samples, ctx)
+            rewards = torch.tensor([score(evaluate(ctx.supernet, [val], ctx.metric, arch=a), ctx.metric)
                                     for a in samples.archs])
-            module.step(self.reinforce_loss(samples, rewards), optimizer_index=1)
+            ctx.step(self.reinforce_loss(samples, rewards), optimizer_index=1)
             logs["reward"] = rewards.mean()
         return logs
 
@@ -166,36 +174,36 @@ class EnasStrategy(Strategy):
 
         Args:
             samples: archs from `sample()`, with their log-probabilities attached to the graph.
-            rewards: (B,) the reward of each arch, higher is better.
+            rewards: (a,) the reward of each arch, higher is better.
         """
         rewards = rewards.to(samples.log_prob.device, samples.log_prob.dtype)
         # The advantage uses the baseline from before these rewards, so it stays unbiased.
         baseline = float(rewards.mean()) if self.baseline is None else self.baseline
-        advantage = rewards - baseline  # (B,)
+        advantage = rewards - baseline  # (a,)
         self.baseline = self.baseline_decay * baseline + (1 - self.baseline_decay) * float(rewards.mean())
         return -(advantage * samples.log_prob).mean() - self.entropy_weight * samples.entropy.mean()
 
-    def finish(self, module, val_batches: list[dict]) -> SearchResult:
+    def finish(self, ctx: SearchContext, val_batches: list[dict]) -> SearchResult:
         with torch.no_grad():
             sampled = self.sample(self.final_samples).archs if self.final_samples else []
         archs = list(dict.fromkeys([self.current_arch(), *sampled]))
-        metric = module.metric
-        ranked = [Candidate(a, {f"val/{metric}": evaluate(module.supernet, a, val_batches, metric)}) for a in archs]
+        metric = ctx.metric
+        ranked = [Candidate(a, {f"val/{metric}": evaluate(ctx.supernet, val_batches, metric, arch=a)}) for a in archs]
         # sort is stable: on a tie the greedy arch, listed first, stays first
         ranked.sort(key=lambda c: score(c.metrics[f"val/{metric}"], metric), reverse=True)
         return SearchResult(best=ranked[0].arch, ranked=ranked)
 
     # -- state and logging -----------------------------------------------------------------
     @torch.no_grad()
-    def on_epoch_end(self, module) -> None:
+    def on_epoch_end(self, ctx: SearchContext) -> None:
         # An LSTM controller has no per-decision marginals: what is recorded is each decision's
         # distribution along the greedy decode, the one the greedy arch was picked from.
         _, log_probs = self._decode(1, greedy=True)
         self.history.append({key: [round(float(p), 4) for p in lp[0].exp()] for key, lp in zip(self.keys, log_probs)})
-        module.log("controller/entropy", float(sum(-(lp.exp() * lp).sum() for lp in log_probs)))
+        ctx.log("controller/entropy", float(sum(-(lp.exp() * lp).sum() for lp in log_probs)))
         if self.baseline is not None:
-            module.log("controller/baseline", self.baseline)
-        self.log_distribution(module, self.history[-1])
+            ctx.log("controller/baseline", self.baseline)
+        self.log_distribution(ctx, self.history[-1])
 
     def get_extra_state(self) -> dict:
         return {**super().get_extra_state(), "generator": self.generator.get_state(),

@@ -24,11 +24,11 @@ from sqlalchemy.exc import ArgumentError
 from nas import cost as costs
 from nas.errors import ConfigError
 from nas.space import LAYER_FIELDS, Arch, LayerArch, SearchSpace
-from nas.strategies.base import Candidate, SearchResult
+from nas.metrics import HIGHER_IS_BETTER, evaluate, score
+from nas.results import Candidate, SearchResult, pareto_front
+from nas.strategies.base import SearchContext
 from nas.strategies.registry import STRATEGIES
 from nas.strategies.single_path import SinglePathStrategy
-from nas.training.evaluate import evaluate
-from nas.training.metrics import HIGHER_IS_BETTER, score
 
 log = logging.getLogger(__name__)
 
@@ -123,11 +123,10 @@ class EvolutionStrategy(SinglePathStrategy):
     # -- costs -----------------------------------------------------------------------------
     def attach(self, supernet) -> None:
         super().attach(supernet)
-        self.shape = costs.ModelShape(supernet.vocab_size, supernet.num_classes, supernet.max_len,
-                                      supernet.head)
-        if self.seq_len is not None and self.seq_len > supernet.max_len:
-            raise ConfigError(f"seq_len {self.seq_len} is longer than the model's maximum {supernet.max_len}")
-        self.cost_len = self.seq_len or supernet.max_len
+        self.shape = supernet.shape
+        if self.seq_len is not None and self.seq_len > supernet.shape.max_len:
+            raise ConfigError(f"seq_len {self.seq_len} is longer than the model's maximum {supernet.shape.max_len}")
+        self.cost_len = self.seq_len or supernet.shape.max_len
         # Fail before hours of supernet training, not after.
         for kind, limit in self.constraints.items():
             choices, cheapest = self.cheapest(kind)
@@ -156,11 +155,11 @@ class EvolutionStrategy(SinglePathStrategy):
         return choices, self.arch_cost(Arch(depth, (layer,) * depth), kind)
 
     # -- the search ------------------------------------------------------------------------
-    def finish(self, module, val_batches: list[dict]) -> SearchResult:
+    def finish(self, ctx: SearchContext, val_batches: list[dict]) -> SearchResult:
         """Run the trials the study still lacks, then choose from all its complete trials.
 
         Args:
-            module: the search module: its `supernet` (trained), `metric` and `logger`.
+            ctx: the search: its `supernet` (trained), `metric` and `log_metrics`.
             val_batches: the batches every arch is evaluated on.
 
         Returns:
@@ -168,7 +167,7 @@ class EvolutionStrategy(SinglePathStrategy):
             the distinct feasible archs, best first; `pareto`, the non-dominated ones (metric vs
             cost), cheapest first. Each candidate's metrics hold `val/<metric>` and `cost/<kind>`.
         """
-        metric = module.metric
+        metric = ctx.metric
         lock = self._lock()
         sampler = optuna.samplers.NSGAIISampler(
             population_size=self.population, mutation_prob=self.mutation_prob,
@@ -195,8 +194,8 @@ class EvolutionStrategy(SinglePathStrategy):
             if trial is None:  # the last trials are other workers': wait for them
                 time.sleep(min(1.0, self.heartbeat_interval))
                 continue
-            self._run(study, trial, module.supernet, val_batches, metric, known)
-            logged = self._report(study, module, metric, logged)
+            self._run(study, trial, ctx.supernet, val_batches, metric, known)
+            logged = self._report(study, ctx, metric, logged)
         return self._result(study, metric)
 
     def _storage_file(self) -> Path | None:
@@ -262,7 +261,7 @@ class EvolutionStrategy(SinglePathStrategy):
         try:
             with _heartbeat(trial, self.heartbeat_interval):
                 if arch not in known:
-                    known[arch] = evaluate(supernet, arch, val_batches, metric)
+                    known[arch] = evaluate(supernet, val_batches, metric, arch=arch)
                 kinds = dict.fromkeys([self.cost, *self.constraints])
                 spent = {kind: self.arch_cost(arch, kind) for kind in kinds}
         except BaseException:  # interrupted or broken: the arch runs again on resume
@@ -306,12 +305,7 @@ class EvolutionStrategy(SinglePathStrategy):
 
     def _pareto(self, ranked: list[Candidate], metric: str) -> list[Candidate]:
         """The non-dominated candidates, cheapest first (so the metric improves along the list)."""
-        def dominates(a: Candidate, b: Candidate) -> bool:  # as good in both, better in one
-            better = (self._score(a, metric), -self._cost(a)), (self._score(b, metric), -self._cost(b))
-            return better[0] != better[1] and all(x >= y for x, y in zip(*better))
-
-        front = [c for c in ranked if not any(dominates(other, c) for other in ranked)]
-        return sorted(front, key=self._cost)
+        return pareto_front(ranked, f"val/{metric}", f"cost/{self.cost}", HIGHER_IS_BETTER[metric])
 
     def _score(self, candidate: Candidate, metric: str) -> float:
         return score(candidate.metrics[f"val/{metric}"], metric)
@@ -327,7 +321,7 @@ class EvolutionStrategy(SinglePathStrategy):
                               "loosen them or run more generations")
         return SearchResult(best=ranked[0].arch, ranked=ranked, pareto=self._pareto(ranked, metric))
 
-    def _report(self, study: optuna.Study, module, metric: str, logged: int) -> int:
+    def _report(self, study: optuna.Study, ctx: SearchContext, metric: str, logged: int) -> int:
         """One log line per finished generation; returns the last generation logged."""
         done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
         if done // self.population <= logged:
@@ -338,10 +332,8 @@ class EvolutionStrategy(SinglePathStrategy):
             log.info("evolution: generation %d/%d (%d trials): best val/%s %.4g at %s %.4g; "
                      "Pareto front of %d", done // self.population, self.generations, done, metric,
                      best.metrics[f"val/{metric}"], self.cost, self._cost(best), len(front))
-            if module.logger is not None:
-                module.logger.log_metrics({"search/best_val": best.metrics[f"val/{metric}"],
-                                           "search/pareto_size": len(front)}, step=done)
-                module.logger.save()  # training is over: nothing else will flush these
+            ctx.log_metrics({"search/best_val": best.metrics[f"val/{metric}"],
+                             "search/pareto_size": len(front)}, step=done)
         else:
             log.info("evolution: generation %d/%d (%d trials): none feasible yet",
                      done // self.population, self.generations, done)

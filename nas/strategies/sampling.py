@@ -10,10 +10,11 @@ import math
 import random
 
 from torch import Tensor
-from torch.nn import functional as F
 
 from nas.errors import ConfigError
+from nas.metrics import soft_cross_entropy
 from nas.space import Arch, SearchSpace
+from nas.strategies.base import SearchContext
 
 
 def fair_paths(space: SearchSpace, rng: random.Random) -> list[Arch]:
@@ -42,7 +43,7 @@ def check_options(sandwich: bool, distill: float) -> None:
         raise ConfigError("strategy.distill needs strategy.sandwich=true: the largest arch is the teacher")
 
 
-def train_paths(module, batch: dict, archs: list[Arch], space: SearchSpace, sandwich: bool = False,
+def train_paths(ctx: SearchContext, batch: dict, archs: list[Arch], space: SearchSpace, sandwich: bool = False,
                 distill: float = 0.0) -> dict[str, Tensor]:
     """Sum the losses of `archs` on one batch (with `sandwich`, also the largest and smallest
     arch; with `distill`, sampled paths also learn the largest arch's predictions), backward
@@ -53,22 +54,18 @@ def train_paths(module, batch: dict, archs: list[Arch], space: SearchSpace, sand
     """
     total, teacher, logs = 0, None, {}
     if sandwich:
-        big_loss, big_logits = module.arch_loss(batch, space.largest())
+        big_loss, big_logits = ctx.arch_loss(batch, space.largest())
         total, teacher = big_loss, big_logits.detach()
         logs["loss"] = big_loss.detach()
         archs = [space.smallest(), *archs]
     sampled = []
     for arch in archs:
-        loss, logits = module.arch_loss(batch, arch)
+        loss, logits = ctx.arch_loss(batch, arch)
         sampled.append(loss.detach())
         if distill:
-            loss = (1 - distill) * loss + distill * soft_cross_entropy(logits, teacher)
+            loss = (1 - distill) * loss + distill * soft_cross_entropy(logits, teacher, batch["target"])
         total = total + loss
-    module.step(total)
+    ctx.step(total)
     logs.setdefault("loss", sum(sampled) / len(sampled))
     return logs
 
-
-def soft_cross_entropy(logits: Tensor, teacher: Tensor) -> Tensor:
-    """Cross-entropy against the teacher's softmax. Shape: (..., C), (..., C) -> ()."""
-    return -(F.softmax(teacher, -1) * F.log_softmax(logits, -1)).sum(-1).mean()

@@ -2,21 +2,20 @@
 https://arxiv.org/abs/1904.00420) with optional strictly fair paths (FairNAS), the sandwich rule
 and in-place distillation (BigNAS) and importance-sorted widths (OFA): see sampling.py and
 nas/supernet/importance.py; random search over the trained supernet, the baseline
-every search must beat; and `none`, which trains one fixed arch.
+every search must beat; and `fixed`, which trains one given arch.
 """
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 from nas.errors import ConfigError
 from nas.space import Arch, SearchSpace
-from nas.strategies.base import Candidate, SearchResult, Strategy
+from nas.metrics import evaluate, evaluate_loss, score
+from nas.results import Candidate, SearchResult
+from nas.strategies.base import SearchContext, Strategy
 from nas.strategies.registry import STRATEGIES
 from nas.strategies.sampling import check_options, fair_paths, train_paths
 from nas.supernet.importance import sort_by_importance
-from nas.training.evaluate import evaluate
-from nas.training.metrics import score, task_loss
 
 
 class SinglePathStrategy(Strategy):
@@ -40,15 +39,14 @@ class SinglePathStrategy(Strategy):
             raise ConfigError(f"strategy.sort_every must be 0 (never) or a number of epochs; got {sort_every!r}")
         self.sandwich, self.distill, self.fair, self.sort_every = sandwich, distill, fair, sort_every
 
-    def training_step(self, module, train: dict, val: dict | None) -> dict[str, Tensor]:
+    def training_step(self, ctx: SearchContext, train: dict, val: dict | None) -> dict[str, Tensor]:
         archs = fair_paths(self.space, self.rng) if self.fair else [self.space.sample(self.rng)]
-        return train_paths(module, train, [self.record(a) for a in archs], self.space,
-                           self.sandwich, self.distill)
+        archs = ctx.agree(archs)  # under DDP every rank trains rank 0's paths
+        return train_paths(ctx, train, [self.record(a) for a in archs], self.space, self.sandwich, self.distill)
 
-    def on_epoch_end(self, module) -> None:
-        if self.sort_every and (module.current_epoch + 1) % self.sort_every == 0:
-            optimizer = module.optimizers()
-            optimizer = optimizer[0] if isinstance(optimizer, list) else optimizer
+    def on_epoch_end(self, ctx: SearchContext) -> None:
+        if self.sort_every and (ctx.current_epoch + 1) % self.sort_every == 0:
+            optimizer = ctx.optimizer(0)  # Lightning wraps it; the state lives in the torch one
             sort_by_importance(self.supernet, getattr(optimizer, "optimizer", optimizer))
 
     def current_arch(self) -> Arch:
@@ -63,13 +61,13 @@ class RandomStrategy(SinglePathStrategy):
         super().__init__(space, seed, **kwargs)
         self.samples = samples
 
-    def finish(self, module, val_batches: list[dict]) -> SearchResult:
+    def finish(self, ctx: SearchContext, val_batches: list[dict]) -> SearchResult:
         """Ties in the metric (saturated inherited scores are common) go to the lower validation
         loss, then to fewer parameters, not to sampling order."""
         archs = list(dict.fromkeys(self.space.sample(self.rng) for _ in range(self.samples)))
-        metric, net = module.metric, module.supernet
-        ranked = [Candidate(a, {f"val/{metric}": evaluate(net, a, val_batches, metric),
-                                "val/loss": evaluate_loss(net, a, val_batches),
+        metric, net = ctx.metric, ctx.supernet
+        ranked = [Candidate(a, {f"val/{metric}": evaluate(net, val_batches, metric, arch=a),
+                                "val/loss": evaluate_loss(net, val_batches, arch=a),
                                 "cost/params": sum(p.numel() for p in net.extract(a).parameters())})
                   for a in archs]
         ranked.sort(key=lambda c: (-score(c.metrics[f"val/{metric}"], metric), c.metrics["val/loss"],
@@ -77,7 +75,7 @@ class RandomStrategy(SinglePathStrategy):
         return SearchResult(best=ranked[0].arch, ranked=ranked)
 
 
-@STRATEGIES.register("none")
+@STRATEGIES.register("fixed")
 class FixedStrategy(Strategy):
     """Trains and returns one given arch: a hand-designed baseline."""
 
@@ -87,27 +85,11 @@ class FixedStrategy(Strategy):
         space.validate(arch)
         self.arch = arch
 
-    def training_step(self, module, train: dict, val: dict | None) -> dict[str, Tensor]:
-        loss, _ = module.arch_loss(train, self.arch)
-        module.step(loss)
+    def training_step(self, ctx: SearchContext, train: dict, val: dict | None) -> dict[str, Tensor]:
+        loss, _ = ctx.arch_loss(train, self.arch)
+        ctx.step(loss)
         return {"loss": loss.detach()}
 
     def current_arch(self) -> Arch:
         return self.arch
 
-
-
-@torch.no_grad()
-def evaluate_loss(supernet, arch: Arch, batches: list[dict]) -> float:
-    """The task loss averaged over `batches`, weighted by their scored targets (as `evaluate`)."""
-    was_training = supernet.training
-    supernet.eval()
-    total, count = 0.0, 0
-    device = next(supernet.parameters()).device
-    for batch in batches:
-        batch = {k: v.to(device) for k, v in batch.items()}
-        scored = int((batch["target"] != -100).sum())
-        total += float(task_loss(supernet(batch["tokens"], arch, batch["mask"]), batch["target"])) * scored
-        count += scored
-    supernet.train(was_training)
-    return total / count

@@ -47,10 +47,7 @@ class FewShotSupernet(nn.Module):
     # what the search/retrain code reads from a supernet
     space = property(lambda self: self.subnets[0].space)
     sharing = property(lambda self: self.subnets[0].sharing)
-    vocab_size = property(lambda self: self.subnets[0].vocab_size)
-    num_classes = property(lambda self: self.subnets[0].num_classes)
-    max_len = property(lambda self: self.subnets[0].max_len)
-    head = property(lambda self: self.subnets[0].head)
+    shape = property(lambda self: self.subnets[0].shape)
 
     def route(self, arch: Arch) -> int:
         """The index of the sub-supernet that trains and scores `arch`."""

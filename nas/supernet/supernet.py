@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from nas.errors import ConfigError
-from nas.model import Block, FeedForward, Readout, Subnet, TokenEmbedding
+from nas.model import Block, FeedForward, ModelShape, Readout, Subnet, TokenEmbedding
 from nas.ops.attention import SelfAttention, make_core
 from nas.ops.attention.base import attend, merge_heads, split_heads
 from nas.ops.elastic import ElasticLinear
@@ -71,13 +71,19 @@ class SuperAttention(nn.Module):
         return y if gain_out is None else y * gain_out  # (b, n, D)
 
     def forward_mixed(self, x: Tensor, mask: Tensor | None, attention_w: Tensor, heads_w: Tensor,
-                      heads_choices: tuple[int, ...]) -> Tensor:
+                      heads_choices: tuple[int, ...], partial: int = 1) -> Tensor:
         """Softmax-weighted mixture over candidates and head counts (DARTS, FBNetV2).
 
-        Every candidate runs at full width once; a head count is a mask over heads, so the head
-        mixture is one mask weighted by `heads_w`. Projections shared by candidates run once.
+        Every candidate runs once; a head count is a mask over heads, so the head mixture is
+        one mask weighted by `heads_w`. Projections shared by candidates run once.
+        partial = K > 1 (PC-DARTS https://arxiv.org/abs/1907.05737): the candidates attend on
+        the leading max_heads / K heads only; the other heads bypass the mixed op (their value
+        projection passes through unchanged), so the mixture costs about 1/K of the attention.
         """
         max_heads = self.cores[next(iter(self.cores))].max_heads
+        if partial < 1 or max_heads % partial:
+            raise ConfigError(f"partial={partial} must be >= 1 and divide the largest head count {max_heads}")
+        mixed_heads = max_heads // partial  # the heads the candidates see
         head_index = torch.arange(max_heads, device=x.device)
         choice_masks = torch.stack([(head_index < h).to(x.dtype) for h in heads_choices])  # (H_c, h)
         head_mask = (heads_w[:, None] * choice_masks).sum(0)[None, :, None, None]  # (1, h, 1, 1)
@@ -91,8 +97,12 @@ class SuperAttention(nn.Module):
                 if (key, name) not in projected:
                     seen = x if gain_in is None else x * gain_in  # (b, n, D)
                     projected[key, name] = split_heads(proj[name](seen), max_heads)  # (b, h, n, d)
-            qkv = (projected[key, name] if name in core.inputs else None for name in ("q", "k", "v"))
-            y = proj["out"](merge_heads(core(*qkv, mask) * head_mask))  # (b, n, D)
+            qkv = (projected[key, name][:, :mixed_heads] if name in core.inputs else None
+                   for name in ("q", "k", "v"))
+            y = core(*qkv, mask)  # (b, h/K, n, d)
+            if partial > 1:  # the bypassed heads: their values, unmixed
+                y = torch.cat([y, projected[key, "v"][:, mixed_heads:]], 1)  # (b, h, n, d)
+            y = proj["out"](merge_heads(y * head_mask))  # (b, n, D)
             out = out + w * (y if gain_out is None else y * gain_out)
         return out
 
@@ -150,9 +160,15 @@ class SuperBlock(nn.Module):
         return x + self.ffn(self.norm2(x), layer.ffn_dim)
 
     def forward_mixed(self, x: Tensor, mask: Tensor | None, weights: dict[str, Tensor],
-                      space: SearchSpace) -> Tensor:
-        """weights: 'attention', 'heads', 'ffn_dim' -> probabilities over the space's choices."""
-        x = x + self.attn.forward_mixed(self.norm1(x), mask, weights["attention"], weights["heads"], space.heads)
+                      space: SearchSpace, partial: int = 1, edges: Tensor | None = None) -> Tensor:
+        """weights: 'attention', 'heads', 'ffn_dim' -> probabilities over the space's choices.
+
+        edges: None, or (2,) weights of the attention node's two inputs (the residual, the
+        mixed attention), PC-DARTS's edge normalisation; None is the plain residual (1, 1).
+        """
+        attn = self.attn.forward_mixed(self.norm1(x), mask, weights["attention"], weights["heads"], space.heads,
+                                       partial)
+        x = x + attn if edges is None else edges[0] * x + edges[1] * attn
         return x + self.ffn.forward_mixed(self.norm2(x), weights["ffn_dim"], space.ffn_dims)
 
     def extract(self, layer: LayerArch) -> Block:
@@ -166,27 +182,22 @@ class Supernet(nn.Module):
 
     Args:
         space: the search space.
-        vocab_size: input tokens (0 is padding).
-        num_classes: outputs per sequence (`classify`) or per position (`tokens`).
-        max_len: the longest sequence the model accepts.
-        head: "classify" or "tokens".
+        shape: the task's sizes (vocabulary, outputs, longest sequence, readout).
         sharing: one of SHARING: "entangled" (attention candidates share Q/K/V/O), "separate",
             or "entangled_gain" (shared, plus per-candidate input/output gains).
 
     Shape: tokens (b, n) long, mask (b, n) bool (True = real) -> (b, C) or (b, n, C).
     """
 
-    def __init__(self, space: SearchSpace, vocab_size: int, num_classes: int, max_len: int,
-                 head: str = "classify", sharing: str = "entangled"):
+    def __init__(self, space: SearchSpace, shape: ModelShape, sharing: str = "entangled"):
         super().__init__()
         if sharing not in SHARING:
             raise ConfigError(f"unknown sharing '{sharing}'; allowed: {', '.join(SHARING)}")
         self.space = space
-        self.vocab_size, self.num_classes, self.max_len = vocab_size, num_classes, max_len
-        self.head, self.sharing = head, sharing
-        self.embed = TokenEmbedding(vocab_size, space.dim, max_len)
-        self.blocks = nn.ModuleList(SuperBlock(space, max_len, sharing) for _ in range(space.max_depth))
-        self.readout = Readout(space.dim, num_classes, head)
+        self.shape, self.sharing = shape, sharing
+        self.embed = TokenEmbedding(shape.vocab_size, space.dim, shape.max_len)
+        self.blocks = nn.ModuleList(SuperBlock(space, shape.max_len, sharing) for _ in range(space.max_depth))
+        self.readout = Readout(space.dim, shape.num_classes, shape.readout)
 
     def forward(self, tokens: Tensor, arch: Arch, mask: Tensor | None = None) -> Tensor:
         self.space.validate(arch)
@@ -196,7 +207,7 @@ class Supernet(nn.Module):
         return self.readout(x, mask)
 
     def forward_mixed(self, tokens: Tensor, weights: dict[str, Tensor], mask: Tensor | None = None,
-                      hard: bool = False) -> Tensor:
+                      hard: bool = False, partial: int = 1, edges: Tensor | None = None) -> Tensor:
         """The supernet under a distribution over architectures (DARTS / GDAS).
 
         `weights` maps every key of `space.decisions()` to probabilities over its choices.
@@ -204,6 +215,8 @@ class Supernet(nn.Module):
         each allowed depth ("exits"). Hard (GDAS): each weight vector is a straight-through
         one-hot sample, so only the chosen path runs (single-path memory) and its outputs are
         scaled by the gate value (1 forward, a gradient to every logit backward).
+        partial, edges (soft only): PC-DARTS partial heads and, per layer, edge weights (L, 2);
+        see `SuperAttention.forward_mixed` and `SuperBlock.forward_mixed`.
         """
         if hard:
             return self._forward_hard(tokens, weights, mask)
@@ -211,7 +224,7 @@ class Supernet(nn.Module):
         exits = []
         for i, block in enumerate(self.blocks):
             layer_w = {f: weights[f"layer{i}.{f}"] for f in LAYER_FIELDS}
-            x = block.forward_mixed(x, mask, layer_w, self.space)
+            x = block.forward_mixed(x, mask, layer_w, self.space, partial, None if edges is None else edges[i])
             if i + 1 in self.space.depths:
                 exits.append(x)
         mixed = sum(w * h for w, h in zip(weights["depth"], exits))
@@ -235,7 +248,7 @@ class Supernet(nn.Module):
         """A standalone `Subnet` holding copies of exactly the weights `arch` uses."""
         self.space.validate(arch)
         with torch.device("meta"):  # the skeleton's own weights are replaced below
-            subnet = Subnet(arch, self.space, self.vocab_size, self.num_classes, self.max_len, self.head)
+            subnet = Subnet(arch, self.space, self.shape)
         subnet.embed = copy.deepcopy(self.embed)
         subnet.readout = copy.deepcopy(self.readout)
         subnet.blocks = nn.ModuleList(block.extract(layer) for block, layer in zip(self.blocks, arch.layers))

@@ -5,12 +5,12 @@ Every module in this folder is imported here, so adding a task is adding one fil
 import importlib
 import pkgutil
 
-from nas.tasks.base import TASKS, Task, task_loss, task_metric
+from nas.tasks.base import TASKS, Task
 
 for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")
 
-__all__ = ["TASKS", "Task", "build", "task_loss", "task_metric"]
+__all__ = ["TASKS", "Task", "build"]
 
 
 def build(name: str, **kwargs) -> Task:

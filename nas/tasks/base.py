@@ -1,14 +1,13 @@
 """The Task base class, its batches, its loss and metrics, and the majority / unigram baselines.
 
 A task is a LightningDataModule that also knows its vocabulary, output size and scoring. Batches
-are dicts: `tokens` (B, N) long with pad id 0, `mask` (B, N) bool with True = real token, and
-`target`, (B,) for `head="classify"` or (B, N) for `head="tokens"` with -100 where unscored.
+are dicts: `tokens` (b, n) long with pad id 0, `mask` (b, n) bool with True = real token, and
+`target`, (b,) for `readout="classify"` or (b, n) for `readout="tokens"` with IGNORE_INDEX (-100) where unscored.
 """
 from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import os
 from pathlib import Path
 from typing import ClassVar
@@ -17,15 +16,15 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch import Tensor
-from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from nas.errors import ConfigError
+from nas.errors import ConfigError, build_config
+from nas.metrics import IGNORE_INDEX
+from nas.model import ModelShape
 from nas.registry import Registry
 
 TASKS = Registry("task")
 PAD = 0  # token id of padding in every task
-IGNORE = -100  # target of positions that are not scored
 SPLITS = ("train", "val", "test")
 
 log = logging.getLogger(__name__)
@@ -65,9 +64,9 @@ def check(condition: bool, message: str) -> None:
 
 
 class Task(pl.LightningDataModule):
-    """A dataset with its splits, vocabulary, output head and metric.
+    """A dataset with its splits, vocabulary, readout and metric.
 
-    Subclasses set `Config`, `head` and `metric`, set `vocab_size`, `num_classes` and `seq_len`
+    Subclasses set `Config`, `readout` and `metric`, set `vocab_size`, `num_classes` and `seq_len`
     in `__init__` (so they are known before any data is read), and implement `load()`.
 
     Args:
@@ -77,7 +76,7 @@ class Task(pl.LightningDataModule):
 
     name: ClassVar[str]  # set by the registry
     Config: ClassVar[type] = TaskConfig
-    head: ClassVar[str] = "classify"  # "classify": a label per sequence; "tokens": per position
+    readout: ClassVar[str] = "classify"  # "classify": a label per sequence; "tokens": per position
     metric: ClassVar[str] = "acc"  # "acc" or "bpb" (bits per byte)
 
     vocab_size: int  # token ids are 0..vocab_size-1, 0 is padding
@@ -89,6 +88,21 @@ class Task(pl.LightningDataModule):
         self.config = make_config(self.Config, self.name, options)
         self.data_dir = Path(data_dir).expanduser()
         self.splits: dict[str, Dataset] = {}
+
+    @property
+    def shape(self) -> ModelShape:
+        """The sizes a model of this task is built with (its max_len is the task's seq_len)."""
+        return ModelShape(self.vocab_size, self.num_classes, self.seq_len, self.readout)
+
+    def describe(self) -> dict:
+        """What a user of an exported model needs to feed it, as plain JSON types (the export
+        stores it as task.json; predict.py reads it): `input` is how raw input becomes token
+        ids ("ids": give the ids; "bytes": UTF-8 bytes, id = byte + 1; "listops": the
+        expression's tokens through `tokens`), and `classes` names each output (None: the
+        output index is the answer, e.g. a token id). Subclasses override what differs."""
+        return {"task": self.name, "input": "ids", "vocab_size": self.vocab_size, "pad": PAD,
+                "max_len": self.seq_len, "readout": self.readout, "metric": self.metric,
+                "classes": None}
 
     def load(self) -> dict[str, Dataset]:
         """Read or generate the data: a Dataset per split, yielding (tokens, target) arrays."""
@@ -158,15 +172,7 @@ class EpochShuffle(Sampler[int]):
 
 
 def make_config(cls: type, task: str, options: dict):
-    allowed = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(options) - set(allowed))
-    if unknown:
-        raise ConfigError(f"unknown option '{unknown[0]}' for task '{task}'; "
-                          f"allowed: {', '.join(allowed)}")
-    try:
-        return cls(**options)
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f"task '{task}': {err}") from None
+    return build_config(cls, options, f"task '{task}'")
 
 
 class SequenceDataset(Dataset):
@@ -190,7 +196,7 @@ class SequenceDataset(Dataset):
         return np.asarray(self.tokens[i], dtype=np.int64) + self.shift, self.targets[i]
 
     def scored_targets(self) -> np.ndarray:
-        return self.targets[self.targets != IGNORE].ravel()
+        return self.targets[self.targets != IGNORE_INDEX].ravel()
 
 
 def scored_targets(data: Dataset) -> np.ndarray:
@@ -199,17 +205,17 @@ def scored_targets(data: Dataset) -> np.ndarray:
         return data.scored_targets()
     targets = [np.atleast_1d(target) for _, target in data]
     flat = np.concatenate(targets)
-    return flat[flat != IGNORE]
+    return flat[flat != IGNORE_INDEX]
 
 
 def collate(items: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, Tensor]:
-    """Pad (tokens, target) pairs to the longest in the batch (pad 0, unscored target -100)."""
+    """Pad (tokens, target) pairs to the longest in the batch (pad 0, unscored target IGNORE_INDEX)."""
     n = max(len(tokens) for tokens, _ in items)
     batch = len(items)
     tokens = torch.full((batch, n), PAD, dtype=torch.long)
     mask = torch.zeros(batch, n, dtype=torch.bool)
     per_position = np.ndim(items[0][1]) > 0
-    target = torch.full((batch, n) if per_position else (batch,), IGNORE, dtype=torch.long)
+    target = torch.full((batch, n) if per_position else (batch,), IGNORE_INDEX, dtype=torch.long)
     for i, (row, y) in enumerate(items):
         tokens[i, : len(row)] = torch.from_numpy(np.asarray(row, dtype=np.int64))
         mask[i, : len(row)] = True
@@ -218,32 +224,6 @@ def collate(items: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, Tensor]:
         else:
             target[i] = int(y)
     return {"tokens": tokens, "mask": mask, "target": target}
-
-
-def task_loss(logits: Tensor, target: Tensor) -> Tensor:
-    """Cross-entropy over scored targets (target -100 is skipped).
-
-    Shape: logits (B, C) with target (B,), or logits (B, N, C) with target (B, N).
-    """
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), target.reshape(-1),
-                           ignore_index=IGNORE)
-
-
-def task_metric(logits: Tensor, target: Tensor, metric: str) -> Tensor:
-    """Accuracy ("acc") or bits per byte ("bpb": cross-entropy / ln 2) over scored targets.
-
-    Shape: as `task_loss`. Returns a scalar; weight it by `(target != -100).sum()` to average
-    exactly over batches of different sizes.
-    """
-    flat_target = target.reshape(-1)
-    scored = flat_target != IGNORE
-    flat_logits = logits.reshape(-1, logits.shape[-1])[scored].float()
-    flat_target = flat_target[scored]
-    if metric == "acc":
-        return (flat_logits.argmax(-1) == flat_target).float().mean()
-    if metric == "bpb":
-        return F.cross_entropy(flat_logits, flat_target) / math.log(2)
-    raise ConfigError(f"unknown metric '{metric}'; known: acc, bpb")
 
 
 def majority_accuracy(train: np.ndarray, targets: np.ndarray) -> float:

@@ -15,7 +15,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from nas.errors import ConfigError
-from nas.tasks.base import IGNORE, SPLITS, TASKS, Task, TaskConfig, check
+from nas.tasks.base import IGNORE_INDEX, SPLITS, TASKS, Task, TaskConfig, check
 
 MASK = 257  # token of a hidden byte; bytes are 1..256, 0 is padding
 SKIP = {"test", "tests", "idle_test", "site-packages", "dist-packages", "__pycache__"}
@@ -56,7 +56,7 @@ class ByteLMTask(Task):
     """
 
     Config = ByteLMConfig
-    head = "tokens"
+    readout = "tokens"
     metric = "bpb"
 
     def __init__(self, data_dir="data_cache", **options):
@@ -65,12 +65,17 @@ class ByteLMTask(Task):
         self.num_classes = self.vocab_size
         self.seq_len = self.config.seq_len
 
+    def describe(self) -> dict:
+        # Per position: the byte (output id - 1) at each hidden (MASK) position.
+        return {**super().describe(), "input": "bytes", "offset": 1, "mask": MASK,
+                "classes": ["<pad>", *(repr(bytes([b]))[2:-1] for b in range(256)), "<mask>"]}
+
     def load(self) -> dict[str, "MaskedBytes"]:
         c = self.config
         root = Path(c.root).expanduser() if c.root else Path(sysconfig.get_paths()["stdlib"])
         splits = {}
         for index, (split, files) in enumerate(split_files(root, c).items()):
-            data = np.frombuffer(b"".join(f.read_bytes() for f in files), dtype=np.uint8)
+            data = np.frombuffer(b"".join(map(read_bytes, files)), dtype=np.uint8)
             windows = len(data) // c.seq_len
             if windows == 0:
                 raise ConfigError(f"task 'bytelm': the {split} split of {root} has "
@@ -103,6 +108,13 @@ def split_files(root: Path, config: ByteLMConfig) -> dict[str, list[Path]]:
     return files
 
 
+def read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as err:  # e.g. a file without read permission under the user's root
+        raise ConfigError(f"task 'bytelm': cannot read {path} ({err.strerror})") from None
+
+
 def mask(rng: np.random.Generator, shape: tuple[int, int], prob: float) -> np.ndarray:
     """A (windows, seq_len) bool mask hiding `prob` of the bytes, at least one per window."""
     hidden = rng.random(shape) < prob
@@ -123,7 +135,7 @@ class MaskedBytes(Dataset):
 
     def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         tokens = self.data[i].astype(np.int64) + 1
-        target = np.where(self.hidden[i], tokens, IGNORE)
+        target = np.where(self.hidden[i], tokens, IGNORE_INDEX)
         tokens[self.hidden[i]] = MASK
         return tokens, target
 

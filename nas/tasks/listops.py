@@ -34,19 +34,19 @@ class ListOpsConfig(GeneratedConfig):
     truncate: bool = False  # cut longer sequences to max_len (and log it) instead of stopping
     max_depth: int = 10  # deepest operator nesting (LRA: 10)
     max_args: int = 10  # most arguments of one operator (LRA: 10)
-    min_length: int = 64  # generated lengths are > min_length (LRA: 500) ...
-    max_length: int = 256  # ... and < max_length, counted without parentheses (LRA: 2000)
+    longer_than: int = 64  # generated lengths are > longer_than (LRA: 500) ...
+    shorter_than: int = 256  # ... and < shorter_than, counted without parentheses (LRA: 2000)
 
     def __post_init__(self):
         super().__post_init__()
         check(self.max_len >= 1, f"max_len must be >= 1, got {self.max_len}")
         check(self.max_depth >= 2, f"max_depth must be >= 2, got {self.max_depth}")
         check(self.max_args >= 2, f"max_args must be >= 2, got {self.max_args}")
-        check(0 <= self.min_length < self.max_length - 1,
-              f"need 0 <= min_length < max_length - 1, got {self.min_length}, {self.max_length}")
-        check(self.path is not None or self.truncate or self.max_length - 1 <= self.max_len,
-              f"max_length {self.max_length} allows {self.max_length - 1} tokens, more than "
-              f"max_len {self.max_len}; raise max_len or lower max_length")
+        check(0 <= self.longer_than < self.shorter_than - 1,
+              f"need 0 <= longer_than < shorter_than - 1, got {self.longer_than}, {self.shorter_than}")
+        check(self.path is not None or self.truncate or self.shorter_than - 1 <= self.max_len,
+              f"shorter_than {self.shorter_than} allows {self.shorter_than - 1} tokens, more than "
+              f"max_len {self.max_len}; raise max_len or lower shorter_than")
 
 
 @TASKS.register("listops")
@@ -65,6 +65,11 @@ class ListOpsTask(Task):
         self.num_classes = 10
         self.seq_len = self.config.max_len
 
+    def describe(self) -> dict:
+        # Parentheses are dropped as in load(); the answer is the value 0-9.
+        return {**super().describe(), "input": "listops", "tokens": dict(VOCAB), "ignored": list(PARENS),
+                "classes": list(DIGITS)}
+
     def load(self) -> dict[str, SequenceDataset]:
         c = self.config
         folder = Path(c.path).expanduser() if c.path is not None else self.generate()
@@ -76,13 +81,13 @@ class ListOpsTask(Task):
         c = self.config
         params = {"version": VERSION, "seed": c.seed, "num_train": c.num_train,
                   "num_val": c.num_val, "num_test": c.num_test, "max_depth": c.max_depth,
-                  "max_args": c.max_args, "min_length": c.min_length, "max_length": c.max_length}
+                  "max_args": c.max_args, "longer_than": c.longer_than, "shorter_than": c.shorter_than}
         folder = cache_dir(self.data_dir, self.name, params)
         paths = [folder / f"{c.prefix}_{split}.tsv" for split in SPLITS]
         if all(p.exists() for p in paths):
             return folder
         rows = generate(c.num_train + c.num_val + c.num_test, c.max_depth, c.max_args,
-                        c.min_length, c.max_length, np.random.default_rng(c.seed))
+                        c.longer_than, c.shorter_than, np.random.default_rng(c.seed))
         cuts = np.cumsum([0, c.num_train, c.num_val, c.num_test])
         for path, lo, hi in zip(paths, cuts[:-1], cuts[1:]):
             atomic_write(path, lambda f, part=rows[lo:hi]: f.write(tsv_bytes(part)))
@@ -129,11 +134,13 @@ def read_tsv(path: Path, max_len: int, truncate: bool) -> SequenceDataset:
         return parse_tsv(path, max_len, truncate)
     except UnicodeDecodeError as err:
         raise ConfigError(f"{path}: not UTF-8 text ({err.reason})") from None
+    except OSError as err:  # e.g. no read permission
+        raise ConfigError(f"{path}: cannot read ({err.strerror})") from None
 
 
 def parse_tsv(path: Path, max_len: int, truncate: bool) -> SequenceDataset:
     rows, labels, truncated = [], [], 0
-    with open(path, encoding="utf-8", newline="") as f:
+    with open(path, encoding="utf-8-sig", newline="") as f:  # -sig: a BOM is not a column name
         header = f.readline().rstrip("\r\n").split("\t")
         if "Source" not in header or "Target" not in header:
             raise ConfigError(f"{path}:1: expected a header naming Source and Target, "
@@ -173,18 +180,18 @@ def tsv_bytes(rows: list[tuple[str, int]]) -> bytes:
     return ("\r\n".join(lines) + "\r\n").encode("ascii")
 
 
-def generate(count: int, max_depth: int, max_args: int, min_length: int, max_length: int,
+def generate(count: int, max_depth: int, max_args: int, longer_than: int, shorter_than: int,
              rng: np.random.Generator, batch: int = 1 << 15) -> list[tuple[str, int]]:
     """`count` distinct (expression text, value) pairs, sampled as LRA's generator does.
 
-    LRA draws trees until enough have min_length < length < max_length (length counts operator,
+    LRA draws trees until enough have longer_than < length < shorter_than (length counts operator,
     "]" and digit tokens) and keeps distinct ones; we draw the same trees a batch at a time.
     """
     found: dict[str, int] = {}
     idle = 0
     while len(found) < count:
         before = len(found)
-        texts, values = sample_trees(batch, max_depth, max_args, min_length, max_length, rng)
+        texts, values = sample_trees(batch, max_depth, max_args, longer_than, shorter_than, rng)
         for text, value in zip(texts, values.tolist()):
             found.setdefault(text, value)
             if len(found) == count:
@@ -192,11 +199,11 @@ def generate(count: int, max_depth: int, max_args: int, min_length: int, max_len
         idle = idle + 1 if len(found) == before else 0
         if idle == 20:
             raise ConfigError(f"listops: found only {len(found)} distinct expressions of the "
-                              f"{count} asked for; widen min_length..max_length or the tree")
+                              f"{count} asked for; widen longer_than..shorter_than or the tree")
     return list(found.items())
 
 
-def sample_trees(n: int, max_depth: int, max_args: int, min_length: int, max_length: int,
+def sample_trees(n: int, max_depth: int, max_args: int, longer_than: int, shorter_than: int,
                  rng: np.random.Generator) -> tuple[list[str], np.ndarray]:
     """Draw n trees with LRA's scheme, all at once; return texts and values of those in range.
 
@@ -214,12 +221,12 @@ def sample_trees(n: int, max_depth: int, max_args: int, min_length: int, max_len
         code = np.where(is_op, rng.integers(0, len(OPERATORS), m), rng.integers(0, 10, m))
         length += np.bincount(tree, weights=np.where(is_op, 2, 1), minlength=n).astype(np.int64)
         levels.append((tree, parent, k, code))
-        growing = np.flatnonzero(is_op & (length[tree] < max_length))
+        growing = np.flatnonzero(is_op & (length[tree] < shorter_than))
         parent = np.repeat(growing, k[growing])
         tree = tree[parent]
         if not len(tree):
             break
-    ok = (length > min_length) & (length < max_length)
+    ok = (length > longer_than) & (length < shorter_than)
     kept = keep_trees(levels, ok)
     values, sizes = evaluate_levels(kept)
     return render(kept, sizes), values[0]

@@ -12,7 +12,7 @@ import dataclasses
 
 import numpy as np
 
-from nas.tasks.base import IGNORE, TASKS
+from nas.tasks.base import IGNORE_INDEX, TASKS
 from nas.tasks.cache import choose, shuffle_rows
 from nas.tasks.mqar import BLANK, FIRST_KEY, MQARConfig, MQARDataset, MQARTask
 
@@ -42,7 +42,7 @@ class LookupDataset(MQARDataset):
         tokens = np.full(c.seq_len, BLANK, dtype=np.int64)
         tokens[pairs] = first_value + c.num_values + keys * c.num_values + values
         tokens[queries] = FIRST_KEY + keys[asked]
-        target = np.full(c.seq_len, IGNORE, dtype=np.int64)
+        target = np.full(c.seq_len, IGNORE_INDEX, dtype=np.int64)
         target[queries] = first_value + values[asked]
         return tokens, target
 

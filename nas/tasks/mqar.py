@@ -8,7 +8,7 @@ import dataclasses
 import numpy as np
 from torch.utils.data import Dataset
 
-from nas.tasks.base import IGNORE, TASKS, Task, GeneratedConfig, check
+from nas.tasks.base import IGNORE_INDEX, TASKS, Task, GeneratedConfig, check
 from nas.tasks.cache import choose, generated_splits, shuffle_rows
 
 BLANK, ANSWER = 1, 2  # filler between queries; the slot where a queried value is to be produced
@@ -61,7 +61,7 @@ class MQARDataset(Dataset):
         tokens[1 : 2 * c.num_pairs : 2] = values
         tokens[where] = keys[asked]
         tokens[where + 1] = ANSWER
-        target = np.full(c.seq_len, IGNORE, dtype=np.int64)
+        target = np.full(c.seq_len, IGNORE_INDEX, dtype=np.int64)
         target[where + 1] = values[asked]
         return tokens, target
 
@@ -82,7 +82,7 @@ class MQARTask(Task):
     """
 
     Config = MQARConfig
-    head = "tokens"
+    readout = "tokens"
     dataset_class = MQARDataset  # builds the sequences from the compact form
 
     def __init__(self, data_dir="data_cache", **options):

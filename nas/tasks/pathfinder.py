@@ -120,7 +120,14 @@ def read_lra(root: Path, metadata: list[Path], resolution: int) -> dict[str, np.
             from None
     images, labels = [], []
     for meta in metadata:
-        for lineno, line in enumerate(meta.read_text().splitlines(), start=1):
+        try:
+            lines = meta.read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError as err:
+            raise ConfigError(f"{meta}: not UTF-8 text ({err.reason} at byte {err.start}); "
+                              f"LRA's metadata files are text despite the .npy name") from None
+        except OSError as err:  # e.g. no read permission
+            raise ConfigError(f"{meta}: cannot read ({err.strerror})") from None
+        for lineno, line in enumerate(lines, start=1):
             fields = line.split()
             if not fields:
                 continue
@@ -129,8 +136,13 @@ def read_lra(root: Path, metadata: list[Path], resolution: int) -> dict[str, np.
             png = root / fields[0] / fields[1]
             if not png.is_file():
                 raise ConfigError(f"{meta}:{lineno}: missing image {png}")
-            with Image.open(png) as img:
-                pixels = np.asarray(img.convert("L"), dtype=np.uint8)
+            try:
+                with Image.open(png) as img:
+                    pixels = np.asarray(img.convert("L"), dtype=np.uint8)
+            except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+                # Pillow reports a broken PNG chunk as SyntaxError, a truncated file as OSError
+                raise ConfigError(f"{meta}:{lineno}: {png} is not a readable image ({err})") \
+                    from None
             if pixels.shape != (resolution, resolution):
                 raise ConfigError(f"{png}: image is {pixels.shape[1]}x{pixels.shape[0]}, "
                                   f"expected resolution {resolution}")

@@ -8,7 +8,7 @@ import dataclasses
 import numpy as np
 from torch.utils.data import Dataset
 
-from nas.tasks.base import IGNORE, TASKS, Task, GeneratedConfig, check
+from nas.tasks.base import IGNORE_INDEX, TASKS, Task, GeneratedConfig, check
 from nas.tasks.cache import choose, generated_splits
 
 NOISE, ANSWER = 1, 2  # the filler token; the token at each answer position
@@ -41,7 +41,7 @@ class SelectiveCopyTask(Task):
     """
 
     Config = SelectiveCopyConfig
-    head = "tokens"
+    readout = "tokens"
 
     def __init__(self, data_dir="data_cache", **options):
         super().__init__(data_dir, **options)
@@ -79,7 +79,7 @@ class SelectiveCopyDataset(Dataset):
         tokens = np.full(c.seq_len, NOISE, dtype=np.int64)
         tokens[self.positions[i]] = content
         tokens[c.seq_len - c.num_tokens:] = ANSWER
-        target = np.full(c.seq_len, IGNORE, dtype=np.int64)
+        target = np.full(c.seq_len, IGNORE_INDEX, dtype=np.int64)
         target[c.seq_len - c.num_tokens:] = content
         return tokens, target
 

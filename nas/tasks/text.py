@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +54,10 @@ class TextTask(Task):
         self.num_classes = self.config.num_classes
         self.seq_len = self.config.max_len
 
+    def describe(self) -> dict:
+        return {**super().describe(), "input": "bytes", "offset": 1,
+                "classes": [str(i) for i in range(self.num_classes)]}
+
     def load(self) -> dict[str, SequenceDataset]:
         c = self.config
         if c.train_file is None or c.test_file is None:
@@ -95,13 +100,19 @@ def read_file(path: Path, num_classes: int, max_len: int, truncate: bool) -> Seq
             if not isinstance(text, str) or label is None or not 0 <= label < num_classes:
                 raise ConfigError(f"{where}: expected a text and an integer label in "
                                   f"0..{num_classes - 1}")
-            data = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
+            try:
+                data = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
+            except UnicodeEncodeError:  # JSON can spell a lone surrogate, UTF-8 cannot
+                raise ConfigError(f"{where}: text is not valid Unicode "
+                                  f"(a lone surrogate such as \\ud800)") from None
             fitted = fit_length(data, max_len, truncate, where)
             truncated += len(fitted) < len(data)
             tokens.append(fitted)
             labels.append(label)
     except UnicodeDecodeError as err:
         raise ConfigError(f"{path}: not UTF-8 text ({err.reason})") from None
+    except OSError as err:  # e.g. no read permission
+        raise ConfigError(f"{path}: cannot read ({err.strerror})") from None
     if not tokens:
         raise ConfigError(f"{path}: no examples")
     log_truncated(truncated, len(tokens), max_len, path)
@@ -109,8 +120,8 @@ def read_file(path: Path, num_classes: int, max_len: int, truncate: bool) -> Seq
 
 
 def parse_label(label) -> int | None:
-    """An integer label from JSON (an int) or TSV (digits); None for anything else."""
-    if isinstance(label, str) and label.strip().isdigit():
+    """An integer label from JSON (an int) or TSV (ASCII digits); None for anything else."""
+    if isinstance(label, str) and re.fullmatch(r"[0-9]{1,18}", label.strip()):
         return int(label)
     if isinstance(label, int) and not isinstance(label, bool):
         return label
@@ -119,7 +130,7 @@ def parse_label(label) -> int | None:
 
 def read_tsv(path: Path):
     """(line, text, label) per row of a TSV file whose header names the two columns."""
-    with open(path, encoding="utf-8", newline="") as f:
+    with open(path, encoding="utf-8-sig", newline="") as f:  # -sig: a BOM is not a column name
         reader = csv.reader(f, delimiter="\t")
         try:
             header = [name.strip().lower() for name in next(reader, [])]
@@ -145,7 +156,7 @@ def column(header: list[str], names: tuple[str, ...]) -> int | None:
 
 def read_jsonl(path: Path):
     """(line, text, label) per line of a JSONL file of {"text": ..., "label": ...} objects."""
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8-sig") as f:
         for lineno, line in enumerate(f, start=1):
             if not line.strip():
                 continue
@@ -153,6 +164,10 @@ def read_jsonl(path: Path):
                 row = json.loads(line)
             except json.JSONDecodeError as err:
                 raise ConfigError(f"{path}:{lineno}: not JSON ({err.msg})") from None
+            except (ValueError, RecursionError) as err:  # e.g. an integer of over 4300 digits
+                problem = ("nested too deeply" if isinstance(err, RecursionError)
+                           else "a number too long to read")
+                raise ConfigError(f"{path}:{lineno}: not JSON ({problem})") from None
             if not isinstance(row, dict) or "text" not in row or "label" not in row:
                 raise ConfigError(f"{path}:{lineno}: expected an object with text and label")
             yield lineno, row["text"], row["label"]

@@ -4,24 +4,24 @@ The subnet starts from scratch or from the supernet's weights (`Supernet.extract
 learn from a teacher (the supernet's largest subnet) by distillation, as in TinyBERT
 (https://arxiv.org/abs/1909.10351): loss = (1 - w) * task loss + w * soft cross-entropy.
 The checkpoint holds everything needed to rebuild the model: the arch, the space and the
-task's sizes (see `hparams`), so export needs nothing else.
+task's `ModelShape` (see `hparams`), so export needs nothing else.
 """
 from __future__ import annotations
 
 import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
-from torch.nn import functional as F
 
-from nas.model import Subnet
+from nas.metrics import check_finite, soft_cross_entropy, task_loss, task_metric
+from nas.model import ModelShape, Subnet
+from nas.safe_load import read_checkpoint
 from nas.space import Arch, SearchSpace
-from nas.training.metrics import check_finite, task_loss, task_metric
 
 
 class RetrainModule(pl.LightningModule):
     """Args:
         arch, space: the architecture to train (dicts, as saved in hparams, or objects).
-        vocab_size, num_classes, max_len, head: the task's sizes.
+        shape: the task's sizes (a ModelShape, or its dict as saved in hparams).
         metric: "acc" or "bpb".
         lr, weight_decay, warmup_steps: AdamW with linear warm-up then cosine decay.
         teacher: an optional module mapping (tokens, mask) to logits.
@@ -29,21 +29,20 @@ class RetrainModule(pl.LightningModule):
         task_config: the task's Hydra config, kept so that export can evaluate on its test set.
     """
 
-    def __init__(self, arch: dict | Arch, space: dict | SearchSpace, vocab_size: int, num_classes: int,
-                 max_len: int, head: str, metric: str, lr: float = 1e-3, weight_decay: float = 0.01,
+    def __init__(self, arch: dict | Arch, space: dict | SearchSpace, shape: dict | ModelShape, metric: str, lr: float = 1e-3, weight_decay: float = 0.01,
                  warmup_steps: int = 50, teacher: nn.Module | None = None, distill: float = 0.0,
                  task_config: dict | None = None):
         super().__init__()
         arch = arch if isinstance(arch, Arch) else Arch.from_dict(arch)
         space = space if isinstance(space, SearchSpace) else SearchSpace.from_dict(space)
+        shape = shape if isinstance(shape, ModelShape) else ModelShape.from_dict(shape)
         self.save_hyperparameters({
-            "arch": arch.to_dict(), "space": space.to_dict(), "vocab_size": vocab_size,
-            "num_classes": num_classes, "max_len": max_len, "head": head, "metric": metric,
+            "arch": arch.to_dict(), "space": space.to_dict(), "shape": shape.to_dict(), "metric": metric,
             "lr": lr, "weight_decay": weight_decay, "warmup_steps": warmup_steps, "distill": distill,
             "task_config": task_config,
         })
         self.arch, self.space, self.metric = arch, space, metric
-        self.model = Subnet(arch, space, vocab_size, num_classes, max_len, head)
+        self.model = Subnet(arch, space, shape)
         if distill and teacher is None:
             raise ValueError("distill > 0 needs a teacher")
         # Not a submodule: the teacher stays out of the checkpoint and the optimizer.
@@ -62,25 +61,26 @@ class RetrainModule(pl.LightningModule):
         if self.teacher is not None and self.hparams.distill:
             with torch.no_grad():
                 teacher_logits = self.teacher(batch["tokens"], batch["mask"])
-            soft = -(F.softmax(teacher_logits, -1) * F.log_softmax(logits, -1)).sum(-1)
-            scored = batch["target"] != -100 if soft.dim() > 1 else torch.ones_like(soft, dtype=torch.bool)
-            loss = (1 - self.hparams.distill) * loss + self.hparams.distill * soft[scored].mean()
+            soft = soft_cross_entropy(logits, teacher_logits, batch["target"])
+            loss = (1 - self.hparams.distill) * loss + self.hparams.distill * soft
         check_finite(loss, self.global_step)
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["tokens"].shape[0])
         return loss
 
-    def _evaluate(self, batch: dict, stage: str) -> None:
+    def _log_scores(self, batch: dict, stage: str) -> None:
         logits = self(batch["tokens"], batch["mask"])
         size = batch["tokens"].shape[0]
-        self.log(f"{stage}/loss", task_loss(logits, batch["target"]), batch_size=size)
+        # sync_dist: under DDP every rank must see the same mean, or EarlyStopping could stop
+        # one rank and not the other
+        self.log(f"{stage}/loss", task_loss(logits, batch["target"]), batch_size=size, sync_dist=True)
         self.log(f"{stage}/{self.metric}", task_metric(logits, batch["target"], self.metric),
-                 prog_bar=True, batch_size=size)
+                 prog_bar=True, batch_size=size, sync_dist=True)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._evaluate(batch, "val")
+        self._log_scores(batch, "val")
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
-        self._evaluate(batch, "test")
+        self._log_scores(batch, "test")
 
     def configure_optimizers(self):
         optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.hparams.lr,
@@ -99,5 +99,7 @@ class RetrainModule(pl.LightningModule):
 
     @classmethod
     def load_model(cls, path: str, map_location: str = "cpu") -> "RetrainModule":
-        """The module from a checkpoint, without a teacher."""
-        return cls.load_from_checkpoint(path, map_location=map_location, teacher=None)
+        """The module from a checkpoint, without a teacher (so without distillation)."""
+        read_checkpoint(path, "retrain checkpoint")  # one line, not a traceback, for a bad file
+        return cls.load_from_checkpoint(path, map_location=map_location, weights_only=True,
+                                        teacher=None, distill=0.0)

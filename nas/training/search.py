@@ -12,16 +12,30 @@ from pathlib import Path
 import numpy as np
 import pytorch_lightning as pl
 import torch
+import torch.distributed as dist
 from torch import Tensor
 
 from nas.errors import ConfigError
+from nas.safe_load import read_checkpoint
+from nas.metrics import check_finite, task_loss, task_metric
+from nas.model import ModelShape
+from nas.results import SearchResult
 from nas.space import Arch, SearchSpace
 from nas.strategies.base import Strategy
 from nas.supernet import FewShotSupernet, Supernet
-from nas.training.metrics import check_finite, task_loss, task_metric
 
 
 class SearchModule(pl.LightningModule):
+    """Trains `supernet` under `strategy`; implements the strategies' `SearchContext`.
+
+    Args:
+        supernet: the shared weights.
+        strategy: decides each step what trains (see nas.strategies).
+        metric: the task's metric, "acc" or "bpb".
+        lr, weight_decay: AdamW on the supernet's weights.
+        grad_clip: the norm the supernet's gradients are clipped to (0: off).
+    """
+
     def __init__(self, supernet: Supernet, strategy: Strategy, metric: str, lr: float = 1e-3,
                  weight_decay: float = 0.01, grad_clip: float = 1.0):
         super().__init__()
@@ -42,11 +56,42 @@ class SearchModule(pl.LightningModule):
         logits = self.supernet(batch["tokens"], arch, batch["mask"])
         return task_loss(logits, batch["target"]), logits
 
+    @property
+    def max_epochs(self) -> int:
+        return self.trainer.max_epochs
+
+    def optimizer(self, index: int = 0) -> torch.optim.Optimizer:
+        """One optimizer (0: the supernet's weights, then the strategy's)."""
+        optimizers = self.optimizers()
+        return optimizers[index] if isinstance(optimizers, list) else optimizers
+
+    def log(self, name: str, value, *args, **kwargs) -> None:
+        """LightningModule.log, averaged over ranks under DDP unless told otherwise: per-rank
+        losses average, and the arch distribution (equal on every rank) stays as it is."""
+        kwargs.setdefault("sync_dist", True)
+        super().log(name, value, *args, **kwargs)
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        """Scalars at an explicit step, flushed: used after training, when nothing else flushes."""
+        if self.logger is not None:
+            self.logger.log_metrics(metrics, step=step)
+            self.logger.save()
+
+    def agree(self, value):
+        """Rank 0's `value` on every rank; `value` without a process group (see SearchContext)."""
+        return agree(value)
+
+    def choose(self, val_batches: list[dict]) -> SearchResult:
+        """The strategy's final choice (`Strategy.finish`), made on rank 0 alone and shared: the
+        candidates' evaluation runs once (evolution's trials are not doubled in its storage) and
+        every rank returns the same result. The other ranks wait in the broadcast."""
+        result = self.strategy.finish(self, val_batches) if _rank() == 0 else None
+        return agree(result)
+
     def step(self, loss: Tensor, optimizer_index: int = 0) -> None:
         """Backward `loss` and step one optimizer (0: the supernet's weights)."""
         check_finite(loss, self.global_step)
-        optimizers = self.optimizers()
-        optimizer = optimizers[optimizer_index] if isinstance(optimizers, list) else optimizers
+        optimizer = self.optimizer(optimizer_index)
         optimizer.zero_grad()
         self.manual_backward(loss)
         if optimizer_index == 0 and self.grad_clip:
@@ -57,7 +102,7 @@ class SearchModule(pl.LightningModule):
     def training_step(self, batch: dict, batch_idx: int) -> None:
         logs = self.strategy.training_step(self, batch["train"], batch.get("val"))
         self.log_dict({f"train/{k}": v for k, v in logs.items()}, prog_bar=True, on_step=True,
-                      on_epoch=False, batch_size=batch["train"]["tokens"].shape[0])
+                      on_epoch=False, batch_size=batch["train"]["tokens"].shape[0], sync_dist=True)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         arch = self.strategy.current_arch()
@@ -73,10 +118,8 @@ class SearchModule(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # What it takes to rebuild the supernet (retrain's init=inherit reads it).
         net = self.supernet
-        checkpoint["supernet"] = {"space": net.space.to_dict(), "vocab_size": net.vocab_size,
-                                  "num_classes": net.num_classes, "max_len": net.max_len,
-                                  "head": net.head, "sharing": net.sharing,
-                                  "few_shot": getattr(net, "split", None)}
+        checkpoint["supernet"] = {"space": net.space.to_dict(), "shape": net.shape.to_dict(),
+                                  "sharing": net.sharing, "few_shot": getattr(net, "split", None)}
         # Resuming must replay the same batches and samples as an uninterrupted run.
         kind, keys, position, has_gauss, gauss = np.random.get_state()
         # plain types: checkpoints load with weights_only=True, which refuses numpy arrays
@@ -91,13 +134,25 @@ class SearchModule(pl.LightningModule):
             np.random.set_state((kind, np.array(keys, dtype=np.uint32), position, has_gauss, gauss))
 
 
+def agree(value):
+    """Broadcast a picklable `value` from rank 0 to every rank of the default process group;
+    without one (or with one rank) return it unchanged."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
 def load_supernet(path: str | Path, space: SearchSpace | None = None) -> Supernet | FewShotSupernet:
     """The supernet saved in a search checkpoint; with `space`, check that it is that space."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such checkpoint")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    if "supernet" not in checkpoint:
+    checkpoint = read_checkpoint(path, "supernet checkpoint")
+    if not isinstance(checkpoint.get("supernet"), dict) or "state_dict" not in checkpoint:
         raise ConfigError(f"{path}: not a LongNAS search checkpoint (no 'supernet' entry)")
     meta = checkpoint["supernet"]
     saved = SearchSpace.from_dict(meta["space"], source=str(path))
@@ -105,8 +160,8 @@ def load_supernet(path: str | Path, space: SearchSpace | None = None) -> Superne
         where = first_difference(saved.to_dict(), space.to_dict())
         raise ConfigError(f"{path}: checkpoint is from space '{saved.name}', not '{space.name}': "
                           f"they differ at '{where}'")
-    supernet = Supernet(saved, meta["vocab_size"], meta["num_classes"], meta["max_len"],
-                        head=meta["head"], sharing=meta["sharing"])
+    shape = ModelShape.from_dict(meta.get("shape"), source=f"{path}: shape")
+    supernet = Supernet(saved, shape, sharing=meta["sharing"])
     if meta.get("few_shot"):
         supernet = FewShotSupernet(supernet, meta["few_shot"])
     prefix = "supernet."

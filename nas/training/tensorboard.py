@@ -1,12 +1,12 @@
 """What a user sees of a search in TensorBoard beyond the scalars: architecture weights over
-time, how often each choice trained, the Pareto front, the chosen arch, and an hparams entry.
+time, how often each choice trained, metric against cost, the chosen arch, and an hparams entry.
 
 All writers take a `torch.utils.tensorboard.SummaryWriter`, which is what Lightning's
 `TensorBoardLogger.experiment` is, so everything lands in the run's own event file.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from tensorboard.plugins.text.summary_v2 import text_pb
 from torch.utils.tensorboard import SummaryWriter
@@ -14,57 +14,76 @@ from torch.utils.tensorboard.summary import hparams as hparams_summary
 
 from nas import viz
 from nas.cost import Cost
-from nas.space import SearchSpace
-from nas.strategies.base import Candidate, SearchResult, Strategy
-from nas.training.metrics import HIGHER_IS_BETTER
+from nas.metrics import HIGHER_IS_BETTER
+from nas.results import Candidate, SearchResult
+from nas.space import Arch, SearchSpace
+from nas.strategies.base import Strategy
 
 
 def log_search(writer: SummaryWriter, space: SearchSpace, strategy: Strategy, result: SearchResult,
-               cost: Cost | None = None, metrics: dict[str, float] | None = None, step: int = 0) -> None:
+               cost: Cost | None = None, metrics: dict[str, float] | None = None, step: int = 0,
+               cost_of: Callable[[Arch], Cost] | None = None) -> None:
     """Write the pictures and the table of a finished search.
 
     Tags: `search/arch_weights/layer<i>` and `search/arch_weights/depth` (strategies with a
-    `history` of architecture weights: DARTS, GDAS), `search/choice_counts` (strategies that
-    count trained choices), `search/pareto` (candidates with a `cost/...` metric), and
-    `search/chosen_arch` both as an image and as a markdown table in the text tab.
+    `history` of architecture weights: DARTS, GDAS, ENAS), `search/choice_counts` (strategies
+    that count trained choices), `search/pareto` (metric against cost of the ranked and
+    Pareto candidates, whatever the strategy), and `search/chosen_arch` both as a picture and
+    as a markdown table in the text tab (with each decision's margin where there is a history).
 
     Args:
         cost: the chosen arch's cost, shown under its table.
         metrics: the chosen arch's metrics (e.g. {"val/acc": 0.9}), shown under its table.
         step: the global step to file them under.
+        cost_of: the cost of an arch (e.g. `cost.estimate` at the task's shape and length),
+            for candidates whose metrics hold no `cost/...` (random, SPOS, ENAS rank without).
     """
     decisions = space.decisions()
     history = getattr(strategy, "history", None)
     if history:
-        for i in range(space.max_depth):
-            _image(writer, f"search/arch_weights/layer{i}", viz.decision_heatmap(history, decisions, i), step)
-        _image(writer, "search/arch_weights/depth", viz.decision_heatmap(history, decisions, "depth"), step)
+        for layer in [*range(space.max_depth), "depth"]:
+            name = "depth" if layer == "depth" else f"layer{layer}"
+            writer.add_figure(f"search/arch_weights/{name}",
+                              viz.decision_heatmap(history, decisions, layer, chosen=result.best), step)
     if any(strategy.counts.values()):
-        _image(writer, "search/choice_counts", viz.choice_counts(strategy.counts, decisions), step)
+        writer.add_figure("search/choice_counts", viz.choice_counts(strategy.counts, decisions), step)
     candidates = _unique(result.ranked + result.pareto)
+    if cost_of is not None:
+        candidates = [c if any(k.startswith("cost/") for k in c.metrics)
+                      else Candidate(c.arch, {**c.metrics, **cost_metrics(cost_of(c.arch))}) for c in candidates]
     keys = _plot_keys(candidates)
     if keys is not None:
         metric_key, cost_key = keys
         plotted = [c for c in candidates if metric_key in c.metrics and cost_key in c.metrics]
         higher = HIGHER_IS_BETTER.get(metric_key.split("/")[-1], True)
-        _image(writer, "search/pareto", viz.pareto_plot(plotted, metric_key, cost_key, result.best, higher), step)
-    _image(writer, "search/chosen_arch", viz.arch_picture(result.best), step)
+        figure = viz.pareto_plot(plotted, metric_key, cost_key, result.best, higher)
+        writer.add_figure("search/pareto", figure, step)
+    writer.add_figure("search/chosen_arch", viz.arch_picture(result.best), step)
+    margin = viz.margins(history[-1]) if history else None
     # Not writer.add_text, which files the text under "<tag>/text_summary".
-    _write(writer, text_pb("search/chosen_arch", viz.arch_table(result.best, cost, metrics)), step)
+    _write(writer, text_pb("search/chosen_arch", viz.arch_table(result.best, cost, metrics, margin)), step)
     writer.flush()
 
 
 def log_hparams(writer: SummaryWriter, hparams: dict[str, Any], metrics: dict[str, float], step: int = 0) -> None:
-    """One entry of TensorBoard's hparams tab: this run's settings and its final metrics.
+    """This run's entry in TensorBoard's hparams tab: its settings and its final metrics.
 
-    Written into `writer`'s own event file with `summary.hparams`, not `writer.add_hparams`,
-    which would open a sub-run folder and split the run in two in TensorBoard.
+    Call it once per run, at the end (after retraining), so that the search's metrics, the
+    chosen arch's cost and the retrained test metric sit in one entry. Only the session is
+    written, not an experiment summary: TensorBoard then builds the table from every run's
+    session, so a `--multirun` sweep over strategies shows each strategy's own options
+    side by side (with an experiment summary per run it would show one run's hparams only).
+    Written into `writer`'s own event file, not with `writer.add_hparams`, which would open a
+    sub-run folder and split the run in two.
 
     Args:
-        hparams: nested settings (a resolved Hydra config as a dict); flattened to dotted keys
-            such as `strategy.arch_lr`, values that are not numbers, strings or booleans as text.
-        metrics: final values, e.g. {"val/acc": 0.91, "cost/params": 12345}; also written as
-            scalars, which is where the hparams tab reads them.
+        hparams: nested settings, e.g. {"task": "listops", "space": "lra", "sharing": "entangled",
+            "seed": 0, "strategy": {"name": "darts", "arch_lr": 3e-3, "cost_weight": 0.1, ...}};
+            flattened to dotted keys such as `strategy.arch_lr`; values that are not numbers,
+            strings or booleans (None, lists) as text.
+        metrics: final values, e.g. {"search/val_acc": 0.8, "cost/params": 12345,
+            "retrain/test_acc": 0.91}; also written as scalars, which is where the hparams tab
+            reads them.
         step: at or after the run's last step: TensorBoard drops the points of a tag that lie
             after a point written out of order.
     """
@@ -72,7 +91,8 @@ def log_hparams(writer: SummaryWriter, hparams: dict[str, Any], metrics: dict[st
     metrics = {key: float(value) for key, value in metrics.items()}
     for key, value in metrics.items():
         writer.add_scalar(key, value, step)
-    for summary in hparams_summary(flat, metrics):
+    _, session_start, session_end = hparams_summary(flat, metrics)
+    for summary in (session_start, session_end):
         _write(writer, summary, step)
     writer.flush()
 
@@ -82,12 +102,10 @@ def cost_metrics(cost: Cost) -> dict[str, float]:
     return {"cost/params": cost.params, "cost/flops": cost.flops, "cost/activation_mib": cost.activation_mib}
 
 
-def _image(writer: SummaryWriter, tag: str, picture, step: int) -> None:
-    writer.add_image(tag, picture, step, dataformats="HWC")
-
-
 def _write(writer: SummaryWriter, summary, step: int) -> None:
-    writer._get_file_writer().add_summary(summary, step)  # as Lightning does; reopens a closed writer
+    file_writer = writer._get_file_writer()  # as Lightning does; reopens a closed writer
+    if file_writer is not None:  # None off rank zero, where Lightning hands out a dummy writer
+        file_writer.add_summary(summary, step)
 
 
 def _unique(candidates: list[Candidate]) -> list[Candidate]:

@@ -34,6 +34,7 @@ def finish(process):
     return out
 
 
+@pytest.mark.slow  # two or three nas-search processes: minutes on 2 cores
 def test_killed_search_resumes_to_the_same_result(tmp_path):
     data = tmp_path / "data"
     finish(start_search(tmp_path / "whole", data))
@@ -60,6 +61,7 @@ def test_killed_search_resumes_to_the_same_result(tmp_path):
 
 
 
+@pytest.mark.slow  # two or three nas-search processes: minutes on 2 cores
 def test_evolution_workers_started_together_add_only_the_missing_trials(tmp_path):
     """The README's recipe for more workers, two at once on a finished run: each resumes the
     supernet, and together they bring the study to population * generations trials, no more."""

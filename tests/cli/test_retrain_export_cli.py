@@ -5,7 +5,10 @@ import pytest
 import torch
 from omegaconf import open_dict
 
+from nas import pipeline
 from nas.cli import export, retrain, search
+from nas.metrics import IGNORE_INDEX
+from nas.training.retrain import RetrainModule
 from nas.space import Arch
 
 from .conftest import TINY, TINY_TASK
@@ -23,18 +26,29 @@ def searched(tmp_path_factory):
 
 def test_retrain_inherits_and_distills(config, searched, tmp_path):
     arch_file = searched / "best_arch.yaml"
-    cfg = config("retrain", *TINY_TASK, f"arch={arch_file}", "init=inherit", "distill=0.5", "max_epochs=1",
-                 f"supernet_ckpt={searched / 'checkpoints' / 'last.ckpt'}")
+    cfg = config("retrain", *TINY_TASK, f"arch={arch_file}", "retrain.init=inherit", "retrain.distill=0.5", "retrain.max_epochs=1",
+                 f"retrain.supernet_ckpt={searched / 'checkpoints' / 'last.ckpt'}")
     result = retrain.run(cfg)
-    assert result["ckpt"].is_file()
-    hparams = torch.load(result["ckpt"], weights_only=True)["hyper_parameters"]
+    assert result.ckpt.is_file()
+    hparams = torch.load(result.ckpt, weights_only=True)["hyper_parameters"]
     assert Arch.from_dict(hparams["arch"]) == Arch.from_yaml(arch_file)
-    assert 0 <= result["metrics"]["retrain/test_acc"] <= 1
+    # test/acc is the best checkpoint's accuracy on the task's test set, counted here apart
+    module = RetrainModule.load_model(str(result.ckpt))
+    task = pipeline.make_task(cfg)
+    task.setup("test")
+    right = total = 0
+    with torch.no_grad():
+        for batch in task.test_dataloader():
+            scored = batch["target"] != IGNORE_INDEX
+            predicted = module.eval()(batch["tokens"], batch["mask"]).argmax(-1)
+            right += int((predicted == batch["target"])[scored].sum())
+            total += int(scored.sum())
+    assert result.metrics["retrain/test/acc"] == pytest.approx(right / total, abs=1e-6)
 
 
 def test_checkpoint_of_another_space_is_named(config, searched, capsys):
-    cfg = config("retrain", *TINY_TASK, "space=tiny", "init=inherit",
-                 f"supernet_ckpt={searched / 'checkpoints' / 'last.ckpt'}", "arch=unused.yaml")
+    cfg = config("retrain", *TINY_TASK, "space=tiny", "retrain.init=inherit",
+                 f"retrain.supernet_ckpt={searched / 'checkpoints' / 'last.ckpt'}", "arch=unused.yaml")
     with open_dict(cfg):
         cfg.arch = str(searched / "tiny_arch.yaml")
     from nas.space import SearchSpace
@@ -47,8 +61,8 @@ def test_checkpoint_of_another_space_is_named(config, searched, capsys):
 
 
 def test_export_refuses_an_existing_folder_then_overwrites(config, searched, tmp_path, capsys):
-    cfg = config("retrain", *TINY_TASK, f"arch={searched / 'best_arch.yaml'}", "max_epochs=1")
-    ckpt = retrain.run(cfg)["ckpt"]
+    cfg = config("retrain", *TINY_TASK, f"arch={searched / 'best_arch.yaml'}", "retrain.max_epochs=1")
+    ckpt = retrain.run(cfg).ckpt
     out = tmp_path / "exported"
     out.mkdir()
     (out / "something").write_text("mine")

@@ -9,6 +9,7 @@ DIM, HEADS, MAX_LEN = 32, 4, 64
 # Small block sizes so that the test lengths span several blocks; ops not listed use defaults.
 SMALL_OPTIONS = {
     "local": {"window": 8, "global_tokens": 2},
+    "block_recurrent": {"window": 8, "states": 4},
     "linformer": {"k": 8},
     "performer": {"features": 16},
     "lsh": {"bucket_size": 4, "n_hashes": 2},

@@ -38,16 +38,35 @@ def test_one_bucket_one_chunk_equals_full_shared_qk_attention(n_hashes):
     torch.testing.assert_close(out[2, :, 0], v[2, :, 0])  # alone, a token attends itself
 
 
-def test_one_bucket_sees_own_and_previous_chunk():
+@pytest.mark.parametrize("across", [True, False])
+def test_one_bucket_sees_own_and_neighbour_chunks(across):
     """With one bucket the sorted order is position order: a query sees exactly its chunk and
-    the chunk before it (none before the first)."""
+    the chunks before and after it (none beyond the ends)."""
     torch.manual_seed(0)
     s, n = 8, 44  # 44 is no multiple of 8: the last chunk is padded internally
-    core = make_core("lsh", 16, 2, 64, bucket_size=s, n_buckets=1)
+    core = make_core("lsh", 16, 2, 64, bucket_size=s, n_buckets=1, attend_across_buckets=across)
     q, v = torch.randn(2, 2, n, 16), torch.randn(2, 2, n, 16)
     chunk = torch.arange(n) // s
-    allowed = (chunk[:, None] - chunk[None, :] >= 0) & (chunk[:, None] - chunk[None, :] <= 1)
+    allowed = (chunk[:, None] - chunk[None, :]).abs() <= 1
     mask = torch.ones(2, n, dtype=torch.bool)
+    torch.testing.assert_close(core(q, None, v), shared_qk_attention(q, v, mask, allowed),
+                               atol=1e-5, rtol=1e-5)
+
+
+def test_across_buckets_a_query_sees_the_three_chunks_around_its_sorted_place():
+    """Reformer's default: after the stable sort by bucket, a query sees every key whose sorted
+    rank is in its chunk or a neighbour chunk, whatever that key's bucket."""
+    torch.manual_seed(0)
+    s, n = 4, 36
+    core = make_core("lsh", 16, 1, 64, bucket_size=s, n_buckets=6)
+    q, v = torch.randn(1, 1, n, 16) * 2, torch.randn(1, 1, n, 16)
+    buckets = core.hash(q)[0, 0, 0]  # (n,)
+    assert len(buckets.unique()) > 2  # sorting really moves tokens
+    rank = torch.empty(n, dtype=torch.long)
+    rank[buckets.argsort(stable=True)] = torch.arange(n)
+    chunk = rank // s
+    allowed = (chunk[:, None] - chunk[None, :]).abs() <= 1
+    mask = torch.ones(1, n, dtype=torch.bool)
     torch.testing.assert_close(core(q, None, v), shared_qk_attention(q, v, mask, allowed),
                                atol=1e-5, rtol=1e-5)
 
@@ -57,7 +76,8 @@ def known_buckets(n_hashes):
     dims (2j, 2j+1), and a query of bucket t points along +-e_{2j + t % 2} for each j."""
     torch.manual_seed(0)
     d, n = 8, 32
-    core = make_core("lsh", d, 1, 64, bucket_size=4, n_buckets=4, n_hashes=n_hashes)
+    core = make_core("lsh", d, 1, 64, bucket_size=4, n_buckets=4, n_hashes=n_hashes,
+                     attend_across_buckets=False)
     for j in range(n_hashes):
         core.rotations[j] = torch.eye(d)[:, 2 * j:2 * j + 2]
     sizes = [5, 7, 9, 11]  # bucket sizes that are no multiples of the chunk size 4
@@ -82,7 +102,8 @@ def test_rounds_combine_as_one_softmax_over_their_keys():
     """Weighing each round by its normalizer is one softmax over all rounds' keys, a key seen
     in c rounds counted c times. One chunk covering the sequence leaves only the buckets."""
     torch.manual_seed(0)
-    core = make_core("lsh", 16, 2, 64, bucket_size=64, n_buckets=4, n_hashes=3)
+    core = make_core("lsh", 16, 2, 64, bucket_size=64, n_buckets=4, n_hashes=3,
+                     attend_across_buckets=False)
     q, v = torch.randn(2, 2, 40, 16) * 2, torch.randn(2, 2, 40, 16)
     buckets = core.hash(q)  # (b, h, r, n)
     counts = (buckets[..., :, None] == buckets[..., None, :]).sum(2)  # (b, h, n, n)
@@ -115,3 +136,45 @@ def test_default_bucket_count(max_len, bucket_size, expected):
 def test_odd_bucket_count_is_a_config_error():
     with pytest.raises(ConfigError, match="n_buckets must be 1 or even, got 3"):
         make_core("lsh", 8, 1, 64, n_buckets=3)
+
+
+def test_row_windows_and_permutation_gradients():
+    """The hand-written backwards of the chunk windows and the sort permutation (float64)."""
+    from nas.ops.attention.lsh import PermuteRows, RowWindows
+
+    torch.manual_seed(0)
+    x = torch.randn(12, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: RowWindows.apply(t, 4), (x,))
+    windows = RowWindows.apply(x, 4)  # (3, 12, 3): chunks before, at and after
+    torch.testing.assert_close(windows[1], x[0:12])
+    torch.testing.assert_close(windows[0, :4], torch.zeros(4, 3, dtype=torch.float64))
+    # Two rounds of a permutation of 2 blocks of 6 rows, as LSH's sort uses it.
+    order = torch.stack([torch.randperm(6) for _ in range(4)]).view(2, 2, 6)  # (blocks, r, 6)
+    rounds = torch.arange(4).view(2, 2, 1)
+    unsort = torch.empty_like(order).scatter_(-1, order, torch.arange(6).expand_as(order))
+    index = (order + torch.arange(2).view(2, 1, 1) * 6).view(-1)
+    inverse = (unsort + rounds * 6).view(-1)
+    out = PermuteRows.apply(x, index, inverse, 2, 6)
+    torch.testing.assert_close(out, x[index])
+    assert torch.autograd.gradcheck(lambda t: PermuteRows.apply(t, index, inverse, 2, 6), (x,))
+
+
+@pytest.mark.parametrize("across", [True, False])
+def test_gradients_equal_those_of_the_naive_computation(across):
+    """Masking and the self score are applied outside autograd; the gradients must still be
+    those of the masked softmax (one bucket, chunks of 8 with neighbours, padding, 2 rounds)."""
+    torch.manual_seed(0)
+    s, n = 8, 40
+    core = make_core("lsh", 16, 2, 64, bucket_size=s, n_buckets=1, n_hashes=2,
+                     attend_across_buckets=across)
+    q = (torch.randn(2, 2, n, 16) * 2).requires_grad_()
+    v = torch.randn(2, 2, n, 16, requires_grad=True)
+    mask = torch.ones(2, n, dtype=torch.bool)
+    mask[1, 30:] = False
+    chunk = torch.arange(n) // s
+    allowed = (chunk[:, None] - chunk[None, :]).abs() <= 1
+    weight = torch.randn(2, 2, n, 16) * mask[:, None, :, None]  # real outputs only
+    grads = torch.autograd.grad((core(q, None, v, mask) * weight).sum(), (q, v))
+    expected = torch.autograd.grad((shared_qk_attention(q, v, mask, allowed) * weight).sum(), (q, v))
+    for got, want in zip(grads, expected):
+        torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)

@@ -71,3 +71,19 @@ def test_dense_reads_queries_and_values():
 def test_bad_variant_names_the_allowed_ones():
     with pytest.raises(ConfigError, match="variant must be one of dense, random; got 'sparse'"):
         build("synthesizer", 32, 4, max_len=64, variant="sparse")
+
+
+@pytest.mark.parametrize("options, cls, inputs", [
+    ({"variant": "dense"}, "DenseSynthesizer", ("q", "v")),
+    ({"variant": "random", "rank": None}, "RandomSynthesizer", ("v",)),
+    ({"variant": "random", "rank": 4}, "FactorizedRandomSynthesizer", ("v",)),
+])
+def test_each_variant_is_a_class_with_fixed_capabilities(options, cls, inputs):
+    import copy
+
+    from nas.ops.attention import make_core
+    core = make_core("synthesizer", 8, 2, 16, **options)
+    assert type(core).__name__ == cls and core.name == "synthesizer"
+    assert type(core).inputs == core.inputs == inputs  # the class says what an instance reads
+    assert set(type(core).per_head) == {name for name, _ in core.named_parameters()}
+    assert type(copy.deepcopy(core)) is type(core)

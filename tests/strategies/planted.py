@@ -5,6 +5,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from nas.model import ModelShape
 from nas.space import SearchSpace
 
 
@@ -16,8 +17,12 @@ class FetchTask(pl.LightningDataModule):
     full attention does.
     """
 
-    vocab_size, head, metric = 10, "tokens", "acc"
+    vocab_size, readout, metric = 10, "tokens", "acc"
     num_classes = vocab_size
+
+    @property
+    def shape(self) -> ModelShape:
+        return ModelShape(self.vocab_size, self.num_classes, self.seq_len, self.readout)
 
     def __init__(self, seq_len: int = 24, distance: int = 23, size: int = 2048, batch_size: int = 32, seed: int = 0):
         super().__init__()

@@ -2,6 +2,8 @@
 import pytest
 import torch
 
+from nas.errors import ConfigError
+from nas.metrics import task_loss
 from nas.strategies import STRATEGIES
 from nas.supernet import Supernet
 from nas.training.run import run_search
@@ -12,7 +14,7 @@ from .planted import FetchTask, planted_space, trainer
 def search(tmp_path, name, task, epochs, **options):
     torch.manual_seed(0)
     space = planted_space()
-    net = Supernet(space, task.vocab_size, task.num_classes, task.seq_len, head=task.head)
+    net = Supernet(space, task.shape)
     strategy = STRATEGIES.get(name)(space, seed=0, seq_len=task.seq_len, **options)
     module, result = run_search(net, strategy, task, "acc", trainer(tmp_path, epochs=epochs), lr=3e-3)
     return strategy, result
@@ -35,3 +37,84 @@ def test_a_cost_penalty_picks_the_cheap_op_when_it_suffices(tmp_path, name):
 def test_second_order_runs_and_learns(tmp_path):
     strategy, result = search(tmp_path, "darts", FetchTask(distance=23, size=512), epochs=3, second_order=True)
     assert "full" in {layer.attention for layer in result.best.layers}
+
+
+class _Ctx:
+    """Just what `DartsStrategy.loss` reads."""
+
+    def __init__(self, supernet):
+        self.supernet = supernet
+
+
+def test_partial_one_is_plain_darts_exactly():
+    """K=1: no edge weights, the same loss and the same gradients (weights and alphas) as the
+    supernet's plain soft forward."""
+    torch.manual_seed(0)
+    task = FetchTask(size=64)
+    task.setup()
+    tokens, mask, target = task.train_set[:8]
+    batch = {"tokens": tokens, "mask": mask, "target": target}
+    space = planted_space()
+    net = Supernet(space, task.shape)
+    strategy = STRATEGIES.get("darts")(space, seed=0, partial=1)
+    assert strategy.betas is None and strategy.edge_weights() is None
+    params = list(net.parameters()) + strategy.arch_parameters()
+    loss = strategy.loss(_Ctx(net), batch, strategy.mixture_weights())
+    grads = torch.autograd.grad(loss, params, allow_unused=True)
+    plain = task_loss(net.forward_mixed(tokens, strategy.probabilities(), mask), target)
+    plain_grads = torch.autograd.grad(plain, params, allow_unused=True)
+    assert torch.equal(loss, plain)
+    for g, p in zip(grads, plain_grads):
+        assert (g is None and p is None) or torch.equal(g, p)
+
+
+def test_edge_weights_sum_to_two_per_layer_and_learn(tmp_path):
+    strategy, result = search(tmp_path, "darts", FetchTask(distance=23, size=256), epochs=2, partial=2)
+    edges = strategy.edge_weights()
+    assert edges.shape == (planted_space().max_depth, 2)
+    torch.testing.assert_close(edges.sum(-1), torch.full((edges.shape[0],), 2.0))
+    assert not torch.equal(strategy.betas.detach(), torch.zeros_like(strategy.betas))  # the arch step moved them
+
+
+def test_partial_must_divide_the_heads():
+    with pytest.raises(ConfigError, match="strategy.partial=3"):
+        STRATEGIES.get("darts")(planted_space(), partial=3)
+
+
+def test_second_order_runs_with_partial_heads(tmp_path):
+    strategy, result = search(tmp_path, "darts", FetchTask(distance=23, size=256), epochs=1,
+                              second_order=True, partial=2)
+    betas = strategy.betas.detach()
+    assert torch.isfinite(betas).all() and not torch.equal(betas, torch.zeros_like(betas))  # the unrolled step moved them
+
+
+def test_softmax_temperature_is_annealed_to_its_end_value(tmp_path):
+    strategy, _ = search(tmp_path, "darts", FetchTask(distance=23, size=256), epochs=3,
+                         softmax_tau_start=1.0, softmax_tau_end=0.2)
+    assert float(strategy.softmax_tau) == pytest.approx(0.2)
+    logit = strategy.logits()["layer0.attention"].detach()
+    torch.testing.assert_close(strategy.probabilities()["layer0.attention"].detach(), torch.softmax(logit / 0.2, -1))
+
+
+def test_decisiveness_penalties_match_their_formulas():
+    """Entropy: the mean over decisions of -sum p log p; zero-one (Fair DARTS): -mean (p - 0.5)^2."""
+    strategy = STRATEGIES.get("darts")(planted_space(), seed=0, entropy_weight=2.0, zero_one_weight=3.0)
+    with torch.no_grad():
+        for p in strategy.alphas.parameters():
+            p.copy_(torch.randn(p.shape))
+    probs = [torch.softmax(l.detach(), -1) for l in strategy.logits().values()]
+    entropy = sum(-(p * p.log()).sum() for p in probs) / len(probs)
+    flat = torch.cat(probs)
+    zero_one = -((flat - 0.5) ** 2).sum() / len(flat)
+    torch.testing.assert_close(strategy.decisiveness_penalty().detach(), 2.0 * entropy + 3.0 * zero_one)
+
+
+def test_a_zero_one_penalty_widens_the_margin(tmp_path):
+    """Same seed and data: the run with the penalty ends with a larger smallest margin."""
+    def smallest_margin(strategy):
+        return min(sorted(p, reverse=True)[0] - (sorted(p, reverse=True) + [0.0])[1]
+                   for p in strategy.history[-1].values() if len(p) > 1)
+
+    plain, _ = search(tmp_path / "plain", "darts", FetchTask(distance=23, size=256), epochs=2)
+    pushed, _ = search(tmp_path / "pushed", "darts", FetchTask(distance=23, size=256), epochs=2, zero_one_weight=5.0)
+    assert smallest_margin(pushed) > smallest_margin(plain)

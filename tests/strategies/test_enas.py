@@ -16,7 +16,7 @@ def search(task, run: pl.Trainer, ckpt_path=None, seed=0, **options):
     """An ENAS search on the planted space."""
     torch.manual_seed(seed)
     space = planted_space()
-    net = Supernet(space, task.vocab_size, task.num_classes, task.seq_len, head=task.head)
+    net = Supernet(space, task.shape)
     strategy = STRATEGIES.get("enas")(space, seed=seed, **options)
     _, result = run_search(net, strategy, task, "acc", run, ckpt_path=ckpt_path, lr=3e-3)
     return strategy, result

@@ -15,6 +15,7 @@ from optuna.trial import TrialState
 
 from nas import cost
 from nas.errors import ConfigError
+from nas.model import ModelShape
 from nas.space import Arch, LayerArch, SearchSpace
 from nas.strategies import STRATEGIES
 from nas.strategies import evolution
@@ -48,7 +49,7 @@ def untrained(space_dict=WIDE):
     """An untrained supernet with fixed weights, and random validation batches."""
     torch.manual_seed(0)
     space = SearchSpace.from_dict(space_dict)
-    net = Supernet(space, 10, 10, 24, head="tokens")
+    net = Supernet(space, ModelShape(10, 10, 24, "tokens"))
     tokens = torch.randint(1, 10, (2, 16, 24))
     batches = [{"tokens": t, "mask": torch.ones_like(t, dtype=torch.bool), "target": t} for t in tokens]
     return space, net, batches
@@ -57,7 +58,7 @@ def untrained(space_dict=WIDE):
 def finish(strategy, net, batches):
     """The search stage alone, on an untrained supernet (no Lightning)."""
     strategy.attach(net)
-    return strategy.finish(SimpleNamespace(supernet=net, metric="acc", logger=None), batches)
+    return strategy.finish(SimpleNamespace(supernet=net, metric="acc", log_metrics=lambda metrics, step: None), batches)
 
 
 def dominates(a, b):
@@ -74,7 +75,7 @@ def load(storage, name="evolution"):
 def test_a_global_op_wins_where_it_matters(tmp_path):
     torch.manual_seed(0)
     space, task = planted_space(), FetchTask(distance=23)
-    net = Supernet(space, task.vocab_size, task.num_classes, task.seq_len, head=task.head)
+    net = Supernet(space, task.shape)
     strategy = evolution_strategy(space, population=4, generations=3)
     _, result = run_search(net, strategy, task, "acc", trainer(tmp_path, epochs=4), lr=3e-3)
     assert "full" in {layer.attention for layer in result.best.layers}
@@ -94,7 +95,7 @@ def test_a_global_op_wins_where_it_matters(tmp_path):
 def test_a_flops_constraint_picks_the_cheap_op_when_it_suffices(tmp_path):
     torch.manual_seed(0)
     space, task = planted_space(), FetchTask(distance=1, size=1024)
-    net = Supernet(space, task.vocab_size, task.num_classes, task.seq_len, head=task.head)
+    net = Supernet(space, task.shape)
     journal = str(tmp_path / "journal.log")  # a journal file works as storage, too
     # one local layer costs 427k FLOPs, one full layer 482k: only the cheap op fits
     strategy = evolution_strategy(space, constraints={"flops": 450_000}, storage=journal)
@@ -140,7 +141,7 @@ def test_an_interrupted_search_resumes_from_its_storage(tmp_path, monkeypatch):
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     calls = []
 
-    def interrupted(*args):  # Ctrl-C during the third evaluation
+    def interrupted(*args, **kwargs):  # Ctrl-C during the third evaluation
         calls.append(args)
         if len(calls) == 3:
             raise KeyboardInterrupt
@@ -210,7 +211,7 @@ def test_an_impossible_constraint_names_the_cheapest_cost():
     with pytest.raises(ConfigError, match=re.escape(message)) as err:
         strategy.attach(net)
     cheapest = cost.arch_cost(Arch(1, (LayerArch("local", 2, 64),)), space,
-                              cost.ModelShape(10, 10, 24, "tokens"), 24, "flops")
+                              ModelShape(10, 10, 24, "tokens"), 24, "flops")
     assert float(re.search(r"costs (\S+) FLOPs", str(err.value)).group(1)) == cheapest
     assert "\n" not in str(err.value)
 

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from nas.errors import ConfigError
+from nas.model import ModelShape
 from nas.space import Arch, LayerArch, SearchSpace
 from nas.strategies import STRATEGIES
 from nas.strategies.sampling import fair_paths
@@ -20,7 +21,7 @@ SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
 def test_random_search_finds_the_global_op(tmp_path):
     space = planted_space()
     task = FetchTask()
-    net = Supernet(space, task.vocab_size, task.num_classes, task.seq_len, head=task.head)
+    net = Supernet(space, task.shape)
     strategy = STRATEGIES.get("random")(space, seed=0, samples=8)
     _, result = run_search(net, strategy, task, "acc", trainer(tmp_path, epochs=4), lr=3e-3)
     best = result.ranked[0]
@@ -35,9 +36,17 @@ def test_fixed_arch_trains_that_arch(tmp_path):
     space = planted_space()
     arch = Arch(1, (LayerArch("full", 2, 64),))
     task = FetchTask()
-    net = Supernet(space, task.vocab_size, task.num_classes, task.seq_len, head=task.head)
-    _, result = run_search(net, STRATEGIES.get("none")(space, arch=arch), task, "acc", trainer(tmp_path, epochs=1))
+    net = Supernet(space, task.shape)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    _, result = run_search(net, STRATEGIES.get("fixed")(space, arch=arch), task, "acc", trainer(tmp_path, epochs=1))
     assert result.best == arch
+    after = net.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    # the arch's one layer, the embeddings and the readout trained; the second layer, which
+    # the arch does not use, kept its initial weights
+    assert {"embed.tokens.weight", "readout.linear.weight"} <= changed
+    assert any(k.startswith("blocks.0.") for k in changed)
+    assert not any(k.startswith("blocks.1.") for k in changed)
 
 
 def test_unknown_strategy_lists_the_known_ones():
@@ -47,25 +56,30 @@ def test_unknown_strategy_lists_the_known_ones():
 
 # -- strictly fair paths, sandwich, importance sorting ----------------------------------------
 class RecordingModule:
-    """The part of the search module a strategy uses: losses of archs, one step; records both."""
+    """The part of the SearchContext a strategy uses: losses of archs, one step; records both."""
+
+    metric = "acc"
 
     def __init__(self, net, current_epoch=0):
         self.supernet, self.current_epoch = net, current_epoch
         self.archs, self.steps = [], 0
-        self.optimizer = torch.optim.AdamW(net.parameters(), lr=1e-3)
+        self.opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
 
     def arch_loss(self, batch, arch):
         self.archs.append(arch)
         logits = self.supernet(batch["tokens"], arch, batch["mask"])
         return torch.nn.functional.cross_entropy(logits, batch["target"]), logits
 
-    def step(self, loss):
-        self.optimizer.zero_grad()
+    def step(self, loss, optimizer_index=0):
+        self.opt.zero_grad()
         loss.backward()  # the grads stay for the test to read; no optimizer step
         self.steps += 1
 
-    def optimizers(self):
-        return self.optimizer
+    def optimizer(self, index=0):
+        return self.opt
+
+    def agree(self, value):
+        return value
 
 
 def quickstart():
@@ -94,7 +108,7 @@ def test_fair_paths_train_every_choice_of_every_layer_exactly_once():
 def test_fair_step_sums_the_per_path_gradients_in_one_step():
     space = quickstart()
     torch.manual_seed(0)
-    net = Supernet(space, 20, 3, 24)
+    net = Supernet(space, ModelShape(20, 3, 24))
     strategy = STRATEGIES.get("random")(space, seed=0, fair=True)
     module = RecordingModule(net)
     batch = tiny_batch(space)
@@ -113,7 +127,7 @@ def test_fair_step_sums_the_per_path_gradients_in_one_step():
 
 def test_sandwich_trains_largest_smallest_and_the_sampled_paths():
     space = quickstart()
-    net = Supernet(space, 20, 3, 24)
+    net = Supernet(space, ModelShape(20, 3, 24))
     module = RecordingModule(net)
     STRATEGIES.get("random")(space, sandwich=True, fair=True, distill=0.5).training_step(module, tiny_batch(space), None)
     assert module.archs[:2] == [space.largest(), space.smallest()] and len(module.archs) == 6
@@ -125,7 +139,7 @@ def test_sandwich_trains_largest_smallest_and_the_sampled_paths():
 
 def test_enas_can_train_the_shared_weights_with_the_sandwich_rule():
     space = quickstart()
-    module = RecordingModule(Supernet(space, 20, 3, 24))
+    module = RecordingModule(Supernet(space, ModelShape(20, 3, 24)))
     STRATEGIES.get("enas")(space, sandwich=True).training_step(module, tiny_batch(space), None)
     assert module.archs[:2] == [space.largest(), space.smallest()] and len(module.archs) == 3
     assert module.steps == 1
@@ -134,7 +148,7 @@ def test_enas_can_train_the_shared_weights_with_the_sandwich_rule():
 def test_sort_every_reorders_widths_at_epoch_end():
     space = quickstart()
     torch.manual_seed(0)
-    net = Supernet(space, 20, 3, 24)
+    net = Supernet(space, ModelShape(20, 3, 24))
     strategy = STRATEGIES.get("random")(space, sort_every=2)
     strategy.attach(net)
     fc1 = net.blocks[0].ffn.fc1.weight
@@ -151,13 +165,12 @@ def test_random_search_breaks_metric_ties_by_loss_then_params():
     """A saturated metric (every arch right) leaves the pick to the validation loss."""
     space = quickstart()
     torch.manual_seed(0)
-    net = Supernet(space, 20, 3, 24)
+    net = Supernet(space, ModelShape(20, 3, 24))
     batch = tiny_batch(space)
     with torch.no_grad():  # a readout bias so large that every arch predicts the target class 0
         net.readout.linear.bias.copy_(torch.tensor([10.0, 0.0, 0.0]))
     batch["target"] = torch.zeros(3, dtype=torch.long)
     module = RecordingModule(net)
-    module.metric = "acc"
     result = STRATEGIES.get("random")(space, seed=0, samples=12).finish(module, [batch])
     assert len({c.metrics["val/acc"] for c in result.ranked}) == 1  # all tie at 1.0
     keys = [(c.metrics["val/loss"], c.metrics["cost/params"]) for c in result.ranked]

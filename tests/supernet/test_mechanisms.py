@@ -10,7 +10,7 @@ from nas.space import Arch, LayerArch, SearchSpace
 from nas.supernet import FewShotSupernet, Supernet, sort_by_importance, split_keys
 from nas.supernet.importance import head_importance, unit_importance
 
-from .test_supernet import CLASSES, MAX_LEN, VOCAB, batch, perturb
+from .test_supernet import SHAPE, batch, perturb
 
 SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
 
@@ -26,7 +26,7 @@ def uniform(op, heads=4, ffn=512, depth=2):
 
 # -- few-shot ---------------------------------------------------------------------------------
 def test_few_shot_copies_start_equal_to_the_parent(lra):
-    parent = Supernet(lra, VOCAB, CLASSES, MAX_LEN)
+    parent = Supernet(lra, SHAPE)
     net = FewShotSupernet(parent, "layer0.attention")
     assert len(net.subnets) == len(lra.attention)
     for sub in net.subnets:
@@ -37,7 +37,7 @@ def test_few_shot_copies_start_equal_to_the_parent(lra):
 
 def test_few_shot_routes_each_arch_to_its_sub_supernet(lra):
     torch.manual_seed(0)
-    net = FewShotSupernet(Supernet(lra, VOCAB, CLASSES, MAX_LEN), "layer0.attention").eval()
+    net = FewShotSupernet(Supernet(lra, SHAPE), "layer0.attention").eval()
     for k, sub in enumerate(net.subnets):
         perturb(sub, k)
     tokens, mask = batch()
@@ -54,7 +54,7 @@ def test_few_shot_routes_each_arch_to_its_sub_supernet(lra):
 
 
 def test_few_shot_training_an_arch_moves_only_its_sub_supernet(lra):
-    net = FewShotSupernet(Supernet(lra, VOCAB, CLASSES, MAX_LEN), "depth")
+    net = FewShotSupernet(Supernet(lra, SHAPE), "depth")
     before = [{k: v.clone() for k, v in sub.state_dict().items()} for sub in net.subnets]
     arch = uniform("performer", depth=4)
     tokens, mask = batch()
@@ -70,8 +70,8 @@ def test_few_shot_bad_input(lra):
     assert split_keys(lra)[:3] == ("depth", "layer0.attention", "layer0.heads")
     assert "layer2.attention" not in split_keys(lra)  # depth-2 archs have no layer 2
     with pytest.raises(ConfigError, match="cannot split on 'layer2.attention'; allowed: depth, layer0.attention"):
-        FewShotSupernet(Supernet(lra, VOCAB, CLASSES, MAX_LEN), "layer2.attention")
-    net = FewShotSupernet(Supernet(lra, VOCAB, CLASSES, MAX_LEN), "depth")
+        FewShotSupernet(Supernet(lra, SHAPE), "layer2.attention")
+    net = FewShotSupernet(Supernet(lra, SHAPE), "depth")
     with pytest.raises(ConfigError, match="use a sampling strategy"):
         net.forward_mixed(None, {})
 
@@ -81,7 +81,7 @@ def test_few_shot_bad_input(lra):
 def test_sorting_keeps_the_widest_arch_of_every_type_and_puts_important_first(lra, sharing):
     torch.manual_seed(0)
     # float64: a permutation reorders the sums, so float32 would differ by rounding alone
-    net = Supernet(lra, VOCAB, CLASSES, MAX_LEN, sharing=sharing).eval()
+    net = Supernet(lra, SHAPE, sharing=sharing).eval()
     perturb(net, 3, scale=0.2)
     net.double()
     tokens, mask = batch()
@@ -105,7 +105,7 @@ def test_sorting_keeps_the_widest_arch_of_every_type_and_puts_important_first(lr
 
 def test_sorting_permutes_the_optimizer_state_with_the_weights(lra):
     torch.manual_seed(0)
-    net = Supernet(lra, VOCAB, CLASSES, MAX_LEN)
+    net = Supernet(lra, SHAPE)
     perturb(net, 3, scale=0.2)
     opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
     tokens, mask = batch()
@@ -118,7 +118,7 @@ def test_sorting_permutes_the_optimizer_state_with_the_weights(lra):
 
 
 def test_sorting_a_few_shot_supernet_sorts_each_copy(lra):
-    net = FewShotSupernet(Supernet(lra, VOCAB, CLASSES, MAX_LEN), "depth")
+    net = FewShotSupernet(Supernet(lra, SHAPE), "depth")
     for k, sub in enumerate(net.subnets):
         perturb(sub, k, scale=0.2)
     orders = sort_by_importance(net)
@@ -128,8 +128,8 @@ def test_sorting_a_few_shot_supernet_sorts_each_copy(lra):
 # -- per-type gains (entangled_gain) ---------------------------------------------------------
 def test_gains_start_as_plain_entangled_sharing(lra):
     torch.manual_seed(0)
-    plain = Supernet(lra, VOCAB, CLASSES, MAX_LEN, sharing="entangled").eval()
-    gained = Supernet(lra, VOCAB, CLASSES, MAX_LEN, sharing="entangled_gain").eval()
+    plain = Supernet(lra, SHAPE, sharing="entangled").eval()
+    gained = Supernet(lra, SHAPE, sharing="entangled_gain").eval()
     missing = gained.load_state_dict(plain.state_dict(), strict=False).missing_keys
     assert missing and all(".attn.gains." in k for k in missing)
     tokens, mask = batch()
@@ -141,7 +141,7 @@ def test_gains_start_as_plain_entangled_sharing(lra):
 
 def test_gains_of_one_type_leave_the_other_types_alone(lra):
     torch.manual_seed(0)
-    net = Supernet(lra, VOCAB, CLASSES, MAX_LEN, sharing="entangled_gain").eval()
+    net = Supernet(lra, SHAPE, sharing="entangled_gain").eval()
     tokens, mask = batch()
     with torch.no_grad():
         full, linformer = net(tokens, uniform("full"), mask), net(tokens, uniform("linformer"), mask)
@@ -160,7 +160,7 @@ def test_gains_of_one_type_leave_the_other_types_alone(lra):
 def test_gains_fold_into_the_mixed_forward(lra):
     """DARTS's mixture with a one-hot weight equals the single path, gains included."""
     torch.manual_seed(0)
-    net = Supernet(lra, VOCAB, CLASSES, MAX_LEN, sharing="entangled_gain").eval()
+    net = Supernet(lra, SHAPE, sharing="entangled_gain").eval()
     for block in net.blocks:
         perturb(block.attn.gains, 0, scale=0.5)
     arch = uniform("performer", depth=6)
@@ -189,7 +189,7 @@ def test_each_mechanism_trains_and_extracts_its_output(tmp_path, sharing, split,
     torch.manual_seed(0)
     space = SearchSpace.from_yaml(SPACES / "quickstart.yaml")
     task = FetchTask(seq_len=16, distance=8, size=128, batch_size=32)
-    net = Supernet(space, task.vocab_size, task.num_classes, task.seq_len, head=task.head, sharing=sharing)
+    net = Supernet(space, task.shape, sharing=sharing)
     if split:
         net = FewShotSupernet(net, split)
     before = [p.detach().clone() for p in net.parameters()]
@@ -210,7 +210,7 @@ def test_each_mechanism_trains_and_extracts_its_output(tmp_path, sharing, split,
 def test_mechanisms_on_cuda(lra, sharing):
     """Sorting, gains, few-shot routing and extraction with every tensor on the GPU."""
     torch.manual_seed(0)
-    net = FewShotSupernet(Supernet(lra, VOCAB, CLASSES, MAX_LEN, sharing=sharing), "layer0.attention")
+    net = FewShotSupernet(Supernet(lra, SHAPE, sharing=sharing), "layer0.attention")
     perturb(net, 0, scale=0.2)
     net = net.cuda().double().eval()
     opt = torch.optim.AdamW(net.parameters())
@@ -240,7 +240,7 @@ def test_a_few_shot_search_checkpoint_loads_back(tmp_path):
 
     space = SearchSpace.from_yaml(SPACES / "quickstart.yaml")
     task = FetchTask(seq_len=16, distance=8, size=64, batch_size=32)
-    net = FewShotSupernet(Supernet(space, task.vocab_size, task.num_classes, task.seq_len, head=task.head), "depth")
+    net = FewShotSupernet(Supernet(space, task.shape), "depth")
     fit = trainer(tmp_path, epochs=1)
     run_search(net, STRATEGIES.get("random")(space, samples=2), task, "acc", fit)
     fit.save_checkpoint(tmp_path / "last.ckpt")
@@ -254,6 +254,7 @@ def test_a_few_shot_search_checkpoint_loads_back(tmp_path):
 
 
 def test_nas_search_trains_a_few_shot_supernet(tmp_path):
+    from nas import pipeline
     from nas.cli import search
     from nas.training.search import load_supernet
     from tests.cli.conftest import TINY, compose_config
@@ -264,4 +265,4 @@ def test_nas_search_trains_a_few_shot_supernet(tmp_path):
     assert isinstance(loaded, FewShotSupernet) and loaded.split == "layer0.attention"
     bad = compose_config("search", tmp_path / "bad", [*TINY, "few_shot=layer5.heads"])
     with pytest.raises(ConfigError, match="cannot split on 'layer5.heads'; allowed: depth, layer0.attention"):
-        search.search(bad, tmp_path / "bad")
+        pipeline.search(bad, tmp_path / "bad")

@@ -6,11 +6,13 @@ import torch
 
 from nas import cost
 from nas.errors import ConfigError
+from nas.model import ModelShape
 from nas.space import Arch, LayerArch, SearchSpace
 from nas.supernet import SHARING, FewShotSupernet, Supernet, sort_by_importance
 
 SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
 VOCAB, CLASSES, MAX_LEN, N = 20, 5, 160, 150
+SHAPE = ModelShape(VOCAB, CLASSES, MAX_LEN)
 
 
 @pytest.fixture(scope="module")
@@ -37,18 +39,18 @@ def perturb(module, seed, scale=0.1):
 def mechanism(space, name):
     """A supernet under each sharing mechanism, with non-trivial mechanism weights."""
     if name in SHARING:
-        net = Supernet(space, VOCAB, CLASSES, MAX_LEN, sharing=name)
+        net = Supernet(space, SHAPE, sharing=name)
         if name == "entangled_gain":  # gains start at 1: move them so that folding them is tested
             for i, block in enumerate(net.blocks):
                 perturb(block.attn.gains, i, scale=0.5)
         return net
     if name == "few_shot":
-        net = FewShotSupernet(Supernet(space, VOCAB, CLASSES, MAX_LEN), "layer0.attention")
+        net = FewShotSupernet(Supernet(space, SHAPE), "layer0.attention")
         for k, sub in enumerate(net.subnets):
             perturb(sub, k)
         return net
     assert name == "importance_sorted"
-    net = Supernet(space, VOCAB, CLASSES, MAX_LEN, sharing="separate")
+    net = Supernet(space, SHAPE, sharing="separate")
     perturb(net, 5, scale=0.2)  # random init is exchangeable; make importance differ per head/unit
     sort_by_importance(net)
     return net
@@ -61,7 +63,7 @@ MECHANISMS = [*SHARING, "few_shot", "importance_sorted"]
 def test_extracted_subnet_equals_supernet_on_20_archs(lra, sharing):
     torch.manual_seed(0)
     net = mechanism(lra, sharing).eval()
-    shape = cost.ModelShape(VOCAB, CLASSES, MAX_LEN)
+    shape = SHAPE
     tokens, mask = batch()
     for seed in range(20):
         arch = lra.sample(seed)
@@ -73,7 +75,7 @@ def test_extracted_subnet_equals_supernet_on_20_archs(lra, sharing):
 
 def test_training_the_subnet_leaves_the_supernet_alone(lra):
     torch.manual_seed(0)
-    net = Supernet(lra, VOCAB, CLASSES, MAX_LEN)
+    net = Supernet(lra, SHAPE)
     before = {k: v.clone() for k, v in net.state_dict().items()}
     sub = net.extract(lra.largest())
     tokens, mask = batch()
@@ -88,7 +90,7 @@ def test_training_the_subnet_leaves_the_supernet_alone(lra):
 def test_heads_and_ffn_use_leading_slices(lra):
     """A 2-head layer is the 4-head layer with the last two heads' output columns zeroed."""
     torch.manual_seed(0)
-    net = Supernet(lra, VOCAB, CLASSES, MAX_LEN).eval()
+    net = Supernet(lra, SHAPE).eval()
     small = Arch(2, (LayerArch("full", 2, 128),) * 2)
     big = Arch(2, (LayerArch("full", 4, 128),) * 2)
     tokens, mask = batch()
@@ -100,15 +102,15 @@ def test_heads_and_ffn_use_leading_slices(lra):
 
 
 def test_entangled_shares_projections_and_separate_does_not(lra):
-    entangled = Supernet(lra, VOCAB, CLASSES, MAX_LEN, sharing="entangled")
-    separate = Supernet(lra, VOCAB, CLASSES, MAX_LEN, sharing="separate")
+    entangled = Supernet(lra, SHAPE, sharing="entangled")
+    separate = Supernet(lra, SHAPE, sharing="separate")
     assert list(entangled.blocks[0].attn.projections) == ["shared"]
     assert set(separate.blocks[0].attn.projections) == set(lra.attention)
     assert sum(p.numel() for p in separate.parameters()) > sum(p.numel() for p in entangled.parameters())
 
 
 def test_token_head_gives_one_output_per_position(lra):
-    net = Supernet(lra, VOCAB, CLASSES, MAX_LEN, head="tokens")
+    net = Supernet(lra, ModelShape(VOCAB, CLASSES, MAX_LEN, "tokens"))
     tokens, mask = batch()
     arch = lra.sample(1)
     assert net(tokens, arch, mask).shape == (2, N, CLASSES)
@@ -116,11 +118,11 @@ def test_token_head_gives_one_output_per_position(lra):
 
 
 def test_bad_input(lra):
-    net = Supernet(lra, VOCAB, CLASSES, MAX_LEN)
+    net = Supernet(lra, SHAPE)
     tokens, _ = batch()
     with pytest.raises(ConfigError, match="depth 8 is not in space 'lra'; allowed: 2, 4, 6"):
         net(tokens, Arch(8, (LayerArch("full", 2, 128),) * 8))
     with pytest.raises(ConfigError, match="sequence length 161 exceeds the model's max_len 160"):
         net(torch.ones(1, 161, dtype=torch.long), lra.smallest())
     with pytest.raises(ConfigError, match="unknown sharing 'some'; allowed: entangled, separate, entangled_gain"):
-        Supernet(lra, VOCAB, CLASSES, MAX_LEN, sharing="some")
+        Supernet(lra, SHAPE, sharing="some")

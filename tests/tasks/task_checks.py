@@ -4,7 +4,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nas.tasks.base import IGNORE, PAD, SPLITS
+from nas.tasks.base import IGNORE_INDEX, PAD, SPLITS
 
 # Real LRA ListOps files, beside the repo (absent on machines without the shared folder).
 SHARED = Path(__file__).resolve().parents[2] / ".." / "shared"
@@ -28,12 +28,12 @@ def check_batches(task) -> None:
         assert mask.shape == (b, n) and n <= task.seq_len
         assert (tokens[~mask] == PAD).all()
         assert tokens[mask].min() >= 1 and tokens[mask].max() < task.vocab_size
-        if task.head == "classify":
+        if task.readout == "classify":
             assert target.shape == (b,)
             assert target.min() >= 0 and target.max() < task.num_classes
         else:
             assert target.shape == (b, n)
-            scored = target != IGNORE
+            scored = target != IGNORE_INDEX
             assert scored.any(1).all(), "every sequence has a scored position"
             assert not scored[~mask].any(), "padding is never scored"
             assert target[scored].min() >= 0 and target[scored].max() < task.num_classes

@@ -7,14 +7,15 @@ import torch
 
 from nas.errors import ConfigError
 from nas.tasks import TASKS, build
-from nas.tasks.base import (IGNORE, collate, majority_accuracy, task_loss, task_metric,
+from nas.metrics import task_loss, task_metric
+from nas.tasks.base import (IGNORE_INDEX, collate, majority_accuracy,
                             unigram_bpb)
 from nas.tasks.cache import atomic_write, cache_dir, choose, sample_distinct
 
 
 def test_accuracy_counts_only_scored_targets():
     logits = torch.tensor([[[5.0, 0, 0], [0, 5.0, 0], [0, 0, 5.0]]])  # predicts 0, 1, 2
-    target = torch.tensor([[0, 2, IGNORE]])
+    target = torch.tensor([[0, 2, IGNORE_INDEX]])
     assert task_metric(logits, target, "acc").item() == pytest.approx(0.5)
     assert task_metric(logits[:, 0], torch.tensor([0]), "acc").item() == 1.0  # (B, C) logits
 
@@ -22,7 +23,7 @@ def test_accuracy_counts_only_scored_targets():
 def test_bits_per_byte_of_a_uniform_guess_is_log2_of_the_outputs():
     logits = torch.zeros(2, 7, 256)
     target = torch.randint(0, 256, (2, 7))
-    target[0, :3] = IGNORE
+    target[0, :3] = IGNORE_INDEX
     assert task_metric(logits, target, "bpb").item() == pytest.approx(8.0)
     assert task_loss(logits, target).item() == pytest.approx(math.log(256))
 
@@ -30,22 +31,22 @@ def test_bits_per_byte_of_a_uniform_guess_is_log2_of_the_outputs():
 def test_loss_ignores_unscored_positions():
     logits = torch.randn(3, 5, 4)
     target = torch.randint(0, 4, (3, 5))
-    target[:, 2:] = IGNORE
+    target[:, 2:] = IGNORE_INDEX
     scored_logits, scored_target = logits[:, :2].reshape(-1, 4), target[:, :2].reshape(-1)
     expected = torch.nn.functional.cross_entropy(scored_logits, scored_target)
     assert task_loss(logits, target).item() == pytest.approx(expected.item(), rel=1e-6)
 
 
 def test_unknown_metric():
-    with pytest.raises(ConfigError, match="unknown metric 'f1'; known: acc, bpb"):
+    with pytest.raises(ConfigError, match="unknown metric 'f1'; allowed: acc, bpb"):
         task_metric(torch.zeros(1, 2), torch.zeros(1, dtype=torch.long), "f1")
 
 
 def test_collate_pads_tokens_with_0_and_targets_with_ignore():
-    batch = collate([(np.array([3, 4, 5]), np.array([1, -100, 2])), (np.array([6]), np.array([7]))])
+    batch = collate([(np.array([3, 4, 5]), np.array([1, IGNORE_INDEX, 2])), (np.array([6]), np.array([7]))])
     assert batch["tokens"].tolist() == [[3, 4, 5], [6, 0, 0]]
     assert batch["mask"].tolist() == [[True, True, True], [True, False, False]]
-    assert batch["target"].tolist() == [[1, -100, 2], [7, -100, -100]]
+    assert batch["target"].tolist() == [[1, IGNORE_INDEX, 2], [7, IGNORE_INDEX, IGNORE_INDEX]]
     labels = collate([(np.array([3, 4]), 1), (np.array([5]), 0)])["target"]
     assert labels.tolist() == [1, 0]
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from nas.errors import ConfigError
-from nas.tasks.base import IGNORE
+from nas.tasks.base import IGNORE_INDEX
 from nas.tasks.bytelm import MASK, ByteLMTask, split_files
 from tests.tasks.task_checks import check_batches, check_determinism, check_disjoint
 
@@ -38,7 +38,7 @@ def test_hidden_bytes_are_the_targets_and_never_in_the_input(tmp_path):
     for i in range(len(data)):
         tokens, target = data[i]
         original = data.data[i].astype(np.int64) + 1
-        scored = target != IGNORE
+        scored = target != IGNORE_INDEX
         assert scored.any()
         assert (tokens[scored] == MASK).all() and (tokens[~scored] == original[~scored]).all()
         assert (target[scored] == original[scored]).all()
@@ -66,7 +66,7 @@ def test_split_does_not_depend_on_the_seed(tmp_path):
 def test_shapes_vocabulary_and_targets(tmp_path):
     task = make(0, tmp_path)
     assert (task.vocab_size, task.num_classes, task.seq_len) == (258, 258, 32)
-    assert (task.head, task.metric) == ("tokens", "bpb")
+    assert (task.readout, task.metric) == ("tokens", "bpb")
     check_batches(task)
 
 

@@ -11,8 +11,8 @@ from nas.tasks.listops import VOCAB, ListOpsTask, evaluate, generate, read_tsv, 
 from tests.tasks.task_checks import (LRA_LISTOPS, check_batches, check_determinism,
                                      check_disjoint)
 
-TINY = dict(num_train=60, num_val=20, num_test=20, max_depth=6, max_args=4, min_length=8,
-            max_length=64, max_len=64, batch_size=8)
+TINY = dict(num_train=60, num_val=20, num_test=20, max_depth=6, max_args=4, longer_than=8,
+            shorter_than=64, max_len=64, batch_size=8)
 ID_TO_TOKEN = {i: tok for tok, i in VOCAB.items()}
 
 HAND_CHECKED = [
@@ -94,7 +94,7 @@ def test_lra_files_longer_than_max_len_stop_or_truncate(caplog):
 
 
 def test_generated_files_read_back_with_right_labels_and_lengths(tmp_path):
-    task = make(0, tmp_path, min_length=20, max_length=60)
+    task = make(0, tmp_path, longer_than=20, shorter_than=60)
     task.setup()
     files = sorted(p.name for p in tmp_path.glob("listops/*/*.tsv"))
     assert files == ["basic_test.tsv", "basic_train.tsv", "basic_val.tsv"]
@@ -114,7 +114,7 @@ def test_generator_covers_every_label():
 
 def test_shapes_vocabulary_and_labels(tmp_path):
     task = make(0, tmp_path)
-    assert (task.vocab_size, task.num_classes, task.seq_len, task.head) == (16, 10, 64, "classify")
+    assert (task.vocab_size, task.num_classes, task.seq_len, task.readout) == (16, 10, 64, "classify")
     check_batches(task)
 
 
@@ -171,9 +171,9 @@ def test_bad_header_and_empty_file(tmp_path):
 
 
 def test_generator_longer_than_max_len_is_refused():
-    with pytest.raises(ConfigError, match="max_length 2000 allows 1999 tokens, more than "
+    with pytest.raises(ConfigError, match="shorter_than 2000 allows 1999 tokens, more than "
                                           "max_len 256"):
-        ListOpsTask(max_length=2000)
+        ListOpsTask(shorter_than=2000)
 
 
 def test_generated_files_are_byte_for_byte_what_lras_writer_writes():

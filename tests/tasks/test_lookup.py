@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from nas.errors import ConfigError
-from nas.tasks.base import IGNORE
+from nas.tasks.base import IGNORE_INDEX
 from nas.tasks.lookup import LookupTask
 from nas.tasks.mqar import BLANK, FIRST_KEY
 from tests.tasks.task_checks import check_batches, check_determinism, check_disjoint
@@ -27,7 +27,7 @@ def test_answers_are_bound_by_pair_tokens_and_hidden(tmp_path):
         key, value = np.divmod(tokens[is_pair] - FIRST_PAIR, TINY["num_values"])
         bound = dict(zip((key + FIRST_KEY).tolist(), (value + FIRST_VALUE).tolist()))
         assert len(bound) == is_pair.sum() == TINY["num_pairs"]  # distinct keys
-        asked = np.flatnonzero(target != IGNORE)
+        asked = np.flatnonzero(target != IGNORE_INDEX)
         assert len(asked) == TINY["num_queries"]
         assert ((tokens[asked] >= FIRST_KEY) & (tokens[asked] < FIRST_VALUE)).all()  # a bare key
         for pos in asked:
@@ -42,7 +42,7 @@ def test_answers_are_bound_by_pair_tokens_and_hidden(tmp_path):
 def test_shapes_vocabulary_and_targets(tmp_path):
     task = make(0, tmp_path)
     assert task.vocab_size == task.num_classes == FIRST_PAIR + 10 * 6
-    assert (task.seq_len, task.head, task.metric) == (24, "tokens", "acc")
+    assert (task.seq_len, task.readout, task.metric) == (24, "tokens", "acc")
     check_batches(task)
 
 

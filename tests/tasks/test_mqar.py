@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from nas.errors import ConfigError
-from nas.tasks.base import IGNORE
+from nas.tasks.base import IGNORE_INDEX
 from nas.tasks.mqar import ANSWER, BLANK, FIRST_KEY, MQARTask
 from tests.tasks.task_checks import check_batches, check_determinism, check_disjoint
 
@@ -23,7 +23,7 @@ def test_answers_come_from_the_pairs_and_are_hidden(tmp_path):
     for tokens, target in task.splits["train"]:
         bound = dict(zip(tokens[0:pairs:2].tolist(), tokens[1:pairs:2].tolist()))
         assert len(bound) == TINY["num_pairs"] and set(bound) <= set(keys)
-        asked = np.flatnonzero(target != IGNORE)
+        asked = np.flatnonzero(target != IGNORE_INDEX)
         assert len(asked) == TINY["num_queries"] and asked.min() > pairs
         assert (tokens[asked] == ANSWER).all()  # the answer slot shows no answer
         for pos in asked:
@@ -35,7 +35,7 @@ def test_answers_come_from_the_pairs_and_are_hidden(tmp_path):
 def test_shapes_vocabulary_and_targets(tmp_path):
     task = make(0, tmp_path)
     assert task.vocab_size == task.num_classes == FIRST_KEY + 12 + 10
-    assert (task.seq_len, task.head, task.metric) == (48, "tokens", "acc")
+    assert (task.seq_len, task.readout, task.metric) == (48, "tokens", "acc")
     check_batches(task)
 
 
@@ -57,7 +57,7 @@ def test_long_sequences(tmp_path):
                 num_values=64, num_train=8, num_val=2, num_test=2)
     batch = next(iter(task.train_dataloader()))
     assert batch["tokens"].shape == (8, 4096)
-    assert ((batch["target"] != IGNORE).sum(1) == 64).all()
+    assert ((batch["target"] != IGNORE_INDEX).sum(1) == 64).all()
 
 
 @pytest.mark.parametrize("overrides, message", [

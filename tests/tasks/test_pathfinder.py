@@ -64,7 +64,7 @@ def test_classes_balance_in_every_split(tmp_path):
 def test_shapes_vocabulary_and_pixels(tmp_path):
     task = make(0, tmp_path)
     assert (task.vocab_size, task.num_classes, task.seq_len) == (257, 2, 1024)
-    assert task.head == "classify"
+    assert task.readout == "classify"
     check_batches(task)
     tokens = next(iter(task.val_dataloader()))["tokens"]
     assert set(tokens.unique().tolist()) == {1, INK + 1}  # black and ink, shifted past padding

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from nas.errors import ConfigError
-from nas.tasks.base import IGNORE
+from nas.tasks.base import IGNORE_INDEX
 from nas.tasks.selective_copy import ANSWER, FIRST_CONTENT, NOISE, SelectiveCopyTask
 from tests.tasks.task_checks import check_batches, check_determinism, check_disjoint
 
@@ -24,7 +24,7 @@ def test_targets_are_the_content_tokens_in_order(tmp_path):
         content = body[body != NOISE]
         assert len(content) == m and (content >= FIRST_CONTENT).all()
         assert (tokens[n - m:] == ANSWER).all()  # the answer slots show no answer
-        assert (target[: n - m] == IGNORE).all()
+        assert (target[: n - m] == IGNORE_INDEX).all()
         assert target[n - m:].tolist() == content.tolist()
 
 
@@ -38,7 +38,7 @@ def test_content_positions_vary(tmp_path):
 def test_shapes_vocabulary_and_targets(tmp_path):
     task = make(0, tmp_path)
     assert task.vocab_size == task.num_classes == FIRST_CONTENT + 6
-    assert (task.seq_len, task.head, task.metric) == (40, "tokens", "acc")
+    assert (task.seq_len, task.readout, task.metric) == (40, "tokens", "acc")
     check_batches(task)
 
 
@@ -55,7 +55,7 @@ def test_16k_sequences(tmp_path):
                 num_val=2, num_test=2, batch_size=4)
     batch = next(iter(task.train_dataloader()))
     assert batch["tokens"].shape == (4, 16384)
-    assert ((batch["target"] != IGNORE).sum(1) == 16).all()
+    assert ((batch["target"] != IGNORE_INDEX).sum(1) == 16).all()
 
 
 def test_baseline_is_chance_over_the_alphabet(tmp_path):

@@ -10,7 +10,7 @@ from nas.tasks import TASKS, Task
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "task"
 GENERATED = dict(num_train=16, num_val=4, num_test=4, batch_size=4)
 TINY = {
-    "listops": dict(GENERATED, max_depth=4, max_args=3, min_length=2, max_length=30, max_len=32),
+    "listops": dict(GENERATED, max_depth=4, max_args=3, longer_than=2, shorter_than=30, max_len=32),
     "mqar": dict(GENERATED, seq_len=32, num_pairs=4, num_queries=4),
     "lookup": dict(GENERATED, seq_len=32),
     "selective_copy": dict(GENERATED, seq_len=64),

@@ -70,7 +70,7 @@ def test_lra_column_names_are_accepted(tmp_path):
 
 def test_shapes_vocabulary_and_labels(tmp_path):
     task = make(0, tmp_path)
-    assert (task.vocab_size, task.num_classes, task.seq_len, task.head) == (257, 2, 64, "classify")
+    assert (task.vocab_size, task.num_classes, task.seq_len, task.readout) == (257, 2, 64, "classify")
     check_batches(task)
 
 

@@ -22,6 +22,6 @@ def make_core(name: str, head_dim: int, max_heads: int, max_len: int, **options)
 
 def build(name: str, dim: int, heads: int, max_len: int, head_dim: int | None = None,
           **options) -> SelfAttention:
-    """A self-attention layer of op `name`: forward(x (B, N, D), mask (B, N) bool) -> (B, N, D)."""
+    """A self-attention layer of op `name`: forward(x (b, n, D), mask (b, n) bool) -> (b, n, D)."""
     head_dim = head_dim or dim // heads
     return SelfAttention(dim, heads, head_dim, make_core(name, head_dim, heads, max_len, **options))

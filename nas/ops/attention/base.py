@@ -16,7 +16,7 @@ from typing import Callable, ClassVar, Mapping
 import torch
 from torch import Tensor, nn
 
-from nas.errors import ConfigError
+from nas.errors import ConfigError, build_config
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,8 +30,8 @@ class AttentionCore(nn.Module):
     Subclasses set `Config` (a frozen dataclass of the op's options), `inputs` (the projections
     the op reads; e.g. LSH shares one projection for queries and keys) and `per_head` (names of
     parameters whose leading dim indexes heads, so that a subnet with fewer heads slices them).
-    An op whose inputs depend on its options (synthesizer) sets them per instance: read them
-    from an instance, not the class.
+    Both are fixed per class: an op whose inputs depend on its options (synthesizer) is one
+    class per variant.
     """
 
     name: ClassVar[str]  # set by the registry
@@ -48,18 +48,8 @@ class AttentionCore(nn.Module):
 
     @classmethod
     def make_config(cls, **options):
-        """The op's Config from keyword options; unknown names give one clear line."""
-        allowed = [f.name for f in dataclasses.fields(cls.Config)]
-        unknown = sorted(set(options) - set(allowed))
-        if unknown:
-            raise ConfigError(
-                f"unknown option '{unknown[0]}' for attention '{cls.name}'; "
-                f"allowed: {', '.join(allowed) or '(none)'}"
-            )
-        try:
-            return cls.Config(**options)
-        except (TypeError, ValueError) as err:
-            raise ConfigError(f"attention '{cls.name}': {err}") from None
+        """The op's Config from keyword options; unknown names or bad values give one clear line."""
+        return build_config(cls.Config, options, f"attention '{cls.name}'")
 
     def forward(self, q: Tensor | None, k: Tensor | None, v: Tensor | None,
                 mask: Tensor | None = None) -> Tensor:

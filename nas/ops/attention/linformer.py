@@ -34,14 +34,18 @@ class LinformerAttention(AttentionCore):
         self.f = nn.Parameter(torch.randn(shape) * max_len ** -0.5)  # (k, max_len) for values
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor:
-        n = q.shape[2]
+        b, h, n, d = q.shape
+        # All heads in one matmul: (k, n) @ (b, n, h d). The projections come sequence-major
+        # (split_heads' view of (b, n, h d)), so this reshape is a view and the product is one
+        # plain GEMM per batch row, instead of b h small ones over a strided copy.
+        k, v = (x.transpose(1, 2).reshape(b, n, h * d) for x in (k, v))  # (b, n, h d)
         if mask is not None:
             # Zeroed padding adds nothing to the projections, so it is invisible downstream.
-            padding = ~mask[:, None, :, None]  # (b, 1, n, 1)
+            padding = ~mask[:, :, None]  # (b, n, 1)
             k, v = k.masked_fill(padding, 0), v.masked_fill(padding, 0)
-        k = self.e[:, :n] @ k  # (b, h, k, d)
-        v = self.f[:, :n] @ v  # (b, h, k, d)
-        return F.scaled_dot_product_attention(q, k, v)  # (b, h, n, d)
+        k = (self.e[:, :n] @ k).view(b, -1, h, d).transpose(1, 2)  # (b, h, k, d)
+        v = (self.f[:, :n] @ v).view(b, -1, h, d).transpose(1, 2)  # (b, h, k, d)
+        return F.scaled_dot_product_attention(q, k, v)  # (b, h, n, d), fused over the k keys
 
     def flops(self, n: int, heads: int) -> int:
         k = self.config.k

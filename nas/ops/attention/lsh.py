@@ -1,8 +1,10 @@
 """Reformer LSH attention (Kitaev et al. 2020, https://arxiv.org/abs/2001.04451).
 
 Queries and keys share one projection. Angular LSH puts tokens in buckets; sorted by bucket, the
-sequence is cut into chunks and each query attends to the keys of its own bucket in its chunk
-and the chunk before. Several hash rounds are combined by their softmax normalizers.
+sequence is cut into chunks and each query attends to the keys of its chunk and of the chunks
+before and after it (the bidirectional form of Reformer's look-one-back), only those of its own
+bucket unless `attend_across_buckets`. Several hash rounds are combined by their softmax
+normalizers.
 # b batch, h heads, r hash rounds, n sequence, N padded sequence, d head dim,
 # s chunk (= bucket) size, m = b h r N sorted rows of all rounds
 """
@@ -18,9 +20,12 @@ from nas.ops.attention.registry import ATTENTION
 
 @dataclasses.dataclass(frozen=True)
 class LSHConfig:
-    bucket_size: int = 64  # also the chunk length: a query scores at most 2 * bucket_size keys
+    bucket_size: int = 64  # also the chunk length: a query scores at most 3 * bucket_size keys
     n_hashes: int = 1  # hash rounds: more rounds miss fewer neighbours, at r times the cost
     n_buckets: int | None = None  # None: max_len // bucket_size, made even; 1: a single bucket
+    # True (reformer-pytorch's default): a query also sees the other buckets' keys that sorting
+    # put in its three chunks; False: only keys of its own bucket (the paper's strict form).
+    attend_across_buckets: bool = True
 
     def __post_init__(self):
         if self.bucket_size < 1:
@@ -33,43 +38,103 @@ class LSHConfig:
 
 
 def windows(x: Tensor, s: int, fill: float) -> Tensor:
-    """(m, ...) rows cut in chunks of s -> (m / s, ..., 2s): each chunk after the chunk before.
+    """(m, ...) rows cut in chunks of s -> (m / s, ..., 3s): the chunks before, at and after each.
 
-    A chunk of `fill` in front gives the first chunk nothing to look back on. unfold returns
+    A chunk of `fill` at each end gives the end chunks no neighbour there. unfold returns
     overlapping views, so no key or value is copied.
     """
-    x = F.pad(x, (0, 0) * (x.dim() - 1) + (s, 0), value=fill)  # (s + m, ...)
-    return x.unfold(0, 2 * s, s)  # (m / s, ..., 2s)
+    x = F.pad(x, (0, 0) * (x.dim() - 1) + (s, s), value=fill)  # (s + m + s, ...)
+    return x.unfold(0, 3 * s, s)  # (m / s, ..., 3s)
+
+
+class RowWindows(torch.autograd.Function):
+    """(m, d) rows -> (m/s, 3s, d): chunk i's rows after those of chunk i-1, before those of
+    i+1 (zeros beyond the ends), as a view of one padded copy. Its backward adds three shifted
+    slices of the gradient, where unfold's generic backward is an order of magnitude slower."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, s: int) -> Tensor:
+        m, d = x.shape
+        ctx.s = s
+        padded = F.pad(x, (0, 0, s, s))  # (s + m + s, d), contiguous
+        return padded.as_strided((m // s, 3 * s, d), (s * d, d, 1))  # (m/s, 3s, d)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
+        s = ctx.s
+        c, _, d = grad.shape
+        grad = grad.reshape(c, 3, s, d)  # (m/s, 3, s, d): from the chunk before, own, after
+        out = grad[:, 1].clone(memory_format=torch.contiguous_format)  # (m/s, s, d)
+        out[1:] += grad[:-1, 2]  # chunk i is the "after" of chunk i-1
+        out[:-1] += grad[1:, 0]  # and the "before" of chunk i+1
+        return out.view(c * s, d), None
+
+
+class PermuteRows(torch.autograd.Function):
+    """out = x[index] for an index that takes each row of x `copies` times (once per hash round
+    on the way in, once on the way back). `inverse` lists, per block of `block` rows of x, for
+    each copy and row, its place in out. The backward is then a gather and a sum too, where
+    index_select's own backward is a slow scatter-add."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, index: Tensor, inverse: Tensor, copies: int, block: int) -> Tensor:
+        ctx.save_for_backward(inverse)
+        ctx.copies, ctx.block = copies, block
+        return x.index_select(0, index)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None, None, None]:
+        (inverse,) = ctx.saved_tensors
+        grad = grad.index_select(0, inverse)  # (blocks copies block, d)
+        if ctx.copies > 1:
+            grad = grad.view(-1, ctx.copies, ctx.block, grad.shape[-1]).sum(1)  # (blocks, block, d)
+        return grad.reshape(-1, grad.shape[-1]), None, None, None, None
 
 
 @torch.no_grad()
-def chunk_bias(buckets: Tensor, s: int, dtype: torch.dtype) -> Tensor:
-    """(m,) sorted bucket ids -> (m/s, s, 2s) additive scores: 0 where a chunk's query and a key
-    of its window share a bucket, the dtype's min elsewhere."""
-    lowest = torch.finfo(dtype).min
-    bias = torch.zeros(buckets.shape[0] // s, s, 2 * s, dtype=dtype, device=buckets.device)
-    bias.masked_fill_(buckets.view(-1, s, 1) != windows(buckets, s, -1)[:, None], lowest)
-    # Reformer's self score: far below any real score, far above `lowest`, so that a query
-    # attends itself only when its bucket offers no other key. Query i is key s + i.
-    bias.diagonal(s, 1, 2).fill_(max(-1e5, lowest / 2))
-    return bias
+def chunk_hidden(buckets: Tensor, s: int, group: int) -> Tensor:
+    """(m,) sorted bucket ids -> (m/s, s or 1, 3s) bool: the keys of its window a chunk's query
+    does not see (broadcast over the chunk's queries when they all see the same keys).
+
+    A query sees a key when both ids agree after integer division by `group` (1: same bucket;
+    n_buckets + 1: same hash round, any bucket); the id n_buckets marks padding, which nothing
+    sees. Query i of a chunk is key s + i of its window.
+    """
+    keys = windows(buckets, s, -1)  # (m/s, 3s); -1 agrees with no id
+    if group == 1:
+        return buckets.view(-1, s, 1) != keys[:, None]  # (m/s, s, 3s)
+    # A round's length is whole chunks, so all queries of a chunk share their round: one row
+    # of keys per chunk, broadcast over its queries.
+    same = (keys // group == buckets[::s, None] // group) & (keys % group != group - 1)  # (m/s, 3s)
+    return ~same[:, None, :]  # (m/s, 1, 3s)
 
 
-def attend_chunks(q: Tensor, v: Tensor, buckets: Tensor, s: int) -> tuple[Tensor, Tensor]:
-    """Sorted (m, d) queries and values and (m,) bucket ids, in chunks of s -> (m, d) outputs
-    and (m,) logsumexps: each query sees the keys of its bucket in its chunk and the one before."""
+def attend_chunks(q: Tensor, k: Tensor, v: Tensor, buckets: Tensor, s: int,
+                  group: int) -> tuple[Tensor, Tensor]:
+    """Sorted (m, d) queries, unit keys (with the 1/sqrt(d) scale) and values and (m,) bucket ids,
+    in chunks of s -> (m, d+1) unnormalized outputs [e v, sum e] with e = exp(score - top) and
+    the (m, 1) tops: each query sees the keys of its and its neighbour chunks that
+    `chunk_hidden` does not hide. All chunks of all heads and rounds are one batch of matmuls.
+
+    Unnormalized outputs let rounds combine without a logsumexp: out = sum_r w_r num_r /
+    sum_r w_r den_r with w_r = exp(top_r - max top), and the ones column of [v 1] makes the
+    denominators in the same matmul as the numerators.
+    """
     m, d = q.shape
-    # Unit keys with the 1/sqrt(d) scale; an eps the dtype can hold keeps padding's zeros at 0.
-    k = F.normalize(q, dim=-1, eps=torch.finfo(q.dtype).tiny) * d ** -0.5  # (m, d)
-    scores = torch.baddbmm(chunk_bias(buckets, s, q.dtype), q.view(-1, s, d),
-                           windows(k, s, 0.0))  # (m/s, s, 2s)
-    p = scores.softmax(-1)  # (m/s, s, 2s)
-    # logsumexp = max - log p(max): exact, well-conditioned as p(max) >= 1/2s, and it keeps
-    # only indices for backward where logsumexp would keep all the scores.
-    top, at = scores.max(-1)  # (m/s, s)
-    lse = top - p.gather(-1, at[..., None]).squeeze(-1).log()  # (m/s, s)
-    out = p @ windows(v, s, 0.0).transpose(1, 2)  # (m/s, s, d)
-    return out.view(m, d), lse.view(m)
+    lowest = torch.finfo(q.dtype).min
+    scores = q.view(-1, s, d) @ RowWindows.apply(k, s).transpose(1, 2)  # (m/s, s, 3s)
+    # Masked in place: a hidden key gets e = exp(lowest - top) = 0. Reformer's self score is
+    # far below any real score and far above `lowest`, so that a query attends itself only
+    # when its window offers no other key.
+    scores = scores.masked_fill_(chunk_hidden(buckets, s, group), lowest)
+    position = torch.arange(3 * s, device=q.device)
+    diagonal = position[None, :] == torch.arange(s, device=q.device)[:, None] + s  # (s, 3s)
+    scores = scores.masked_fill_(diagonal, max(-1e5, lowest / 2))
+    top = scores.detach().amax(-1, keepdim=True)  # (m/s, s, 1)
+    e = scores.sub_(top).exp_()  # (m/s, s, 3s); in place: exp's backward needs only its output
+    v1 = F.pad(v, (0, 1), value=1.0)  # (m, d+1)
+    out = e @ RowWindows.apply(v1, s)  # (m/s, s, d+1); the top key has e = 1, so den >= 1
+    return out.view(m, d + 1), top.view(m, 1)
 
 
 @ATTENTION.register("lsh")
@@ -91,8 +156,11 @@ class LSHAttention(AttentionCore):
         r, half = self.config.n_hashes, self.n_buckets // 2
         if self.n_buckets == 1:
             return torch.zeros(b, h, r, n, dtype=torch.long, device=x.device)
-        rot = self.rotations.to(x.dtype).transpose(0, 1).reshape(d, r * half)  # (d, r buckets/2)
-        rotated = (x @ rot).view(b, h, n, r, half)  # (b, h, n, r, buckets/2)
+        # fp32 even under bf16 autocast: rounding would tie and flip near-equal projections, so
+        # the buckets (and the sort) would depend on the precision.
+        with torch.autocast(x.device.type, enabled=False):
+            rot = self.rotations.float().transpose(0, 1).reshape(d, r * half)  # (d, r buckets/2)
+            rotated = (x.float() @ rot).view(b, h, n, r, half)  # (b, h, n, r, buckets/2)
         top, top_at = rotated.max(-1)  # (b, h, n, r); max and min spare building [xR, -xR]
         low, low_at = rotated.min(-1)
         buckets = torch.where(top >= -low, top_at, low_at + half)  # (b, h, n, r)
@@ -115,33 +183,47 @@ class LSHAttention(AttentionCore):
             buckets.masked_fill_(~real[:, None, None], self.n_buckets)
             buckets, order = buckets.sort(dim=-1, stable=True)  # (b, h, r, N)
             # Ids distinct per (batch, head, round): all rounds are then chunked as one long
-            # sequence, and a first chunk's look-back into the previous round matches nothing.
+            # sequence, and an end chunk never sees into the next round or head.
             rounds = torch.arange(b * h * r, device=q.device).view(b, h, r, 1)
             buckets = (buckets + rounds * (self.n_buckets + 1)).view(-1)  # (b h r N)
 
-        index = order.view(b, h, r * length, 1).expand(-1, -1, -1, d)
-        sq = q.gather(2, index).view(-1, d)  # (b h r N, d), sorted within each round
-        sv = v.gather(2, index).view(-1, d)  # (b h r N, d)
-        out, lse = attend_chunks(sq, sv, buckets, s)  # (b h r N, d), (b h r N)
-        # Back to position order with the inverse permutation of `order`.
-        positions = torch.arange(length, device=q.device).expand_as(order)
-        unsort = torch.empty_like(order).scatter_(-1, order, positions)  # (b, h, r, N)
-        out = out.view(b, h, r, length, d).gather(3, unsort[..., None].expand(-1, -1, -1, -1, d))
-        if r == 1:
-            return out[:, :, 0, :n]  # (b, h, n, d)
-        # Rounds are weighed by their normalizers: a softmax over the union of their keys.
-        lse = lse.view(b, h, r, length).gather(3, unsort)  # (b, h, r, N)
-        return (out * lse.softmax(dim=2)[..., None]).sum(2)[:, :, :n]  # (b, h, n, d)
+            # Row indices into (b h N, d) in sorted order, and back: one index_select per
+            # tensor covers every batch, head and round (a copy of whole rows, where gather
+            # with an expanded index goes element by element).
+            starts = torch.arange(b * h, device=q.device).view(b, h, 1, 1) * length
+            positions = torch.arange(length, device=q.device).expand_as(order)
+            unsort = torch.empty_like(order).scatter_(-1, order, positions)  # (b, h, r, N)
+            sort_rows = (order + starts).view(-1)  # (b h r N): sorted row -> row of (b h N)
+            sorted_at = (unsort + rounds * length).view(-1)  # (b h r N): row -> sorted row
+            order_rows = (order + rounds * length).view(-1)  # (b h r N): sorted row -> row
+
+        # Unit keys with the 1/sqrt(d) scale, normalized before sorting: once per token, not
+        # once per round. An eps the dtype can hold keeps padding's zeros at 0.
+        k = F.normalize(q, dim=-1, eps=torch.finfo(q.dtype).tiny) * d ** -0.5  # (b, h, N, d)
+        sq, sk, sv = (PermuteRows.apply(x.reshape(-1, d), sort_rows, sorted_at, r, length)
+                      for x in (q, k, v))  # (b h r N, d) each, sorted within each round
+        group = self.n_buckets + 1 if self.config.attend_across_buckets else 1
+        out, top = attend_chunks(sq, sk, sv, buckets, s, group)  # (b h r N, d+1), (b h r N, 1)
+        out = PermuteRows.apply(out, sorted_at, order_rows, 1, length)  # position order
+        out = out.view(b, h, r, length, d + 1)[:, :, :, :n]  # (b, h, r, n, d+1)
+        if r > 1:
+            # Rounds are weighed by their normalizers: a softmax over the union of their keys.
+            # The tops are constants that cancel; they only keep the exps in range.
+            top = top[sorted_at].view(b, h, r, length, 1)[:, :, :, :n]  # (b, h, r, n, 1)
+            out = (out * (top - top.amax(2, keepdim=True)).exp()).sum(2)  # (b, h, n, d+1)
+        else:
+            out = out[:, :, 0]  # (b, h, n, d+1)
+        return out[..., :d] / out[..., d:]  # (b, h, n, d)
 
     def flops(self, n: int, heads: int) -> int:
         s, r, d = self.config.bucket_size, self.config.n_hashes, self.head_dim
         length = -(-n // s) * s
         hashing = 2 * length * d * (self.n_buckets // 2)
-        attention = 2 * 2 * length * 2 * s * d  # q k^T and p v, 2s keys per query
-        combining = 2 * length * d if r > 1 else 0
+        attention = 2 * length * 3 * s * (2 * d + 1)  # q k^T and e [v 1], 3s keys per query
+        combining = 2 * length * (d + 1) if r > 1 else 0
         return heads * r * (hashing + attention + combining)
 
     def activation_elements(self, n: int, heads: int) -> int:
         s, r, d = self.config.bucket_size, self.config.n_hashes, self.head_dim
         length = -(-n // s) * s
-        return heads * r * length * (2 * s + 4 * d)  # p; sorted q, k, v; the round's output
+        return heads * r * length * (3 * s + 4 * d)  # p; sorted q, k, v; the round's output

@@ -1,8 +1,10 @@
-"""Performer attention with FAVOR+ positive orthogonal random features
-(Choromanski et al. 2020, https://arxiv.org/abs/2009.14794).
+"""Performer attention (Choromanski et al. 2020, https://arxiv.org/abs/2009.14794) with FAVOR++
+features (Likhosherstov et al. 2022, "Chefs' Random Tables", https://arxiv.org/abs/2205.15317).
 
-exp(q.k / sqrt(d)) is approximated by phi(q).phi(k) with m random features, so attention costs
-O(n m d) instead of O(n^2 d).
+kernel softmax: exp(q.k / sqrt(d)) is estimated by phi(q).phi(k) with m positive random features
+whose free parameter A is chosen per head from the data to minimise the estimator's variance
+(A = 0 is FAVOR+). kernel relu: the paper's generalized attention, phi(x) = relu(w.x).
+Either way attention costs O(n m d) instead of O(n^2 d).
 # b batch, h heads, n sequence, d head dim, m random features
 """
 import dataclasses
@@ -15,26 +17,74 @@ from torch.nn import functional as F
 from nas.ops.attention.base import AttentionCore
 from nas.ops.attention.registry import ATTENTION
 
+KERNELS = ("softmax", "relu")
+
 
 @dataclasses.dataclass(frozen=True)
 class PerformerConfig:
     features: int = 256  # m random features; the approximation error falls like 1/sqrt(m)
+    kernel: str = "softmax"  # softmax: FAVOR++ estimate of softmax attention; relu: ReLU kernel
+    redraw_every: int = 0  # training forwards between fresh feature draws (Performer sec. 4); 0 never
 
     def __post_init__(self):
         if self.features < 1:
             raise ValueError(f"features must be >= 1, got {self.features}")
+        if self.kernel not in KERNELS:
+            raise ValueError(f"kernel must be one of {', '.join(KERNELS)}, got {self.kernel!r}")
+        if self.redraw_every < 0:
+            raise ValueError(f"redraw_every must be >= 0, got {self.redraw_every}")
 
 
-def orthogonal_gaussian(m: int, d: int) -> Tensor:
-    """(m, d) random features from the global torch RNG: blocks of d orthogonal rows, each row
-    rescaled to a chi(d) length so that every row alone is still a N(0, I) sample."""
+def orthogonal_gaussian(m: int, d: int, generator: torch.Generator | None = None) -> Tensor:
+    """(m, d) random features on the CPU: blocks of d orthogonal rows, each row rescaled to a chi(d) length
+    so that every row alone is still a N(0, I) sample."""
     blocks = []
     for _ in range(math.ceil(m / d)):
-        q, r = torch.linalg.qr(torch.randn(d, d))
+        q, r = torch.linalg.qr(torch.randn(d, d, generator=generator, device="cpu"))
         blocks.append((q * r.diagonal().sign()).T)  # the sign fix makes q uniform (Haar)
     directions = torch.cat(blocks)[:m]  # (m, d), unit rows
-    lengths = torch.randn(m, d).norm(dim=1, keepdim=True)  # (m, 1)
+    lengths = torch.randn(m, d, generator=generator, device="cpu").norm(dim=1, keepdim=True)  # (m, 1)
     return directions * lengths
+
+
+def favor_pp_a(x: Tensor, y: Tensor, real: Tensor | None) -> Tensor:
+    """FAVOR++'s variance-optimal A per (b, h) for scaled queries x and keys y (b, h, n, d).
+
+    The estimator exp(A|w|^2 + B w.x - |x|^2/2) exp(A|w|^2 + B w.y - |y|^2/2) (1-4A)^(d/2), with
+    B = sqrt(1 - 4A), is unbiased for exp(x.y) for every A < 1/8. Its log second moment, averaged
+    over query-key pairs, is d log(1-4A) - d/2 log(1-8A) + 2 rho (1-4A)/(1-8A) + const with
+    rho = mean |x_i + y_j|^2; setting the derivative to zero gives 16 d A^2 + (4 rho - 2d) A - rho
+    = 0, whose smaller root is the minimum (the paper's eq. for A*).
+    """
+    d = x.shape[-1]
+    if real is None:
+        mean_x, mean_y = x.mean(2), y.mean(2)  # (b, h, d)
+        sq_x, sq_y = x.square().sum(-1).mean(2), y.square().sum(-1).mean(2)  # (b, h)
+    else:
+        w = real[:, None, :, None].to(x.dtype)  # (b, 1, n, 1)
+        count = w.sum(2).clamp_min(1)  # (b, 1, 1)
+        mean_x, mean_y = (x * w).sum(2) / count, (y * w).sum(2) / count  # (b, h, d)
+        sq_x = (x.square() * w).sum((2, 3)) / count[..., 0]  # (b, h)
+        sq_y = (y.square() * w).sum((2, 3)) / count[..., 0]
+    rho = sq_x + sq_y + 2 * (mean_x * mean_y).sum(-1)  # (b, h): mean over pairs of |x_i + y_j|^2
+    return ((2 * d - 4 * rho) - torch.sqrt((4 * rho - 2 * d) ** 2 + 64 * d * rho)) / (32 * d)
+
+
+def favor_pp_log_features(x: Tensor, w: Tensor, a: Tensor, per_query: bool = True) -> Tensor:
+    """log phi(x) of FAVOR++ (Chefs' Random Tables, eq. 7): scaled inputs x (b, h, n, d), features
+    w (m, d), A (b, h) -> (b, h, n, m), with phi(x) = D exp(A|w|^2 + B w.x - |x|^2/2) / sqrt(m),
+    B = sqrt(1 - 4A), D = (1 - 4A)^(d/4): then E_w[phi(x).phi(y)] = exp(x.y) exactly.
+
+    per_query=False drops the terms that are the same for all features of one row (D, sqrt(m),
+    |x|^2/2), which cancel in attention's ratio.
+    """
+    m, d = w.shape
+    a = a[..., None, None]  # (b, h, 1, 1)
+    log_phi = torch.sqrt(1 - 4 * a) * (x @ w.T) + a * w.square().sum(-1)  # (b, h, n, m)
+    if per_query:
+        const = d / 4 * torch.log1p(-4 * a) - math.log(m) / 2  # (b, h, 1, 1)
+        log_phi = log_phi + const - x.square().sum(-1, keepdim=True) / 2
+    return log_phi
 
 
 @ATTENTION.register("performer")
@@ -43,44 +93,97 @@ class PerformerAttention(AttentionCore):
 
     def __init__(self, head_dim: int, max_heads: int, max_len: int, config=None):
         super().__init__(head_dim, max_heads, max_len, config)
-        # One draw shared by all heads, in a buffer so that checkpoints and extracted subnets
-        # keep exactly the features the supernet was trained with.
-        self.register_buffer("features", orthogonal_gaussian(self.config.features, head_dim))
+        # The features are a pure function of (seed, draws): buffers, so that checkpoints and
+        # extracted subnets keep exactly the draw the supernet uses, and every DDP rank redraws
+        # the same features without touching the global RNG stream.
+        m, d = self.config.features, head_dim
+        if torch.empty(()).is_meta:  # a skeleton whose buffers are replaced (Supernet.extract)
+            seed, features = 0, torch.empty(m, d)
+        else:
+            seed = int(torch.randint(2**31 - 1, (), device="cpu"))
+            features = orthogonal_gaussian(m, d, self._generator(seed, 0))
+        self.register_buffer("seed", torch.tensor(seed))
+        self.register_buffer("draws", torch.zeros((), dtype=torch.long))  # redraws so far
+        self.register_buffer("steps", torch.zeros((), dtype=torch.long))  # training forwards
+        self.register_buffer("features", features)  # (m, d)
+
+    @staticmethod
+    def _generator(seed: int, draws: int) -> torch.Generator:
+        return torch.Generator().manual_seed(seed * 1_000_003 + draws)
 
     @torch.no_grad()
     def redraw_features(self) -> None:
-        """Replace the random features with a fresh draw from the global torch RNG."""
-        self.features.copy_(orthogonal_gaussian(*self.features.shape))
+        """Replace the random features with the next draw of this core's seed."""
+        self.draws += 1
+        generator = self._generator(int(self.seed), int(self.draws))
+        self.features.copy_(orthogonal_gaussian(*self.features.shape, generator))
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor:
+        every = self.config.redraw_every
+        if self.training and every:
+            if int(self.steps) % every == 0 and int(self.steps) > 0:
+                self.redraw_features()
+            self.steps += 1
+        # The features' exponentials and the sums over keys lose too much in bf16 (8 bits of
+        # mantissa): under autocast they run in fp32, and the result returns in the input dtype.
+        with torch.autocast(q.device.type, enabled=False):
+            out = self._forward(q.float(), k.float(), v.float(), mask)
+        return out.to(q.dtype)
+
+    def _forward(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
         w = self.features.to(q.dtype)  # (m, d)
-        m, d = w.shape
-        q, k = q * d ** -0.25, k * d ** -0.25  # so that q.k of the scaled vectors is q.k / sqrt(d)
-        # phi(x) = exp(w.x - |x|^2 / 2) / sqrt(m). A factor shared by all features of one query
-        # cancels between numerator and denominator, so queries drop exp(-|q|^2 / 2) and
-        # subtract their max feature instead (the stabilizer). 1/sqrt(m) would cancel too; it is
-        # kept, inside the exp, so that sums over many keys stay within half precision.
-        log_root_m = math.log(m) / 2
-        wq = q @ w.T  # (b, h, n, m)
-        phi_q = torch.exp(wq - (wq.detach().amax(-1, keepdim=True) + log_root_m))  # (b, h, n, m)
-        wk = k @ w.T - k.square().sum(-1, keepdim=True) / 2  # (b, h, n, m)
-        # Keys share one stabilizer per (b, h), which cancels as well: the max over real keys
-        # only, so that padding cannot change it and junk keys cannot overflow the exp.
-        key_max = wk.detach().amax(-1)  # (b, h, n)
-        if mask is not None:
-            key_max = key_max.masked_fill(~mask[:, None], torch.finfo(q.dtype).min)
-        shift = key_max.amax(-1)[..., None, None] + log_root_m  # (b, h, 1, 1)
-        if mask is not None:
-            # The dtype's max as the shift of padded keys makes their features exactly zero.
-            real = mask[:, None, :, None]  # (b, 1, n, 1)
-            shift = torch.where(real, shift, torch.finfo(q.dtype).max)  # (b, h, n, 1)
-        phi_k = torch.exp(wk - shift)  # (b, h, n, m)
+        d = w.shape[1]
+        scale = d ** -0.25  # on q and k, so that q.k of the scaled vectors is q.k / sqrt(d)
+        if self.config.kernel == "relu":
+            w_t = (w * scale).T  # (d, m)
+            phi_q = (q @ w_t).relu_()  # (b, h, n, m); in place: relu's backward needs only its output
+            phi_k = (k @ w_t).relu_()  # (b, h, n, m)
+            if mask is not None:
+                phi_k = phi_k * mask[:, None, :, None]  # padded keys have no features
+        else:
+            phi_q, phi_k = self._softmax_features(q, k, w, scale, mask)
         v1 = F.pad(v, (0, 1), value=1.0)  # (b, h, n, d+1): the ones column yields the normalizer
         kv = phi_k.transpose(-2, -1) @ v1  # (b, h, m, d+1)
         out = phi_q @ kv  # (b, h, n, d+1)
         num, den = out[..., :d], out[..., d:]  # (b, h, n, d), (b, h, n, 1)
         # All-padding rows have 0 / 0: dividing by 1 there keeps values and grads finite.
         return num / den.masked_fill(den == 0, 1.0)  # (b, h, n, d)
+
+    @staticmethod
+    def _softmax_features(q: Tensor, k: Tensor, w: Tensor, scale: float,
+                          mask: Tensor | None) -> tuple[Tensor, Tensor]:
+        """FAVOR++ features (favor_pp_log_features) of q and k (b, h, n, d) -> (b, h, n, m) each,
+        up to factors that cancel in attention's ratio: a shift per feature and one per query.
+
+        Every term of the log features goes into one GEMM per side by augmenting the inputs
+        ([k, |k|^2] and [q, 1]), so that only the shift and the exp remain as (n, m) passes,
+        both in place: the exp's backward needs only its output, the GEMM's only its inputs.
+        """
+        # A from detached statistics (any A is unbiased); detach, not no_grad, so that
+        # torch.export traces the op.
+        a = favor_pp_a(q.detach() * scale, k.detach() * scale, mask)[..., None, None]  # (b, h, 1, 1)
+        w_t = torch.sqrt(1 - 4 * a) * scale * w.T  # (b, h, d, m): B w, on unscaled inputs
+        a_w = a * w.square().sum(-1)  # (b, h, 1, m)
+        # log phi(k) + const = B w.k' + A|w|^2 - |k'|^2/2 with k' = k * scale; A|w|^2 is the
+        # same for every key of a feature, so the per-feature shift below absorbs it.
+        half_sq = torch.full_like(a_w, -scale ** 2 / 2)  # (b, h, 1, m)
+        k_aug = torch.cat([k, k.square().sum(-1, keepdim=True)], -1)  # (b, h, n, d+1)
+        log_k = k_aug @ torch.cat([w_t, half_sq], -2)  # (b, h, n, m)
+        # One shift per feature, shared by all keys and taken back on the query side, cancels
+        # exactly (no epsilon pulling the result to uniform); the max over real keys keeps every
+        # feature's largest key at 1, so no column underflows and padding cannot move the shift.
+        lowest = torch.finfo(q.dtype).min
+        if mask is not None:
+            log_k = log_k.masked_fill_(~mask[:, None, :, None], lowest)  # padded keys: exp -> 0
+        shift = log_k.detach().amax(2, keepdim=True)  # (b, h, 1, m)
+        shift = shift.masked_fill_(shift == lowest, 0.0)  # no real key at all: any shift will do
+        phi_k = log_k.sub_(shift).exp_()  # (b, h, n, m)
+        # Queries: B w.q' + A|w|^2, plus the keys' A|w|^2 and shift taken back.
+        q_aug = F.pad(q, (0, 1), value=1.0)  # (b, h, n, d+1)
+        log_q = q_aug @ torch.cat([w_t, 2 * a_w + shift], -2)  # (b, h, n, m)
+        # A factor shared by all features of one query cancels between numerator and denominator.
+        phi_q = log_q.sub_(log_q.detach().amax(-1, keepdim=True)).exp_()  # (b, h, n, m)
+        return phi_q, phi_k
 
     def flops(self, n: int, heads: int) -> int:
         m, d = self.config.features, self.head_dim

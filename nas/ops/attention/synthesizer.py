@@ -31,29 +31,19 @@ class SynthesizerConfig:
 
 @ATTENTION.register("synthesizer")
 class SynthesizerAttention(AttentionCore):
-    Config = SynthesizerConfig
-    inputs = ("q", "v")  # the dense variant's; random reads only v (set per instance below)
-    per_head = ("w1", "b1", "w2")
+    """One class per variant, each with fixed `inputs` and `per_head`: building the registered
+    class builds the variant its config names (`DenseSynthesizer`, `RandomSynthesizer` or
+    `FactorizedRandomSynthesizer`)."""
 
-    def __init__(self, head_dim: int, max_heads: int, max_len: int, config=None):
-        super().__init__(head_dim, max_heads, max_len, config)
-        h, d, rank = max_heads, head_dim, self.config.rank
-        if self.config.variant == "dense":
-            # The paper's b2 is left out: a hidden unit with zero weights and positive bias
-            # gives a row of W2 that acts as the same per-key bias.
-            self.w1 = nn.Parameter(torch.randn(h, d, d) * d ** -0.5)  # (h, d, d)
-            self.b1 = nn.Parameter(torch.zeros(h, d))  # (h, d)
-            # W2 is held transposed, a row per key position, so that its leading n rows are
-            # the keys of the fused kernel as they are (it wants the last dim contiguous).
-            self.w2 = nn.Parameter(torch.randn(h, max_len, d) * d ** -0.5)  # (h, max_len, d)
-        elif rank is None:
-            self.inputs, self.per_head = ("v",), ("r",)
-            self.r = nn.Parameter(torch.randn(h, max_len, max_len))  # (h, max_len, max_len)
-        else:
-            self.inputs, self.per_head = ("v",), ("a", "b")
-            # std rank^-1/4 on both factors gives A B^T entries of unit variance, like full R.
-            self.a = nn.Parameter(torch.randn(h, max_len, rank) * rank ** -0.25)  # (h, max_len, r)
-            self.b = nn.Parameter(torch.randn(h, max_len, rank) * rank ** -0.25)  # (h, max_len, r)
+    Config = SynthesizerConfig
+
+    def __new__(cls, *args, **kwargs):
+        if cls is not SynthesizerAttention:  # a variant, or a copy being unpickled
+            return super().__new__(cls)
+        config = kwargs.get("config", args[3] if len(args) > 3 else None) or SynthesizerConfig()
+        if config.variant == "dense":
+            return super().__new__(DenseSynthesizer)
+        return super().__new__(RandomSynthesizer if config.rank is None else FactorizedRandomSynthesizer)
 
     def forward(self, q: Tensor | None, k: None, v: Tensor, mask: Tensor | None = None) -> Tensor:
         b, h, n, d = v.shape
@@ -88,3 +78,46 @@ class SynthesizerAttention(AttentionCore):
     def activation_elements(self, n: int, heads: int) -> int:
         hidden = n * self.head_dim if self.config.variant == "dense" else 0
         return heads * (n * n + hidden)  # the attention matrix (fused kernels keep less)
+
+
+class DenseSynthesizer(SynthesizerAttention):
+    """Scores relu(q W1 + b1) W2: each query's row from that token alone."""
+
+    inputs = ("q", "v")
+    per_head = ("w1", "b1", "w2")
+
+    def __init__(self, head_dim: int, max_heads: int, max_len: int, config=None):
+        super().__init__(head_dim, max_heads, max_len, config)
+        h, d = max_heads, head_dim
+        # The paper's b2 is left out: a hidden unit with zero weights and positive bias
+        # gives a row of W2 that acts as the same per-key bias.
+        self.w1 = nn.Parameter(torch.randn(h, d, d) * d ** -0.5)  # (h, d, d)
+        self.b1 = nn.Parameter(torch.zeros(h, d))  # (h, d)
+        # W2 is held transposed, a row per key position, so that its leading n rows are
+        # the keys of the fused kernel as they are (it wants the last dim contiguous).
+        self.w2 = nn.Parameter(torch.randn(h, max_len, d) * d ** -0.5)  # (h, max_len, d)
+
+
+class RandomSynthesizer(SynthesizerAttention):
+    """Learned, input-free full (n, n) scores R per head: reads only the values."""
+
+    inputs = ("v",)
+    per_head = ("r",)
+
+    def __init__(self, head_dim: int, max_heads: int, max_len: int, config=None):
+        super().__init__(head_dim, max_heads, max_len, config)
+        self.r = nn.Parameter(torch.randn(max_heads, max_len, max_len))  # (h, max_len, max_len)
+
+
+class FactorizedRandomSynthesizer(SynthesizerAttention):
+    """Learned, input-free scores A B^T of rank r per head: reads only the values."""
+
+    inputs = ("v",)
+    per_head = ("a", "b")
+
+    def __init__(self, head_dim: int, max_heads: int, max_len: int, config=None):
+        super().__init__(head_dim, max_heads, max_len, config)
+        h, rank = max_heads, self.config.rank
+        # std rank^-1/4 on both factors gives A B^T entries of unit variance, like full R.
+        self.a = nn.Parameter(torch.randn(h, max_len, rank) * rank ** -0.25)  # (h, max_len, r)
+        self.b = nn.Parameter(torch.randn(h, max_len, rank) * rank ** -0.25)  # (h, max_len, r)

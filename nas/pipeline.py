@@ -1,0 +1,380 @@
+"""The LongNAS recipe: search a supernet, retrain the chosen arch, export it.
+
+    outcome = search(cfg, run_dir)                      # supernet training + the strategy's choice
+    retrained = retrain(cfg, outcome.arch, outcome.space, outcome.task, run_dir / "retrain",
+                        supernet=outcome.supernet)      # a standalone model of that arch
+    exported = export(retrained.ckpt, run_dir / "export", cfg.export, outcome.task)
+    # `run(cfg, run_dir)` does the three in order, as `nas-search` configures them.
+
+Every stage takes a composed Hydra config (configs/search.yaml, retrain.yaml, export.yaml) and
+returns a dataclass; the CLIs in `nas/cli/` only parse and print, and scripts call these.
+Weight sharing and the search follow the one-shot recipe of ENAS / DARTS / SPOS
+(https://arxiv.org/abs/1904.00420); the rest is plumbing.
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import datetime
+import inspect
+import json
+import logging
+import os
+import sqlite3
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import filelock
+import hydra
+import pytorch_lightning as pl
+import torch
+import yaml
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import EarlyStopping
+from pytorch_lightning.utilities import rank_zero_only
+from torch.utils.tensorboard import SummaryWriter
+
+from nas import cost, viz
+from nas.errors import ConfigError
+from nas.export import export as export_folder
+from nas.safe_load import read_checkpoint
+from nas.metrics import HIGHER_IS_BETTER, evaluate
+from nas.results import Candidate, SearchResult
+from nas.space import Arch, SearchSpace
+from nas.strategies import STRATEGIES, Strategy
+from nas.supernet import FewShotSupernet, Supernet
+from nas.tasks import Task
+from nas.training.checkpoint import AtomicCheckpoint, last_checkpoint, resumable
+from nas.training.retrain import RetrainModule
+from nas.training.run import fit_supernet, validation_batches
+from nas.training.search import load_supernet
+from nas.training.tensorboard import log_hparams, log_search
+
+log = logging.getLogger("nas")
+
+INITS = ("scratch", "inherit")  # retraining starts from random weights or the supernet's
+
+
+@dataclass(frozen=True)
+class SearchOutcome:
+    """A finished search."""
+
+    arch: Arch  # the chosen arch (also in run_dir/best_arch.yaml)
+    space: SearchSpace  # the space searched
+    task: Task  # the task, set up (its validation batches were used)
+    supernet: Supernet | FewShotSupernet  # the trained shared weights
+    result: SearchResult  # the strategy's answer: best, ranked, pareto
+    supernet_ckpt: Path  # the search's last checkpoint (retraining's init=inherit reads it)
+    metrics: dict[str, float]  # search/val/<metric> of the chosen arch and its cost/...
+    margins: dict[str, float] = field(default_factory=dict)  # per decision: winner minus runner-up
+    tensorboard: SummaryWriter | None = None  # the search's event writer (None without a logger)
+    step: int = 0  # the search's last global step, where its final entries are filed
+
+
+@dataclass(frozen=True)
+class RetrainOutcome:
+    """A retrained arch."""
+
+    arch: Arch  # the arch that was trained
+    ckpt: Path  # the best checkpoint (by the validation metric), or the last one
+    metrics: dict[str, float]  # retrain/val/<metric>, retrain/test/<metric>, baseline/test/...
+
+
+@dataclass(frozen=True)
+class ExportOutcome:
+    """An export folder."""
+
+    dir: Path  # the folder written
+    metrics: dict  # what metrics.json holds
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """The whole recipe: a search, then (if enabled) retraining and export."""
+
+    search: SearchOutcome
+    retrain: RetrainOutcome | None  # None with retrain.enabled=false
+    export: ExportOutcome | None  # None with export.enabled=false (or no retraining)
+    metrics: dict[str, float] = field(default_factory=dict)  # every stage's metrics
+    files: dict[str, str] = field(default_factory=dict)  # what was written where, for people
+    summary: str = ""  # the one-screen text also written to summary.txt
+
+
+# -- search ---------------------------------------------------------------------------------
+def make_task(cfg: DictConfig) -> Task:
+    """The configured task, with its data under `paths.data_dir`."""
+    return hydra.utils.instantiate(cfg.task, data_dir=cfg.paths.data_dir)
+
+
+def make_strategy(cfg: DictConfig, space: SearchSpace, task: Task, run_dir: Path) -> Strategy:
+    """The configured strategy; it also gets the task's length and the storage if it takes them."""
+    options = OmegaConf.to_container(cfg.strategy, resolve=True)
+    cls = STRATEGIES.get(options.pop("name"))
+    context = {"seq_len": task.seq_len, "storage": cfg.storage.url, "run_dir": str(run_dir)}
+    accepted = inspect.signature(cls).parameters
+    options.update({k: v for k, v in context.items() if k in accepted and k not in options})
+    return cls(space, seed=cfg.seed, **options)
+
+
+def _trainer(cfg: DictConfig, run_dir: Path, callbacks: list, logger, **overrides) -> pl.Trainer:
+    settings = {**OmegaConf.to_container(cfg.trainer, resolve=True), **overrides}
+    return pl.Trainer(**settings, logger=logger, callbacks=callbacks, default_root_dir=run_dir)
+
+
+def search(cfg: DictConfig, run_dir: Path) -> SearchOutcome:
+    """Train a supernet under the configured strategy and take its choice.
+
+    Writes `best_arch.yaml`, `ranked.csv` / `pareto.csv` (strategies that rank), the last
+    checkpoint and the TensorBoard views into `run_dir`; resumes from `run_dir` with
+    `cfg.resume`. The chosen arch is evaluated once, on the same `search.eval_batches`
+    validation batches the strategy compared candidates on.
+    """
+    run_dir = Path(run_dir)
+    pl.seed_everything(cfg.seed, workers=True)
+    task = make_task(cfg)
+    space = SearchSpace.from_yaml(cfg.space.file)
+    supernet = Supernet(space, task.shape, sharing=cfg.sharing)
+    if cfg.get("few_shot"):
+        supernet = FewShotSupernet(supernet, cfg.few_shot)
+    check_storage(run_dir / "optuna.db")
+    strategy = make_strategy(cfg, space, task, run_dir)
+    checkpoint_dir = run_dir / "checkpoints"
+    last = checkpoint_dir / "last.ckpt"
+    found_ckpt = resumable(last) if cfg.resume else None
+    resume_from = str(found_ckpt) if found_ckpt else None
+    if resume_from:
+        log.info("resuming the search from %s", resume_from)
+    logger = hydra.utils.instantiate(cfg.logger) if cfg.get("logger") else False
+    trainer = _trainer(cfg, run_dir, [last_checkpoint(checkpoint_dir)], logger)  # a kill loses one epoch at most
+    module = fit_supernet(supernet, strategy, task, task.metric, trainer, ckpt_path=resume_from,
+                          lr=cfg.search.lr, weight_decay=cfg.search.weight_decay, grad_clip=cfg.search.grad_clip)
+    val_batches = validation_batches(task, cfg.search.eval_batches)  # built once, used twice
+    result = module.choose(val_batches)  # on rank 0, shared by every rank under DDP
+    if _rank_zero():
+        write_results(run_dir, result)
+
+    key = f"val/{task.metric}"
+    scored = next((c.metrics[key] for c in result.ranked if c.arch == result.best and key in c.metrics), None)
+    value = scored if scored is not None else evaluate(supernet, val_batches, task.metric, arch=result.best)
+    estimate = cost.estimate(result.best, space, task.shape, task.seq_len)
+    metrics = {f"search/{key}": value, "cost/params": estimate.params, "cost/flops": estimate.flops,
+               "cost/activation_mib": round(estimate.activation_mib, 2)}
+    history = getattr(strategy, "history", None)  # the architecture distribution (DARTS, GDAS, ENAS)
+    margins = viz.margins(history[-1]) if history else {}
+    if margins and _rank_zero():  # the sidecar: per decision, the final winner minus runner-up
+        (run_dir / "margins.yaml").write_text(yaml.safe_dump({k: round(v, 4) for k, v in margins.items()}))
+        threshold = getattr(strategy, "min_margin", None)
+        decision, smallest = min(margins.items(), key=lambda kv: kv[1])
+        if threshold is not None and smallest < threshold:
+            log.warning("the search did not decide: margin %.3f on %s < strategy.min_margin %.3f", smallest, decision, threshold)
+    writer = trainer.logger.experiment if trainer.logger and _rank_zero() else None  # rank 0's events only
+    if writer is not None:
+        log_search(writer, space, strategy, result, estimate, metrics, step=trainer.global_step,
+                   cost_of=lambda arch: cost.estimate(arch, space, task.shape, task.seq_len))
+    return SearchOutcome(arch=result.best, space=space, task=task, supernet=supernet, result=result,
+                         supernet_ckpt=last, metrics=metrics, margins=margins, tensorboard=writer,
+                         step=trainer.global_step)
+
+
+def check_storage(path: Path) -> None:
+    """A damaged Optuna SQLite file stops the run with one line, before any training, instead
+    of SQLAlchemy's traceback at the first trial."""
+    if not path.is_file():
+        return
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            verdict = db.execute("PRAGMA integrity_check").fetchone()[0]
+    except sqlite3.DatabaseError as err:
+        verdict = str(err)
+    if verdict != "ok":
+        raise ConfigError(f"{path} is damaged ({verdict}); move it away to start the study over "
+                          "(the trials so far are also in ranked.csv)")
+
+
+def write_results(run_dir: Path, result: SearchResult) -> None:
+    """best_arch.yaml, and ranked.csv / pareto.csv when the strategy filled them."""
+    result.best.to_yaml(Path(run_dir) / "best_arch.yaml")
+    for name, rows in (("ranked", result.ranked), ("pareto", result.pareto)):
+        if rows:
+            write_candidates(Path(run_dir) / f"{name}.csv", rows)
+
+
+def write_candidates(path: Path, rows: list[Candidate]) -> None:
+    """One row per candidate, in order: its rank, its metrics, its arch as JSON."""
+    keys = sorted({k for row in rows for k in row.metrics})
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["rank", *keys, "arch"])
+        for i, row in enumerate(rows):
+            writer.writerow([i, *(row.metrics.get(k, "") for k in keys), json.dumps(row.arch.to_dict())])
+
+
+# -- retrain --------------------------------------------------------------------------------
+def retrain(cfg: DictConfig, arch: Arch, space: SearchSpace, task: Task, out_dir: Path,
+            settings: DictConfig | None = None, supernet: Supernet | None = None) -> RetrainOutcome:
+    """Train `arch` on `task` as a standalone model; test its best checkpoint.
+
+    Args:
+        cfg: gives `trainer`, `logger`, `task` (kept in the checkpoint for export) and `resume`.
+        arch, space: what to train.
+        task: the data.
+        out_dir: checkpoints/ and tensorboard/ go here.
+        settings: the retraining options (configs/retraining/default.yaml); `cfg.retrain`
+            by default.
+        supernet: the search's supernet in memory, which saves loading `settings.supernet_ckpt`
+            for init=inherit and distillation.
+    """
+    out_dir = Path(out_dir)
+    s = settings if settings is not None else cfg.retrain
+    if s.init not in INITS:
+        raise ConfigError(f"retrain.init: unknown init '{s.init}'; allowed: {', '.join(INITS)}")
+    space.validate(arch)
+    if supernet is None and (s.init == "inherit" or s.distill):
+        if not s.supernet_ckpt:
+            raise ConfigError("retrain.supernet_ckpt: init=inherit and distill need a search's "
+                              "checkpoints/last.ckpt")
+        supernet = load_supernet(s.supernet_ckpt, space)
+    teacher = supernet.extract(space.largest()) if s.distill else None
+    module = RetrainModule(arch, space, task.shape, task.metric, lr=s.lr, weight_decay=s.weight_decay,
+                           warmup_steps=s.warmup_steps, teacher=teacher, distill=s.distill,
+                           task_config=OmegaConf.to_container(cfg.task, resolve=True))
+    if s.init == "inherit":
+        module.model.load_state_dict(supernet.extract(arch).state_dict())
+
+    monitor = f"val/{task.metric}"
+    mode = "max" if HIGHER_IS_BETTER[task.metric] else "min"
+    best = AtomicCheckpoint(dirpath=out_dir / "checkpoints", filename="best", monitor=monitor, mode=mode,
+                            save_top_k=1, enable_version_counter=False)
+    logger = hydra.utils.instantiate(cfg.logger, save_dir=str(out_dir)) if cfg.get("logger") else False
+    callbacks = [best, last_checkpoint(out_dir / "checkpoints"),
+                 EarlyStopping(monitor=monitor, mode=mode, patience=s.patience)]
+    trainer = _trainer(cfg, out_dir, callbacks, logger, max_epochs=s.max_epochs,
+                       gradient_clip_val=s.gradient_clip_val)
+    last = out_dir / "checkpoints" / "last.ckpt"
+    found_ckpt = resumable(last) if cfg.get("resume") else None
+    resume_from = str(found_ckpt) if found_ckpt else None
+    if resume_from:
+        log.info("resuming retraining from %s", resume_from)
+        read_checkpoint(resume_from, "resume checkpoint")  # one line for a bad file
+    trainer.fit(module, datamodule=task, ckpt_path=resume_from, weights_only=True)
+    val = float(trainer.callback_metrics.get(monitor, float("nan")))
+    tested = trainer.test(module, datamodule=task, ckpt_path=best.best_model_path or None, verbose=False,
+                          weights_only=True)
+    metrics = {f"retrain/val/{task.metric}": best.best_model_score.item() if best.best_model_score is not None else val,
+               f"retrain/test/{task.metric}": tested[0][f"test/{task.metric}"],
+               **{f"baseline/{k}": v for k, v in task.baseline().items() if k.startswith("test/")}}
+    return RetrainOutcome(arch=arch, ckpt=Path(best.best_model_path or last), metrics=metrics)
+
+
+# -- export ---------------------------------------------------------------------------------
+def task_of(ckpt: Path, data_dir: str | Path) -> Task | None:
+    """The task a retrain checkpoint was trained on (from its hparams), to test the export."""
+    hparams = read_checkpoint(ckpt, "ckpt").get("hyper_parameters")
+    config = hparams.get("task_config") if isinstance(hparams, dict) else None
+    return hydra.utils.instantiate(config, data_dir=data_dir) if config else None
+
+
+def export(ckpt: Path, out: Path, settings: DictConfig, task: Task | None) -> ExportOutcome:
+    """Write the export folder of a retrain checkpoint, measured on `task`'s test set if given.
+
+    Args:
+        settings: `overwrite` and `quantize` (configs/exporting/default.yaml).
+    """
+    batches = task.test_dataloader() if task is not None else None
+    metrics = export_folder(ckpt, out, overwrite=settings.overwrite, quantize=settings.quantize,
+                            eval_batches=batches, seq_len=task.seq_len if task is not None else None,
+                            task=task.describe() if task is not None else None)
+    return ExportOutcome(dir=Path(out), metrics=metrics)
+
+
+# -- the whole recipe -----------------------------------------------------------------------
+def run(cfg: DictConfig, run_dir: Path) -> RunOutcome:
+    """Search, then (with `retrain.enabled`) retrain, then (with `export.enabled`) export;
+    writes summary.txt into `run_dir`."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log.info("run folder: %s", run_dir)
+    # evolution workers share one run's study by design (README): only they may work together
+    shared = cfg.strategy.get("name") == "evolution" and bool(cfg.get("resume"))
+    with contextlib.nullcontext() if shared else run_lock(run_dir):
+        write_status(run_dir, "running")
+        try:
+            outcome = _run(cfg, run_dir)
+        except BaseException as err:
+            write_status(run_dir, "failed", error=" ".join(f"{type(err).__name__}: {err}".split()))
+            raise
+        write_status(run_dir, "done")
+    return outcome
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path):
+    """Held while a process works in `run_dir`; a second process stops at once and names the
+    holder's PID (in run.pid) instead of interleaving checkpoints with it."""
+    lock = filelock.FileLock(str(run_dir / "run.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except filelock.Timeout:
+        pid_file = run_dir / "run.pid"
+        holder = pid_file.read_text().strip() if pid_file.is_file() else "unknown"
+        raise ConfigError(f"{run_dir} is in use by process {holder}; wait for it to end or stop it") from None
+    try:
+        (run_dir / "run.pid").write_text(f"{os.getpid()}\n")
+        yield
+    finally:
+        lock.release()
+
+
+def write_status(run_dir: Path, state: str, error: str | None = None) -> None:
+    """status.json: running / failed (with the error) / done, with the times, for users and resume."""
+    path = run_dir / "status.json"
+    old = json.loads(path.read_text()) if path.is_file() else {}
+    now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    status = {"state": state, "started": old.get("started", now) if state != "running" else now,
+              "updated": now, "pid": os.getpid(), "error": error}
+    tmp = path.with_suffix(".json.partial")
+    tmp.write_text(json.dumps(status, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def _run(cfg: DictConfig, run_dir: Path) -> RunOutcome:
+    found = search(cfg, run_dir)
+    metrics = dict(found.metrics)
+    files = {"run folder": str(run_dir), "best arch": str(run_dir / "best_arch.yaml"),
+             "tensorboard": f"tensorboard --logdir {run_dir}"}
+    retrained = exported = None
+    if cfg.retrain.enabled:
+        retrained = retrain(cfg, found.arch, found.space, found.task, run_dir / "retrain", supernet=found.supernet)
+        metrics.update(retrained.metrics)
+        files["retrained checkpoint"] = str(retrained.ckpt)
+        if cfg.export.enabled and _rank_zero():
+            exported = export(retrained.ckpt, run_dir / "export", cfg.export, found.task)
+            files["export"] = str(exported.dir)
+    if found.tensorboard is not None:  # one HParams entry: settings, search, cost and test metrics
+        hparams = {"task": cfg.task._target_.rsplit(".", 1)[-1], "space": found.space.name,
+                   "sharing": cfg.sharing, "seed": cfg.seed,
+                   "strategy": OmegaConf.to_container(cfg.strategy, resolve=True)}
+        log_hparams(found.tensorboard, hparams, metrics, step=found.step)
+    text = summary(found.arch, metrics, files, found.margins)
+    if _rank_zero():  # under DDP the other ranks write nothing
+        (run_dir / "summary.txt").write_text(text + "\n")
+    return RunOutcome(search=found, retrain=retrained, export=exported, metrics=metrics, files=files,
+                      summary=text)
+
+
+def _rank_zero() -> bool:
+    """Whether this process writes files: the only one, or rank 0 of a DDP run (Lightning sets
+    the rank from the launcher's environment)."""
+    return rank_zero_only.rank == 0
+
+
+def summary(arch: Arch, metrics: dict, files: dict[str, str], margins: dict[str, float] | None = None) -> str:
+    """The chosen arch, its metrics, how decisively it won and the files, as one screen of text."""
+    lines = ["", "Best architecture", "-----------------", arch.describe(), ""]
+    if margins:
+        closest = sorted(margins.items(), key=lambda kv: kv[1])[:3]
+        lines += ["margin to the runner-up (probability), closest decisions: "
+                  + ", ".join(f"{k} {v:.3f}" for k, v in closest), ""]
+    lines += [f"{k:<24} {v:,.4g}" if isinstance(v, float) else f"{k:<24} {v:,}" for k, v in metrics.items()]
+    lines += ["", *(f"{k:<24} {v}" for k, v in files.items())]
+    return "\n".join(lines)

@@ -1,0 +1,62 @@
+"""Final architecture margins (winner minus runner-up per decision) of a DARTS search under
+the decisiveness remedies of nas.strategies.darts (temperature, entropy, Fair DARTS zero-one
+https://arxiv.org/abs/1911.12126), on the quickstart defaults. One search per variant, in this
+process, one after the other. Prints JSON.
+
+    python scripts/darts_margins.py --variants plain,tau --out margins.json
+"""
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+
+import nas.cli.common  # noqa: F401  the nas_root resolver the configs use
+from report import write_report  # scripts/report.py
+
+CONFIGS = str(Path(__file__).resolve().parents[1] / "configs")
+VARIANTS = {
+    "plain": [],
+    "tau": ["+strategy.softmax_tau_end=0.1"],
+    "entropy": ["+strategy.entropy_weight=0.5"],
+    "zero_one": ["+strategy.zero_one_weight=5.0"],
+}
+
+
+def run(variant: str, extra: list[str], root: Path) -> dict:
+    from nas.pipeline import search
+
+    run_dir = root / variant
+    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
+        cfg = compose(config_name="search", overrides=[
+            f"paths.output_dir={run_dir}", f"paths.data_dir={root / 'data'}", "strategy=darts", "~logger",
+            *[o.replace("+strategy.", "strategy.") for o in extra], *extra_overrides])
+    start = time.perf_counter()
+    found = search(cfg, run_dir)
+    margins = found.margins
+    key = min(margins, key=margins.get)
+    return {"seconds": round(time.perf_counter() - start), "arch": found.arch.to_dict(),
+            "val_metric": found.metrics, "smallest_margin": {key: round(margins[key], 4)},
+            "margins": {k: round(v, 4) for k, v in margins.items()}}
+
+
+extra_overrides: list[str] = []
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--override", action="append", default=[], help="more Hydra overrides, e.g. space=tiny")
+    parser.add_argument("--out")
+    args = parser.parse_args()
+    extra_overrides.extend(args.override)
+    with tempfile.TemporaryDirectory() as root:
+        report = {"overrides": args.override,
+                  "results": {v: run(v, VARIANTS[v], Path(root)) for v in args.variants.split(",")}}
+    write_report(report, args.out)
+
+
+if __name__ == "__main__":
+    main()
