@@ -194,48 +194,69 @@ def run_jobs(jobs: Sequence[Job], folder: Path, workers: int = 1, poll_seconds: 
     threads = threads_per_worker(workers)
     trained: list[Job] = []
     waiting_logged = False
+    log.info("%d of %d standalone jobs have a result in %s; training the rest (%d workers here, "
+             "%d torch threads each)", sum(read_result(folder, j) is not None for j in jobs), len(jobs),
+             folder, workers, threads)
     while True:
         pending = [j for j in jobs if read_result(folder, j) is None]
         if not pending:
             return trained
-        mine = [j for j in pending if claim(folder, j)]
-        if mine:
-            log.info("training %d standalone jobs here (%d workers, %d threads each); %d finished before",
-                     len(mine), workers, threads, len(jobs) - len(pending))
-            trained += _train_claimed(mine, folder, workers, threads, train_fn)
+        got = _train_free(pending, folder, workers, threads, train_fn)
+        trained += got
+        if got:
             continue
-        if not waiting_logged:
+        if not waiting_logged:  # every job left is claimed by a live process elsewhere
             log.info("waiting for %d standalone jobs other processes claimed (%s/*.claim)", len(pending), folder)
             waiting_logged = True
         time.sleep(poll_seconds)
 
 
-def _train_claimed(mine: list[Job], folder: Path, workers: int, threads: int, train_fn) -> list[Job]:
-    done = []
-    try:
-        if workers == 1:
-            quiet_lightning()
-            for job in mine:
-                write_result(folder, job, train_fn(job))
-                release(folder, job)
-                done.append(job)
-                log.info("standalone %d/%d done: %s", len(done), len(mine), job.id)
-            return done
-        context = multiprocessing.get_context("spawn")  # no forked torch thread pools or CUDA state
-        pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
-                                                      initargs=(threads,))
-        try:
-            futures = {pool.submit(train_fn, job): job for job in mine}
-            for future in concurrent.futures.as_completed(futures):
-                job = futures[future]
-                write_result(folder, job, future.result())
-                release(folder, job)
-                done.append(job)
-                log.info("standalone %d/%d done: %s", len(done), len(mine), job.id)
-        finally:  # on an error, jobs not started yet are dropped (their claims released below)
-            pool.shutdown(wait=True, cancel_futures=True)
+def _next_free(queue: list[Job], folder: Path) -> Job | None:
+    """Claim the next job of `queue` nobody finished or holds; claimed one at a time, just
+    before it trains, so that processes sharing the list split it evenly."""
+    while queue:
+        job = queue.pop(0)
+        if read_result(folder, job) is None and claim(folder, job):
+            return job
+    return None
+
+
+def _finish(folder: Path, job: Job, result: dict, done: list[Job]) -> None:
+    write_result(folder, job, result)
+    release(folder, job)
+    done.append(job)
+    log.info("standalone job %s done: val %.4f (%.0f s)", job.id, result["val"], result["train_seconds"])
+
+
+def _train_free(pending: list[Job], folder: Path, workers: int, threads: int, train_fn) -> list[Job]:
+    queue, done = list(pending), []
+    if workers == 1:
+        quiet_lightning()
+        while (job := _next_free(queue, folder)) is not None:
+            try:
+                result = train_fn(job)
+            except BaseException:
+                release(folder, job)  # free the job for the next run
+                raise
+            _finish(folder, job, result, done)
         return done
-    finally:
-        for job in mine:
-            if job not in done:
-                release(folder, job)
+    context = multiprocessing.get_context("spawn")  # no forked torch thread pools or CUDA state
+    pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
+                                                  initargs=(threads,))
+    running: dict[concurrent.futures.Future, Job] = {}
+    try:
+        for _ in range(workers):
+            if (job := _next_free(queue, folder)) is not None:
+                running[pool.submit(train_fn, job)] = job
+        while running:
+            finished, _ = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
+            for future in finished:
+                job = running.pop(future)
+                _finish(folder, job, future.result(), done)
+                if (job := _next_free(queue, folder)) is not None:
+                    running[pool.submit(train_fn, job)] = job
+        return done
+    finally:  # on an error the jobs in flight are dropped and freed for the next run
+        pool.shutdown(wait=True, cancel_futures=True)
+        for job in running.values():
+            release(folder, job)
