@@ -448,7 +448,7 @@ def rank(cfg: DictConfig) -> RankOutcome:
         rows.append(ranking.RankedArch(a, metric, loss, [results[a, s]["val"] for s in seeds],
                                        {"params": estimate.params, "flops": estimate.flops}))
     higher = HIGHER_IS_BETTER[task.metric]
-    ranking.write_ranking(out / "ranking.csv", rows, task.metric, higher)
+    ranking.write_ranking(out / "ranking.csv", rows, task.metric, higher, seeds)
     summary = ranking.rank_summary([r.inherited for r in rows], [r.standalone_mean for r in rows], higher,
                                    k=top_k, inherited_loss=[r.inherited_loss for r in rows],
                                    cost=[r.cost["params"] for r in rows])

@@ -215,12 +215,16 @@ class RankedArch:
         return sum(self.standalone) / len(self.standalone) if self.standalone else math.nan
 
 
-def write_ranking(path: str | Path, rows: Sequence[RankedArch], metric: str, higher_is_better: bool = True) -> None:
+def write_ranking(path: str | Path, rows: Sequence[RankedArch], metric: str, higher_is_better: bool = True,
+                  seeds: Sequence[int] | None = None) -> None:
     """Write `ranking.csv`: one row per arch with its cost, inherited metric and loss, the
     standalone metric per seed and their mean, and both ranks (1 = best; ties share the
-    average rank, as in Spearman's rho)."""
+    average rank, as in Spearman's rho). `seeds` name the standalone columns
+    (`standalone_<metric>_seed<s>`, in the order of each row's `standalone`); 0, 1, ... by default."""
     sign = -1 if higher_is_better else 1
-    seeds = max((len(r.standalone) for r in rows), default=0)
+    labels = list(seeds) if seeds is not None else list(range(max((len(r.standalone) for r in rows), default=0)))
+    if any(len(r.standalone) > len(labels) for r in rows):
+        raise ConfigError(f"write_ranking: a row has more standalone values than the {len(labels)} seeds named")
     cost_keys = sorted({k for r in rows for k in r.cost})
     inherited_rank = stats.rankdata([sign * r.inherited for r in rows])
     standalone = [r.standalone_mean for r in rows]
@@ -230,10 +234,10 @@ def write_ranking(path: str | Path, rows: Sequence[RankedArch], metric: str, hig
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["arch_id", *(f"cost_{k}" for k in cost_keys), f"inherited_{metric}", "inherited_loss",
-                         *(f"standalone_{metric}_seed{s}" for s in range(seeds)), f"standalone_{metric}_mean",
+                         *(f"standalone_{metric}_seed{s}" for s in labels), f"standalone_{metric}_mean",
                          "inherited_rank", "standalone_rank", "arch"])
         for i, r in enumerate(rows):
-            per_seed = [*r.standalone, *[""] * (seeds - len(r.standalone))]
+            per_seed = [*r.standalone, *[""] * (len(labels) - len(r.standalone))]
             mean = r.standalone_mean if r.standalone else ""
             writer.writerow([i, *(r.cost.get(k, "") for k in cost_keys), r.inherited, r.inherited_loss,
                              *per_seed, mean, float(inherited_rank[i]), standalone_rank[i],
@@ -251,7 +255,9 @@ def read_ranking(path: str | Path, metric: str) -> list[RankedArch]:
     needed = {"arch", f"inherited_{metric}", "inherited_loss"}
     if not table or not needed <= set(table[0]):
         raise ConfigError(f"{path}: expected a ranking.csv with the columns {', '.join(sorted(needed))}")
-    seeds = sorted(k for k in table[0] if k.startswith(f"standalone_{metric}_seed"))
+    prefix = f"standalone_{metric}_seed"
+    seeds = sorted((k for k in table[0] if k.startswith(prefix) and k[len(prefix):].isdigit()),
+                   key=lambda k: int(k[len(prefix):]))  # seed10 after seed9
     rows = []
     for i, row in enumerate(table):
         try:

@@ -176,3 +176,7 @@ def test_write_ranking(tmp_path):
         [(r.arch, r.inherited, r.inherited_loss, r.standalone, r.cost) for r in rows]
     with pytest.raises(ConfigError, match="expected a ranking.csv with the columns arch, inherited_bpb"):
         read_ranking(tmp_path / "ranking.csv", "bpb")
+    write_ranking(tmp_path / "named.csv", rows, "acc", seeds=[10, 9])  # columns named by seed, read in seed order
+    with open(tmp_path / "named.csv", newline="") as f:
+        assert "standalone_acc_seed10" in next(csv.reader(f))
+    assert [r.standalone for r in read_ranking(tmp_path / "named.csv", "acc")] == [[0.9, 0.8], [0.6, 0.5], [0.95]]
