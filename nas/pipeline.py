@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import sqlite3
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,7 +52,7 @@ from nas.training.checkpoint import AtomicCheckpoint, last_checkpoint, resumable
 from nas.training.retrain import RetrainModule
 from nas.training.run import fit_supernet, validation_batches
 from nas.training.search import load_supernet
-from nas.training.standalone import Budget, Job, read_result, run_jobs, threads_per_worker
+from nas.training.standalone import Budget, Job, read_result, resolve_workers, run_jobs
 from nas.training.tensorboard import log_hparams, log_rank, log_search
 
 log = logging.getLogger("nas")
@@ -410,11 +411,12 @@ def rank(cfg: DictConfig) -> RankOutcome:
         cfg: configs/rank.yaml: `run`, `archs`, `seed`, `seeds`, `workers`, `top_k`, `budget`,
             `trainer`, `paths`.
     """
+    start = time.perf_counter()
     run_dir = _search_run(cfg.get("run"))
     seeds = _seeds(cfg.get("seeds"))  # every check before any work
     budget = Budget(**OmegaConf.to_container(cfg.budget, resolve=True))
-    workers = cfg.get("workers", 1)
-    threads_per_worker(workers)
+    workers = cfg.get("workers")
+    resolve_workers(workers, 1)  # checked now; resolved once the jobs are known
     top_k = cfg.get("top_k", 3)
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
         raise ConfigError(f"top_k={top_k!r}: must be a whole number >= 1")
@@ -439,7 +441,8 @@ def rank(cfg: DictConfig) -> RankOutcome:
     task_config = OmegaConf.to_container(saved.task, resolve=True)
     jobs = {(a, s): Job(a.to_dict(), space.to_dict(), task_config, str(data_dir), s, budget,
                         {**trainer_options, "devices": 1}) for a in archs for s in seeds}
-    trained = run_jobs(list(jobs.values()), out / "standalone", workers=workers)
+    pending = sum(read_result(out / "standalone", job) is None for job in jobs.values())
+    trained = run_jobs(list(jobs.values()), out / "standalone", workers=resolve_workers(workers, pending))
     results = {key: read_result(out / "standalone", job) for key, job in jobs.items()}
 
     rows = []
@@ -452,10 +455,12 @@ def rank(cfg: DictConfig) -> RankOutcome:
     summary = ranking.rank_summary([r.inherited for r in rows], [r.standalone_mean for r in rows], higher,
                                    k=top_k, inherited_loss=[r.inherited_loss for r in rows],
                                    cost=[r.cost["params"] for r in rows])
-    text = rank_text(rows, summary, task.metric, budget, seeds, len(trained), out)
+    seconds = time.perf_counter() - start
+    text = rank_text(rows, summary, task.metric, budget, seeds, len(trained), out, seconds)
     record = {**summary.to_dict(), "metric": task.metric, "higher_is_better": higher,
               "pick_arch": rows[summary.pick].arch.to_dict(), "budget": dataclasses.asdict(budget),
-              "seeds": seeds, "val_examples": len(task.val_dataloader().dataset), "run": str(run_dir)}
+              "seeds": seeds, "val_examples": len(task.val_dataloader().dataset), "run": str(run_dir),
+              "trained_now": len(trained), "wall_seconds": round(seconds, 1)}
     _write_json(out / "summary.json", record)
     with SummaryWriter(str(out / "tensorboard")) as writer:
         figures = {k: v for k, v in summary.to_dict().items() if k not in ("n", "k")}
@@ -508,7 +513,7 @@ def _seeds(seeds: object) -> list[int]:
 
 
 def rank_text(rows: list[ranking.RankedArch], summary: ranking.RankSummary, metric: str, budget: Budget,
-              seeds: list[int], trained: int, out: Path) -> str:
+              seeds: list[int], trained: int, out: Path, seconds: float) -> str:
     """The screen `nas-rank` prints: one line per arch, best standalone first, then the figures."""
     order = sorted(range(len(rows)), key=lambda i: -score(rows[i].standalone_mean, metric))
     lines = ["", f"{'#':>3}  {'attention':<12}{'depth':>5}  {'inherited':>9}  {'standalone':>10}  arch"]
@@ -519,7 +524,7 @@ def rank_text(rows: list[ranking.RankedArch], summary: ranking.RankSummary, metr
                      f"{r.standalone_mean:>10.4f}  {r.arch.describe().splitlines()[0]}{mark}")
     best = max(r.standalone_mean for r in rows) if HIGHER_IS_BETTER[metric] else min(r.standalone_mean for r in rows)
     lines += ["", f"{summary.n} archs; standalone: {budget.max_epochs} epochs from scratch, seeds {seeds} "
-                  f"({trained} trained now); val/{metric} on the whole validation set",
+                  f"({trained} trained now, {seconds:.0f} s); val/{metric} on the whole validation set",
               f"Kendall tau-b   {summary.kendall_tau:.3f}  (p {summary.kendall_p:.3g})",
               f"Spearman rho    {summary.spearman_rho:.3f}  (p {summary.spearman_p:.3g})",
               f"top-{summary.k} overlap   {summary.top_k_overlap:.3f}",

@@ -17,7 +17,7 @@ from nas.training import standalone
 from nas.training.search import load_supernet
 from tests.cli.conftest import TINY, compose_config
 
-TINY_RANK = ["budget.max_epochs=1", "budget.warmup_steps=2"]
+TINY_RANK = ["budget.max_epochs=1", "budget.warmup_steps=2", "workers=1"]  # in this process: counted
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,7 @@ import multiprocessing
 import os
 import socket
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -156,16 +157,33 @@ def _stale(path: Path) -> bool:
     return False
 
 
+def cores() -> int:
+    """The CPU cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def resolve_workers(workers: int | None, jobs: int) -> int:
+    """`workers`, checked; None: one worker per core, at most one per job. Tiny models train
+    faster as one-thread processes side by side than as one process with many threads, and a
+    busy machine does not stall them at every multi-threaded op's barrier."""
+    if workers is None:
+        return max(1, min(cores(), jobs))
+    threads_per_worker(workers)
+    return workers
+
+
 def threads_per_worker(workers: int) -> int:
     """Torch threads per worker so that workers x threads <= this machine's cores."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= cores:
-        raise ConfigError(f"workers={workers!r}: must be a whole number from 1 to the {cores} cores of this machine")
-    return cores // workers
+    n = cores()
+    if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= n:
+        raise ConfigError(f"workers={workers!r}: must be a whole number from 1 to the {n} cores of this machine, "
+                          "or null (one per core)")
+    return n // workers
 
 
-def _start_worker(threads: int) -> None:
+def _start_worker(threads: int, filters: list) -> None:
     torch.set_num_threads(threads)
+    warnings.filters[:] = filters  # the parent's silenced notices stay silent in a spawned child
     quiet_lightning()
 
 
@@ -242,7 +260,7 @@ def _train_free(pending: list[Job], folder: Path, workers: int, threads: int, tr
         return done
     context = multiprocessing.get_context("spawn")  # no forked torch thread pools or CUDA state
     pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
-                                                  initargs=(threads,))
+                                                  initargs=(threads, list(warnings.filters)))
     running: dict[concurrent.futures.Future, Job] = {}
     try:
         for _ in range(workers):
