@@ -42,7 +42,7 @@ from nas import cost, ranking, viz
 from nas.errors import ConfigError
 from nas.export import export as export_folder
 from nas.safe_load import read_checkpoint
-from nas.metrics import HIGHER_IS_BETTER, evaluate, evaluate_loss, score
+from nas.metrics import HIGHER_IS_BETTER, evaluate, evaluate_with_loss, score
 from nas.results import Candidate, SearchResult
 from nas.space import Arch, SearchSpace
 from nas.strategies import STRATEGIES, Strategy
@@ -432,8 +432,7 @@ def rank(cfg: DictConfig) -> RankOutcome:
 
     log.info("ranking %d archs of %s: inherited scores on %d validation examples", len(archs), run_dir,
              len(task.val_dataloader().dataset))
-    inherited = [(evaluate(supernet, task.val_dataloader(), task.metric, arch=a),
-                  evaluate_loss(supernet, task.val_dataloader(), arch=a)) for a in archs]
+    inherited = [evaluate_with_loss(supernet, task.val_dataloader(), task.metric, arch=a) for a in archs]
     del supernet
 
     trainer = OmegaConf.to_container(cfg.trainer, resolve=True)

@@ -29,7 +29,7 @@ import pytorch_lightning as pl
 import torch
 
 from nas.errors import ConfigError
-from nas.metrics import evaluate, evaluate_loss
+from nas.metrics import evaluate_with_loss
 from nas.space import Arch, SearchSpace
 from nas.training.retrain import RetrainModule
 
@@ -90,10 +90,9 @@ def train(job: Job) -> dict:
     start = time.perf_counter()
     trainer.fit(module, datamodule=task)
     seconds = time.perf_counter() - start
-    batches = task.val_dataloader()
+    val, val_loss = evaluate_with_loss(module.model, task.val_dataloader(), task.metric)
     return {"arch": job.arch, "seed": job.seed, "budget": dataclasses.asdict(b),
-            "metric": task.metric, "val": evaluate(module.model, batches, task.metric),
-            "val_loss": evaluate_loss(module.model, batches), "train_seconds": round(seconds, 2),
+            "metric": task.metric, "val": val, "val_loss": val_loss, "train_seconds": round(seconds, 2),
             "host": socket.gethostname(), "pid": os.getpid()}
 
 
