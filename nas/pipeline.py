@@ -515,12 +515,13 @@ def rank_text(rows: list[ranking.RankedArch], summary: ranking.RankSummary, metr
               seeds: list[int], trained: int, out: Path, seconds: float) -> str:
     """The screen `nas-rank` prints: one line per arch, best standalone first, then the figures."""
     order = sorted(range(len(rows)), key=lambda i: -score(rows[i].standalone_mean, metric))
-    lines = ["", f"{'#':>3}  {'attention':<12}{'depth':>5}  {'inherited':>9}  {'standalone':>10}  arch"]
+    lines = ["", f"{'#':>3}  {'attention':<12}{'depth':>5}  {'inherited':>9}  {'standalone':>10}  "
+                 "layers (attention/heads/ffn)"]
     for i in order:
         r = rows[i]
         mark = " <- supernet's pick" if i == summary.pick else ""
         lines.append(f"{i:>3}  {viz.attention_label(r.arch):<12}{r.arch.depth:>5}  {r.inherited:>9.4f}  "
-                     f"{r.standalone_mean:>10.4f}  {r.arch.describe().splitlines()[0]}{mark}")
+                     f"{r.standalone_mean:>10.4f}  {_compact(r.arch)}{mark}")
     best = max(r.standalone_mean for r in rows) if HIGHER_IS_BETTER[metric] else min(r.standalone_mean for r in rows)
     lines += ["", f"{summary.n} archs; standalone: {budget.max_epochs} epochs from scratch, seeds {seeds} "
                   f"({trained} trained now, {seconds:.0f} s); val/{metric} on the whole validation set",
@@ -532,6 +533,10 @@ def rank_text(rows: list[ranking.RankedArch], summary: ranking.RankSummary, metr
               "", f"{'ranking':<16}{out / 'ranking.csv'}", f"{'summary':<16}{out / 'summary.json'}",
               f"{'tensorboard':<16}tensorboard --logdir {out / 'tensorboard'}"]
     return "\n".join(lines)
+
+
+def _compact(arch: Arch) -> str:
+    return " ".join(f"{layer.attention}/{layer.heads}/{layer.ffn_dim}" for layer in arch.layers)
 
 
 def _write_json(path: Path, data: dict) -> None:

@@ -40,7 +40,7 @@ log = logging.getLogger("nas")
 class Budget:
     """One equal training budget for every arch (no early stopping)."""
 
-    max_epochs: int = 2  # epochs over the task's training set
+    max_epochs: int = 8  # epochs over the task's training set
     lr: float = 3.0e-3  # AdamW peak learning rate
     weight_decay: float = 0.01
     warmup_steps: int = 50  # linear warm-up, then cosine decay to 0 at the end of the budget
@@ -238,8 +238,14 @@ def _next_free(queue: list[Job], folder: Path) -> Job | None:
     return None
 
 
-def _finish(folder: Path, job: Job, result: dict, done: list[Job]) -> None:
+def _train_and_write(train_fn, folder: Path, job: Job) -> dict:
+    """In the worker: the result is on disk as soon as it exists, even if the parent is gone."""
+    result = train_fn(job)
     write_result(folder, job, result)
+    return result
+
+
+def _finish(folder: Path, job: Job, result: dict, done: list[Job]) -> None:
     release(folder, job)
     done.append(job)
     log.info("standalone job %s done: val %.4f (%.0f s)", job.id, result["val"], result["train_seconds"])
@@ -251,7 +257,7 @@ def _train_free(pending: list[Job], folder: Path, workers: int, threads: int, tr
         quiet_lightning()
         while (job := _next_free(queue, folder)) is not None:
             try:
-                result = train_fn(job)
+                result = _train_and_write(train_fn, folder, job)
             except BaseException:
                 release(folder, job)  # free the job for the next run
                 raise
@@ -264,14 +270,14 @@ def _train_free(pending: list[Job], folder: Path, workers: int, threads: int, tr
     try:
         for _ in range(workers):
             if (job := _next_free(queue, folder)) is not None:
-                running[pool.submit(train_fn, job)] = job
+                running[pool.submit(_train_and_write, train_fn, folder, job)] = job
         while running:
             finished, _ = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
             for future in finished:
                 job = running.pop(future)
                 _finish(folder, job, future.result(), done)
                 if (job := _next_free(queue, folder)) is not None:
-                    running[pool.submit(train_fn, job)] = job
+                    running[pool.submit(_train_and_write, train_fn, folder, job)] = job
         return done
     finally:  # on an error the jobs in flight are dropped and freed for the next run
         pool.shutdown(wait=True, cancel_futures=True)
