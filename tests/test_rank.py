@@ -99,6 +99,20 @@ def test_claims_are_exclusive_and_a_dead_process_claim_is_taken_over(tmp_path):
     assert standalone.claim(tmp_path, job)
 
 
+def test_a_job_trains_the_same_twice_and_another_seed_differs(search_run):
+    """A seed is a result: rerunning a job (after a lost file) reproduces it."""
+    saved = OmegaConf.load(search_run / ".hydra" / "config.yaml")
+    space = load_supernet(search_run / "checkpoints" / "last.ckpt").space
+    task = OmegaConf.to_container(saved.task, resolve=True)
+    budget = standalone.Budget(max_epochs=1, warmup_steps=2)
+    job = standalone.Job(space.largest().to_dict(), space.to_dict(), task, str(saved.paths.data_dir), 0, budget,
+                         {"accelerator": "cpu", "devices": 1})
+    first, again = standalone.train(job), standalone.train(job)
+    assert (first["val"], first["val_loss"]) == (again["val"], again["val_loss"])
+    other = standalone.train(standalone.Job(**{**job.__dict__, "seed": 1}))
+    assert other["val_loss"] != first["val_loss"]
+
+
 def test_job_ids_name_what_determines_the_result():
     job = standalone.Job({"depth": 1}, {"name": "s"}, {"seq_len": 8}, "/data", 0, standalone.Budget(), {"accelerator": "cpu"})
     same_elsewhere = standalone.Job({"depth": 1}, {"name": "s"}, {"seq_len": 8}, "/other", 0, standalone.Budget(), {})
