@@ -211,9 +211,12 @@ def run_jobs(jobs: Sequence[Job], folder: Path, workers: int = 1, poll_seconds: 
     threads = threads_per_worker(workers)
     trained: list[Job] = []
     waiting_logged = False
-    log.info("%d of %d standalone jobs have a result in %s; training the rest (%d workers here, "
-             "%d torch threads each)", sum(read_result(folder, j) is not None for j in jobs), len(jobs),
-             folder, workers, threads)
+    finished = sum(read_result(folder, j) is not None for j in jobs)
+    if finished < len(jobs):
+        log.info("%d of %d standalone jobs have a result in %s; training the rest (%d workers here, "
+                 "%d torch threads each)", finished, len(jobs), folder, workers, threads)
+    else:
+        log.info("all %d standalone jobs have a result in %s", len(jobs), folder)
     while True:
         pending = [j for j in jobs if read_result(folder, j) is None]
         if not pending:
