@@ -540,6 +540,6 @@ def _compact(arch: Arch) -> str:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    partial = path.with_name(path.name + ".partial")
+    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")  # machines sharing a run write it too
     partial.write_text(json.dumps(data, indent=2) + "\n")
     os.replace(partial, path)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -231,7 +232,8 @@ def write_ranking(path: str | Path, rows: Sequence[RankedArch], metric: str, hig
     have = [math.isfinite(v) for v in standalone]
     ranks = iter(stats.rankdata([sign * v for v, ok in zip(standalone, have) if ok]))
     standalone_rank = [next(ranks) if ok else "" for ok in have]
-    with open(path, "w", newline="") as f:
+    partial = Path(f"{path}.{os.getpid()}.partial")  # whole or absent, also with several writers
+    with open(partial, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["arch_id", *(f"cost_{k}" for k in cost_keys), f"inherited_{metric}", "inherited_loss",
                          *(f"standalone_{metric}_seed{s}" for s in labels), f"standalone_{metric}_mean",
@@ -242,6 +244,7 @@ def write_ranking(path: str | Path, rows: Sequence[RankedArch], metric: str, hig
             writer.writerow([i, *(r.cost.get(k, "") for k in cost_keys), r.inherited, r.inherited_loss,
                              *per_seed, mean, float(inherited_rank[i]), standalone_rank[i],
                              json.dumps(r.arch.to_dict())])
+    os.replace(partial, path)
 
 
 def read_ranking(path: str | Path, metric: str) -> list[RankedArch]:
