@@ -8,6 +8,7 @@ means the same thing wherever it is logged. Distillation follows Hinton et al. 2
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Iterable, Mapping
 
@@ -22,7 +23,7 @@ IGNORE_INDEX = -100  # target of positions that are not scored (PyTorch's cross-
 METRICS = ("acc", "bpb")
 HIGHER_IS_BETTER = {"acc": True, "bpb": False}  # accuracy up, bits per byte down
 
-__all__ = ["HIGHER_IS_BETTER", "IGNORE_INDEX", "METRICS", "check_finite", "evaluate", "evaluate_many",
+__all__ = ["HIGHER_IS_BETTER", "IGNORE_INDEX", "METRICS", "check_finite", "evaluate", "evaluate_loss", "evaluate_many", "evaluate_with_loss",
            "score", "soft_cross_entropy", "task_loss", "task_metric"]
 
 
@@ -95,11 +96,39 @@ def evaluate_many(models: Mapping[str, nn.Module], batches: Iterable[dict], metr
         models: name -> a module mapping (tokens, mask) to logits, or (tokens, arch, mask)
             when `arch` is given (a supernet).
         batches: dicts with `tokens`, `mask` and `target`, moved to each model's device.
-        metric: "acc" or "bpb".
+        metric: "acc" or "bpb", or "loss" for the task loss (`task_loss`).
         arch: the architecture a supernet runs.
     """
+    scores = _weighted_means(models, batches, (metric,), arch)
+    return {name: values[metric] for name, values in scores.items()}
+
+
+def evaluate(model: nn.Module, batches: Iterable[dict], metric: str, arch: Arch | None = None) -> float:
+    """The task metric of one model over `batches`; see `evaluate_many`."""
+    return evaluate_many({"model": model}, batches, metric, arch)["model"]
+
+
+def evaluate_loss(model: nn.Module, batches: Iterable[dict], arch: Arch | None = None) -> float:
+    """The task loss of one model over `batches`, weighted as `evaluate` weights the metric."""
+    return evaluate_many({"model": model}, batches, "loss", arch)["model"]
+
+
+def evaluate_with_loss(model: nn.Module, batches: Iterable[dict], metric: str,
+                       arch: Arch | None = None) -> tuple[float, float]:
+    """(metric, loss) of one model over `batches` in one pass; see `evaluate_many`."""
+    scores = _weighted_means({"model": model}, batches, (metric, "loss"), arch)["model"]
+    return scores[metric], scores["loss"]
+
+
+@torch.no_grad()
+def _weighted_means(models: Mapping[str, nn.Module], batches: Iterable[dict], metrics: tuple[str, ...],
+                    arch: Arch | None) -> dict[str, dict[str, float]]:
+    for metric in metrics:
+        if metric != "loss":
+            score(0.0, metric)  # one line for an unknown metric, before any batch runs
+    measures = {m: task_loss if m == "loss" else functools.partial(task_metric, metric=m) for m in metrics}
     modes = {name: model.training for name, model in models.items()}
-    totals, count = dict.fromkeys(models, 0.0), 0
+    totals, count = {name: dict.fromkeys(metrics, 0.0) for name in models}, 0
     try:
         for batch in batches:
             weight = scored(batch["target"])
@@ -110,16 +139,12 @@ def evaluate_many(models: Mapping[str, nn.Module], batches: Iterable[dict], metr
                 on = {k: v.to(first.device) for k, v in batch.items()} if first is not None else batch
                 args = (on["tokens"], arch, on["mask"]) if arch is not None else (on["tokens"], on["mask"])
                 logits = model.eval()(*args)
-                totals[name] += float(task_metric(logits, on["target"], metric)) * weight
+                for metric, measure in measures.items():
+                    totals[name][metric] += float(measure(logits, on["target"])) * weight
             count += weight
     finally:
         for name, model in models.items():
             model.train(modes[name])
     if count == 0:
         raise ConfigError("the evaluation batches hold no scored targets")
-    return {name: total / count for name, total in totals.items()}
-
-
-def evaluate(model: nn.Module, batches: Iterable[dict], metric: str, arch: Arch | None = None) -> float:
-    """The task metric of one model over `batches`; see `evaluate_many`."""
-    return evaluate_many({"model": model}, batches, metric, arch)["model"]
+    return {name: {m: total / count for m, total in values.items()} for name, values in totals.items()}

@@ -17,6 +17,7 @@ from nas.metrics import evaluate, score
 from nas.results import Candidate, SearchResult
 from nas.strategies.base import SearchContext, Strategy
 from nas.strategies.registry import STRATEGIES
+from nas.strategies.sampling import check_options, train_paths
 
 
 @dataclass
@@ -45,14 +46,18 @@ class EnasStrategy(Strategy):
         final_samples: archs sampled at the end, ranked with the greedy one on the val batches.
         warmup_epochs: epochs of weight training on controller samples before controller steps;
             rewards from untrained shared weights are mostly noise.
+        sandwich, distill: BigNAS's sandwich rule and in-place distillation for the shared
+            weights, as in `strategy=random` (see sampling.py).
     """
 
     def __init__(self, space: SearchSpace, seed: int = 0, controller_hidden: int = 64,
                  controller_lr: float = 3.5e-3, controller_every: int = 2, controller_samples: int = 4,
                  baseline_decay: float = 0.95, entropy_weight: float = 1e-3,
                  tanh_constant: float | None = 2.5, temperature: float | None = None,
-                 final_samples: int = 16, warmup_epochs: int = 0):
+                 final_samples: int = 16, warmup_epochs: int = 0, sandwich: bool = False, distill: float = 0.0):
         super().__init__(space, seed)
+        check_options(sandwich, distill)
+        self.sandwich, self.distill = sandwich, distill
         for name, value in (("controller_every", controller_every), ("controller_samples", controller_samples)):
             if value < 1:
                 raise ConfigError(f"enas: {name} must be at least 1; got {value}")
@@ -154,10 +159,8 @@ class EnasStrategy(Strategy):
     def training_step(self, ctx: SearchContext, train: dict, val: dict | None) -> dict[str, Tensor]:
         with torch.no_grad():
             arch = self.record(self.sample(1, ctx).archs[0])
-        loss, _ = ctx.arch_loss(train, arch)
-        ctx.step(loss)
+        logs = train_paths(ctx, train, [arch], self.space, self.sandwich, self.distill)
         self.steps += 1
-        logs = {"loss": loss.detach()}
         if val is not None and ctx.current_epoch >= self.warmup_epochs and self.steps % self.controller_every == 0:
             samples = self.sample(self.controller_samples, ctx)
             rewards = torch.tensor([score(evaluate(ctx.supernet, [val], ctx.metric, arch=a), ctx.metric)

@@ -1,17 +1,21 @@
 """Single-path strategies: SPOS supernet training (Guo et al. 2020,
-https://arxiv.org/abs/1904.00420) with an optional sandwich rule and in-place distillation
-(BigNAS, https://arxiv.org/abs/2003.11142); random search over the trained supernet, the baseline
+https://arxiv.org/abs/1904.00420) with optional strictly fair paths (FairNAS), the sandwich rule
+and in-place distillation (BigNAS) and importance-sorted widths (OFA): see sampling.py and
+nas/supernet/importance.py; random search over the trained supernet, the baseline
 every search must beat; and `fixed`, which trains one given arch.
 """
 from __future__ import annotations
 
 from torch import Tensor
 
+from nas.errors import ConfigError
 from nas.space import Arch, SearchSpace
-from nas.metrics import evaluate, score, soft_cross_entropy
+from nas.metrics import evaluate, evaluate_loss, score
 from nas.results import Candidate, SearchResult
 from nas.strategies.base import SearchContext, Strategy
 from nas.strategies.registry import STRATEGIES
+from nas.strategies.sampling import check_options, fair_paths, train_paths
+from nas.supernet.importance import sort_by_importance
 
 
 class SinglePathStrategy(Strategy):
@@ -20,28 +24,30 @@ class SinglePathStrategy(Strategy):
     Args:
         sandwich: per step, also train the largest and smallest arch (BigNAS's sandwich rule).
         distill: weight of in-place distillation of sampled paths towards the largest arch's
-            predictions (with `sandwich`); 0 turns it off.
+            predictions (needs `sandwich`); 0 turns it off.
+        fair: per step, train the strictly fair paths of `fair_paths` (every choice of every
+            layer once, gradients summed, one optimizer step) instead of one random path.
+        sort_every: every this many epochs, reorder heads and FFN units by importance (OFA) so
+            the small widths get the important ones; 0 never.
     """
 
-    def __init__(self, space: SearchSpace, seed: int = 0, sandwich: bool = False, distill: float = 0.0):
+    def __init__(self, space: SearchSpace, seed: int = 0, sandwich: bool = False, distill: float = 0.0,
+                 fair: bool = False, sort_every: int = 0):
         super().__init__(space, seed)
-        self.sandwich, self.distill = sandwich, distill
+        check_options(sandwich, distill)
+        if not isinstance(sort_every, int) or sort_every < 0:
+            raise ConfigError(f"strategy.sort_every must be 0 (never) or a number of epochs; got {sort_every!r}")
+        self.sandwich, self.distill, self.fair, self.sort_every = sandwich, distill, fair, sort_every
 
     def training_step(self, ctx: SearchContext, train: dict, val: dict | None) -> dict[str, Tensor]:
-        if not self.sandwich:
-            loss, _ = ctx.arch_loss(train, self.record(ctx.agree(self.space.sample(self.rng))))
-            ctx.step(loss)
-            return {"loss": loss.detach()}
-        # Sandwich: gradients of the largest, the smallest and a random path, summed, one step.
-        big_loss, big_logits = ctx.arch_loss(train, self.space.largest())
-        total = big_loss
-        for arch in (self.space.smallest(), self.record(ctx.agree(self.space.sample(self.rng)))):
-            loss, logits = ctx.arch_loss(train, arch)
-            if self.distill:
-                loss = (1 - self.distill) * loss + self.distill * soft_cross_entropy(logits, big_logits.detach(), train["target"])
-            total = total + loss
-        ctx.step(total)
-        return {"loss": big_loss.detach()}
+        archs = fair_paths(self.space, self.rng) if self.fair else [self.space.sample(self.rng)]
+        archs = ctx.agree(archs)  # under DDP every rank trains rank 0's paths
+        return train_paths(ctx, train, [self.record(a) for a in archs], self.space, self.sandwich, self.distill)
+
+    def on_epoch_end(self, ctx: SearchContext) -> None:
+        if self.sort_every and (ctx.current_epoch + 1) % self.sort_every == 0:
+            optimizer = ctx.optimizer(0)  # Lightning wraps it; the state lives in the torch one
+            sort_by_importance(self.supernet, getattr(optimizer, "optimizer", optimizer))
 
     def current_arch(self) -> Arch:
         return self.space.largest()
@@ -56,11 +62,16 @@ class RandomStrategy(SinglePathStrategy):
         self.samples = samples
 
     def finish(self, ctx: SearchContext, val_batches: list[dict]) -> SearchResult:
+        """Ties in the metric (saturated inherited scores are common) go to the lower validation
+        loss, then to fewer parameters, not to sampling order."""
         archs = list(dict.fromkeys(self.space.sample(self.rng) for _ in range(self.samples)))
-        metric = ctx.metric
-        ranked = [Candidate(a, {f"val/{metric}": evaluate(ctx.supernet, val_batches, metric, arch=a)})
+        metric, net = ctx.metric, ctx.supernet
+        ranked = [Candidate(a, {f"val/{metric}": evaluate(net, val_batches, metric, arch=a),
+                                "val/loss": evaluate_loss(net, val_batches, arch=a),
+                                "cost/params": sum(p.numel() for p in net.extract(a).parameters())})
                   for a in archs]
-        ranked.sort(key=lambda c: score(c.metrics[f"val/{metric}"], metric), reverse=True)
+        ranked.sort(key=lambda c: (-score(c.metrics[f"val/{metric}"], metric), c.metrics["val/loss"],
+                                   c.metrics["cost/params"]))
         return SearchResult(best=ranked[0].arch, ranked=ranked)
 
 

@@ -22,8 +22,11 @@ from nas.ops.elastic import ElasticLinear
 from nas.ops.reversible import Coupling
 from nas.space import LAYER_FIELDS, Arch, LayerArch, SearchSpace
 
-# entangled: all attention candidates share Q/K/V/O; separate: each candidate owns its own.
-SHARING = ("entangled", "separate")
+# entangled: all attention candidates share Q/K/V/O; separate: each candidate owns its own;
+# entangled_gain: shared Q/K/V/O plus a private input and output gain (a D-vector each) per
+# candidate, so an approximate op can rescale what the shared projections see and give back
+# without pulling exact attention's weights; extract() folds the gains into the projections.
+SHARING = ("entangled", "separate", "entangled_gain")
 SHARED_KEY = "shared"
 
 
@@ -42,22 +45,32 @@ class SuperAttention(nn.Module):
             layers = {name: ElasticLinear(space.dim, inner) for name in inputs}
             return nn.ModuleDict({**layers, "out": ElasticLinear(inner, space.dim)})
 
-        if sharing == "entangled":
+        if sharing != "separate":
             used = sorted({name for core in self.cores.values() for name in core.inputs})
             self.projections = nn.ModuleDict({SHARED_KEY: projections(used)})
         else:
             self.projections = nn.ModuleDict({cand: projections(core.inputs)
                                               for cand, core in self.cores.items()})
+        if sharing == "entangled_gain":  # row 0 scales the input features, row 1 the output
+            self.gains = nn.ParameterDict({cand: nn.Parameter(torch.ones(2, space.dim)) for cand in self.cores})
 
     def projections_of(self, candidate: str) -> nn.ModuleDict:
-        return self.projections[SHARED_KEY if self.sharing == "entangled" else candidate]
+        return self.projections[candidate if self.sharing == "separate" else SHARED_KEY]
+
+    def gains_of(self, candidate: str) -> tuple[Tensor, Tensor] | tuple[None, None]:
+        """(input gain (D,), output gain (D,)) of a candidate under `entangled_gain`, else Nones."""
+        return tuple(self.gains[candidate]) if self.sharing == "entangled_gain" else (None, None)
 
     def forward(self, x: Tensor, mask: Tensor | None, layer: LayerArch) -> Tensor:
         core = self.cores[layer.attention]
         proj = self.projections_of(layer.attention)
         inner = layer.heads * self.head_dim
         project = {name: functools.partial(proj[name], out_features=inner) for name in core.inputs}
-        return attend(x, mask, core, layer.heads, project, proj["out"])  # out: in_features from x
+        gain_in, gain_out = self.gains_of(layer.attention)
+        if gain_in is not None:
+            x = x * gain_in  # (b, n, D)
+        y = attend(x, mask, core, layer.heads, project, proj["out"])  # out: in_features from x
+        return y if gain_out is None else y * gain_out  # (b, n, D)
 
     def forward_mixed(self, x: Tensor, mask: Tensor | None, attention_w: Tensor, heads_w: Tensor,
                       heads_choices: tuple[int, ...], partial: int = 1) -> Tensor:
@@ -79,17 +92,20 @@ class SuperAttention(nn.Module):
         projected: dict[tuple[str, str], Tensor] = {}
         out = 0
         for (cand, core), w in zip(self.cores.items(), attention_w):
-            key = SHARED_KEY if self.sharing == "entangled" else cand
-            proj = self.projections[key]
+            proj = self.projections_of(cand)
+            gain_in, gain_out = self.gains_of(cand)
+            key = cand if self.sharing != "entangled" else SHARED_KEY  # who may reuse a projection
             for name in core.inputs:
                 if (key, name) not in projected:
-                    projected[key, name] = split_heads(proj[name](x), max_heads)  # (b, h, n, d)
+                    seen = x if gain_in is None else x * gain_in  # (b, n, D)
+                    projected[key, name] = split_heads(proj[name](seen), max_heads)  # (b, h, n, d)
             qkv = (projected[key, name][:, :mixed_heads] if name in core.inputs else None
                    for name in ("q", "k", "v"))
             y = core(*qkv, mask)  # (b, h/K, n, d)
             if partial > 1:  # the bypassed heads: their values, unmixed
                 y = torch.cat([y, projected[key, "v"][:, mixed_heads:]], 1)  # (b, h, n, d)
-            out = out + w * proj["out"](merge_heads(y * head_mask))
+            y = proj["out"](merge_heads(y * head_mask))  # (b, n, D)
+            out = out + w * (y if gain_out is None else y * gain_out)
         return out
 
     def extract(self, layer: LayerArch) -> SelfAttention:
@@ -98,9 +114,16 @@ class SuperAttention(nn.Module):
                              layer.heads, self.head_dim, core)
         proj = self.projections_of(layer.attention)
         inner = layer.heads * self.head_dim
+        gain_in, gain_out = self.gains_of(layer.attention)
         for name in core.inputs:
             attn.proj[name] = proj[name].extract(out_features=inner)
         attn.out = proj["out"].extract(in_features=inner)
+        if gain_in is not None:  # W (g * x) = (W diag g) x; g * (W y + b) = (diag g W) y + g b
+            with torch.no_grad():
+                for name in core.inputs:
+                    attn.proj[name].weight.mul_(gain_in[None, :])
+                attn.out.weight.mul_(gain_out[:, None])
+                attn.out.bias.mul_(gain_out)
         return attn
 
 
@@ -170,8 +193,7 @@ class SuperBlock(nn.Module):
     def extract(self, layer: LayerArch) -> Block:
         block = Block(self.norm1.normalized_shape[0], self.attn.extract(layer), self.ffn.extract(layer.ffn_dim),
                       self.ffn_chunks)
-        block.norm1.load_state_dict(self.norm1.state_dict())
-        block.norm2.load_state_dict(self.norm2.state_dict())
+        block.norm1, block.norm2 = copy.deepcopy(self.norm1), copy.deepcopy(self.norm2)  # on the supernet's device
         return block
 
 
@@ -181,7 +203,8 @@ class Supernet(nn.Module):
     Args:
         space: the search space.
         shape: the task's sizes (vocabulary, outputs, longest sequence, readout).
-        sharing: "entangled" (attention candidates share Q/K/V/O) or "separate".
+        sharing: one of SHARING: "entangled" (attention candidates share Q/K/V/O), "separate",
+            or "entangled_gain" (shared, plus per-candidate input/output gains).
 
     Shape: tokens (b, n) long, mask (b, n) bool (True = real) -> (b, C) or (b, n, C).
     """

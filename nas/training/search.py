@@ -22,7 +22,7 @@ from nas.model import ModelShape
 from nas.results import SearchResult
 from nas.space import Arch, SearchSpace
 from nas.strategies.base import Strategy
-from nas.supernet import Supernet
+from nas.supernet import FewShotSupernet, Supernet
 
 
 class SearchModule(pl.LightningModule):
@@ -119,7 +119,7 @@ class SearchModule(pl.LightningModule):
         # What it takes to rebuild the supernet (retrain's init=inherit reads it).
         net = self.supernet
         checkpoint["supernet"] = {"space": net.space.to_dict(), "shape": net.shape.to_dict(),
-                                  "sharing": net.sharing}
+                                  "sharing": net.sharing, "few_shot": getattr(net, "split", None)}
         # Resuming must replay the same batches and samples as an uninterrupted run.
         kind, keys, position, has_gauss, gauss = np.random.get_state()
         # plain types: checkpoints load with weights_only=True, which refuses numpy arrays
@@ -148,7 +148,7 @@ def _rank() -> int:
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
-def load_supernet(path: str | Path, space: SearchSpace | None = None) -> Supernet:
+def load_supernet(path: str | Path, space: SearchSpace | None = None) -> Supernet | FewShotSupernet:
     """The supernet saved in a search checkpoint; with `space`, check that it is that space."""
     path = Path(path)
     checkpoint = read_checkpoint(path, "supernet checkpoint")
@@ -162,6 +162,8 @@ def load_supernet(path: str | Path, space: SearchSpace | None = None) -> Superne
                           f"they differ at '{where}'")
     shape = ModelShape.from_dict(meta.get("shape"), source=f"{path}: shape")
     supernet = Supernet(saved, shape, sharing=meta["sharing"])
+    if meta.get("few_shot"):
+        supernet = FewShotSupernet(supernet, meta["few_shot"])
     prefix = "supernet."
     supernet.load_state_dict({k[len(prefix):]: v for k, v in checkpoint["state_dict"].items()
                               if k.startswith(prefix)})

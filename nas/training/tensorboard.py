@@ -97,6 +97,33 @@ def log_hparams(writer: SummaryWriter, hparams: dict[str, Any], metrics: dict[st
     writer.flush()
 
 
+def log_rank(writer: SummaryWriter, archs: list[Arch], inherited: list[float], standalone: list[float],
+             summary: dict[str, float], metric: str, table: str, step: int = 0) -> None:
+    """Write a `nas-rank` measurement: `rank/inherited_vs_standalone` (one point per arch,
+    coloured by attention type, the supernet's pick ringed), its figures as `rank/<name>`
+    scalars, and `rank/table` (markdown) in the text tab.
+
+    Args:
+        archs, inherited, standalone: one entry per arch (standalone: the mean over seeds).
+        summary: the figures, e.g. {"kendall_tau": 0.7, "regret": 0.01, "pick": 3, ...};
+            `pick` is the index of the ringed arch.
+        metric: the task's metric name ("acc"), for the axes.
+        table: markdown shown in the text tab.
+    """
+    figure = viz.scatter(inherited, standalone, [viz.attention_label(a) for a in archs],
+                         xlabel=f"inherited val/{metric} (supernet weights)",
+                         ylabel=f"standalone val/{metric} (trained from scratch)",
+                         title=f"{len(archs)} archs: Kendall tau {summary['kendall_tau']:.3f}, "
+                               f"regret {summary['regret']:.4f}",
+                         ring=int(summary["pick"]), ring_label="supernet's pick")
+    writer.add_figure("rank/inherited_vs_standalone", figure, step)
+    for key, value in summary.items():
+        if key != "pick":
+            writer.add_scalar(f"rank/{key}", float(value), step)
+    _write(writer, text_pb("rank/table", table), step)
+    writer.flush()
+
+
 def cost_metrics(cost: Cost) -> dict[str, float]:
     """A cost as metrics named like the rest (`cost/params`, ...), e.g. for `log_hparams`."""
     return {"cost/params": cost.params, "cost/flops": cost.flops, "cost/activation_mib": cost.activation_mib}

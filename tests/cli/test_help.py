@@ -5,7 +5,7 @@ from hydra import compose, initialize_config_dir
 from nas.cli.common import CONFIGS
 
 
-@pytest.mark.parametrize("name", ["search", "retrain", "export"])
+@pytest.mark.parametrize("name", ["search", "retrain", "export", "rank"])
 def test_help_says_what_the_command_does(name):
     with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
         cfg = compose(config_name=name, return_hydra_config=True, overrides=["hydra.job.name=x"])

@@ -8,7 +8,7 @@ from nas import cost
 from nas.errors import ConfigError
 from nas.model import ModelShape
 from nas.space import Arch, LayerArch, SearchSpace
-from nas.supernet import Supernet
+from nas.supernet import SHARING, FewShotSupernet, Supernet, sort_by_importance
 
 SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
 VOCAB, CLASSES, MAX_LEN, N = 20, 5, 160, 150
@@ -28,10 +28,41 @@ def batch(seed=0, n=N):
     return tokens, mask
 
 
-@pytest.mark.parametrize("sharing", ["entangled", "separate"])
+def perturb(module, seed, scale=0.1):
+    """Make copies that started equal differ, so a test can tell them apart."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * scale)
+
+
+def mechanism(space, name):
+    """A supernet under each sharing mechanism, with non-trivial mechanism weights."""
+    if name in SHARING:
+        net = Supernet(space, SHAPE, sharing=name)
+        if name == "entangled_gain":  # gains start at 1: move them so that folding them is tested
+            for i, block in enumerate(net.blocks):
+                perturb(block.attn.gains, i, scale=0.5)
+        return net
+    if name == "few_shot":
+        net = FewShotSupernet(Supernet(space, SHAPE), "layer0.attention")
+        for k, sub in enumerate(net.subnets):
+            perturb(sub, k)
+        return net
+    assert name == "importance_sorted"
+    net = Supernet(space, SHAPE, sharing="separate")
+    perturb(net, 5, scale=0.2)  # random init is exchangeable; make importance differ per head/unit
+    sort_by_importance(net)
+    return net
+
+
+MECHANISMS = [*SHARING, "few_shot", "importance_sorted"]
+
+
+@pytest.mark.parametrize("sharing", MECHANISMS)
 def test_extracted_subnet_equals_supernet_on_20_archs(lra, sharing):
     torch.manual_seed(0)
-    net = Supernet(lra, SHAPE, sharing=sharing).eval()
+    net = mechanism(lra, sharing).eval()
     shape = SHAPE
     tokens, mask = batch()
     for seed in range(20):
@@ -93,5 +124,5 @@ def test_bad_input(lra):
         net(tokens, Arch(8, (LayerArch("full", 2, 128),) * 8))
     with pytest.raises(ConfigError, match="sequence length 161 exceeds the model's max_len 160"):
         net(torch.ones(1, 161, dtype=torch.long), lra.smallest())
-    with pytest.raises(ConfigError, match="unknown sharing 'some'; allowed: entangled, separate"):
+    with pytest.raises(ConfigError, match="unknown sharing 'some'; allowed: entangled, separate, entangled_gain"):
         Supernet(lra, SHAPE, sharing="some")

@@ -1,0 +1,274 @@
+"""How faithfully a supernet ranks architectures: the arch sample, the rank statistics, the files.
+
+Inherited-weight scores against standalone training, as measured in "Evaluating the search phase
+of NAS" (Yu et al. 2020, https://arxiv.org/abs/1902.08142) and NAS-Bench-201's Kendall tau:
+Kendall tau-b and Spearman rho from SciPy (ties handled as SciPy does), top-k overlap, and the
+regret of the arch the supernet would pick. Pure functions: no training happens here.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import yaml
+from scipy import stats
+
+from nas.errors import ConfigError
+from nas.space import Arch, LayerArch, SearchSpace, read_yaml
+
+
+# -- which archs to rank ---------------------------------------------------------------------
+def stratified_archs(space: SearchSpace, n: int, seed: int = 0) -> list[Arch]:
+    """`n` distinct archs such that every attention type appears at every depth.
+
+    A (depth, attention type) pair is a cell. The first `types x depths` archs fill one cell
+    each with a pure arch: every layer uses the cell's type, heads and FFN widths are sampled
+    per layer; so each type appears at every allowed depth and at every layer index. Cells are
+    taken least-used type and depth first, so with n < types x depths the first
+    max(types, depths) archs still cover every type and every depth (not every pair). Archs past
+    one round are mixed: the cell's depth, the cell's type at one random layer, the rest uniform.
+
+    Args:
+        space: the search space.
+        n: how many archs; at most the space's number of distinct archs.
+        seed: the same seed gives the same list.
+
+    Returns:
+        `n` distinct archs, in the order picked.
+    """
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ConfigError(f"archs: expected a positive number of archs; got {n!r}")
+    if n > space.size():
+        raise ConfigError(f"archs: {n} exceeds the {space.size()} distinct archs of space '{space.name}'")
+    rng = random.Random(seed)
+    types, depths = list(space.attention), list(space.depths)
+    type_uses, depth_uses = dict.fromkeys(types, 0), dict.fromkeys(depths, 0)
+    cells: list[tuple[int, str]] = []
+    remaining = [(d, t) for d in depths for t in types]
+    while len(cells) < n:
+        if not remaining:
+            remaining = [(d, t) for d in depths for t in types]
+        rng.shuffle(remaining)  # seeded tie-break among equally used cells
+        cell = min(remaining, key=lambda c: type_uses[c[1]] + depth_uses[c[0]])
+        remaining.remove(cell)
+        cells.append(cell)
+        type_uses[cell[1]] += 1
+        depth_uses[cell[0]] += 1
+    picked: list[Arch] = []
+    seen: set[Arch] = set()
+    for i, (depth, op) in enumerate(cells):
+        pure = i < len(types) * len(depths)
+        for _ in range(1000):
+            arch = _pure_arch(space, depth, op, rng) if pure else _mixed_arch(space, depth, op, rng)
+            if arch not in seen:
+                break
+        else:  # the cell is exhausted; n <= space.size() guarantees an unseen arch elsewhere
+            arch = next(a for a in iter(lambda: space.sample(rng), None) if a not in seen)
+        seen.add(arch)
+        picked.append(arch)
+    return picked
+
+
+def _pure_arch(space: SearchSpace, depth: int, op: str, rng: random.Random) -> Arch:
+    return Arch(depth, tuple(LayerArch(op, rng.choice(space.heads), rng.choice(space.ffn_dims))
+                             for _ in range(depth)))
+
+
+def _mixed_arch(space: SearchSpace, depth: int, op: str, rng: random.Random) -> Arch:
+    forced = rng.randrange(depth)
+    return Arch(depth, tuple(LayerArch(op if i == forced else rng.choice(tuple(space.attention)),
+                                       rng.choice(space.heads), rng.choice(space.ffn_dims))
+                             for i in range(depth)))
+
+
+# -- statistics ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RankSummary:
+    """How the inherited-weight ranking agrees with the standalone one."""
+
+    n: int  # archs compared
+    kendall_tau: float  # Kendall tau-b (scipy.stats.kendalltau); nan if either side is constant
+    kendall_p: float  # its two-sided p-value
+    spearman_rho: float  # Spearman rho (scipy.stats.spearmanr), average ranks for ties
+    spearman_p: float  # its two-sided p-value
+    k: int  # size of the top sets compared
+    top_k_overlap: float  # |top-k by inherited & top-k by standalone| / k
+    pick: int  # index of the arch the supernet would pick (best inherited, ties broken)
+    regret: float  # best standalone minus the pick's standalone (>= 0; in the metric's units)
+
+    def to_dict(self) -> dict[str, float]:
+        return {f: getattr(self, f) for f in self.__dataclass_fields__}
+
+
+def supernet_order(inherited: Sequence[float], higher_is_better: bool = True,
+                   inherited_loss: Sequence[float] | None = None,
+                   cost: Sequence[float] | None = None) -> list[int]:
+    """Indices best first by inherited metric; ties broken by lower inherited loss, then lower
+    cost, then index (never by sampling order alone)."""
+    sign = -1 if higher_is_better else 1
+    loss = inherited_loss if inherited_loss is not None else [0.0] * len(inherited)
+    costs = cost if cost is not None else [0.0] * len(inherited)
+    return sorted(range(len(inherited)), key=lambda i: (sign * inherited[i], loss[i], costs[i], i))
+
+
+def rank_summary(inherited: Sequence[float], standalone: Sequence[float], higher_is_better: bool = True,
+                 k: int = 3, inherited_loss: Sequence[float] | None = None,
+                 cost: Sequence[float] | None = None) -> RankSummary:
+    """Rank agreement of inherited-weight metrics with standalone ones (same arch order).
+
+    Args:
+        inherited: each arch's metric with weights inherited from the supernet.
+        standalone: each arch's metric after standalone training (e.g. the mean over seeds).
+        higher_is_better: True for accuracy-like metrics, False for losses / perplexity.
+        k: size of the top sets for the overlap (clipped to the number of archs).
+        inherited_loss: tie-break for the supernet's pick and top-k: lower first.
+        cost: second tie-break (e.g. parameters): lower first.
+
+    Returns:
+        A RankSummary. Tau and rho are invariant to the metric's direction.
+    """
+    n = len(inherited)
+    for name, values in (("standalone", standalone), ("inherited_loss", inherited_loss), ("cost", cost)):
+        if values is not None and len(values) != n:
+            raise ConfigError(f"{name}: expected {n} values (one per arch); got {len(values)}")
+    if n < 2:
+        raise ConfigError(f"rank_summary needs at least 2 archs; got {n}")
+    if not all(math.isfinite(v) for v in [*inherited, *standalone]):
+        raise ConfigError("rank_summary: metrics must be finite (an arch failed to evaluate?)")
+    k = max(1, min(k, n))
+    tau = stats.kendalltau(inherited, standalone)  # variant "b" is SciPy's default
+    rho = stats.spearmanr(inherited, standalone)
+    by_supernet = supernet_order(inherited, higher_is_better, inherited_loss, cost)
+    by_standalone = supernet_order(standalone, higher_is_better)
+    pick = by_supernet[0]
+    best = max(standalone) if higher_is_better else min(standalone)
+    regret = best - standalone[pick] if higher_is_better else standalone[pick] - best
+    return RankSummary(n=n, kendall_tau=float(tau.statistic), kendall_p=float(tau.pvalue),
+                       spearman_rho=float(rho.statistic), spearman_p=float(rho.pvalue), k=k,
+                       top_k_overlap=len(set(by_supernet[:k]) & set(by_standalone[:k])) / k,
+                       pick=pick, regret=float(regret))
+
+
+# -- files -----------------------------------------------------------------------------------
+def read_archs(path: str | Path, space: SearchSpace | None = None) -> list[Arch]:
+    """Archs from a YAML list of arch mappings, or from a search's `ranked.csv` (its `arch` column
+    holds each arch as JSON). With `space`, each arch must lie in it. Bad files: one ConfigError line.
+    """
+    path = Path(path)
+    if path.suffix == ".csv":
+        archs = _archs_from_csv(path)
+    else:
+        data = read_yaml(path)
+        if not isinstance(data, list) or not data:
+            raise ConfigError(f"{path}: expected a non-empty YAML list of archs "
+                              f"(each a mapping with 'depth' and 'layers')")
+        archs = [Arch.from_dict(item, source=f"{path}: item {i}") for i, item in enumerate(data)]
+    if space is not None:
+        for i, arch in enumerate(archs):
+            try:
+                space.validate(arch)
+            except ConfigError as err:
+                raise ConfigError(f"{path}: arch {i}: {err}") from None
+    return archs
+
+
+def _archs_from_csv(path: Path) -> list[Arch]:
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such file")
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+        columns = rows[0].keys() if rows else []
+    if "arch" not in columns:
+        raise ConfigError(f"{path}: expected a ranked.csv with an 'arch' column of JSON archs and at least one row")
+    archs = []
+    for i, row in enumerate(rows):
+        try:
+            data = json.loads(row["arch"] or "")
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"{path}: row {i + 1}: 'arch' is not JSON ({err.msg})") from None
+        archs.append(Arch.from_dict(data, source=f"{path}: row {i + 1}"))
+    return archs
+
+
+def write_archs(path: str | Path, archs: Sequence[Arch]) -> None:
+    """The YAML list `read_archs` reads back (e.g. the stratified pick, to edit and reuse)."""
+    Path(path).write_text(yaml.safe_dump([a.to_dict() for a in archs], sort_keys=False))
+
+
+@dataclass
+class RankedArch:
+    """One row of `ranking.csv`."""
+
+    arch: Arch
+    inherited: float  # the metric with inherited weights, whole validation set
+    inherited_loss: float  # the validation loss with inherited weights
+    standalone: list[float] = field(default_factory=list)  # metric per standalone seed
+    cost: dict[str, float] = field(default_factory=dict)  # e.g. {"params": ..., "flops": ...}
+
+    @property
+    def standalone_mean(self) -> float:
+        return sum(self.standalone) / len(self.standalone) if self.standalone else math.nan
+
+
+def write_ranking(path: str | Path, rows: Sequence[RankedArch], metric: str, higher_is_better: bool = True,
+                  seeds: Sequence[int] | None = None) -> None:
+    """Write `ranking.csv`: one row per arch with its cost, inherited metric and loss, the
+    standalone metric per seed and their mean, and both ranks (1 = best; ties share the
+    average rank, as in Spearman's rho). `seeds` name the standalone columns
+    (`standalone_<metric>_seed<s>`, in the order of each row's `standalone`); 0, 1, ... by default."""
+    sign = -1 if higher_is_better else 1
+    labels = list(seeds) if seeds is not None else list(range(max((len(r.standalone) for r in rows), default=0)))
+    if any(len(r.standalone) > len(labels) for r in rows):
+        raise ConfigError(f"write_ranking: a row has more standalone values than the {len(labels)} seeds named")
+    cost_keys = sorted({k for r in rows for k in r.cost})
+    inherited_rank = stats.rankdata([sign * r.inherited for r in rows])
+    standalone = [r.standalone_mean for r in rows]
+    have = [math.isfinite(v) for v in standalone]
+    ranks = iter(stats.rankdata([sign * v for v, ok in zip(standalone, have) if ok]))
+    standalone_rank = [next(ranks) if ok else "" for ok in have]
+    partial = Path(f"{path}.{os.getpid()}.partial")  # whole or absent, also with several writers
+    with open(partial, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["arch_id", *(f"cost_{k}" for k in cost_keys), f"inherited_{metric}", "inherited_loss",
+                         *(f"standalone_{metric}_seed{s}" for s in labels), f"standalone_{metric}_mean",
+                         "inherited_rank", "standalone_rank", "arch"])
+        for i, r in enumerate(rows):
+            per_seed = [*r.standalone, *[""] * (len(labels) - len(r.standalone))]
+            mean = r.standalone_mean if r.standalone else ""
+            writer.writerow([i, *(r.cost.get(k, "") for k in cost_keys), r.inherited, r.inherited_loss,
+                             *per_seed, mean, float(inherited_rank[i]), standalone_rank[i],
+                             json.dumps(r.arch.to_dict())])
+    os.replace(partial, path)
+
+
+def read_ranking(path: str | Path, metric: str) -> list[RankedArch]:
+    """The rows of a `ranking.csv` that `write_ranking` wrote (e.g. to resume or re-summarise);
+    empty standalone cells are archs not trained yet."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such file")
+    with open(path, newline="") as f:
+        table = list(csv.DictReader(f))
+    needed = {"arch", f"inherited_{metric}", "inherited_loss"}
+    if not table or not needed <= set(table[0]):
+        raise ConfigError(f"{path}: expected a ranking.csv with the columns {', '.join(sorted(needed))}")
+    prefix = f"standalone_{metric}_seed"
+    seeds = sorted((k for k in table[0] if k.startswith(prefix) and k[len(prefix):].isdigit()),
+                   key=lambda k: int(k[len(prefix):]))  # seed10 after seed9
+    rows = []
+    for i, row in enumerate(table):
+        try:
+            rows.append(RankedArch(
+                arch=Arch.from_dict(json.loads(row["arch"]), source=f"{path}: row {i + 1}"),
+                inherited=float(row[f"inherited_{metric}"]), inherited_loss=float(row["inherited_loss"]),
+                standalone=[float(row[k]) for k in seeds if row[k] != ""],
+                cost={k[len("cost_"):]: float(v) for k, v in row.items() if k.startswith("cost_") and v != ""}))
+        except (ValueError, json.JSONDecodeError) as err:
+            raise ConfigError(f"{path}: row {i + 1}: {err}") from None
+    return rows

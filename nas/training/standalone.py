@@ -1,0 +1,288 @@
+"""Standalone training of many archs as independent, resumable jobs: the ground truth `nas-rank`
+compares inherited-weight scores against (Yu et al. 2020, https://arxiv.org/abs/1902.08142).
+
+Each job trains one arch from scratch with one seed for a fixed budget, through the same
+`RetrainModule` as retraining (no early stopping, no checkpoints), then scores the final weights
+on the whole validation set. A job's result is one JSON file named by a hash of everything that
+determines it (arch, seed, budget, task), written atomically: a finished job is never run again,
+whatever killed the run. A job is claimed first by creating `<id>.claim` with O_EXCL, so several
+processes (`workers=K`) or machines sharing the folder never train the same job twice.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import hashlib
+import json
+import logging
+import multiprocessing
+import os
+import socket
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import hydra
+import pytorch_lightning as pl
+import torch
+
+from nas.errors import ConfigError
+from nas.metrics import evaluate_with_loss
+from nas.space import Arch, SearchSpace
+from nas.training.retrain import RetrainModule
+
+log = logging.getLogger("nas")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """One equal training budget for every arch (no early stopping)."""
+
+    max_epochs: int = 8  # epochs over the task's training set
+    lr: float = 3.0e-3  # AdamW peak learning rate
+    weight_decay: float = 0.01
+    warmup_steps: int = 50  # linear warm-up, then cosine decay to 0 at the end of the budget
+    gradient_clip_val: float = 1.0  # gradient norm clip (0: off)
+
+    def __post_init__(self):
+        if isinstance(self.max_epochs, bool) or not isinstance(self.max_epochs, int) or self.max_epochs < 1:
+            raise ConfigError(f"budget.max_epochs={self.max_epochs!r}: must be a whole number >= 1")
+        for name in ("lr", "weight_decay", "gradient_clip_val"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ConfigError(f"budget.{name}={value!r}: must be a number >= 0")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One standalone training: everything a fresh process needs, as plain data."""
+
+    arch: dict  # Arch.to_dict()
+    space: dict  # SearchSpace.to_dict()
+    task: dict  # the task's Hydra config, resolved (with _target_)
+    data_dir: str  # where the task's generated data is cached
+    seed: int  # the training seed
+    budget: Budget
+    trainer: dict  # Lightning Trainer options: accelerator, devices, precision
+
+    @property
+    def id(self) -> str:
+        """Stable across runs and machines: the same arch, seed, budget and task, the same id."""
+        key = {"arch": self.arch, "space": self.space, "task": self.task, "seed": self.seed,
+               "budget": dataclasses.asdict(self.budget)}
+        return hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def train(job: Job) -> dict:
+    """Train `job.arch` from scratch for the budget; its final metric and loss on the whole
+    validation set. Runs in this process (or a worker's)."""
+    arch, space = Arch.from_dict(job.arch), SearchSpace.from_dict(job.space)
+    task = hydra.utils.instantiate(job.task, data_dir=job.data_dir)
+    pl.seed_everything(job.seed, workers=True, verbose=False)
+    b = job.budget
+    module = RetrainModule(arch, space, task.shape, task.metric, lr=b.lr, weight_decay=b.weight_decay,
+                           warmup_steps=b.warmup_steps, task_config=job.task)
+    trainer = pl.Trainer(**job.trainer, max_epochs=b.max_epochs, gradient_clip_val=b.gradient_clip_val or None,
+                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0)
+    start = time.perf_counter()
+    trainer.fit(module, datamodule=task)
+    seconds = time.perf_counter() - start
+    val, val_loss = evaluate_with_loss(module.model, task.val_dataloader(), task.metric)
+    return {"arch": job.arch, "seed": job.seed, "budget": dataclasses.asdict(b),
+            "metric": task.metric, "val": val, "val_loss": val_loss, "train_seconds": round(seconds, 2),
+            "host": socket.gethostname(), "pid": os.getpid()}
+
+
+# -- the shared work list -------------------------------------------------------------------
+def result_path(folder: Path, job: Job) -> Path:
+    return Path(folder) / f"{job.id}.json"
+
+
+def read_result(folder: Path, job: Job) -> dict | None:
+    """A finished job's result, or None (a damaged file counts as not finished)."""
+    path = result_path(folder, job)
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def write_result(folder: Path, job: Job, result: dict) -> None:
+    """Whole or absent: written beside, then renamed into place."""
+    path = result_path(folder, job)
+    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+    partial.write_text(json.dumps(result, indent=2) + "\n")
+    os.replace(partial, path)
+
+
+def claim(folder: Path, job: Job) -> bool:
+    """Take `job` for this process: True if it was free. A claim left by a dead process of this
+    host is taken over; one held by another host is respected (README: remove it by hand)."""
+    path = Path(folder) / f"{job.id}.claim"
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            if not _stale(path):
+                return False
+            path.unlink(missing_ok=True)
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(f"{socket.gethostname()} {os.getpid()}\n")
+        return True
+    return False
+
+
+def release(folder: Path, job: Job) -> None:
+    (Path(folder) / f"{job.id}.claim").unlink(missing_ok=True)
+
+
+def _stale(path: Path) -> bool:
+    try:
+        host, pid = path.read_text().split()
+    except (FileNotFoundError, ValueError):
+        return False  # being written by its owner, or gone: not ours to judge
+    if host != socket.gethostname():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def cores() -> int:
+    """The CPU cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def resolve_workers(workers: int | None, jobs: int) -> int:
+    """`workers`, checked; None: one worker per core, at most one per job. Tiny models train
+    faster as one-thread processes side by side than as one process with many threads, and a
+    busy machine does not stall them at every multi-threaded op's barrier."""
+    if workers is None:
+        return max(1, min(cores(), jobs))
+    threads_per_worker(workers)
+    return workers
+
+
+def threads_per_worker(workers: int) -> int:
+    """Torch threads per worker so that workers x threads <= this machine's cores."""
+    n = cores()
+    if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= n:
+        raise ConfigError(f"workers={workers!r}: must be a whole number from 1 to the {n} cores of this machine, "
+                          "or null (one per core)")
+    return n // workers
+
+
+def _start_worker(threads: int, filters: list) -> None:
+    torch.set_num_threads(threads)
+    warnings.filters[:] = filters  # the parent's silenced notices stay silent in a spawned child
+    quiet_lightning()
+
+
+def quiet_lightning() -> None:
+    """One job's Trainer set-up lines ("GPU available: ...") are noise when 16 jobs print them."""
+    for name in ("pytorch_lightning", "lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def run_jobs(jobs: Sequence[Job], folder: Path, workers: int = 1, poll_seconds: float = 10.0,
+             train_fn: Callable[[Job], dict] | None = None) -> list[Job]:
+    """Run every job without a result in `folder`, `workers` at a time; return once every job
+    has one (also those other processes or machines claimed). Returns the jobs trained here.
+
+    Args:
+        jobs: the work list; the same list may be run by several processes at once.
+        folder: where results and claims live (a shared file system for many machines).
+        workers: 1 trains in this process; K > 1 in K spawned processes, torch threads split.
+        poll_seconds: how often to look again for jobs other processes are training.
+        train_fn: the training of one job; `train` by default (looked up at call time, so a
+            test can count calls by replacing it).
+    """
+    train_fn = train_fn or train
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    threads = threads_per_worker(workers)
+    trained: list[Job] = []
+    waiting_logged = False
+    finished = sum(read_result(folder, j) is not None for j in jobs)
+    if finished < len(jobs):
+        log.info("%d of %d standalone jobs have a result in %s; training the rest (%d workers here, "
+                 "%d torch threads each)", finished, len(jobs), folder, workers, threads)
+    else:
+        log.info("all %d standalone jobs have a result in %s", len(jobs), folder)
+    while True:
+        pending = [j for j in jobs if read_result(folder, j) is None]
+        if not pending:
+            return trained
+        got = _train_free(pending, folder, workers, threads, train_fn)
+        trained += got
+        if got:
+            continue
+        if not waiting_logged:  # every job left is claimed by a live process elsewhere
+            log.info("waiting for %d standalone jobs other processes claimed (%s/*.claim)", len(pending), folder)
+            waiting_logged = True
+        time.sleep(poll_seconds)
+
+
+def _next_free(queue: list[Job], folder: Path) -> Job | None:
+    """Claim the next job of `queue` nobody finished or holds; claimed one at a time, just
+    before it trains, so that processes sharing the list split it evenly."""
+    while queue:
+        job = queue.pop(0)
+        if read_result(folder, job) is None and claim(folder, job):
+            return job
+    return None
+
+
+def _train_and_write(train_fn, folder: Path, job: Job) -> dict:
+    """In the worker: the result is on disk as soon as it exists, even if the parent is gone."""
+    result = train_fn(job)
+    write_result(folder, job, result)
+    return result
+
+
+def _finish(folder: Path, job: Job, result: dict, done: list[Job]) -> None:
+    release(folder, job)
+    done.append(job)
+    log.info("standalone job %s done: val %.4f (%.0f s)", job.id, result["val"], result["train_seconds"])
+
+
+def _train_free(pending: list[Job], folder: Path, workers: int, threads: int, train_fn) -> list[Job]:
+    queue, done = list(pending), []
+    if workers == 1:
+        quiet_lightning()
+        while (job := _next_free(queue, folder)) is not None:
+            try:
+                result = _train_and_write(train_fn, folder, job)
+            except BaseException:
+                release(folder, job)  # free the job for the next run
+                raise
+            _finish(folder, job, result, done)
+        return done
+    context = multiprocessing.get_context("spawn")  # no forked torch thread pools or CUDA state
+    pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
+                                                  initargs=(threads, list(warnings.filters)))
+    running: dict[concurrent.futures.Future, Job] = {}
+    try:
+        for _ in range(workers):
+            if (job := _next_free(queue, folder)) is not None:
+                running[pool.submit(_train_and_write, train_fn, folder, job)] = job
+        while running:
+            finished, _ = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
+            for future in finished:
+                job = running.pop(future)
+                _finish(folder, job, future.result(), done)
+                if (job := _next_free(queue, folder)) is not None:
+                    running[pool.submit(_train_and_write, train_fn, folder, job)] = job
+        return done
+    finally:  # on an error the jobs in flight are dropped and freed for the next run
+        pool.shutdown(wait=True, cancel_futures=True)
+        for job in running.values():
+            release(folder, job)

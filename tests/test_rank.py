@@ -1,0 +1,182 @@
+"""nas-rank on a tiny search run: the files it writes, resume after a kill, the shared work list
+(claims), several worker processes, and one-line errors for a bad run folder or archs value."""
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from nas import pipeline
+from nas.cli import rank as rank_cli
+from nas.ranking import read_ranking, stratified_archs, write_archs
+from nas.training import standalone
+from nas.training.search import load_supernet
+from tests.cli.conftest import TINY, compose_config
+
+TINY_RANK = ["budget.max_epochs=1", "budget.warmup_steps=2", "workers=1"]  # in this process: counted
+
+
+@pytest.fixture(scope="module")
+def search_run(tmp_path_factory):
+    """A finished tiny search, with the .hydra/config.yaml that nas-search's Hydra writes."""
+    run_dir = tmp_path_factory.mktemp("search") / "run"
+    cfg = compose_config("search", run_dir, [*TINY, "strategy=random", "strategy.samples=2", "retrain.enabled=false"])
+    pipeline.run(cfg, run_dir)
+    (run_dir / ".hydra").mkdir()
+    OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
+    return run_dir
+
+
+def rank_config(run_dir, *overrides):
+    return compose_config("rank", run_dir.parent / "rank_cmd", [f"run={run_dir}", *TINY_RANK, *overrides])
+
+
+def counting(monkeypatch):
+    """Count standalone trainings (run in this process with workers=1)."""
+    calls = []
+    real = standalone.train
+
+    def train(job):
+        calls.append(job.id)
+        return real(job)
+
+    monkeypatch.setattr(standalone, "train", train)
+    return calls
+
+
+def test_rank_writes_its_files_and_a_rerun_trains_only_what_is_missing(search_run, monkeypatch):
+    calls = counting(monkeypatch)
+    cfg = rank_config(search_run, "archs=3")
+    first = pipeline.rank(cfg)
+    assert first.trained == 3 and len(calls) == 3
+    out = search_run / "rank"
+    rows = read_ranking(out / "ranking.csv", "acc")
+    assert [r.arch for r in rows] == [r.arch for r in first.rows] and all(len(r.standalone) == 1 for r in rows)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["kendall_tau"] == pytest.approx(first.summary.kendall_tau, nan_ok=True)
+    assert summary["regret"] == first.summary.regret >= 0
+    assert (out / "archs.yaml").is_file() and list((out / "tensorboard").iterdir())
+    results = sorted((out / "standalone").glob("*.json"))
+    assert len(results) == 3 and not list((out / "standalone").glob("*.claim"))
+
+    # a kill loses at most the jobs that had not finished: here, one result is gone
+    lost = results[1]
+    kept = {p: p.read_text() for p in results if p != lost}
+    lost.unlink()
+    again = pipeline.rank(cfg)
+    assert again.trained == 1 and calls[3:] == [lost.stem]
+    assert all(p.read_text() == text for p, text in kept.items())  # finished jobs untouched
+    assert pipeline.rank(cfg).trained == 0 and len(calls) == 4
+    assert [r.inherited for r in again.rows] == [r.inherited for r in first.rows]
+
+
+def test_an_arch_file_and_more_seeds_reuse_finished_jobs(search_run, monkeypatch, tmp_path):
+    calls = counting(monkeypatch)
+    pipeline.rank(rank_config(search_run, "archs=3"))  # the first test's jobs, or these three
+    before = len(calls)
+    archs = stratified_archs(load_supernet(search_run / "checkpoints" / "last.ckpt").space, 3, seed=0)
+    write_archs(tmp_path / "archs.yaml", archs[:2])
+    outcome = pipeline.rank(rank_config(search_run, f"archs={tmp_path / 'archs.yaml'}", "seeds=[0,1]"))
+    assert len(calls) - before == 2  # seed 0 of both archs had finished; seed 1 trains
+    assert [r.arch for r in outcome.rows] == archs[:2] and all(len(r.standalone) == 2 for r in outcome.rows)
+
+
+def test_claims_are_exclusive_and_a_dead_process_claim_is_taken_over(tmp_path):
+    job = standalone.Job({"depth": 1}, {}, {}, "", 0, standalone.Budget(), {})
+    assert standalone.claim(tmp_path, job)
+    assert not standalone.claim(tmp_path, job)  # held by this (live) process
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (tmp_path / f"{job.id}.claim").write_text(f"{socket.gethostname()} {dead.pid}\n")
+    assert standalone.claim(tmp_path, job)  # its owner is gone: taken over
+    (tmp_path / f"{job.id}.claim").write_text(f"another-host.example {os.getpid()}\n")
+    assert not standalone.claim(tmp_path, job)  # another machine's: respected
+    standalone.release(tmp_path, job)
+    assert standalone.claim(tmp_path, job)
+
+
+def test_a_job_trains_the_same_twice_and_another_seed_differs(search_run):
+    """A seed is a result: rerunning a job (after a lost file) reproduces it."""
+    saved = OmegaConf.load(search_run / ".hydra" / "config.yaml")
+    space = load_supernet(search_run / "checkpoints" / "last.ckpt").space
+    task = OmegaConf.to_container(saved.task, resolve=True)
+    budget = standalone.Budget(max_epochs=1, warmup_steps=2)
+    job = standalone.Job(space.largest().to_dict(), space.to_dict(), task, str(saved.paths.data_dir), 0, budget,
+                         {"accelerator": "cpu", "devices": 1})
+    first, again = standalone.train(job), standalone.train(job)
+    assert (first["val"], first["val_loss"]) == (again["val"], again["val_loss"])
+    other = standalone.train(standalone.Job(**{**job.__dict__, "seed": 1}))
+    assert other["val_loss"] != first["val_loss"]
+
+
+def test_job_ids_name_what_determines_the_result():
+    job = standalone.Job({"depth": 1}, {"name": "s"}, {"seq_len": 8}, "/data", 0, standalone.Budget(), {"accelerator": "cpu"})
+    same_elsewhere = standalone.Job({"depth": 1}, {"name": "s"}, {"seq_len": 8}, "/other", 0, standalone.Budget(), {})
+    assert job.id == same_elsewhere.id  # where data is cached and on what it trains do not change it
+    for other in (standalone.Job({"depth": 2}, {"name": "s"}, {"seq_len": 8}, "", 0, standalone.Budget(), {}),
+                  standalone.Job({"depth": 1}, {"name": "s"}, {"seq_len": 8}, "", 1, standalone.Budget(), {}),
+                  standalone.Job({"depth": 1}, {"name": "s"}, {"seq_len": 8}, "", 0, standalone.Budget(max_epochs=3), {}),
+                  standalone.Job({"depth": 1}, {"name": "s"}, {"seq_len": 9}, "", 0, standalone.Budget(), {})):
+        assert other.id != job.id
+
+
+def test_the_cli_prints_the_figures(search_run, capsys):
+    outcome = rank_cli.run(rank_config(search_run, "archs=3"))
+    printed = capsys.readouterr().out
+    assert "Kendall tau-b" in printed and "regret" in printed and "supernet's pick" in printed
+    assert f"{outcome.summary.regret:.4f}" in printed
+
+
+@pytest.mark.slow  # two spawned processes import torch and Lightning: half a minute on 2 loaded cores
+def test_two_worker_processes_train_every_job_once(search_run, tmp_path):
+    folder = search_run / "rank" / "standalone"
+    before = set(folder.glob("*.json")) if folder.exists() else set()
+    cfg = rank_config(search_run, "archs=4", "workers=2", "seed=7")
+    outcome = pipeline.rank(cfg)
+    new = set(folder.glob("*.json")) - before
+    assert outcome.trained == len(new) >= 1
+    pids = {json.loads(p.read_text())["pid"] for p in new}
+    assert os.getpid() not in pids and 1 <= len(pids) <= 2  # trained in the spawned workers
+    assert pipeline.rank(cfg).trained == 0
+
+
+@pytest.mark.slow  # a real `nas-search` and `nas-rank` process
+def test_nas_rank_end_to_end_as_a_process(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    common = [f"paths.runs={tmp_path / 'runs'}", f"paths.data_dir={tmp_path / 'data'}"]
+    subprocess.run([sys.executable, "-m", "nas.cli.search", *TINY, "strategy=random", "retrain.enabled=false", *common],
+                   cwd=tmp_path, env=env, check=True, capture_output=True, timeout=600)
+    run_dir = next((tmp_path / "runs" / "search").iterdir())
+    done = subprocess.run([sys.executable, "-m", "nas.cli.rank", f"run={run_dir}", "archs=3", *TINY_RANK, *common],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "Kendall tau-b" in done.stdout and (run_dir / "rank" / "ranking.csv").is_file()
+
+
+BAD = [
+    (["archs=3"], "run: missing"),
+    (["run={tmp}/nowhere", "archs=3"], "no such folder"),
+    (["run={tmp}", "archs=3"], "no checkpoints/last.ckpt"),
+    (["run={run}", "archs=1"], "at least 2 archs"),
+    (["run={run}", "archs=0"], "at least 2 archs"),
+    (["run={run}", "archs=true"], "expected a number of archs"),
+    (["run={run}", "archs={tmp}/missing.yaml"], "missing.yaml: no such file"),
+    (["run={run}", "archs=3", "seeds=[0,0]"], "seeds"),
+    (["run={run}", "archs=3", "workers=0"], "workers=0"),
+    (["run={run}", "archs=3", "budget.max_epochs=0"], "budget.max_epochs"),
+]
+
+
+@pytest.mark.parametrize("overrides,words", BAD, ids=[" ".join(o) for o, _ in BAD])
+def test_bad_input_is_one_line(search_run, tmp_path, capsys, overrides, words):
+    overrides = [o.replace("{tmp}", str(tmp_path)).replace("{run}", str(search_run)) for o in overrides]
+    cfg = compose_config("rank", tmp_path / "cmd", [*TINY_RANK, *overrides])
+    with pytest.raises(SystemExit) as exit_:
+        rank_cli.run(cfg)
+    assert exit_.value.code == 1
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and err[0].startswith("nas-rank: error:") and words in err[0], err

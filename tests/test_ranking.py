@@ -1,0 +1,182 @@
+"""Ranking statistics against hand-computed values, the stratified pick, the arch files."""
+import csv
+import itertools
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from nas.errors import ConfigError
+from nas.ranking import (RankedArch, rank_summary, read_archs, read_ranking, stratified_archs, supernet_order,
+                         write_archs, write_ranking)
+from nas.space import Arch, LayerArch, SearchSpace
+
+SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
+
+
+def brute_tau_b(x, y):
+    """Kendall tau-b from its definition: (C - D) / sqrt((n0 - n1)(n0 - n2))."""
+    concordant = discordant = ties_x = ties_y = 0
+    for i, j in itertools.combinations(range(len(x)), 2):
+        dx, dy = x[i] - x[j], y[i] - y[j]
+        ties_x += dx == 0
+        ties_y += dy == 0
+        if dx * dy > 0:
+            concordant += 1
+        elif dx * dy < 0:
+            discordant += 1
+    n0 = len(x) * (len(x) - 1) // 2
+    return (concordant - discordant) / math.sqrt((n0 - ties_x) * (n0 - ties_y))
+
+
+def average_ranks(x):
+    return [sum(v < u for v in x) + (sum(v == u for v in x) + 1) / 2 for u in x]
+
+
+def pearson(a, b):
+    ma, mb = sum(a) / len(a), sum(b) / len(b)
+    cov = sum((u - ma) * (v - mb) for u, v in zip(a, b))
+    return cov / math.sqrt(sum((u - ma) ** 2 for u in a) * sum((v - mb) ** 2 for v in b))
+
+
+# four archs tie at 1.0 inherited, as the issue observed on the lookup task
+INHERITED = [1.0, 1.0, 0.9, 1.0, 0.5, 1.0, 0.7, 0.7]
+STANDALONE = [0.95, 0.97, 0.60, 0.40, 0.35, 0.80, 0.40, 0.55]
+
+
+def test_tau_and_rho_with_ties_match_the_definitions():
+    s = rank_summary(INHERITED, STANDALONE, k=3)
+    assert s.kendall_tau == pytest.approx(brute_tau_b(INHERITED, STANDALONE), abs=1e-12)
+    assert s.spearman_rho == pytest.approx(pearson(average_ranks(INHERITED), average_ranks(STANDALONE)), abs=1e-12)
+    # by hand: 28 pairs, 7 tied in x, 1 tied in y (archs 3, 6); discordant: (2, 3) and (3, 7);
+    # the other 18 are concordant
+    assert s.kendall_tau == pytest.approx((18 - 2) / math.sqrt((28 - 7) * (28 - 1)), abs=1e-12)
+
+
+def test_tau_and_rho_are_independent_of_the_metric_direction():
+    up = rank_summary(INHERITED, STANDALONE, higher_is_better=True)
+    down = rank_summary(INHERITED, STANDALONE, higher_is_better=False)
+    assert (up.kendall_tau, up.spearman_rho) == (down.kendall_tau, down.spearman_rho)
+
+
+def test_regret_and_tie_break_by_loss_then_cost():
+    # archs 0, 1, 3, 5 tie at 1.0; the lowest loss is shared by 1 and 5, and 5 is cheaper
+    loss = [0.20, 0.10, 0.9, 0.30, 1.2, 0.10, 0.8, 0.8]
+    cost = [10, 50, 10, 10, 10, 40, 10, 10]
+    s = rank_summary(INHERITED, STANDALONE, k=2, inherited_loss=loss, cost=cost)
+    assert s.pick == 5
+    assert s.regret == pytest.approx(0.97 - 0.80)
+    assert supernet_order(INHERITED, True, loss, cost)[:4] == [5, 1, 0, 3]
+    # top-2 by inherited {5, 1}, by standalone {1, 0}: one in common
+    assert s.top_k_overlap == 0.5
+    # without the loss the cost alone decides among the tied: 0 and 3 cost 10, 0 comes first
+    assert rank_summary(INHERITED, STANDALONE, cost=cost).pick == 0
+    assert rank_summary(INHERITED, STANDALONE, cost=cost).regret == pytest.approx(0.02)
+
+
+def test_regret_when_lower_is_better():
+    s = rank_summary([3.0, 2.0, 1.0], [1.5, 1.2, 1.4], higher_is_better=False)
+    assert s.pick == 2 and s.regret == pytest.approx(0.2)
+    assert s.kendall_tau == pytest.approx(brute_tau_b([3.0, 2.0, 1.0], [1.5, 1.2, 1.4]))
+
+
+def test_bad_statistics_input():
+    with pytest.raises(ConfigError, match="standalone: expected 3 values"):
+        rank_summary([1, 2, 3], [1, 2])
+    with pytest.raises(ConfigError, match="must be finite"):
+        rank_summary([1, 2, float("nan")], [1, 2, 3])
+
+
+@pytest.mark.parametrize("name", ["lra", "quickstart"])
+def test_stratified_pick_covers_every_op_at_every_depth(name):
+    space = SearchSpace.from_yaml(SPACES / f"{name}.yaml")
+    cells = len(space.attention) * len(space.depths)
+    archs = stratified_archs(space, cells, seed=3)
+    assert len(set(archs)) == cells
+    covered = {(a.depth, layer.attention) for a in archs for layer in a.layers}
+    assert covered == {(d, t) for d in space.depths for t in space.attention}
+    # and every op at every layer index
+    assert {(i, l.attention) for a in archs for i, l in enumerate(a.layers)} == \
+        {(i, t) for i in range(space.max_depth) for t in space.attention}
+    for a in archs:
+        space.validate(a)
+
+
+def test_fewer_archs_than_cells_still_cover_every_type_and_depth():
+    space = SearchSpace.from_yaml(SPACES / "lra.yaml")  # more types than depths
+    archs = stratified_archs(space, len(space.attention), seed=0)
+    assert {l.attention for a in archs for l in a.layers} == set(space.attention)
+    assert {a.depth for a in archs} == set(space.depths)
+
+
+def test_stratified_pick_is_seeded_and_distinct_past_one_round():
+    space = SearchSpace.from_yaml(SPACES / "quickstart.yaml")  # 8 cells, 4 pure archs per depth-1 cell
+    assert stratified_archs(space, 40, seed=1) == stratified_archs(space, 40, seed=1)
+    assert stratified_archs(space, 40, seed=1) != stratified_archs(space, 40, seed=2)
+    assert len(set(stratified_archs(space, 40, seed=1))) == 40
+    with pytest.raises(ConfigError, match="exceeds the .* distinct archs of space 'quickstart'"):
+        stratified_archs(space, space.size() + 1)
+    with pytest.raises(ConfigError, match="archs: expected a positive number"):
+        stratified_archs(space, 0)
+
+
+def test_arch_files_round_trip(tmp_path):
+    space = SearchSpace.from_yaml(SPACES / "quickstart.yaml")
+    archs = stratified_archs(space, 5, seed=0)
+    write_archs(tmp_path / "archs.yaml", archs)
+    assert read_archs(tmp_path / "archs.yaml", space) == archs
+    # the ranked.csv that nas-search writes (nas/cli/search.py's write_candidates)
+    with open(tmp_path / "ranked.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["rank", "val/acc", "arch"])
+        for i, a in enumerate(archs):
+            w.writerow([i, 0.5, json.dumps(a.to_dict())])
+    assert read_archs(tmp_path / "ranked.csv", space) == archs
+
+
+def test_bad_arch_files(tmp_path):
+    space = SearchSpace.from_yaml(SPACES / "quickstart.yaml")
+    (tmp_path / "map.yaml").write_text("depth: 1\n")
+    with pytest.raises(ConfigError, match="map.yaml: expected a non-empty YAML list of archs"):
+        read_archs(tmp_path / "map.yaml")
+    (tmp_path / "noarch.csv").write_text("rank,val/acc\n0,0.5\n")
+    with pytest.raises(ConfigError, match="noarch.csv: expected a ranked.csv with an 'arch' column"):
+        read_archs(tmp_path / "noarch.csv")
+    (tmp_path / "badjson.csv").write_text("rank,arch\n0,{depth\n")
+    with pytest.raises(ConfigError, match="badjson.csv: row 1: 'arch' is not JSON"):
+        read_archs(tmp_path / "badjson.csv")
+    outside = Arch(1, (LayerArch("lsh", 2, 64),))
+    write_archs(tmp_path / "outside.yaml", [outside])
+    with pytest.raises(ConfigError, match="outside.yaml: arch 0: layer 0: attention 'lsh' is not in space"):
+        read_archs(tmp_path / "outside.yaml", space)
+    with pytest.raises(ConfigError, match="no such file"):
+        read_archs(tmp_path / "missing.csv")
+
+
+def test_write_ranking(tmp_path):
+    archs = [Arch(1, (LayerArch("full", 2, 64),)), Arch(1, (LayerArch("local", 2, 64),)),
+             Arch(1, (LayerArch("linformer", 2, 64),))]
+    rows = [RankedArch(archs[0], 0.9, 0.3, [0.8, 0.9], {"params": 100}),
+            RankedArch(archs[1], 0.9, 0.4, [0.5, 0.6], {"params": 90}),
+            RankedArch(archs[2], 0.7, 0.8, [0.95], {"params": 80})]
+    write_ranking(tmp_path / "ranking.csv", rows, "acc")
+    with open(tmp_path / "ranking.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    assert list(table[0]) == ["arch_id", "cost_params", "inherited_acc", "inherited_loss",
+                              "standalone_acc_seed0", "standalone_acc_seed1", "standalone_acc_mean",
+                              "inherited_rank", "standalone_rank", "arch"]
+    assert [float(r["inherited_rank"]) for r in table] == [1.5, 1.5, 3.0]
+    assert [float(r["standalone_rank"]) for r in table] == [2.0, 3.0, 1.0]
+    assert float(table[0]["standalone_acc_mean"]) == pytest.approx(0.85)
+    assert table[2]["standalone_acc_seed1"] == ""
+    assert read_archs(tmp_path / "ranking.csv") == archs
+    back = read_ranking(tmp_path / "ranking.csv", "acc")
+    assert [(r.arch, r.inherited, r.inherited_loss, r.standalone, r.cost) for r in back] == \
+        [(r.arch, r.inherited, r.inherited_loss, r.standalone, r.cost) for r in rows]
+    with pytest.raises(ConfigError, match="expected a ranking.csv with the columns arch, inherited_bpb"):
+        read_ranking(tmp_path / "ranking.csv", "bpb")
+    write_ranking(tmp_path / "named.csv", rows, "acc", seeds=[10, 9])  # columns named by seed, read in seed order
+    with open(tmp_path / "named.csv", newline="") as f:
+        assert "standalone_acc_seed10" in next(csv.reader(f))
+    assert [r.standalone for r in read_ranking(tmp_path / "named.csv", "acc")] == [[0.9, 0.8], [0.6, 0.5], [0.95]]
