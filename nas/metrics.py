@@ -23,7 +23,7 @@ IGNORE_INDEX = -100  # target of positions that are not scored (PyTorch's cross-
 METRICS = ("acc", "bpb")
 HIGHER_IS_BETTER = {"acc": True, "bpb": False}  # accuracy up, bits per byte down
 
-__all__ = ["HIGHER_IS_BETTER", "IGNORE_INDEX", "METRICS", "check_finite", "evaluate", "evaluate_loss", "evaluate_many", "evaluate_with_loss",
+__all__ = ["HIGHER_IS_BETTER", "IGNORE_INDEX", "METRICS", "check_finite", "evaluate", "evaluate_many", "evaluate_with_loss",
            "score", "soft_cross_entropy", "task_loss", "task_metric"]
 
 
@@ -106,11 +106,6 @@ def evaluate_many(models: Mapping[str, nn.Module], batches: Iterable[dict], metr
 def evaluate(model: nn.Module, batches: Iterable[dict], metric: str, arch: Arch | None = None) -> float:
     """The task metric of one model over `batches`; see `evaluate_many`."""
     return evaluate_many({"model": model}, batches, metric, arch)["model"]
-
-
-def evaluate_loss(model: nn.Module, batches: Iterable[dict], arch: Arch | None = None) -> float:
-    """The task loss of one model over `batches`, weighted as `evaluate` weights the metric."""
-    return evaluate_many({"model": model}, batches, "loss", arch)["model"]
 
 
 def evaluate_with_loss(model: nn.Module, batches: Iterable[dict], metric: str,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from nas.metrics import score
 from nas.space import Arch
 
 
@@ -25,6 +26,16 @@ class SearchResult:
     best: Arch  # the chosen architecture
     ranked: list[Candidate] = field(default_factory=list)  # evaluated candidates, best first
     pareto: list[Candidate] = field(default_factory=list)  # non-dominated (metric vs cost), if any
+
+
+def best_first(candidates: list[Candidate], metric: str, cost_key: str = "cost/params") -> list[Candidate]:
+    """The candidates sorted best first by `val/<metric>`; ties (common: inherited scores saturate)
+    go to the lower `val/loss`, then to the lower cost, never to the order they were sampled in.
+    A candidate without a loss or a cost sorts after those with one on that key."""
+    def key(c: Candidate) -> tuple[float, float, float]:
+        return (-score(c.metrics[f"val/{metric}"], metric), c.metrics.get("val/loss", float("inf")),
+                c.metrics.get(cost_key, float("inf")))
+    return sorted(candidates, key=key)
 
 
 def pareto_front(candidates: list[Candidate], metric_key: str, cost_key: str,

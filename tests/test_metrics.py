@@ -7,7 +7,7 @@ import torch
 from torch.nn import functional as F
 
 from nas.errors import ConfigError
-from nas.metrics import (HIGHER_IS_BETTER, IGNORE_INDEX, check_finite, evaluate, evaluate_loss, evaluate_many,
+from nas.metrics import (HIGHER_IS_BETTER, IGNORE_INDEX, check_finite, evaluate, evaluate_many,
                          evaluate_with_loss, score, soft_cross_entropy, task_metric)
 
 
@@ -48,7 +48,7 @@ def test_the_loss_is_weighted_like_the_metric_and_both_come_from_one_pass():
     batches = [batch([[1, 1, 1, 1]], [[0, 0, 0, X]]), batch([[2, 1, 0, 0]], [[0, X, X, X]])]
     right, wrong = -math.log(F.softmax(torch.tensor([5.0, 0.0]), 0)[0].item()), \
         -math.log(F.softmax(torch.tensor([0.0, 5.0]), 0)[0].item())
-    assert evaluate_loss(model, batches) == pytest.approx((3 * right + wrong) / 4, rel=1e-5)
+    assert evaluate_many({"m": model}, batches, "loss")["m"] == pytest.approx((3 * right + wrong) / 4, rel=1e-5)
     once = iter(batches)  # a generator: one pass must give both
     assert evaluate_with_loss(model, once, "acc") == pytest.approx((3 / 4, (3 * right + wrong) / 4), rel=1e-5)
     with pytest.raises(ConfigError, match="unknown metric 'f1'"):

@@ -1,7 +1,7 @@
-"""The one Pareto front, on hand-made candidates whose front is known."""
+"""The one Pareto front and the one best-first order, on hand-made candidates."""
 import pytest
 
-from nas.results import Candidate, pareto_front
+from nas.results import Candidate, best_first, pareto_front
 from nas.space import Arch, LayerArch
 
 
@@ -34,3 +34,14 @@ def test_direction(higher, expected):
 
 def test_empty():
     assert pareto_front([], "val/acc", "cost/params") == []
+
+
+@pytest.mark.parametrize("metric, values", [("acc", (0.9, 0.8)), ("bpb", (1.0, 2.0))])
+def test_best_first_breaks_ties_by_loss_then_cost(metric, values):
+    good, bad = values  # bits per byte: lower is better
+    named = {"worse": (bad, 0.1, 1), "tie_high_loss": (good, 0.5, 1), "tie_low_loss_costly": (good, 0.2, 9),
+             "tie_low_loss_cheap": (good, 0.2, 3), "no_loss": (good, None, 1)}
+    candidates = [Candidate(arch(i), {f"val/{metric}": m, "cost/params": p, **({} if l is None else {"val/loss": l})})
+                  for i, (m, l, p) in enumerate(named.values(), 1)]
+    order = [list(named)[c.arch.layers[0].ffn_dim - 1] for c in best_first(candidates[::-1], metric)]
+    assert order == ["tie_low_loss_cheap", "tie_low_loss_costly", "tie_high_loss", "no_loss", "worse"]

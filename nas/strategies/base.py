@@ -14,7 +14,8 @@ from typing import Protocol
 import torch
 from torch import Tensor, nn
 
-from nas.results import Candidate, SearchResult
+from nas.metrics import evaluate_with_loss
+from nas.results import Candidate, SearchResult, best_first
 from nas.space import Arch, SearchSpace
 from nas.supernet import Supernet
 
@@ -103,6 +104,17 @@ class Strategy(nn.Module):
     def finish(self, ctx: SearchContext, val_batches: list[dict]) -> SearchResult:
         """The final choice after supernet training (evolution and random search run here)."""
         return SearchResult(best=self.current_arch())
+
+    def rank_archs(self, ctx: SearchContext, archs: list[Arch], val_batches: list[dict]) -> list[Candidate]:
+        """`archs` scored with the supernet's weights, best first; ties in the metric go to the
+        lower validation loss, then to fewer parameters (`results.best_first`)."""
+        metric, net = ctx.metric, ctx.supernet
+        candidates = []
+        for arch in archs:
+            value, loss = evaluate_with_loss(net, val_batches, metric, arch=arch)
+            params = sum(p.numel() for p in net.extract(arch).parameters())
+            candidates.append(Candidate(arch, {f"val/{metric}": value, "val/loss": loss, "cost/params": params}))
+        return best_first(candidates, metric)
 
     def log_distribution(self, ctx: SearchContext, probabilities: dict[str, list[float]]) -> None:
         """Log one scalar per choice: `arch/<decision>/<choice>` (TensorBoard's scalars tab)."""

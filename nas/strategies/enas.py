@@ -14,7 +14,7 @@ from torch.nn import functional as F
 from nas.errors import ConfigError
 from nas.space import Arch, SearchSpace
 from nas.metrics import evaluate, score
-from nas.results import Candidate, SearchResult
+from nas.results import SearchResult
 from nas.strategies.base import SearchContext, Strategy
 from nas.strategies.registry import STRATEGIES
 from nas.strategies.sampling import check_options, train_paths
@@ -187,10 +187,7 @@ class EnasStrategy(Strategy):
         with torch.no_grad():
             sampled = self.sample(self.final_samples).archs if self.final_samples else []
         archs = list(dict.fromkeys([self.current_arch(), *sampled]))
-        metric = ctx.metric
-        ranked = [Candidate(a, {f"val/{metric}": evaluate(ctx.supernet, val_batches, metric, arch=a)}) for a in archs]
-        # sort is stable: on a tie the greedy arch, listed first, stays first
-        ranked.sort(key=lambda c: score(c.metrics[f"val/{metric}"], metric), reverse=True)
+        ranked = self.rank_archs(ctx, archs, val_batches)
         return SearchResult(best=ranked[0].arch, ranked=ranked)
 
     # -- state and logging -----------------------------------------------------------------

@@ -13,8 +13,8 @@ from optuna.trial import Trial, TrialState
 from nas import cost as costs
 from nas.errors import ConfigError
 from nas.space import LAYER_FIELDS, Arch, LayerArch, SearchSpace
-from nas.metrics import HIGHER_IS_BETTER, evaluate, score
-from nas.results import Candidate, SearchResult, pareto_front
+from nas.metrics import HIGHER_IS_BETTER, evaluate_with_loss
+from nas.results import Candidate, SearchResult, best_first, pareto_front
 from nas.strategies.base import SearchContext
 from nas.strategies.registry import STRATEGIES
 from nas.strategies.single_path import SinglePathStrategy
@@ -136,7 +136,7 @@ class EvolutionStrategy(SinglePathStrategy):
             val_batches: the batches every arch is evaluated on.
 
         Returns:
-            `best`, the feasible arch with the best metric (the cheaper one on ties); `ranked`,
+            `best`, the feasible arch with the best metric (ties: the lower loss, then the cheaper); `ranked`,
             the distinct feasible archs, best first; `pareto`, the non-dominated ones (metric vs
             cost), cheapest first. Each candidate's metrics hold `val/<metric>` and `cost/<kind>`.
         """
@@ -147,7 +147,7 @@ class EvolutionStrategy(SinglePathStrategy):
         directions = ["maximize" if HIGHER_IS_BETTER[metric] else "minimize", "minimize"]
         study = self.workers.load(self.study_name, sampler, directions, lambda s: self._claim(s, metric))
         logged = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))) // self.population
-        known: dict[Arch, float] = {}
+        known: dict[Arch, tuple[float, float | None]] = {}  # arch -> (metric, loss)
         while (trial := self.workers.ask(study, self.total_trials, self._suggest)) is not None:
             with self.workers.running(study, trial):
                 self._run(study, trial, ctx.supernet, val_batches, metric, known)
@@ -174,44 +174,42 @@ class EvolutionStrategy(SinglePathStrategy):
             trial.suggest_categorical(key, options)
 
     def _run(self, study: optuna.Study, trial: Trial, supernet, val_batches: list[dict], metric: str,
-             known: dict[Arch, float]) -> None:
+             known: dict[Arch, tuple[float, float | None]]) -> None:
         """Evaluate one trial's arch and tell. An arch is evaluated once: NSGA-II proposes the same
         one again, and every worker evaluates the same supernet weights, so a value found for an
         arch (here or in another worker's complete trial) stands for that arch."""
         arch = self.space.arch_from_choices(trial.params)
         if arch not in known:
-            known.update((self.space.arch_from_choices(t.params), t.values[0])
+            known.update((self.space.arch_from_choices(t.params), (t.values[0], t.user_attrs.get("val/loss")))
                          for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
         if arch not in known:
-            known[arch] = evaluate(supernet, val_batches, metric, arch=arch)
+            known[arch] = evaluate_with_loss(supernet, val_batches, metric, arch=arch)
+        value, loss = known[arch]
+        if loss is not None:  # the tie-break after the metric (results.best_first)
+            trial.set_user_attr("val/loss", loss)
         spent = {kind: self.arch_cost(arch, kind) for kind in dict.fromkeys([self.cost, *self.constraints])}
         for kind, value in spent.items():
             trial.set_user_attr(f"cost/{kind}", value)
         for kind, limit in self.constraints.items():
             trial.set_constraint(kind, spent[kind] - limit)  # feasible when <= 0
-        study.tell(trial, [known[arch], spent[self.cost]])
+        study.tell(trial, [value, spent[self.cost]])
 
     # -- the result ------------------------------------------------------------------------
     def _candidates(self, study: optuna.Study, metric: str) -> list[Candidate]:
-        """The distinct feasible archs of the complete trials, best metric first (cheaper on ties)."""
+        """The distinct feasible archs of the complete trials, best metric first (ties: lower loss, then cheaper)."""
         found: dict[Arch, Candidate | None] = {}
         for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
             arch = self.space.arch_from_choices(trial.params)
             if arch in found:
                 continue
             feasible = all(value <= 0 for value in trial.constraints.values())
-            spent = {k: v for k, v in trial.user_attrs.items() if k.startswith("cost/")}
-            found[arch] = Candidate(arch, {f"val/{metric}": trial.values[0], **spent}) if feasible else None
-        ranked = [c for c in found.values() if c is not None]
-        ranked.sort(key=lambda c: (-self._score(c, metric), self._cost(c)))
-        return ranked
+            measured = {k: v for k, v in trial.user_attrs.items() if k.startswith(("cost/", "val/"))}
+            found[arch] = Candidate(arch, {f"val/{metric}": trial.values[0], **measured}) if feasible else None
+        return best_first([c for c in found.values() if c is not None], metric, f"cost/{self.cost}")
 
     def _pareto(self, ranked: list[Candidate], metric: str) -> list[Candidate]:
         """The non-dominated candidates, cheapest first (so the metric improves along the list)."""
         return pareto_front(ranked, f"val/{metric}", f"cost/{self.cost}", HIGHER_IS_BETTER[metric])
-
-    def _score(self, candidate: Candidate, metric: str) -> float:
-        return score(candidate.metrics[f"val/{metric}"], metric)
 
     def _cost(self, candidate: Candidate) -> float:
         return candidate.metrics[f"cost/{self.cost}"]

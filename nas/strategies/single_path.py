@@ -10,8 +10,7 @@ from torch import Tensor
 
 from nas.errors import ConfigError
 from nas.space import Arch, SearchSpace
-from nas.metrics import evaluate, evaluate_loss, score
-from nas.results import Candidate, SearchResult
+from nas.results import SearchResult
 from nas.strategies.base import SearchContext, Strategy
 from nas.strategies.registry import STRATEGIES
 from nas.strategies.sampling import check_options, fair_paths, train_paths
@@ -65,13 +64,7 @@ class RandomStrategy(SinglePathStrategy):
         """Ties in the metric (saturated inherited scores are common) go to the lower validation
         loss, then to fewer parameters, not to sampling order."""
         archs = list(dict.fromkeys(self.space.sample(self.rng) for _ in range(self.samples)))
-        metric, net = ctx.metric, ctx.supernet
-        ranked = [Candidate(a, {f"val/{metric}": evaluate(net, val_batches, metric, arch=a),
-                                "val/loss": evaluate_loss(net, val_batches, arch=a),
-                                "cost/params": sum(p.numel() for p in net.extract(a).parameters())})
-                  for a in archs]
-        ranked.sort(key=lambda c: (-score(c.metrics[f"val/{metric}"], metric), c.metrics["val/loss"],
-                                   c.metrics["cost/params"]))
+        ranked = self.rank_archs(ctx, archs, val_batches)
         return SearchResult(best=ranked[0].arch, ranked=ranked)
 
 

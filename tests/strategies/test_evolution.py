@@ -130,13 +130,13 @@ def search_worker(worker, storage, start, results):
     it evaluated."""
     torch.set_num_threads(1)  # what DataLoader workers do: a forked OpenMP pool is unusable
     space, net, batches = untrained()  # the same seed: the same supernet in every worker
-    evaluated, real = [], evolution.evaluate
+    evaluated, real = [], evolution.evaluate_with_loss
 
     def counted(supernet, val_batches, metric, arch):
         evaluated.append(arch)
         return real(supernet, val_batches, metric, arch=arch)
 
-    evolution.evaluate = counted  # in this process only
+    evolution.evaluate_with_loss = counted  # in this process only
     strategy = evolution_strategy(space, seed=worker, generations=4, storage=storage)
     start.wait()  # start together, so that the workers really share the study
     results.put((finish(strategy, net, batches).best, evaluated))
@@ -176,7 +176,7 @@ def stuck_worker(storage, started):
         started.set()
         time.sleep(600)
 
-    evolution.evaluate = hang
+    evolution.evaluate_with_loss = hang
     finish(evolution_strategy(space, storage=storage, heartbeat_interval=1, grace_period=2), net, batches)
 
 
@@ -210,9 +210,9 @@ def test_an_interrupted_search_resumes_from_its_storage(tmp_path, monkeypatch):
         calls.append(args)
         if len(calls) == 3:
             raise KeyboardInterrupt
-        return 0.5
+        return 0.5, 1.0
 
-    monkeypatch.setattr(evolution, "evaluate", interrupted)
+    monkeypatch.setattr(evolution, "evaluate_with_loss", interrupted)
     with pytest.raises(KeyboardInterrupt):
         finish(evolution_strategy(space, storage=storage), net, batches)
     before = load(storage).get_trials()

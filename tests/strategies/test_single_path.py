@@ -161,7 +161,8 @@ def test_sort_every_reorders_widths_at_epoch_end():
     assert torch.all(units[:-1] >= units[1:])
 
 
-def test_random_search_breaks_metric_ties_by_loss_then_params():
+@pytest.mark.parametrize("name, options", [("random", {"samples": 12}), ("enas", {"final_samples": 12})])
+def test_search_breaks_metric_ties_by_loss_then_params(name, options):
     """A saturated metric (every arch right) leaves the pick to the validation loss."""
     space = quickstart()
     torch.manual_seed(0)
@@ -171,7 +172,9 @@ def test_random_search_breaks_metric_ties_by_loss_then_params():
         net.readout.linear.bias.copy_(torch.tensor([10.0, 0.0, 0.0]))
     batch["target"] = torch.zeros(3, dtype=torch.long)
     module = RecordingModule(net)
-    result = STRATEGIES.get("random")(space, seed=0, samples=12).finish(module, [batch])
+    strategy = STRATEGIES.get(name)(space, seed=0, **options)
+    strategy.attach(net)
+    result = strategy.finish(module, [batch])
     assert len({c.metrics["val/acc"] for c in result.ranked}) == 1  # all tie at 1.0
     keys = [(c.metrics["val/loss"], c.metrics["cost/params"]) for c in result.ranked]
     assert keys == sorted(keys) and len(set(keys)) > 1
