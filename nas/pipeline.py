@@ -72,6 +72,7 @@ class SearchOutcome:
     supernet_ckpt: Path  # the search's last checkpoint (retraining's init=inherit reads it)
     metrics: dict[str, float]  # search/val/<metric> of the chosen arch and its cost/...
     margins: dict[str, float] = field(default_factory=dict)  # per decision: winner minus runner-up
+    comparison: dict[str, dict] = field(default_factory=dict)  # strategy.final_compare's scores per decision
     tensorboard: SummaryWriter | None = None  # the search's event writer (None without a logger)
     step: int = 0  # the search's last global step, where its final entries are filed
 
@@ -178,8 +179,14 @@ def search(cfg: DictConfig, run_dir: Path) -> SearchOutcome:
                "cost/activation_mib": round(estimate.activation_mib, 2)}
     history = getattr(strategy, "history", None)  # the architecture distribution (DARTS, GDAS, ENAS)
     margins = viz.margins(history[-1]) if history else {}
+    comparison, shrunk = getattr(strategy, "comparison", {}), getattr(strategy, "shrunk", [])
     if margins and _rank_zero():  # the sidecar: per decision, the final winner minus runner-up
-        (run_dir / "margins.yaml").write_text(yaml.safe_dump({k: round(v, 4) for k, v in margins.items()}))
+        sidecar = {k: round(v, 4) for k, v in margins.items()}
+        if shrunk:  # how each drop was decided (the last one's `cut` is the margin of the pick)
+            sidecar["shrink"] = [{k: round(v, 4) if isinstance(v, float) else v for k, v in e.items()} for e in shrunk]
+        if comparison:
+            sidecar["final_compare"] = comparison
+        (run_dir / "margins.yaml").write_text(yaml.safe_dump(sidecar, sort_keys=False))
         threshold = getattr(strategy, "min_margin", None)
         decision, smallest = min(margins.items(), key=lambda kv: kv[1])
         if threshold is not None and smallest < threshold:
@@ -189,8 +196,8 @@ def search(cfg: DictConfig, run_dir: Path) -> SearchOutcome:
         log_search(writer, space, strategy, result, estimate, metrics, step=trainer.global_step,
                    cost_of=lambda arch: cost.estimate(arch, space, task.shape, task.seq_len))
     return SearchOutcome(arch=result.best, space=space, task=task, supernet=supernet, result=result,
-                         supernet_ckpt=last, metrics=metrics, margins=margins, tensorboard=writer,
-                         step=trainer.global_step)
+                         supernet_ckpt=last, metrics=metrics, margins=margins, comparison=comparison,
+                         tensorboard=writer, step=trainer.global_step)
 
 
 def check_storage(path: Path) -> None:
@@ -408,7 +415,7 @@ def _run(cfg: DictConfig, run_dir: Path) -> RunOutcome:
                    "sharing": cfg.sharing, "seed": cfg.seed,
                    "strategy": OmegaConf.to_container(cfg.strategy, resolve=True)}
         log_hparams(found.tensorboard, hparams, metrics, step=found.step)
-    text = summary(found.arch, metrics, files, found.margins)
+    text = summary(found.arch, metrics, files, found.margins, found.comparison)
     if _rank_zero():  # under DDP the other ranks write nothing
         (run_dir / "summary.txt").write_text(text + "\n")
     return RunOutcome(search=found, retrain=retrained, export=exported, metrics=metrics, files=files,
@@ -421,13 +428,21 @@ def _rank_zero() -> bool:
     return rank_zero_only.rank == 0
 
 
-def summary(arch: Arch, metrics: dict, files: dict[str, str], margins: dict[str, float] | None = None) -> str:
+def summary(arch: Arch, metrics: dict, files: dict[str, str], margins: dict[str, float] | None = None,
+            comparison: dict[str, dict] | None = None) -> str:
     """The chosen arch, its metrics, how decisively it won and the files, as one screen of text."""
     lines = ["", "Best architecture", "-----------------", arch.describe(), ""]
     if margins:
         closest = sorted(margins.items(), key=lambda kv: kv[1])[:3]
         lines += ["margin to the runner-up (probability), closest decisions: "
                   + ", ".join(f"{k} {v:.3f}" for k, v in closest), ""]
+    if comparison:  # strategy.final_compare: the supernet's scores of the top two
+        lines += ["winner vs runner-up on the validation batches (supernet weights):"]
+        for key, c in comparison.items():
+            w, r = c["winner"], c["runner_up"]
+            scores = ", ".join(f"{m} {w[m]:.4g} vs {r[m]:.4g}" for m in w if m != "choice")
+            lines += [f"  {key}: {w['choice']} vs {r['choice']}: {scores} -> {c['kept']}"]
+        lines += [""]
     lines += [f"{k:<24} {v:,.4g}" if isinstance(v, float) else f"{k:<24} {v:,}" for k, v in metrics.items()]
     lines += ["", *(f"{k:<24} {v}" for k, v in files.items())]
     return "\n".join(lines)

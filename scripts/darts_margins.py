@@ -1,9 +1,12 @@
 """Final architecture margins (winner minus runner-up per decision) of a DARTS search under
 the decisiveness remedies of nas.strategies.darts (temperature, entropy, Fair DARTS zero-one
-https://arxiv.org/abs/1911.12126), on the quickstart defaults. One search per variant, in this
-process, one after the other. Prints JSON.
+https://arxiv.org/abs/1911.12126, progressive shrinking, the final top-2 comparison), on the
+quickstart defaults. One search per variant, in this process, one after the other. Prints JSON:
+per variant the final margins, for `shrink` the margin at which each decision's last cut was
+made, for `final_compare` the supernet's scores of each decision's top two.
 
     python scripts/darts_margins.py --variants plain,tau --out margins.json
+    python scripts/darts_margins.py --override +trainer.limit_train_batches=16   # shorter epochs
 """
 import argparse
 import json
@@ -11,6 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import yaml
 from hydra import compose, initialize_config_dir
 
 import nas.cli.common  # noqa: F401  the nas_root resolver the configs use
@@ -22,6 +26,8 @@ VARIANTS = {
     "tau": ["+strategy.softmax_tau_end=0.1"],
     "entropy": ["+strategy.entropy_weight=0.5"],
     "zero_one": ["+strategy.zero_one_weight=5.0"],
+    "shrink": ["+strategy.shrink_every=2"],  # 5 epochs: drops after epochs 2 and 4
+    "final_compare": ["+strategy.final_compare=true"],
 }
 
 
@@ -37,9 +43,20 @@ def run(variant: str, extra: list[str], root: Path) -> dict:
     found = search(cfg, run_dir)
     margins = found.margins
     key = min(margins, key=margins.get)
-    return {"seconds": round(time.perf_counter() - start), "arch": found.arch.to_dict(),
-            "val_metric": found.metrics, "smallest_margin": {key: round(margins[key], 4)},
-            "margins": {k: round(v, 4) for k, v in margins.items()}}
+    out = {"seconds": round(time.perf_counter() - start), "arch": found.arch.to_dict(),
+           "val_metric": found.metrics, "smallest_margin": {key: round(margins[key], 4)},
+           "margins": {k: round(v, 4) for k, v in margins.items()}}
+    shrunk = _sidecar(run_dir).get("shrink", [])
+    if shrunk:  # the last drop of a decision: the survivor's lead over the last one dropped
+        out["cut_margins"] = {e["decision"]: e["cut"] for e in shrunk}
+    if found.comparison:
+        out["final_compare"] = found.comparison
+    return out
+
+
+def _sidecar(run_dir: Path) -> dict:
+    path = run_dir / "margins.yaml"
+    return yaml.safe_load(path.read_text()) if path.is_file() else {}
 
 
 extra_overrides: list[str] = []

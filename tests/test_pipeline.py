@@ -47,6 +47,23 @@ def test_margins_go_to_a_sidecar_and_a_small_one_warns(tmp_path, caplog):
     assert sum("the search did not decide" in r.getMessage() for r in caplog.records) == 1
 
 
+def test_shrinking_and_the_final_comparison_go_to_the_sidecar_and_the_summary(tmp_path):
+    cfg = compose_config("search", tmp_path / "run", [*TINY, "retrain.enabled=false", "~logger", "strategy=darts",
+                                                      "strategy.shrink_every=1", "strategy.final_compare=true"])
+    outcome = pipeline.search(cfg, tmp_path / "run")
+    written = yaml.safe_load((tmp_path / "run" / "margins.yaml").read_text())
+    drops = written.pop("shrink")  # one epoch: every decision with a choice to spare dropped one
+    assert {e["decision"] for e in drops} == {k for k, v in outcome.space.decisions().items() if len(v) > 1}
+    assert written.pop("final_compare") == outcome.comparison and outcome.comparison
+    assert written == {k: round(v, 4) for k, v in outcome.margins.items()}
+    for key, c in outcome.comparison.items():
+        assert c["kept"] in (c["winner"]["choice"], c["runner_up"]["choice"])
+        assert set(c["winner"]) == {"choice", "val/acc", "val/loss"}
+    text = pipeline.summary(outcome.arch, outcome.metrics, {}, outcome.margins, outcome.comparison)
+    key, c = next(iter(outcome.comparison.items()))
+    assert f"  {key}: {c['winner']['choice']} vs {c['runner_up']['choice']}: val/acc " in text
+
+
 def test_a_ranked_choice_is_not_scored_again(tmp_path, counted):
     cfg = compose_config("search", tmp_path / "run", [*TINY, "retrain.enabled=false", "~logger",
                                                       "strategy=random", "strategy.samples=3"])

@@ -12,6 +12,10 @@ partial = K > 1 the attention candidates see 1/K of the heads and the rest bypas
 normalisation weights each layer's two inputs to the attention node (residual, mixed attention)
 by 2 * softmax(beta), so they sum to 2 (uniform beta = the plain residual x + attn(x)) and the
 alphas are not left to absorb the scale changes that come with sampling a fraction of heads.
+
+When the weights do not decide, `shrink_every` drops each decision's weakest candidate every few
+epochs and `final_compare` settles each decision between its top two by the supernet's validation
+metric (nas.strategies.darts_decide).
 """
 from __future__ import annotations
 
@@ -26,7 +30,8 @@ from nas.cost import KINDS as COST_KINDS
 from nas.errors import ConfigError
 from nas.space import LAYER_FIELDS, Arch, LayerArch, SearchSpace
 from nas.metrics import task_loss
-from nas.strategies.base import SearchContext, Strategy
+from nas.strategies.base import SearchContext, SearchResult, Strategy
+from nas.strategies.darts_decide import compare_top_two, shrink
 from nas.strategies.registry import STRATEGIES
 
 
@@ -55,6 +60,12 @@ class DartsStrategy(Strategy):
             probabilities: minus the mean of (p - 0.5)^2, which pushes every weight to 0 or 1.
         min_margin: the pipeline warns when the smallest winner-minus-runner-up margin of the
             final distribution is below this.
+        shrink_every: E > 0: after every E epochs (past the warmup) each decision drops its
+            least probable remaining candidate, down to `shrink_to`; a dropped candidate gets
+            probability 0 and the supernet no longer runs it (0: off).
+        shrink_to: the candidates a decision keeps at least when shrinking.
+        final_compare: at the end, per decision, keep the runner-up instead of the winner when
+            the supernet scores it better on the validation batches (metric, then loss, then cost).
     """
 
     hard = False
@@ -64,12 +75,18 @@ class DartsStrategy(Strategy):
                  cost: str | None = None, cost_weight: float = 0.0, cost_target: float | None = None,
                  seq_len: int | None = None, partial: int = 1, edge_norm: bool = True,
                  softmax_tau_start: float = 1.0, softmax_tau_end: float = 1.0, entropy_weight: float = 0.0,
-                 zero_one_weight: float = 0.0, min_margin: float = 0.05):
+                 zero_one_weight: float = 0.0, min_margin: float = 0.05, shrink_every: int = 0,
+                 shrink_to: int = 1, final_compare: bool = False):
         super().__init__(space, seed)
         if not isinstance(partial, int) or partial < 1 or space.max_heads % partial:
             raise ConfigError(f"strategy.partial={partial}: allowed: a divisor of max_heads ({space.max_heads})")
         if min(softmax_tau_start, softmax_tau_end) <= 0:
             raise ConfigError("strategy.softmax_tau_start / softmax_tau_end: allowed: > 0")
+        if not isinstance(shrink_every, int) or shrink_every < 0:
+            raise ConfigError(f"strategy.shrink_every={shrink_every}: allowed: an integer >= 0 (0: off)")
+        if not isinstance(shrink_to, int) or shrink_to < 1:
+            raise ConfigError(f"strategy.shrink_to={shrink_to}: allowed: an integer >= 1")
+        self.shrink_every, self.shrink_to, self.final_compare = shrink_every, shrink_to, final_compare
         self.partial, self.edge_norm = partial, edge_norm and partial > 1
         self.softmax_tau_start, self.softmax_tau_end = softmax_tau_start, softmax_tau_end
         self.entropy_weight, self.zero_one_weight, self.min_margin = entropy_weight, zero_one_weight, min_margin
@@ -86,10 +103,21 @@ class DartsStrategy(Strategy):
         # PC-DARTS edge logits: per layer (residual, mixed attention); absent for plain DARTS
         self.betas = nn.Parameter(torch.zeros(space.max_depth, 2)) if self.edge_norm else None
         self.history: list[dict[str, list[float]]] = []  # probabilities after each epoch
+        if shrink_every:  # the remaining candidates, in state_dict so that a resumed search has them
+            for key, options in space.decisions().items():
+                self.register_buffer(_keep_key(key), torch.ones(len(options), dtype=torch.bool))
+        self.shrunk: list[dict] = []  # one record per dropped candidate (darts_decide.shrink)
+        self.comparison: dict[str, dict] = {}  # final_compare's scores per decision, after finish()
 
     # -- the distribution ------------------------------------------------------------------
     def logits(self) -> dict[str, Tensor]:
-        return {key: self.alphas[_param_key(key)] for key in self.space.decisions()}
+        """Per decision its logits; -inf for candidates that shrinking dropped."""
+        return {key: self.alphas[_param_key(key)].masked_fill(~keep, float("-inf")) if keep is not None
+                else self.alphas[_param_key(key)] for key, keep in self.keep().items()}
+
+    def keep(self) -> dict[str, Tensor | None]:
+        """Per decision a bool mask of the candidates still in the search (None: not shrinking)."""
+        return {key: getattr(self, _keep_key(key)) if self.shrink_every else None for key in self.space.decisions()}
 
     def probabilities(self) -> dict[str, Tensor]:
         return {key: F.softmax(logit / self.softmax_tau, -1) for key, logit in self.logits().items()}
@@ -231,6 +259,10 @@ class DartsStrategy(Strategy):
 
     # -- state and logging -----------------------------------------------------------------
     def on_epoch_end(self, ctx: SearchContext) -> None:
+        trained = ctx.current_epoch + 1 - self.warmup_epochs  # epochs with architecture steps
+        if self.shrink_every and trained > 0 and trained % self.shrink_every == 0:
+            events = shrink(self.probabilities(), self.keep(), self.shrink_to)
+            self.shrunk += [{"epoch": ctx.current_epoch, **e} for e in events]
         probs = {k: [round(float(p), 4) for p in v.detach()] for k, v in self.probabilities().items()}
         self.history.append(probs)
         self.log_distribution(ctx, probs)
@@ -241,12 +273,24 @@ class DartsStrategy(Strategy):
             progress = min(1.0, (ctx.current_epoch + 1) / (ctx.max_epochs - 1))
             self.softmax_tau.fill_(self.softmax_tau_start + (self.softmax_tau_end - self.softmax_tau_start) * progress)
 
+    def finish(self, ctx: SearchContext, val_batches: list[dict]) -> SearchResult:
+        """The argmax arch; with final_compare, each decision's top two settled on `val_batches`."""
+        if not self.final_compare:
+            return SearchResult(best=self.current_arch())
+        space, shape = self.space, ctx.supernet.shape
+        seq_len, kind = self.seq_len or shape.max_len, self.cost or "params"
+        best, self.comparison = compare_top_two(
+            ctx.supernet, space, {k: v.detach() for k, v in self.probabilities().items()}, val_batches, ctx.metric,
+            cost_of=lambda arch: cost.arch_cost(arch, space, shape, seq_len, kind))
+        return SearchResult(best=best)
+
     def get_extra_state(self) -> dict:
-        return {**super().get_extra_state(), "history": self.history}
+        return {**super().get_extra_state(), "history": self.history, "shrunk": self.shrunk}
 
     def set_extra_state(self, state: dict) -> None:
         super().set_extra_state(state)
         self.history = state["history"]
+        self.shrunk = state.get("shrunk", [])  # checkpoints from before shrinking existed
 
 
 @STRATEGIES.register("gdas")
@@ -287,3 +331,7 @@ class GdasStrategy(DartsStrategy):
 
 def _param_key(decision: str) -> str:
     return decision.replace(".", "_")  # ParameterDict keys may not hold dots
+
+
+def _keep_key(decision: str) -> str:
+    return f"keep_{_param_key(decision)}"  # a buffer name

@@ -81,6 +81,8 @@ class SuperAttention(nn.Module):
         partial = K > 1 (PC-DARTS https://arxiv.org/abs/1907.05737): the candidates attend on
         the leading max_heads / K heads only; the other heads bypass the mixed op (their value
         projection passes through unchanged), so the mixture costs about 1/K of the attention.
+        A candidate of weight exactly 0 (dropped by progressive shrinking) is not run: its
+        term and its gradient would be 0.
         """
         max_heads = self.cores[next(iter(self.cores))].max_heads
         if partial < 1 or max_heads % partial:
@@ -92,6 +94,8 @@ class SuperAttention(nn.Module):
         projected: dict[tuple[str, str], Tensor] = {}
         out = 0
         for (cand, core), w in zip(self.cores.items(), attention_w):
+            if w == 0:  # a dropped candidate (progressive shrinking): adds nothing
+                continue
             proj = self.projections_of(cand)
             gain_in, gain_out = self.gains_of(cand)
             key = cand if self.sharing != "entangled" else SHARED_KEY  # who may reuse a projection
@@ -137,10 +141,12 @@ class SuperFeedForward(nn.Module):
         return self.fc2(nn.functional.gelu(self.fc1(x, out_features=hidden)))
 
     def forward_mixed(self, x: Tensor, hidden_w: Tensor, hidden_choices: tuple[int, ...]) -> Tensor:
-        """The widest layer once, its hidden units masked by the weighted width choices."""
-        units = torch.arange(self.fc1.out_features, device=x.device)
+        """The widest weighted layer once (widths of weight 0 add nothing), its hidden units
+        masked by the weighted width choices."""
+        widest = max((h for h, w in zip(hidden_choices, hidden_w) if w != 0), default=self.fc1.out_features)
+        units = torch.arange(widest, device=x.device)
         masks = torch.stack([(units < h).to(x.dtype) for h in hidden_choices])  # (F_c, F)
-        return self.fc2(nn.functional.gelu(self.fc1(x)) * (hidden_w[:, None] * masks).sum(0))
+        return self.fc2(nn.functional.gelu(self.fc1(x, out_features=widest)) * (hidden_w[:, None] * masks).sum(0))
 
     def extract(self, hidden: int) -> FeedForward:
         ffn = FeedForward(self.fc1.in_features, hidden)
@@ -236,7 +242,8 @@ class Supernet(nn.Module):
 
         `weights` maps every key of `space.decisions()` to probabilities over its choices.
         Soft: every candidate runs and outputs mix by weight; depth mixes the hidden states at
-        each allowed depth ("exits"). Hard (GDAS): each weight vector is a straight-through
+        each allowed depth ("exits"); blocks past the deepest exit of nonzero weight do not run.
+        Hard (GDAS): each weight vector is a straight-through
         one-hot sample, so only the chosen path runs (single-path memory) and its outputs are
         scaled by the gate value (1 forward, a gradient to every logit backward).
         partial, edges (soft only): PC-DARTS partial heads and, per layer, edge weights (L, 2);
@@ -248,7 +255,8 @@ class Supernet(nn.Module):
         reversible = self.space.memory.reversible
         x2 = x if reversible else None  # reversible: the stream is the pair (x, x2)
         exits = []
-        for i, block in enumerate(self.blocks):
+        deepest = max((d for d, w in zip(self.space.depths, weights["depth"]) if w != 0), default=len(self.blocks))
+        for i, block in enumerate(self.blocks[:deepest]):
             layer_w = {f: weights[f"layer{i}.{f}"] for f in LAYER_FIELDS}
             x = block.forward_mixed(x, mask, layer_w, self.space, partial, None if edges is None else edges[i],
                                     x2)

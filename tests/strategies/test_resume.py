@@ -21,7 +21,10 @@ OPTIONS = {
     "fixed": {"arch": Arch(1, (LayerArch("full", 2, 64),))},
 }
 # variants: a test id -> (strategy, options)
-VARIANTS = {"darts-partial": ("darts", {"seq_len": 24, "partial": 2})}
+VARIANTS = {"darts-partial": ("darts", {"seq_len": 24, "partial": 2}),
+            "darts-shrink": ("darts", {"seq_len": 24, "shrink_every": 1}),  # shrunk after epoch 0
+            "gdas-shrink": ("gdas", {"seq_len": 24, "shrink_every": 1}),
+            "darts-compare": ("darts", {"seq_len": 24, "final_compare": True})}
 
 
 def search(name, root, ckpt_path=None):

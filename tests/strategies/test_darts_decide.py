@@ -1,0 +1,170 @@
+"""Progressive shrinking and the final top-2 comparison of DARTS / GDAS (nas.strategies.darts_decide)."""
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from nas.errors import ConfigError
+from nas.metrics import evaluate
+from nas.space import SearchSpace
+from nas.strategies import STRATEGIES
+from nas.supernet import Supernet
+
+from .planted import FetchTask, planted_space
+
+
+def four_op_space() -> SearchSpace:
+    """Four attention candidates, so that shrinking takes several steps."""
+    return SearchSpace.from_dict({
+        "name": "four", "dim": 16, "head_dim": 4, "depth": [1, 2, 3],
+        "layer": {"attention": {"full": {}, "local2": {"type": "local", "window": 2},
+                                "local4": {"type": "local", "window": 4}, "linformer": {"k": 4}},
+                  "heads": [2, 4], "ffn_dim": [16, 32]},
+    })
+
+
+class _Ctx:
+    """What `on_epoch_end` and `finish` read of a search."""
+
+    def __init__(self, supernet=None, epoch=0, max_epochs=10, metric="acc"):
+        self.supernet, self.current_epoch, self.max_epochs, self.metric = supernet, epoch, max_epochs, metric
+
+    def log(self, name, value):
+        pass
+
+
+def shrunk_strategy(name: str, steps: int, **options):
+    torch.manual_seed(0)
+    strategy = STRATEGIES.get(name)(four_op_space(), seed=0, shrink_every=1, **options)
+    with torch.no_grad():
+        for alpha in strategy.alphas.values():
+            alpha.copy_(torch.randn(alpha.shape))  # distinct weights: a known drop order
+    initial = {k: v.detach().clone() for k, v in strategy.logits().items()}
+    for epoch in range(steps):
+        strategy.on_epoch_end(_Ctx(epoch=epoch))
+    return strategy, initial
+
+
+@pytest.mark.parametrize("steps", [1, 2, 3, 4])
+def test_each_shrink_step_drops_the_least_probable_candidate(steps):
+    strategy, initial = shrunk_strategy("darts", steps)
+    for key, logit in initial.items():
+        left = max(1, len(logit) - steps)
+        expected = torch.zeros(len(logit), dtype=torch.bool)
+        expected[logit.argsort(descending=True)[:left]] = True  # the `left` largest weights stay
+        assert torch.equal(strategy.keep()[key], expected), key
+        probs = strategy.probabilities()[key]
+        assert torch.equal(probs[~expected], torch.zeros(len(logit) - left))  # dropped: exactly 0
+        torch.testing.assert_close(probs[expected], torch.softmax(logit[expected], -1))
+    dropped = sum(len(logit) - max(1, len(logit) - steps) for logit in initial.values())
+    assert len(strategy.shrunk) == dropped
+
+
+def test_shrinking_stops_at_shrink_to_and_waits_for_the_warmup():
+    strategy, initial = shrunk_strategy("darts", 5, shrink_to=2)
+    assert all(int(k.sum()) == min(2, len(initial[key])) for key, k in strategy.keep().items())
+    waiting = STRATEGIES.get("darts")(four_op_space(), seed=0, shrink_every=2, warmup_epochs=1)
+    for epoch, left in zip(range(5), [4, 4, 3, 3, 2]):  # drops after epochs 2 and 4 (2 and 4 past the warmup)
+        waiting.on_epoch_end(_Ctx(epoch=epoch))
+        assert int(waiting.keep()["layer0.attention"].sum()) == left
+
+
+def test_a_fully_shrunk_mixture_is_the_single_path_and_never_runs_the_dropped_ops():
+    """Shrunk to one candidate per decision, the soft supernet forward equals the single-path
+    forward of the remaining arch, and no dropped candidate (or block past the depth) runs."""
+    strategy, _ = shrunk_strategy("darts", 4)
+    net = Supernet(four_op_space(), FetchTask(seq_len=12).shape, sharing="separate")
+    arch = strategy.current_arch()
+    ran = []
+    for i, block in enumerate(net.blocks):
+        block.norm1.register_forward_hook(lambda *_, i=i: ran.append(("block", i)))
+        for cand, core in block.attn.cores.items():
+            core.register_forward_hook(lambda *_, i=i, cand=cand: ran.append((i, cand)))
+    tokens = torch.randint(0, 10, (3, 12))
+    mixed = net.forward_mixed(tokens, strategy.mixture_weights())
+    runs = {(i, layer.attention) for i, layer in enumerate(arch.layers)} | {("block", i) for i in range(arch.depth)}
+    assert set(ran) == runs  # neither the dropped ops nor the blocks past the depth ran
+    torch.testing.assert_close(mixed, net(tokens, arch))
+    mixed.sum().backward()
+    for i, block in enumerate(net.blocks):
+        for cand, proj in block.attn.projections.items():
+            used = i < arch.depth and cand == arch.layers[i].attention
+            assert all((p.grad is not None) == used for p in proj.parameters()), (i, cand)
+
+
+def test_gdas_never_samples_a_dropped_candidate():
+    strategy, _ = shrunk_strategy("gdas", 2)
+    keep = strategy.keep()
+    for _ in range(50):
+        for key, w in strategy.mixture_weights().items():
+            assert torch.equal(w.detach()[~keep[key]], torch.zeros(int((~keep[key]).sum()))), key
+
+
+def test_shrinking_options_are_checked():
+    with pytest.raises(ConfigError, match="strategy.shrink_every=-1"):
+        STRATEGIES.get("darts")(four_op_space(), shrink_every=-1)
+    with pytest.raises(ConfigError, match="strategy.shrink_to=0"):
+        STRATEGIES.get("darts")(four_op_space(), shrink_every=1, shrink_to=0)
+
+
+# -- the final comparison -------------------------------------------------------------------
+class Rigged(Supernet):
+    """A supernet whose answer is exact (sharpness `sure`) whenever layer 0 attends with `full`."""
+
+    sure = {"full": 8.0}
+
+    def forward(self, tokens, arch, mask=None):
+        logits = super().forward(tokens, arch, mask)  # (b, n, C)
+        sharpness = self.sure.get(arch.layers[0].attention)
+        if sharpness is None:
+            return logits
+        answer = torch.nn.functional.one_hot(tokens[:, -24], logits.shape[-1]).float()  # FetchTask(distance=23)
+        return torch.cat([logits[:, :-1], sharpness * answer[:, None]], 1)
+
+
+def compare(final_compare, first="local", sure=None):
+    torch.manual_seed(0)
+    task = FetchTask(distance=23, size=64)
+    task.setup()
+    space = planted_space()
+    net = Rigged(space, task.shape)
+    if sure is not None:
+        net.sure = sure
+    strategy = STRATEGIES.get("darts")(space, seed=0, seq_len=task.seq_len, final_compare=final_compare)
+    with torch.no_grad():  # layer 0 leans to `first`; depth to 1
+        strategy.alphas["layer0_attention"].copy_(torch.tensor([0.1, 0.2] if first == "local" else [0.2, 0.1]))
+        strategy.alphas["depth"].copy_(torch.tensor([0.2, 0.1]))
+    batches = list(task.val_dataloader())[:2]
+    return strategy, strategy.finish(_Ctx(net), batches).best, net, batches
+
+
+def test_final_compare_keeps_the_runner_up_when_it_evaluates_better():
+    strategy, best, net, batches = compare(True)
+    assert strategy.current_arch().layers[0].attention == "local"  # the weights say local
+    assert best.layers[0].attention == "full"
+    record = strategy.comparison["layer0.attention"]
+    assert record["winner"]["choice"] == "local" and record["runner_up"]["choice"] == "full"
+    assert record["kept"] == "full" and record["runner_up"]["val/acc"] == 1.0 > record["winner"]["val/acc"]
+    assert record["winner"]["val/acc"] == evaluate(net, batches, "acc", strategy.current_arch())  # as evaluate scores
+    argmax = strategy.current_arch()
+    rival = dataclasses.replace(argmax, layers=(dataclasses.replace(argmax.layers[0], attention="full"),))
+    loss = evaluate(net, batches, "bpb", rival) * math.log(2)
+    assert record["runner_up"]["val/loss"] == pytest.approx(loss)
+    # depth leans to 1, so layer 1's decisions do not change the argmax arch: not compared
+    assert set(strategy.comparison) == {"depth", "layer0.attention"}
+
+
+def test_without_final_compare_the_argmax_is_kept():
+    strategy, best, _, _ = compare(False)
+    assert best == strategy.current_arch() and best.layers[0].attention == "local"
+    assert strategy.comparison == {}
+
+
+def test_a_tie_on_the_metric_goes_to_the_lower_loss():
+    """Both candidates answer every item (accuracy 1): the sharper one, with the lower loss, wins."""
+    _, best, _, _ = compare(True, first="full", sure={"full": 4.0, "local": 12.0})
+    assert best.layers[0].attention == "local"
+    strategy, best, _, _ = compare(True, first="local", sure={"full": 4.0, "local": 12.0})
+    assert best.layers[0].attention == "local"
+    assert strategy.comparison["layer0.attention"]["runner_up"]["val/acc"] == 1.0
