@@ -285,7 +285,9 @@ class Supernet(nn.Module):
             else:
                 x = x + ffn
         x = (x + x2) / 2 if reversible else x
-        return self.readout(x * weights["depth"][picked["depth"]], mask)
+        # The depth gate scales the logits: on the readout's input, its LayerNorm would cancel
+        # the scale and with it every gradient to the depth logits.
+        return self.readout(x, mask) * weights["depth"][picked["depth"]]
 
     @torch.no_grad()
     def extract(self, arch: Arch) -> Subnet:

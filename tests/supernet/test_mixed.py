@@ -68,6 +68,19 @@ def test_gradients_reach_every_architecture_logit_in_hard_mode():
             assert l.grad is not None and l.grad.abs().sum() > 0, key
 
 
+def test_the_depth_gate_is_not_cancelled_by_the_readout_norm():
+    """GDAS scales the chosen depth's output by its gate (1 forward); on the readout's input the
+    LayerNorm would cancel it, leaving the depth logits only eps-sized gradients."""
+    space = SearchSpace.from_yaml(SPACES / "tiny.yaml")
+    net = Supernet(space, ModelShape(12, 3, 64))
+    weights = {k: torch.nn.functional.one_hot(torch.tensor(0), len(v)).float() for k, v in space.decisions().items()}
+    gate = torch.ones((), requires_grad=True)
+    weights["depth"] = weights["depth"] * gate  # one-hot, the picked entry the gate itself
+    out = net.forward_mixed(torch.randint(1, 12, (2, 30)), weights, hard=True)
+    out.sum().backward()
+    torch.testing.assert_close(gate.grad, out.detach().sum())  # d(sum(g * logits))/dg at g = 1
+
+
 @pytest.mark.parametrize("sharing", ["entangled", "separate"])
 def test_partial_heads_match_a_direct_computation(sharing):
     """PC-DARTS K=2 on tiny (4 heads of 8): each candidate attends on heads 0-1 with its own
