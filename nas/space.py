@@ -19,6 +19,9 @@ import yaml
 from nas.errors import ConfigError
 
 LAYER_FIELDS = ("attention", "heads", "ffn_dim")
+# A bound on a space's depth choices: an arch and the supernet hold one object per layer, so a
+# typo like `depth: [1, 20000000]` would fill memory before any error could be given.
+MAX_DEPTH = 1024
 
 
 @dataclass(frozen=True)
@@ -183,7 +186,7 @@ class SearchSpace:
             name=data["name"],
             dim=_positive_int(data["dim"], "dim", source),
             head_dim=_positive_int(data["head_dim"], "head_dim", source),
-            depths=_int_choices(data["depth"], "depth", source),
+            depths=_depth_choices(data["depth"], source),
             attention=attention,
             heads=_int_choices(layer["heads"], "layer.heads", source),
             ffn_dims=_int_choices(layer["ffn_dim"], "layer.ffn_dim", source),
@@ -335,6 +338,13 @@ def _int_choices(value: Any, field: str, source: str) -> tuple[int, ...]:
         raise ConfigError(f"{source}: {field} lists {repeated[0]} more than once; "
                           f"choices must be distinct")
     return tuple(sorted(ints))
+
+
+def _depth_choices(value: Any, source: str) -> tuple[int, ...]:
+    depths = _int_choices(value, "depth", source)
+    if depths[-1] > MAX_DEPTH:
+        raise ConfigError(f"{source}: depth {depths[-1]} is more layers than a space may have (at most {MAX_DEPTH})")
+    return depths
 
 
 def _attention_choice(cand: Any, options: Any, source: str, registry) -> AttentionChoice:

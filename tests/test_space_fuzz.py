@@ -200,6 +200,8 @@ def test_bad_arch_file_names_the_field(tmp_path, text, message):
     (GOOD_SPACE.replace("head_dim: 8", "head_dim: eight"), "head_dim must be a positive integer; got 'eight'"),
     (GOOD_SPACE.replace("depth: [1]", "depth: [1, 2, 1]"),
      "depth lists 1 more than once; choices must be distinct"),
+    (GOOD_SPACE.replace("depth: [1]", "depth: [1, 1000000000000]"),
+     "depth 1000000000000 is more layers than a space may have (at most 1024)"),
     (GOOD_SPACE.replace("heads: [2]", "heads: []"), "layer.heads needs at least one choice"),
     (GOOD_SPACE.replace("ffn_dim: [16]", "ffn_dim: [0]"), "layer.ffn_dim must be a positive integer; got 0"),
     (GOOD_SPACE.replace("ffn_dim: [16]", "ffn: [16]"),
