@@ -33,7 +33,9 @@ def exported(tmp_path_factory):
                 "target": torch.tensor(1)} for _ in range(4)]
     trainer = pl.Trainer(max_steps=2, accelerator="cpu", logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
-    trainer.fit(module, DataLoader(samples, batch_size=2))  # two reversible training steps
+    loader = DataLoader(samples, batch_size=2)
+    # two reversible training steps; a validation loader (not run), as the module has a validation_step
+    trainer.fit(module, loader, loader)
     trainer.save_checkpoint(tmp / "retrain.ckpt")
     export(tmp / "retrain.ckpt", tmp / "out")
     return tmp / "out", RetrainModule.load_model(str(tmp / "retrain.ckpt")).model.eval()
