@@ -4,8 +4,9 @@ key-value lookup, then `nas-rank` of one fixed stratified set of archs against s
 training from scratch (Yu et al. 2020, https://arxiv.org/abs/1902.08142).
 
     PYTHONPATH=. python scripts/rank_study.py                        # every mechanism, 16 archs, one seed
-    PYTHONPATH=. python scripts/rank_study.py --mechanisms entangled separate --seeds 0 1
-    PYTHONPATH=. python scripts/rank_study.py --supernet-epochs 15 --out runs/rank_study_e15
+    PYTHONPATH=. python scripts/rank_study.py --seeds 0 1 --search-seeds 0 1      # the README's table
+    PYTHONPATH=. python scripts/rank_study.py --seeds 0 1 --supernet-epochs 15 \
+        --out runs/rank_study_e15 --standalone-dir runs/rank_study/standalone     # its last column
 
 Every row ranks the same archs (`<out>/archs.yaml`, a seeded stratified pick) and reads the same
 standalone results (`nas-rank standalone_dir=<out>/standalone`): a standalone training depends
@@ -134,9 +135,8 @@ def main() -> None:
         (out / sub).mkdir(parents=True, exist_ok=True)
     args.standalone_dir = Path(args.standalone_dir).resolve() if args.standalone_dir else out / "standalone"
     archs = out / "archs.yaml"  # one fixed set for every row
-    if not archs.is_file():
-        space = SearchSpace.from_yaml(ROOT / "search_spaces" / "quickstart.yaml")
-        ranking.write_archs(archs, ranking.stratified_archs(space, args.archs, seed=args.pick_seed))
+    space = SearchSpace.from_yaml(ROOT / "search_spaces" / "quickstart.yaml")  # the pick is seeded: rewritten the same
+    ranking.write_archs(archs, ranking.stratified_archs(space, args.archs, seed=args.pick_seed))
     settings = {"task": "lookup (quickstart: 64 tokens, 4000 train / 500 val)", "space": "quickstart",
                 "strategy": "random (20 samples)", "archs": args.archs, "pick_seed": args.pick_seed,
                 "supernet_epochs": args.supernet_epochs, "standalone_epochs": args.standalone_epochs,
@@ -147,7 +147,8 @@ def main() -> None:
     for seed in args.search_seeds:
         for name in args.mechanisms:
             record = out / "rows" / f"{name}_seed{seed}.json"
-            key = {k: settings[k] for k in ("supernet_epochs", "standalone_epochs", "standalone_seeds", "archs")}
+            key = {k: settings[k] for k in ("supernet_epochs", "standalone_epochs", "standalone_seeds", "archs",
+                                            "pick_seed")}
             if record.is_file() and json.loads(record.read_text()).get("settings") == key:
                 rows.append(json.loads(record.read_text()))
                 continue
