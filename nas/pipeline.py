@@ -467,12 +467,13 @@ def rank(cfg: DictConfig) -> RankOutcome:
     Inherited: the metric and loss of each arch with the run's supernet weights over the whole
     validation set. Standalone: each arch trained from scratch for `cfg.budget` (the same for
     every arch, no early stopping) once per seed of `cfg.seeds`, scored on the same set. Jobs
-    are recorded one by one in `<run>/rank/standalone/`, so a rerun trains only what is missing,
-    and several processes or machines can share them (`nas.training.standalone`).
+    are recorded one by one in `<run>/rank/standalone/` (or `cfg.standalone_dir`), so a rerun
+    trains only what is missing, and several processes, machines or search runs of the same task
+    and space can share them (`nas.training.standalone`).
 
     Args:
-        cfg: configs/rank.yaml: `run`, `archs`, `seed`, `seeds`, `workers`, `top_k`, `budget`,
-            `trainer`, `paths`.
+        cfg: configs/rank.yaml: `run`, `archs`, `seed`, `seeds`, `workers`, `top_k`,
+            `standalone_dir`, `budget`, `trainer`, `paths`.
     """
     start = time.perf_counter()
     run_dir = _search_run(cfg.get("run"))
@@ -491,6 +492,8 @@ def rank(cfg: DictConfig) -> RankOutcome:
     task = hydra.utils.instantiate(saved.task, data_dir=data_dir)
     out = run_dir / "rank"
     out.mkdir(exist_ok=True)
+    # a job's id hashes arch, space, task, seed and budget, so runs of one task may share results
+    folder = Path(str(cfg.standalone_dir)) if cfg.get("standalone_dir") else out / "standalone"
     ranking.write_archs(out / "archs.yaml", archs)
 
     log.info("ranking %d archs of %s: inherited scores on %d validation examples", len(archs), run_dir,
@@ -503,9 +506,9 @@ def rank(cfg: DictConfig) -> RankOutcome:
     task_config = OmegaConf.to_container(saved.task, resolve=True)
     jobs = {(a, s): Job(a.to_dict(), space.to_dict(), task_config, str(data_dir), s, budget,
                         {**trainer_options, "devices": 1}) for a in archs for s in seeds}
-    pending = sum(read_result(out / "standalone", job) is None for job in jobs.values())
-    trained = run_jobs(list(jobs.values()), out / "standalone", workers=resolve_workers(workers, pending))
-    results = {key: read_result(out / "standalone", job) for key, job in jobs.items()}
+    pending = sum(read_result(folder, job) is None for job in jobs.values())
+    trained = run_jobs(list(jobs.values()), folder, workers=resolve_workers(workers, pending))
+    results = {key: read_result(folder, job) for key, job in jobs.items()}
 
     rows = []
     for a, (metric, loss) in zip(archs, inherited):
@@ -522,6 +525,7 @@ def rank(cfg: DictConfig) -> RankOutcome:
     record = {**summary.to_dict(), "metric": task.metric, "higher_is_better": higher,
               "pick_arch": rows[summary.pick].arch.to_dict(), "budget": dataclasses.asdict(budget),
               "seeds": seeds, "val_examples": len(task.val_dataloader().dataset), "run": str(run_dir),
+              "standalone_dir": str(folder),
               "trained_now": len(trained), "wall_seconds": round(seconds, 1)}
     _write_json(out / "summary.json", record)
     with SummaryWriter(str(out / "tensorboard")) as writer:

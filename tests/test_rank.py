@@ -2,6 +2,7 @@
 (claims), several worker processes, and one-line errors for a bad run folder or archs value."""
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -83,6 +84,22 @@ def test_an_arch_file_and_more_seeds_reuse_finished_jobs(search_run, monkeypatch
     outcome = pipeline.rank(rank_config(search_run, f"archs={tmp_path / 'archs.yaml'}", "seeds=[0,1]"))
     assert len(calls) - before == 2  # seed 0 of both archs had finished; seed 1 trains
     assert [r.arch for r in outcome.rows] == archs[:2] and all(len(r.standalone) == 2 for r in outcome.rows)
+
+
+def test_runs_pointed_at_one_standalone_dir_train_each_job_once(search_run, monkeypatch, tmp_path):
+    """`standalone_dir=`: a second search run of the same task and space (here a copy) reuses the
+    first one's results, and neither writes into its own rank/standalone."""
+    calls = counting(monkeypatch)
+    other = tmp_path / "other_run"
+    shutil.copytree(search_run, other, ignore=shutil.ignore_patterns("rank"))
+    shared = tmp_path / "shared"
+    first = pipeline.rank(rank_config(search_run, "archs=2", "seed=3", f"standalone_dir={shared}"))
+    assert first.trained == 2 and len(calls) == 2 and len(list(shared.glob("*.json"))) == 2
+    second = pipeline.rank(rank_config(other, "archs=2", "seed=3", f"standalone_dir={shared}"))
+    assert second.trained == 0 and len(calls) == 2
+    assert [r.standalone for r in second.rows] == [r.standalone for r in first.rows]
+    assert not (other / "rank" / "standalone").exists()
+    assert json.loads((other / "rank" / "summary.json").read_text())["standalone_dir"] == str(shared)
 
 
 def test_claims_are_exclusive_and_a_dead_process_claim_is_taken_over(tmp_path):

@@ -1,0 +1,184 @@
+"""Does weight sharing rank archs faithfully? One command for the README's table (issue 9 §3,
+task (a)): per sharing mechanism, a `nas-search strategy=random` run on the quickstart's
+key-value lookup, then `nas-rank` of one fixed stratified set of archs against standalone
+training from scratch (Yu et al. 2020, https://arxiv.org/abs/1902.08142).
+
+    PYTHONPATH=. python scripts/rank_study.py                        # every mechanism, 16 archs, one seed
+    PYTHONPATH=. python scripts/rank_study.py --seeds 0 1 --search-seeds 0 1      # the README's table
+    PYTHONPATH=. python scripts/rank_study.py --seeds 0 1 --supernet-epochs 15 \
+        --out runs/rank_study_e15 --standalone-dir runs/rank_study/standalone     # its last column
+
+Every row ranks the same archs (`<out>/archs.yaml`, a seeded stratified pick) and reads the same
+standalone results (`nas-rank standalone_dir=<out>/standalone`): a standalone training depends
+only on arch, seed, budget and task, so it is trained once for the whole table. Every search
+trains its supernet for the same number of epochs (the quickstart's 5; `--supernet-epochs`) of
+the same batches; FairNAS and the sandwich rule spend more compute per step, which the wall times show.
+
+Resumable: a finished search (its `best_arch.yaml`) and a finished row (`<out>/rows/<name>.json`)
+are reused, so a killed study rerun with the same arguments continues. Prints one JSON object:
+the settings (budgets, seeds, archs) and one entry per row with Kendall tau-b, Spearman rho,
+top-k overlap, regret, the supernet's pick and the wall times of search and ranking.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import itertools
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+import scipy.stats
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from nas import ranking  # noqa: E402
+from nas.space import SearchSpace  # noqa: E402
+
+# name -> the nas-search overrides that select the mechanism (everything else: the quickstart's)
+MECHANISMS = {
+    "entangled": [],  # the default: attention types share Q/K/V/O
+    "separate": ["sharing=separate"],  # each attention type owns its Q/K/V/O
+    "entangled_gain": ["sharing=entangled_gain"],  # shared Q/K/V/O plus per-type gains
+    "few_shot": ["few_shot=layer0.attention"],  # one sub-supernet per attention type of layer 0 (Zhao et al. 2021)
+    "fair": ["strategy.fair=true"],  # every choice of every layer once per step (FairNAS)
+    "sandwich": ["strategy.sandwich=true", "strategy.distill=0.5"],  # BigNAS sandwich + in-place distillation
+    "sort_every": ["strategy.sort_every=1"],  # OFA importance sorting of heads/FFN units every epoch
+}
+
+
+def run(cmd: list[str], log: Path, threads: int) -> tuple[float, float]:
+    """Run a CLI as a subprocess, its output to `log`; its wall and CPU seconds (its worker
+    processes included). Stops the study on failure."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(threads)}
+    start, cpu = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
+    with open(log, "w") as out:
+        done = subprocess.run(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    seconds, after = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_CHILDREN)
+    if done.returncode:
+        sys.exit(f"rank_study: {' '.join(cmd)} failed ({done.returncode}); see {log}")
+    return seconds, (after.ru_utime - cpu.ru_utime) + (after.ru_stime - cpu.ru_stime)
+
+
+def search(out: Path, name: str, seed: int, args) -> tuple[Path, tuple[float, float] | None]:
+    """The row's search run (reused when finished) and its wall and CPU seconds (None when reused)."""
+    run_dir = out / "search" / f"{name}_seed{seed}"
+    if (run_dir / "best_arch.yaml").is_file() and (run_dir / "checkpoints" / "last.ckpt").is_file():
+        return run_dir, None
+    cmd = [sys.executable, "-m", "nas.cli.search", "strategy=random", "retrain.enabled=false", f"seed={seed}",
+           f"trainer.max_epochs={args.supernet_epochs}", "trainer.enable_progress_bar=false",
+           f"paths.data_dir={args.data_dir}", f"hydra.run.dir={run_dir}", *MECHANISMS[name]]
+    return run_dir, run(cmd, out / "logs" / f"search_{name}_seed{seed}.log", args.threads)
+
+
+def _status_seconds(run_dir: Path) -> float | None:
+    """A reused search's wall seconds, from its status.json (start to last update)."""
+    try:
+        status = json.loads((run_dir / "status.json").read_text())
+        return round((datetime.fromisoformat(status["updated"]) - datetime.fromisoformat(status["started"])).total_seconds(), 1)
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def rank(out: Path, run_dir: Path, archs: Path, name: str, seed: int, args) -> tuple[dict, tuple[float, float]]:
+    cmd = [sys.executable, "-m", "nas.cli.rank", f"run={run_dir}", f"archs={archs}",
+           f"seeds=[{','.join(map(str, args.seeds))}]", f"standalone_dir={args.standalone_dir}",
+           f"budget.max_epochs={args.standalone_epochs}", f"paths.data_dir={args.data_dir}",
+           f"hydra.run.dir={out / 'logs' / 'hydra'}", "hydra.output_subdir=null"]
+    if args.workers:
+        cmd.append(f"workers={args.workers}")
+    seconds = run(cmd, out / "logs" / f"rank_{name}_seed{seed}.log", args.threads)
+    return json.loads((run_dir / "rank" / "summary.json").read_text()), seconds
+
+
+def seed_agreement(ranking_csv: Path, seeds: list[int]) -> float:
+    """The noise ceiling: Kendall tau-b between the standalone results of two seeds (the mean
+    over pairs of seeds), i.e. how well one standalone training ranks the archs as another does."""
+    with open(ranking_csv) as f:
+        table = list(csv.DictReader(f))
+    metric = next(k for k in table[0] if k.startswith("standalone_") and k.endswith(f"_seed{seeds[0]}"))
+    column = metric[: -len(f"_seed{seeds[0]}")]
+    taus = [scipy.stats.kendalltau([float(r[f"{column}_seed{a}"]) for r in table],
+                                   [float(r[f"{column}_seed{b}"]) for r in table]).statistic
+            for a, b in itertools.combinations(seeds, 2)]
+    return round(sum(taus) / len(taus), 3)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default="runs/rank_study", help="the study's folder (resumable)")
+    parser.add_argument("--mechanisms", nargs="+", default=list(MECHANISMS), choices=list(MECHANISMS))
+    parser.add_argument("--archs", type=int, default=16, help="archs ranked (a stratified pick)")
+    parser.add_argument("--pick-seed", type=int, default=0, help="seed of the stratified pick")
+    parser.add_argument("--search-seeds", type=int, nargs="+", default=[0], help="one search per mechanism and seed")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="standalone training seeds per arch")
+    parser.add_argument("--supernet-epochs", type=int, default=5, help="supernet epochs (the quickstart's 5)")
+    parser.add_argument("--standalone-epochs", type=int, default=8, help="standalone epochs (nas-rank's default 8)")
+    parser.add_argument("--workers", type=int, default=None, help="nas-rank workers (default: one per core)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads of the search (OMP_NUM_THREADS); nas-rank's workers take one each. "
+                             "On a machine shared with other jobs one thread is faster than two")
+    parser.add_argument("--standalone-dir", default=None,
+                        help="standalone results, shared by every row (default <out>/standalone); point studies "
+                             "of other supernet budgets at one folder to train each job once")
+    parser.add_argument("--data-dir", default="data_cache", help="the tasks' data cache")
+    args = parser.parse_args()
+
+    out = (ROOT / args.out).resolve() if not Path(args.out).is_absolute() else Path(args.out)
+    for sub in ("rows", "logs"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+    args.standalone_dir = Path(args.standalone_dir).resolve() if args.standalone_dir else out / "standalone"
+    archs = out / "archs.yaml"  # one fixed set for every row
+    space = SearchSpace.from_yaml(ROOT / "search_spaces" / "quickstart.yaml")  # the pick is seeded: rewritten the same
+    ranking.write_archs(archs, ranking.stratified_archs(space, args.archs, seed=args.pick_seed))
+    settings = {"task": "lookup (quickstart: 64 tokens, 4000 train / 500 val)", "space": "quickstart",
+                "strategy": "random (20 samples)", "archs": args.archs, "pick_seed": args.pick_seed,
+                "supernet_epochs": args.supernet_epochs, "standalone_epochs": args.standalone_epochs,
+                "search_seeds": args.search_seeds, "standalone_seeds": args.seeds, "archs_file": str(archs),
+                "threads": args.threads,
+                "standalone_dir": str(args.standalone_dir)}
+    rows = []
+    for seed in args.search_seeds:
+        for name in args.mechanisms:
+            record = out / "rows" / f"{name}_seed{seed}.json"
+            key = {k: settings[k] for k in ("supernet_epochs", "standalone_epochs", "standalone_seeds", "archs",
+                                            "pick_seed")}
+            if record.is_file() and json.loads(record.read_text()).get("settings") == key:
+                rows.append(json.loads(record.read_text()))
+                continue
+            old = json.loads(record.read_text()) if record.is_file() else {}
+            run_dir, search_seconds = search(out, name, seed, args)
+            if not search_seconds and old.get("search_cpu_seconds") is not None:  # reused: its measured times
+                search_seconds = (old["search_seconds"], old["search_cpu_seconds"])
+            summary, rank_seconds = rank(out, run_dir, archs, name, seed, args)
+            row = {"mechanism": name, "overrides": MECHANISMS[name], "search_seed": seed, "run": str(run_dir),
+                   **{k: summary[k] for k in ("n", "kendall_tau", "kendall_p", "spearman_rho", "spearman_p",
+                                              "top_k_overlap", "k", "regret", "pick_arch")},
+                   "search_seconds": round(search_seconds[0], 1) if search_seconds else _status_seconds(run_dir),
+                   "search_cpu_seconds": None if search_seconds is None else round(search_seconds[1], 1),
+                   "rank_seconds": round(rank_seconds[0], 1), "rank_cpu_seconds": round(rank_seconds[1], 1),
+                   "standalone_trained_now": summary["trained_now"],
+                   "settings": key}
+            record.write_text(json.dumps(row, indent=2) + "\n")  # nothing lost if the study is killed
+            rows.append(row)
+            print(f"{name} seed {seed}: tau {row['kendall_tau']:.3f} regret {row['regret']:.4f} "
+                  f"({row['search_seconds']} s search, {row['rank_seconds']} s rank)", file=sys.stderr)
+    jobs = [j for j in (json.loads(p.read_text()) for p in args.standalone_dir.glob("*.json"))
+            if j["budget"]["max_epochs"] == args.standalone_epochs and j["seed"] in args.seeds]
+    settings["standalone_jobs"] = len(jobs)
+    settings["standalone_train_seconds"] = round(sum(j["train_seconds"] for j in jobs), 1)
+    if rows and len(args.seeds) > 1:
+        settings["standalone_seed_tau"] = seed_agreement(Path(rows[0]["run"]) / "rank" / "ranking.csv", args.seeds)
+    result = {"settings": settings, "rows": rows}
+    (out / "study.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
