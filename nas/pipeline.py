@@ -150,8 +150,11 @@ def search(cfg: DictConfig, run_dir: Path) -> SearchOutcome:
     task = make_task(cfg)
     space = SearchSpace.from_yaml(cfg.space.file)
     supernet = Supernet(space, task.shape, sharing=cfg.sharing)
+    if cfg.get("few_shot_from") and not cfg.get("few_shot"):
+        raise ConfigError("few_shot_from= needs few_shot=<decision> to split on")
     if cfg.get("few_shot"):
-        supernet = FewShotSupernet(supernet, cfg.few_shot)
+        parent = one_shot_parent(cfg.few_shot_from, supernet) if cfg.get("few_shot_from") else supernet
+        supernet = FewShotSupernet(parent, cfg.few_shot)
     check_storage(run_dir / "optuna.db")
     strategy = make_strategy(cfg, space, task, run_dir)
     checkpoint_dir = run_dir / "checkpoints"
@@ -198,6 +201,24 @@ def search(cfg: DictConfig, run_dir: Path) -> SearchOutcome:
     return SearchOutcome(arch=result.best, space=space, task=task, supernet=supernet, result=result,
                          supernet_ckpt=last, metrics=metrics, margins=margins, comparison=comparison,
                          tensorboard=writer, step=trainer.global_step)
+
+
+def one_shot_parent(source: str | Path, fresh: Supernet) -> Supernet:
+    """The trained one-shot supernet of a search run (its folder or a checkpoint) that a few-shot
+    search's sub-supernets start from, as Zhao et al. do; it must match `fresh` (space, task
+    shape, sharing), the supernet this search would build."""
+    source = Path(source)
+    ckpt = (resumable(source / "checkpoints" / "last.ckpt") or source / "checkpoints" / "last.ckpt"
+            if source.is_dir() else source)
+    if not ckpt.is_file():
+        raise ConfigError(f"few_shot_from={source}: no search checkpoint there (expected a run folder or a .ckpt)")
+    parent = load_supernet(ckpt, fresh.space)
+    if isinstance(parent, FewShotSupernet):
+        raise ConfigError(f"few_shot_from={source}: a few-shot supernet; give a one-shot search run")
+    if parent.shape != fresh.shape or parent.sharing != fresh.sharing:
+        raise ConfigError(f"few_shot_from={source}: trained for shape {parent.shape} with sharing={parent.sharing}, "
+                          f"this search has {fresh.shape} with sharing={fresh.sharing}")
+    return parent
 
 
 def check_storage(path: Path) -> None:

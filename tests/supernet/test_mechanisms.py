@@ -266,3 +266,38 @@ def test_nas_search_trains_a_few_shot_supernet(tmp_path):
     bad = compose_config("search", tmp_path / "bad", [*TINY, "few_shot=layer5.heads"])
     with pytest.raises(ConfigError, match="cannot split on 'layer5.heads'; allowed: depth, layer0.attention"):
         pipeline.search(bad, tmp_path / "bad")
+
+
+def test_few_shot_from_a_trained_one_shot_run(tmp_path):
+    """few_shot_from=: every sub-supernet starts from the one-shot run's trained weights (Zhao
+    et al.), not from a fresh supernet; a mismatched or missing source is one line."""
+    from nas import pipeline
+    from nas.cli import search
+    from nas.training.search import load_supernet
+    from tests.cli.conftest import TINY, compose_config
+
+    one_shot = tmp_path / "one_shot"
+    search.run(compose_config("search", one_shot, [*TINY, "strategy=random", "retrain.enabled=false"]))
+    trained = load_supernet(one_shot / "checkpoints" / "last.ckpt")
+    fresh = Supernet(trained.space, trained.shape, sharing=trained.sharing)
+    parent = pipeline.one_shot_parent(one_shot, fresh)
+    for (name, value), (_, expected) in zip(parent.state_dict().items(), trained.state_dict().items()):
+        assert torch.equal(value, expected), name
+    split = FewShotSupernet(parent, "layer0.attention")
+    for sub in split.subnets:
+        assert all(torch.equal(a, b) for a, b in zip(sub.state_dict().values(), trained.state_dict().values()))
+
+    cfg = compose_config("search", tmp_path / "few", [*TINY, "strategy=random", "retrain.enabled=false",
+                                                        "few_shot=layer0.attention", f"few_shot_from={one_shot}"])
+    search.run(cfg)
+    assert isinstance(load_supernet(tmp_path / "few" / "checkpoints" / "last.ckpt"), FewShotSupernet)
+
+    with pytest.raises(ConfigError, match="needs few_shot="):
+        pipeline.search(compose_config("search", tmp_path / "a", [*TINY, f"few_shot_from={one_shot}"]), tmp_path / "a")
+    with pytest.raises(ConfigError, match="no search checkpoint there"):
+        pipeline.one_shot_parent(tmp_path / "missing", fresh)
+    with pytest.raises(ConfigError, match="a few-shot supernet"):
+        pipeline.one_shot_parent(tmp_path / "few", fresh)
+    other = Supernet(trained.space, trained.shape, sharing="separate")
+    with pytest.raises(ConfigError, match="sharing=entangled, this search has .* sharing=separate"):
+        pipeline.one_shot_parent(one_shot, other)
