@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from nas.errors import ConfigError
-from nas.pipeline import read_status
+from nas.run_folder import read_status
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository: configs/ and search_spaces/ live here
 CONFIGS = str(ROOT / "configs")

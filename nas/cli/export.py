@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 
 from nas import pipeline
 from nas.cli.common import CONFIGS, one_line_errors
+from nas.run_folder import working_in
 
 
 @one_line_errors("nas-export")
@@ -22,7 +23,7 @@ def run(cfg: DictConfig) -> pipeline.ExportOutcome:
     nas-export to the same folder stops naming the first's PID) with its status in
     .<out>.status.json; the folder itself appears only when complete."""
     ckpt, out = Path(cfg.ckpt), Path(cfg.out)
-    with pipeline.working_in(out.parent, name=f".{out.name}"):
+    with working_in(out.parent, name=f".{out.name}"):
         outcome = pipeline.export(ckpt, out, cfg, pipeline.task_of(ckpt, cfg.paths.data_dir))
     print(json.dumps(outcome.metrics, indent=2))
     print(f"exported to {outcome.dir}")

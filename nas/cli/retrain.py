@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 
 from nas import pipeline
 from nas.cli.common import CONFIGS, finished, one_line_errors
+from nas.run_folder import working_in
 from nas.space import Arch, SearchSpace
 
 
@@ -28,7 +29,7 @@ def run(cfg: DictConfig) -> pipeline.RetrainOutcome | None:
     space = SearchSpace.from_yaml(cfg.space.file)
     arch = Arch.from_yaml(cfg.arch)
     run_dir = Path(cfg.paths.output_dir)
-    with pipeline.working_in(run_dir):
+    with working_in(run_dir):
         outcome = pipeline.retrain(cfg, arch, space, pipeline.make_task(cfg), run_dir)
     lines = ["", arch.describe(), "", *(f"{k:<24} {v:.4f}" for k, v in outcome.metrics.items()),
              f"{'checkpoint':<24} {outcome.ckpt}"]

@@ -109,7 +109,7 @@ def test_nas_retrain_honours_the_lock_of_its_run_folder(config, tmp_path, capsys
 
 
 def test_resuming_a_done_run_says_so_and_trains_nothing(config, tmp_path, capsys, monkeypatch):
-    from nas import pipeline
+    from nas import pipeline, run_folder
 
     def never(*args):
         raise AssertionError("a done run was searched again")
@@ -117,11 +117,11 @@ def test_resuming_a_done_run_says_so_and_trains_nothing(config, tmp_path, capsys
     monkeypatch.setattr(pipeline, "run", never)
     run_dir = tmp_path / "run"
     (run_dir / "checkpoints").mkdir(parents=True)
-    pipeline.write_status(run_dir, "done")
+    run_folder.write_status(run_dir, "done")
     assert search_cli.run(config("search", *TINY, f"resume={run_dir}", run_dir=run_dir)) is None
     out = capsys.readouterr().out.strip().splitlines()
     assert len(out) == 1 and "already done" in out[0] and "summary.txt" in out[0]
-    assert pipeline.read_status(run_dir)["state"] == "done"
+    assert run_folder.read_status(run_dir)["state"] == "done"
 
 
 def test_a_failed_run_says_failed_in_its_status(config, tmp_path, monkeypatch, capsys):
@@ -168,9 +168,9 @@ def test_under_ddp_only_rank_zero_takes_the_lock(tmp_path, monkeypatch):
     rank 0's lock in its way (tests/cli/test_ddp.py runs the real thing, slow)."""
     from filelock import FileLock
     from pytorch_lightning.utilities import rank_zero_only
-    from nas import pipeline
+    from nas import run_folder
     with FileLock(str(tmp_path / "run.lock")):  # rank 0 holds it
         monkeypatch.setattr(rank_zero_only, "rank", 1)
-        with pipeline.working_in(tmp_path):
+        with run_folder.working_in(tmp_path):
             pass
     assert not (tmp_path / "status.json").exists()

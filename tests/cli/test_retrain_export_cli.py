@@ -6,7 +6,7 @@ import torch
 from filelock import FileLock
 from omegaconf import open_dict
 
-from nas import pipeline
+from nas import pipeline, run_folder
 from nas.cli import export, retrain, search
 from nas.metrics import IGNORE_INDEX
 from nas.training.retrain import RetrainModule
@@ -48,7 +48,7 @@ def test_retrain_inherits_and_distills(config, searched, tmp_path, capsys):
 
     # the run folder has nas-search's status and lock; resuming it when done trains nothing
     run_dir = tmp_path / "run"
-    assert pipeline.read_status(run_dir)["state"] == "done" and (run_dir / "run.pid").is_file()
+    assert run_folder.read_status(run_dir)["state"] == "done" and (run_dir / "run.pid").is_file()
     with open_dict(cfg):
         cfg.resume = str(run_dir)
     before = result.ckpt.stat().st_mtime_ns
@@ -81,7 +81,7 @@ def test_export_refuses_an_existing_folder_then_overwrites(config, searched, tmp
     with pytest.raises(SystemExit):
         export.run(export_cfg)
     assert "pass overwrite=true" in capsys.readouterr().err
-    status = pipeline.read_status(tmp_path, ".exported")  # beside the folder: .exported.status.json
+    status = run_folder.read_status(tmp_path, ".exported")  # beside the folder: .exported.status.json
     assert status["state"] == "failed" and "overwrite" in status["error"]
     with open_dict(export_cfg):
         export_cfg.overwrite = True
@@ -92,7 +92,7 @@ def test_export_refuses_an_existing_folder_then_overwrites(config, searched, tmp
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "in use by process 4242" in err[0] and str(out) in err[0], err
     export.run(export_cfg)
-    assert pipeline.read_status(tmp_path, ".exported")["state"] == "done"
+    assert run_folder.read_status(tmp_path, ".exported")["state"] == "done"
     metrics = json.loads((out / "metrics.json").read_text())
     assert "test/acc" in metrics and "int8/delta" in metrics
     assert (out / "something").read_text() == "mine"
