@@ -171,6 +171,8 @@ def test_under_ddp_only_rank_zero_takes_the_lock(tmp_path, monkeypatch):
     from nas import run_folder
     with FileLock(str(tmp_path / "run.lock")):  # rank 0 holds it
         monkeypatch.setattr(rank_zero_only, "rank", 1)
-        with run_folder.working_in(tmp_path):
-            pass
-    assert not (tmp_path / "status.json").exists()
+        ran = []
+        with run_folder.working_in(tmp_path):  # rank 1 neither waits for the lock nor is refused
+            ran.append(True)
+    assert ran == [True]
+    assert not (tmp_path / "status.json").exists() and not (tmp_path / "run.pid").exists()

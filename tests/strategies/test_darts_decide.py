@@ -29,9 +29,10 @@ class _Ctx:
 
     def __init__(self, supernet=None, epoch=0, max_epochs=10, metric="acc"):
         self.supernet, self.current_epoch, self.max_epochs, self.metric = supernet, epoch, max_epochs, metric
+        self.logged: dict[str, float] = {}
 
     def log(self, name, value):
-        pass
+        self.logged[name] = value
 
 
 def shrunk_strategy(name: str, steps: int, **options):
