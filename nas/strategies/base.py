@@ -14,6 +14,7 @@ from typing import Protocol
 import torch
 from torch import Tensor, nn
 
+from nas import cost
 from nas.metrics import evaluate_with_loss
 from nas.results import Candidate, SearchResult, best_first
 from nas.space import Arch, SearchSpace
@@ -112,7 +113,7 @@ class Strategy(nn.Module):
         candidates = []
         for arch in archs:
             value, loss = evaluate_with_loss(net, val_batches, metric, arch=arch)
-            params = sum(p.numel() for p in net.extract(arch).parameters())
+            params = cost.params(arch, net.space, net.shape)  # exact, without extracting a copy
             candidates.append(Candidate(arch, {f"val/{metric}": value, "val/loss": loss, "cost/params": params}))
         return best_first(candidates, metric)
 
