@@ -158,8 +158,10 @@ def test_two_workers_share_one_study(storage):
     assert all(t.state == TrialState.COMPLETE for t in trials)
     assert len({t.user_attrs["worker"] for t in trials}) == 2  # both workers ran trials
     assert found[0][0] == found[1][0]  # both chose from the whole study, not from their own trials
-    for _, evaluated in found:  # an arch proposed again is looked up, not evaluated again
-        assert evaluated and len(set(evaluated)) == len(evaluated)
+    # An arch proposed again is looked up, not evaluated again. A worker may evaluate nothing of its
+    # own (every arch it was proposed the other had scored already): that is the sharing working.
+    for _, evaluated in found:
+        assert len(set(evaluated)) == len(evaluated)
     evaluated = [arch for _, archs in found for arch in archs]
     space = SearchSpace.from_dict(WIDE)
     assert set(evaluated) == {space.arch_from_choices(t.params) for t in trials}
