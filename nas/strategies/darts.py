@@ -292,6 +292,22 @@ class DartsStrategy(Strategy):
         self.history = state["history"]
         self.shrunk = state.get("shrunk", [])  # checkpoints from before shrinking existed
 
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs) -> None:
+        """Resume across `shrink_every`: a checkpoint written without shrinking has dropped
+        nothing (every candidate stays); one that dropped candidates needs shrinking on."""
+        for key, options in self.space.decisions().items():
+            name = prefix + _keep_key(key)
+            if self.shrink_every and name not in state_dict:
+                state_dict[name] = torch.ones(len(options), dtype=torch.bool)
+            elif not self.shrink_every and name in state_dict:
+                if not bool(state_dict[name].all()):
+                    raise ConfigError(f"the checkpoint's search dropped candidates of {key} "
+                                      "(strategy.shrink_every > 0): resume it with strategy.shrink_every > 0")
+                del state_dict[name]  # nothing dropped yet: the same as not shrinking
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+
 
 @STRATEGIES.register("gdas")
 class GdasStrategy(DartsStrategy):

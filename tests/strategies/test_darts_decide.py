@@ -169,3 +169,19 @@ def test_a_tie_on_the_metric_goes_to_the_lower_loss():
     strategy, best, _, _ = compare(True, first="local", sure={"full": 4.0, "local": 12.0})
     assert best.layers[0].attention == "local"
     assert strategy.comparison["layer0.attention"]["runner_up"]["val/acc"] == 1.0
+
+
+@pytest.mark.parametrize("name", ["darts", "gdas"])
+def test_resume_across_shrink_every(name):
+    """A search checkpointed without shrinking resumes with it (nothing dropped yet); one that
+    dropped candidates refuses to resume without it, in one line, rather than revive them."""
+    plain = STRATEGIES.get(name)(four_op_space(), seed=0)
+    shrinking = STRATEGIES.get(name)(four_op_space(), seed=0, shrink_every=1)
+    shrinking.load_state_dict(plain.state_dict())  # strict
+    assert all(bool(keep.all()) for keep in shrinking.keep().values())
+    plain.load_state_dict(shrinking.state_dict())  # nothing dropped: loads as plain
+
+    dropped, _ = shrunk_strategy(name, steps=1)
+    assert not all(bool(keep.all()) for keep in dropped.keep().values())
+    with pytest.raises(ConfigError, match="resume it with strategy.shrink_every > 0"):
+        STRATEGIES.get(name)(four_op_space(), seed=0).load_state_dict(dropped.state_dict())
