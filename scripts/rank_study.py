@@ -52,6 +52,15 @@ MECHANISMS = {
     "sort_every": ["strategy.sort_every=1"],  # OFA importance sorting of heads/FFN units every epoch
 }
 
+# --experiment -> the preset every search runs (configs/experiment/), its space, the standalone
+# learning rate (the preset's own) and the task in words for study.json
+EXPERIMENTS = {
+    "quickstart": {"space": "quickstart", "lr": 3.0e-3,
+                   "task": "lookup (quickstart: 64 tokens, 4 pairs, 4000 train / 500 val, batch 32)"},
+    "recall_1k": {"space": "recall_1k", "lr": 1.0e-2,
+                  "task": "lookup at 1024 tokens (8 pairs, 8 queries, 2000 train / 500 val, batch 16)"},
+}
+
 
 def run(cmd: list[str], log: Path, threads: int) -> tuple[float, float]:
     """Run a CLI as a subprocess, its output to `log`; its wall and CPU seconds (its worker
@@ -71,7 +80,7 @@ def search(out: Path, name: str, seed: int, args) -> tuple[Path, tuple[float, fl
     run_dir = out / "search" / f"{name}_seed{seed}"
     if (run_dir / "best_arch.yaml").is_file() and (run_dir / "checkpoints" / "last.ckpt").is_file():
         return run_dir, None
-    cmd = [sys.executable, "-m", "nas.cli.search", "strategy=random", "retrain.enabled=false", f"seed={seed}",
+    cmd = [sys.executable, "-m", "nas.cli.search", f"experiment={args.experiment}", "strategy=random", "retrain.enabled=false", f"seed={seed}",
            f"trainer.max_epochs={args.supernet_epochs}", "trainer.enable_progress_bar=false",
            f"paths.data_dir={args.data_dir}", f"hydra.run.dir={run_dir}", *MECHANISMS[name]]
     return run_dir, run(cmd, out / "logs" / f"search_{name}_seed{seed}.log", args.threads)
@@ -89,7 +98,8 @@ def _status_seconds(run_dir: Path) -> float | None:
 def rank(out: Path, run_dir: Path, archs: Path, name: str, seed: int, args) -> tuple[dict, tuple[float, float]]:
     cmd = [sys.executable, "-m", "nas.cli.rank", f"run={run_dir}", f"archs={archs}",
            f"seeds=[{','.join(map(str, args.seeds))}]", f"standalone_dir={args.standalone_dir}",
-           f"budget.max_epochs={args.standalone_epochs}", f"paths.data_dir={args.data_dir}",
+           f"budget.max_epochs={args.standalone_epochs}", f"budget.lr={EXPERIMENTS[args.experiment]['lr']}",
+           f"paths.data_dir={args.data_dir}",
            f"hydra.run.dir={out / 'logs' / 'hydra'}", "hydra.output_subdir=null"]
     if args.workers:
         cmd.append(f"workers={args.workers}")
@@ -113,6 +123,8 @@ def seed_agreement(ranking_csv: Path, seeds: list[int]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="runs/rank_study", help="the study's folder (resumable)")
+    parser.add_argument("--experiment", default="quickstart", choices=list(EXPERIMENTS),
+                        help="the task and space: a preset of configs/experiment/")
     parser.add_argument("--mechanisms", nargs="+", default=list(MECHANISMS), choices=list(MECHANISMS))
     parser.add_argument("--archs", type=int, default=16, help="archs ranked (a stratified pick)")
     parser.add_argument("--pick-seed", type=int, default=0, help="seed of the stratified pick")
@@ -135,9 +147,11 @@ def main() -> None:
         (out / sub).mkdir(parents=True, exist_ok=True)
     args.standalone_dir = Path(args.standalone_dir).resolve() if args.standalone_dir else out / "standalone"
     archs = out / "archs.yaml"  # one fixed set for every row
-    space = SearchSpace.from_yaml(ROOT / "search_spaces" / "quickstart.yaml")  # the pick is seeded: rewritten the same
+    experiment = EXPERIMENTS[args.experiment]
+    space = SearchSpace.from_yaml(ROOT / "search_spaces" / f"{experiment['space']}.yaml")  # the pick is seeded: rewritten the same
     ranking.write_archs(archs, ranking.stratified_archs(space, args.archs, seed=args.pick_seed))
-    settings = {"task": "lookup (quickstart: 64 tokens, 4000 train / 500 val)", "space": "quickstart",
+    settings = {"experiment": args.experiment, "task": experiment["task"], "space": experiment["space"],
+                "standalone_lr": experiment["lr"],
                 "strategy": "random (20 samples)", "archs": args.archs, "pick_seed": args.pick_seed,
                 "supernet_epochs": args.supernet_epochs, "standalone_epochs": args.standalone_epochs,
                 "search_seeds": args.search_seeds, "standalone_seeds": args.seeds, "archs_file": str(archs),
