@@ -1,15 +1,14 @@
-"""The LongNAS recipe: search a supernet, retrain the chosen arch, export it; and rank, which
-measures how faithfully a search's supernet ranks archs.
+"""The LongNAS recipe: search a supernet, retrain the chosen arch, export it.
 
     outcome = search(cfg, run_dir)                      # supernet training + the strategy's choice
     retrained = retrain(cfg, outcome.arch, outcome.space, outcome.task, run_dir / "retrain",
                         supernet=outcome.supernet)      # a standalone model of that arch
     exported = export(retrained.ckpt, run_dir / "export", cfg.export, outcome.task)
     # `run(cfg, run_dir)` does the three in order, as `nas-search` configures them.
-    measured = rank(cfg)                                # nas-rank: inherited vs standalone scores
 
-Every stage takes a composed Hydra config (configs/search.yaml, retrain.yaml, export.yaml, rank.yaml) and
+Every stage takes a composed Hydra config (configs/search.yaml, retrain.yaml, export.yaml) and
 returns a dataclass; the CLIs in `nas/cli/` only parse and print, and scripts call these.
+`nas-rank`'s recipe (how faithfully a search's supernet ranks archs) is `nas.rank_pipeline`.
 Weight sharing and the search follow the one-shot recipe of ENAS / DARTS / SPOS
 (https://arxiv.org/abs/1904.00420); the rest is plumbing.
 """
@@ -17,29 +16,25 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import dataclasses
 import inspect
 import json
 import logging
-import os
 import sqlite3
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import hydra
 import pytorch_lightning as pl
-import torch
 import yaml
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import EarlyStopping
 from torch.utils.tensorboard import SummaryWriter
 
-from nas import cost, ranking, viz
+from nas import cost, viz
 from nas.errors import ConfigError
 from nas.export import export as export_folder
 from nas.safe_load import read_checkpoint
-from nas.metrics import HIGHER_IS_BETTER, evaluate, evaluate_with_loss, score
+from nas.metrics import HIGHER_IS_BETTER, evaluate
 from nas.results import Candidate, SearchResult
 from nas.run_folder import is_rank_zero as _rank_zero
 from nas.run_folder import working_in
@@ -51,8 +46,7 @@ from nas.training.checkpoint import AtomicCheckpoint, last_checkpoint, resumable
 from nas.training.retrain import RetrainModule
 from nas.training.run import fit_supernet, validation_batches
 from nas.training.search import load_supernet
-from nas.training.standalone import Budget, Job, read_result, resolve_workers, run_jobs
-from nas.training.tensorboard import log_hparams, log_rank, log_search
+from nas.training.tensorboard import log_hparams, log_search
 
 log = logging.getLogger("nas")
 
@@ -388,167 +382,3 @@ def summary(arch: Arch, metrics: dict, files: dict[str, str], margins: dict[str,
     lines += [f"{k:<24} {v:,.4g}" if isinstance(v, float) else f"{k:<24} {v:,}" for k, v in metrics.items()]
     lines += ["", *(f"{k:<24} {v}" for k, v in files.items())]
     return "\n".join(lines)
-
-
-# -- rank: how faithfully the supernet ranks archs ------------------------------------------
-@dataclass(frozen=True)
-class RankOutcome:
-    """A `nas-rank` measurement of a search run."""
-
-    dir: Path  # <run>/rank: ranking.csv, summary.json, archs.yaml, standalone/, tensorboard/
-    rows: list[ranking.RankedArch]  # one per arch, in the order ranked
-    summary: ranking.RankSummary  # Kendall tau-b, Spearman rho, top-k overlap, regret
-    trained: int  # standalone jobs trained by this call (0 when every one had finished before)
-    text: str  # what was printed
-
-
-def rank(cfg: DictConfig) -> RankOutcome:
-    """Score archs of a search run with the supernet's weights and after standalone training,
-    and measure how well the first ranking predicts the second.
-
-    Inherited: the metric and loss of each arch with the run's supernet weights over the whole
-    validation set. Standalone: each arch trained from scratch for `cfg.budget` (the same for
-    every arch, no early stopping) once per seed of `cfg.seeds`, scored on the same set. Jobs
-    are recorded one by one in `<run>/rank/standalone/` (or `cfg.standalone_dir`), so a rerun
-    trains only what is missing, and several processes, machines or search runs of the same task
-    and space can share them (`nas.training.standalone`).
-
-    Args:
-        cfg: configs/rank.yaml: `run`, `archs`, `seed`, `seeds`, `workers`, `top_k`,
-            `standalone_dir`, `budget`, `trainer`, `paths`.
-    """
-    start = time.perf_counter()
-    run_dir = _search_run(cfg.get("run"))
-    seeds = _seeds(cfg.get("seeds"))  # every check before any work
-    budget = Budget(**OmegaConf.to_container(cfg.budget, resolve=True))
-    workers = cfg.get("workers")
-    resolve_workers(workers, 1)  # checked now; resolved once the jobs are known
-    top_k = cfg.get("top_k", 3)
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-        raise ConfigError(f"top_k={top_k!r}: must be a whole number >= 1")
-    saved = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
-    data_dir = _saved_data_dir(saved, cfg.paths.data_dir)
-    supernet = load_supernet(resumable(run_dir / "checkpoints" / "last.ckpt") or run_dir / "checkpoints" / "last.ckpt")
-    space = supernet.space
-    archs = _archs_to_rank(cfg.get("archs"), space, cfg.seed)
-    task = hydra.utils.instantiate(saved.task, data_dir=data_dir)
-    out = run_dir / "rank"
-    out.mkdir(exist_ok=True)
-    # a job's id hashes arch, space, task, seed and budget, so runs of one task may share results
-    folder = Path(str(cfg.standalone_dir)) if cfg.get("standalone_dir") else out / "standalone"
-    ranking.write_archs(out / "archs.yaml", archs)
-
-    log.info("ranking %d archs of %s: inherited scores on %d validation examples", len(archs), run_dir,
-             len(task.val_dataloader().dataset))
-    inherited = [evaluate_with_loss(supernet, task.val_dataloader(), task.metric, arch=a) for a in archs]
-    del supernet
-
-    trainer = OmegaConf.to_container(cfg.trainer, resolve=True)
-    trainer_options = {k: trainer[k] for k in ("accelerator", "precision") if k in trainer}
-    task_config = OmegaConf.to_container(saved.task, resolve=True)
-    jobs = {(a, s): Job(a.to_dict(), space.to_dict(), task_config, str(data_dir), s, budget,
-                        {**trainer_options, "devices": 1}) for a in archs for s in seeds}
-    pending = sum(read_result(folder, job) is None for job in jobs.values())
-    trained = run_jobs(list(jobs.values()), folder, workers=resolve_workers(workers, pending))
-    results = {key: read_result(folder, job) for key, job in jobs.items()}
-
-    rows = []
-    for a, (metric, loss) in zip(archs, inherited):
-        estimate = cost.estimate(a, space, task.shape, task.seq_len)
-        rows.append(ranking.RankedArch(a, metric, loss, [results[a, s]["val"] for s in seeds],
-                                       {"params": estimate.params, "flops": estimate.flops}))
-    higher = HIGHER_IS_BETTER[task.metric]
-    ranking.write_ranking(out / "ranking.csv", rows, task.metric, higher, seeds)
-    summary = ranking.rank_summary([r.inherited for r in rows], [r.standalone_mean for r in rows], higher,
-                                   k=top_k, inherited_loss=[r.inherited_loss for r in rows],
-                                   cost=[r.cost["params"] for r in rows])
-    seconds = time.perf_counter() - start
-    text = rank_text(rows, summary, task.metric, budget, seeds, len(trained), out, seconds)
-    record = {**summary.to_dict(), "metric": task.metric, "higher_is_better": higher,
-              "pick_arch": rows[summary.pick].arch.to_dict(), "budget": dataclasses.asdict(budget),
-              "seeds": seeds, "val_examples": len(task.val_dataloader().dataset), "run": str(run_dir),
-              "standalone_dir": str(folder),
-              "trained_now": len(trained), "wall_seconds": round(seconds, 1)}
-    _write_json(out / "summary.json", record)
-    with SummaryWriter(str(out / "tensorboard")) as writer:
-        figures = {k: v for k, v in summary.to_dict().items() if k not in ("n", "k")}
-        log_rank(writer, [r.arch for r in rows], [r.inherited for r in rows], [r.standalone_mean for r in rows],
-                 figures, task.metric, "```\n" + text + "\n```")
-    return RankOutcome(dir=out, rows=rows, summary=summary, trained=len(trained), text=text)
-
-
-def _search_run(run: object) -> Path:
-    if not run:
-        raise ConfigError("run: missing; pass a search run folder, e.g. run=runs/search/<timestamp>")
-    run_dir = Path(str(run))
-    if not (run_dir / "checkpoints" / "last.ckpt").is_file():
-        what = "no such folder" if not run_dir.exists() else "no checkpoints/last.ckpt in it"
-        raise ConfigError(f"run={run}: not a search run folder ({what}); pass the folder nas-search printed")
-    if not (run_dir / ".hydra" / "config.yaml").is_file():
-        raise ConfigError(f"run={run}: no .hydra/config.yaml (the search's config, which names its task); "
-                          "pass a folder nas-search wrote")
-    return run_dir
-
-
-def _saved_data_dir(saved: DictConfig, default: str) -> Path:
-    """The search's own data cache if its config names one plainly, else this command's."""
-    value = OmegaConf.select(saved, "paths.data_dir", throw_on_resolution_failure=False)
-    return Path(str(value if isinstance(value, str) and "${" not in value else default))
-
-
-def _archs_to_rank(archs: object, space: SearchSpace, seed: int) -> list[Arch]:
-    if isinstance(archs, int) and not isinstance(archs, bool):
-        if archs < 2:
-            raise ConfigError(f"archs={archs}: ranking needs at least 2 archs")
-        return ranking.stratified_archs(space, archs, seed=seed)
-    if isinstance(archs, str) and archs:
-        picked = ranking.read_archs(archs, space)
-        if len(set(picked)) < 2:
-            raise ConfigError(f"archs={archs}: ranking needs at least 2 distinct archs; the file has {len(set(picked))}")
-        return list(dict.fromkeys(picked))
-    raise ConfigError(f"archs={archs!r}: expected a number of archs (a stratified pick) or a file "
-                      "(a YAML list of archs, or a ranked.csv / ranking.csv)")
-
-
-def _seeds(seeds: object) -> list[int]:
-    values = list(range(seeds)) if isinstance(seeds, int) and not isinstance(seeds, bool) else seeds
-    if isinstance(values, (list, tuple)) or OmegaConf.is_list(values):
-        values = list(values)
-        if values and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in values) \
-                and len(set(values)) == len(values):
-            return values
-    raise ConfigError(f"seeds={seeds!r}: expected a number of seeds (0..N-1) or a list of distinct whole numbers >= 0")
-
-
-def rank_text(rows: list[ranking.RankedArch], summary: ranking.RankSummary, metric: str, budget: Budget,
-              seeds: list[int], trained: int, out: Path, seconds: float) -> str:
-    """The screen `nas-rank` prints: one line per arch, best standalone first, then the figures."""
-    order = sorted(range(len(rows)), key=lambda i: -score(rows[i].standalone_mean, metric))
-    lines = ["", f"{'#':>3}  {'attention':<12}{'depth':>5}  {'inherited':>9}  {'standalone':>10}  "
-                 "layers (attention/heads/ffn)"]
-    for i in order:
-        r = rows[i]
-        mark = " <- supernet's pick" if i == summary.pick else ""
-        lines.append(f"{i:>3}  {viz.attention_label(r.arch):<12}{r.arch.depth:>5}  {r.inherited:>9.4f}  "
-                     f"{r.standalone_mean:>10.4f}  {_compact(r.arch)}{mark}")
-    best = max(r.standalone_mean for r in rows) if HIGHER_IS_BETTER[metric] else min(r.standalone_mean for r in rows)
-    lines += ["", f"{summary.n} archs; standalone: {budget.max_epochs} epochs from scratch, seeds {seeds} "
-                  f"({trained} trained now, {seconds:.0f} s); val/{metric} on the whole validation set",
-              f"Kendall tau-b   {summary.kendall_tau:.3f}  (p {summary.kendall_p:.3g})",
-              f"Spearman rho    {summary.spearman_rho:.3f}  (p {summary.spearman_p:.3g})",
-              f"top-{summary.k} overlap   {summary.top_k_overlap:.3f}",
-              f"regret          {summary.regret:.4f}  (the pick's standalone {rows[summary.pick].standalone_mean:.4f}, "
-              f"best {best:.4f})",
-              "", f"{'ranking':<16}{out / 'ranking.csv'}", f"{'summary':<16}{out / 'summary.json'}",
-              f"{'tensorboard':<16}tensorboard --logdir {out / 'tensorboard'}"]
-    return "\n".join(lines)
-
-
-def _compact(arch: Arch) -> str:
-    return " ".join(f"{layer.attention}/{layer.heads}/{layer.ffn_dim}" for layer in arch.layers)
-
-
-def _write_json(path: Path, data: dict) -> None:
-    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")  # machines sharing a run write it too
-    partial.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(partial, path)

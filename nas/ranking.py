@@ -20,6 +20,7 @@ import yaml
 from scipy import stats
 
 from nas.errors import ConfigError
+from nas.results import best_first_order
 from nas.space import Arch, LayerArch, SearchSpace, read_yaml
 
 
@@ -110,11 +111,11 @@ def supernet_order(inherited: Sequence[float], higher_is_better: bool = True,
                    inherited_loss: Sequence[float] | None = None,
                    cost: Sequence[float] | None = None) -> list[int]:
     """Indices best first by inherited metric; ties broken by lower inherited loss, then lower
-    cost, then index (never by sampling order alone)."""
-    sign = -1 if higher_is_better else 1
-    loss = inherited_loss if inherited_loss is not None else [0.0] * len(inherited)
-    costs = cost if cost is not None else [0.0] * len(inherited)
-    return sorted(range(len(inherited)), key=lambda i: (sign * inherited[i], loss[i], costs[i], i))
+    cost, then index: the order a strategy ranks archs in (`results.best_first`), so the pick
+    measured here is the one a search would make. Without loss and cost (the standalone order),
+    ties in the metric keep the index order."""
+    sign = 1 if higher_is_better else -1
+    return best_first_order([sign * v for v in inherited], inherited_loss, cost)
 
 
 def rank_summary(inherited: Sequence[float], standalone: Sequence[float], higher_is_better: bool = True,

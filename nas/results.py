@@ -1,11 +1,14 @@
 """What a search returns: the evaluated candidates, the chosen arch, and the Pareto front of
 metric against cost (Deb et al. 2002's non-domination, https://doi.org/10.1109/4235.996017).
 
-One implementation of the front, used by the strategies (evolution), TensorBoard and the plots.
+One implementation of the front, used by the strategies (evolution), TensorBoard and the plots;
+one best-first order, used by every strategy and by `nas-rank` for the supernet's pick.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+from typing import Sequence
 
 from nas.metrics import score
 from nas.space import Arch
@@ -32,10 +35,27 @@ def best_first(candidates: list[Candidate], metric: str, cost_key: str = "cost/p
     """The candidates sorted best first by `val/<metric>`; ties (common: inherited scores saturate)
     go to the lower `val/loss`, then to the lower cost, never to the order they were sampled in.
     A candidate without a loss or a cost sorts after those with one on that key."""
-    def key(c: Candidate) -> tuple[float, float, float]:
-        return (-score(c.metrics[f"val/{metric}"], metric), c.metrics.get("val/loss", float("inf")),
-                c.metrics.get(cost_key, float("inf")))
-    return sorted(candidates, key=key)
+    order = best_first_order([score(c.metrics[f"val/{metric}"], metric) for c in candidates],
+                             [c.metrics.get("val/loss", math.inf) for c in candidates],
+                             [c.metrics.get(cost_key, math.inf) for c in candidates])
+    return [candidates[i] for i in order]
+
+
+def best_first_order(scores: Sequence[float], losses: Sequence[float] | None = None,
+                     costs: Sequence[float] | None = None) -> list[int]:
+    """The rule of `best_first` on plain lists (`nas.ranking.supernet_order` uses it too).
+
+    Args:
+        scores: one per arch, higher is better (`metrics.score` turns a metric into one).
+        losses: the first tie-break, lower first; None: no tie-break on loss.
+        costs: the second tie-break, lower first; None: no tie-break on cost.
+
+    Returns:
+        The indices best first; archs that tie on all three keep their order (the sort is stable).
+    """
+    loss = losses if losses is not None else [0.0] * len(scores)
+    cost = costs if costs is not None else [0.0] * len(scores)
+    return sorted(range(len(scores)), key=lambda i: (-scores[i], loss[i], cost[i]))
 
 
 def pareto_front(candidates: list[Candidate], metric_key: str, cost_key: str,

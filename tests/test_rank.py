@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from nas import pipeline
+from nas import pipeline, rank_pipeline
 from nas.cli import rank as rank_cli
 from nas.ranking import read_ranking, stratified_archs, write_archs
 from nas.training import standalone
@@ -52,7 +52,7 @@ def counting(monkeypatch):
 def test_rank_writes_its_files_and_a_rerun_trains_only_what_is_missing(search_run, monkeypatch):
     calls = counting(monkeypatch)
     cfg = rank_config(search_run, "archs=3")
-    first = pipeline.rank(cfg)
+    first = rank_pipeline.rank(cfg)
     assert first.trained == 3 and len(calls) == 3
     out = search_run / "rank"
     rows = read_ranking(out / "ranking.csv", "acc")
@@ -68,20 +68,20 @@ def test_rank_writes_its_files_and_a_rerun_trains_only_what_is_missing(search_ru
     lost = results[1]
     kept = {p: p.read_text() for p in results if p != lost}
     lost.unlink()
-    again = pipeline.rank(cfg)
+    again = rank_pipeline.rank(cfg)
     assert again.trained == 1 and calls[3:] == [lost.stem]
     assert all(p.read_text() == text for p, text in kept.items())  # finished jobs untouched
-    assert pipeline.rank(cfg).trained == 0 and len(calls) == 4
+    assert rank_pipeline.rank(cfg).trained == 0 and len(calls) == 4
     assert [r.inherited for r in again.rows] == [r.inherited for r in first.rows]
 
 
 def test_an_arch_file_and_more_seeds_reuse_finished_jobs(search_run, monkeypatch, tmp_path):
     calls = counting(monkeypatch)
-    pipeline.rank(rank_config(search_run, "archs=3"))  # the first test's jobs, or these three
+    rank_pipeline.rank(rank_config(search_run, "archs=3"))  # the first test's jobs, or these three
     before = len(calls)
     archs = stratified_archs(load_supernet(search_run / "checkpoints" / "last.ckpt").space, 3, seed=0)
     write_archs(tmp_path / "archs.yaml", archs[:2])
-    outcome = pipeline.rank(rank_config(search_run, f"archs={tmp_path / 'archs.yaml'}", "seeds=[0,1]"))
+    outcome = rank_pipeline.rank(rank_config(search_run, f"archs={tmp_path / 'archs.yaml'}", "seeds=[0,1]"))
     assert len(calls) - before == 2  # seed 0 of both archs had finished; seed 1 trains
     assert [r.arch for r in outcome.rows] == archs[:2] and all(len(r.standalone) == 2 for r in outcome.rows)
 
@@ -93,9 +93,9 @@ def test_runs_pointed_at_one_standalone_dir_train_each_job_once(search_run, monk
     other = tmp_path / "other_run"
     shutil.copytree(search_run, other, ignore=shutil.ignore_patterns("rank"))
     shared = tmp_path / "shared"
-    first = pipeline.rank(rank_config(search_run, "archs=2", "seed=3", f"standalone_dir={shared}"))
+    first = rank_pipeline.rank(rank_config(search_run, "archs=2", "seed=3", f"standalone_dir={shared}"))
     assert first.trained == 2 and len(calls) == 2 and len(list(shared.glob("*.json"))) == 2
-    second = pipeline.rank(rank_config(other, "archs=2", "seed=3", f"standalone_dir={shared}"))
+    second = rank_pipeline.rank(rank_config(other, "archs=2", "seed=3", f"standalone_dir={shared}"))
     assert second.trained == 0 and len(calls) == 2
     assert [r.standalone for r in second.rows] == [r.standalone for r in first.rows]
     assert not (other / "rank" / "standalone").exists()
@@ -153,12 +153,12 @@ def test_two_worker_processes_train_every_job_once(search_run, tmp_path):
     folder = search_run / "rank" / "standalone"
     before = set(folder.glob("*.json")) if folder.exists() else set()
     cfg = rank_config(search_run, "archs=4", "workers=2", "seed=7")
-    outcome = pipeline.rank(cfg)
+    outcome = rank_pipeline.rank(cfg)
     new = set(folder.glob("*.json")) - before
     assert outcome.trained == len(new) >= 1
     pids = {json.loads(p.read_text())["pid"] for p in new}
     assert os.getpid() not in pids and 1 <= len(pids) <= 2  # trained in the spawned workers
-    assert pipeline.rank(cfg).trained == 0
+    assert rank_pipeline.rank(cfg).trained == 0
 
 
 @pytest.mark.slow  # a real `nas-search` and `nas-rank` process

@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 
 from nas.errors import ConfigError
+from nas.metrics import HIGHER_IS_BETTER
 from nas.ranking import (RankedArch, rank_summary, read_archs, read_ranking, stratified_archs, supernet_order,
                          write_archs, write_ranking)
+from nas.results import Candidate, best_first
 from nas.space import Arch, LayerArch, SearchSpace
 
 SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
@@ -73,6 +75,19 @@ def test_regret_and_tie_break_by_loss_then_cost():
     # without the loss the cost alone decides among the tied: 0 and 3 cost 10, 0 comes first
     assert rank_summary(INHERITED, STANDALONE, cost=cost).pick == 0
     assert rank_summary(INHERITED, STANDALONE, cost=cost).regret == pytest.approx(0.02)
+
+
+@pytest.mark.parametrize("metric, expected", [("acc", [5, 1, 0, 3, 2, 6, 7, 4]), ("bpb", [4, 6, 7, 2, 5, 1, 0, 3])])
+def test_supernet_order_is_the_order_a_strategy_ranks_in(metric, expected):
+    # ties in the metric: at 1.0 the loss puts 1 and 5 first and the cost 5 before 1; 6 and 7
+    # tie on all three and keep their order; bits per byte: lower first, the same tie-breaks
+    loss = [0.20, 0.10, 0.9, 0.30, 1.2, 0.10, 0.8, 0.8]
+    cost = [10, 50, 10, 10, 10, 40, 10, 10]
+    candidates = [Candidate(Arch(1, (LayerArch("full", 2, i + 1),)),  # the FFN width names the index
+                            {f"val/{metric}": m, "val/loss": l, "cost/params": c})
+                  for i, (m, l, c) in enumerate(zip(INHERITED, loss, cost))]
+    by_strategy = [c.arch.layers[0].ffn_dim - 1 for c in best_first(candidates, metric)]
+    assert supernet_order(INHERITED, HIGHER_IS_BETTER[metric], loss, cost) == by_strategy == expected
 
 
 def test_regret_when_lower_is_better():

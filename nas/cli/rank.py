@@ -1,6 +1,6 @@
 """`nas-rank`: how faithfully a search's supernet ranks architectures: inherited-weight scores
 against standalone training from scratch, Kendall tau-b, Spearman rho, top-k overlap and the
-regret of the supernet's pick (`nas.pipeline.rank`).
+regret of the supernet's pick (`nas.rank_pipeline.rank`).
 
     nas-rank run=runs/search/<timestamp> archs=8
     nas-rank run=runs/search/<timestamp> archs=ranked.csv seeds=3 workers=2
@@ -10,13 +10,13 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from nas import pipeline
+from nas import rank_pipeline
 from nas.cli.common import CONFIGS, one_line_errors
 
 
 @one_line_errors("nas-rank")
-def run(cfg: DictConfig) -> pipeline.RankOutcome:
-    outcome = pipeline.rank(cfg)
+def run(cfg: DictConfig) -> rank_pipeline.RankOutcome:
+    outcome = rank_pipeline.rank(cfg)
     print(outcome.text)
     return outcome
 
