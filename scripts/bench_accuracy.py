@@ -12,6 +12,10 @@ project's environment lacks, so their estimators are transcribed below from thei
 replaced by plain torch; nothing else is changed (e.g. performer-pytorch's eps = 1e-4 and
 reformer-pytorch's look-one-back with wrap-around stay as they are).
 
+Columns, performer: ours (FAVOR++ with the default shrinkage towards the values' mean),
+ours_unshrunk (the plain FAVOR++ ratio estimate, shrink=False), favor_plus (A = 0 on the same
+features, in this script), ours_relu_kernel, performer_pytorch, uniform.
+
 Data. performer: q, k ~ N(0, I) in a random r-dim subspace of the head dim (r = 64: isotropic,
 the hardest case for random features; small r: low intrinsic dimension, as trained attention
 often has), scaled so that the logits q.k / sqrt(d) have the requested std (the measured std is
@@ -89,6 +93,19 @@ def performer_pytorch(q, k, v, features):
     q = pp_softmax_kernel(q, projection_matrix=projection_matrix, is_query=True)
     k = pp_softmax_kernel(k, projection_matrix=projection_matrix, is_query=False)
     return pp_linear_attention(q, k, v)
+
+
+# --- FAVOR+ (Performer paper, positive features, no regulariser), for comparison -----------------
+def favor_plus(q, k, v, w):
+    """exp(w.x - |x|^2/2) features on the same random features w (m, d) as ours, x = q d^-1/4: the
+    unbiased FAVOR+ estimate (A = 0) with the stabilisers that cancel exactly (max per query row,
+    one max over all keys and features), and no eps."""
+    x, y = q * q.shape[-1] ** -0.25, k * k.shape[-1] ** -0.25
+    log_q = x @ w.T - x.square().sum(-1, keepdim=True) / 2  # (b, h, n, m)
+    log_k = y @ w.T - y.square().sum(-1, keepdim=True) / 2
+    phi_q = (log_q - log_q.amax(-1, keepdim=True)).exp()
+    phi_k = (log_k - log_k.amax((-1, -2), keepdim=True)).exp()
+    return (phi_q @ (phi_k.transpose(-1, -2) @ v)) / (phi_q @ phi_k.sum(-2)[..., None])
 
 
 # --- reformer-pytorch, transcribed (LSHAttention with its defaults, no masks, not causal) ----
@@ -194,7 +211,8 @@ def shared_qk_exact(qk):
 def measure_performer(args, n, rank, logit_std):
     from nas.ops.attention import make_core
 
-    errors = {"ours": [], "ours_relu_kernel": [], "performer_pytorch": [], "uniform": []}
+    errors = {"ours": [], "ours_unshrunk": [], "favor_plus": [], "ours_relu_kernel": [],
+              "performer_pytorch": [], "uniform": []}
     logit_stds = []
     for draw in range(args.draws):
         generator = torch.Generator().manual_seed(draw)
@@ -203,9 +221,13 @@ def measure_performer(args, n, rank, logit_std):
         exact = F.scaled_dot_product_attention(q, k, v)
         torch.manual_seed(1000 + draw)
         ours = make_core("performer", args.head_dim, args.heads, n, features=args.features)
+        unshrunk = make_core("performer", args.head_dim, args.heads, n, features=args.features,
+                             shrink=False)
+        unshrunk.load_state_dict(ours.state_dict())  # the same random features
         relu = make_core("performer", args.head_dim, args.heads, n, features=args.features, kernel="relu")
         torch.manual_seed(2000 + draw)
-        outputs = {"ours": ours(q, k, v), "ours_relu_kernel": relu(q, k, v),
+        outputs = {"ours": ours(q, k, v), "ours_unshrunk": unshrunk(q, k, v),
+                   "favor_plus": favor_plus(q, k, v, ours.features), "ours_relu_kernel": relu(q, k, v),
                    "performer_pytorch": performer_pytorch(q, k, v, args.features),
                    "uniform": v.mean(2, keepdim=True).expand_as(v)}
         for name, out in outputs.items():
