@@ -105,6 +105,13 @@ def make_task(cfg: DictConfig) -> Task:
     return hydra.utils.instantiate(cfg.task, data_dir=cfg.paths.data_dir)
 
 
+def space_of(cfg: DictConfig) -> SearchSpace:
+    """The space of `space.file`, its memory section replaced by `space.memory` when set."""
+    memory = cfg.space.get("memory")
+    return SearchSpace.from_yaml(cfg.space.file, OmegaConf.to_container(memory) if isinstance(memory, DictConfig)
+                                 else memory)
+
+
 def make_strategy(cfg: DictConfig, space: SearchSpace, task: Task, run_dir: Path) -> Strategy:
     """The configured strategy; it also gets the task's length and the storage if it takes them."""
     options = OmegaConf.to_container(cfg.strategy, resolve=True)
@@ -141,7 +148,7 @@ def search(cfg: DictConfig, run_dir: Path) -> SearchOutcome:
     run_dir = Path(run_dir)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)  # the seed is in .hydra/config.yaml
     task = make_task(cfg)
-    space = SearchSpace.from_yaml(cfg.space.file)
+    space = space_of(cfg)
     supernet = Supernet(space, task.shape, sharing=cfg.sharing)
     if cfg.get("few_shot_from") and not cfg.get("few_shot"):
         raise ConfigError("few_shot_from= needs few_shot=<decision> to split on")

@@ -153,8 +153,13 @@ class SearchSpace:
 
     # -- loading ---------------------------------------------------------------------------
     @classmethod
-    def from_yaml(cls, path: str | Path) -> SearchSpace:
-        return cls.from_dict(read_yaml(path), source=str(path))
+    def from_yaml(cls, path: str | Path, memory: Any = None) -> SearchSpace:
+        """The space of a YAML file; `memory`, when given, replaces the file's memory section
+        (`nas-search space.memory={reversible:true}`)."""
+        data = read_yaml(path)
+        if memory is not None and isinstance(data, dict):
+            data = {**data, "memory": memory}
+        return cls.from_dict(data, source=str(path))
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "space") -> SearchSpace:

@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 from nas import pipeline
 from nas.cli.common import CONFIGS, finished, one_line_errors
 from nas.run_folder import working_in
-from nas.space import Arch, SearchSpace
+from nas.space import Arch
 
 
 @one_line_errors("nas-retrain")
@@ -26,7 +26,7 @@ def run(cfg: DictConfig) -> pipeline.RetrainOutcome | None:
     if finished(cfg, "nas-retrain"):
         return None
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    space = SearchSpace.from_yaml(cfg.space.file)
+    space = pipeline.space_of(cfg)
     arch = Arch.from_yaml(cfg.arch)
     run_dir = Path(cfg.paths.output_dir)
     with working_in(run_dir):

@@ -238,7 +238,12 @@ class DartsStrategy(Strategy):
         probs = self.probabilities()
         layers = [torch.einsum("a,h,f,ahf->", *(probs[f"layer{i}.{f}"] for f in LAYER_FIELDS), self._layer_cost)
                   for i in range(self.space.max_depth)]
-        prefix = torch.cumsum(torch.stack(layers), 0)  # cost of the first d layers
+        if self.cost == "memory" and self.space.memory.reversible:
+            # backward recomputes one layer at a time: the pair plus the largest of the first d
+            # layers, whatever d (cost.arch_cost), not their sum
+            prefix = torch.cummax(torch.stack(layers), 0).values + cost.reversible_pair_mib(self.space, self.seq_len)
+        else:
+            prefix = torch.cumsum(torch.stack(layers), 0)  # cost of the first d layers
         depth_cost = torch.stack([prefix[d - 1] for d in self.space.depths])
         return self._base_cost + (probs["depth"] * depth_cost).sum()
 

@@ -43,6 +43,8 @@ BAD = [
     ("search", ["trainer.precision=bogus"], "Precision 'bogus'"),
     ("search", ["sharing=bogus"], "sharing"),
     ("search", ["task.seq_len=0"], "seq_len"),
+    ("search", ["space.memory={reversible:maybe}"], "memory.reversible"),
+    ("search", ["space.memory={bogus:1}"], "unknown key 'bogus'"),
     # arch files of the wrong types or with unknown keys, and damaged checkpoints
     ("retrain", ["arch={tmp}/depth_word.yaml"], "depth"),
     ("retrain", ["arch={tmp}/depth_float.yaml"], "depth"),

@@ -80,3 +80,11 @@ def test_an_arch_outside_the_space_and_an_unknown_strategy_are_one_line(tmp_path
 
     unknown = cli("search", "strategy=bogus", f"hydra.run.dir={tmp_path / 's'}", cwd=tmp_path)
     assert unknown.returncode != 0 and "Could not find 'strategy/bogus'" in unknown.stderr
+
+
+def test_space_memory_on_the_command_line_replaces_the_files(config):
+    """`space.memory=` turns Reformer's memory options on for a space whose file has none."""
+    assert pipeline.space_of(config("search")).memory == SearchSpace.from_yaml(
+        Path(CONFIGS).parent / "search_spaces" / "quickstart.yaml").memory
+    space = pipeline.space_of(config("search", "space.memory={reversible:true,ffn_chunks:2}"))
+    assert (space.memory.reversible, space.memory.ffn_chunks) == (True, 2)

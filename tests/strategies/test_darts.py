@@ -118,3 +118,27 @@ def test_a_zero_one_penalty_widens_the_margin(tmp_path):
     plain, _ = search(tmp_path / "plain", "darts", FetchTask(distance=23, size=256), epochs=2)
     pushed, _ = search(tmp_path / "pushed", "darts", FetchTask(distance=23, size=256), epochs=2, zero_one_weight=5.0)
     assert smallest_margin(pushed) > smallest_margin(plain)
+
+
+@pytest.mark.parametrize("reversible", [False, True])
+@pytest.mark.parametrize("kind", ["params", "flops", "memory"])
+def test_expected_cost_of_a_decided_distribution_is_the_arch_cost(kind, reversible):
+    """With every decision one-hot the penalty's expectation is the cost model's cost of that
+    arch, reversible memory included (the largest layer, not the sum: memory flat in depth)."""
+    from nas import cost
+    from nas.space import Arch, LayerArch, SearchSpace
+
+
+    space = SearchSpace.from_dict({**planted_space().to_dict(), "memory": {"reversible": reversible}})
+    task = FetchTask(size=64)
+    strategy = STRATEGIES.get("darts")(space, seed=0, seq_len=task.seq_len, cost=kind, cost_weight=1.0)
+    strategy._build_cost_table(Supernet(space, task.shape))
+    arch = Arch(2, (LayerArch("full", 2, 64), LayerArch("local", 2, 64)))  # the larger layer first
+    choices = space.choices_of(arch)
+    with torch.no_grad():
+        for key, options in space.decisions().items():
+            one_hot = torch.full((len(options),), -1e4)
+            one_hot[options.index(choices[key])] = 0.0
+            strategy.alphas[key.replace(".", "_")].copy_(one_hot)
+    expected = cost.arch_cost(arch, space, task.shape, task.seq_len, kind)
+    assert strategy.expected_cost().item() == pytest.approx(expected, rel=1e-5)
