@@ -42,8 +42,25 @@ class RankOutcome:
     dir: Path  # <run>/rank: ranking.csv, summary.json, archs.yaml, standalone/, tensorboard/
     rows: list[ranking.RankedArch]  # one per arch, in the order ranked
     summary: ranking.RankSummary  # Kendall tau-b, Spearman rho, top-k overlap, regret
+    search_pick: SearchPick | None  # the search's own choice (best_arch.yaml), trained standalone too
     trained: int  # standalone jobs trained by this call (0 when every one had finished before)
     text: str  # what was printed
+
+
+@dataclass(frozen=True)
+class SearchPick:
+    """The arch the search itself chose (its `best_arch.yaml`), scored like the ranked archs. It
+    may lie outside them (DARTS' decided arch, a random search's best of its own samples), so it
+    stays out of tau and rho: its regret answers "how good is what my search returned?"."""
+
+    arch: Arch
+    inherited: float
+    standalone_mean: float
+    regret: float  # the best standalone among the ranked archs and this one, minus this one's
+
+    def to_dict(self) -> dict:
+        return {"search_pick_arch": self.arch.to_dict(), "search_pick_inherited": self.inherited,
+                "search_pick_standalone": self.standalone_mean, "search_pick_regret": self.regret}
 
 
 def rank(cfg: DictConfig) -> RankOutcome:
@@ -57,9 +74,12 @@ def rank(cfg: DictConfig) -> RankOutcome:
     trains only what is missing, and several processes, machines or search runs of the same task
     and space can share them (`nas.training.standalone`).
 
+    With `cfg.search_pick` (the default) the search's own `best_arch.yaml` is scored and
+    trained the same way, and its regret reported beside that of the supernet's pick among the archs.
+
     Args:
         cfg: configs/rank.yaml: `run`, `archs`, `seed`, `seeds`, `workers`, `top_k`,
-            `standalone_dir`, `budget`, `trainer`, `paths`.
+            `search_pick`, `standalone_dir`, `budget`, `trainer`, `paths`.
     """
     start = time.perf_counter()
     run_dir = _search_run(cfg.get("run"))
@@ -75,6 +95,8 @@ def rank(cfg: DictConfig) -> RankOutcome:
     supernet = load_supernet(resumable(run_dir / "checkpoints" / "last.ckpt") or run_dir / "checkpoints" / "last.ckpt")
     space = supernet.space
     archs = _archs_to_rank(cfg.get("archs"), space, cfg.seed)
+    chosen = _search_choice(run_dir, space) if cfg.get("search_pick", True) else None
+    scored = archs + [chosen] if chosen is not None and chosen not in archs else archs
     task = hydra.utils.instantiate(saved.task, data_dir=data_dir)
     out = run_dir / "rank"
     out.mkdir(exist_ok=True)
@@ -84,20 +106,21 @@ def rank(cfg: DictConfig) -> RankOutcome:
 
     log.info("ranking %d archs of %s: inherited scores on %d validation examples", len(archs), run_dir,
              len(task.val_dataloader().dataset))
-    inherited = [evaluate_with_loss(supernet, task.val_dataloader(), task.metric, arch=a) for a in archs]
+    inherited = {a: evaluate_with_loss(supernet, task.val_dataloader(), task.metric, arch=a) for a in scored}
     del supernet
 
     trainer = OmegaConf.to_container(cfg.trainer, resolve=True)
     trainer_options = {k: trainer[k] for k in ("accelerator", "precision") if k in trainer}
     task_config = OmegaConf.to_container(saved.task, resolve=True)
     jobs = {(a, s): Job(a.to_dict(), space.to_dict(), task_config, str(data_dir), s, budget,
-                        {**trainer_options, "devices": 1}) for a in archs for s in seeds}
+                        {**trainer_options, "devices": 1}) for a in scored for s in seeds}
     pending = sum(read_result(folder, job) is None for job in jobs.values())
     trained = run_jobs(list(jobs.values()), folder, workers=resolve_workers(workers, pending))
     results = {key: read_result(folder, job) for key, job in jobs.items()}
 
     rows = []
-    for a, (metric, loss) in zip(archs, inherited):
+    for a in archs:
+        metric, loss = inherited[a]
         estimate = cost.estimate(a, space, task.shape, task.seq_len)
         rows.append(ranking.RankedArch(a, metric, loss, [results[a, s]["val"] for s in seeds],
                                        {"params": estimate.params, "flops": estimate.flops}))
@@ -106,9 +129,14 @@ def rank(cfg: DictConfig) -> RankOutcome:
     summary = ranking.rank_summary([r.inherited for r in rows], [r.standalone_mean for r in rows], higher,
                                    k=top_k, inherited_loss=[r.inherited_loss for r in rows],
                                    cost=[r.cost["params"] for r in rows])
+    search_pick = None
+    if chosen is not None:
+        mean = sum(results[chosen, s]["val"] for s in seeds) / len(seeds)
+        search_pick = SearchPick(chosen, inherited[chosen][0], mean,
+                                 ranking.regret([*(r.standalone_mean for r in rows), mean], mean, higher))
     seconds = time.perf_counter() - start
-    text = rank_text(rows, summary, task.metric, budget, seeds, len(trained), out, seconds)
-    record = {**summary.to_dict(), "metric": task.metric, "higher_is_better": higher,
+    text = rank_text(rows, summary, search_pick, task.metric, budget, seeds, len(trained), out, seconds)
+    record = {**summary.to_dict(), **(search_pick.to_dict() if search_pick else {}), "metric": task.metric, "higher_is_better": higher,
               "pick_arch": rows[summary.pick].arch.to_dict(), "budget": dataclasses.asdict(budget),
               "seeds": seeds, "val_examples": len(task.val_dataloader().dataset), "run": str(run_dir),
               "standalone_dir": str(folder),
@@ -116,9 +144,12 @@ def rank(cfg: DictConfig) -> RankOutcome:
     _write_json(out / "summary.json", record)
     with SummaryWriter(str(out / "tensorboard")) as writer:
         figures = {k: v for k, v in summary.to_dict().items() if k not in ("n", "k")}
+        if search_pick is not None:
+            figures["search_pick_regret"] = search_pick.regret
         log_rank(writer, [r.arch for r in rows], [r.inherited for r in rows], [r.standalone_mean for r in rows],
                  figures, task.metric, "```\n" + text + "\n```")
-    return RankOutcome(dir=out, rows=rows, summary=summary, trained=len(trained), text=text)
+    return RankOutcome(dir=out, rows=rows, summary=summary, search_pick=search_pick, trained=len(trained),
+                       text=text)
 
 
 def _search_run(run: object) -> Path:
@@ -154,6 +185,21 @@ def _archs_to_rank(archs: object, space: SearchSpace, seed: int) -> list[Arch]:
                       "(a YAML list of archs, or a ranked.csv / ranking.csv)")
 
 
+def _search_choice(run_dir: Path, space: SearchSpace) -> Arch | None:
+    """The search's `best_arch.yaml` (None when the run has none, e.g. killed before it chose)."""
+    path = run_dir / "best_arch.yaml"
+    if not path.is_file():
+        log.info("%s: no best_arch.yaml, so no search pick to score", run_dir)
+        return None
+    arch = Arch.from_yaml(path)
+    try:
+        space.validate(arch)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: the search's pick is not in its supernet's space ({err}); "
+                          "pass search_pick=false to rank without it") from None
+    return arch
+
+
 def _seeds(seeds: object) -> list[int]:
     values = list(range(seeds)) if isinstance(seeds, int) and not isinstance(seeds, bool) else seeds
     if isinstance(values, (list, tuple)) or OmegaConf.is_list(values):
@@ -164,8 +210,8 @@ def _seeds(seeds: object) -> list[int]:
     raise ConfigError(f"seeds={seeds!r}: expected a number of seeds (0..N-1) or a list of distinct whole numbers >= 0")
 
 
-def rank_text(rows: list[ranking.RankedArch], summary: ranking.RankSummary, metric: str, budget: Budget,
-              seeds: list[int], trained: int, out: Path, seconds: float) -> str:
+def rank_text(rows: list[ranking.RankedArch], summary: ranking.RankSummary, search_pick: SearchPick | None,
+              metric: str, budget: Budget, seeds: list[int], trained: int, out: Path, seconds: float) -> str:
     """The screen `nas-rank` prints: one line per arch, best standalone first, then the figures."""
     order = sorted(range(len(rows)), key=lambda i: -score(rows[i].standalone_mean, metric))
     lines = ["", f"{'#':>3}  {'attention':<12}{'depth':>5}  {'inherited':>9}  {'standalone':>10}  "
@@ -183,6 +229,9 @@ def rank_text(rows: list[ranking.RankedArch], summary: ranking.RankSummary, metr
               f"top-{summary.k} overlap   {summary.top_k_overlap:.3f}",
               f"regret          {summary.regret:.4f}  (the pick's standalone {rows[summary.pick].standalone_mean:.4f}, "
               f"best {best:.4f})",
+              *([f"search's pick   regret {search_pick.regret:.4f}  (best_arch.yaml: inherited "
+                 f"{search_pick.inherited:.4f}, standalone {search_pick.standalone_mean:.4f}; "
+                 f"{_compact(search_pick.arch)})"] if search_pick else []),
               "", f"{'ranking':<16}{out / 'ranking.csv'}", f"{'summary':<16}{out / 'summary.json'}",
               f"{'tensorboard':<16}tensorboard --logdir {out / 'tensorboard'}"]
     return "\n".join(lines)

@@ -148,12 +148,17 @@ def rank_summary(inherited: Sequence[float], standalone: Sequence[float], higher
     by_supernet = supernet_order(inherited, higher_is_better, inherited_loss, cost)
     by_standalone = supernet_order(standalone, higher_is_better)
     pick = by_supernet[0]
-    best = max(standalone) if higher_is_better else min(standalone)
-    regret = best - standalone[pick] if higher_is_better else standalone[pick] - best
     return RankSummary(n=n, kendall_tau=float(tau.statistic), kendall_p=float(tau.pvalue),
                        spearman_rho=float(rho.statistic), spearman_p=float(rho.pvalue), k=k,
                        top_k_overlap=len(set(by_supernet[:k]) & set(by_standalone[:k])) / k,
-                       pick=pick, regret=float(regret))
+                       pick=pick, regret=regret(standalone, standalone[pick], higher_is_better))
+
+
+def regret(standalone: Sequence[float], chosen: float, higher_is_better: bool = True) -> float:
+    """How far a chosen arch's standalone metric falls short of the best one (>= 0 when `chosen`
+    is among `standalone`), in the metric's units."""
+    best = max(standalone) if higher_is_better else min(standalone)
+    return float(best - chosen if higher_is_better else chosen - best)
 
 
 # -- files -----------------------------------------------------------------------------------

@@ -4,6 +4,8 @@ key-value lookup, then `nas-rank` of one fixed stratified set of archs against s
 training from scratch (Yu et al. 2020, https://arxiv.org/abs/1902.08142).
 
     PYTHONPATH=. python scripts/rank_study.py                        # every mechanism, 16 archs, one seed
+    PYTHONPATH=. python scripts/rank_study.py --experiment recall_1k --supernet-epochs 8 \
+        --mechanisms entangled fair separate gdas darts_pc4 --out runs/rank_study_1k   # task (b), 1024 tokens
     PYTHONPATH=. python scripts/rank_study.py --seeds 0 1 --search-seeds 0 1      # the README's table
     PYTHONPATH=. python scripts/rank_study.py --seeds 0 1 --supernet-epochs 15 \
         --out runs/rank_study_e15 --standalone-dir runs/rank_study/standalone     # its last column
@@ -13,6 +15,10 @@ standalone results (`nas-rank standalone_dir=<out>/standalone`): a standalone tr
 only on arch, seed, budget and task, so it is trained once for the whole table. Every search
 trains its supernet for the same number of epochs (the quickstart's 5; `--supernet-epochs`) of
 the same batches; FairNAS and the sandwich rule spend more compute per step, which the wall times show.
+
+`--mechanisms gdas darts_pc4` adds the differentiable strategies as rows. Every row reports the
+regret of the supernet's pick among the ranked archs (`regret`) and of the search's own
+`best_arch.yaml` (`search_pick_regret`), which for DARTS and GDAS is the arch they decided on.
 
 Resumable: a finished search (its `best_arch.yaml`) and a finished row (`<out>/rows/<name>.json`)
 are reused, so a killed study rerun with the same arguments continues. Prints one JSON object:
@@ -41,16 +47,23 @@ sys.path.insert(0, str(ROOT))
 from nas import ranking  # noqa: E402
 from nas.space import SearchSpace  # noqa: E402
 
-# name -> the nas-search overrides that select the mechanism (everything else: the quickstart's)
+# name -> the nas-search overrides that select the mechanism (everything else: the experiment's).
+# The sharing mechanisms train the supernet by sampling paths (`strategy=random`, 20 samples);
+# the last two rows are the differentiable strategies, whose own pick (best_arch.yaml) is what
+# their regret measures (issue 14).
+RANDOM = "strategy=random"
 MECHANISMS = {
-    "entangled": [],  # the default: attention types share Q/K/V/O
-    "separate": ["sharing=separate"],  # each attention type owns its Q/K/V/O
-    "entangled_gain": ["sharing=entangled_gain"],  # shared Q/K/V/O plus per-type gains
-    "few_shot": ["few_shot=layer0.attention"],  # one sub-supernet per attention type of layer 0 (Zhao et al. 2021)
-    "fair": ["strategy.fair=true"],  # every choice of every layer once per step (FairNAS)
-    "sandwich": ["strategy.sandwich=true", "strategy.distill=0.5"],  # BigNAS sandwich + in-place distillation
-    "sort_every": ["strategy.sort_every=1"],  # OFA importance sorting of heads/FFN units every epoch
+    "entangled": [RANDOM],  # the default: attention types share Q/K/V/O
+    "separate": [RANDOM, "sharing=separate"],  # each attention type owns its Q/K/V/O
+    "entangled_gain": [RANDOM, "sharing=entangled_gain"],  # shared Q/K/V/O plus per-type gains
+    "few_shot": [RANDOM, "few_shot=layer0.attention"],  # one sub-supernet per attention type of layer 0 (Zhao et al. 2021)
+    "fair": [RANDOM, "strategy.fair=true"],  # every choice of every layer once per step (FairNAS)
+    "sandwich": [RANDOM, "strategy.sandwich=true", "strategy.distill=0.5"],  # BigNAS sandwich + in-place distillation
+    "sort_every": [RANDOM, "strategy.sort_every=1"],  # OFA importance sorting of heads/FFN units every epoch
+    "gdas": ["strategy=gdas"],  # one Gumbel-softmax path per step
+    "darts_pc4": ["strategy=darts", "strategy.partial=4"],  # PC-DARTS, a quarter of the heads per candidate
 }
+SAMPLING = [name for name, overrides in MECHANISMS.items() if RANDOM in overrides]  # the default rows
 
 # --experiment -> the preset every search runs (configs/experiment/), its space, the standalone
 # learning rate (the preset's own) and the task in words for study.json
@@ -80,7 +93,7 @@ def search(out: Path, name: str, seed: int, args) -> tuple[Path, tuple[float, fl
     run_dir = out / "search" / f"{name}_seed{seed}"
     if (run_dir / "best_arch.yaml").is_file() and (run_dir / "checkpoints" / "last.ckpt").is_file():
         return run_dir, None
-    cmd = [sys.executable, "-m", "nas.cli.search", f"experiment={args.experiment}", "strategy=random", "retrain.enabled=false", f"seed={seed}",
+    cmd = [sys.executable, "-m", "nas.cli.search", f"experiment={args.experiment}", "retrain.enabled=false", f"seed={seed}",
            f"trainer.max_epochs={args.supernet_epochs}", "trainer.enable_progress_bar=false",
            f"paths.data_dir={args.data_dir}", f"hydra.run.dir={run_dir}", *MECHANISMS[name]]
     return run_dir, run(cmd, out / "logs" / f"search_{name}_seed{seed}.log", args.threads)
@@ -125,7 +138,9 @@ def main() -> None:
     parser.add_argument("--out", default="runs/rank_study", help="the study's folder (resumable)")
     parser.add_argument("--experiment", default="quickstart", choices=list(EXPERIMENTS),
                         help="the task and space: a preset of configs/experiment/")
-    parser.add_argument("--mechanisms", nargs="+", default=list(MECHANISMS), choices=list(MECHANISMS))
+    parser.add_argument("--mechanisms", nargs="+", default=SAMPLING, choices=list(MECHANISMS),
+                        help="rows of the table (default: the sharing mechanisms; add gdas darts_pc4 for the "
+                             "differentiable strategies)")
     parser.add_argument("--archs", type=int, default=16, help="archs ranked (a stratified pick)")
     parser.add_argument("--pick-seed", type=int, default=0, help="seed of the stratified pick")
     parser.add_argument("--search-seeds", type=int, nargs="+", default=[0], help="one search per mechanism and seed")
@@ -152,7 +167,7 @@ def main() -> None:
     ranking.write_archs(archs, ranking.stratified_archs(space, args.archs, seed=args.pick_seed))
     settings = {"experiment": args.experiment, "task": experiment["task"], "space": experiment["space"],
                 "standalone_lr": experiment["lr"],
-                "strategy": "random (20 samples)", "archs": args.archs, "pick_seed": args.pick_seed,
+                "archs": args.archs, "pick_seed": args.pick_seed,
                 "supernet_epochs": args.supernet_epochs, "standalone_epochs": args.standalone_epochs,
                 "search_seeds": args.search_seeds, "standalone_seeds": args.seeds, "archs_file": str(archs),
                 "threads": args.threads,
@@ -161,8 +176,8 @@ def main() -> None:
     for seed in args.search_seeds:
         for name in args.mechanisms:
             record = out / "rows" / f"{name}_seed{seed}.json"
-            key = {k: settings[k] for k in ("supernet_epochs", "standalone_epochs", "standalone_seeds", "archs",
-                                            "pick_seed")}
+            key = {**{k: settings[k] for k in ("supernet_epochs", "standalone_epochs", "standalone_seeds", "archs",
+                                               "pick_seed")}, "search_pick": True}  # rows older than search_pick: redone
             if record.is_file() and json.loads(record.read_text()).get("settings") == key:
                 rows.append(json.loads(record.read_text()))
                 continue
@@ -173,7 +188,8 @@ def main() -> None:
             summary, rank_seconds = rank(out, run_dir, archs, name, seed, args)
             row = {"mechanism": name, "overrides": MECHANISMS[name], "search_seed": seed, "run": str(run_dir),
                    **{k: summary[k] for k in ("n", "kendall_tau", "kendall_p", "spearman_rho", "spearman_p",
-                                              "top_k_overlap", "k", "regret", "pick_arch")},
+                                              "top_k_overlap", "k", "regret", "pick_arch", "search_pick_regret",
+                                              "search_pick_standalone", "search_pick_arch")},
                    "search_seconds": round(search_seconds[0], 1) if search_seconds else _status_seconds(run_dir),
                    "search_cpu_seconds": None if search_seconds is None else round(search_seconds[1], 1),
                    "rank_seconds": round(rank_seconds[0], 1), "rank_cpu_seconds": round(rank_seconds[1], 1),
@@ -182,6 +198,7 @@ def main() -> None:
             record.write_text(json.dumps(row, indent=2) + "\n")  # nothing lost if the study is killed
             rows.append(row)
             print(f"{name} seed {seed}: tau {row['kendall_tau']:.3f} regret {row['regret']:.4f} "
+                  f"(search's own pick: {row['search_pick_regret']:.4f}) "
                   f"({row['search_seconds']} s search, {row['rank_seconds']} s rank)", file=sys.stderr)
     jobs = [j for j in (json.loads(p.read_text()) for p in args.standalone_dir.glob("*.json"))
             if j["budget"]["max_epochs"] == args.standalone_epochs and j["seed"] in args.seeds]

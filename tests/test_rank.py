@@ -14,11 +14,13 @@ from omegaconf import OmegaConf
 from nas import pipeline, rank_pipeline
 from nas.cli import rank as rank_cli
 from nas.ranking import read_ranking, stratified_archs, write_archs
+from nas.space import Arch
 from nas.training import standalone
 from nas.training.search import load_supernet
 from tests.cli.conftest import TINY, compose_config
 
-TINY_RANK = ["budget.max_epochs=1", "budget.warmup_steps=2", "workers=1"]  # in this process: counted
+# in this process (counted); the search's own pick has a test of its own
+TINY_RANK = ["budget.max_epochs=1", "budget.warmup_steps=2", "workers=1", "search_pick=false"]
 
 
 @pytest.fixture(scope="module")
@@ -100,6 +102,35 @@ def test_runs_pointed_at_one_standalone_dir_train_each_job_once(search_run, monk
     assert [r.standalone for r in second.rows] == [r.standalone for r in first.rows]
     assert not (other / "rank" / "standalone").exists()
     assert json.loads((other / "rank" / "summary.json").read_text())["standalone_dir"] == str(shared)
+
+
+def test_the_search_pick_is_trained_beside_the_ranked_archs_and_kept_out_of_tau(search_run, monkeypatch, tmp_path):
+    """best_arch.yaml (here a random search's best of 2 samples) is one more standalone job, its
+    regret is measured against the best of all, and tau is that of the listed archs alone."""
+    calls = counting(monkeypatch)
+    chosen = Arch.from_yaml(search_run / "best_arch.yaml")
+    others = [a for a in stratified_archs(load_supernet(search_run / "checkpoints" / "last.ckpt").space, 4, seed=5)
+              if a != chosen][:2]
+    write_archs(tmp_path / "archs.yaml", others)
+    shared = f"standalone_dir={tmp_path / 'standalone'}"
+    cfg = rank_config(search_run, f"archs={tmp_path / 'archs.yaml'}", "search_pick=true", shared)
+    outcome = rank_pipeline.rank(cfg)
+    assert outcome.trained == 3 == len(calls) and [r.arch for r in outcome.rows] == others
+    pick = outcome.search_pick
+    assert pick.arch == chosen
+    everyone = [*(r.standalone_mean for r in outcome.rows), pick.standalone_mean]
+    assert pick.regret == pytest.approx(max(everyone) - pick.standalone_mean) and pick.regret >= 0
+    alone = rank_pipeline.rank(rank_config(search_run, f"archs={tmp_path / 'archs.yaml'}", shared))
+    assert alone.search_pick is None  # and tau is that of the listed archs either way:
+    assert alone.summary.to_dict() == pytest.approx(outcome.summary.to_dict(), nan_ok=True)
+    summary = json.loads((search_run / "rank" / "summary.json").read_text())
+    assert "search_pick_regret" not in summary  # the last call ran without it
+
+    write_archs(tmp_path / "with_pick.yaml", [*others, chosen])  # listed: ranked, and no extra job
+    listed = rank_pipeline.rank(rank_config(search_run, f"archs={tmp_path / 'with_pick.yaml'}", "search_pick=true",
+                                            shared))
+    assert listed.trained == 0 and len(listed.rows) == 3 and listed.search_pick.regret == pick.regret
+    assert f"search's pick   regret {pick.regret:.4f}" in listed.text
 
 
 def test_claims_are_exclusive_and_a_dead_process_claim_is_taken_over(tmp_path):

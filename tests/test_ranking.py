@@ -9,8 +9,8 @@ import pytest
 
 from nas.errors import ConfigError
 from nas.metrics import HIGHER_IS_BETTER
-from nas.ranking import (RankedArch, rank_summary, read_archs, read_ranking, stratified_archs, supernet_order,
-                         write_archs, write_ranking)
+from nas.ranking import (RankedArch, rank_summary, read_archs, read_ranking, regret, stratified_archs,
+                         supernet_order, write_archs, write_ranking)
 from nas.results import Candidate, best_first
 from nas.space import Arch, LayerArch, SearchSpace
 
@@ -88,6 +88,12 @@ def test_supernet_order_is_the_order_a_strategy_ranks_in(metric, expected):
                   for i, (m, l, c) in enumerate(zip(INHERITED, loss, cost))]
     by_strategy = [c.arch.layers[0].ffn_dim - 1 for c in best_first(candidates, metric)]
     assert supernet_order(INHERITED, HIGHER_IS_BETTER[metric], loss, cost) == by_strategy == expected
+
+
+def test_regret_of_a_chosen_value():
+    assert regret([0.5, 0.9, 0.7], 0.7) == pytest.approx(0.2)
+    assert regret([0.5, 0.9, 0.7], 0.9) == 0.0
+    assert regret([2.0, 1.5], 2.0, higher_is_better=False) == pytest.approx(0.5)
 
 
 def test_regret_when_lower_is_better():
