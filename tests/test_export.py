@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 
 from nas import cost
 from nas.errors import ConfigError
-from nas.export import export, load
+from nas.export import export, load, quantize_int8, write_int8_program
 from nas.ops.attention import ATTENTION
 from nas.model import ModelShape
 from nas.space import Arch, SearchSpace
@@ -81,7 +81,7 @@ def make_checkpoint(path, layers: list[dict], readout: str = "classify"):
     trainer = pl.Trainer(max_steps=1, accelerator="cpu", logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
     loader = DataLoader(samples, batch_size=4)
-    trainer.fit(module, loader, loader)  # a validation loader (not run) as the module has a validation_step
+    trainer.fit(module, loader, loader, weights_only=True)  # a validation loader (not run) as the module has a validation_step
     trainer.save_checkpoint(path)
     return path
 
@@ -420,6 +420,14 @@ def test_program_lengths_1_7_max_len_match_the_model(op, op_exports):
             got = program(padded, mask.expand(2, n))[:, :length]
             expected = export_.model(tokens)
         torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("op", ATTENTION.names())
+def test_every_op_has_an_int8_program(op, op_exports, tmp_path):
+    # TorchScript cannot save a Python autograd Function (LSH's row permutations once failed
+    # here): ops run plain tensor ops where no gradient is recorded. The write checks the
+    # saved program against the int8 model on padded batches.
+    write_int8_program(quantize_int8(op_exports[op].model), MAX_LEN, tmp_path / "model_int8.pt")
 
 
 def test_task_descriptions_are_plain_json(tmp_path):

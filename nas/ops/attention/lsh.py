@@ -47,6 +47,26 @@ def windows(x: Tensor, s: int, fill: float) -> Tensor:
     return x.unfold(0, 3 * s, s)  # (m / s, ..., 3s)
 
 
+def row_windows(x: Tensor, s: int) -> Tensor:
+    """`RowWindows` where a gradient is recorded; without one (inference, export) the same view
+    by plain ops, which TorchScript can save where it cannot save a Python autograd Function."""
+    if torch.is_grad_enabled() and x.requires_grad:
+        return RowWindows.apply(x, s)
+    return _padded_windows(x, s)
+
+
+def _padded_windows(x: Tensor, s: int) -> Tensor:
+    m, d = x.shape
+    return F.pad(x, (0, 0, s, s)).as_strided((m // s, 3 * s, d), (s * d, d, 1))  # (m/s, 3s, d)
+
+
+def permute_rows(x: Tensor, index: Tensor, inverse: Tensor, copies: int, block: int) -> Tensor:
+    """`PermuteRows` where a gradient is recorded; a plain index_select otherwise (see `row_windows`)."""
+    if torch.is_grad_enabled() and x.requires_grad:
+        return PermuteRows.apply(x, index, inverse, copies, block)
+    return x.index_select(0, index)
+
+
 class RowWindows(torch.autograd.Function):
     """(m, d) rows -> (m/s, 3s, d): chunk i's rows after those of chunk i-1, before those of
     i+1 (zeros beyond the ends), as a view of one padded copy. Its backward adds three shifted
@@ -54,10 +74,8 @@ class RowWindows(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor, s: int) -> Tensor:
-        m, d = x.shape
         ctx.s = s
-        padded = F.pad(x, (0, 0, s, s))  # (s + m + s, d), contiguous
-        return padded.as_strided((m // s, 3 * s, d), (s * d, d, 1))  # (m/s, 3s, d)
+        return _padded_windows(x, s)  # (m/s, 3s, d): a view of one padded, contiguous copy
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
@@ -122,7 +140,7 @@ def attend_chunks(q: Tensor, k: Tensor, v: Tensor, buckets: Tensor, s: int,
     """
     m, d = q.shape
     lowest = torch.finfo(q.dtype).min
-    scores = q.view(-1, s, d) @ RowWindows.apply(k, s).transpose(1, 2)  # (m/s, s, 3s)
+    scores = q.view(-1, s, d) @ row_windows(k, s).transpose(1, 2)  # (m/s, s, 3s)
     # Masked in place: a hidden key gets e = exp(lowest - top) = 0. Reformer's self score is
     # far below any real score and far above `lowest`, so that a query attends itself only
     # when its window offers no other key.
@@ -133,7 +151,7 @@ def attend_chunks(q: Tensor, k: Tensor, v: Tensor, buckets: Tensor, s: int,
     top = scores.detach().amax(-1, keepdim=True)  # (m/s, s, 1)
     e = scores.sub_(top).exp_()  # (m/s, s, 3s); in place: exp's backward needs only its output
     v1 = F.pad(v, (0, 1), value=1.0)  # (m, d+1)
-    out = e @ RowWindows.apply(v1, s)  # (m/s, s, d+1); the top key has e = 1, so den >= 1
+    out = e @ row_windows(v1, s)  # (m/s, s, d+1); the top key has e = 1, so den >= 1
     return out.view(m, d + 1), top.view(m, 1)
 
 
@@ -200,11 +218,11 @@ class LSHAttention(AttentionCore):
         # Unit keys with the 1/sqrt(d) scale, normalized before sorting: once per token, not
         # once per round. An eps the dtype can hold keeps padding's zeros at 0.
         k = F.normalize(q, dim=-1, eps=torch.finfo(q.dtype).tiny) * d ** -0.5  # (b, h, N, d)
-        sq, sk, sv = (PermuteRows.apply(x.reshape(-1, d), sort_rows, sorted_at, r, length)
+        sq, sk, sv = (permute_rows(x.reshape(-1, d), sort_rows, sorted_at, r, length)
                       for x in (q, k, v))  # (b h r N, d) each, sorted within each round
         group = self.n_buckets + 1 if self.config.attend_across_buckets else 1
         out, top = attend_chunks(sq, sk, sv, buckets, s, group)  # (b h r N, d+1), (b h r N, 1)
-        out = PermuteRows.apply(out, sorted_at, order_rows, 1, length)  # position order
+        out = permute_rows(out, sorted_at, order_rows, 1, length)  # position order
         out = out.view(b, h, r, length, d + 1)[:, :, :, :n]  # (b, h, r, n, d+1)
         if r > 1:
             # Rounds are weighed by their normalizers: a softmax over the union of their keys.
