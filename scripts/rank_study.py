@@ -40,6 +40,7 @@ from datetime import datetime
 from pathlib import Path
 
 import scipy.stats
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -65,14 +66,21 @@ MECHANISMS = {
 }
 SAMPLING = [name for name, overrides in MECHANISMS.items() if RANDOM in overrides]  # the default rows
 
-# --experiment -> the preset every search runs (configs/experiment/), its space, the standalone
-# learning rate (the preset's own) and the task in words for study.json
+# --experiment -> the task in words for study.json; every search runs that preset
+# (configs/experiment/<name>.yaml), whose space and retraining lr the study reads (`preset`)
 EXPERIMENTS = {
-    "quickstart": {"space": "quickstart", "lr": 3.0e-3,
-                   "task": "lookup (quickstart: 64 tokens, 4 pairs, 4000 train / 500 val, batch 32)"},
-    "recall_1k": {"space": "recall_1k", "lr": 1.0e-2,
-                  "task": "lookup at 1024 tokens (8 pairs, 8 queries, 2000 train / 500 val, batch 16)"},
+    "quickstart": "lookup (quickstart: 64 tokens, 4 pairs, 4000 train / 500 val, batch 32)",
+    "recall_1k": "lookup at 1024 tokens (8 pairs, 8 queries, 2000 train / 500 val, batch 16)",
 }
+
+
+def preset(name: str) -> dict:
+    """The experiment preset's space and learning rate: standalone training uses the lr the
+    preset retrains with, so that the ground truth trains as a user's retraining would."""
+    config = yaml.safe_load((ROOT / "configs" / "experiment" / f"{name}.yaml").read_text())
+    space = next(item["override /space"] for item in config["defaults"]
+                 if isinstance(item, dict) and "override /space" in item)
+    return {"space": space, "lr": config["retrain"]["lr"], "task": EXPERIMENTS[name]}
 
 
 def run(cmd: list[str], log: Path, threads: int) -> tuple[float, float]:
@@ -111,7 +119,7 @@ def _status_seconds(run_dir: Path) -> float | None:
 def rank(out: Path, run_dir: Path, archs: Path, name: str, seed: int, args) -> tuple[dict, tuple[float, float]]:
     cmd = [sys.executable, "-m", "nas.cli.rank", f"run={run_dir}", f"archs={archs}",
            f"seeds=[{','.join(map(str, args.seeds))}]", f"standalone_dir={args.standalone_dir}",
-           f"budget.max_epochs={args.standalone_epochs}", f"budget.lr={EXPERIMENTS[args.experiment]['lr']}",
+           f"budget.max_epochs={args.standalone_epochs}", f"budget.lr={preset(args.experiment)['lr']}",
            f"paths.data_dir={args.data_dir}",
            f"hydra.run.dir={out / 'logs' / 'hydra'}", "hydra.output_subdir=null"]
     if args.workers:
@@ -162,7 +170,7 @@ def main() -> None:
         (out / sub).mkdir(parents=True, exist_ok=True)
     args.standalone_dir = Path(args.standalone_dir).resolve() if args.standalone_dir else out / "standalone"
     archs = out / "archs.yaml"  # one fixed set for every row
-    experiment = EXPERIMENTS[args.experiment]
+    experiment = preset(args.experiment)
     space = SearchSpace.from_yaml(ROOT / "search_spaces" / f"{experiment['space']}.yaml")  # the pick is seeded: rewritten the same
     ranking.write_archs(archs, ranking.stratified_archs(space, args.archs, seed=args.pick_seed))
     settings = {"experiment": args.experiment, "task": experiment["task"], "space": experiment["space"],
