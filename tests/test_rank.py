@@ -6,6 +6,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from nas.cli import rank as rank_cli
 from nas.ranking import read_ranking, stratified_archs, write_archs
 from nas.space import Arch
 from nas.training import standalone
+from nas.training.retrain import RetrainModule
 from nas.training.search import load_supernet
 from tests.cli.conftest import TINY, compose_config
 
@@ -43,9 +45,9 @@ def counting(monkeypatch):
     calls = []
     real = standalone.train
 
-    def train(job):
+    def train(job, **options):
         calls.append(job.id)
-        return real(job)
+        return real(job, **options)
 
     monkeypatch.setattr(standalone, "train", train)
     return calls
@@ -141,24 +143,77 @@ def test_claims_are_exclusive_and_a_dead_process_claim_is_taken_over(tmp_path):
     dead.wait()
     (tmp_path / f"{job.id}.claim").write_text(f"{socket.gethostname()} {dead.pid}\n")
     assert standalone.claim(tmp_path, job)  # its owner is gone: taken over
-    (tmp_path / f"{job.id}.claim").write_text(f"another-host.example {os.getpid()}\n")
-    assert not standalone.claim(tmp_path, job)  # another machine's: respected
+    claim = tmp_path / f"{job.id}.claim"
+    claim.write_text(f"another-host.example {os.getpid()}\n")
+    assert not standalone.claim(tmp_path, job)  # another machine's, its heartbeat going: respected
+    old = time.time() - standalone.STALE_CLAIM_SECONDS - 5
+    os.utime(claim, (old, old))
+    assert standalone.claim(tmp_path, job)  # its heartbeat stopped: the machine died, taken over
+    claim.write_text(f"another-host.example {os.getpid()}\n")
     standalone.release(tmp_path, job)
     assert standalone.claim(tmp_path, job)
 
 
-def test_a_job_trains_the_same_twice_and_another_seed_differs(search_run):
-    """A seed is a result: rerunning a job (after a lost file) reproduces it."""
+def test_a_training_process_keeps_its_claims_fresh_and_only_its_own(tmp_path, monkeypatch):
+    monkeypatch.setattr(standalone, "HEARTBEAT_SECONDS", 0.05)
+    job = standalone.Job({"depth": 1}, {}, {}, "", 0, standalone.Budget(), {})
+    long_ago = time.time() - 1000
+    others = tmp_path / "another.claim"
+    others.write_text(f"another-host.example {os.getpid()}\n")
+    os.utime(others, (long_ago, long_ago))
+    ages = []
+
+    def slow_training(job, checkpoints=None):
+        claim = tmp_path / f"{job.id}.claim"
+        os.utime(claim, (long_ago, long_ago))
+        time.sleep(0.5)  # ten heartbeats
+        ages.append(time.time() - claim.stat().st_mtime)
+        return {"val": 0.5, "train_seconds": 0.5}
+
+    assert standalone.run_jobs([job], tmp_path, train_fn=slow_training) == [job]
+    assert ages[0] < 0.5 and others.stat().st_mtime == pytest.approx(long_ago, abs=1)
+
+
+def largest_arch_job(search_run, epochs: int = 1) -> standalone.Job:
     saved = OmegaConf.load(search_run / ".hydra" / "config.yaml")
     space = load_supernet(search_run / "checkpoints" / "last.ckpt").space
     task = OmegaConf.to_container(saved.task, resolve=True)
-    budget = standalone.Budget(max_epochs=1, warmup_steps=2)
-    job = standalone.Job(space.largest().to_dict(), space.to_dict(), task, str(saved.paths.data_dir), 0, budget,
-                         {"accelerator": "cpu", "devices": 1})
+    budget = standalone.Budget(max_epochs=epochs, warmup_steps=2)
+    return standalone.Job(space.largest().to_dict(), space.to_dict(), task, str(saved.paths.data_dir), 0, budget,
+                          {"accelerator": "cpu", "devices": 1})
+
+
+def test_a_job_trains_the_same_twice_and_another_seed_differs(search_run):
+    """A seed is a result: rerunning a job (after a lost file) reproduces it."""
+    job = largest_arch_job(search_run)
     first, again = standalone.train(job), standalone.train(job)
     assert (first["val"], first["val_loss"]) == (again["val"], again["val_loss"])
     other = standalone.train(standalone.Job(**{**job.__dict__, "seed": 1}))
     assert other["val_loss"] != first["val_loss"]
+
+
+def test_a_job_killed_mid_training_resumes_at_its_last_epoch_and_ends_as_if_never_killed(search_run, tmp_path,
+                                                                                           monkeypatch):
+    job = largest_arch_job(search_run, epochs=2)
+    uninterrupted = standalone.train(job)
+
+    def killed_in_epoch_1(module):
+        if module.current_epoch == 1:
+            raise RuntimeError("killed")
+
+    monkeypatch.setattr(RetrainModule, "on_train_epoch_start", killed_in_epoch_1, raising=False)
+    with pytest.raises(RuntimeError, match="killed"):
+        standalone.run_jobs([job], tmp_path)
+    assert (tmp_path / "in_progress" / f"{job.id}.ckpt").is_file() and standalone.read_result(tmp_path, job) is None
+    monkeypatch.undo()
+    epochs = []
+    monkeypatch.setattr(RetrainModule, "on_train_epoch_start", lambda m: epochs.append(m.current_epoch), raising=False)
+    assert standalone.run_jobs([job], tmp_path) == [job]
+    assert epochs == [1]  # epoch 0 was not trained again
+    resumed = standalone.read_result(tmp_path, job)
+    assert resumed["val_loss"] == pytest.approx(uninterrupted["val_loss"], rel=1e-5)
+    assert resumed["val"] == uninterrupted["val"]
+    assert not list((tmp_path / "in_progress").iterdir())  # the checkpoint goes with the result
 
 
 def test_job_ids_name_what_determines_the_result():

@@ -45,9 +45,9 @@ class AtomicCheckpoint(ModelCheckpoint):
         super().load_state_dict(state_dict)
 
 
-def last_checkpoint(dirpath) -> AtomicCheckpoint:
-    """Keeps `last.ckpt`, rewritten after every epoch: what `resume=` continues from."""
-    return AtomicCheckpoint(dirpath=dirpath, filename="last", save_top_k=1, enable_version_counter=False)
+def last_checkpoint(dirpath, name: str = "last") -> AtomicCheckpoint:
+    """Keeps `<name>.ckpt`, rewritten after every epoch: what `resume=` continues from."""
+    return AtomicCheckpoint(dirpath=dirpath, filename=name, save_top_k=1, enable_version_counter=False)
 
 
 log = logging.getLogger("nas")

@@ -2,11 +2,15 @@
 compares inherited-weight scores against (Yu et al. 2020, https://arxiv.org/abs/1902.08142).
 
 Each job trains one arch from scratch with one seed for a fixed budget, through the same
-`RetrainModule` as retraining (no early stopping, no checkpoints), then scores the final weights
-on the whole validation set. A job's result is one JSON file named by a hash of everything that
-determines it (arch, seed, budget, task), written atomically: a finished job is never run again,
-whatever killed the run. A job is claimed first by creating `<id>.claim` with O_EXCL, so several
-processes (`workers=K`) or machines sharing the folder never train the same job twice.
+`RetrainModule` as retraining (no early stopping), then scores the final weights on the whole
+validation set. A job's result is one JSON file named by a hash of everything that determines
+it (arch, seed, budget, task), written atomically: a finished job is never run again, whatever
+killed the run. A job in training keeps a checkpoint of its last epoch in `in_progress/<id>.ckpt`,
+so a killed job resumes there (the shuffle is drawn from seed and epoch, so it sees the batches
+an uninterrupted one would) and the file goes once the result is written. A job is claimed first by creating `<id>.claim` with O_EXCL, so several
+processes (`workers=K`) or machines sharing the folder never train the same job twice. While
+it trains, its process touches the claim every minute: a claim of another machine left untouched
+for `STALE_CLAIM_SECONDS` belonged to a machine that died, and is taken over.
 """
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ import logging
 import multiprocessing
 import os
 import socket
+import threading
 import time
 import warnings
 from dataclasses import dataclass
@@ -31,9 +36,14 @@ import torch
 from nas.errors import ConfigError
 from nas.metrics import evaluate_with_loss
 from nas.space import Arch, SearchSpace
+from nas.training.checkpoint import last_checkpoint, resumable
 from nas.training.retrain import RetrainModule
 
 log = logging.getLogger("nas")
+
+HEARTBEAT_SECONDS = 60.0  # how often a process touches the claims it holds
+STALE_CLAIM_SECONDS = 600.0  # another host's claim untouched this long: its machine died (10 missed
+                             # heartbeats, also room for clocks that differ between machines)
 
 
 @dataclass(frozen=True)
@@ -75,20 +85,25 @@ class Job:
         return hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def train(job: Job) -> dict:
+def train(job: Job, checkpoints: Path | None = None) -> dict:
     """Train `job.arch` from scratch for the budget; its final metric and loss on the whole
-    validation set. Runs in this process (or a worker's)."""
+    validation set. Runs in this process (or a worker's). With `checkpoints`, the last epoch is
+    kept there as `<id>.ckpt` and training resumes from it."""
     arch, space = Arch.from_dict(job.arch), SearchSpace.from_dict(job.space)
     task = hydra.utils.instantiate(job.task, data_dir=job.data_dir)
     pl.seed_everything(job.seed, workers=True, verbose=False)
     b = job.budget
     module = RetrainModule(arch, space, task.shape, task.metric, lr=b.lr, weight_decay=b.weight_decay,
                            warmup_steps=b.warmup_steps, task_config=job.task)
+    saver = [] if checkpoints is None else [last_checkpoint(checkpoints, job.id)]
+    resume = None if checkpoints is None else resumable(Path(checkpoints) / f"{job.id}.ckpt")
+    if resume is not None:
+        log.info("standalone job %s resumes from %s", job.id, resume)
     trainer = pl.Trainer(**job.trainer, max_epochs=b.max_epochs, gradient_clip_val=b.gradient_clip_val or None,
-                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         logger=False, enable_checkpointing=bool(saver), callbacks=saver, enable_progress_bar=False,
                          enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0)
     start = time.perf_counter()
-    trainer.fit(module, datamodule=task)
+    trainer.fit(module, datamodule=task, ckpt_path=resume, weights_only=True)
     seconds = time.perf_counter() - start
     val, val_loss = evaluate_with_loss(module.model, task.val_dataloader(), task.metric)
     return {"arch": job.arch, "seed": job.seed, "budget": dataclasses.asdict(b),
@@ -120,7 +135,7 @@ def write_result(folder: Path, job: Job, result: dict) -> None:
 
 def claim(folder: Path, job: Job) -> bool:
     """Take `job` for this process: True if it was free. A claim left by a dead process of this
-    host is taken over; one held by another host is respected (README: remove it by hand)."""
+    host is taken over, and one of another host whose heartbeat stopped (`STALE_CLAIM_SECONDS`)."""
     path = Path(folder) / f"{job.id}.claim"
     for _ in range(2):
         try:
@@ -143,10 +158,11 @@ def release(folder: Path, job: Job) -> None:
 def _stale(path: Path) -> bool:
     try:
         host, pid = path.read_text().split()
+        touched = path.stat().st_mtime
     except (FileNotFoundError, ValueError):
         return False  # being written by its owner, or gone: not ours to judge
     if host != socket.gethostname():
-        return False
+        return time.time() - touched > STALE_CLAIM_SECONDS
     try:
         os.kill(int(pid), 0)
     except ProcessLookupError:
@@ -154,6 +170,38 @@ def _stale(path: Path) -> bool:
     except PermissionError:
         return False
     return False
+
+
+def touch_claims(folder: Path) -> None:
+    """The heartbeat: refresh the mtime of every claim in `folder` this process holds."""
+    mine = f"{socket.gethostname()} {os.getpid()}"
+    for path in Path(folder).glob("*.claim"):
+        try:
+            if path.read_text().strip() == mine:
+                os.utime(path)
+        except OSError:
+            pass  # released meanwhile
+
+
+class _Heartbeat:
+    """A daemon thread calling `touch_claims` every HEARTBEAT_SECONDS while the jobs train (in
+    this process or in its workers: the claims are this process's either way)."""
+
+    def __init__(self, folder: Path):
+        self.folder, self.stop = folder, threading.Event()
+        self.thread = threading.Thread(target=self._beat, name="claim-heartbeat", daemon=True)
+
+    def _beat(self) -> None:
+        while not self.stop.wait(HEARTBEAT_SECONDS):
+            touch_claims(self.folder)
+
+    def __enter__(self) -> _Heartbeat:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join()
 
 
 def cores() -> int:
@@ -221,7 +269,8 @@ def run_jobs(jobs: Sequence[Job], folder: Path, workers: int = 1, poll_seconds: 
         pending = [j for j in jobs if read_result(folder, j) is None]
         if not pending:
             return trained
-        got = _train_free(pending, folder, workers, threads, train_fn)
+        with _Heartbeat(folder):
+            got = _train_free(pending, folder, workers, threads, train_fn)
         trained += got
         if got:
             continue
@@ -242,9 +291,13 @@ def _next_free(queue: list[Job], folder: Path) -> Job | None:
 
 
 def _train_and_write(train_fn, folder: Path, job: Job) -> dict:
-    """In the worker: the result is on disk as soon as it exists, even if the parent is gone."""
-    result = train_fn(job)
+    """In the worker: the result is on disk as soon as it exists, even if the parent is gone;
+    then the job's checkpoint goes."""
+    checkpoints = folder / "in_progress"
+    result = train_fn(job, checkpoints=checkpoints)
     write_result(folder, job, result)
+    for leftover in checkpoints.glob(f"{job.id}.ckpt*"):
+        leftover.unlink(missing_ok=True)
     return result
 
 
