@@ -75,7 +75,7 @@ def rank(cfg: DictConfig) -> RankOutcome:
     and space can share them (`nas.training.standalone`).
 
     With `cfg.search_pick` (the default) the search's own `best_arch.yaml` is scored and
-    trained the same way, and its regret reported beside that of the supernet's pick among the archs.
+    trained the same way, and its regret reported beside that of the supernet's pick.
 
     Args:
         cfg: configs/rank.yaml: `run`, `archs`, `seed`, `seeds`, `workers`, `top_k`,
@@ -136,7 +136,8 @@ def rank(cfg: DictConfig) -> RankOutcome:
                                  ranking.regret([*(r.standalone_mean for r in rows), mean], mean, higher))
     seconds = time.perf_counter() - start
     text = rank_text(rows, summary, search_pick, task.metric, budget, seeds, len(trained), out, seconds)
-    record = {**summary.to_dict(), **(search_pick.to_dict() if search_pick else {}), "metric": task.metric, "higher_is_better": higher,
+    record = {**summary.to_dict(), **(search_pick.to_dict() if search_pick else {}),
+              "metric": task.metric, "higher_is_better": higher,
               "pick_arch": rows[summary.pick].arch.to_dict(), "budget": dataclasses.asdict(budget),
               "seeds": seeds, "val_examples": len(task.val_dataloader().dataset), "run": str(run_dir),
               "standalone_dir": str(folder),

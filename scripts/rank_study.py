@@ -1,7 +1,8 @@
-"""Does weight sharing rank archs faithfully? One command for the README's table (issue 9 §3,
-task (a)): per sharing mechanism, a `nas-search strategy=random` run on the quickstart's
-key-value lookup, then `nas-rank` of one fixed stratified set of archs against standalone
-training from scratch (Yu et al. 2020, https://arxiv.org/abs/1902.08142).
+"""Does weight sharing rank archs faithfully? One command per table of the README's study (issue
+9 §3): per sharing mechanism, a `nas-search strategy=random` run on an experiment preset (the
+quickstart's key-value lookup, or `recall_1k` at 1024 tokens), then `nas-rank` of one fixed
+stratified set of archs against standalone training from scratch (Yu et al. 2020,
+https://arxiv.org/abs/1902.08142).
 
     PYTHONPATH=. python scripts/rank_study.py                        # every mechanism, 16 archs, one seed
     PYTHONPATH=. python scripts/rank_study.py --experiment recall_1k --supernet-epochs 8 \
@@ -52,19 +53,19 @@ from nas.space import SearchSpace  # noqa: E402
 # The sharing mechanisms train the supernet by sampling paths (`strategy=random`, 20 samples);
 # the last two rows are the differentiable strategies, whose own pick (best_arch.yaml) is what
 # their regret measures (issue 14).
-RANDOM = "strategy=random"
+RANDOM = ["strategy=random", "strategy.fair=false"]  # one random path per step (SPOS)
 MECHANISMS = {
-    "entangled": [RANDOM],  # the default: attention types share Q/K/V/O
-    "separate": [RANDOM, "sharing=separate"],  # each attention type owns its Q/K/V/O
-    "entangled_gain": [RANDOM, "sharing=entangled_gain"],  # shared Q/K/V/O plus per-type gains
-    "few_shot": [RANDOM, "few_shot=layer0.attention"],  # one sub-supernet per attention type of layer 0 (Zhao et al. 2021)
-    "fair": [RANDOM, "strategy.fair=true"],  # every choice of every layer once per step (FairNAS)
-    "sandwich": [RANDOM, "strategy.sandwich=true", "strategy.distill=0.5"],  # BigNAS sandwich + in-place distillation
-    "sort_every": [RANDOM, "strategy.sort_every=1"],  # OFA importance sorting of heads/FFN units every epoch
+    "entangled": [*RANDOM],  # attention types share Q/K/V/O
+    "separate": [*RANDOM, "sharing=separate"],  # each attention type owns its Q/K/V/O
+    "entangled_gain": [*RANDOM, "sharing=entangled_gain"],  # shared Q/K/V/O plus per-type gains
+    "few_shot": [*RANDOM, "few_shot=layer0.attention"],  # a sub-supernet per layer-0 attention type (Zhao et al.)
+    "fair": ["strategy=random", "strategy.fair=true"],  # every choice of every layer once a step (FairNAS; default)
+    "sandwich": [*RANDOM, "strategy.sandwich=true", "strategy.distill=0.5"],  # BigNAS sandwich + in-place distillation
+    "sort_every": [*RANDOM, "strategy.sort_every=1"],  # OFA importance sorting of heads/FFN units every epoch
     "gdas": ["strategy=gdas"],  # one Gumbel-softmax path per step
     "darts_pc4": ["strategy=darts", "strategy.partial=4"],  # PC-DARTS, a quarter of the heads per candidate
 }
-SAMPLING = [name for name, overrides in MECHANISMS.items() if RANDOM in overrides]  # the default rows
+SAMPLING = [name for name, overrides in MECHANISMS.items() if "strategy=random" in overrides]  # default rows
 
 # --experiment -> the task in words for study.json; every search runs that preset
 # (configs/experiment/<name>.yaml), whose space and retraining lr the study reads (`preset`)
@@ -101,8 +102,8 @@ def search(out: Path, name: str, seed: int, args) -> tuple[Path, tuple[float, fl
     run_dir = out / "search" / f"{name}_seed{seed}"
     if (run_dir / "best_arch.yaml").is_file() and (run_dir / "checkpoints" / "last.ckpt").is_file():
         return run_dir, None
-    cmd = [sys.executable, "-m", "nas.cli.search", f"experiment={args.experiment}", "retrain.enabled=false", f"seed={seed}",
-           f"trainer.max_epochs={args.supernet_epochs}", "trainer.enable_progress_bar=false",
+    cmd = [sys.executable, "-m", "nas.cli.search", f"experiment={args.experiment}", "retrain.enabled=false",
+           f"seed={seed}", f"trainer.max_epochs={args.supernet_epochs}", "trainer.enable_progress_bar=false",
            f"paths.data_dir={args.data_dir}", f"hydra.run.dir={run_dir}", *MECHANISMS[name]]
     return run_dir, run(cmd, out / "logs" / f"search_{name}_seed{seed}.log", args.threads)
 

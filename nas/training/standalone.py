@@ -7,10 +7,12 @@ validation set. A job's result is one JSON file named by a hash of everything th
 it (arch, seed, budget, task), written atomically: a finished job is never run again, whatever
 killed the run. A job in training keeps a checkpoint of its last epoch in `in_progress/<id>.ckpt`,
 so a killed job resumes there (the shuffle is drawn from seed and epoch, so it sees the batches
-an uninterrupted one would) and the file goes once the result is written. A job is claimed first by creating `<id>.claim` with O_EXCL, so several
-processes (`workers=K`) or machines sharing the folder never train the same job twice. While
-it trains, its process touches the claim every minute: a claim of another machine left untouched
-for `STALE_CLAIM_SECONDS` belonged to a machine that died, and is taken over.
+an uninterrupted one would) and the file goes once the result is written.
+
+A job is claimed first by creating `<id>.claim` with O_EXCL, so several processes (`workers=K`)
+or machines sharing the folder never train the same job twice. While it trains, its process
+touches the claim every minute: a claim of another machine left untouched for
+`STALE_CLAIM_SECONDS` belonged to a machine that died, and is taken over.
 """
 from __future__ import annotations
 
