@@ -131,7 +131,8 @@ def rank(cfg: DictConfig) -> RankOutcome:
                                    cost=[r.cost["params"] for r in rows])
     search_pick = None
     if chosen is not None:
-        mean = sum(results[chosen, s]["val"] for s in seeds) / len(seeds)
+        scored_alone = [results[chosen, s]["val"] for s in seeds]
+        mean = ranking.RankedArch(chosen, *inherited[chosen], scored_alone).standalone_mean
         search_pick = SearchPick(chosen, inherited[chosen][0], mean,
                                  ranking.regret([*(r.standalone_mean for r in rows), mean], mean, higher))
     seconds = time.perf_counter() - start

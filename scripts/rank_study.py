@@ -120,7 +120,7 @@ def _status_seconds(run_dir: Path) -> float | None:
 def rank(out: Path, run_dir: Path, archs: Path, name: str, seed: int, args) -> tuple[dict, tuple[float, float]]:
     cmd = [sys.executable, "-m", "nas.cli.rank", f"run={run_dir}", f"archs={archs}",
            f"seeds=[{','.join(map(str, args.seeds))}]", f"standalone_dir={args.standalone_dir}",
-           f"budget.max_epochs={args.standalone_epochs}", f"budget.lr={preset(args.experiment)['lr']}",
+           f"budget.max_epochs={args.standalone_epochs}", f"budget.lr={args.standalone_lr}",
            f"paths.data_dir={args.data_dir}",
            f"hydra.run.dir={out / 'logs' / 'hydra'}", "hydra.output_subdir=null"]
     if args.workers:
@@ -172,6 +172,7 @@ def main() -> None:
     args.standalone_dir = Path(args.standalone_dir).resolve() if args.standalone_dir else out / "standalone"
     archs = out / "archs.yaml"  # one fixed set for every row
     experiment = preset(args.experiment)
+    args.standalone_lr = experiment["lr"]  # every row's nas-rank trains with it
     space = SearchSpace.from_yaml(ROOT / "search_spaces" / f"{experiment['space']}.yaml")  # the pick is seeded: rewritten the same
     ranking.write_archs(archs, ranking.stratified_archs(space, args.archs, seed=args.pick_seed))
     settings = {"experiment": args.experiment, "task": experiment["task"], "space": experiment["space"],
