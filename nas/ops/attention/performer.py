@@ -151,12 +151,15 @@ class PerformerAttention(AttentionCore):
             phi_q, phi_k = self._softmax_features(q, k, w, scale, mask)
         v1 = F.pad(v, (0, 1), value=1.0)  # (b, h, n, d+1): the ones column yields the normalizer
         kv = phi_k.transpose(-2, -1) @ v1  # (b, h, m, d+1)
-        if self._shrinks():
-            # The same product in two halves of the features (same cost), for shrink's estimate.
-            half = w.shape[0] // 2
-            halves = (phi_q[..., :half] @ kv[..., :half, :], phi_q[..., half:] @ kv[..., half:, :])
-            return shrink_to_mean(halves, v, mask)  # (b, h, n, d)
         out = phi_q @ kv  # (b, h, n, d+1)
+        if self._shrinks():
+            # Shrink's estimate needs the product split by the two halves of the features. It is
+            # detached, so one half is computed without a graph and the other is the difference:
+            # the gradient flows through the one whole product, with no slices to scatter back.
+            with torch.no_grad():
+                half = w.shape[0] // 2
+                first = phi_q[..., :half] @ kv[..., :half, :]  # (b, h, n, d+1)
+            return shrink_to_mean(out, (first, out.detach() - first), v, mask)  # (b, h, n, d)
         num, den = out[..., :d], out[..., d:]  # (b, h, n, d), (b, h, n, 1)
         # All-padding rows have 0 / 0: dividing by 1 there keeps values and grads finite.
         return num / den.masked_fill(den == 0, 1.0)  # (b, h, n, d)
@@ -218,7 +221,7 @@ class PerformerAttention(AttentionCore):
         return heads * (2 * n * m + 2 * n * (d + 1) + m * (d + 1) + shrink)
 
 
-def shrink_to_mean(halves: tuple[Tensor, Tensor], v: Tensor, mask: Tensor | None) -> Tensor:
+def shrink_to_mean(out: Tensor, halves: tuple[Tensor, Tensor], v: Tensor, mask: Tensor | None) -> Tensor:
     """Shrink each head's ratio estimate o towards the mean u of the values, u + beta (o - u), by
     a factor estimated from the two halves of the features (o1, o2: their ratio estimates).
 
@@ -231,13 +234,14 @@ def shrink_to_mean(halves: tuple[Tensor, Tensor], v: Tensor, mask: Tensor | None
     where they estimate well beta is near 1. beta is a constant for the gradient (detached).
 
     Args:
-        halves: two (b, h, n, d+1) products phi_q[..., half] @ [N, S][half, :] (numerator, denominator).
+        out: (b, h, n, d+1), phi_q @ [N, S] (numerator, denominator); the gradient flows through it.
+        halves: two (b, h, n, d+1) products phi_q[..., half] @ [N, S][half, :], summing to `out`;
+            only their values are used.
         v: (b, h, n, d). mask: (b, n), True = real token, or None.
     Returns:
         (b, h, n, d).
     """
     d = v.shape[-1]
-    out = halves[0] + halves[1]  # (b, h, n, d+1)
     ratios = [x[..., :d] / x[..., d:].masked_fill(x[..., d:] == 0, 1.0) for x in (out, *halves)]
     o, o1, o2 = ratios  # (b, h, n, d) each; all-padding rows: 0 / 1
     if mask is None:
@@ -246,7 +250,7 @@ def shrink_to_mean(halves: tuple[Tensor, Tensor], v: Tensor, mask: Tensor | None
     else:
         real = mask[:, None, :, None].to(v.dtype)  # (b, 1, n, 1)
         u = (v * real).sum(2, keepdim=True) / real.sum(2, keepdim=True).clamp_min(1)  # (b, h, 1, d)
-    o1, o2, u_ = o1.detach(), o2.detach(), u.detach()
+    u_ = u.detach()
     signal = ((o1 - u_) * (o2 - u_)).sum(-1, keepdim=True)  # (b, h, n, 1)
     signal = (signal * real).sum(2, keepdim=True).clamp_min_(0)  # (b, h, 1, 1)
     noise = ((o1 - o2).square().sum(-1, keepdim=True) * real).sum(2, keepdim=True) / 4  # (b, h, 1, 1)
