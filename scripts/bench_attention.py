@@ -8,6 +8,10 @@ the ratio to `full` (and to the reference, for `ref_*` pairs), the peak memory o
 MiB, and achieved GFLOP/s: fwd+bwd counted as 3x the cost model's forward FLOPs of the layer
 (projections and core), against a square fp32 matmul timed in the same child right after.
 
+Children run with the allocator setting the CLIs use (nas.cpu_allocator: freed memory is kept
+for reuse); `--glibc` also runs every op on glibc's defaults, as `<label>@glibc` rows, and
+reports each op's `ratio_to_glibc`.
+
     git --git-dir=/work/.mirror/lucidrains+linformer/repo archive HEAD | tar -x -C /tmp/linformer
     python scripts/bench_attention.py --lengths 4096 16384 --rounds 3 \
         --reference-src /tmp/linformer --out bench_attention.json
@@ -62,6 +66,7 @@ def layer_flops(label: str, n: int, args) -> int:
     """Forward FLOPs of one layer as the cost model counts them: projections and core."""
     from nas.ops.attention import make_core
 
+    label = label.partition("@")[0]
     name, options = CONFIGS[REFERENCES[label][0] if label in REFERENCES else label]
     head_dim = args.dim // args.heads
     core = make_core(name, head_dim, args.heads, n, **options)
@@ -86,6 +91,11 @@ def measure(label: str, n: int, args) -> dict:
     """Runs in the child: time `repeats` steps of one op at length n, and its peak memory."""
     import torch
 
+    label, _, allocator = label.partition("@")
+    if allocator != "glibc":  # the CLIs' setting
+        from nas.cpu_allocator import reuse_freed_memory
+
+        reuse_freed_memory()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     device = torch.device(args.device)
@@ -143,6 +153,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--matmul-size", type=int, default=2048)
+    parser.add_argument("--glibc", action="store_true",
+                        help="also time every op on glibc's allocator defaults (<label>@glibc rows)")
     parser.add_argument("--reference-src", help="a checkout of lucidrains/linformer, for ref_* rows")
     parser.add_argument("--out", help="also write the JSON here")
     parser.add_argument("--child", nargs=2, metavar=("LABEL", "N"), help=argparse.SUPPRESS)
@@ -154,6 +166,8 @@ def main() -> None:
 
     labels = ["full"] + [label for label in args.ops if label != "full"
                          and (args.reference_src or label not in REFERENCES)]
+    if args.glibc:
+        labels += [f"{label}@glibc" for label in labels]
     runs: dict = {label: {n: [] for n in args.lengths} for label in labels}
     for _ in range(args.rounds):
         for n in args.lengths:
@@ -182,16 +196,18 @@ def main() -> None:
             row = results[label][n]
             if full and "seconds" in row:
                 row["ratio_to_full"] = round(row["seconds"] / full, 4)
-        for ref, (ours, _) in REFERENCES.items():
-            if ref in results and ours in results and "seconds" in results[ref][n] \
+        pairs = [(ours, ref) for ref, (ours, _) in REFERENCES.items()]
+        pairs += [(label, f"{label}@glibc") for label in labels if "@" not in label]
+        for ours, other in pairs:
+            if other in results and ours in results and "seconds" in results[other][n] \
                     and "seconds" in results[ours][n]:
-                results[ours][n][f"ratio_to_{ref}"] = round(
-                    results[ours][n]["seconds"] / results[ref][n]["seconds"], 4)
+                name = "ratio_to_" + ("glibc" if other.endswith("@glibc") else other)
+                results[ours][n][name] = round(results[ours][n]["seconds"] / results[other][n]["seconds"], 4)
                 # Per round, the pair ran back to back: the median of those ratios is the
                 # figure least moved by load that comes and goes between rounds.
-                pairs = [a["seconds"] / b["seconds"] for a, b in zip(runs[ours][n], runs[ref][n])
-                         if "seconds" in a and "seconds" in b]
-                results[ours][n][f"ratio_to_{ref}_per_round"] = round(statistics.median(pairs), 4)
+                per_round = [a["seconds"] / b["seconds"] for a, b in zip(runs[ours][n], runs[other][n])
+                             if "seconds" in a and "seconds" in b]
+                results[ours][n][f"{name}_per_round"] = round(statistics.median(per_round), 4)
     report = {"settings": {k: v for k, v in vars(args).items() if k not in ("child", "out")},
               "matmul_gflops": {"median": statistics.median(matmul), "max": max(matmul)},
               "results": results}

@@ -13,6 +13,7 @@ from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
+from nas.cpu_allocator import reuse_freed_memory
 from nas.errors import ConfigError
 from nas.run_folder import read_status
 
@@ -52,6 +53,7 @@ def one_line_errors(command: str) -> Callable:
         @functools.wraps(run)
         def checked(*args, **kwargs):
             quiet()
+            reuse_freed_memory()  # large activations are not page-faulted in again every step
             try:
                 if args and isinstance(args[0], DictConfig):
                     validate(args[0], command)
