@@ -109,6 +109,50 @@ class PermuteRows(torch.autograd.Function):
         return grad.reshape(-1, grad.shape[-1]), None, None, None, None
 
 
+def masked_exp(scores: Tensor, hidden: Tensor) -> tuple[Tensor, Tensor]:
+    """(m/s, s, 3s) scores of chunk queries against their windows, in place -> e = exp(score -
+    top) and the (m/s, s, 1) tops. A hidden key gets e = exp(lowest - top) = 0. Reformer's self
+    score (query i of a chunk is key s + i of its window) is far below any real score and far
+    above `lowest`, so that a query attends itself only when its window offers no other key.
+
+    In training the masked scores are written outside autograd and `ExpFromTop` zeroes their
+    gradient, where masked_fill_'s backward would copy and fill the whole score tensor twice.
+    Traced (torch.export, torch.compile) or without a gradient, plain autograd ops do the same.
+    """
+    s = scores.shape[1]
+    lowest, self_score = torch.finfo(scores.dtype).min, max(-1e5, torch.finfo(scores.dtype).min / 2)
+    if torch.is_grad_enabled() and scores.requires_grad and not torch.compiler.is_compiling():
+        constant = scores.detach()  # the same storage
+        constant.masked_fill_(hidden, lowest)
+        constant.diagonal(offset=s, dim1=1, dim2=2).fill_(self_score)
+        top = constant.amax(-1, keepdim=True)  # (m/s, s, 1)
+        return ExpFromTop.apply(scores, top), top
+    position = torch.arange(3 * s, device=scores.device)
+    diagonal = position[None, :] == torch.arange(s, device=scores.device)[:, None] + s  # (s, 3s)
+    scores = scores.masked_fill_(hidden, lowest).masked_fill_(diagonal, self_score)
+    top = scores.detach().amax(-1, keepdim=True)
+    return scores.sub_(top).exp_(), top  # in place: exp's backward needs only its output
+
+
+class ExpFromTop(torch.autograd.Function):
+    """exp(scores - top) in place, for `masked_exp`'s scores and a constant top. Backward:
+    grad * e, zero at the self scores (constants). The hidden scores need no zeroing: e is 0."""
+
+    @staticmethod
+    def forward(ctx, scores: Tensor, top: Tensor) -> Tensor:
+        e = scores.sub_(top).exp_()
+        ctx.mark_dirty(scores)
+        ctx.save_for_backward(e)
+        return e
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
+        (e,) = ctx.saved_tensors
+        grad = grad * e
+        grad.diagonal(offset=e.shape[1], dim1=1, dim2=2).zero_()
+        return grad, None
+
+
 @torch.no_grad()
 def chunk_hidden(buckets: Tensor, s: int, group: int) -> Tensor:
     """(m,) sorted bucket ids -> (m/s, s or 1, 3s) bool: the keys of its window a chunk's query
@@ -139,17 +183,8 @@ def attend_chunks(q: Tensor, k: Tensor, v: Tensor, buckets: Tensor, s: int,
     denominators in the same matmul as the numerators.
     """
     m, d = q.shape
-    lowest = torch.finfo(q.dtype).min
     scores = q.view(-1, s, d) @ row_windows(k, s).transpose(1, 2)  # (m/s, s, 3s)
-    # Masked in place: a hidden key gets e = exp(lowest - top) = 0. Reformer's self score is
-    # far below any real score and far above `lowest`, so that a query attends itself only
-    # when its window offers no other key.
-    scores = scores.masked_fill_(chunk_hidden(buckets, s, group), lowest)
-    position = torch.arange(3 * s, device=q.device)
-    diagonal = position[None, :] == torch.arange(s, device=q.device)[:, None] + s  # (s, 3s)
-    scores = scores.masked_fill_(diagonal, max(-1e5, lowest / 2))
-    top = scores.detach().amax(-1, keepdim=True)  # (m/s, s, 1)
-    e = scores.sub_(top).exp_()  # (m/s, s, 3s); in place: exp's backward needs only its output
+    e, top = masked_exp(scores, chunk_hidden(buckets, s, group))  # (m/s, s, 3s), (m/s, s, 1)
     v1 = F.pad(v, (0, 1), value=1.0)  # (m, d+1)
     out = e @ row_windows(v1, s)  # (m/s, s, d+1); the top key has e = 1, so den >= 1
     return out.view(m, d + 1), top.view(m, 1)
