@@ -35,6 +35,7 @@ import hydra
 import pytorch_lightning as pl
 import torch
 
+from nas.cpu_allocator import reuse_freed_memory
 from nas.errors import ConfigError
 from nas.metrics import evaluate_with_loss
 from nas.space import Arch, SearchSpace
@@ -232,6 +233,7 @@ def threads_per_worker(workers: int) -> int:
 
 def _start_worker(threads: int, filters: list) -> None:
     torch.set_num_threads(threads)
+    reuse_freed_memory()  # a spawned child starts on glibc's defaults again; the CLIs' setting
     warnings.filters[:] = filters  # the parent's silenced notices stay silent in a spawned child
     quiet_lightning()
 
