@@ -162,18 +162,20 @@ def test_row_windows_and_permutation_gradients():
 @pytest.mark.parametrize("across", [True, False])
 def test_gradients_equal_those_of_the_naive_computation(across):
     """Masking and the self score are applied outside autograd; the gradients must still be
-    those of the masked softmax (one bucket, chunks of 8 with neighbours, padding, 2 rounds)."""
+    those of the masked softmax (one bucket, chunks of 8 with neighbours, padding, 2 rounds),
+    also for a lone token, whose only key is itself (its constant self score has no gradient)."""
     torch.manual_seed(0)
     s, n = 8, 40
     core = make_core("lsh", 16, 2, 64, bucket_size=s, n_buckets=1, n_hashes=2,
                      attend_across_buckets=across)
-    q = (torch.randn(2, 2, n, 16) * 2).requires_grad_()
-    v = torch.randn(2, 2, n, 16, requires_grad=True)
-    mask = torch.ones(2, n, dtype=torch.bool)
+    q = (torch.randn(3, 2, n, 16) * 2).requires_grad_()
+    v = torch.randn(3, 2, n, 16, requires_grad=True)
+    mask = torch.ones(3, n, dtype=torch.bool)
     mask[1, 30:] = False
+    mask[2, 1:] = False  # a lone token
     chunk = torch.arange(n) // s
     allowed = (chunk[:, None] - chunk[None, :]).abs() <= 1
-    weight = torch.randn(2, 2, n, 16) * mask[:, None, :, None]  # real outputs only
+    weight = torch.randn(3, 2, n, 16) * mask[:, None, :, None]  # real outputs only
     grads = torch.autograd.grad((core(q, None, v, mask) * weight).sum(), (q, v))
     expected = torch.autograd.grad((shared_qk_attention(q, v, mask, allowed) * weight).sum(), (q, v))
     for got, want in zip(grads, expected):

@@ -115,42 +115,17 @@ def masked_exp(scores: Tensor, hidden: Tensor) -> tuple[Tensor, Tensor]:
     score (query i of a chunk is key s + i of its window) is far below any real score and far
     above `lowest`, so that a query attends itself only when its window offers no other key.
 
-    In training the masked scores are written outside autograd and `ExpFromTop` zeroes their
-    gradient, where masked_fill_'s backward would copy and fill the whole score tensor twice.
-    Traced (torch.export, torch.compile) or without a gradient, plain autograd ops do the same.
+    The masked scores are constants, written outside autograd: exp's backward, grad * e, already
+    gives them no gradient. A hidden key has e = 0; the self score has e = 0 too, unless it is
+    the query's only key, whose weight is 1 whatever its score. Where masked_fill_'s backward
+    would copy and fill the whole score tensor twice.
     """
     s = scores.shape[1]
-    lowest, self_score = torch.finfo(scores.dtype).min, max(-1e5, torch.finfo(scores.dtype).min / 2)
-    if torch.is_grad_enabled() and scores.requires_grad and not torch.compiler.is_compiling():
-        constant = scores.detach()  # the same storage
-        constant.masked_fill_(hidden, lowest)
-        constant.diagonal(offset=s, dim1=1, dim2=2).fill_(self_score)
-        top = constant.amax(-1, keepdim=True)  # (m/s, s, 1)
-        return ExpFromTop.apply(scores, top), top
-    position = torch.arange(3 * s, device=scores.device)
-    diagonal = position[None, :] == torch.arange(s, device=scores.device)[:, None] + s  # (s, 3s)
-    scores = scores.masked_fill_(hidden, lowest).masked_fill_(diagonal, self_score)
-    top = scores.detach().amax(-1, keepdim=True)
+    constant = scores.detach()  # the same storage; the matmul that made it saved no output
+    constant.masked_fill_(hidden, torch.finfo(scores.dtype).min)
+    constant.diagonal(offset=s, dim1=1, dim2=2).fill_(max(-1e5, torch.finfo(scores.dtype).min / 2))
+    top = constant.amax(-1, keepdim=True)  # (m/s, s, 1)
     return scores.sub_(top).exp_(), top  # in place: exp's backward needs only its output
-
-
-class ExpFromTop(torch.autograd.Function):
-    """exp(scores - top) in place, for `masked_exp`'s scores and a constant top. Backward:
-    grad * e, zero at the self scores (constants). The hidden scores need no zeroing: e is 0."""
-
-    @staticmethod
-    def forward(ctx, scores: Tensor, top: Tensor) -> Tensor:
-        e = scores.sub_(top).exp_()
-        ctx.mark_dirty(scores)
-        ctx.save_for_backward(e)
-        return e
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
-        (e,) = ctx.saved_tensors
-        grad = grad * e
-        grad.diagonal(offset=e.shape[1], dim1=1, dim2=2).zero_()
-        return grad, None
 
 
 @torch.no_grad()
