@@ -9,6 +9,7 @@ import warnings
 from pathlib import Path
 from typing import Callable
 
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
@@ -143,6 +144,7 @@ def validate(cfg: DictConfig, command: str) -> None:
     for field in (strategy or {}):  # every learning rate of a strategy (arch_lr, controller_lr, ...)
         if str(field).endswith("lr"):
             _number(OmegaConf.select(strategy, str(field)), f"strategy.{field}", "positive")
+    _check_run_folder(cfg)
     resume = cfg.get("resume")
     if resume and command in ("nas-search", "nas-retrain"):
         folder = Path(str(resume))
@@ -173,3 +175,15 @@ def finished(cfg: DictConfig, command: str) -> bool:
     print(f"{command}: {resume} is already done (status.json, {status.get('updated', '?')}); "
           f"nothing to resume: its results are in {where}. Start a new run to train again.")
     return True
+
+
+def _check_run_folder(cfg: DictConfig) -> None:
+    """paths.output_dir set apart from Hydra's run folder would leave the run without its
+    .hydra/config.yaml, which resume= and nas-rank read: the folder is chosen with hydra.run.dir."""
+    paths = cfg.get("paths")
+    if not HydraConfig.initialized() or paths is None or "output_dir" not in paths:
+        return  # composed in Python (scripts, tests): the caller owns the folder
+    hydra_dir = HydraConfig.get().runtime.output_dir
+    if Path(str(paths.output_dir)).resolve() != Path(hydra_dir).resolve():
+        raise ConfigError(f"paths.output_dir={paths.output_dir}: the run folder is Hydra's ({hydra_dir}); "
+                          f"choose it with hydra.run.dir={paths.output_dir}")

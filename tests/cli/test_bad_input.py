@@ -165,6 +165,20 @@ def test_a_bad_arch_file_is_one_line_from_the_command_line(tmp_path):
         f"nas-retrain: error: {tmp_path / 'arch.yaml'}: depth must be a positive integer; got 'one'"]
 
 
+def test_paths_output_dir_apart_from_the_run_folder_is_one_line(tmp_path):
+    """The run's .hydra/config.yaml (what resume= and nas-rank read) lands in Hydra's folder
+    only: the folder is chosen with hydra.run.dir, and the command says so before any work."""
+    import subprocess
+    import sys
+    done = subprocess.run([sys.executable, "-m", "nas.cli.search", f"paths.output_dir={tmp_path / 'mine'}",
+                           f"hydra.run.dir={tmp_path / 'run'}"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        f"nas-search: error: paths.output_dir={tmp_path / 'mine'}: the run folder is Hydra's "
+        f"({tmp_path / 'run'}); choose it with hydra.run.dir={tmp_path / 'mine'}"]
+    assert not (tmp_path / "mine").exists()
+
+
 def test_under_ddp_only_rank_zero_takes_the_lock(tmp_path, monkeypatch):
     """Lightning relaunches the same command for rank 1 in the same folder: it must not find
     rank 0's lock in its way (tests/cli/test_ddp.py runs the real thing, slow)."""
