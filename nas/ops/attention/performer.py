@@ -153,13 +153,13 @@ class PerformerAttention(AttentionCore):
         kv = phi_k.transpose(-2, -1) @ v1  # (b, h, m, d+1)
         out = phi_q @ kv  # (b, h, n, d+1)
         if self._shrinks():
-            # Shrink's estimate needs the product split by the two halves of the features. It is
-            # detached, so one half is computed without a graph and the other is the difference:
-            # the gradient flows through the one whole product, with no slices to scatter back.
+            # Shrink's estimate needs the product split by the two halves of the features, as
+            # values only: the first half without a graph (the second is the difference), so the
+            # gradient flows through the one whole product, with no slices to scatter back.
+            half = w.shape[0] // 2
             with torch.no_grad():
-                half = w.shape[0] // 2
                 first = phi_q[..., :half] @ kv[..., :half, :]  # (b, h, n, d+1)
-            return shrink_to_mean(out, (first, out.detach() - first), v, mask)  # (b, h, n, d)
+            return shrink_to_mean(out, first, v, mask)  # (b, h, n, d)
         num, den = out[..., :d], out[..., d:]  # (b, h, n, d), (b, h, n, 1)
         # All-padding rows have 0 / 0: dividing by 1 there keeps values and grads finite.
         return num / den.masked_fill(den == 0, 1.0)  # (b, h, n, d)
@@ -221,7 +221,7 @@ class PerformerAttention(AttentionCore):
         return heads * (2 * n * m + 2 * n * (d + 1) + m * (d + 1) + shrink)
 
 
-def shrink_to_mean(out: Tensor, halves: tuple[Tensor, Tensor], v: Tensor, mask: Tensor | None) -> Tensor:
+def shrink_to_mean(out: Tensor, first: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
     """Shrink each head's ratio estimate o towards the mean u of the values, u + beta (o - u), by
     a factor estimated from the two halves of the features (o1, o2: their ratio estimates).
 
@@ -235,13 +235,15 @@ def shrink_to_mean(out: Tensor, halves: tuple[Tensor, Tensor], v: Tensor, mask: 
 
     Args:
         out: (b, h, n, d+1), phi_q @ [N, S] (numerator, denominator); the gradient flows through it.
-        halves: two (b, h, n, d+1) products phi_q[..., half] @ [N, S][half, :], summing to `out`;
-            only their values are used.
+        first: (b, h, n, d+1), the first half of the features' share of `out`,
+            phi_q[..., :half] @ [N, S][:half, :]; only its value is used (the second half's share
+            is out - first).
         v: (b, h, n, d). mask: (b, n), True = real token, or None.
     Returns:
         (b, h, n, d).
     """
     d = v.shape[-1]
+    halves = (first, out.detach() - first)
     ratios = [x[..., :d] / x[..., d:].masked_fill(x[..., d:] == 0, 1.0) for x in (out, *halves)]
     o, o1, o2 = ratios  # (b, h, n, d) each; all-padding rows: 0 / 1
     if mask is None:
