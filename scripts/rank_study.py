@@ -22,7 +22,9 @@ regret of the supernet's pick among the ranked archs (`regret`) and of the searc
 `best_arch.yaml` (`search_pick_regret`), which for DARTS and GDAS is the arch they decided on.
 
 Resumable: a finished search (its `best_arch.yaml`) and a finished row (`<out>/rows/<name>.json`)
-are reused, so a killed study rerun with the same arguments continues. Prints one JSON object:
+are reused, so a killed study rerun with the same arguments continues. `--searches-from <study>`
+copies another study's finished searches instead of running them again: the same supernets ranked
+against another standalone budget. Prints one JSON object:
 the settings (budgets, seeds, archs) and one entry per row with Kendall tau-b, Spearman rho,
 top-k overlap, regret, the supernet's pick and the wall times of search and ranking.
 """
@@ -34,6 +36,7 @@ import itertools
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -97,10 +100,22 @@ def run(cmd: list[str], log: Path, threads: int) -> tuple[float, float]:
     return seconds, (after.ru_utime - cpu.ru_utime) + (after.ru_stime - cpu.ru_stime)
 
 
+def finished(run_dir: Path) -> bool:
+    return (run_dir / "best_arch.yaml").is_file() and (run_dir / "checkpoints" / "last.ckpt").is_file()
+
+
 def search(out: Path, name: str, seed: int, args) -> tuple[Path, tuple[float, float] | None]:
     """The row's search run (reused when finished) and its wall and CPU seconds (None when reused)."""
     run_dir = out / "search" / f"{name}_seed{seed}"
-    if (run_dir / "best_arch.yaml").is_file() and (run_dir / "checkpoints" / "last.ckpt").is_file():
+    if finished(run_dir):
+        return run_dir, None
+    source = args.searches_from / "search" / run_dir.name if args.searches_from else None
+    if source and finished(source):  # a copy: nas-rank writes into <run>/rank, the other study's stays intact
+        epochs = yaml.safe_load((source / ".hydra" / "config.yaml").read_text())["trainer"]["max_epochs"]
+        if epochs != args.supernet_epochs:
+            sys.exit(f"rank_study: {source} trained its supernet {epochs} epochs, not --supernet-epochs "
+                     f"{args.supernet_epochs}")
+        shutil.copytree(source, run_dir, ignore=shutil.ignore_patterns("rank"), dirs_exist_ok=True)
         return run_dir, None
     cmd = [sys.executable, "-m", "nas.cli.search", f"experiment={args.experiment}", "retrain.enabled=false",
            f"seed={seed}", f"trainer.max_epochs={args.supernet_epochs}", "trainer.enable_progress_bar=false",
@@ -163,6 +178,9 @@ def main() -> None:
     parser.add_argument("--standalone-dir", default=None,
                         help="standalone results, shared by every row (default <out>/standalone); point studies "
                              "of other supernet budgets at one folder to train each job once")
+    parser.add_argument("--searches-from", type=Path, default=None,
+                        help="another study's folder whose finished searches (same mechanisms, seeds and supernet "
+                             "epochs) are copied instead of run again, e.g. to rank them against another standalone budget")
     parser.add_argument("--data-dir", default="data_cache", help="the tasks' data cache")
     args = parser.parse_args()
 
@@ -170,6 +188,7 @@ def main() -> None:
     for sub in ("rows", "logs"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     args.standalone_dir = Path(args.standalone_dir).resolve() if args.standalone_dir else out / "standalone"
+    args.searches_from = (ROOT / args.searches_from).resolve() if args.searches_from else None
     archs = out / "archs.yaml"  # one fixed set for every row
     experiment = preset(args.experiment)
     args.standalone_lr = experiment["lr"]  # every row's nas-rank trains with it
@@ -181,7 +200,8 @@ def main() -> None:
                 "supernet_epochs": args.supernet_epochs, "standalone_epochs": args.standalone_epochs,
                 "search_seeds": args.search_seeds, "standalone_seeds": args.seeds, "archs_file": str(archs),
                 "threads": args.threads,
-                "standalone_dir": str(args.standalone_dir)}
+                "standalone_dir": str(args.standalone_dir),
+                "searches_from": str(args.searches_from) if args.searches_from else None}
     rows = []
     for seed in args.search_seeds:
         for name in args.mechanisms:
@@ -193,6 +213,9 @@ def main() -> None:
                 continue
             old = json.loads(record.read_text()) if record.is_file() else {}
             run_dir, search_seconds = search(out, name, seed, args)
+            if not old and args.searches_from:  # a copied search: the times its own study measured
+                source_row = args.searches_from / "rows" / record.name
+                old = json.loads(source_row.read_text()) if source_row.is_file() else {}
             if not search_seconds and old.get("search_cpu_seconds") is not None:  # reused: its measured times
                 search_seconds = (old["search_seconds"], old["search_cpu_seconds"])
             summary, rank_seconds = rank(out, run_dir, archs, name, seed, args)
