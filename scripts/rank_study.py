@@ -63,6 +63,8 @@ MECHANISMS = {
     "entangled_gain": [*RANDOM, "sharing=entangled_gain"],  # shared Q/K/V/O plus per-type gains
     "few_shot": [*RANDOM, "few_shot=layer0.attention"],  # a sub-supernet per layer-0 attention type (Zhao et al.)
     "fair": ["strategy=random", "strategy.fair=true"],  # every choice of every layer once a step (FairNAS; default)
+    # FairNAS trains every type's own Q/K/V/O at every step, where SPOS gives each a sixth of them
+    "fair_separate": ["strategy=random", "strategy.fair=true", "sharing=separate"],
     "sandwich": [*RANDOM, "strategy.sandwich=true", "strategy.distill=0.5"],  # BigNAS sandwich + in-place distillation
     "sort_every": [*RANDOM, "strategy.sort_every=1"],  # OFA importance sorting of heads/FFN units every epoch
     "gdas": ["strategy=gdas"],  # one Gumbel-softmax path per step
