@@ -107,7 +107,8 @@ def finished(run_dir: Path) -> bool:
 
 
 def search(out: Path, name: str, seed: int, args) -> tuple[Path, tuple[float, float] | None]:
-    """The row's search run (reused when finished) and its wall and CPU seconds (None when reused)."""
+    """The row's search run (reused when finished) and its wall and CPU seconds (None when reused,
+    those its own study measured when copied from `--searches-from`)."""
     run_dir = out / "search" / f"{name}_seed{seed}"
     if finished(run_dir):
         return run_dir, None
@@ -118,7 +119,11 @@ def search(out: Path, name: str, seed: int, args) -> tuple[Path, tuple[float, fl
             sys.exit(f"rank_study: {source} trained its supernet {epochs} epochs, not --supernet-epochs "
                      f"{args.supernet_epochs}")
         shutil.copytree(source, run_dir, ignore=shutil.ignore_patterns("rank"), dirs_exist_ok=True)
-        return run_dir, None
+        row = args.searches_from / "rows" / f"{name}_seed{seed}.json"
+        measured = json.loads(row.read_text()) if row.is_file() else {}
+        if measured.get("search_cpu_seconds") is None:
+            return run_dir, None
+        return run_dir, (measured["search_seconds"], measured["search_cpu_seconds"])
     cmd = [sys.executable, "-m", "nas.cli.search", f"experiment={args.experiment}", "retrain.enabled=false",
            f"seed={seed}", f"trainer.max_epochs={args.supernet_epochs}", "trainer.enable_progress_bar=false",
            f"paths.data_dir={args.data_dir}", f"hydra.run.dir={run_dir}", *MECHANISMS[name]]
@@ -215,9 +220,6 @@ def main() -> None:
                 continue
             old = json.loads(record.read_text()) if record.is_file() else {}
             run_dir, search_seconds = search(out, name, seed, args)
-            if not old and args.searches_from:  # a copied search: the times its own study measured
-                source_row = args.searches_from / "rows" / record.name
-                old = json.loads(source_row.read_text()) if source_row.is_file() else {}
             if not search_seconds and old.get("search_cpu_seconds") is not None:  # reused: its measured times
                 search_seconds = (old["search_seconds"], old["search_cpu_seconds"])
             summary, rank_seconds = rank(out, run_dir, archs, name, seed, args)
