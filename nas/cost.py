@@ -40,23 +40,33 @@ def layer_cost(layer: LayerArch, space: SearchSpace, shape: ModelShape, seq_len:
     d, n = space.dim, seq_len
     core = _core(space, layer.attention, shape.max_len)
     inner = layer.heads * space.head_dim
-    projections = len(core.inputs) + 1  # the inputs the core reads, and the output
     if kind == "params":
         return (4 * d  # two layer norms
                 + (len(core.inputs)) * (d * inner + inner) + inner * d + d
                 + core.num_params(layer.heads)
                 + d * layer.ffn_dim + layer.ffn_dim + layer.ffn_dim * d + d)
     if kind == "flops":  # 2 per multiply-add, matrix products only
-        return 2 * n * d * inner * projections + core.flops(n, layer.heads) + 2 * 2 * n * d * layer.ffn_dim
+        return attention_flops(core, n, d, layer.heads) + 2 * 2 * n * d * layer.ffn_dim
     if kind == "memory":
+        mixed = core.mixed_rows(n)
         attention = (2 * n * d  # norm1's input and output
-                     + n * inner * projections  # projected inputs, merged heads
+                     + sum(mixed.values()) * d  # rows mixed from the tokens (Linformer)
+                     + sum(mixed.get(name, n) for name in core.inputs) * inner  # projected inputs
+                     + n * inner  # merged heads
                      + core.activation_elements(n, layer.heads))
         # norm2's input, then its output and the hidden units before and after the activation;
         # in chunks those are recomputed in backward one chunk at a time
         ffn = n * d + (n * d + 2 * n * layer.ffn_dim) / space.memory.ffn_chunks
         return (attention + ffn) * BYTES_PER_ELEMENT / 2**20
     raise ConfigError(f"unknown cost '{kind}'; allowed: {', '.join(KINDS)}")
+
+
+def attention_flops(core: AttentionCore, n: int, dim: int, heads: int) -> int:
+    """Forward FLOPs of one self-attention layer: any token mixes, the projections, the core."""
+    inner = heads * core.head_dim
+    mixed = core.mixed_rows(n)
+    rows = sum(mixed.get(name, n) for name in core.inputs) + n  # the inputs', and the output's
+    return 2 * sum(mixed.values()) * n * dim + 2 * rows * dim * inner + core.flops(n, heads)
 
 
 def base_cost(space: SearchSpace, shape: ModelShape, seq_len: int, kind: str) -> float:

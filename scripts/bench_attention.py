@@ -64,14 +64,13 @@ def matmul_gflops(args) -> dict:
 
 def layer_flops(label: str, n: int, args) -> int:
     """Forward FLOPs of one layer as the cost model counts them: projections and core."""
+    from nas.cost import attention_flops
     from nas.ops.attention import make_core
 
     label = label.partition("@")[0]
     name, options = CONFIGS[REFERENCES[label][0] if label in REFERENCES else label]
-    head_dim = args.dim // args.heads
-    core = make_core(name, head_dim, args.heads, n, **options)
-    projections = len(core.inputs) + 1
-    return args.batch * (2 * n * args.dim * args.heads * head_dim * projections + core.flops(n, args.heads))
+    core = make_core(name, args.dim // args.heads, args.heads, n, **options)
+    return args.batch * attention_flops(core, n, args.dim, args.heads)
 
 
 def make_layer(label: str, n: int, args):

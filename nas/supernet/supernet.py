@@ -99,15 +99,21 @@ class SuperAttention(nn.Module):
             proj = self.projections_of(cand)
             gain_in, gain_out = self.gains_of(cand)
             key = cand if self.sharing != "entangled" else SHARED_KEY  # who may reuse a projection
-            for name in core.inputs:
+            seen = x if gain_in is None else x * gain_in  # (b, n, D)
+
+            def project(name: str, rows: Tensor) -> Tensor:  # (b, h, n or rows, d)
+                if rows is not seen:  # mixed from the tokens by this candidate (Linformer): its own
+                    return split_heads(proj[name](rows), max_heads)
                 if (key, name) not in projected:
-                    seen = x if gain_in is None else x * gain_in  # (b, n, D)
-                    projected[key, name] = split_heads(proj[name](seen), max_heads)  # (b, h, n, d)
-            qkv = (projected[key, name][:, :mixed_heads] if name in core.inputs else None
+                    projected[key, name] = split_heads(proj[name](seen), max_heads)
+                return projected[key, name]
+
+            inputs = core.projection_inputs(seen, mask)
+            qkv = (project(name, inputs[name])[:, :mixed_heads] if name in core.inputs else None
                    for name in ("q", "k", "v"))
             y = core(*qkv, mask)  # (b, h/K, n, d)
-            if partial > 1:  # the bypassed heads: their values, unmixed
-                y = torch.cat([y, projected[key, "v"][:, mixed_heads:]], 1)  # (b, h, n, d)
+            if partial > 1:  # the bypassed heads: their values (of every token), unmixed
+                y = torch.cat([y, project("v", seen)[:, mixed_heads:]], 1)  # (b, h, n, d)
             y = proj["out"](merge_heads(y * head_mask))  # (b, n, D)
             out = out + w * (y if gain_out is None else y * gain_out)
         return out

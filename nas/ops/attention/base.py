@@ -56,6 +56,19 @@ class AttentionCore(nn.Module):
         """Inputs not named in `inputs` are passed as None. mask: (b, n), True = real token."""
         raise NotImplementedError
 
+    def projection_inputs(self, x: Tensor, mask: Tensor | None) -> dict[str, Tensor]:
+        """(b, n, D) x -> what each projection in `inputs` reads: x itself, by default.
+
+        An op that mixes tokens linearly before attending (Linformer's E X W = (E X) W) mixes
+        here, so that its projections run over the few mixed rows instead of all n.
+        """
+        return dict.fromkeys(self.inputs, x)
+
+    def mixed_rows(self, n: int) -> dict[str, int]:
+        """For each input whose projection reads rows mixed from the tokens (`projection_inputs`)
+        rather than x: how many rows. The cost model counts the mix as a dense (rows, n) product."""
+        return {}
+
     def flops(self, n: int, heads: int) -> int:
         """Forward floating-point operations of the core for one sequence of length n."""
         raise NotImplementedError
@@ -122,7 +135,8 @@ def attend(x: Tensor, mask: Tensor | None, core: AttentionCore, heads: int,
     Shape: x (b, n, D) -> (b, n, D).
     """
     check_length(x.shape[1], core.max_len)
-    qkv = {name: split_heads(project[name](x), heads) for name in core.inputs}  # each (b, h, n, d)
+    inputs = core.projection_inputs(x, mask)
+    qkv = {name: split_heads(project[name](inputs[name]), heads) for name in core.inputs}  # (b, h, n or rows, d)
     y = core(qkv.get("q"), qkv.get("k"), qkv.get("v"), mask)  # (b, h, n, d)
     return out(merge_heads(y))
 
