@@ -54,7 +54,7 @@ from nas.space import SearchSpace  # noqa: E402
 
 # name -> the nas-search overrides that select the mechanism (everything else: the experiment's).
 # The sharing mechanisms train the supernet by sampling paths (`strategy=random`, 20 samples);
-# the last two rows are the differentiable strategies, whose own pick (best_arch.yaml) is what
+# the last four rows are the differentiable strategies, whose own pick (best_arch.yaml) is what
 # their regret measures (issue 14).
 RANDOM = ["strategy=random", "strategy.fair=false"]  # one random path per step (SPOS)
 MECHANISMS = {
@@ -69,6 +69,9 @@ MECHANISMS = {
     "sort_every": [*RANDOM, "strategy.sort_every=1"],  # OFA importance sorting of heads/FFN units every epoch
     "gdas": ["strategy=gdas"],  # one Gumbel-softmax path per step
     "darts_pc4": ["strategy=darts", "strategy.partial=4"],  # PC-DARTS, a quarter of the heads per candidate
+    # the same with each attention type's own Q/K/V/O, as in fair_separate
+    "gdas_separate": ["strategy=gdas", "sharing=separate"],
+    "darts_pc4_separate": ["strategy=darts", "strategy.partial=4", "sharing=separate"],
 }
 SAMPLING = [name for name, overrides in MECHANISMS.items() if "strategy=random" in overrides]  # default rows
 
@@ -170,7 +173,7 @@ def main() -> None:
     parser.add_argument("--experiment", default="quickstart", choices=list(EXPERIMENTS),
                         help="the task and space: a preset of configs/experiment/")
     parser.add_argument("--mechanisms", nargs="+", default=SAMPLING, choices=list(MECHANISMS),
-                        help="rows of the table (default: the sharing mechanisms; add gdas darts_pc4 for the "
+                        help="rows of the table (default: the sharing mechanisms; add gdas darts_pc4 (_separate) for the "
                              "differentiable strategies)")
     parser.add_argument("--archs", type=int, default=16, help="archs ranked (a stratified pick)")
     parser.add_argument("--pick-seed", type=int, default=0, help="seed of the stratified pick")
