@@ -1,0 +1,33 @@
+"""scripts/rank_study.py: every row of the study is a valid `nas-search` configuration."""
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from tests.cli.conftest import compose_config
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "rank_study.py"
+
+
+@pytest.fixture(scope="module")
+def rank_study():
+    spec = importlib.util.spec_from_file_location("rank_study", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("experiment", ["quickstart", "recall_1k"])
+def test_every_mechanism_composes_with_every_experiment(rank_study, experiment, tmp_path):
+    """A renamed or misspelt option would stop a study hours in: Hydra refuses unknown keys."""
+    assert set(rank_study.EXPERIMENTS) == {"quickstart", "recall_1k"}
+    for name, overrides in rank_study.MECHANISMS.items():
+        cfg = compose_config("search", tmp_path / name, [f"experiment={experiment}", *overrides])
+        assert cfg.strategy.name == next(o.split("=")[1] for o in overrides if o.startswith("strategy="))
+        assert (cfg.sharing == "separate") == ("separate" in name)
+        assert cfg.space.file.endswith(f"/{rank_study.preset(experiment)['space']}.yaml")
+
+
+def test_default_rows_are_the_path_sampling_ones(rank_study):
+    assert "fair_separate" in rank_study.SAMPLING
+    assert not {"gdas", "darts_pc4", "gdas_separate", "darts_pc4_separate"} & set(rank_study.SAMPLING)
