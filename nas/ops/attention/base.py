@@ -25,7 +25,8 @@ class NoOptions:
 
 
 class AttentionCore(nn.Module):
-    """Per-head attention: (b, h, n, d) q/k/v and a (b, n) key mask -> (b, h, n, d).
+    """Per-head attention: (b, h, n, d) q/k/v and a (b, n) key mask -> (b, h, n, d); an input
+    made from mixed rows (`projection_inputs`) has those rows in place of n.
 
     Subclasses set `Config` (a frozen dataclass of the op's options), `inputs` (the projections
     the op reads; e.g. LSH shares one projection for queries and keys) and `per_head` (names of
