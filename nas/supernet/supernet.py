@@ -215,8 +215,9 @@ class Supernet(nn.Module):
     Args:
         space: the search space.
         shape: the task's sizes (vocabulary, outputs, longest sequence, readout).
-        sharing: one of SHARING: "entangled" (attention candidates share Q/K/V/O), "separate",
-            or "entangled_gain" (shared, plus per-candidate input/output gains).
+        sharing: one of SHARING: "entangled" (attention candidates share Q/K/V/O), "separate"
+            (each owns its own; the CLI's default, configs/search.yaml), or "entangled_gain"
+            (shared, plus per-candidate input/output gains).
 
     Shape: tokens (b, n) long, mask (b, n) bool (True = real) -> (b, C) or (b, n, C).
     """
