@@ -57,18 +57,19 @@ from nas.space import SearchSpace  # noqa: E402
 # the last four rows are the differentiable strategies, whose own pick (best_arch.yaml) is what
 # their regret measures (issue 14).
 RANDOM = ["strategy=random", "strategy.fair=false"]  # one random path per step (SPOS)
+SHARED = "sharing=entangled"  # every row names its sharing: the CLI's default (separate) may change
 MECHANISMS = {
-    "entangled": [*RANDOM],  # attention types share Q/K/V/O
+    "entangled": [*RANDOM, SHARED],  # attention types share Q/K/V/O
     "separate": [*RANDOM, "sharing=separate"],  # each attention type owns its Q/K/V/O
     "entangled_gain": [*RANDOM, "sharing=entangled_gain"],  # shared Q/K/V/O plus per-type gains
-    "few_shot": [*RANDOM, "few_shot=layer0.attention"],  # a sub-supernet per layer-0 attention type (Zhao et al.)
-    "fair": ["strategy=random", "strategy.fair=true"],  # every choice of every layer once a step (FairNAS; default)
+    "few_shot": [*RANDOM, SHARED, "few_shot=layer0.attention"],  # a sub-supernet per layer-0 attention type (Zhao et al.)
+    "fair": ["strategy=random", "strategy.fair=true", SHARED],  # every choice of every layer once a step (FairNAS)
     # FairNAS trains every type's own Q/K/V/O at every step, where SPOS gives each a sixth of them
-    "fair_separate": ["strategy=random", "strategy.fair=true", "sharing=separate"],
-    "sandwich": [*RANDOM, "strategy.sandwich=true", "strategy.distill=0.5"],  # BigNAS sandwich + in-place distillation
-    "sort_every": [*RANDOM, "strategy.sort_every=1"],  # OFA importance sorting of heads/FFN units every epoch
-    "gdas": ["strategy=gdas"],  # one Gumbel-softmax path per step
-    "darts_pc4": ["strategy=darts", "strategy.partial=4"],  # PC-DARTS, a quarter of the heads per candidate
+    "fair_separate": ["strategy=random", "strategy.fair=true", "sharing=separate"],  # the CLI's default
+    "sandwich": [*RANDOM, SHARED, "strategy.sandwich=true", "strategy.distill=0.5"],  # BigNAS sandwich + in-place distillation
+    "sort_every": [*RANDOM, SHARED, "strategy.sort_every=1"],  # OFA importance sorting of heads/FFN units every epoch
+    "gdas": ["strategy=gdas", SHARED],  # one Gumbel-softmax path per step
+    "darts_pc4": ["strategy=darts", "strategy.partial=4", SHARED],  # PC-DARTS, a quarter of the heads per candidate
     # the same with each attention type's own Q/K/V/O, as in fair_separate
     "gdas_separate": ["strategy=gdas", "sharing=separate"],
     "darts_pc4_separate": ["strategy=darts", "strategy.partial=4", "sharing=separate"],

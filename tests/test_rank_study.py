@@ -25,6 +25,7 @@ def test_every_mechanism_composes_with_every_experiment(rank_study, experiment, 
         cfg = compose_config("search", tmp_path / name, [f"experiment={experiment}", *overrides])
         assert cfg.strategy.name == next(o.split("=")[1] for o in overrides if o.startswith("strategy="))
         assert (cfg.sharing == "separate") == ("separate" in name)
+        assert any(o.startswith("sharing=") for o in overrides), f"{name}: a new CLI default would change the row"
         assert cfg.space.file.endswith(f"/{rank_study.preset(experiment)['space']}.yaml")
 
 
