@@ -298,6 +298,7 @@ def test_few_shot_from_a_trained_one_shot_run(tmp_path):
         pipeline.one_shot_parent(tmp_path / "missing", fresh)
     with pytest.raises(ConfigError, match="a few-shot supernet"):
         pipeline.one_shot_parent(tmp_path / "few", fresh)
-    other = Supernet(trained.space, trained.shape, sharing="separate")
-    with pytest.raises(ConfigError, match="sharing=entangled, this search has .* sharing=separate"):
+    assert trained.sharing == "separate"  # the CLI's default
+    other = Supernet(trained.space, trained.shape, sharing="entangled")
+    with pytest.raises(ConfigError, match="sharing=separate, this search has .* sharing=entangled"):
         pipeline.one_shot_parent(one_shot, other)
