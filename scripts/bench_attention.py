@@ -63,7 +63,7 @@ def matmul_gflops(args) -> dict:
 
 
 def layer_flops(label: str, n: int, args) -> int:
-    """Forward FLOPs of one layer as the cost model counts them: projections and core."""
+    """Forward FLOPs of one layer as the cost model counts them: mixes, projections and core."""
     from nas.cost import attention_flops
     from nas.ops.attention import make_core
 
