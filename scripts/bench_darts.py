@@ -33,7 +33,7 @@ def measure(mode: str, args) -> dict:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     space = SearchSpace.from_yaml(args.space)
-    net = Supernet(space, ModelShape(32, 10, args.seq_len))
+    net = Supernet(space, ModelShape(32, 10, args.seq_len), sharing=args.sharing)
     tokens = torch.randint(1, 32, (args.batch, args.seq_len))
     target = torch.randint(0, 10, (args.batch,))
     logits = {k: torch.zeros(len(v), requires_grad=True) for k, v in space.decisions().items()}
@@ -67,6 +67,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--steps", type=int, default=2, help="steps per mode; the median time is reported")
+    parser.add_argument("--sharing", default="entangled", choices=["entangled", "separate", "entangled_gain"],
+                        help="the supernet's Q/K/V/O sharing (nas-search's default is separate)")
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--out", help="also write the JSON here")
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -75,7 +77,7 @@ def main() -> None:
         print(json.dumps(measure(args.child, args)))
         return
     passthrough = [f"--space={args.space}", f"--seq-len={args.seq_len}", f"--batch={args.batch}",
-                   f"--threads={args.threads}", f"--steps={args.steps}"]
+                   f"--threads={args.threads}", f"--steps={args.steps}", f"--sharing={args.sharing}"]
     results = {}
     for mode in args.modes.split(","):
         child = subprocess.run([sys.executable, __file__, "--child", mode, *passthrough],
