@@ -101,11 +101,14 @@ class SuperAttention(nn.Module):
             key = cand if self.sharing != "entangled" else SHARED_KEY  # who may reuse a projection
             seen = x if gain_in is None else x * gain_in  # (b, n, D)
 
-            def project(name: str, rows: Tensor) -> Tensor:  # (b, h, n or rows, d)
+            def project(name: str, rows: Tensor) -> Tensor:  # (b, h or h/K, n or rows, d)
+                # Only the values of every token feed the bypass; the rest is read by the
+                # candidates, on their h/K heads, so only those heads are projected.
+                heads = max_heads if name == "v" and rows is seen else mixed_heads
                 if rows is not seen:  # mixed from the tokens by this candidate (Linformer): its own
-                    return split_heads(proj[name](rows), max_heads)
+                    return split_heads(proj[name](rows, out_features=heads * self.head_dim), heads)
                 if (key, name) not in projected:
-                    projected[key, name] = split_heads(proj[name](seen), max_heads)
+                    projected[key, name] = split_heads(proj[name](seen, out_features=heads * self.head_dim), heads)
                 return projected[key, name]
 
             inputs = core.projection_inputs(seen, mask)
