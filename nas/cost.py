@@ -51,7 +51,7 @@ def layer_cost(layer: LayerArch, space: SearchSpace, shape: ModelShape, seq_len:
         mixed = core.mixed_rows(n)
         attention = (2 * n * d  # norm1's input and output
                      + sum(mixed.values()) * d  # rows mixed from the tokens (Linformer)
-                     + sum(mixed.get(name, n) for name in core.inputs) * inner  # projected inputs
+                     + _projected_rows(core, n) * inner  # projected inputs
                      + n * inner  # merged heads
                      + core.activation_elements(n, layer.heads))
         # norm2's input, then its output and the hidden units before and after the activation;
@@ -65,8 +65,14 @@ def attention_flops(core: AttentionCore, n: int, dim: int, heads: int) -> int:
     """Forward FLOPs of one self-attention layer: any token mixes, the projections, the core."""
     inner = heads * core.head_dim
     mixed = core.mixed_rows(n)
-    rows = sum(mixed.get(name, n) for name in core.inputs) + n  # the inputs', and the output's
+    rows = _projected_rows(core, n) + n  # the inputs', and the output's
     return 2 * sum(mixed.values()) * n * dim + 2 * rows * dim * inner + core.flops(n, heads)
+
+
+def _projected_rows(core: AttentionCore, n: int) -> int:
+    """Rows the input projections run over: n per input, or its mixed rows (Linformer's k)."""
+    mixed = core.mixed_rows(n)
+    return sum(mixed.get(name, n) for name in core.inputs)
 
 
 def base_cost(space: SearchSpace, shape: ModelShape, seq_len: int, kind: str) -> float:
