@@ -60,10 +60,10 @@ def _padded_windows(x: Tensor, s: int) -> Tensor:
     return F.pad(x, (0, 0, s, s)).as_strided((m // s, 3 * s, d), (s * d, d, 1))  # (m/s, 3s, d)
 
 
-def permute_rows(x: Tensor, index: Tensor, inverse: Tensor, copies: int, block: int) -> Tensor:
+def permute_rows(x: Tensor, index: Tensor, inverse: Tensor, copies: int) -> Tensor:
     """`PermuteRows` where a gradient is recorded; a plain index_select otherwise (see `row_windows`)."""
     if torch.is_grad_enabled() and x.requires_grad:
-        return PermuteRows.apply(x, index, inverse, copies, block)
+        return PermuteRows.apply(x, index, inverse, copies)
     return x.index_select(0, index)
 
 
@@ -90,23 +90,23 @@ class RowWindows(torch.autograd.Function):
 
 class PermuteRows(torch.autograd.Function):
     """out = x[index] for an index that takes each row of x `copies` times (once per hash round
-    on the way in, once on the way back). `inverse` lists, per block of `block` rows of x, for
-    each copy and row, its place in out. The backward is then a gather and a sum too, where
+    on the way in, once on the way back). `inverse` lists, for each row of x, the places of its
+    `copies` copies in out, side by side. The backward is then a gather and a sum too, where
     index_select's own backward is a slow scatter-add."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, index: Tensor, inverse: Tensor, copies: int, block: int) -> Tensor:
+    def forward(ctx, x: Tensor, index: Tensor, inverse: Tensor, copies: int) -> Tensor:
         ctx.save_for_backward(inverse)
-        ctx.copies, ctx.block = copies, block
+        ctx.copies = copies
         return x.index_select(0, index)
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None, None, None]:
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None, None]:
         (inverse,) = ctx.saved_tensors
-        grad = grad.index_select(0, inverse)  # (blocks copies block, d)
+        grad = grad.index_select(0, inverse)  # (rows copies, d)
         if ctx.copies > 1:
-            grad = grad.view(-1, ctx.copies, ctx.block, grad.shape[-1]).sum(1)  # (blocks, block, d)
-        return grad.reshape(-1, grad.shape[-1]), None, None, None, None
+            grad = grad.view(-1, ctx.copies, grad.shape[-1]).sum(1)  # (rows, d)
+        return grad, None, None, None
 
 
 def masked_exp(scores: Tensor, hidden: Tensor) -> tuple[Tensor, Tensor]:
@@ -188,60 +188,73 @@ class LSHAttention(AttentionCore):
         # the buckets (and the sort) would depend on the precision.
         with torch.autocast(x.device.type, enabled=False):
             rot = self.rotations.float().transpose(0, 1).reshape(d, r * half)  # (d, r buckets/2)
-            rotated = (x.float() @ rot).view(b, h, n, r, half)  # (b, h, n, r, buckets/2)
-        top, top_at = rotated.max(-1)  # (b, h, n, r); max and min spare building [xR, -xR]
+            # In (b, n, h) order: one matmul without a copy where x is split_heads' view.
+            rotated = (x.transpose(1, 2).float() @ rot).view(b, n, h, r, half)  # (b, n, h, r, buckets/2)
+        top, top_at = rotated.max(-1)  # (b, n, h, r); max and min spare building [xR, -xR]
         low, low_at = rotated.min(-1)
-        buckets = torch.where(top >= -low, top_at, low_at + half)  # (b, h, n, r)
-        return buckets.transpose(2, 3).contiguous()  # (b, h, r, n)
+        buckets = torch.where(top >= -low, top_at, low_at + half)  # (b, n, h, r)
+        return buckets.permute(0, 2, 3, 1).contiguous()  # (b, h, r, n)
 
     def forward(self, q: Tensor, k: Tensor | None, v: Tensor, mask: Tensor | None = None) -> Tensor:
         b, h, n, d = q.shape
         r, s = self.config.n_hashes, self.config.bucket_size
         length = -(-n // s) * s  # N: whole chunks, padded, never truncated
-
-        real = torch.ones(b, n, dtype=torch.bool, device=q.device) if mask is None else mask
-        real = F.pad(real, (0, length - n), value=False)  # (b, N)
-        q = F.pad(q, (0, 0, 0, length - n))  # (b, h, N, d)
-        v = F.pad(v, (0, 0, 0, length - n))  # (b, h, N, d)
+        if length > n:
+            q, v = (F.pad(x.transpose(1, 2), (0, 0, 0, 0, 0, length - n)).transpose(1, 2)
+                    for x in (q, v))  # (b, h, N, d), padded in (b, N, h, d) order like the rest
 
         with torch.no_grad():
             buckets = self.hash(q)  # (b, h, r, N)
-            # Padding goes to a sentinel bucket after the real ones, so the real tokens sort
-            # the same with or without it; the stable sort keeps position order within a bucket.
-            buckets.masked_fill_(~real[:, None, None], self.n_buckets)
+            if mask is not None or length > n:
+                # Padding goes to a sentinel bucket after the real ones, so the real tokens sort
+                # the same with or without it.
+                real = torch.ones(b, n, dtype=torch.bool, device=q.device) if mask is None else mask
+                real = F.pad(real, (0, length - n), value=False)  # (b, N)
+                buckets.masked_fill_(~real[:, None, None], self.n_buckets)
+            # The stable sort keeps position order within a bucket.
             buckets, order = buckets.sort(dim=-1, stable=True)  # (b, h, r, N)
             # Ids distinct per (batch, head, round): all rounds are then chunked as one long
             # sequence, and an end chunk never sees into the next round or head.
             rounds = torch.arange(b * h * r, device=q.device).view(b, h, r, 1)
             buckets = (buckets + rounds * (self.n_buckets + 1)).view(-1)  # (b h r N)
 
-            # Row indices into (b h N, d) in sorted order, and back: one index_select per
-            # tensor covers every batch, head and round (a copy of whole rows, where gather
-            # with an expanded index goes element by element).
-            starts = torch.arange(b * h, device=q.device).view(b, h, 1, 1) * length
+            # Row indices between the tokens as the projections lay them out, (b N h, d) rows
+            # (split_heads' view, so no copy on the way in or out), and the sorted rows of all
+            # rounds, (b h r N, d): one index_select per tensor covers every batch, head and
+            # round (a copy of whole rows, where gather with an expanded index goes element by
+            # element).
+            batch = torch.arange(b, device=q.device).view(b, 1, 1, 1)
+            head = torch.arange(h, device=q.device).view(1, h, 1, 1)
+            token_rows = (batch * length + order) * h + head  # (b, h, r, N): sorted row -> token row
             positions = torch.arange(length, device=q.device).expand_as(order)
             unsort = torch.empty_like(order).scatter_(-1, order, positions)  # (b, h, r, N)
-            sort_rows = (order + starts).view(-1)  # (b h r N): sorted row -> row of (b h N)
-            sorted_at = (unsort + rounds * length).view(-1)  # (b h r N): row -> sorted row
-            order_rows = (order + rounds * length).view(-1)  # (b h r N): sorted row -> row
+            # Token and round -> sorted row, token-major: (b, N, h, r).
+            sorted_rows = (unsort + rounds * length).permute(0, 3, 1, 2).contiguous().view(-1)
+            # Sorted row -> row of the token-major (b N h r) output.
+            out_rows = (token_rows * r + torch.arange(r, device=q.device).view(1, 1, r, 1)).view(-1)
+            token_rows = token_rows.view(-1)
 
+        # (b N h, d) rows: views where q and v are split_heads' views of the projections.
+        q, v = (x.transpose(1, 2).reshape(-1, d) for x in (q, v))
         # Unit keys with the 1/sqrt(d) scale, normalized before sorting: once per token, not
         # once per round. An eps the dtype can hold keeps padding's zeros at 0.
-        k = F.normalize(q, dim=-1, eps=torch.finfo(q.dtype).tiny) * d ** -0.5  # (b, h, N, d)
-        sq, sk, sv = (permute_rows(x.reshape(-1, d), sort_rows, sorted_at, r, length)
+        norm = torch.linalg.vector_norm(q, dim=-1, keepdim=True).clamp_min(torch.finfo(q.dtype).tiny)
+        k = q * (d ** -0.5 / norm)  # (b N h, d)
+        sq, sk, sv = (permute_rows(x, token_rows, sorted_rows, r)
                       for x in (q, k, v))  # (b h r N, d) each, sorted within each round
         group = self.n_buckets + 1 if self.config.attend_across_buckets else 1
         out, top = attend_chunks(sq, sk, sv, buckets, s, group)  # (b h r N, d+1), (b h r N, 1)
-        out = permute_rows(out, sorted_at, order_rows, 1, length)  # position order
-        out = out.view(b, h, r, length, d + 1)[:, :, :, :n]  # (b, h, r, n, d+1)
+        out = permute_rows(out, sorted_rows, out_rows, 1)  # (b N h r, d+1): token order
+        out = out.view(b, length, h, r, d + 1)[:, :n]  # (b, n, h, r, d+1)
         if r > 1:
             # Rounds are weighed by their normalizers: a softmax over the union of their keys.
             # The tops are constants that cancel; they only keep the exps in range.
-            top = top[sorted_at].view(b, h, r, length, 1)[:, :, :, :n]  # (b, h, r, n, 1)
-            out = (out * (top - top.amax(2, keepdim=True)).exp()).sum(2)  # (b, h, n, d+1)
+            top = top.view(-1)[sorted_rows].view(b, length, h, r, 1)[:, :n]  # (b, n, h, r, 1)
+            out = (out * (top - top.amax(3, keepdim=True)).exp()).sum(3)  # (b, n, h, d+1)
         else:
-            out = out[:, :, 0]  # (b, h, n, d+1)
-        return out[..., :d] / out[..., d:]  # (b, h, n, d)
+            out = out[:, :, :, 0]  # (b, n, h, d+1)
+        # One reciprocal per row: its backward is cheaper than a division's on every element.
+        return (out[..., :d] * out[..., d:].reciprocal()).transpose(1, 2)  # (b, h, n, d)
 
     def flops(self, n: int, heads: int) -> int:
         s, r, d = self.config.bucket_size, self.config.n_hashes, self.head_dim
