@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import os
 import shutil
 import warnings
@@ -35,6 +36,7 @@ from nas import cost
 from nas.errors import ConfigError
 from nas.metrics import evaluate_many
 from nas.model import ModelShape, Subnet
+from nas.ops.attention import revision_changes, revisions
 from nas.safe_load import read_checkpoint
 from nas.space import Arch, SearchSpace
 
@@ -42,10 +44,12 @@ from nas.space import Arch, SearchSpace
 # (e.g. an int8 copy from an earlier quantized export) never sits beside new ones.
 FILES = ("arch.yaml", "space.yaml", "model.json", "weights.safetensors", "model.pt2", "predict.py",
          "metrics.json", "model_int8.pt", "task.json")
-MODEL_KEYS = ("shape", "metric")  # what model.json holds: ModelShape.to_dict() and the metric
+MODEL_KEYS = ("shape", "metric")  # what model.json must hold: ModelShape.to_dict() and the metric
 HPARAMS = ("arch", "space") + MODEL_KEYS  # what a retrain checkpoint must hold
 
 PREDICT = Path(__file__).with_name("predict.py")  # copied into every export folder
+
+log = logging.getLogger("nas")
 
 
 def export(ckpt: str | Path, out: str | Path, overwrite: bool = False, quantize: bool = False,
@@ -53,7 +57,8 @@ def export(ckpt: str | Path, out: str | Path, overwrite: bool = False, quantize:
            task: dict | None = None) -> dict:
     """Write the subnet of a retrain checkpoint into the folder `out`.
 
-    Files: `arch.yaml`, `space.yaml`, `model.json` (the task sizes), `weights.safetensors` (the
+    Files: `arch.yaml`, `space.yaml`, `model.json` (the task sizes and `op_revisions`, see
+    `warn_revision_changes`), `weights.safetensors` (the
     subnet's state dict), `model.pt2` (a `torch.export` program: tokens (b, max_len) long and mask
     (b, max_len) bool -> logits, any b), `predict.py` (runs it with torch alone),
     `metrics.json`, and with `quantize` `model_int8.pt` (the int8 copy of `quantize_int8` as a
@@ -87,6 +92,7 @@ def export(ckpt: str | Path, out: str | Path, overwrite: bool = False, quantize:
     space = SearchSpace.from_dict(hparams["space"], source=f"{ckpt}: space")
     shape = ModelShape.from_dict(hparams["shape"], source=f"{ckpt}: shape")
     metric = hparams["metric"]
+    warn_revision_changes(hparams.get("op_revisions"), arch, space, source=str(ckpt))
     model = Subnet(arch, space, shape)
     _load_weights(model, state, source=str(ckpt))
     seq_len = shape.max_len if seq_len is None else seq_len
@@ -99,7 +105,9 @@ def export(ckpt: str | Path, out: str | Path, overwrite: bool = False, quantize:
     save_weights(model, out / "weights.safetensors")
     dynamic_len = write_program(model, shape.max_len, out / "model.pt2")
     (out / "model.json").write_text(json.dumps({"shape": shape.to_dict(), "metric": metric,
-                                                "dynamic_len": dynamic_len}, indent=2) + "\n")
+                                                "dynamic_len": dynamic_len,
+                                                "op_revisions": revisions(space.op_types(arch))},
+                                               indent=2) + "\n")
     shutil.copyfile(PREDICT, out / "predict.py")
     if task is not None:
         (out / "task.json").write_text(json.dumps(task, indent=2) + "\n")
@@ -179,7 +187,9 @@ def load(folder: str | Path, int8: bool = False) -> nn.Module:
             raise ConfigError(f"{folder}: not a complete export: no {name}")
     saved = json.loads((folder / "model.json").read_text())
     shape = ModelShape.from_dict(saved.get("shape"), source=f"{folder / 'model.json'}: shape")
-    model = Subnet(Arch.from_yaml(folder / "arch.yaml"), SearchSpace.from_yaml(folder / "space.yaml"), shape)
+    arch, space = Arch.from_yaml(folder / "arch.yaml"), SearchSpace.from_yaml(folder / "space.yaml")
+    warn_revision_changes(saved.get("op_revisions"), arch, space, source=str(folder))
+    model = Subnet(arch, space, shape)
     weights = folder / "weights.safetensors"
     try:
         state = load_file(str(weights))
@@ -189,6 +199,15 @@ def load(folder: str | Path, int8: bool = False) -> nn.Module:
                           f"({text.splitlines()[0] if text else type(err).__name__})") from None
     _load_weights(model, state, source=str(weights))
     return quantize_int8(model) if int8 else model.eval()
+
+
+def warn_revision_changes(saved: dict | None, arch: Arch, space: SearchSpace, source: str) -> None:
+    """A warning per op of the arch that computes otherwise from the same weights than when
+    `source` was written (its `op_revisions` record; none: written before records existed).
+    The weights still load: outputs differ, as after any change to an op."""
+    for change in revision_changes(saved, space.op_types(arch)):
+        log.warning("%s was written by %s: its outputs differ from this version's; retrain "
+                    "(or export with the version that wrote it) for the same results", source, change)
 
 
 def write_program(model: Subnet, max_len: int, path: Path) -> bool:

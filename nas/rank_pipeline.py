@@ -26,6 +26,7 @@ from torch.utils.tensorboard import SummaryWriter
 from nas import cost, ranking, viz
 from nas.errors import ConfigError
 from nas.metrics import HIGHER_IS_BETTER, evaluate_with_loss, score
+from nas.ops.attention import revisions
 from nas.space import Arch, SearchSpace
 from nas.training.checkpoint import resumable
 from nas.training.search import load_supernet
@@ -113,7 +114,8 @@ def rank(cfg: DictConfig) -> RankOutcome:
     trainer_options = {k: trainer[k] for k in ("accelerator", "precision") if k in trainer}
     task_config = OmegaConf.to_container(saved.task, resolve=True)
     jobs = {(a, s): Job(a.to_dict(), space.to_dict(), task_config, str(data_dir), s, budget,
-                        {**trainer_options, "devices": 1}) for a in scored for s in seeds}
+                        {**trainer_options, "devices": 1}, revisions(space.op_types(a)))
+            for a in scored for s in seeds}
     pending = sum(read_result(folder, job) is None for job in jobs.values())
     trained = run_jobs(list(jobs.values()), folder, workers=resolve_workers(workers, pending))
     results = {key: read_result(folder, job) for key, job in jobs.items()}

@@ -243,6 +243,10 @@ class SearchSpace:
                 out[f"layer{i}.{f}"] = getattr(layer, f)
         return out
 
+    def op_types(self, arch: Arch) -> list[str]:
+        """The registered op types of the arch's layers (its candidate names resolved), sorted."""
+        return sorted({self.attention[layer.attention].type for layer in arch.layers})
+
     # -- points of the space ---------------------------------------------------------------
     def sample(self, seed_or_rng: int | random.Random | None = None) -> Arch:
         """A uniformly random arch: depth first, then each layer's choices independently."""

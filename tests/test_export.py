@@ -4,6 +4,7 @@ import json
 import math
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -210,6 +211,31 @@ def test_load_gives_back_the_model(main):
     batch = main.batches[0]
     with torch.no_grad():
         assert torch.equal(model(batch["tokens"], batch["mask"]), main.model(batch["tokens"], batch["mask"]))
+
+
+def test_an_op_changed_since_the_export_or_checkpoint_is_named(op_exports, tmp_path, caplog):
+    """model.json and the retrain checkpoint record the revisions of the arch's ops past their
+    first; a record without linformer's (written before its revision 2) warns on load and export."""
+    saved = json.loads((op_exports["linformer"].dir / "model.json").read_text())
+    assert saved["op_revisions"] == {"linformer": 2}
+    assert json.loads((op_exports["full"].dir / "model.json").read_text())["op_revisions"] == {}
+    older = tmp_path / "older"
+    shutil.copytree(op_exports["linformer"].dir, older)
+    del saved["op_revisions"]
+    (older / "model.json").write_text(json.dumps(saved))
+    ckpt = torch.load(op_exports["linformer"].ckpt, weights_only=True)
+    assert ckpt["hyper_parameters"]["op_revisions"] == {"linformer": 2}
+    del ckpt["hyper_parameters"]["op_revisions"]
+    torch.save(ckpt, tmp_path / "older.ckpt")
+    with caplog.at_level("WARNING", logger="nas"):
+        load(op_exports["linformer"].dir)
+        load(op_exports["full"].dir)
+        assert not caplog.records
+        load(older)
+        assert "older was written by linformer revision 1 -> 2" in caplog.text
+        caplog.clear()
+        export(tmp_path / "older.ckpt", tmp_path / "again")
+        assert "older.ckpt was written by linformer revision 1 -> 2" in caplog.text
 
 
 def test_int8_copy_is_smaller_and_scored(main):

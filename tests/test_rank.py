@@ -223,8 +223,13 @@ def test_job_ids_name_what_determines_the_result():
     for other in (standalone.Job({"depth": 2}, {"name": "s"}, {"seq_len": 8}, "", 0, standalone.Budget(), {}),
                   standalone.Job({"depth": 1}, {"name": "s"}, {"seq_len": 8}, "", 1, standalone.Budget(), {}),
                   standalone.Job({"depth": 1}, {"name": "s"}, {"seq_len": 8}, "", 0, standalone.Budget(max_epochs=3), {}),
-                  standalone.Job({"depth": 1}, {"name": "s"}, {"seq_len": 9}, "", 0, standalone.Budget(), {})):
+                  standalone.Job({"depth": 1}, {"name": "s"}, {"seq_len": 9}, "", 0, standalone.Budget(), {}),
+                  standalone.Job({"depth": 1}, {"name": "s"}, {"seq_len": 8}, "", 0, standalone.Budget(), {},
+                                 {"linformer": 2})):
         assert other.id != job.id
+    # Jobs without revised ops keep the id they had before revisions were recorded: a cached
+    # result is retrained only where an op of its arch has changed since.
+    assert job.id == "3efbf3bc7c54d3e5"  # as computed before revisions existed
 
 
 def test_the_cli_prints_the_figures(search_run, capsys):

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from nas.metrics import check_finite, soft_cross_entropy, task_loss, task_metric
 from nas.model import ModelShape, Subnet
+from nas.ops.attention import revisions
 from nas.safe_load import read_checkpoint
 from nas.space import Arch, SearchSpace
 
@@ -27,11 +28,13 @@ class RetrainModule(pl.LightningModule):
         teacher: an optional module mapping (tokens, mask) to logits.
         distill: the weight of the distillation loss (needs a teacher).
         task_config: the task's Hydra config, kept so that export can evaluate on its test set.
+        op_revisions: ignored; the record a loaded checkpoint brings back (the hparams hold
+            this code's `revisions` of the arch's ops, which export compares with its own).
     """
 
     def __init__(self, arch: dict | Arch, space: dict | SearchSpace, shape: dict | ModelShape, metric: str, lr: float = 1e-3, weight_decay: float = 0.01,
                  warmup_steps: int = 50, teacher: nn.Module | None = None, distill: float = 0.0,
-                 task_config: dict | None = None):
+                 task_config: dict | None = None, op_revisions: dict | None = None):
         super().__init__()
         arch = arch if isinstance(arch, Arch) else Arch.from_dict(arch)
         space = space if isinstance(space, SearchSpace) else SearchSpace.from_dict(space)
@@ -39,7 +42,7 @@ class RetrainModule(pl.LightningModule):
         self.save_hyperparameters({
             "arch": arch.to_dict(), "space": space.to_dict(), "shape": shape.to_dict(), "metric": metric,
             "lr": lr, "weight_decay": weight_decay, "warmup_steps": warmup_steps, "distill": distill,
-            "task_config": task_config,
+            "task_config": task_config, "op_revisions": revisions(space.op_types(arch)),
         })
         self.arch, self.space, self.metric = arch, space, metric
         self.model = Subnet(arch, space, shape)

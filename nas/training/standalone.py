@@ -79,12 +79,21 @@ class Job:
     seed: int  # the training seed
     budget: Budget
     trainer: dict  # Lightning Trainer options: accelerator, devices, precision
+    # `nas.ops.attention.revisions` of the arch's ops: what they compute, as of this code
+    op_revisions: dict = dataclasses.field(default_factory=dict)
 
     @property
     def id(self) -> str:
-        """Stable across runs and machines: the same arch, seed, budget and task, the same id."""
+        """Stable across runs and machines: the same arch, seed, budget and task, the same id.
+
+        An op of the arch past its first revision is part of the key too, so a result cached
+        before the op changed is trained again rather than reused; ops that never changed add
+        nothing, so their results keep the ids they had before revisions existed.
+        """
         key = {"arch": self.arch, "space": self.space, "task": self.task, "seed": self.seed,
                "budget": dataclasses.asdict(self.budget)}
+        if self.op_revisions:
+            key["op_revisions"] = self.op_revisions
         return hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 

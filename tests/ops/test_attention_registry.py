@@ -99,3 +99,14 @@ def test_extract_keeps_leading_heads(name):
     with torch.no_grad():
         torch.testing.assert_close(small(*args)[:, :2], core(*big_args)[:, :2], atol=1e-5, rtol=1e-5)
     assert small.num_params(2) == sum(p.numel() for p in small.parameters())
+
+
+def test_revisions_list_the_ops_past_their_first_and_name_changes():
+    from nas.ops.attention import revision_changes, revisions
+
+    assert revisions(["full", "linformer", "linformer"]) == {"linformer": 2}
+    assert revisions(["full", "lsh"]) == {}
+    assert revision_changes({"linformer": 2}, ["full", "linformer"]) == []
+    # a record from before linformer's revision 2 (none), and one from a newer version
+    assert revision_changes(None, ["full", "linformer"]) == ["linformer revision 1 -> 2"]
+    assert revision_changes({"full": 3}, ["full"]) == ["full revision 3 -> 1"]

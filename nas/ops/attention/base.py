@@ -33,9 +33,14 @@ class AttentionCore(nn.Module):
     parameters whose leading dim indexes heads, so that a subnet with fewer heads slices them).
     Both are fixed per class: an op whose inputs depend on its options (synthesizer) is one
     class per variant.
+
+    `revision` counts changes to what the op computes from the same weights: bump it (and say
+    what changed beside it) when a checkpoint, an export or a cached standalone result of the
+    op made before the change would now give other outputs (`nas.ops.attention.revisions`).
     """
 
     name: ClassVar[str]  # set by the registry
+    revision: ClassVar[int] = 1
     Config: ClassVar[type] = NoOptions
     inputs: ClassVar[tuple[str, ...]] = ("q", "k", "v")
     per_head: ClassVar[tuple[str, ...]] = ()

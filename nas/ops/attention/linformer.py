@@ -24,6 +24,9 @@ class LinformerConfig:
 @ATTENTION.register("linformer")
 class LinformerAttention(AttentionCore):
     Config = LinformerConfig
+    # 2 (2026-12): tokens are mixed by E and F before the key and value projections, so their
+    # bias enters once per projected row instead of weighted by E's and F's row sums.
+    revision = 2
 
     def __init__(self, head_dim: int, max_heads: int, max_len: int, config=None):
         super().__init__(head_dim, max_heads, max_len, config)
