@@ -28,6 +28,7 @@ from nas.errors import ConfigError
 from nas.metrics import HIGHER_IS_BETTER, evaluate_with_loss, score
 from nas.ops.attention import revisions
 from nas.space import Arch, SearchSpace
+from nas.training.calibrate import Calibration, calibrate
 from nas.training.checkpoint import resumable
 from nas.training.search import load_supernet
 from nas.training.standalone import Budget, Job, read_result, resolve_workers, run_jobs
@@ -80,12 +81,13 @@ def rank(cfg: DictConfig) -> RankOutcome:
 
     Args:
         cfg: configs/rank.yaml: `run`, `archs`, `seed`, `seeds`, `workers`, `top_k`,
-            `search_pick`, `standalone_dir`, `budget`, `trainer`, `paths`.
+            `search_pick`, `standalone_dir`, `calibrate`, `budget`, `trainer`, `paths`.
     """
     start = time.perf_counter()
     run_dir = _search_run(cfg.get("run"))
     seeds = _seeds(cfg.get("seeds"))  # every check before any work
     budget = Budget(**OmegaConf.to_container(cfg.budget, resolve=True))
+    calibration = Calibration(**OmegaConf.to_container(cfg.get("calibrate") or {}, resolve=True))
     workers = cfg.get("workers")
     resolve_workers(workers, 1)  # checked now; resolved once the jobs are known
     top_k = cfg.get("top_k", 3)
@@ -105,9 +107,10 @@ def rank(cfg: DictConfig) -> RankOutcome:
     folder = Path(str(cfg.standalone_dir)) if cfg.get("standalone_dir") else out / "standalone"
     ranking.write_archs(out / "archs.yaml", archs)
 
-    log.info("ranking %d archs of %s: inherited scores on %d validation examples", len(archs), run_dir,
-             len(task.val_dataloader().dataset))
-    inherited = {a: evaluate_with_loss(supernet, task.val_dataloader(), task.metric, arch=a) for a in scored}
+    log.info("ranking %d archs of %s: inherited scores on %d validation examples%s", len(archs), run_dir,
+             len(task.val_dataloader().dataset),
+             f", each after {calibration.steps} calibration steps" if calibration.steps else "")
+    inherited = {a: _inherited_score(supernet, a, task, calibration, cfg.seed) for a in scored}
     del supernet
 
     trainer = OmegaConf.to_container(cfg.trainer, resolve=True)
@@ -142,7 +145,8 @@ def rank(cfg: DictConfig) -> RankOutcome:
     record = {**summary.to_dict(), **(search_pick.to_dict() if search_pick else {}),
               "metric": task.metric, "higher_is_better": higher,
               "pick_arch": rows[summary.pick].arch.to_dict(), "budget": dataclasses.asdict(budget),
-              "seeds": seeds, "val_examples": len(task.val_dataloader().dataset), "run": str(run_dir),
+              "seeds": seeds, "calibrate": dataclasses.asdict(calibration),
+              "val_examples": len(task.val_dataloader().dataset), "run": str(run_dir),
               "standalone_dir": str(folder),
               "trained_now": len(trained), "wall_seconds": round(seconds, 1)}
     _write_json(out / "summary.json", record)
@@ -154,6 +158,18 @@ def rank(cfg: DictConfig) -> RankOutcome:
                  figures, task.metric, "```\n" + text + "\n```")
     return RankOutcome(dir=out, rows=rows, summary=summary, search_pick=search_pick, trained=len(trained),
                        text=text)
+
+
+def _inherited_score(supernet, arch: Arch, task, calibration: Calibration, seed: int) -> tuple[float, float]:
+    """(metric, loss) of `arch` with the supernet's weights on the whole validation set; with
+    calibration steps, of a copy of them fine-tuned that long first (`nas.training.calibrate`)."""
+    if not calibration.steps:
+        return evaluate_with_loss(supernet, task.val_dataloader(), task.metric, arch=arch)
+    subnet = calibrate(supernet.extract(arch), task.train_dataloader, calibration, seed)
+    metric, loss = evaluate_with_loss(subnet, task.val_dataloader(), task.metric)
+    layers = " + ".join(f"{layer.attention} {layer.heads}h/{layer.ffn_dim}" for layer in arch.layers)
+    log.info("calibrated %s: %s %.4f, loss %.4f", layers, task.metric, metric, loss)
+    return metric, loss
 
 
 def _search_run(run: object) -> Path:

@@ -9,10 +9,12 @@ import sys
 import time
 from pathlib import Path
 
+import hydra
 import pytest
 from omegaconf import OmegaConf
 
 from nas import pipeline, rank_pipeline
+from nas.errors import ConfigError
 from nas.cli import rank as rank_cli
 from nas.ranking import read_ranking, stratified_archs, write_archs
 from nas.space import Arch
@@ -133,6 +135,45 @@ def test_the_search_pick_is_trained_beside_the_ranked_archs_and_kept_out_of_tau(
                                             shared))
     assert listed.trained == 0 and len(listed.rows) == 3 and listed.search_pick.regret == pick.regret
     assert f"search's pick   regret {pick.regret:.4f}" in listed.text
+
+
+def test_calibration_fine_tunes_each_arch_on_the_same_batches_before_it_is_scored(search_run, monkeypatch):
+    counting(monkeypatch)
+    plain = rank_pipeline.rank(rank_config(search_run, "archs=3"))
+    calibrated = rank_pipeline.rank(rank_config(search_run, "archs=3", "calibrate.steps=3", "calibrate.lr=0.01"))
+    assert calibrated.trained == 0  # the standalone side is the same jobs
+    assert [r.arch for r in calibrated.rows] == [r.arch for r in plain.rows]
+    assert [r.inherited_loss for r in calibrated.rows] != [r.inherited_loss for r in plain.rows]
+    summary = json.loads((search_run / "rank" / "summary.json").read_text())
+    assert summary["calibrate"] == {"steps": 3, "lr": 0.01, "gradient_clip_val": 1.0}
+    # the same steps on the same batches: scores repeat exactly
+    again = rank_pipeline.rank(rank_config(search_run, "archs=3", "calibrate.steps=3", "calibrate.lr=0.01"))
+    assert [r.inherited_loss for r in again.rows] == [r.inherited_loss for r in calibrated.rows]
+
+
+def test_calibration_lowers_the_training_loss_and_zero_steps_change_nothing(search_run):
+    import torch
+    from nas.metrics import task_loss
+    from nas.training.calibrate import Calibration, calibrate
+
+    saved = OmegaConf.load(search_run / ".hydra" / "config.yaml")
+    supernet = load_supernet(search_run / "checkpoints" / "last.ckpt")
+    task = hydra.utils.instantiate(saved.task, data_dir=saved.paths.data_dir)
+    arch = supernet.space.largest()
+    batch = next(iter(task.train_dataloader()))
+
+    def loss(model):
+        with torch.no_grad():
+            return task_loss(model.eval()(batch["tokens"], batch["mask"]), batch["target"]).item()
+
+    inherited = supernet.extract(arch)
+    before = {k: v.clone() for k, v in inherited.state_dict().items()}
+    calibrate(inherited, task.train_dataloader, Calibration(steps=0))
+    assert all(torch.equal(v, before[k]) for k, v in inherited.state_dict().items())
+    tuned = calibrate(supernet.extract(arch), task.train_dataloader, Calibration(steps=20, lr=0.01))
+    assert loss(tuned) < loss(inherited)
+    with pytest.raises(ConfigError, match=r"calibrate.steps=-1: must be a whole number >= 0"):
+        Calibration(steps=-1)
 
 
 def test_claims_are_exclusive_and_a_dead_process_claim_is_taken_over(tmp_path):
@@ -276,6 +317,8 @@ BAD = [
     (["run={run}", "archs=3", "seeds=[0,0]"], "seeds"),
     (["run={run}", "archs=3", "workers=0"], "workers=0"),
     (["run={run}", "archs=3", "budget.max_epochs=0"], "budget.max_epochs"),
+    (["run={run}", "archs=3", "calibrate.steps=-5"], "calibrate.steps=-5"),
+    (["run={run}", "archs=3", "calibrate.lr=fast"], "calibrate.lr"),
 ]
 
 
