@@ -148,6 +148,7 @@ def rank(out: Path, run_dir: Path, archs: Path, name: str, seed: int, args) -> t
            f"seeds=[{','.join(map(str, args.seeds))}]", f"standalone_dir={args.standalone_dir}",
            f"budget.max_epochs={args.standalone_epochs}", f"budget.lr={args.standalone_lr}",
            f"paths.data_dir={args.data_dir}",
+           f"calibrate.steps={args.calibrate_steps}", f"calibrate.lr={args.calibrate_lr}",
            f"hydra.run.dir={out / 'logs' / 'hydra'}", "hydra.output_subdir=null"]
     if args.workers:
         cmd.append(f"workers={args.workers}")
@@ -192,6 +193,9 @@ def main() -> None:
     parser.add_argument("--searches-from", type=Path, default=None,
                         help="another study's folder whose finished searches (same mechanisms, seeds and supernet "
                              "epochs) are copied instead of run again, e.g. to rank them against another standalone budget")
+    parser.add_argument("--calibrate-steps", type=int, default=0,
+                        help="nas-rank calibrate.steps: fine-tune steps of each arch's inherited weights before scoring")
+    parser.add_argument("--calibrate-lr", type=float, default=1e-3, help="nas-rank calibrate.lr")
     parser.add_argument("--data-dir", default="data_cache", help="the tasks' data cache")
     args = parser.parse_args()
 
@@ -210,7 +214,7 @@ def main() -> None:
                 "archs": args.archs, "pick_seed": args.pick_seed,
                 "supernet_epochs": args.supernet_epochs, "standalone_epochs": args.standalone_epochs,
                 "search_seeds": args.search_seeds, "standalone_seeds": args.seeds, "archs_file": str(archs),
-                "threads": args.threads,
+                "threads": args.threads, "calibrate_steps": args.calibrate_steps, "calibrate_lr": args.calibrate_lr,
                 "standalone_dir": str(args.standalone_dir),
                 "searches_from": str(args.searches_from) if args.searches_from else None}
     rows = []
@@ -219,6 +223,8 @@ def main() -> None:
             record = out / "rows" / f"{name}_seed{seed}.json"
             key = {**{k: settings[k] for k in ("supernet_epochs", "standalone_epochs", "standalone_seeds", "archs",
                                                "pick_seed")}, "search_pick": True}  # rows older than search_pick: redone
+            if args.calibrate_steps:  # (rows of uncalibrated studies keep their key)
+                key.update(calibrate_steps=args.calibrate_steps, calibrate_lr=args.calibrate_lr)
             if record.is_file() and json.loads(record.read_text()).get("settings") == key:
                 rows.append(json.loads(record.read_text()))
                 continue
