@@ -58,8 +58,8 @@ def export(ckpt: str | Path, out: str | Path, overwrite: bool = False, quantize:
     """Write the subnet of a retrain checkpoint into the folder `out`.
 
     Files: `arch.yaml`, `space.yaml`, `model.json` (the task sizes and `op_revisions`, see
-    `warn_revision_changes`), `weights.safetensors` (the
-    subnet's state dict), `model.pt2` (a `torch.export` program: tokens (b, max_len) long and mask
+    `warn_revision_changes`), `weights.safetensors` (the subnet's state dict), `model.pt2` (a
+    `torch.export` program: tokens (b, max_len) long and mask
     (b, max_len) bool -> logits, any b), `predict.py` (runs it with torch alone),
     `metrics.json`, and with `quantize` `model_int8.pt` (the int8 copy of `quantize_int8` as a
     TorchScript program with the same inputs; `predict.py --int8` runs it).

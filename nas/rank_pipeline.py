@@ -141,7 +141,8 @@ def rank(cfg: DictConfig) -> RankOutcome:
         search_pick = SearchPick(chosen, inherited[chosen][0], mean,
                                  ranking.regret([*(r.standalone_mean for r in rows), mean], mean, higher))
     seconds = time.perf_counter() - start
-    text = rank_text(rows, summary, search_pick, task.metric, budget, seeds, len(trained), out, seconds)
+    text = rank_text(rows, summary, search_pick, task.metric, budget, seeds, len(trained), out, seconds,
+                     calibration)
     record = {**summary.to_dict(), **(search_pick.to_dict() if search_pick else {}),
               "metric": task.metric, "higher_is_better": higher,
               "pick_arch": rows[summary.pick].arch.to_dict(), "budget": dataclasses.asdict(budget),
@@ -167,8 +168,7 @@ def _inherited_score(supernet, arch: Arch, task, calibration: Calibration, seed:
         return evaluate_with_loss(supernet, task.val_dataloader(), task.metric, arch=arch)
     subnet = calibrate(supernet.extract(arch), task.train_dataloader, calibration, seed)
     metric, loss = evaluate_with_loss(subnet, task.val_dataloader(), task.metric)
-    layers = " + ".join(f"{layer.attention} {layer.heads}h/{layer.ffn_dim}" for layer in arch.layers)
-    log.info("calibrated %s: %s %.4f, loss %.4f", layers, task.metric, metric, loss)
+    log.info("calibrated %s: %s %.4f, loss %.4f", _compact(arch), task.metric, metric, loss)
     return metric, loss
 
 
@@ -231,7 +231,8 @@ def _seeds(seeds: object) -> list[int]:
 
 
 def rank_text(rows: list[ranking.RankedArch], summary: ranking.RankSummary, search_pick: SearchPick | None,
-              metric: str, budget: Budget, seeds: list[int], trained: int, out: Path, seconds: float) -> str:
+              metric: str, budget: Budget, seeds: list[int], trained: int, out: Path, seconds: float,
+              calibration: Calibration) -> str:
     """The screen `nas-rank` prints: one line per arch, best standalone first, then the figures."""
     order = sorted(range(len(rows)), key=lambda i: -score(rows[i].standalone_mean, metric))
     lines = ["", f"{'#':>3}  {'attention':<12}{'depth':>5}  {'inherited':>9}  {'standalone':>10}  "
@@ -244,6 +245,8 @@ def rank_text(rows: list[ranking.RankedArch], summary: ranking.RankSummary, sear
     best = max(r.standalone_mean for r in rows) if HIGHER_IS_BETTER[metric] else min(r.standalone_mean for r in rows)
     lines += ["", f"{summary.n} archs; standalone: {budget.max_epochs} epochs from scratch, seeds {seeds} "
                   f"({trained} trained now, {seconds:.0f} s); val/{metric} on the whole validation set",
+              *([f"inherited: after {calibration.steps} calibration steps at lr {calibration.lr:g}"]
+                if calibration.steps else []),
               f"Kendall tau-b   {summary.kendall_tau:.3f}  (p {summary.kendall_p:.3g})",
               f"Spearman rho    {summary.spearman_rho:.3f}  (p {summary.spearman_p:.3g})",
               f"top-{summary.k} overlap   {summary.top_k_overlap:.3f}",

@@ -146,6 +146,7 @@ def test_calibration_fine_tunes_each_arch_on_the_same_batches_before_it_is_score
     assert [r.inherited_loss for r in calibrated.rows] != [r.inherited_loss for r in plain.rows]
     summary = json.loads((search_run / "rank" / "summary.json").read_text())
     assert summary["calibrate"] == {"steps": 3, "lr": 0.01, "gradient_clip_val": 1.0}
+    assert "inherited: after 3 calibration steps at lr 0.01" in calibrated.text
     # the same steps on the same batches: scores repeat exactly
     again = rank_pipeline.rank(rank_config(search_run, "archs=3", "calibrate.steps=3", "calibrate.lr=0.01"))
     assert [r.inherited_loss for r in again.rows] == [r.inherited_loss for r in calibrated.rows]
