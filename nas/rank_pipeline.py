@@ -110,7 +110,7 @@ def rank(cfg: DictConfig) -> RankOutcome:
     log.info("ranking %d archs of %s: inherited scores on %d validation examples%s", len(archs), run_dir,
              len(task.val_dataloader().dataset),
              f", each after {calibration.steps} calibration steps" if calibration.steps else "")
-    inherited = {a: _inherited_score(supernet, a, task, calibration, cfg.seed) for a in scored}
+    inherited = {a: inherited_score(supernet, a, task, calibration, cfg.seed) for a in scored}
     del supernet
 
     trainer = OmegaConf.to_container(cfg.trainer, resolve=True)
@@ -161,7 +161,7 @@ def rank(cfg: DictConfig) -> RankOutcome:
                        text=text)
 
 
-def _inherited_score(supernet, arch: Arch, task, calibration: Calibration, seed: int) -> tuple[float, float]:
+def inherited_score(supernet, arch: Arch, task, calibration: Calibration, seed: int) -> tuple[float, float]:
     """(metric, loss) of `arch` with the supernet's weights on the whole validation set; with
     calibration steps, of a copy of them fine-tuned that long first (`nas.training.calibrate`)."""
     if not calibration.steps:

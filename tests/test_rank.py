@@ -152,6 +152,24 @@ def test_calibration_fine_tunes_each_arch_on_the_same_batches_before_it_is_score
     assert [r.inherited_loss for r in again.rows] == [r.inherited_loss for r in calibrated.rows]
 
 
+def test_calibration_study_scores_a_ranked_run_without_training(search_run, monkeypatch, tmp_path):
+    import runpy
+    calls = counting(monkeypatch)
+    rank_pipeline.rank(rank_config(search_run, "archs=3"))
+    trained = len(calls)
+    out = tmp_path / "calibration.json"
+    script = Path(__file__).parents[1] / "scripts" / "calibration_study.py"
+    monkeypatch.syspath_prepend(str(script.parent))
+    saved = OmegaConf.load(search_run / ".hydra" / "config.yaml")
+    monkeypatch.setattr(sys, "argv", ["calibration_study.py", f"--run={search_run}", "--steps", "0", "2",
+                                      f"--data-dir={saved.paths.data_dir}", f"--out={out}"])
+    runpy.run_path(str(script), run_name="__main__")
+    report = json.loads(out.read_text())
+    plain = read_ranking(search_run / "rank" / "ranking.csv", "acc")
+    assert report["steps=0,lr=0.001"]["inherited"] == pytest.approx([r.inherited for r in plain])
+    assert report["steps=2,lr=0.001"]["calibrate"]["steps"] == 2 and len(calls) == trained
+
+
 def test_calibration_lowers_the_training_loss_and_zero_steps_change_nothing(search_run):
     import torch
     from nas.metrics import task_loss

@@ -1,0 +1,66 @@
+"""Try `nas-rank calibrate.steps` on a search run that `nas-rank` has already ranked, without
+training anything standalone again: the run's ranked archs are scored with calibrated inherited
+weights and compared with the standalone results in its `rank/ranking.csv` (issue 9's
+calibration table in the README).
+
+    PYTHONPATH=. python scripts/calibration_study.py --run runs/rank_study_1k_s16/search/fair_separate_seed0 \
+        --steps 0 50 200 --out calibration.json
+
+Prints one JSON object: per step count, Kendall tau-b, Spearman rho, top-k overlap, regret and
+each arch's calibrated score, in ranking.csv's order. Resumable: step counts already in `--out`
+are kept.
+"""
+import argparse
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import hydra
+import torch
+from omegaconf import OmegaConf
+from report import write_report  # scripts/report.py
+
+from nas import ranking
+from nas.metrics import HIGHER_IS_BETTER
+from nas.rank_pipeline import inherited_score
+from nas.training.calibrate import Calibration
+from nas.training.search import load_supernet
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--run", type=Path, required=True, help="a search run folder with rank/ranking.csv")
+    parser.add_argument("--steps", type=int, nargs="+", default=[0, 200], help="calibration steps to try")
+    parser.add_argument("--lr", type=float, default=Calibration.lr, help="calibration learning rate")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument("--data-dir", default="data_cache", help="the task's data cache")
+    parser.add_argument("--out", default=None, help="also write the JSON here (and resume from it)")
+    args = parser.parse_args()
+
+    torch.set_num_threads(args.threads)
+    saved = OmegaConf.load(args.run / ".hydra" / "config.yaml")
+    task = hydra.utils.instantiate(saved.task, data_dir=args.data_dir)
+    rows = ranking.read_ranking(args.run / "rank" / "ranking.csv", task.metric)
+    standalone = [r.standalone_mean for r in rows]
+    report = json.loads(Path(args.out).read_text()) if args.out and Path(args.out).is_file() else {}
+    report.update(run=str(args.run), archs=[r.arch.to_dict() for r in rows], standalone=standalone)
+    supernet = load_supernet(args.run / "checkpoints" / "last.ckpt")  # calibration tunes copies of it
+    for steps in args.steps:
+        calibration = Calibration(steps=steps, lr=args.lr)
+        key = f"steps={steps},lr={args.lr:g}"
+        if key in report:
+            continue
+        start = time.perf_counter()
+        scores = [inherited_score(supernet, r.arch, task, calibration, seed=0) for r in rows]
+        summary = ranking.rank_summary([m for m, _ in scores], standalone, HIGHER_IS_BETTER[task.metric],
+                                       inherited_loss=[loss for _, loss in scores])
+        report[key] = {**summary.to_dict(), "calibrate": dataclasses.asdict(calibration),
+                       "inherited": [m for m, _ in scores], "seconds": round(time.perf_counter() - start)}
+        if args.out:  # nothing lost if killed between step counts
+            Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    write_report(report, args.out)
+
+
+if __name__ == "__main__":
+    main()
