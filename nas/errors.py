@@ -12,6 +12,23 @@ class ConfigError(ValueError):
     """Bad input from the user: an unknown name, an arch outside the space, a malformed file."""
 
 
+def check_whole(value: object, field: str, least: int) -> None:
+    """One ConfigError line unless `value` is a whole number >= least (a bool is not one)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise ConfigError(f"{field}={value!r}: must be a whole number >= {least}")
+
+
+_KINDS = {"positive": ("a number > 0", lambda v: v > 0), "non-negative": ("a number >= 0", lambda v: v >= 0),
+          "fraction": ("a number in [0, 1)", lambda v: 0 <= v < 1)}
+
+
+def check_number(value: object, field: str, kind: str) -> None:
+    """One ConfigError line unless `value` is a number of `kind`: positive, non-negative or fraction."""
+    wanted, allowed = _KINDS[kind]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not allowed(value):
+        raise ConfigError(f"{field}={value!r}: must be {wanted}")
+
+
 def build_config(cls: type, options: dict[str, Any], what: str):
     """`cls(**options)` for a config dataclass, every bad option reported as one ConfigError line.
 

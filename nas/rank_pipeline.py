@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard import SummaryWriter
 
 from nas import cost, ranking, viz
-from nas.errors import ConfigError
+from nas.errors import ConfigError, check_whole
 from nas.metrics import HIGHER_IS_BETTER, evaluate_with_loss, score
 from nas.ops.attention import revisions
 from nas.space import Arch, SearchSpace
@@ -91,8 +91,7 @@ def rank(cfg: DictConfig) -> RankOutcome:
     workers = cfg.get("workers")
     resolve_workers(workers, 1)  # checked now; resolved once the jobs are known
     top_k = cfg.get("top_k", 3)
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-        raise ConfigError(f"top_k={top_k!r}: must be a whole number >= 1")
+    check_whole(top_k, "top_k", 1)
     saved = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
     data_dir = _saved_data_dir(saved, cfg.paths.data_dir)
     supernet = load_supernet(resumable(run_dir / "checkpoints" / "last.ckpt") or run_dir / "checkpoints" / "last.ckpt")

@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from nas.cpu_allocator import reuse_freed_memory
-from nas.errors import ConfigError
+from nas.errors import ConfigError, check_number, check_whole
 from nas.run_folder import read_status
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository: configs/ and search_spaces/ live here
@@ -102,33 +102,18 @@ _NUMBERS = {("search", "lr"): "positive", ("search", "weight_decay"): "non-negat
 _OFF = {("search", "grad_clip"), ("retrain", "gradient_clip_val")}
 
 
-def _whole(value: object, field: str, least: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < least:
-        raise ConfigError(f"{field}={value!r}: must be a whole number >= {least}")
-
-
-def _number(value: object, field: str, kind: str) -> None:
-    number = not isinstance(value, bool) and isinstance(value, (int, float))
-    allowed = {"positive": number and value > 0, "non-negative": number and value >= 0,
-               "fraction": number and 0 <= value < 1}[kind]
-    if not allowed:
-        wanted = {"positive": "a number > 0", "non-negative": "a number >= 0",
-                  "fraction": "a number in [0, 1)"}[kind]
-        raise ConfigError(f"{field}={value!r}: must be {wanted}")
-
-
 def validate(cfg: DictConfig, command: str) -> None:
     """Raise ConfigError (one line naming the field) for a value no stage would accept."""
     if "seed" in cfg:
-        _whole(cfg.seed, "seed", 0)
+        check_whole(cfg.seed, "seed", 0)
     trainer = cfg.get("trainer")
     if trainer is not None:
         for field, least in _TRAINER_INTS.items():
             if field in trainer:
-                _whole(OmegaConf.select(trainer, field), f"trainer.{field}", least)
+                check_whole(OmegaConf.select(trainer, field), f"trainer.{field}", least)
     retrain = cfg.get("retrain")
     if retrain is not None and "max_epochs" in retrain:
-        _whole(retrain.max_epochs, "retrain.max_epochs", 1)
+        check_whole(retrain.max_epochs, "retrain.max_epochs", 1)
     for (group, field), rule in _NUMBERS.items():
         section = cfg.get(group)
         if section is None or field not in section:
@@ -137,13 +122,13 @@ def validate(cfg: DictConfig, command: str) -> None:
         if value is None and (group, field) in _OFF:
             continue
         if isinstance(rule, int):
-            _whole(value, f"{group}.{field}", rule)
+            check_whole(value, f"{group}.{field}", rule)
         else:
-            _number(value, f"{group}.{field}", rule)
+            check_number(value, f"{group}.{field}", rule)
     strategy = cfg.get("strategy")
     for field in (strategy or {}):  # every learning rate of a strategy (arch_lr, controller_lr, ...)
         if str(field).endswith("lr"):
-            _number(OmegaConf.select(strategy, str(field)), f"strategy.{field}", "positive")
+            check_number(OmegaConf.select(strategy, str(field)), f"strategy.{field}", "positive")
     _check_run_folder(cfg)
     resume = cfg.get("resume")
     if resume and command in ("nas-search", "nas-retrain"):

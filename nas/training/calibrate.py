@@ -16,7 +16,7 @@ from typing import Callable, Iterable
 import torch
 from torch import nn
 
-from nas.errors import ConfigError
+from nas.errors import check_number, check_whole
 from nas.metrics import check_finite, task_loss
 
 
@@ -29,12 +29,9 @@ class Calibration:
     gradient_clip_val: float = 1.0  # gradient norm clip (0: off)
 
     def __post_init__(self):
-        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 0:
-            raise ConfigError(f"calibrate.steps={self.steps!r}: must be a whole number >= 0")
+        check_whole(self.steps, "calibrate.steps", 0)
         for name in ("lr", "gradient_clip_val"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                raise ConfigError(f"calibrate.{name}={value!r}: must be a number >= 0")
+            check_number(getattr(self, name), f"calibrate.{name}", "non-negative")
 
 
 def calibrate(model: nn.Module, batches: Callable[[], Iterable[dict]], calibration: Calibration,

@@ -36,7 +36,7 @@ import pytorch_lightning as pl
 import torch
 
 from nas.cpu_allocator import reuse_freed_memory
-from nas.errors import ConfigError
+from nas.errors import ConfigError, check_number, check_whole
 from nas.metrics import evaluate_with_loss
 from nas.space import Arch, SearchSpace
 from nas.training.checkpoint import last_checkpoint, resumable
@@ -60,12 +60,9 @@ class Budget:
     gradient_clip_val: float = 1.0  # gradient norm clip (0: off)
 
     def __post_init__(self):
-        if isinstance(self.max_epochs, bool) or not isinstance(self.max_epochs, int) or self.max_epochs < 1:
-            raise ConfigError(f"budget.max_epochs={self.max_epochs!r}: must be a whole number >= 1")
+        check_whole(self.max_epochs, "budget.max_epochs", 1)
         for name in ("lr", "weight_decay", "gradient_clip_val"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                raise ConfigError(f"budget.{name}={value!r}: must be a number >= 0")
+            check_number(getattr(self, name), f"budget.{name}", "non-negative")
 
 
 @dataclass(frozen=True)
