@@ -51,6 +51,7 @@ sys.path.insert(0, str(ROOT))
 
 from nas import ranking  # noqa: E402
 from nas.space import SearchSpace  # noqa: E402
+from nas.training.calibrate import Calibration  # noqa: E402
 
 # name -> the nas-search overrides that select the mechanism (everything else: the experiment's).
 # The sharing mechanisms train the supernet by sampling paths (`strategy=random`, 20 samples);
@@ -195,7 +196,7 @@ def main() -> None:
                              "epochs) are copied instead of run again, e.g. to rank them against another standalone budget")
     parser.add_argument("--calibrate-steps", type=int, default=0,
                         help="nas-rank calibrate.steps: fine-tune steps of each arch's inherited weights before scoring")
-    parser.add_argument("--calibrate-lr", type=float, default=1e-3, help="nas-rank calibrate.lr")
+    parser.add_argument("--calibrate-lr", type=float, default=Calibration.lr, help="nas-rank calibrate.lr")
     parser.add_argument("--data-dir", default="data_cache", help="the tasks' data cache")
     args = parser.parse_args()
 
