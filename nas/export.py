@@ -36,7 +36,7 @@ from nas import cost
 from nas.errors import ConfigError
 from nas.metrics import evaluate_many
 from nas.model import ModelShape, Subnet
-from nas.ops.attention import revision_changes, revisions
+from nas.ops.attention import revisions, warn_revision_changes
 from nas.safe_load import read_checkpoint
 from nas.space import Arch, SearchSpace
 
@@ -58,9 +58,9 @@ def export(ckpt: str | Path, out: str | Path, overwrite: bool = False, quantize:
     """Write the subnet of a retrain checkpoint into the folder `out`.
 
     Files: `arch.yaml`, `space.yaml`, `model.json` (the task sizes and `op_revisions`, see
-    `warn_revision_changes`), `weights.safetensors` (the subnet's state dict), `model.pt2` (a
-    `torch.export` program: tokens (b, max_len) long and mask
-    (b, max_len) bool -> logits, any b), `predict.py` (runs it with torch alone),
+    `nas.ops.attention.warn_revision_changes`), `weights.safetensors` (the subnet's state dict),
+    `model.pt2` (a `torch.export` program: tokens (b, max_len) long and mask (b, max_len) bool ->
+    logits, any b), `predict.py` (runs it with torch alone),
     `metrics.json`, and with `quantize` `model_int8.pt` (the int8 copy of `quantize_int8` as a
     TorchScript program with the same inputs; `predict.py --int8` runs it).
 
@@ -92,7 +92,7 @@ def export(ckpt: str | Path, out: str | Path, overwrite: bool = False, quantize:
     space = SearchSpace.from_dict(hparams["space"], source=f"{ckpt}: space")
     shape = ModelShape.from_dict(hparams["shape"], source=f"{ckpt}: shape")
     metric = hparams["metric"]
-    warn_revision_changes(hparams.get("op_revisions"), arch, space, source=str(ckpt))
+    warn_revision_changes(hparams.get("op_revisions"), space.op_types(arch), source=str(ckpt))
     model = Subnet(arch, space, shape)
     _load_weights(model, state, source=str(ckpt))
     seq_len = shape.max_len if seq_len is None else seq_len
@@ -188,7 +188,7 @@ def load(folder: str | Path, int8: bool = False) -> nn.Module:
     saved = json.loads((folder / "model.json").read_text())
     shape = ModelShape.from_dict(saved.get("shape"), source=f"{folder / 'model.json'}: shape")
     arch, space = Arch.from_yaml(folder / "arch.yaml"), SearchSpace.from_yaml(folder / "space.yaml")
-    warn_revision_changes(saved.get("op_revisions"), arch, space, source=str(folder))
+    warn_revision_changes(saved.get("op_revisions"), space.op_types(arch), source=str(folder))
     model = Subnet(arch, space, shape)
     weights = folder / "weights.safetensors"
     try:
@@ -199,15 +199,6 @@ def load(folder: str | Path, int8: bool = False) -> nn.Module:
                           f"({text.splitlines()[0] if text else type(err).__name__})") from None
     _load_weights(model, state, source=str(weights))
     return quantize_int8(model) if int8 else model.eval()
-
-
-def warn_revision_changes(saved: dict | None, arch: Arch, space: SearchSpace, source: str) -> None:
-    """A warning per op of the arch that computes otherwise from the same weights than when
-    `source` was written (its `op_revisions` record; none: written before records existed).
-    The weights still load: outputs differ, as after any change to an op."""
-    for change in revision_changes(saved, space.op_types(arch)):
-        log.warning("%s was written by %s: its outputs differ from this version's; retrain "
-                    "(or export with the version that wrote it) for the same results", source, change)
 
 
 def write_program(model: Subnet, max_len: int, path: Path) -> bool:

@@ -247,6 +247,10 @@ class SearchSpace:
         """The registered op types of the arch's layers (its candidate names resolved), sorted."""
         return sorted({self.attention[layer.attention].type for layer in arch.layers})
 
+    def all_op_types(self) -> list[str]:
+        """The registered op types of every attention candidate, sorted."""
+        return sorted({candidate.type for candidate in self.attention.values()})
+
     # -- points of the space ---------------------------------------------------------------
     def sample(self, seed_or_rng: int | random.Random | None = None) -> Arch:
         """A uniformly random arch: depth first, then each layer's choices independently."""

@@ -50,6 +50,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from nas import ranking  # noqa: E402
+from nas.ops.attention import ATTENTION, revisions  # noqa: E402
 from nas.space import SearchSpace  # noqa: E402
 from nas.training.calibrate import Calibration  # noqa: E402
 
@@ -226,6 +227,8 @@ def main() -> None:
                                                "pick_seed")}, "search_pick": True}  # rows older than search_pick: redone
             if args.calibrate_steps:  # (rows of uncalibrated studies keep their key)
                 key.update(calibrate_steps=args.calibrate_steps, calibrate_lr=args.calibrate_lr)
+            if revisions(ATTENTION.names()):  # an op changed: its archs train again, so the row is redone
+                key["op_revisions"] = revisions(ATTENTION.names())
             if record.is_file() and json.loads(record.read_text()).get("settings") == key:
                 rows.append(json.loads(record.read_text()))
                 continue

@@ -195,6 +195,24 @@ def test_calibration_lowers_the_training_loss_and_zero_steps_change_nothing(sear
         Calibration(steps=-1)
 
 
+def test_a_supernet_trained_before_an_op_changed_is_named_on_load(search_run, tmp_path, caplog):
+    """The search checkpoint records the revisions of every op of its space past their first; a
+    record without linformer's (written before its revision 2) warns when the supernet loads,
+    as nas-rank and retrain's init=inherit load it."""
+    import torch
+
+    ckpt = torch.load(search_run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert "linformer" in load_supernet(search_run / "checkpoints" / "last.ckpt").space.all_op_types()
+    assert ckpt["supernet"]["op_revisions"] == {"linformer": 2}
+    del ckpt["supernet"]["op_revisions"]
+    torch.save(ckpt, tmp_path / "older.ckpt")
+    with caplog.at_level("WARNING", logger="nas"):
+        load_supernet(search_run / "checkpoints" / "last.ckpt")
+        assert not caplog.records
+        load_supernet(tmp_path / "older.ckpt")
+    assert "older.ckpt was written by linformer revision 1 -> 2" in caplog.text
+
+
 def test_claims_are_exclusive_and_a_dead_process_claim_is_taken_over(tmp_path):
     job = standalone.Job({"depth": 1}, {}, {}, "", 0, standalone.Budget(), {})
     assert standalone.claim(tmp_path, job)

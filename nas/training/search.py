@@ -19,6 +19,7 @@ from nas.errors import ConfigError
 from nas.safe_load import read_checkpoint
 from nas.metrics import check_finite, task_loss, task_metric
 from nas.model import ModelShape
+from nas.ops.attention import revisions, warn_revision_changes
 from nas.results import SearchResult
 from nas.space import Arch, SearchSpace
 from nas.strategies.base import Strategy
@@ -119,7 +120,8 @@ class SearchModule(pl.LightningModule):
         # What it takes to rebuild the supernet (retrain's init=inherit reads it).
         net = self.supernet
         checkpoint["supernet"] = {"space": net.space.to_dict(), "shape": net.shape.to_dict(),
-                                  "sharing": net.sharing, "few_shot": getattr(net, "split", None)}
+                                  "sharing": net.sharing, "few_shot": getattr(net, "split", None),
+                                  "op_revisions": revisions(net.space.all_op_types())}
         # Resuming must replay the same batches and samples as an uninterrupted run.
         kind, keys, position, has_gauss, gauss = np.random.get_state()
         # plain types: checkpoints load with weights_only=True, which refuses numpy arrays
@@ -161,6 +163,7 @@ def load_supernet(path: str | Path, space: SearchSpace | None = None) -> Superne
         raise ConfigError(f"{path}: checkpoint is from space '{saved.name}', not '{space.name}': "
                           f"they differ at '{where}'")
     shape = ModelShape.from_dict(meta.get("shape"), source=f"{path}: shape")
+    warn_revision_changes(meta.get("op_revisions"), saved.all_op_types(), source=str(path))
     supernet = Supernet(saved, shape, sharing=meta["sharing"])
     if meta.get("few_shot"):
         supernet = FewShotSupernet(supernet, meta["few_shot"])

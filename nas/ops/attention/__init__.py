@@ -3,6 +3,7 @@
 Every module in this folder is imported here, so adding an op is adding one file.
 """
 import importlib
+import logging
 import pkgutil
 from typing import Iterable, Mapping
 
@@ -13,7 +14,7 @@ for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = ["ATTENTION", "AttentionCore", "SelfAttention", "build", "make_core", "revisions",
-           "revision_changes"]
+           "revision_changes", "warn_revision_changes"]
 
 
 def make_core(name: str, head_dim: int, max_heads: int, max_len: int, **options) -> AttentionCore:
@@ -46,3 +47,14 @@ def revision_changes(saved: Mapping[str, int] | None, types: Iterable[str]) -> l
     now = revisions(types)
     return [f"{name} revision {saved.get(name, 1)} -> {now.get(name, 1)}"
             for name in sorted(set(types)) if saved.get(name, 1) != now.get(name, 1)]
+
+
+def warn_revision_changes(saved: Mapping[str, int] | None, types: Iterable[str], source: str) -> None:
+    """A warning per op of `types` that computes otherwise from the same weights than when
+    `source` (a checkpoint, an export) was written; `saved` is its `op_revisions` record (None:
+    written before records existed). The weights still load: outputs differ, as after any change
+    to an op."""
+    for change in revision_changes(saved, types):
+        logging.getLogger("nas").warning(
+            "%s was written by %s: its outputs differ from this version's; retrain (or use the "
+            "version that wrote it) for the same results", source, change)
