@@ -133,6 +133,7 @@ def rank(cfg: DictConfig) -> RankOutcome:
     summary = ranking.rank_summary([r.inherited for r in rows], [r.standalone_mean for r in rows], higher,
                                    k=top_k, inherited_loss=[r.inherited_loss for r in rows],
                                    cost=[r.cost["params"] for r in rows])
+    seed_tau = ranking.seed_agreement([r.standalone for r in rows])
     search_pick = None
     if chosen is not None:
         scored_alone = [results[chosen, s]["val"] for s in seeds]
@@ -141,8 +142,9 @@ def rank(cfg: DictConfig) -> RankOutcome:
                                  ranking.regret([*(r.standalone_mean for r in rows), mean], mean, higher))
     seconds = time.perf_counter() - start
     text = rank_text(rows, summary, search_pick, task.metric, budget, seeds, len(trained), out, seconds,
-                     calibration)
+                     calibration, seed_tau)
     record = {**summary.to_dict(), **(search_pick.to_dict() if search_pick else {}),
+              "standalone_seed_tau": seed_tau,
               "metric": task.metric, "higher_is_better": higher,
               "pick_arch": rows[summary.pick].arch.to_dict(), "budget": dataclasses.asdict(budget),
               "seeds": seeds, "calibrate": dataclasses.asdict(calibration),
@@ -154,6 +156,8 @@ def rank(cfg: DictConfig) -> RankOutcome:
         figures = {k: v for k, v in summary.to_dict().items() if k not in ("n", "k")}
         if search_pick is not None:
             figures["search_pick_regret"] = search_pick.regret
+        if seed_tau is not None:
+            figures["standalone_seed_tau"] = seed_tau
         log_rank(writer, [r.arch for r in rows], [r.inherited for r in rows], [r.standalone_mean for r in rows],
                  figures, task.metric, "```\n" + text + "\n```")
     return RankOutcome(dir=out, rows=rows, summary=summary, search_pick=search_pick, trained=len(trained),
@@ -231,7 +235,7 @@ def _seeds(seeds: object) -> list[int]:
 
 def rank_text(rows: list[ranking.RankedArch], summary: ranking.RankSummary, search_pick: SearchPick | None,
               metric: str, budget: Budget, seeds: list[int], trained: int, out: Path, seconds: float,
-              calibration: Calibration) -> str:
+              calibration: Calibration, seed_tau: float | None) -> str:
     """The screen `nas-rank` prints: one line per arch, best standalone first, then the figures."""
     order = sorted(range(len(rows)), key=lambda i: -score(rows[i].standalone_mean, metric))
     lines = ["", f"{'#':>3}  {'attention':<12}{'depth':>5}  {'inherited':>9}  {'standalone':>10}  "
@@ -247,6 +251,8 @@ def rank_text(rows: list[ranking.RankedArch], summary: ranking.RankSummary, sear
               *([f"inherited: after {calibration.steps} calibration steps at lr {calibration.lr:g}"]
                 if calibration.steps else []),
               f"Kendall tau-b   {summary.kendall_tau:.3f}  (p {summary.kendall_p:.3g})",
+              *([f"seed agreement  {seed_tau:.3f}  (tau-b between standalone seeds: about the most the "
+                 "supernet's tau can reach)"] if seed_tau is not None else []),
               f"Spearman rho    {summary.spearman_rho:.3f}  (p {summary.spearman_p:.3g})",
               f"top-{summary.k} overlap   {summary.top_k_overlap:.3f}",
               f"regret          {summary.regret:.4f}  (the pick's standalone {rows[summary.pick].standalone_mean:.4f}, "

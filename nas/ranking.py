@@ -8,6 +8,7 @@ regret of the arch the supernet would pick. Pure functions: no training happens 
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import math
 import os
@@ -152,6 +153,26 @@ def rank_summary(inherited: Sequence[float], standalone: Sequence[float], higher
                        spearman_rho=float(rho.statistic), spearman_p=float(rho.pvalue), k=k,
                        top_k_overlap=len(set(by_supernet[:k]) & set(by_standalone[:k])) / k,
                        pick=pick, regret=regret(standalone, standalone[pick], higher_is_better))
+
+
+def seed_agreement(per_arch: Sequence[Sequence[float]]) -> float | None:
+    """The noise ceiling of a ranking: Kendall tau-b between the standalone results of two seeds,
+    averaged over every pair of seeds; how well one standalone training ranks the archs as
+    another one does, and so about the most a supernet's tau can be expected to reach.
+
+    Args:
+        per_arch: each arch's standalone metric per seed (the same seeds in the same order).
+
+    Returns:
+        The mean tau-b over pairs of seeds (nan where one seed's results are all equal); None with
+        fewer than two seeds.
+    """
+    seeds = len(per_arch[0]) if per_arch else 0
+    if seeds < 2:
+        return None
+    taus = [stats.kendalltau([r[a] for r in per_arch], [r[b] for r in per_arch]).statistic
+            for a, b in itertools.combinations(range(seeds), 2)]
+    return float(sum(taus) / len(taus))
 
 
 def regret(standalone: Sequence[float], chosen: float, higher_is_better: bool = True) -> float:

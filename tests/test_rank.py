@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 from nas import pipeline, rank_pipeline
 from nas.errors import ConfigError
 from nas.cli import rank as rank_cli
-from nas.ranking import read_ranking, stratified_archs, write_archs
+from nas.ranking import read_ranking, seed_agreement, stratified_archs, write_archs
 from nas.space import Arch
 from nas.training import standalone
 from nas.training.retrain import RetrainModule
@@ -66,6 +66,7 @@ def test_rank_writes_its_files_and_a_rerun_trains_only_what_is_missing(search_ru
     summary = json.loads((out / "summary.json").read_text())
     assert summary["kendall_tau"] == pytest.approx(first.summary.kendall_tau, nan_ok=True)
     assert summary["regret"] == first.summary.regret >= 0
+    assert summary["standalone_seed_tau"] is None and "seed agreement" not in first.text  # one seed
     assert (out / "archs.yaml").is_file() and list((out / "tensorboard").iterdir())
     results = sorted((out / "standalone").glob("*.json"))
     assert len(results) == 3 and not list((out / "standalone").glob("*.claim"))
@@ -90,6 +91,10 @@ def test_an_arch_file_and_more_seeds_reuse_finished_jobs(search_run, monkeypatch
     outcome = rank_pipeline.rank(rank_config(search_run, f"archs={tmp_path / 'archs.yaml'}", "seeds=[0,1]"))
     assert len(calls) - before == 2  # seed 0 of both archs had finished; seed 1 trains
     assert [r.arch for r in outcome.rows] == archs[:2] and all(len(r.standalone) == 2 for r in outcome.rows)
+    summary = json.loads((outcome.dir / "summary.json").read_text())  # two seeds: how far they agree
+    assert summary["standalone_seed_tau"] == pytest.approx(seed_agreement([r.standalone for r in outcome.rows]),
+                                                           nan_ok=True)
+    assert "seed agreement" in outcome.text
 
 
 def test_runs_pointed_at_one_standalone_dir_train_each_job_once(search_run, monkeypatch, tmp_path):

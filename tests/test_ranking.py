@@ -9,8 +9,8 @@ import pytest
 
 from nas.errors import ConfigError
 from nas.metrics import HIGHER_IS_BETTER
-from nas.ranking import (RankedArch, rank_summary, read_archs, read_ranking, regret, stratified_archs,
-                         supernet_order, write_archs, write_ranking)
+from nas.ranking import (RankedArch, rank_summary, read_archs, read_ranking, regret, seed_agreement,
+                         stratified_archs, supernet_order, write_archs, write_ranking)
 from nas.results import Candidate, best_first
 from nas.space import Arch, LayerArch, SearchSpace
 
@@ -88,6 +88,14 @@ def test_supernet_order_is_the_order_a_strategy_ranks_in(metric, expected):
                   for i, (m, l, c) in enumerate(zip(INHERITED, loss, cost))]
     by_strategy = [c.arch.layers[0].ffn_dim - 1 for c in best_first(candidates, metric)]
     assert supernet_order(INHERITED, HIGHER_IS_BETTER[metric], loss, cost) == by_strategy == expected
+
+
+def test_seed_agreement_is_the_mean_tau_b_over_pairs_of_seeds():
+    per_arch = list(zip(STANDALONE, INHERITED, [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]))  # 3 seeds, ties
+    pairs = [(STANDALONE, INHERITED), (STANDALONE, [r[2] for r in per_arch]), (INHERITED, [r[2] for r in per_arch])]
+    assert seed_agreement(per_arch) == pytest.approx(sum(brute_tau_b(a, b) for a, b in pairs) / 3, abs=1e-12)
+    assert seed_agreement([[0.1, 0.3], [0.2, 0.2], [0.3, 0.1]]) == pytest.approx(-1.0)  # seeds rank in reverse
+    assert seed_agreement([[0.5], [0.7]]) is None  # one seed: no agreement to measure
 
 
 def test_regret_of_a_chosen_value():
