@@ -7,8 +7,9 @@ calibration table in the README).
         --steps 0 50 200 --out calibration.json
 
 Prints one JSON object: per step count, Kendall tau-b, Spearman rho, top-k overlap, regret and
-each arch's calibrated score, in ranking.csv's order. Resumable: step counts already in `--out`
-are kept.
+each arch's calibrated score, in ranking.csv's order. Resumable: the scores of step counts
+already in `--out` are kept, and their figures recomputed against the standalone results that
+ranking.csv holds now (e.g. after `nas-rank seeds=2` added a seed).
 """
 import argparse
 import dataclasses
@@ -44,19 +45,26 @@ def main() -> None:
     rows = ranking.read_ranking(args.run / "rank" / "ranking.csv", task.metric)
     standalone = [r.standalone_mean for r in rows]
     report = json.loads(Path(args.out).read_text()) if args.out and Path(args.out).is_file() else {}
-    report.update(run=str(args.run), archs=[r.arch.to_dict() for r in rows], standalone=standalone)
+    archs = [r.arch.to_dict() for r in rows]
+    if report.get("archs") != archs:  # scores of other archs are of no use
+        report = {}
+    report.update(run=str(args.run), archs=archs, standalone=standalone)
     supernet = load_supernet(args.run / "checkpoints" / "last.ckpt")  # calibration tunes copies of it
     for steps in args.steps:
         calibration = Calibration(steps=steps, lr=args.lr)
         key = f"steps={steps},lr={args.lr:g}"
-        if key in report:
-            continue
-        start = time.perf_counter()
-        scores = [inherited_score(supernet, r.arch, task, calibration, seed=0) for r in rows]
+        kept = report.get(key, {})
+        if "inherited_loss" in kept:  # (records older than losses are scored again)
+            scores, seconds = list(zip(kept["inherited"], kept["inherited_loss"])), kept["seconds"]
+        else:
+            start = time.perf_counter()
+            scores = [inherited_score(supernet, r.arch, task, calibration, seed=0) for r in rows]
+            seconds = round(time.perf_counter() - start)
         summary = ranking.rank_summary([m for m, _ in scores], standalone, HIGHER_IS_BETTER[task.metric],
                                        inherited_loss=[loss for _, loss in scores])
         report[key] = {**summary.to_dict(), "calibrate": dataclasses.asdict(calibration),
-                       "inherited": [m for m, _ in scores], "seconds": round(time.perf_counter() - start)}
+                       "inherited": [m for m, _ in scores], "inherited_loss": [loss for _, loss in scores],
+                       "seconds": seconds}
         if args.out:  # nothing lost if killed between step counts
             Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     write_report(report, args.out)

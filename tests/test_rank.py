@@ -174,6 +174,17 @@ def test_calibration_study_scores_a_ranked_run_without_training(search_run, monk
     assert report["steps=0,lr=0.001"]["inherited"] == pytest.approx([r.inherited for r in plain])
     assert report["steps=2,lr=0.001"]["calibrate"]["steps"] == 2 and len(calls) == trained
 
+    # a second standalone seed: the kept scores are judged again against the new means, unscored
+    rank_pipeline.rank(rank_config(search_run, "archs=3", "seeds=[0,1]"))
+    monkeypatch.setattr(rank_pipeline, "inherited_score", lambda *a, **k: pytest.fail("scored again"))
+    runpy.run_path(str(script), run_name="__main__")
+    again = json.loads(out.read_text())
+    means = [r.standalone_mean for r in read_ranking(search_run / "rank" / "ranking.csv", "acc")]
+    assert again["standalone"] == pytest.approx(means)
+    kept = again["steps=2,lr=0.001"]
+    assert kept["inherited"] == report["steps=2,lr=0.001"]["inherited"]
+    assert kept["regret"] == pytest.approx(max(means) - means[kept["pick"]])
+
 
 def test_calibration_lowers_the_training_loss_and_zero_steps_change_nothing(search_run):
     import torch
