@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import logging
 import os
 import shutil
 import warnings
@@ -48,8 +47,6 @@ MODEL_KEYS = ("shape", "metric")  # what model.json must hold: ModelShape.to_dic
 HPARAMS = ("arch", "space") + MODEL_KEYS  # what a retrain checkpoint must hold
 
 PREDICT = Path(__file__).with_name("predict.py")  # copied into every export folder
-
-log = logging.getLogger("nas")
 
 
 def export(ckpt: str | Path, out: str | Path, overwrite: bool = False, quantize: bool = False,
