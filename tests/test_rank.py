@@ -15,6 +15,7 @@ from omegaconf import OmegaConf
 
 from nas import pipeline, rank_pipeline
 from nas.errors import ConfigError
+from nas.ops.attention import revisions
 from nas.cli import rank as rank_cli
 from nas.ranking import read_ranking, seed_agreement, stratified_archs, write_archs
 from nas.space import Arch
@@ -70,6 +71,9 @@ def test_rank_writes_its_files_and_a_rerun_trains_only_what_is_missing(search_ru
     assert (out / "archs.yaml").is_file() and list((out / "tensorboard").iterdir())
     results = sorted((out / "standalone").glob("*.json"))
     assert len(results) == 3 and not list((out / "standalone").glob("*.claim"))
+    space = load_supernet(search_run / "checkpoints" / "last.ckpt").space
+    for result in map(json.loads, (p.read_text() for p in results)):  # what its ops computed then
+        assert result["op_revisions"] == revisions(space.op_types(Arch.from_dict(result["arch"])))
 
     # a kill loses at most the jobs that had not finished: here, one result is gone
     lost = results[1]

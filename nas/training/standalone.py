@@ -115,7 +115,7 @@ def train(job: Job, checkpoints: Path | None = None) -> dict:
     trainer.fit(module, datamodule=task, ckpt_path=resume, weights_only=True)
     seconds = time.perf_counter() - start
     val, val_loss = evaluate_with_loss(module.model, task.val_dataloader(), task.metric)
-    return {"arch": job.arch, "seed": job.seed, "budget": dataclasses.asdict(b),
+    return {"arch": job.arch, "seed": job.seed, "budget": dataclasses.asdict(b), "op_revisions": job.op_revisions,
             "metric": task.metric, "val": val, "val_loss": val_loss, "train_seconds": round(seconds, 2),
             "host": socket.gethostname(), "pid": os.getpid()}
 
