@@ -204,6 +204,7 @@ def main() -> None:
                 "standalone_dir": str(args.standalone_dir),
                 "searches_from": str(args.searches_from) if args.searches_from else None}
     rows = []
+    changed_ops = revisions(ATTENTION.names())  # ops past their first revision, part of every row's key
     for seed in args.search_seeds:
         for name in args.mechanisms:
             record = out / "rows" / f"{name}_seed{seed}.json"
@@ -211,8 +212,8 @@ def main() -> None:
                                                "pick_seed")}, "search_pick": True}  # rows older than search_pick: redone
             if args.calibrate_steps:  # (rows of uncalibrated studies keep their key)
                 key.update(calibrate_steps=args.calibrate_steps, calibrate_lr=args.calibrate_lr)
-            if revisions(ATTENTION.names()):  # an op changed: its archs train again, so the row is redone
-                key["op_revisions"] = revisions(ATTENTION.names())
+            if changed_ops:  # an op changed: its archs train again, so the row is redone
+                key["op_revisions"] = changed_ops
             if record.is_file() and json.loads(record.read_text()).get("settings") == key:
                 rows.append(json.loads(record.read_text()))
                 continue
