@@ -14,9 +14,9 @@ import pytest
 from omegaconf import OmegaConf
 
 from nas import pipeline, rank_pipeline
+from nas.cli import rank as rank_cli
 from nas.errors import ConfigError
 from nas.ops.attention import revisions
-from nas.cli import rank as rank_cli
 from nas.ranking import read_ranking, seed_agreement, stratified_archs, write_archs
 from nas.space import Arch
 from nas.training import standalone
