@@ -47,7 +47,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from nas import ranking  # noqa: E402
-from nas.ops.attention import ATTENTION, revision_changes, revisions  # noqa: E402
+from nas.ops.attention import ATTENTION, revisions  # noqa: E402
 from nas.space import SearchSpace  # noqa: E402
 from nas.training.calibrate import Calibration  # noqa: E402
 
@@ -157,12 +157,6 @@ def rank(out: Path, run_dir: Path, archs: Path, name: str, seed: int, args) -> t
     return json.loads((run_dir / "rank" / "summary.json").read_text()), seconds
 
 
-def current(result: dict) -> bool:
-    """Whether a standalone result was trained by the ops as they compute now: one trained
-    before an op's revision is superseded (its arch trains again under a new job id)."""
-    return not revision_changes(result.get("op_revisions"), [layer["attention"] for layer in result["arch"]["layers"]])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="runs/rank_study", help="the study's folder (resumable)")
@@ -245,7 +239,7 @@ def main() -> None:
                   f"(search's own pick: {row['search_pick_regret']:.4f}) "
                   f"({row['search_seconds']} s search, {row['rank_seconds']} s rank)", file=sys.stderr)
     jobs = [j for j in (json.loads(p.read_text()) for p in args.standalone_dir.glob("*.json"))
-            if j["budget"]["max_epochs"] == args.standalone_epochs and j["seed"] in args.seeds and current(j)]
+            if j["budget"]["max_epochs"] == args.standalone_epochs and j["seed"] in args.seeds]
     settings["standalone_jobs"] = len(jobs)
     settings["standalone_train_seconds"] = round(sum(j["train_seconds"] for j in jobs), 1)
     if rows and len(args.seeds) > 1:  # the noise ceiling: every row ranks the same archs' standalone results

@@ -4,7 +4,6 @@ from pathlib import Path
 
 import pytest
 
-from nas.ops.attention import ATTENTION
 from tests.cli.conftest import compose_config
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "rank_study.py"
@@ -34,18 +33,3 @@ def test_default_rows_are_the_path_sampling_ones(rank_study):
     assert "fair_separate" in rank_study.SAMPLING
     differentiable = {"gdas", "darts_pc4", "gdas_separate", "darts_pc4_separate", "gdas_separate_compare"}
     assert not differentiable & set(rank_study.SAMPLING)
-
-
-def test_results_trained_before_an_op_revision_are_not_counted(rank_study):
-    """study.json's standalone_jobs and train seconds count the results the rows read, not the
-    ones a revised op superseded (they stay in the shared folder under their old job ids)."""
-    def result(op, revisions):
-        return {"arch": {"depth": 1, "layers": [{"attention": op, "heads": 2, "ffn_dim": 64}]},
-                **({} if revisions is None else {"op_revisions": revisions})}
-
-    linformer = ATTENTION.get("linformer").revision
-    assert linformer > 1, "the test needs an op past its first revision"
-    assert rank_study.current(result("full", None))  # written before results recorded revisions
-    assert not rank_study.current(result("linformer", None))
-    assert not rank_study.current(result("linformer", {"linformer": linformer - 1}))
-    assert rank_study.current(result("linformer", {"linformer": linformer}))
