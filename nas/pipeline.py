@@ -65,7 +65,7 @@ class SearchOutcome:
     supernet_ckpt: Path  # the search's last checkpoint (retraining's init=inherit reads it)
     metrics: dict[str, float]  # search/val/<metric> of the chosen arch and its cost/...
     margins: dict[str, float] = field(default_factory=dict)  # per decision: winner minus runner-up
-    comparison: dict[str, dict] = field(default_factory=dict)  # strategy.final_compare's scores per decision
+    comparison: dict[str, dict] = field(default_factory=dict)  # final_compare's / final_greedy's scores per decision
     tensorboard: SummaryWriter | None = None  # the search's event writer (None without a logger)
     step: int = 0  # the search's last global step, where its final entries are filed
 
@@ -379,12 +379,12 @@ def summary(arch: Arch, metrics: dict, files: dict[str, str], margins: dict[str,
         closest = sorted(margins.items(), key=lambda kv: kv[1])[:3]
         lines += ["margin to the runner-up (probability), closest decisions: "
                   + ", ".join(f"{k} {v:.3f}" for k, v in closest), ""]
-    if comparison:  # strategy.final_compare: the supernet's scores of the top two
-        lines += ["winner vs runner-up on the validation batches (supernet weights):"]
+    if comparison:  # strategy.final_compare / final_greedy: the supernet's scores of the candidates
+        lines += ["candidates compared on the validation batches (supernet weights):"]
         for key, c in comparison.items():
-            w, r = c["winner"], c["runner_up"]
-            scores = ", ".join(f"{m} {w[m]:.4g} vs {r[m]:.4g}" for m in w if m != "choice")
-            lines += [f"  {key}: {w['choice']} vs {r['choice']}: {scores} -> {c['kept']}"]
+            tried = "; ".join(f"{t['choice']} " + ", ".join(f"{m} {v:.4g}" for m, v in t.items() if m != "choice")
+                              for t in c["tried"])
+            lines += [f"  {key}: {tried} -> {c['kept']}"]
         lines += [""]
     lines += [f"{k:<24} {v:,.4g}" if isinstance(v, float) else f"{k:<24} {v:,}" for k, v in metrics.items()]
     lines += ["", *(f"{k:<24} {v}" for k, v in files.items())]

@@ -53,7 +53,7 @@ from nas.training.calibrate import Calibration  # noqa: E402
 
 # name -> the nas-search overrides that select the mechanism (everything else: the experiment's).
 # The sharing mechanisms train the supernet by sampling paths (`strategy=random`, 20 samples);
-# the last five rows are the differentiable strategies, whose own pick (best_arch.yaml) is what
+# the last rows are the differentiable strategies, whose own pick (best_arch.yaml) is what
 # their regret measures (issue 14).
 RANDOM = ["strategy=random", "strategy.fair=false"]  # one random path per step (SPOS)
 SHARED = "sharing=entangled"  # every row names its sharing: the CLI's default (separate) may change
@@ -74,6 +74,10 @@ MECHANISMS = {
     "darts_pc4_separate": ["strategy=darts", "strategy.partial=4", "sharing=separate"],
     # GDAS's decision checked at the end: per decision its top two compared by the supernet's score
     "gdas_separate_compare": ["strategy=gdas", "sharing=separate", "strategy.final_compare=true"],
+    # ... or every decision settled in turn among all its candidates by the supernet's score
+    "gdas_separate_greedy": ["strategy=gdas", "sharing=separate", "strategy.final_greedy=true"],
+    "darts_pc4_separate_greedy": ["strategy=darts", "strategy.partial=4", "sharing=separate",
+                                  "strategy.final_greedy=true"],
 }
 SAMPLING = [name for name, overrides in MECHANISMS.items() if "strategy=random" in overrides]  # default rows
 

@@ -57,11 +57,11 @@ def test_shrinking_and_the_final_comparison_go_to_the_sidecar_and_the_summary(tm
     assert written.pop("final_compare") == outcome.comparison and outcome.comparison
     assert written == {k: round(v, 4) for k, v in outcome.margins.items()}
     for key, c in outcome.comparison.items():
-        assert c["kept"] in (c["winner"]["choice"], c["runner_up"]["choice"])
-        assert set(c["winner"]) == {"choice", "val/acc", "val/loss"}
+        assert c["kept"] in [t["choice"] for t in c["tried"]] and len(c["tried"]) == 2
+        assert all(set(t) == {"choice", "val/acc", "val/loss"} for t in c["tried"])
     text = pipeline.summary(outcome.arch, outcome.metrics, {}, outcome.margins, outcome.comparison)
     key, c = next(iter(outcome.comparison.items()))
-    assert f"  {key}: {c['winner']['choice']} vs {c['runner_up']['choice']}: val/acc " in text
+    assert f"  {key}: {c['tried'][0]['choice']} val/acc " in text and f" -> {c['kept']}" in text
 
 
 def test_a_ranked_choice_is_not_scored_again(tmp_path, counted):

@@ -1,8 +1,9 @@
 """How a differentiable search turns its architecture weights into one arch, when the weights
 alone do not decide: progressive shrinking of the candidate set (P-DARTS, Chen et al. 2019,
-https://arxiv.org/abs/1904.12760) and a final discrete comparison
-of the top-2 candidates per decision with inherited weights (as SPOS / DARTS-PT judge an op by
-the supernet's accuracy with it, https://arxiv.org/abs/2108.04392).
+https://arxiv.org/abs/1904.12760), and at the end a discrete judgement with inherited weights (as
+SPOS / DARTS-PT judge an op by the supernet's accuracy with it, https://arxiv.org/abs/2108.04392):
+either the top-2 candidates of each decision compared on their own (`compare_top_two`), or every
+remaining candidate, decision by decision, with the earlier decisions settled (`settle_in_turn`).
 """
 from __future__ import annotations
 
@@ -42,49 +43,116 @@ def shrink(probs: dict[str, Tensor], keep: dict[str, Tensor], shrink_to: int) ->
     return events
 
 
-def compare_top_two(supernet: Supernet, space: SearchSpace, probs: dict[str, Tensor], batches: list[dict],
-                    metric: str, cost_of: Callable[[Arch], float]) -> tuple[Arch, dict[str, dict]]:
-    """Per decision, the arch with its most probable choice against the same arch with its
-    runner-up (every other decision at its argmax), both scored by the supernet's weights on
-    `batches`; the runner-up is kept only when strictly better by metric, then validation loss,
-    then cost (lower).
+class SupernetJudge:
+    """Scores archs with the supernet's weights on fixed validation batches (each arch once) and
+    compares two as every strategy breaks ties: metric, then validation loss, then cost (lower)."""
+
+    def __init__(self, supernet: Supernet, batches: list[dict], metric: str, cost_of: Callable[[Arch], float]):
+        self.supernet, self.batches, self.metric, self.cost_of = supernet, batches, metric, cost_of
+        self.scored: dict[Arch, dict[str, float]] = {}
+
+    def score(self, arch: Arch) -> dict[str, float]:
+        """{"val/<metric>": value, "val/loss": loss} of `arch` on the batches."""
+        if arch not in self.scored:
+            value, loss = evaluate_with_loss(self.supernet, self.batches, self.metric, arch)
+            self.scored[arch] = {f"val/{self.metric}": value, "val/loss": loss}
+        return self.scored[arch]
+
+    def prefers(self, rival: Arch, arch: Arch) -> bool:
+        """Whether `rival` is strictly better than `arch` (a full tie keeps `arch`)."""
+        # best_first is stable and `arch` is listed first, so a tie leaves it on top
+        ranked = best_first([Candidate(a, {**self.score(a), "cost": self.cost_of(a)}) for a in (arch, rival)],
+                            self.metric, "cost")
+        return ranked[0].arch == rival
+
+
+def _by_probability(p: Tensor) -> list[int]:
+    """The indices of the choices still in the search (probability > 0), most probable first;
+    sorted is stable, so ties keep the listed order (as argmax does)."""
+    return sorted((i for i in range(len(p)) if float(p[i]) > 0.0), key=lambda i: -float(p[i]))
+
+
+def _argmax_choices(space: SearchSpace, probs: dict[str, Tensor]) -> dict[str, object]:
+    decisions = space.decisions()
+    return {key: decisions[key][_by_probability(p)[0]] for key, p in probs.items()}
+
+
+def _tried(choice, scores: dict[str, float]) -> dict:
+    return {"choice": choice, **scores}
+
+
+def compare_top_two(judge: SupernetJudge, space: SearchSpace,
+                    probs: dict[str, Tensor]) -> tuple[Arch, dict[str, dict]]:
+    """Per decision, the argmax arch against the same arch with that decision's runner-up (every
+    other decision at its argmax), each decision judged on its own; the runner-up is kept only
+    when the judge prefers it.
 
     Args:
-        probs: decision key -> probabilities; a choice with probability 0 (dropped) is never
-            compared.
-        cost_of: an arch's cost, the last tie-breaker.
+        probs: decision key -> probabilities; a choice with probability 0 (dropped) is never tried.
 
     Returns:
         The arch of the kept choices, and per compared decision
-        {"winner": {"choice", "val/<metric>", "val/loss"}, "runner_up": {...}, "kept": choice}.
-        Decisions the argmax arch does not make (layers past its depth) are not compared.
+        {"tried": [{"choice", "val/<metric>", "val/loss"} of the winner, then of the runner-up],
+        "kept": choice}. Decisions the argmax arch does not make (layers past its depth) are not compared.
     """
-    decisions = space.decisions()
-    # most probable first; sorted is stable, so ties keep the listed order (as argmax does)
-    order = {key: sorted(range(len(p)), key=lambda i: -float(p[i])) for key, p in probs.items()}
-    argmax = {key: decisions[key][o[0]] for key, o in order.items()}
+    decisions, argmax = space.decisions(), _argmax_choices(space, probs)
     base = space.arch_from_choices(argmax)
-    scored: dict[Arch, dict[str, float]] = {}
-
-    def measure(arch: Arch) -> dict[str, float]:
-        if arch not in scored:
-            value, loss = evaluate_with_loss(supernet, batches, metric, arch)
-            scored[arch] = {f"val/{metric}": value, "val/loss": loss}
-        return scored[arch]
-
-    def better(rival: Arch, arch: Arch) -> bool:  # strictly: best_first is stable, `arch` listed first
-        ranked = best_first([Candidate(a, {**measure(a), "cost": cost_of(a)}) for a in (arch, rival)], metric, "cost")
-        return ranked[0].arch == rival
-
     kept, record = dict(argmax), {}
-    for key, o in order.items():
-        if len(o) < 2 or float(probs[key][o[1]]) == 0.0:
+    for key, p in probs.items():
+        order = _by_probability(p)
+        if len(order) < 2:
             continue
-        rival = space.arch_from_choices({**argmax, key: decisions[key][o[1]]})
+        runner_up = decisions[key][order[1]]
+        rival = space.arch_from_choices({**argmax, key: runner_up})
         if rival == base:
             continue
-        if better(rival, base):
-            kept[key] = decisions[key][o[1]]
-        record[key] = {"winner": {"choice": argmax[key], **measure(base)},
-                       "runner_up": {"choice": decisions[key][o[1]], **measure(rival)}, "kept": kept[key]}
+        if judge.prefers(rival, base):
+            kept[key] = runner_up
+        record[key] = {"tried": [_tried(argmax[key], judge.score(base)), _tried(runner_up, judge.score(rival))],
+                       "kept": kept[key]}
     return space.arch_from_choices(kept), record
+
+
+MAX_PASSES = 3  # a pass that changes nothing ends the search sooner; each pass is cheap (cached archs)
+
+
+def settle_in_turn(judge: SupernetJudge, space: SearchSpace,
+                   probs: dict[str, Tensor]) -> tuple[Arch, dict[str, dict]]:
+    """A coordinate search on the supernet from the argmax arch, as DARTS-PT settles one edge at a
+    time by the supernet's accuracy (https://arxiv.org/abs/2108.04392; here without its fine-tuning
+    between edges): decision by decision, in the space's order, every remaining candidate is tried
+    with the other decisions as settled so far, and the judge's favourite is kept (the settled
+    choice on a full tie). Passes repeat until one changes nothing, at most MAX_PASSES.
+
+    Where `compare_top_two` judges each decision against the argmax arch alone, here a decision
+    sees the choices made before it (a depth decided with the attention that layer 0 will have),
+    and a candidate the weights ranked third or lower is tried too.
+
+    Returns:
+        The arch, and per decision it makes {"tried": [{"choice", "val/<metric>", "val/loss"} of
+        the choice settled before the pass, then of the others, most probable first], "kept": choice}
+        from the last pass (after a pass without change: every other decision at its final choice).
+    """
+    decisions, choices = space.decisions(), _argmax_choices(space, probs)
+    record: dict[str, dict] = {}
+    for _ in range(MAX_PASSES):
+        record, changed = {}, False
+        for key, p in probs.items():
+            current = space.arch_from_choices(choices)
+            rivals = [(decisions[key][i], space.arch_from_choices({**choices, key: decisions[key][i]}))
+                      for i in _by_probability(p) if decisions[key][i] != choices[key]]
+            rivals = [(choice, arch) for choice, arch in rivals if arch != current]  # a layer past the depth
+            if not rivals:
+                continue
+            best_choice, best = choices[key], current
+            for choice, arch in rivals:
+                if judge.prefers(arch, best):
+                    best_choice, best = choice, arch
+            record[key] = {"tried": [_tried(choices[key], judge.score(current)),
+                                     *(_tried(choice, judge.score(arch)) for choice, arch in rivals)],
+                           "kept": best_choice}
+            changed |= best_choice != choices[key]
+            choices[key] = best_choice
+        if not changed:
+            break
+    return space.arch_from_choices(choices), record

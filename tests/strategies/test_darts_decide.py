@@ -1,4 +1,4 @@
-"""Progressive shrinking and the final top-2 comparison of DARTS / GDAS (nas.strategies.darts_decide)."""
+"""Progressive shrinking and the final comparisons of DARTS / GDAS (nas.strategies.darts_decide)."""
 import dataclasses
 import math
 
@@ -124,51 +124,93 @@ class Rigged(Supernet):
         return torch.cat([logits[:, :-1], sharpness * answer[:, None]], 1)
 
 
-def compare(final_compare, first="local", sure=None):
+def three_op_space():
+    """The planted space with a second, wider window: still too narrow for the fetch distance."""
+    return SearchSpace.from_dict({
+        "name": "planted3", "dim": 32, "head_dim": 16, "depth": [1, 2],
+        "layer": {"attention": {"full": {}, "local": {"window": 4}, "local8": {"type": "local", "window": 8}},
+                  "heads": [2], "ffn_dim": [64]},
+    })
+
+
+def compare(first="local", sure=None, space=None, leaning=None, **options):
+    """A search over the rigged supernet whose weights lean to `first` in layer 0 (or to
+    `leaning`: layer 0's logits) and to depth 1, ended by `finish` with `options`."""
     torch.manual_seed(0)
     task = FetchTask(distance=23, size=64)
     task.setup()
-    space = planted_space()
+    space = space or planted_space()
     net = Rigged(space, task.shape)
     if sure is not None:
         net.sure = sure
-    strategy = STRATEGIES.get("darts")(space, seed=0, seq_len=task.seq_len, final_compare=final_compare)
-    with torch.no_grad():  # layer 0 leans to `first`; depth to 1
-        strategy.alphas["layer0_attention"].copy_(torch.tensor([0.1, 0.2] if first == "local" else [0.2, 0.1]))
+    strategy = STRATEGIES.get("darts")(space, seed=0, seq_len=task.seq_len, **options)
+    with torch.no_grad():
+        if leaning is None:
+            leaning = [0.1, 0.2] if first == "local" else [0.2, 0.1]
+        strategy.alphas["layer0_attention"].copy_(torch.tensor(leaning))
         strategy.alphas["depth"].copy_(torch.tensor([0.2, 0.1]))
     batches = list(task.val_dataloader())[:2]
     return strategy, strategy.finish(_Ctx(net), batches).best, net, batches
 
 
 def test_final_compare_keeps_the_runner_up_when_it_evaluates_better():
-    strategy, best, net, batches = compare(True)
+    strategy, best, net, batches = compare(final_compare=True)
     assert strategy.current_arch().layers[0].attention == "local"  # the weights say local
     assert best.layers[0].attention == "full"
     record = strategy.comparison["layer0.attention"]
-    assert record["winner"]["choice"] == "local" and record["runner_up"]["choice"] == "full"
-    assert record["kept"] == "full" and record["runner_up"]["val/acc"] == 1.0 > record["winner"]["val/acc"]
-    assert record["winner"]["val/acc"] == evaluate(net, batches, "acc", strategy.current_arch())  # as evaluate scores
+    winner, runner_up = record["tried"]
+    assert winner["choice"] == "local" and runner_up["choice"] == "full"
+    assert record["kept"] == "full" and runner_up["val/acc"] == 1.0 > winner["val/acc"]
+    assert winner["val/acc"] == evaluate(net, batches, "acc", strategy.current_arch())  # as evaluate scores
     argmax = strategy.current_arch()
     rival = dataclasses.replace(argmax, layers=(dataclasses.replace(argmax.layers[0], attention="full"),))
     loss = evaluate(net, batches, "bpb", rival) * math.log(2)
-    assert record["runner_up"]["val/loss"] == pytest.approx(loss)
+    assert runner_up["val/loss"] == pytest.approx(loss)
     # depth leans to 1, so layer 1's decisions do not change the argmax arch: not compared
     assert set(strategy.comparison) == {"depth", "layer0.attention"}
 
 
-def test_without_final_compare_the_argmax_is_kept():
-    strategy, best, _, _ = compare(False)
+def test_without_a_final_comparison_the_argmax_is_kept():
+    strategy, best, _, _ = compare()
     assert best == strategy.current_arch() and best.layers[0].attention == "local"
     assert strategy.comparison == {}
 
 
 def test_a_tie_on_the_metric_goes_to_the_lower_loss():
     """Both candidates answer every item (accuracy 1): the sharper one, with the lower loss, wins."""
-    _, best, _, _ = compare(True, first="full", sure={"full": 4.0, "local": 12.0})
+    _, best, _, _ = compare(first="full", sure={"full": 4.0, "local": 12.0}, final_compare=True)
     assert best.layers[0].attention == "local"
-    strategy, best, _, _ = compare(True, first="local", sure={"full": 4.0, "local": 12.0})
+    strategy, best, _, _ = compare(first="local", sure={"full": 4.0, "local": 12.0}, final_compare=True)
     assert best.layers[0].attention == "local"
-    assert strategy.comparison["layer0.attention"]["runner_up"]["val/acc"] == 1.0
+    assert strategy.comparison["layer0.attention"]["tried"][1]["val/acc"] == 1.0
+
+
+def test_final_greedy_finds_a_candidate_the_weights_ranked_third():
+    """Layer 0 leans local > local8 > full: the top-2 comparison never tries full, the greedy one does."""
+    leaning = [0.1, 0.3, 0.2]  # full, local, local8
+    _, top_two, _, _ = compare(space=three_op_space(), leaning=leaning, final_compare=True)
+    assert top_two.layers[0].attention in ("local", "local8")
+    strategy, best, net, batches = compare(space=three_op_space(), leaning=leaning, final_greedy=True)
+    assert best.layers[0].attention == "full"
+    tried = strategy.comparison["layer0.attention"]["tried"]
+    assert [t["choice"] for t in tried] == ["full", "local", "local8"]  # settled first, then by probability
+
+
+def test_final_greedy_ends_where_no_single_change_scores_better():
+    """The record is the last pass: every decision tried with all the others at their final
+    choices, the kept one first (nothing changed) and none of the others better by the metric."""
+    strategy, best, net, batches = compare(space=three_op_space(), leaning=[0.1, 0.3, 0.2], final_greedy=True)
+    assert strategy.comparison and set(strategy.comparison) <= set(strategy.space.choices_of(best))
+    for key, record in strategy.comparison.items():
+        kept, *others = record["tried"]
+        assert kept["choice"] == record["kept"] == strategy.space.choices_of(best)[key]
+        assert kept["val/acc"] == evaluate(net, batches, "acc", best)
+        assert all(other["val/acc"] <= kept["val/acc"] for other in others)
+
+
+def test_final_compare_and_final_greedy_exclude_each_other():
+    with pytest.raises(ConfigError, match="strategy.final_compare and strategy.final_greedy: choose one"):
+        STRATEGIES.get("darts")(planted_space(), final_compare=True, final_greedy=True)
 
 
 @pytest.mark.parametrize("name", ["darts", "gdas"])
