@@ -59,10 +59,12 @@ class SearchPick:
     inherited: float
     standalone_mean: float
     regret: float  # the best standalone among the ranked archs and this one, minus this one's
+    regret_per_seed: list[float] | None = None  # the same on each standalone seed alone (2+ seeds)
 
     def to_dict(self) -> dict:
         return {"search_pick_arch": self.arch.to_dict(), "search_pick_inherited": self.inherited,
-                "search_pick_standalone": self.standalone_mean, "search_pick_regret": self.regret}
+                "search_pick_standalone": self.standalone_mean, "search_pick_regret": self.regret,
+                "search_pick_regret_per_seed": self.regret_per_seed}
 
 
 def rank(cfg: DictConfig) -> RankOutcome:
@@ -134,16 +136,23 @@ def rank(cfg: DictConfig) -> RankOutcome:
                                    k=top_k, inherited_loss=[r.inherited_loss for r in rows],
                                    cost=[r.cost["params"] for r in rows])
     seed_tau = ranking.seed_agreement([r.standalone for r in rows])
+
+    def per_seed(chosen_alone: list[float]) -> list[float] | None:  # the regret's spread over seeds
+        return ranking.regret_per_seed([r.standalone for r in rows], chosen_alone, higher) if len(seeds) > 1 else None
+
+    pick_regret_per_seed = per_seed(rows[summary.pick].standalone)
     search_pick = None
     if chosen is not None:
         scored_alone = [results[chosen, s]["val"] for s in seeds]
         mean = ranking.RankedArch(chosen, *inherited[chosen], scored_alone).standalone_mean
         search_pick = SearchPick(chosen, inherited[chosen][0], mean,
-                                 ranking.regret([*(r.standalone_mean for r in rows), mean], mean, higher))
+                                 ranking.regret([*(r.standalone_mean for r in rows), mean], mean, higher),
+                                 per_seed(scored_alone))
     seconds = time.perf_counter() - start
     text = rank_text(rows, summary, search_pick, task.metric, budget, seeds, len(trained), out, seconds,
-                     calibration, seed_tau)
-    record = {**summary.to_dict(), **(search_pick.to_dict() if search_pick else {}),
+                     calibration, seed_tau, pick_regret_per_seed)
+    record = {**summary.to_dict(), "regret_per_seed": pick_regret_per_seed,
+              **(search_pick.to_dict() if search_pick else {}),
               "standalone_seed_tau": seed_tau,
               "metric": task.metric, "higher_is_better": higher,
               "pick_arch": rows[summary.pick].arch.to_dict(), "budget": dataclasses.asdict(budget),
@@ -235,7 +244,7 @@ def _seeds(seeds: object) -> list[int]:
 
 def rank_text(rows: list[ranking.RankedArch], summary: ranking.RankSummary, search_pick: SearchPick | None,
               metric: str, budget: Budget, seeds: list[int], trained: int, out: Path, seconds: float,
-              calibration: Calibration, seed_tau: float | None) -> str:
+              calibration: Calibration, seed_tau: float | None, regret_per_seed: list[float] | None = None) -> str:
     """The screen `nas-rank` prints: one line per arch, best standalone first, then the figures."""
     order = sorted(range(len(rows)), key=lambda i: -score(rows[i].standalone_mean, metric))
     lines = ["", f"{'#':>3}  {'attention':<12}{'depth':>5}  {'inherited':>9}  {'standalone':>10}  "
@@ -256,13 +265,17 @@ def rank_text(rows: list[ranking.RankedArch], summary: ranking.RankSummary, sear
               f"Spearman rho    {summary.spearman_rho:.3f}  (p {summary.spearman_p:.3g})",
               f"top-{summary.k} overlap   {summary.top_k_overlap:.3f}",
               f"regret          {summary.regret:.4f}  (the pick's standalone {rows[summary.pick].standalone_mean:.4f}, "
-              f"best {best:.4f})",
+              f"best {best:.4f}){_by_seed(regret_per_seed)}",
               *([f"search's pick   regret {search_pick.regret:.4f}  (best_arch.yaml: inherited "
                  f"{search_pick.inherited:.4f}, standalone {search_pick.standalone_mean:.4f}; "
-                 f"{_compact(search_pick.arch)})"] if search_pick else []),
+                 f"{_compact(search_pick.arch)}){_by_seed(search_pick.regret_per_seed)}"] if search_pick else []),
               "", f"{'ranking':<16}{out / 'ranking.csv'}", f"{'summary':<16}{out / 'summary.json'}",
               f"{'tensorboard':<16}tensorboard --logdir {out / 'tensorboard'}"]
     return "\n".join(lines)
+
+
+def _by_seed(regrets: list[float] | None) -> str:
+    return f"; on each seed alone: {', '.join(f'{r:.4f}' for r in regrets)}" if regrets else ""
 
 
 def _compact(arch: Arch) -> str:

@@ -182,6 +182,18 @@ def regret(standalone: Sequence[float], chosen: float, higher_is_better: bool = 
     return float(best - chosen if higher_is_better else chosen - best)
 
 
+def regret_per_seed(per_arch: Sequence[Sequence[float]], chosen: Sequence[float],
+                    higher_is_better: bool = True) -> list[float]:
+    """The regret measured on each standalone seed alone: how far it moves between seeds says how
+    much of the regret of the means is the standalone trainings' noise.
+
+    Args:
+        per_arch: each ranked arch's standalone metric per seed (the same seeds in the same order).
+        chosen: the chosen arch's metric per seed; it competes with the ranked archs (it may be one).
+    """
+    return [regret([*(r[s] for r in per_arch), value], value, higher_is_better) for s, value in enumerate(chosen)]
+
+
 # -- files -----------------------------------------------------------------------------------
 def read_archs(path: str | Path, space: SearchSpace | None = None) -> list[Arch]:
     """Archs from a YAML list of arch mappings, or from a search's `ranked.csv` (its `arch` column

@@ -99,6 +99,10 @@ def test_an_arch_file_and_more_seeds_reuse_finished_jobs(search_run, monkeypatch
     assert summary["standalone_seed_tau"] == pytest.approx(seed_agreement([r.standalone for r in outcome.rows]),
                                                            nan_ok=True)
     assert "seed agreement" in outcome.text
+    pick = outcome.rows[outcome.summary.pick]  # and the regret on each seed alone
+    assert summary["regret_per_seed"] == [max(r.standalone[s] for r in outcome.rows) - pick.standalone[s]
+                                          for s in (0, 1)]
+    assert "on each seed alone: " in outcome.text
 
 
 def test_runs_pointed_at_one_standalone_dir_train_each_job_once(search_run, monkeypatch, tmp_path):

@@ -9,7 +9,7 @@ import pytest
 
 from nas.errors import ConfigError
 from nas.metrics import HIGHER_IS_BETTER
-from nas.ranking import (RankedArch, rank_summary, read_archs, read_ranking, regret, seed_agreement,
+from nas.ranking import (RankedArch, rank_summary, read_archs, read_ranking, regret, regret_per_seed, seed_agreement,
                          stratified_archs, supernet_order, write_archs, write_ranking)
 from nas.results import Candidate, best_first
 from nas.space import Arch, LayerArch, SearchSpace
@@ -102,6 +102,13 @@ def test_regret_of_a_chosen_value():
     assert regret([0.5, 0.9, 0.7], 0.7) == pytest.approx(0.2)
     assert regret([0.5, 0.9, 0.7], 0.9) == 0.0
     assert regret([2.0, 1.5], 2.0, higher_is_better=False) == pytest.approx(0.5)
+
+
+def test_regret_on_each_seed_alone():
+    per_arch = [[0.9, 0.6], [0.7, 0.8], [0.5, 0.5]]  # seed 0 favours the first arch, seed 1 the second
+    assert regret_per_seed(per_arch, per_arch[1]) == pytest.approx([0.2, 0.0])
+    assert regret_per_seed(per_arch, [0.95, 0.4]) == pytest.approx([0.0, 0.4])  # an outside arch competes too
+    assert regret_per_seed(per_arch, per_arch[2], higher_is_better=False) == [0.0, 0.0]
 
 
 def test_regret_when_lower_is_better():
