@@ -65,7 +65,7 @@ class SearchOutcome:
     supernet_ckpt: Path  # the search's last checkpoint (retraining's init=inherit reads it)
     metrics: dict[str, float]  # search/val/<metric> of the chosen arch and its cost/...
     margins: dict[str, float] = field(default_factory=dict)  # per decision: winner minus runner-up
-    comparison: dict[str, dict] = field(default_factory=dict)  # final_compare's / final_greedy's scores per decision
+    comparison: dict[str, dict] = field(default_factory=dict)  # strategy.decide's scores per decision
     tensorboard: SummaryWriter | None = None  # the search's event writer (None without a logger)
     step: int = 0  # the search's last global step, where its final entries are filed
 
@@ -188,7 +188,7 @@ def search(cfg: DictConfig, run_dir: Path) -> SearchOutcome:
         if shrunk:  # how each drop was decided (the last one's `cut` is the margin of the pick)
             sidecar["shrink"] = [{k: round(v, 4) if isinstance(v, float) else v for k, v in e.items()} for e in shrunk]
         if comparison:
-            sidecar["final_compare"] = comparison
+            sidecar["decide"] = comparison
         (run_dir / "margins.yaml").write_text(yaml.safe_dump(sidecar, sort_keys=False))
         threshold = getattr(strategy, "min_margin", None)
         decision, smallest = min(margins.items(), key=lambda kv: kv[1])
@@ -379,7 +379,7 @@ def summary(arch: Arch, metrics: dict, files: dict[str, str], margins: dict[str,
         closest = sorted(margins.items(), key=lambda kv: kv[1])[:3]
         lines += ["margin to the runner-up (probability), closest decisions: "
                   + ", ".join(f"{k} {v:.3f}" for k, v in closest), ""]
-    if comparison:  # strategy.final_compare / final_greedy: the supernet's scores of the candidates
+    if comparison:  # strategy.decide (greedy, top2): the supernet's scores of the candidates
         lines += ["candidates compared on the validation batches (supernet weights):"]
         for key, c in comparison.items():
             tried = "; ".join(f"{t['choice']} " + ", ".join(f"{m} {v:.4g}" for m, v in t.items() if m != "choice")

@@ -1,9 +1,10 @@
 """Final architecture margins (winner minus runner-up per decision) of a DARTS search under
 the decisiveness remedies of nas.strategies.darts (temperature, entropy, Fair DARTS zero-one
-https://arxiv.org/abs/1911.12126, progressive shrinking, the final top-2 comparison), on the
+https://arxiv.org/abs/1911.12126, progressive shrinking, the final comparisons), on the
 quickstart defaults. One search per variant, in this process, one after the other. Prints JSON:
 per variant the final margins, for `shrink` the margin at which each decision's last cut was
-made, for `final_compare` the supernet's scores of each decision's top two.
+made, for `top2` and `greedy` the supernet's scores of the candidates compared. Every other
+variant takes the argmax of its weights (`strategy.decide=argmax`): what the remedy decided.
 
     python scripts/darts_margins.py --variants plain,tau --out margins.json
     python scripts/darts_margins.py --override +trainer.limit_train_batches=16   # shorter epochs
@@ -21,13 +22,15 @@ import nas.cli.common  # noqa: F401  the nas_root resolver the configs use
 from report import write_report  # scripts/report.py
 
 CONFIGS = str(Path(__file__).resolve().parents[1] / "configs")
+ARGMAX = "+strategy.decide=argmax"
 VARIANTS = {
-    "plain": [],
-    "tau": ["+strategy.softmax_tau_end=0.1"],
-    "entropy": ["+strategy.entropy_weight=0.5"],
-    "zero_one": ["+strategy.zero_one_weight=5.0"],
-    "shrink": ["+strategy.shrink_every=2"],  # 5 epochs: drops after epochs 2 and 4
-    "final_compare": ["+strategy.final_compare=true"],
+    "plain": [ARGMAX],
+    "tau": ["+strategy.softmax_tau_end=0.1", ARGMAX],
+    "entropy": ["+strategy.entropy_weight=0.5", ARGMAX],
+    "zero_one": ["+strategy.zero_one_weight=5.0", ARGMAX],
+    "shrink": ["+strategy.shrink_every=2", ARGMAX],  # 5 epochs: drops after epochs 2 and 4
+    "top2": ["+strategy.decide=top2"],
+    "greedy": ["+strategy.decide=greedy"],
 }
 
 
@@ -50,7 +53,7 @@ def run(variant: str, extra: list[str], root: Path) -> dict:
     if shrunk:  # the last drop of a decision: the survivor's lead over the last one dropped
         out["cut_margins"] = {e["decision"]: e["cut"] for e in shrunk}
     if found.comparison:
-        out["final_compare"] = found.comparison
+        out["decide"] = found.comparison
     return out
 
 

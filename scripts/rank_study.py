@@ -57,6 +57,7 @@ from nas.training.calibrate import Calibration  # noqa: E402
 # their regret measures (issue 14).
 RANDOM = ["strategy=random", "strategy.fair=false"]  # one random path per step (SPOS)
 SHARED = "sharing=entangled"  # every row names its sharing: the CLI's default (separate) may change
+ARGMAX = "strategy.decide=argmax"  # and the differentiable rows how they decide (the default is greedy)
 MECHANISMS = {
     "entangled": [*RANDOM, SHARED],  # attention types share Q/K/V/O
     "separate": [*RANDOM, "sharing=separate"],  # each attention type owns its Q/K/V/O
@@ -67,17 +68,17 @@ MECHANISMS = {
     "fair_separate": ["strategy=random", "strategy.fair=true", "sharing=separate"],  # the CLI's default
     "sandwich": [*RANDOM, SHARED, "strategy.sandwich=true", "strategy.distill=0.5"],  # BigNAS sandwich + in-place distillation
     "sort_every": [*RANDOM, SHARED, "strategy.sort_every=1"],  # OFA importance sorting of heads/FFN units every epoch
-    "gdas": ["strategy=gdas", SHARED],  # one Gumbel-softmax path per step
-    "darts_pc4": ["strategy=darts", "strategy.partial=4", SHARED],  # PC-DARTS, a quarter of the heads per candidate
+    # (each names how it decides at the end, as each names its sharing: the argmax of the weights)
+    "gdas": ["strategy=gdas", SHARED, ARGMAX],  # one Gumbel-softmax path per step
+    "darts_pc4": ["strategy=darts", "strategy.partial=4", SHARED, ARGMAX],  # PC-DARTS, a quarter of the heads per candidate
     # the same with each attention type's own Q/K/V/O, as in fair_separate
-    "gdas_separate": ["strategy=gdas", "sharing=separate"],
-    "darts_pc4_separate": ["strategy=darts", "strategy.partial=4", "sharing=separate"],
+    "gdas_separate": ["strategy=gdas", "sharing=separate", ARGMAX],
+    "darts_pc4_separate": ["strategy=darts", "strategy.partial=4", "sharing=separate", ARGMAX],
     # GDAS's decision checked at the end: per decision its top two compared by the supernet's score
-    "gdas_separate_compare": ["strategy=gdas", "sharing=separate", "strategy.final_compare=true"],
-    # ... or every decision settled in turn among all its candidates by the supernet's score
-    "gdas_separate_greedy": ["strategy=gdas", "sharing=separate", "strategy.final_greedy=true"],
-    "darts_pc4_separate_greedy": ["strategy=darts", "strategy.partial=4", "sharing=separate",
-                                  "strategy.final_greedy=true"],
+    "gdas_separate_compare": ["strategy=gdas", "sharing=separate", "strategy.decide=top2"],
+    # ... or every decision settled in turn among all its candidates by the supernet's score (the default)
+    "gdas_separate_greedy": ["strategy=gdas", "sharing=separate", "strategy.decide=greedy"],
+    "darts_pc4_separate_greedy": ["strategy=darts", "strategy.partial=4", "sharing=separate", "strategy.decide=greedy"],
 }
 SAMPLING = [name for name, overrides in MECHANISMS.items() if "strategy=random" in overrides]  # default rows
 

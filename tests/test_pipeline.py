@@ -43,18 +43,19 @@ def test_margins_go_to_a_sidecar_and_a_small_one_warns(tmp_path, caplog):
                                                       "strategy.min_margin=1.1"])  # every margin is below
     outcome = pipeline.search(cfg, tmp_path / "run")
     written = yaml.safe_load((tmp_path / "run" / "margins.yaml").read_text())
+    assert written.pop("decide") == outcome.comparison  # strategy.decide=greedy, the default
     assert written == {k: round(v, 4) for k, v in outcome.margins.items()} and written
     assert sum("the search did not decide" in r.getMessage() for r in caplog.records) == 1
 
 
 def test_shrinking_and_the_final_comparison_go_to_the_sidecar_and_the_summary(tmp_path):
     cfg = compose_config("search", tmp_path / "run", [*TINY, "retrain.enabled=false", "~logger", "strategy=darts",
-                                                      "strategy.shrink_every=1", "strategy.final_compare=true"])
+                                                      "strategy.shrink_every=1", "strategy.decide=top2"])
     outcome = pipeline.search(cfg, tmp_path / "run")
     written = yaml.safe_load((tmp_path / "run" / "margins.yaml").read_text())
     drops = written.pop("shrink")  # one epoch: every decision with a choice to spare dropped one
     assert {e["decision"] for e in drops} == {k for k, v in outcome.space.decisions().items() if len(v) > 1}
-    assert written.pop("final_compare") == outcome.comparison and outcome.comparison
+    assert written.pop("decide") == outcome.comparison and outcome.comparison
     assert written == {k: round(v, 4) for k, v in outcome.margins.items()}
     for key, c in outcome.comparison.items():
         assert c["kept"] in [t["choice"] for t in c["tried"]] and len(c["tried"]) == 2

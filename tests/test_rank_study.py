@@ -26,6 +26,8 @@ def test_every_mechanism_composes_with_every_experiment(rank_study, experiment, 
         assert cfg.strategy.name == next(o.split("=")[1] for o in overrides if o.startswith("strategy="))
         assert (cfg.sharing == "separate") == ("separate" in name)
         assert any(o.startswith("sharing=") for o in overrides), f"{name}: a new CLI default would change the row"
+        if cfg.strategy.name in ("darts", "gdas"):
+            assert any(o.startswith("strategy.decide=") for o in overrides), f"{name}: names how it decides"
         assert cfg.space.file.endswith(f"/{rank_study.preset(experiment)['space']}.yaml")
 
 

@@ -14,8 +14,9 @@ by 2 * softmax(beta), so they sum to 2 (uniform beta = the plain residual x + at
 alphas are not left to absorb the scale changes that come with sampling a fraction of heads.
 
 When the weights do not decide, `shrink_every` drops each decision's weakest candidate every few
-epochs, `final_compare` settles each decision between its top two by the supernet's validation
-metric, and `final_greedy` settles the decisions one by one among all their remaining candidates
+epochs. At the end `decide` says how the arch is taken: `greedy` (the default) settles the
+decisions one by one among all their remaining candidates by the supernet's validation metric,
+`top2` settles each decision between its top two, `argmax` takes the weights' choice
 (nas.strategies.darts_decide).
 """
 from __future__ import annotations
@@ -33,6 +34,9 @@ from nas.space import LAYER_FIELDS, Arch, LayerArch, SearchSpace
 from nas.metrics import task_loss
 from nas.strategies.base import SearchContext, SearchResult, Strategy
 from nas.strategies.darts_decide import SupernetJudge, compare_top_two, settle_in_turn, shrink
+
+# strategy.decide -> how the final arch is settled from the weights (None: their argmax alone)
+DECIDE = {"greedy": settle_in_turn, "top2": compare_top_two, "argmax": None}
 from nas.strategies.registry import STRATEGIES
 
 
@@ -65,11 +69,11 @@ class DartsStrategy(Strategy):
             least probable remaining candidate, down to `shrink_to`; a dropped candidate gets
             probability 0 and the supernet no longer runs it (0: off).
         shrink_to: the candidates a decision keeps at least when shrinking.
-        final_compare: at the end, per decision, keep the runner-up instead of the winner when
-            the supernet scores it better on the validation batches (metric, then loss, then cost).
-        final_greedy: at the end, settle the decisions one by one on the validation batches, each
-            among all its remaining candidates with the decisions before it already settled (a
-            coordinate search on the supernet from the argmax arch; excludes final_compare).
+        decide: how the final arch is taken, judged by the supernet on the validation batches
+            (metric, then loss, then cost): "greedy" settles the decisions one by one, each among
+            all its remaining candidates with the decisions before it already settled (a
+            coordinate search from the argmax arch); "top2" keeps a decision's runner-up instead
+            of its winner when it scores better in the argmax arch; "argmax": the weights alone.
     """
 
     hard = False
@@ -80,7 +84,7 @@ class DartsStrategy(Strategy):
                  seq_len: int | None = None, partial: int = 1, edge_norm: bool = True,
                  softmax_tau_start: float = 1.0, softmax_tau_end: float = 1.0, entropy_weight: float = 0.0,
                  zero_one_weight: float = 0.0, min_margin: float = 0.05, shrink_every: int = 0,
-                 shrink_to: int = 1, final_compare: bool = False, final_greedy: bool = False):
+                 shrink_to: int = 1, decide: str = "greedy"):
         super().__init__(space, seed)
         if not isinstance(partial, int) or partial < 1 or space.max_heads % partial:
             raise ConfigError(f"strategy.partial={partial}: allowed: a divisor of max_heads ({space.max_heads})")
@@ -90,11 +94,9 @@ class DartsStrategy(Strategy):
             raise ConfigError(f"strategy.shrink_every={shrink_every}: allowed: an integer >= 0 (0: off)")
         if not isinstance(shrink_to, int) or shrink_to < 1:
             raise ConfigError(f"strategy.shrink_to={shrink_to}: allowed: an integer >= 1")
-        if final_compare and final_greedy:
-            raise ConfigError("strategy.final_compare and strategy.final_greedy: choose one "
-                              "(final_greedy tries every decision's runner-up too)")
-        self.shrink_every, self.shrink_to = shrink_every, shrink_to
-        self.final_compare, self.final_greedy = final_compare, final_greedy
+        if decide not in DECIDE:
+            raise ConfigError(f"strategy.decide={decide}: allowed: {', '.join(DECIDE)}")
+        self.shrink_every, self.shrink_to, self.decide = shrink_every, shrink_to, decide
         self.partial, self.edge_norm = partial, edge_norm and partial > 1
         self.softmax_tau_start, self.softmax_tau_end = softmax_tau_start, softmax_tau_end
         self.entropy_weight, self.zero_one_weight, self.min_margin = entropy_weight, zero_one_weight, min_margin
@@ -115,7 +117,7 @@ class DartsStrategy(Strategy):
             for key, options in space.decisions().items():
                 self.register_buffer(_keep_key(key), torch.ones(len(options), dtype=torch.bool))
         self.shrunk: list[dict] = []  # one record per dropped candidate (darts_decide.shrink)
-        self.comparison: dict[str, dict] = {}  # final_compare's / final_greedy's scores per decision
+        self.comparison: dict[str, dict] = {}  # the final decision's scores per decision (greedy, top2)
 
     # -- the distribution ------------------------------------------------------------------
     def logits(self) -> dict[str, Tensor]:
@@ -241,6 +243,7 @@ class DartsStrategy(Strategy):
         self._layer_cost = table
         self._base_cost = cost.base_cost(space, shape, self.seq_len, self.cost)
         self._reference = self.cost_target or cost.arch_cost(space.largest(), space, shape, self.seq_len, self.cost)
+        self._shape = shape
 
     def expected_cost(self) -> Tensor:
         probs = self.probabilities()
@@ -258,7 +261,15 @@ class DartsStrategy(Strategy):
     def cost_penalty(self) -> Tensor:
         if self.cost is None or not self.cost_weight:
             return torch.zeros(())
-        relative = self.expected_cost() / self._reference
+        return self._weighted(self.expected_cost() / self._reference)
+
+    def arch_penalty(self, arch: Arch) -> float:
+        """The cost penalty of one arch: `cost_penalty` with all the probability on its choices."""
+        relative = cost.arch_cost(arch, self.space, self._shape, self.seq_len, self.cost) / self._reference
+        return float(self._weighted(torch.tensor(relative)))
+
+    def _weighted(self, relative: Tensor) -> Tensor:
+        """The penalty of a cost relative to the reference (the target, or the largest arch's)."""
         return self.cost_weight * (F.relu(relative - 1) if self.cost_target else relative)
 
     def decisiveness_penalty(self) -> Tensor:
@@ -287,16 +298,16 @@ class DartsStrategy(Strategy):
             self.softmax_tau.fill_(self.softmax_tau_start + (self.softmax_tau_end - self.softmax_tau_start) * progress)
 
     def finish(self, ctx: SearchContext, val_batches: list[dict]) -> SearchResult:
-        """The argmax arch; with final_compare or final_greedy, the decisions settled by the
-        supernet's scores on `val_batches`."""
-        if not (self.final_compare or self.final_greedy):
+        """The arch `decide` settles: by the supernet's scores on `val_batches`, or the argmax."""
+        settle = DECIDE[self.decide]
+        if settle is None:
             return SearchResult(best=self.current_arch())
         space, shape = self.space, ctx.supernet.shape
         seq_len, kind = self.seq_len or shape.max_len, self.cost or "params"
         judge = SupernetJudge(ctx.supernet, val_batches, ctx.metric,
-                              cost_of=lambda arch: cost.arch_cost(arch, space, shape, seq_len, kind))
-        decide = settle_in_turn if self.final_greedy else compare_top_two
-        best, self.comparison = decide(judge, space, {k: v.detach() for k, v in self.probabilities().items()})
+                              cost_of=lambda arch: cost.arch_cost(arch, space, shape, seq_len, kind),
+                              penalty=self.arch_penalty if self.cost is not None and self.cost_weight else None)
+        best, self.comparison = settle(judge, space, {k: v.detach() for k, v in self.probabilities().items()})
         return SearchResult(best=best)
 
     def get_extra_state(self) -> dict:

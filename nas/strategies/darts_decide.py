@@ -45,21 +45,33 @@ def shrink(probs: dict[str, Tensor], keep: dict[str, Tensor], shrink_to: int) ->
 
 class SupernetJudge:
     """Scores archs with the supernet's weights on fixed validation batches (each arch once) and
-    compares two as every strategy breaks ties: metric, then validation loss, then cost (lower)."""
+    compares two as every strategy breaks ties: metric, then validation loss, then cost (lower).
 
-    def __init__(self, supernet: Supernet, batches: list[dict], metric: str, cost_of: Callable[[Arch], float]):
+    With a cost `penalty` (the search's own: what its architecture weights were trained to
+    trade against the loss), two archs are compared by validation loss plus penalty instead
+    (lower; then cost), so that the final decision keeps the trade the user asked for."""
+
+    def __init__(self, supernet: Supernet, batches: list[dict], metric: str, cost_of: Callable[[Arch], float],
+                 penalty: Callable[[Arch], float] | None = None):
         self.supernet, self.batches, self.metric, self.cost_of = supernet, batches, metric, cost_of
+        self.penalty = penalty
         self.scored: dict[Arch, dict[str, float]] = {}
 
     def score(self, arch: Arch) -> dict[str, float]:
-        """{"val/<metric>": value, "val/loss": loss} of `arch` on the batches."""
+        """{"val/<metric>": value, "val/loss": loss} of `arch` on the batches (with a penalty also
+        "val/loss+cost": the loss plus the penalty)."""
         if arch not in self.scored:
             value, loss = evaluate_with_loss(self.supernet, self.batches, self.metric, arch)
             self.scored[arch] = {f"val/{self.metric}": value, "val/loss": loss}
+            if self.penalty is not None:
+                self.scored[arch]["val/loss+cost"] = loss + self.penalty(arch)
         return self.scored[arch]
 
     def prefers(self, rival: Arch, arch: Arch) -> bool:
         """Whether `rival` is strictly better than `arch` (a full tie keeps `arch`)."""
+        if self.penalty is not None:
+            return ((self.score(rival)["val/loss+cost"], self.cost_of(rival))
+                    < (self.score(arch)["val/loss+cost"], self.cost_of(arch)))
         # best_first is stable and `arch` is listed first, so a tie leaves it on top
         ranked = best_first([Candidate(a, {**self.score(a), "cost": self.cost_of(a)}) for a in (arch, rival)],
                             self.metric, "cost")

@@ -128,7 +128,6 @@ def test_expected_cost_of_a_decided_distribution_is_the_arch_cost(kind, reversib
     from nas import cost
     from nas.space import Arch, LayerArch, SearchSpace
 
-
     space = SearchSpace.from_dict({**planted_space().to_dict(), "memory": {"reversible": reversible}})
     task = FetchTask(size=64)
     strategy = STRATEGIES.get("darts")(space, seed=0, seq_len=task.seq_len, cost=kind, cost_weight=1.0)
@@ -142,3 +141,5 @@ def test_expected_cost_of_a_decided_distribution_is_the_arch_cost(kind, reversib
             strategy.alphas[key.replace(".", "_")].copy_(one_hot)
     expected = cost.arch_cost(arch, space, task.shape, task.seq_len, kind)
     assert strategy.expected_cost().item() == pytest.approx(expected, rel=1e-5)
+    # and the final decision's penalty of that arch (decide=greedy/top2 under a cost) is the same
+    assert strategy.arch_penalty(arch) == pytest.approx(strategy.cost_penalty().item(), rel=1e-5)

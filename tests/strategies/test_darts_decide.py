@@ -133,9 +133,9 @@ def three_op_space():
     })
 
 
-def compare(first="local", sure=None, space=None, leaning=None, **options):
+def compare(decide, first="local", sure=None, space=None, leaning=None):
     """A search over the rigged supernet whose weights lean to `first` in layer 0 (or to
-    `leaning`: layer 0's logits) and to depth 1, ended by `finish` with `options`."""
+    `leaning`: layer 0's logits) and to depth 1, ended by `finish` with `strategy.decide`."""
     torch.manual_seed(0)
     task = FetchTask(distance=23, size=64)
     task.setup()
@@ -143,7 +143,7 @@ def compare(first="local", sure=None, space=None, leaning=None, **options):
     net = Rigged(space, task.shape)
     if sure is not None:
         net.sure = sure
-    strategy = STRATEGIES.get("darts")(space, seed=0, seq_len=task.seq_len, **options)
+    strategy = STRATEGIES.get("darts")(space, seed=0, seq_len=task.seq_len, decide=decide)
     with torch.no_grad():
         if leaning is None:
             leaning = [0.1, 0.2] if first == "local" else [0.2, 0.1]
@@ -153,8 +153,8 @@ def compare(first="local", sure=None, space=None, leaning=None, **options):
     return strategy, strategy.finish(_Ctx(net), batches).best, net, batches
 
 
-def test_final_compare_keeps_the_runner_up_when_it_evaluates_better():
-    strategy, best, net, batches = compare(final_compare=True)
+def test_top2_keeps_the_runner_up_when_it_evaluates_better():
+    strategy, best, net, batches = compare("top2")
     assert strategy.current_arch().layers[0].attention == "local"  # the weights say local
     assert best.layers[0].attention == "full"
     record = strategy.comparison["layer0.attention"]
@@ -170,36 +170,36 @@ def test_final_compare_keeps_the_runner_up_when_it_evaluates_better():
     assert set(strategy.comparison) == {"depth", "layer0.attention"}
 
 
-def test_without_a_final_comparison_the_argmax_is_kept():
-    strategy, best, _, _ = compare()
+def test_argmax_keeps_the_weights_choice():
+    strategy, best, _, _ = compare("argmax")
     assert best == strategy.current_arch() and best.layers[0].attention == "local"
     assert strategy.comparison == {}
 
 
 def test_a_tie_on_the_metric_goes_to_the_lower_loss():
     """Both candidates answer every item (accuracy 1): the sharper one, with the lower loss, wins."""
-    _, best, _, _ = compare(first="full", sure={"full": 4.0, "local": 12.0}, final_compare=True)
+    _, best, _, _ = compare("top2", first="full", sure={"full": 4.0, "local": 12.0})
     assert best.layers[0].attention == "local"
-    strategy, best, _, _ = compare(first="local", sure={"full": 4.0, "local": 12.0}, final_compare=True)
+    strategy, best, _, _ = compare("top2", first="local", sure={"full": 4.0, "local": 12.0})
     assert best.layers[0].attention == "local"
     assert strategy.comparison["layer0.attention"]["tried"][1]["val/acc"] == 1.0
 
 
-def test_final_greedy_finds_a_candidate_the_weights_ranked_third():
+def test_greedy_finds_a_candidate_the_weights_ranked_third():
     """Layer 0 leans local > local8 > full: the top-2 comparison never tries full, the greedy one does."""
     leaning = [0.1, 0.3, 0.2]  # full, local, local8
-    _, top_two, _, _ = compare(space=three_op_space(), leaning=leaning, final_compare=True)
+    _, top_two, _, _ = compare("top2", space=three_op_space(), leaning=leaning)
     assert top_two.layers[0].attention in ("local", "local8")
-    strategy, best, net, batches = compare(space=three_op_space(), leaning=leaning, final_greedy=True)
+    strategy, best, net, batches = compare("greedy", space=three_op_space(), leaning=leaning)
     assert best.layers[0].attention == "full"
     tried = strategy.comparison["layer0.attention"]["tried"]
     assert [t["choice"] for t in tried] == ["full", "local", "local8"]  # settled first, then by probability
 
 
-def test_final_greedy_ends_where_no_single_change_scores_better():
+def test_greedy_ends_where_no_single_change_scores_better():
     """The record is the last pass: every decision tried with all the others at their final
     choices, the kept one first (nothing changed) and none of the others better by the metric."""
-    strategy, best, net, batches = compare(space=three_op_space(), leaning=[0.1, 0.3, 0.2], final_greedy=True)
+    strategy, best, net, batches = compare("greedy", space=three_op_space(), leaning=[0.1, 0.3, 0.2])
     assert strategy.comparison and set(strategy.comparison) <= set(strategy.space.choices_of(best))
     for key, record in strategy.comparison.items():
         kept, *others = record["tried"]
@@ -208,9 +208,10 @@ def test_final_greedy_ends_where_no_single_change_scores_better():
         assert all(other["val/acc"] <= kept["val/acc"] for other in others)
 
 
-def test_final_compare_and_final_greedy_exclude_each_other():
-    with pytest.raises(ConfigError, match="strategy.final_compare and strategy.final_greedy: choose one"):
-        STRATEGIES.get("darts")(planted_space(), final_compare=True, final_greedy=True)
+def test_greedy_is_the_default_and_an_unknown_rule_is_refused():
+    assert STRATEGIES.get("gdas")(planted_space()).decide == "greedy"
+    with pytest.raises(ConfigError, match="strategy.decide=best: allowed: greedy, top2, argmax"):
+        STRATEGIES.get("darts")(planted_space(), decide="best")
 
 
 @pytest.mark.parametrize("name", ["darts", "gdas"])

@@ -24,8 +24,8 @@ OPTIONS = {
 VARIANTS = {"darts-partial": ("darts", {"seq_len": 24, "partial": 2}),
             "darts-shrink": ("darts", {"seq_len": 24, "shrink_every": 1}),  # shrunk after epoch 0
             "gdas-shrink": ("gdas", {"seq_len": 24, "shrink_every": 1}),
-            "darts-compare": ("darts", {"seq_len": 24, "final_compare": True}),
-            "gdas-greedy": ("gdas", {"seq_len": 24, "final_greedy": True})}
+            "darts-top2": ("darts", {"seq_len": 24, "decide": "top2"}),
+            "gdas-argmax": ("gdas", {"seq_len": 24, "decide": "argmax"})}  # darts, gdas: greedy
 
 
 def search(name, root, ckpt_path=None):
