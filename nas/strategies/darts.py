@@ -34,10 +34,10 @@ from nas.space import LAYER_FIELDS, Arch, LayerArch, SearchSpace
 from nas.metrics import task_loss
 from nas.strategies.base import SearchContext, SearchResult, Strategy
 from nas.strategies.darts_decide import SupernetJudge, compare_top_two, settle_in_turn, shrink
+from nas.strategies.registry import STRATEGIES
 
 # strategy.decide -> how the final arch is settled from the weights (None: their argmax alone)
 DECIDE = {"greedy": settle_in_turn, "top2": compare_top_two, "argmax": None}
-from nas.strategies.registry import STRATEGIES
 
 
 @STRATEGIES.register("darts")
@@ -70,7 +70,8 @@ class DartsStrategy(Strategy):
             probability 0 and the supernet no longer runs it (0: off).
         shrink_to: the candidates a decision keeps at least when shrinking.
         decide: how the final arch is taken, judged by the supernet on the validation batches
-            (metric, then loss, then cost): "greedy" settles the decisions one by one, each among
+            (metric, then loss, then cost; under a cost penalty, loss plus the arch's penalty,
+            then cost): "greedy" settles the decisions one by one, each among
             all its remaining candidates with the decisions before it already settled (a
             coordinate search from the argmax arch); "top2" keeps a decision's runner-up instead
             of its winner when it scores better in the argmax arch; "argmax": the weights alone.
