@@ -1,0 +1,73 @@
+"""Decide a finished DARTS or GDAS search again with another `strategy.decide` rule, without
+training again: the run's `.hydra/` and `checkpoints/` (the supernet and the architecture
+weights of its last epoch) are copied into a new run folder, which `nas-search` resumes with the
+run's own overrides and the new rule. The checkpoint is at the last epoch, so training ends at
+once and only the decision runs; the new folder gets its own best_arch.yaml, margins.yaml and
+summary.txt (retraining is off), and `nas-rank run=<new folder>` ranks it like any search.
+Prints JSON: the two folders, the rule and the decided arch.
+
+    PYTHONPATH=. python scripts/decide_again.py --run runs/search/<run> --decide greedy --out runs/search/<run>_greedy
+    PYTHONPATH=. python scripts/decide_again.py --run <run> --decide greedy --out <new> --override search.eval_batches=32
+
+This is how the README's 1024-token `*_greedy` rows of the ranking study were decided: the same
+supernets as the argmax rows, so only the decision differs.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+DIFFERENTIABLE = ("darts", "gdas")
+# overrides of the original run that the new one sets itself
+REPLACED = ("strategy.decide=", "resume=", "hydra.run.dir=", "retrain.enabled=")
+
+
+def decide_again(run: Path, out: Path, decide: str, overrides: list[str] | None = None) -> Path:
+    """Copy `run`'s config and checkpoints to `out` and resume it there with `strategy.decide`.
+
+    Raises:
+        SystemExit: with one line, when `run` is no finished differentiable search or `out` exists.
+    """
+    run, out = Path(run), Path(out)
+    config, saved = run / ".hydra" / "config.yaml", run / ".hydra" / "overrides.yaml"
+    if not (run / "checkpoints" / "last.ckpt").is_file() or not config.is_file() or not saved.is_file():
+        sys.exit(f"decide_again: {run} is not a search run folder (no checkpoints/last.ckpt or .hydra/)")
+    strategy = yaml.safe_load(config.read_text())["strategy"]["name"]
+    if strategy not in DIFFERENTIABLE:
+        sys.exit(f"decide_again: {run} searched with strategy={strategy}; only darts and gdas decide from weights")
+    if out.exists():
+        sys.exit(f"decide_again: {out} exists; name a new folder")
+    out.mkdir(parents=True)
+    for part in (".hydra", "checkpoints"):  # not status.json: the new folder has not run yet
+        shutil.copytree(run / part, out / part)
+    kept = [o for o in yaml.safe_load(saved.read_text()) if not o.startswith(REPLACED)]
+    cmd = [sys.executable, "-m", "nas.cli.search", *kept, *(overrides or []), f"strategy.decide={decide}",
+           "retrain.enabled=false", f"resume={out.resolve()}", f"hydra.run.dir={out.resolve()}"]
+    # the run's relative paths (data_dir) are the repository's; its own log is <out>/search.log
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    if done.returncode:
+        sys.exit(f"decide_again: nas-search failed ({done.returncode}): {done.stderr.strip()[-500:]}")
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", required=True, help="a finished darts or gdas search run folder")
+    parser.add_argument("--decide", required=True, choices=["greedy", "top2", "argmax"])
+    parser.add_argument("--out", required=True, help="the new run folder (must not exist)")
+    parser.add_argument("--override", action="append", default=[], help="more nas-search overrides")
+    args = parser.parse_args()
+    out = decide_again(args.run, args.out, args.decide, args.override)
+    decided = yaml.safe_load((out / "best_arch.yaml").read_text())
+    print(json.dumps({"run": str(args.run), "out": str(out), "decide": args.decide, "arch": decided}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
