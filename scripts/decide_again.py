@@ -24,6 +24,11 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from nas.run_folder import read_status  # noqa: E402
+from nas.training.checkpoint import whole  # noqa: E402
+
 DIFFERENTIABLE = ("darts", "gdas")
 # overrides of the original run that the new one sets itself
 REPLACED = ("strategy.decide=", "resume=", "hydra.run.dir=", "retrain.enabled=")
@@ -33,12 +38,19 @@ def decide_again(run: Path, out: Path, decide: str, overrides: list[str] | None 
     """Copy `run`'s config and checkpoints to `out` and resume it there with `strategy.decide`.
 
     Raises:
-        SystemExit: with one line, when `run` is no finished differentiable search or `out` exists.
+        SystemExit: with one line, when `run` is no finished differentiable search (status done,
+            a whole last checkpoint) or `out` exists, or when nas-search fails (the end of its
+            error; `out` is removed again).
     """
     run, out = Path(run), Path(out)
     config, saved = run / ".hydra" / "config.yaml", run / ".hydra" / "overrides.yaml"
     if not (run / "checkpoints" / "last.ckpt").is_file() or not config.is_file() or not saved.is_file():
         sys.exit(f"decide_again: {run} is not a search run folder (no checkpoints/last.ckpt or .hydra/)")
+    state = read_status(run).get("state")
+    if state != "done":  # resuming an unfinished search would train it on
+        sys.exit(f"decide_again: {run} has not finished (status.json: {state}); finish it with nas-search resume= first")
+    if not whole(run / "checkpoints" / "last.ckpt"):  # nas-search would start over from scratch
+        sys.exit(f"decide_again: {run}/checkpoints/last.ckpt is damaged")
     strategy = yaml.safe_load(config.read_text())["strategy"]["name"]
     if strategy not in DIFFERENTIABLE:
         sys.exit(f"decide_again: {run} searched with strategy={strategy}; only darts and gdas decide from weights")
@@ -52,7 +64,8 @@ def decide_again(run: Path, out: Path, decide: str, overrides: list[str] | None 
            "retrain.enabled=false", f"resume={out.resolve()}", f"hydra.run.dir={out.resolve()}"]
     # the run's relative paths (data_dir) are the repository's; its own log is <out>/search.log
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-    if done.returncode:
+    if done.returncode:  # the folder holds only copies: removed, so that the same command can run again
+        shutil.rmtree(out)
         sys.exit(f"decide_again: nas-search failed ({done.returncode}): {done.stderr.strip()[-500:]}")
     return out
 

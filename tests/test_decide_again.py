@@ -1,6 +1,8 @@
 """scripts/decide_again.py: a finished GDAS search decided again with another rule, from its own
 checkpoint, without training."""
 import importlib.util
+import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -59,11 +61,28 @@ def test_bad_folders_are_refused_in_one_line(decide_again, argmax_run, tmp_path)
         decide_again(argmax_run, argmax_run, "top2")
     with pytest.raises(SystemExit, match="is not a search run folder"):
         decide_again(tmp_path, tmp_path / "out", "top2")
-    sampled = tmp_path / "random"
-    (sampled / ".hydra").mkdir(parents=True)
-    (sampled / "checkpoints").mkdir()
-    (sampled / "checkpoints" / "last.ckpt").write_bytes(b"")
-    (sampled / ".hydra" / "config.yaml").write_text("strategy: {name: random}\n")
-    (sampled / ".hydra" / "overrides.yaml").write_text("[]\n")
+
+    def copy(name, status="done", checkpoint=None, strategy="gdas", overrides=()):
+        run = tmp_path / name
+        shutil.copytree(argmax_run / ".hydra", run / ".hydra")
+        shutil.copytree(argmax_run / "checkpoints", run / "checkpoints")
+        (run / "status.json").write_text(json.dumps({"state": status}))
+        if checkpoint is not None:
+            (run / "checkpoints" / "last.ckpt").write_bytes(checkpoint)
+        config = yaml.safe_load((run / ".hydra" / "config.yaml").read_text())
+        config["strategy"]["name"] = strategy
+        (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+        saved = yaml.safe_load((run / ".hydra" / "overrides.yaml").read_text())
+        (run / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([*saved, *overrides]))
+        return run
+
     with pytest.raises(SystemExit, match="strategy=random; only darts and gdas"):
-        decide_again(sampled, tmp_path / "out", "top2")
+        decide_again(copy("random", strategy="random"), tmp_path / "out", "top2")
+    with pytest.raises(SystemExit, match=r"has not finished \(status.json: running\)"):  # it would train on
+        decide_again(copy("running", status="running"), tmp_path / "out", "top2")
+    with pytest.raises(SystemExit, match="last.ckpt is damaged"):  # nas-search would start over
+        decide_again(copy("damaged", checkpoint=b"not a checkpoint"), tmp_path / "out", "top2")
+    # nas-search itself refuses: one line, and no folder left to block the same command again
+    with pytest.raises(SystemExit, match="nas-search failed .*search.lr"):
+        decide_again(copy("bad_lr", overrides=["search.lr=-1"]), tmp_path / "out", "top2")
+    assert not (tmp_path / "out").exists()
