@@ -27,9 +27,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from nas.run_folder import read_status  # noqa: E402
+from nas.strategies import STRATEGIES  # noqa: E402
+from nas.strategies.darts import DECIDE, DartsStrategy  # noqa: E402
 from nas.training.checkpoint import whole  # noqa: E402
 
-DIFFERENTIABLE = ("darts", "gdas")
+# the strategies that decide from architecture weights (darts, gdas): those with strategy.decide
+DIFFERENTIABLE = [name for name in STRATEGIES.names() if issubclass(STRATEGIES.get(name), DartsStrategy)]
 # overrides of the original run that the new one sets itself
 REPLACED = ("strategy.decide=", "resume=", "hydra.run.dir=", "retrain.enabled=")
 
@@ -53,7 +56,8 @@ def decide_again(run: Path, out: Path, decide: str, overrides: list[str] | None 
         sys.exit(f"decide_again: {run}/checkpoints/last.ckpt is damaged")
     strategy = yaml.safe_load(config.read_text())["strategy"]["name"]
     if strategy not in DIFFERENTIABLE:
-        sys.exit(f"decide_again: {run} searched with strategy={strategy}; only darts and gdas decide from weights")
+        sys.exit(f"decide_again: {run} searched with strategy={strategy}; only {' and '.join(DIFFERENTIABLE)} "
+                 "decide from weights")
     if out.exists():
         sys.exit(f"decide_again: {out} exists; name a new folder")
     out.mkdir(parents=True)
@@ -73,7 +77,7 @@ def decide_again(run: Path, out: Path, decide: str, overrides: list[str] | None 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", required=True, help="a finished darts or gdas search run folder")
-    parser.add_argument("--decide", required=True, choices=["greedy", "top2", "argmax"])
+    parser.add_argument("--decide", required=True, choices=list(DECIDE))
     parser.add_argument("--out", required=True, help="the new run folder (must not exist)")
     parser.add_argument("--override", action="append", default=[], help="more nas-search overrides")
     args = parser.parse_args()
