@@ -123,6 +123,9 @@ def rank(cfg: DictConfig) -> RankOutcome:
     pending = sum(read_result(folder, job) is None for job in jobs.values())
     trained = run_jobs(list(jobs.values()), folder, workers=resolve_workers(workers, pending))
     results = {key: read_result(folder, job) for key, job in jobs.items()}
+    # what the ground truth cost, trained now or read from earlier runs; by id, so that rankings
+    # sharing one standalone_dir can be summed without counting a job twice (scripts/rank_study.py)
+    train_seconds = {job.id: results[key]["train_seconds"] for key, job in jobs.items()}
 
     rows = []
     for a in archs:
@@ -150,7 +153,7 @@ def rank(cfg: DictConfig) -> RankOutcome:
                                  per_seed(scored_alone))
     seconds = time.perf_counter() - start
     text = rank_text(rows, summary, search_pick, task.metric, budget, seeds, len(trained), out, seconds,
-                     calibration, seed_tau, pick_regret_per_seed)
+                     calibration, seed_tau, pick_regret_per_seed, sum(train_seconds.values()))
     record = {**summary.to_dict(), "regret_per_seed": pick_regret_per_seed,
               **(search_pick.to_dict() if search_pick else {}),
               "standalone_seed_tau": seed_tau,
@@ -159,7 +162,8 @@ def rank(cfg: DictConfig) -> RankOutcome:
               "seeds": seeds, "calibrate": dataclasses.asdict(calibration),
               "val_examples": len(task.val_dataloader().dataset), "run": str(run_dir),
               "standalone_dir": str(folder),
-              "trained_now": len(trained), "wall_seconds": round(seconds, 1)}
+              "trained_now": len(trained), "wall_seconds": round(seconds, 1),
+              "standalone_train_seconds": train_seconds}
     _write_json(out / "summary.json", record)
     with SummaryWriter(str(out / "tensorboard")) as writer:
         figures = {k: v for k, v in summary.to_dict().items() if k not in ("n", "k")}
@@ -244,7 +248,8 @@ def _seeds(seeds: object) -> list[int]:
 
 def rank_text(rows: list[ranking.RankedArch], summary: ranking.RankSummary, search_pick: SearchPick | None,
               metric: str, budget: Budget, seeds: list[int], trained: int, out: Path, seconds: float,
-              calibration: Calibration, seed_tau: float | None, regret_per_seed: list[float] | None = None) -> str:
+              calibration: Calibration, seed_tau: float | None, regret_per_seed: list[float] | None,
+              train_seconds: float) -> str:
     """The screen `nas-rank` prints: one line per arch, best standalone first, then the figures."""
     order = sorted(range(len(rows)), key=lambda i: -score(rows[i].standalone_mean, metric))
     lines = ["", f"{'#':>3}  {'attention':<12}{'depth':>5}  {'inherited':>9}  {'standalone':>10}  "
@@ -256,7 +261,8 @@ def rank_text(rows: list[ranking.RankedArch], summary: ranking.RankSummary, sear
                      f"{r.standalone_mean:>10.4f}  {_compact(r.arch)}{mark}")
     best = max(r.standalone_mean for r in rows) if HIGHER_IS_BETTER[metric] else min(r.standalone_mean for r in rows)
     lines += ["", f"{summary.n} archs; standalone: {budget.max_epochs} epochs from scratch, seeds {seeds} "
-                  f"({trained} trained now, {seconds:.0f} s); val/{metric} on the whole validation set",
+                  f"({trained} trained now, {seconds:.0f} s; {train_seconds:.0f} s of training summed over all "
+                  f"jobs); val/{metric} on the whole validation set",
               *([f"inherited: after {calibration.steps} calibration steps at lr {calibration.lr:g}"]
                 if calibration.steps else []),
               f"Kendall tau-b   {summary.kendall_tau:.3f}  (p {summary.kendall_p:.3g})",

@@ -238,21 +238,32 @@ def main() -> None:
                    "search_cpu_seconds": None if search_seconds is None else round(search_seconds[1], 1),
                    "rank_seconds": round(rank_seconds[0], 1), "rank_cpu_seconds": round(rank_seconds[1], 1),
                    "standalone_trained_now": summary["trained_now"],
+                   "standalone_train_seconds": summary["standalone_train_seconds"],  # per job id
                    "settings": key}
             record.write_text(json.dumps(row, indent=2) + "\n")  # nothing lost if the study is killed
             rows.append(row)
             print(f"{name} seed {seed}: tau {row['kendall_tau']:.3f} regret {row['regret']:.4f} "
                   f"(search's own pick: {row['search_pick_regret']:.4f}) "
                   f"({row['search_seconds']} s search, {row['rank_seconds']} s rank)", file=sys.stderr)
-    jobs = [j for j in (json.loads(p.read_text()) for p in args.standalone_dir.glob("*.json"))
-            if j["budget"]["max_epochs"] == args.standalone_epochs and j["seed"] in args.seeds]
+    jobs = standalone_jobs(rows, args.standalone_dir, args.standalone_epochs, args.seeds)
     settings["standalone_jobs"] = len(jobs)
-    settings["standalone_train_seconds"] = round(sum(j["train_seconds"] for j in jobs), 1)
+    settings["standalone_train_seconds"] = round(sum(jobs.values()), 1)
     if rows and len(args.seeds) > 1:  # the noise ceiling: every row ranks the same archs' standalone results
         settings["standalone_seed_tau"] = rows[0].get("standalone_seed_tau")
     result = {"settings": settings, "rows": rows}
     (out / "study.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
+
+
+def standalone_jobs(rows: list[dict], folder: Path, epochs: int, seeds: list[int]) -> dict[str, float]:
+    """Training seconds of each standalone job the rows were ranked against, each job once (rows
+    share most of them). Rows recorded before `nas-rank` named its jobs fall back to every result
+    in `folder` of this budget and these seeds, which also counts results of older op revisions."""
+    if all("standalone_train_seconds" in row for row in rows):
+        return {job: seconds for row in rows for job, seconds in row["standalone_train_seconds"].items()}
+    results = {path.stem: json.loads(path.read_text()) for path in folder.glob("*.json")}
+    return {job: r["train_seconds"] for job, r in results.items()
+            if r["budget"]["max_epochs"] == epochs and r["seed"] in seeds}
 
 
 if __name__ == "__main__":

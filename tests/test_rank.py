@@ -74,6 +74,9 @@ def test_rank_writes_its_files_and_a_rerun_trains_only_what_is_missing(search_ru
     space = load_supernet(search_run / "checkpoints" / "last.ckpt").space
     for result in map(json.loads, (p.read_text() for p in results)):  # what its ops computed then
         assert result["op_revisions"] == revisions(space.op_types(Arch.from_dict(result["arch"])))
+    # what the ground truth cost, by job: read back from the result files
+    assert summary["standalone_train_seconds"] == {p.stem: json.loads(p.read_text())["train_seconds"] for p in results}
+    assert f"{sum(summary['standalone_train_seconds'].values()):.0f} s of training summed" in first.text
 
     # a kill loses at most the jobs that had not finished: here, one result is gone
     lost = results[1]

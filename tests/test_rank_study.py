@@ -1,5 +1,7 @@
-"""scripts/rank_study.py: every row of the study is a valid `nas-search` configuration."""
+"""scripts/rank_study.py: every row of the study is a valid `nas-search` configuration, and its
+totals count each standalone job once."""
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -36,3 +38,13 @@ def test_default_rows_are_the_path_sampling_ones(rank_study):
     differentiable = {"gdas", "darts_pc4", "gdas_separate", "darts_pc4_separate", "gdas_separate_compare",
                       "gdas_separate_greedy", "darts_pc4_separate_greedy"}
     assert not differentiable & set(rank_study.SAMPLING)
+
+
+def test_the_study_counts_each_standalone_job_once(rank_study, tmp_path):
+    rows = [{"standalone_train_seconds": {"a": 10.0, "b": 20.0}}, {"standalone_train_seconds": {"b": 20.0, "c": 5.0}}]
+    assert rank_study.standalone_jobs(rows, tmp_path, epochs=16, seeds=[0]) == {"a": 10.0, "b": 20.0, "c": 5.0}
+    # rows recorded before nas-rank named its jobs: the results in the folder of this budget and these seeds
+    for job, epochs, seed in (("a", 16, 0), ("d", 8, 0), ("e", 16, 1)):
+        result = {"budget": {"max_epochs": epochs}, "seed": seed, "train_seconds": 1.5}
+        (tmp_path / f"{job}.json").write_text(json.dumps(result))
+    assert rank_study.standalone_jobs([{}, *rows], tmp_path, epochs=16, seeds=[0]) == {"a": 1.5}
