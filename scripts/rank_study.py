@@ -87,6 +87,7 @@ SAMPLING = [name for name, overrides in MECHANISMS.items() if "strategy=random" 
 EXPERIMENTS = {
     "quickstart": "lookup (quickstart: 64 tokens, 4 pairs, 4000 train / 500 val, batch 32)",
     "recall_1k": "lookup at 1024 tokens (8 pairs, 8 queries, 2000 train / 500 val, batch 16)",
+    "listops_128": "ListOps, nesting <= 3, <= 5 arguments, 17-127 tokens (50000 train / 2000 val, batch 32)",
 }
 
 
