@@ -1,12 +1,14 @@
 """Does weight sharing rank archs faithfully? One command per table of the README's study (issue
 9 §3): per sharing mechanism, a `nas-search strategy=random` run on an experiment preset (the
-quickstart's key-value lookup, or `recall_1k` at 1024 tokens), then `nas-rank` of one fixed
-stratified set of archs against standalone training from scratch (Yu et al. 2020,
-https://arxiv.org/abs/1902.08142).
+quickstart's key-value lookup, `recall_1k` at 1024 tokens or ListOps as `listops_128`), then
+`nas-rank` of one fixed stratified set of archs against standalone training from scratch (Yu et
+al. 2020, https://arxiv.org/abs/1902.08142).
 
     PYTHONPATH=. python scripts/rank_study.py                        # every mechanism, 16 archs, one seed
     PYTHONPATH=. python scripts/rank_study.py --experiment recall_1k --supernet-epochs 8 \
         --mechanisms entangled fair separate gdas darts_pc4 --out runs/rank_study_1k   # task (b), 1024 tokens
+    PYTHONPATH=. python scripts/rank_study.py --experiment listops_128 --supernet-epochs 4 \
+        --standalone-epochs 4 --seeds 0 1 2 --out runs/rank_study_listops            # task (c), ListOps
     PYTHONPATH=. python scripts/rank_study.py --seeds 0 1 --search-seeds 0 1      # the README's table
     PYTHONPATH=. python scripts/rank_study.py --seeds 0 1 --supernet-epochs 15 \
         --out runs/rank_study_e15 --standalone-dir runs/rank_study/standalone     # its last column
