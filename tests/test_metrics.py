@@ -1,5 +1,6 @@
-"""nas.metrics against hand computations: the evaluation loop's weighting by scored targets,
-the masked soft cross-entropy, the metric direction and the finite-loss guard."""
+"""nas.metrics against hand computations and PyTorch's own losses: the evaluation loop's
+weighting by scored targets, the masked soft cross-entropy, the metric direction and the
+finite-loss guard."""
 import math
 
 import pytest
@@ -69,17 +70,19 @@ def test_evaluate_refuses_batches_with_nothing_scored():
         evaluate(model, [batch([[1]], [[IGNORE_INDEX]])], "acc")
 
 
-def test_soft_cross_entropy_skips_unscored_positions():
+def test_soft_cross_entropy_is_torchs_cross_entropy_with_probability_targets():
     torch.manual_seed(0)
     logits, teacher = torch.randn(2, 3, 5), torch.randn(2, 3, 5)
     target = torch.tensor([[1, IGNORE_INDEX, 2], [IGNORE_INDEX, IGNORE_INDEX, 0]])
     keep = target != IGNORE_INDEX
-    # by hand: the mean over the three scored positions of -sum p_teacher log p_student
-    expected = -(F.softmax(teacher[keep], -1) * F.log_softmax(logits[keep], -1)).sum(-1).mean()
-    torch.testing.assert_close(soft_cross_entropy(logits, teacher, target), expected)
-    # against itself it is the teacher's entropy, its minimum
-    p = F.softmax(teacher, -1)
-    torch.testing.assert_close(soft_cross_entropy(teacher, teacher), -(p * p.log()).sum(-1).mean())
+    probs = F.softmax(teacher, -1)  # (b, n, C): the teacher's distribution as the target
+    # the reference: PyTorch's cross-entropy with class probabilities, over the three scored positions
+    torch.testing.assert_close(soft_cross_entropy(logits, teacher, target), F.cross_entropy(logits[keep], probs[keep]))
+    torch.testing.assert_close(soft_cross_entropy(logits, teacher),
+                               F.cross_entropy(logits.flatten(0, 1), probs.flatten(0, 1)))
+    # against itself it is the teacher's entropy (its minimum), by torch.distributions
+    torch.testing.assert_close(soft_cross_entropy(teacher, teacher),
+                               torch.distributions.Categorical(logits=teacher).entropy().mean())
 
 
 def test_score_puts_the_better_value_higher():
