@@ -88,16 +88,20 @@ def test_training_the_subnet_leaves_the_supernet_alone(lra):
 
 
 def test_heads_and_ffn_use_leading_slices(lra):
-    """A 2-head layer is the 4-head layer with the last two heads' output columns zeroed."""
+    """A 2-head layer with 128 FFN units is the 4-head layer with 512 units whose last two
+    heads' output columns and last 384 units' output columns are zeroed."""
     torch.manual_seed(0)
     net = Supernet(lra, SHAPE).eval()
     small = Arch(2, (LayerArch("full", 2, 128),) * 2)
-    big = Arch(2, (LayerArch("full", 4, 128),) * 2)
+    big = Arch(2, (LayerArch("full", 4, 512),) * 2)
     tokens, mask = batch()
     with torch.no_grad():
         expected = net(tokens, small, mask)
         for block in net.blocks[:2]:
             block.attn.projections["shared"]["out"].weight[:, 2 * lra.head_dim:] = 0
+        assert not torch.allclose(net(tokens, big, mask), expected, atol=1e-3)  # the extra units still count
+        for block in net.blocks[:2]:
+            block.ffn.fc2.weight[:, 128:] = 0
         torch.testing.assert_close(net(tokens, big, mask), expected, atol=1e-5, rtol=1e-5)
 
 
