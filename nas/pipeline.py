@@ -41,7 +41,7 @@ from nas.run_folder import working_in
 from nas.space import Arch, SearchSpace
 from nas.strategies import STRATEGIES, Strategy
 from nas.supernet import FewShotSupernet, Supernet
-from nas.tasks import Task
+from nas.tasks import Task, build_task
 from nas.training.checkpoint import AtomicCheckpoint, last_checkpoint, resumable
 from nas.training.retrain import RetrainModule
 from nas.training.run import fit_supernet, validation_batches
@@ -101,8 +101,8 @@ class RunOutcome:
 
 # -- search ---------------------------------------------------------------------------------
 def make_task(cfg: DictConfig) -> Task:
-    """The configured task, with its data under `paths.data_dir`."""
-    return hydra.utils.instantiate(cfg.task, data_dir=cfg.paths.data_dir)
+    """The configured task (`task.name` and its options), with its data under `paths.data_dir`."""
+    return build_task(OmegaConf.to_container(cfg.task, resolve=True), cfg.paths.data_dir, "task")
 
 
 def space_of(cfg: DictConfig) -> SearchSpace:
@@ -282,7 +282,7 @@ def retrain(cfg: DictConfig, arch: Arch, space: SearchSpace, task: Task, out_dir
     teacher = supernet.extract(space.largest()) if s.distill else None
     module = RetrainModule(arch, space, task.shape, task.metric, lr=s.lr, weight_decay=s.weight_decay,
                            warmup_steps=s.warmup_steps, teacher=teacher, distill=s.distill,
-                           task_config=OmegaConf.to_container(cfg.task, resolve=True))
+                           task_config=task.record())
     if s.init == "inherit":
         module.model.load_state_dict(supernet.extract(arch).state_dict())
 
@@ -316,8 +316,8 @@ def retrain(cfg: DictConfig, arch: Arch, space: SearchSpace, task: Task, out_dir
 def task_of(ckpt: Path, data_dir: str | Path) -> Task | None:
     """The task a retrain checkpoint was trained on (from its hparams), to test the export."""
     hparams = read_checkpoint(ckpt, "ckpt").get("hyper_parameters")
-    config = hparams.get("task_config") if isinstance(hparams, dict) else None
-    return hydra.utils.instantiate(config, data_dir=data_dir) if config else None
+    record = hparams.get("task_config") if isinstance(hparams, dict) else None
+    return build_task(record, data_dir, f"ckpt {ckpt}: hyper_parameters.task_config") if record else None
 
 
 def export(ckpt: Path, out: Path, settings: DictConfig, task: Task | None) -> ExportOutcome:
@@ -360,7 +360,7 @@ def _run(cfg: DictConfig, run_dir: Path) -> RunOutcome:
             exported = export(retrained.ckpt, run_dir / "export", cfg.export, found.task)
             files["export"] = str(exported.dir)
     if found.tensorboard is not None:  # one HParams entry: settings, search, cost and test metrics
-        hparams = {"task": cfg.task._target_.rsplit(".", 1)[-1], "space": found.space.name,
+        hparams = {"task": found.task.name, "space": found.space.name,
                    "sharing": cfg.sharing, "seed": cfg.seed,
                    "strategy": OmegaConf.to_container(cfg.strategy, resolve=True)}
         log_hparams(found.tensorboard, hparams, metrics, step=found.step)

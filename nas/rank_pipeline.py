@@ -19,7 +19,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard import SummaryWriter
 
@@ -27,7 +26,9 @@ from nas import cost, ranking, viz
 from nas.errors import ConfigError, check_whole
 from nas.metrics import HIGHER_IS_BETTER, evaluate_with_loss, score
 from nas.ops.attention import revisions
+from nas.safe_load import read_yaml
 from nas.space import Arch, SearchSpace
+from nas.tasks import build_task
 from nas.training.calibrate import Calibration, calibrate
 from nas.training.checkpoint import resumable
 from nas.training.search import load_supernet
@@ -94,14 +95,14 @@ def rank(cfg: DictConfig) -> RankOutcome:
     resolve_workers(workers, 1)  # checked now; resolved once the jobs are known
     top_k = cfg.get("top_k", 3)
     check_whole(top_k, "top_k", 1)
-    saved = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+    saved = _saved_config(run_dir)
     data_dir = _saved_data_dir(saved, cfg.paths.data_dir)
     supernet = load_supernet(resumable(run_dir / "checkpoints" / "last.ckpt") or run_dir / "checkpoints" / "last.ckpt")
     space = supernet.space
     archs = _archs_to_rank(cfg.get("archs"), space, cfg.seed)
     chosen = _search_choice(run_dir, space) if cfg.get("search_pick", True) else None
     scored = archs + [chosen] if chosen is not None and chosen not in archs else archs
-    task = hydra.utils.instantiate(saved.task, data_dir=data_dir)
+    task = build_task(saved.get("task"), data_dir, f"{run_dir / '.hydra' / 'config.yaml'}: task")
     out = run_dir / "rank"
     out.mkdir(exist_ok=True)
     # a job's id hashes arch, space, task, seed and budget, so runs of one task may share results
@@ -116,8 +117,7 @@ def rank(cfg: DictConfig) -> RankOutcome:
 
     trainer = OmegaConf.to_container(cfg.trainer, resolve=True)
     trainer_options = {k: trainer[k] for k in ("accelerator", "precision") if k in trainer}
-    task_config = OmegaConf.to_container(saved.task, resolve=True)
-    jobs = {(a, s): Job(a.to_dict(), space.to_dict(), task_config, str(data_dir), s, budget,
+    jobs = {(a, s): Job(a.to_dict(), space.to_dict(), task.record(), str(data_dir), s, budget,
                         {**trainer_options, "devices": 1}, revisions(space.op_types(a)))
             for a in scored for s in seeds}
     pending = sum(read_result(folder, job) is None for job in jobs.values())
@@ -201,9 +201,20 @@ def _search_run(run: object) -> Path:
     return run_dir
 
 
-def _saved_data_dir(saved: DictConfig, default: str) -> Path:
+def _saved_config(run_dir: Path) -> dict:
+    """The search's `.hydra/config.yaml` as plain data: the run folder may come from someone
+    else, so it is read with bounds and its interpolations are never resolved."""
+    path = run_dir / ".hydra" / "config.yaml"
+    saved = read_yaml(path, "the search's config")
+    if not isinstance(saved, dict):
+        raise ConfigError(f"{path}: not a search config (a mapping with a 'task')")
+    return saved
+
+
+def _saved_data_dir(saved: dict, default: str) -> Path:
     """The search's own data cache if its config names one plainly, else this command's."""
-    value = OmegaConf.select(saved, "paths.data_dir", throw_on_resolution_failure=False)
+    paths = saved.get("paths")
+    value = paths.get("data_dir") if isinstance(paths, dict) else None
     return Path(str(value if isinstance(value, str) and "${" not in value else default))
 
 

@@ -17,7 +17,6 @@ import json
 import time
 from pathlib import Path
 
-import hydra
 import torch
 from omegaconf import OmegaConf
 from report import write_report  # scripts/report.py
@@ -25,6 +24,7 @@ from report import write_report  # scripts/report.py
 from nas import ranking
 from nas.metrics import HIGHER_IS_BETTER
 from nas.rank_pipeline import inherited_score
+from nas.tasks import build_task
 from nas.training.calibrate import Calibration
 from nas.training.search import load_supernet
 
@@ -41,7 +41,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     saved = OmegaConf.load(args.run / ".hydra" / "config.yaml")
-    task = hydra.utils.instantiate(saved.task, data_dir=args.data_dir)
+    task = build_task(OmegaConf.to_container(saved.task), args.data_dir, "the search's config")
     rows = ranking.read_ranking(args.run / "rank" / "ranking.csv", task.metric)
     standalone = [r.standalone_mean for r in rows]
     report = json.loads(Path(args.out).read_text()) if args.out and Path(args.out).is_file() else {}

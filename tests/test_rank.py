@@ -9,7 +9,6 @@ import sys
 import time
 from pathlib import Path
 
-import hydra
 import pytest
 from omegaconf import OmegaConf
 
@@ -19,6 +18,7 @@ from nas.errors import ConfigError
 from nas.ops.attention import revisions
 from nas.ranking import read_ranking, seed_agreement, stratified_archs, write_archs
 from nas.space import Arch
+from nas.tasks import build_task
 from nas.training import standalone
 from nas.training.retrain import RetrainModule
 from nas.training.search import load_supernet
@@ -204,7 +204,7 @@ def test_calibration_lowers_the_training_loss_and_zero_steps_change_nothing(sear
 
     saved = OmegaConf.load(search_run / ".hydra" / "config.yaml")
     supernet = load_supernet(search_run / "checkpoints" / "last.ckpt")
-    task = hydra.utils.instantiate(saved.task, data_dir=saved.paths.data_dir)
+    task = build_task(OmegaConf.to_container(saved.task), saved.paths.data_dir, "test")
     arch = supernet.space.largest()
     batch = next(iter(task.train_dataloader()))
 
@@ -282,7 +282,7 @@ def test_a_training_process_keeps_its_claims_fresh_and_only_its_own(tmp_path, mo
 def largest_arch_job(search_run, epochs: int = 1) -> standalone.Job:
     saved = OmegaConf.load(search_run / ".hydra" / "config.yaml")
     space = load_supernet(search_run / "checkpoints" / "last.ckpt").space
-    task = OmegaConf.to_container(saved.task, resolve=True)
+    task = OmegaConf.to_container(saved.task, resolve=True)  # a record: name and options
     budget = standalone.Budget(max_epochs=epochs, warmup_steps=2)
     return standalone.Job(space.largest().to_dict(), space.to_dict(), task, str(saved.paths.data_dir), 0, budget,
                           {"accelerator": "cpu", "devices": 1})

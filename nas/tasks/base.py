@@ -89,6 +89,11 @@ class Task(pl.LightningDataModule):
         self.data_dir = Path(data_dir).expanduser()
         self.splits: dict[str, Dataset] = {}
 
+    def record(self) -> dict:
+        """The task as plain data, its registered name and every option, which checkpoints, run
+        folders and standalone jobs store; `nas.tasks.build_task` builds it again."""
+        return {"name": self.name, **dataclasses.asdict(self.config)}
+
     @property
     def shape(self) -> ModelShape:
         """The sizes a model of this task is built with (its max_len is the task's seq_len)."""

@@ -27,7 +27,8 @@ class RetrainModule(pl.LightningModule):
         lr, weight_decay, warmup_steps: AdamW with linear warm-up then cosine decay.
         teacher: an optional module mapping (tokens, mask) to logits.
         distill: the weight of the distillation loss (needs a teacher).
-        task_config: the task's Hydra config, kept so that export can evaluate on its test set.
+        task_config: the task's record (`Task.record()`: its name and options), kept so that
+            export can evaluate on its test set; read back through `nas.tasks.build_task`.
         op_revisions: ignored; the record a loaded checkpoint brings back (the hparams hold
             this code's `revisions` of the arch's ops, which export compares with its own).
     """

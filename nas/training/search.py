@@ -157,6 +157,11 @@ def load_supernet(path: str | Path, space: SearchSpace | None = None) -> Superne
     if not isinstance(checkpoint.get("supernet"), dict) or "state_dict" not in checkpoint:
         raise ConfigError(f"{path}: not a LongNAS search checkpoint (no 'supernet' entry)")
     meta = checkpoint["supernet"]
+    unknown = sorted(set(meta) - {"space", "shape", "sharing", "few_shot", "op_revisions"}, key=str)
+    if unknown:
+        raise ConfigError(f"{path}: unknown key {str(unknown[0])[:60]!r} in its 'supernet' entry")
+    if not (meta.get("few_shot") is None or isinstance(meta["few_shot"], str)):
+        raise ConfigError(f"{path}: supernet.few_shot must be a decision name or null")
     saved = SearchSpace.from_dict(meta["space"], source=str(path))
     if space is not None and saved != space:
         where = first_difference(saved.to_dict(), space.to_dict())
@@ -164,9 +169,12 @@ def load_supernet(path: str | Path, space: SearchSpace | None = None) -> Superne
                           f"they differ at '{where}'")
     shape = ModelShape.from_dict(meta.get("shape"), source=f"{path}: shape")
     warn_revision_changes(meta.get("op_revisions"), saved.all_op_types(), source=str(path))
-    supernet = Supernet(saved, shape, sharing=meta["sharing"])
-    if meta.get("few_shot"):
-        supernet = FewShotSupernet(supernet, meta["few_shot"])
+    try:
+        supernet = Supernet(saved, shape, sharing=meta.get("sharing"))
+        if meta.get("few_shot"):
+            supernet = FewShotSupernet(supernet, meta["few_shot"])
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
     prefix = "supernet."
     supernet.load_state_dict({k[len(prefix):]: v for k, v in checkpoint["state_dict"].items()
                               if k.startswith(prefix)})

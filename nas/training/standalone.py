@@ -31,7 +31,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-import hydra
 import pytorch_lightning as pl
 import torch
 
@@ -39,6 +38,7 @@ from nas.cpu_allocator import reuse_freed_memory
 from nas.errors import ConfigError, check_number, check_whole
 from nas.metrics import evaluate_with_loss
 from nas.space import Arch, SearchSpace
+from nas.tasks import build_task
 from nas.training.checkpoint import last_checkpoint, resumable
 from nas.training.retrain import RetrainModule
 
@@ -71,7 +71,7 @@ class Job:
 
     arch: dict  # Arch.to_dict()
     space: dict  # SearchSpace.to_dict()
-    task: dict  # the task's Hydra config, resolved (with _target_)
+    task: dict  # the task's record: its registered name and options (`Task.record()`)
     data_dir: str  # where the task's generated data is cached
     seed: int  # the training seed
     budget: Budget
@@ -99,7 +99,7 @@ def train(job: Job, checkpoints: Path | None = None) -> dict:
     validation set. Runs in this process (or a worker's). With `checkpoints`, the last epoch is
     kept there as `<id>.ckpt` and training resumes from it."""
     arch, space = Arch.from_dict(job.arch), SearchSpace.from_dict(job.space)
-    task = hydra.utils.instantiate(job.task, data_dir=job.data_dir)
+    task = build_task(job.task, job.data_dir, f"standalone job {job.id}: task")
     pl.seed_everything(job.seed, workers=True, verbose=False)
     b = job.budget
     module = RetrainModule(arch, space, task.shape, task.metric, lr=b.lr, weight_decay=b.weight_decay,

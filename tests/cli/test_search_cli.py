@@ -4,14 +4,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-import hydra
 import pytest
+from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from nas import pipeline
 from nas.cli import search
 from nas.cli.common import CONFIGS
 from nas.space import Arch, SearchSpace
+from nas.tasks import build_task
 
 from .conftest import TINY, compose_config
 
@@ -51,7 +52,7 @@ def test_every_experiment_composes_and_instantiates(tmp_path, experiment):
     header, command = (Path(CONFIGS) / "experiment" / f"{experiment}.yaml").read_text().splitlines()[:2]
     assert header == "# @package _global_"  # Hydra reads this header only on the first lines
     assert command.startswith(f"# nas-search experiment={experiment}")
-    task = hydra.utils.instantiate(cfg.task, data_dir=tmp_path / "data")
+    task = build_task(OmegaConf.to_container(cfg.task, resolve=True), tmp_path / "data", "test")
     space = SearchSpace.from_yaml(cfg.space.file)
     strategy = pipeline.make_strategy(cfg, space, task, tmp_path)
     assert strategy.name == cfg.strategy.name

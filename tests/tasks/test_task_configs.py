@@ -1,11 +1,11 @@
-"""Every configs/task/*.yaml builds its task with hydra.utils.instantiate, as the CLI does."""
+"""Every configs/task/*.yaml builds its task through the registry (`build_task`), as the CLI
+does, and its record builds the same task again."""
 from pathlib import Path
 
 import pytest
-from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from nas.tasks import TASKS, Task
+from nas.tasks import TASKS, Task, build_task
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "task"
 GENERATED = dict(num_train=16, num_val=4, num_test=4, batch_size=4)
@@ -26,15 +26,17 @@ def test_every_task_has_a_config():
 
 
 @pytest.mark.parametrize("name", TASKS.names())
-def test_config_instantiates_a_working_task(name, tmp_path):
+def test_config_builds_a_working_task(name, tmp_path):
     cfg = OmegaConf.merge(OmegaConf.load(CONFIGS / f"{name}.yaml"), TINY[name])
     if name == "text":
         for split in ("train", "test"):
             (tmp_path / f"{split}.jsonl").write_text('{"text": "good", "label": 1}\n'
                                                      '{"text": "bad", "label": 0}\n' * 5)
             cfg[f"{split}_file"] = str(tmp_path / f"{split}.jsonl")
-    task = instantiate(cfg, data_dir=tmp_path)
+    task = build_task(OmegaConf.to_container(cfg), tmp_path, f"configs/task/{name}.yaml")
     assert isinstance(task, Task) and task.name == name
+    again = build_task(task.record(), tmp_path, "record")
+    assert type(again) is type(task) and again.config == task.config
     assert task.data_dir == tmp_path
     batch = next(iter(task.train_dataloader()))
     assert batch["tokens"].shape[1] <= task.seq_len
