@@ -2,7 +2,7 @@
 
 glibc serves each allocation above 32 MiB with a fresh mmap and unmaps it when freed, so every
 training step page-faults its large activations in again. On 2 cores that was a fifth to two
-fifths of a 16K-token attention step (scripts/bench_attention.py --glibc times both).
+fifths of a 16K-token attention step (scripts/benchmarks/attention.py --glibc times both).
 PyTorch's CPU tuning guide recommends preloading jemalloc or TCMalloc for this; two glibc
 settings give the same reuse with no extra library. The process's RSS then stays at its peak
 until it exits, as memory held by PyTorch's CUDA caching allocator does.

@@ -4,7 +4,7 @@ operator creates is counted from its allocation until Python sees it freed.
 `torch.cuda.max_memory_allocated` exists only on CUDA and the CPU profiler misses most
 allocations; this sees every storage created by an operator on the calling thread (autograd's
 CPU backward runs there too). It agrees with the process's resident-set high-water mark to
-within a few percent (scripts/bench_memory.py reports both).
+within a few percent (scripts/benchmarks/memory.py reports both).
 """
 from __future__ import annotations
 

@@ -8,29 +8,26 @@ resetting it; glibc is told to mmap every block over 64 KiB so that freed tensor
 resident set). Both include the parameters' gradients (`grads_mib`); `activation_mib` is the
 tensor peak without them. `estimate_mib` is the cost model's activation memory. Prints JSON.
 
-    python scripts/bench_memory.py --depths 2 4 8 --lengths 1024 4096
+    python scripts/benchmarks/memory.py --depths 2 4 8 --lengths 1024 4096
 """
-import argparse
 import json
 import os
-import subprocess
-import sys
-import time
 
-from report import current_rss_mib, write_report  # scripts/report.py
+from harness import (
+    high_water_mib,
+    in_child,
+    main,
+    parser,
+    reset_high_water,
+    rss_mib,
+    seconds,
+    settings,
+)
 
 MODES = {"plain": (False, 1), "chunks4": (False, 4), "reversible": (True, 1), "reversible+chunks4": (True, 4)}
 
 
-def high_water_mib() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM in /proc/self/status")
-
-
-def measure(mode: str, depth: int, n: int, args) -> dict:
+def measure(args, mode: str, depth: int, n: int) -> dict:
     """In the child: one training step of a `depth`-layer model at length n."""
     import torch
 
@@ -56,12 +53,9 @@ def measure(mode: str, depth: int, n: int, args) -> dict:
 
     step()  # warm-up: lazily built state, first-touch allocations
     model.zero_grad(set_to_none=True)
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")  # reset VmHWM to the current resident set
-    base = current_rss_mib()
-    start = time.perf_counter()
-    step()
-    seconds = time.perf_counter() - start
+    reset_high_water()
+    base = rss_mib()
+    step_s = seconds(step, 1, warmup=0)[0]
     rss = high_water_mib() - base
     model.zero_grad(set_to_none=True)
     with PeakMemory() as memory:
@@ -69,48 +63,34 @@ def measure(mode: str, depth: int, n: int, args) -> dict:
     grads = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20
     return {"peak_mib": round(memory.peak / 2**20, 1), "rss_peak_mib": round(rss, 1),
             "grads_mib": round(grads, 1), "activation_mib": round(memory.peak / 2**20 - grads, 1),
-            "seconds": round(seconds, 3),
+            "seconds": round(step_s, 3),
             "estimate_mib": round(cost.estimate(space.largest(), space, shape, n, args.batch).activation_mib, 1)}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--depths", type=int, nargs="+", default=[2, 4, 8])
-    parser.add_argument("--lengths", type=int, nargs="+", default=[1024, 4096])
-    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
-    parser.add_argument("--dim", type=int, default=128, help="model width; heads of 32, FFN 4x")
-    parser.add_argument("--attention", default="local")
-    parser.add_argument("--options", type=json.loads, default={"window": 128}, help="the op's options, JSON")
-    parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", help="also write the JSON here")
-    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.child:
-        mode, depth, n = args.child
-        print(json.dumps(measure(mode, int(depth), int(n), args)))
-        return
-    passthrough = [f"--dim={args.dim}", f"--attention={args.attention}", f"--options={json.dumps(args.options)}",
-                   f"--batch={args.batch}", f"--threads={args.threads}"]
+def sweep(args) -> dict:
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
     results: dict = {}
     for n in args.lengths:
         for mode in args.modes:
             for depth in args.depths:
-                child = subprocess.run([sys.executable, __file__, "--child", mode, str(depth), str(n), *passthrough],
-                                       capture_output=True, text=True, check=True, env=env)
-                row = json.loads(child.stdout)
+                row = in_child(mode, depth, n, env=env)
                 results.setdefault(f"n={n}", {}).setdefault(mode, {})[f"depth={depth}"] = row
-                print(f"n={n} {mode:>18} depth {depth}: {row}", file=sys.stderr)
     growth = {length: {mode: round(rows[f"depth={max(args.depths)}"]["activation_mib"]
                                    / rows[f"depth={min(args.depths)}"]["activation_mib"], 3)
                        for mode, rows in modes.items()}
               for length, modes in results.items()}
-    report = {"settings": {k: v for k, v in vars(args).items() if k not in ("child", "out")},
-              "results": results,
-              f"activation_depth{max(args.depths)}_over_depth{min(args.depths)}": growth}
-    write_report(report, args.out)
+    return {"settings": settings(args), "results": results,
+            f"activation_depth{max(args.depths)}_over_depth{min(args.depths)}": growth}
 
 
 if __name__ == "__main__":
-    main()
+    cli = parser(__doc__)
+    cli.add_argument("--depths", type=int, nargs="+", default=[2, 4, 8])
+    cli.add_argument("--lengths", type=int, nargs="+", default=[1024, 4096])
+    cli.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
+    cli.add_argument("--dim", type=int, default=128, help="model width; heads of 32, FFN 4x")
+    cli.add_argument("--attention", default="local")
+    cli.add_argument("--options", type=json.loads, default={"window": 128}, help="the op's options, JSON")
+    cli.add_argument("--batch", type=int, default=1)
+    cli.add_argument("--threads", type=int, default=2)
+    main(cli, sweep, measure)

@@ -5,17 +5,15 @@ Each DDP step trains one sampled path, drawn on rank 0 and broadcast (`nas.train
 what `SearchModule` does). Throughput counts the tokens of every rank. On a shared machine the
 processes compete with other work: compare rows of one run, not runs.
 
-    python scripts/bench_ddp.py --seq-len 256 --long-len 4096
+    python scripts/benchmarks/ddp.py --seq-len 256 --long-len 4096
 """
-import argparse
 import os
 import socket
-import statistics
-import time
 
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from harness import interleaved, main, median, parser, seconds, settings
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
@@ -23,7 +21,6 @@ from nas.model import ModelShape
 from nas.space import Arch, LayerArch, SearchSpace
 from nas.supernet import Supernet
 from nas.training.search import agree
-from report import write_report  # scripts/report.py
 
 VOCAB, CLASSES = 32, 10
 
@@ -51,20 +48,18 @@ def _worker(rank: int, world: int, port: int, args, results) -> None:
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     tokens = torch.randint(1, VOCAB, (args.batch, args.seq_len))
     target = torch.randint(0, CLASSES, (args.batch,))
-    times = []
-    for step in range(args.warmup + args.steps):
-        dist.barrier()
-        start = time.perf_counter()
+
+    def step():
         net.arch = agree(space.sample())
         loss = nn.functional.cross_entropy(model(tokens), target)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        if step >= args.warmup:
-            times.append(time.perf_counter() - start)
+
+    step_s = median(seconds(step, args.steps, warmup=args.warmup, before=dist.barrier))
     if rank == 0:
-        results.put({"processes": world, "median_step_s": round(statistics.median(times), 4),
-                     "tokens_per_s": round(world * args.batch * args.seq_len / statistics.median(times))})
+        results.put({"processes": world, "median_step_s": round(step_s, 4),
+                     "tokens_per_s": round(world * args.batch * args.seq_len / step_s)})
     dist.destroy_process_group()
 
 
@@ -105,42 +100,35 @@ def long_sequence(args) -> dict:
     tokens = torch.randint(1, VOCAB, (1, args.long_len))
     target = torch.randint(0, CLASSES, (1,))
 
-    def step(model, forward) -> float:
-        start = time.perf_counter()
-        nn.functional.cross_entropy(forward(tokens), target).backward()
-        model.zero_grad(set_to_none=True)
-        return time.perf_counter() - start
+    def step(model, forward):
+        def run():
+            nn.functional.cross_entropy(forward(tokens), target).backward()
+            model.zero_grad(set_to_none=True)
+        return run
 
-    times = {"supernet": [], "plain": []}
-    for i in range(args.long_steps + 1):  # the first round warms up
-        s, p = step(supernet, lambda x: supernet(x, arch)), step(plain, plain)
-        if i:
-            times["supernet"].append(s)
-            times["plain"].append(p)
-    s, p = statistics.median(times["supernet"]), statistics.median(times["plain"])
+    times = interleaved({"supernet": step(supernet, lambda x: supernet(x, arch)), "plain": step(plain, plain)},
+                        args.long_steps)
+    s, p = median(times["supernet"]), median(times["plain"])
     return {"seq_len": args.long_len, "arch": arch.to_dict(),
             "supernet_tokens_per_s": round(args.long_len / s), "plain_tokens_per_s": round(args.long_len / p),
             "supernet_over_plain_time": round(s / p, 3)}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--space", default="search_spaces/tiny.yaml")
-    parser.add_argument("--seq-len", type=int, default=256)
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--long-len", type=int, default=4096)
-    parser.add_argument("--long-steps", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", help="also write the JSON here")
-    args = parser.parse_args()
+def sweep(args) -> dict:
     ddp = [ddp_throughput(world, args) for world in (1, 2)]
-    report = {"settings": vars(args), "cpu_count": os.cpu_count(), "load_avg": os.getloadavg(),
-              "ddp": ddp, "speedup_2_over_1": round(ddp[1]["tokens_per_s"] / ddp[0]["tokens_per_s"], 3),
-              "long": long_sequence(args)}
-    write_report(report, args.out)
+    return {"settings": settings(args), "cpu_count": os.cpu_count(), "load_avg": os.getloadavg(),
+            "ddp": ddp, "speedup_2_over_1": round(ddp[1]["tokens_per_s"] / ddp[0]["tokens_per_s"], 3),
+            "long": long_sequence(args)}
 
 
 if __name__ == "__main__":
-    main()
+    cli = parser(__doc__)
+    cli.add_argument("--space", default="search_spaces/tiny.yaml")
+    cli.add_argument("--seq-len", type=int, default=256)
+    cli.add_argument("--batch", type=int, default=8)
+    cli.add_argument("--warmup", type=int, default=3)
+    cli.add_argument("--steps", type=int, default=20)
+    cli.add_argument("--long-len", type=int, default=4096)
+    cli.add_argument("--long-steps", type=int, default=3)
+    cli.add_argument("--threads", type=int, default=1)
+    main(cli, sweep)

@@ -13,22 +13,27 @@ for reuse); `--glibc` also runs every op on glibc's defaults, as `<label>@glibc`
 reports each op's `ratio_to_glibc`.
 
     git --git-dir=/work/.mirror/lucidrains+linformer/repo archive HEAD | tar -x -C /tmp/linformer
-    python scripts/bench_attention.py --lengths 4096 16384 --rounds 3 \
+    python scripts/benchmarks/attention.py --lengths 4096 16384 --rounds 3 \
         --reference-src /tmp/linformer --out bench_attention.json
 
 `--reference-src` is a checkout of github.com/lucidrains/linformer (outside this repository);
 without it the `ref_*` rows are skipped.
 """
-import argparse
-import json
-import resource
-import statistics
-import subprocess
 import sys
-import time
-from report import current_rss_mib, write_report  # scripts/report.py
 
-# label -> (op name, options): the configurations the README table reports.
+from harness import (
+    in_child,
+    main,
+    median,
+    parser,
+    peak_rss_mib,
+    rss_mib,
+    seconds,
+    settings,
+    timer_seconds,
+)
+
+# label -> (op name, options): the configurations the docs' table reports.
 CONFIGS = {
     "full": ("full", {}),
     "local_w256": ("local", {"window": 256}),
@@ -45,21 +50,12 @@ REFERENCES = {
 }
 
 
-
-def matmul_gflops(args) -> dict:
-    """Runs in the child: fp32 GFLOP/s of a square matmul, the machine's practical peak."""
+def matmul_gflops(args, device) -> float:
+    """Runs in the child: fp32 GFLOP/s of a square matmul on the op's device, its practical peak."""
     import torch
 
-    torch.set_num_threads(args.threads)
-    size = args.matmul_size
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    a @ b  # warm-up
-    times = []
-    for _ in range(args.repeats + 2):
-        start = time.perf_counter()
-        a @ b
-        times.append(time.perf_counter() - start)
-    return {"gflops": round(2 * size ** 3 / statistics.median(times) / 1e9, 1)}
+    a, b = (torch.randn(args.matmul_size, args.matmul_size, device=device) for _ in range(2))
+    return round(2 * args.matmul_size ** 3 / timer_seconds(lambda: a @ b) / 1e9, 1)
 
 
 def layer_flops(label: str, n: int, args) -> int:
@@ -86,7 +82,7 @@ def make_layer(label: str, n: int, args):
     return build(name, args.dim, args.heads, max_len=n, head_dim=args.dim // args.heads, **options)
 
 
-def measure(label: str, n: int, args) -> dict:
+def measure(args, label: str, n: int) -> dict:
     """Runs in the child: time `repeats` steps of one op at length n, and its peak memory."""
     import torch
 
@@ -103,66 +99,24 @@ def measure(label: str, n: int, args) -> dict:
 
     def step():
         layer(x).sum().backward()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
     else:
-        base = current_rss_mib()
+        base = rss_mib()
     step()  # warm-up, and the step whose peak memory is reported
     if device.type == "cuda":
         peak_mib = (torch.cuda.max_memory_allocated() - base) / 2**20
     else:
-        peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base
-    times = []
-    for _ in range(args.repeats):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
+        peak_mib = peak_rss_mib() - base
+    step_s = median(seconds(step, args.repeats, warmup=0))
     # The matmul right after, in the same process and threads: a load that slowed the op
     # slows this too, so the percentage below is less noisy than the seconds.
-    return {"seconds": statistics.median(times), "peak_mib": round(peak_mib, 1),
-            "matmul_gflops": matmul_gflops(args)["gflops"]}
+    return {"seconds": step_s, "peak_mib": round(peak_mib, 1), "matmul_gflops": matmul_gflops(args, device)}
 
 
-def run_child(args, *child) -> dict:
-    passthrough = [f"--{k.replace('_', '-')}={getattr(args, k)}" for k in
-                   ("batch", "dim", "heads", "repeats", "threads", "device", "matmul_size")]
-    if args.reference_src:
-        passthrough.append(f"--reference-src={args.reference_src}")
-    proc = subprocess.run([sys.executable, __file__, "--child", *child, *passthrough],
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        return {"error": (proc.stderr.strip().splitlines() or ["(no output)"])[-1]}
-    return json.loads(proc.stdout)
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--ops", nargs="+", default=list(CONFIGS) + list(REFERENCES),
-                        choices=list(CONFIGS) + list(REFERENCES))
-    parser.add_argument("--lengths", nargs="+", type=int, default=[1024, 4096, 16384])
-    parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--dim", type=int, default=256)
-    parser.add_argument("--heads", type=int, default=4)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--rounds", type=int, default=1, help="interleaved sweeps; medians reported")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--matmul-size", type=int, default=2048)
-    parser.add_argument("--glibc", action="store_true",
-                        help="also time every op on glibc's allocator defaults (<label>@glibc rows)")
-    parser.add_argument("--reference-src", help="a checkout of lucidrains/linformer, for ref_* rows")
-    parser.add_argument("--out", help="also write the JSON here")
-    parser.add_argument("--child", nargs=2, metavar=("LABEL", "N"), help=argparse.SUPPRESS)
-    args = parser.parse_args()
-
-    if args.child:
-        print(json.dumps(measure(args.child[0], int(args.child[1]), args)))
-        return
-
+def sweep(args) -> dict:
     labels = ["full"] + [label for label in args.ops if label != "full"
                          and (args.reference_src or label not in REFERENCES)]
     if args.glibc:
@@ -171,8 +125,7 @@ def main() -> None:
     for _ in range(args.rounds):
         for n in args.lengths:
             for label in labels:
-                runs[label][n].append(run_child(args, label, str(n)))
-                print(f"{label:>20} N={n:<6} {runs[label][n][-1]}", file=sys.stderr)
+                runs[label][n].append(in_child(label, n, keep_errors=True))
     results: dict = {label: {} for label in labels}
     matmul = []
     for n in args.lengths:
@@ -181,14 +134,14 @@ def main() -> None:
             if not good:
                 results[label][n] = runs[label][n][-1]
                 continue
-            seconds = statistics.median(r["seconds"] for r in good)
-            gflops = 3 * layer_flops(label, n, args) / seconds / 1e9
-            pct = statistics.median(100 * 3 * layer_flops(label, n, args) / r["seconds"] / 1e9
-                                    / r["matmul_gflops"] for r in good)
+            typical = median(r["seconds"] for r in good)
+            gflops = 3 * layer_flops(label, n, args) / typical / 1e9
+            pct = median(100 * 3 * layer_flops(label, n, args) / r["seconds"] / 1e9 / r["matmul_gflops"]
+                         for r in good)
             matmul += [r["matmul_gflops"] for r in good]
-            results[label][n] = {"seconds": round(seconds, 4),
+            results[label][n] = {"seconds": round(typical, 4),
                                  "best_seconds": round(min(r["seconds"] for r in good), 4),
-                                 "peak_mib": statistics.median(r["peak_mib"] for r in good),
+                                 "peak_mib": median(r["peak_mib"] for r in good),
                                  "gflops": round(gflops, 1), "pct_of_matmul": round(pct, 1)}
         full = results["full"][n].get("seconds")
         for label in labels:
@@ -206,12 +159,25 @@ def main() -> None:
                 # figure least moved by load that comes and goes between rounds.
                 per_round = [a["seconds"] / b["seconds"] for a, b in zip(runs[ours][n], runs[other][n])
                              if "seconds" in a and "seconds" in b]
-                results[ours][n][f"{name}_per_round"] = round(statistics.median(per_round), 4)
-    report = {"settings": {k: v for k, v in vars(args).items() if k not in ("child", "out")},
-              "matmul_gflops": {"median": statistics.median(matmul), "max": max(matmul)},
-              "results": results}
-    write_report(report, args.out)
+                results[ours][n][f"{name}_per_round"] = round(median(per_round), 4)
+    return {"settings": settings(args), "matmul_gflops": {"median": median(matmul), "max": max(matmul)},
+            "results": results}
 
 
 if __name__ == "__main__":
-    main()
+    cli = parser(__doc__)
+    cli.add_argument("--ops", nargs="+", default=list(CONFIGS) + list(REFERENCES),
+                     choices=list(CONFIGS) + list(REFERENCES))
+    cli.add_argument("--lengths", nargs="+", type=int, default=[1024, 4096, 16384])
+    cli.add_argument("--batch", type=int, default=1)
+    cli.add_argument("--dim", type=int, default=256)
+    cli.add_argument("--heads", type=int, default=4)
+    cli.add_argument("--repeats", type=int, default=3)
+    cli.add_argument("--rounds", type=int, default=1, help="interleaved sweeps; medians reported")
+    cli.add_argument("--threads", type=int, default=2)
+    cli.add_argument("--device", default="cpu")
+    cli.add_argument("--matmul-size", type=int, default=2048)
+    cli.add_argument("--glibc", action="store_true",
+                     help="also time every op on glibc's allocator defaults (<label>@glibc rows)")
+    cli.add_argument("--reference-src", help="a checkout of lucidrains/linformer, for ref_* rows")
+    main(cli, sweep, measure)

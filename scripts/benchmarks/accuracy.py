@@ -4,7 +4,7 @@ with lucidrains' performer-pytorch and reformer-pytorch and with uniform averagi
 Relative output error |approx - exact| / |exact| over all heads, B=1, 4 heads of 64 (D=256),
 median over `--draws` draws of data and random features / rotations. Prints JSON.
 
-    python scripts/bench_accuracy.py --lengths 1024 4096 --out bench_accuracy.json
+    python scripts/benchmarks/accuracy.py --lengths 1024 4096 --out bench_accuracy.json
 
 The two references import einops, local_attention and axial_positional_embedding, which the
 project's environment lacks, so their estimators are transcribed below from their source
@@ -22,16 +22,12 @@ often has), scaled so that the logits q.k / sqrt(d) have the requested std (the 
 reported). lsh: shared-QK on clustered tokens (clusters of `--cluster` tokens at random
 positions), the exact reference being full shared-QK attention with Reformer's self mask.
 """
-import argparse
-import json
 import math
-import statistics
 import sys
 
 import torch
+from harness import main, median, parser, settings
 from torch.nn import functional as F
-
-from report import write_report  # scripts/report.py
 
 REFERENCES = {
     "performer-pytorch": "github.com/lucidrains/performer-pytorch @ fc8b784, performer_pytorch.py: "
@@ -65,7 +61,7 @@ def pp_softmax_kernel(data, *, projection_matrix, is_query, normalize_data=True,
 
 def pp_orthogonal_matrix_chunk(cols):
     unstructured_block = torch.randn((cols, cols))
-    q, r = torch.linalg.qr(unstructured_block, mode='reduced')
+    q, _ = torch.linalg.qr(unstructured_block, mode='reduced')
     return q.t()
 
 
@@ -143,7 +139,7 @@ def reformer_pytorch(qk, v, bucket_size, n_hashes):
     total_hashes = n_hashes
     ticker = torch.arange(total_hashes * seqlen).unsqueeze(0).expand_as(buckets)
     buckets_and_t = seqlen * buckets + (ticker % seqlen)
-    sbuckets_and_t, sticker = rp_sort_key_val(buckets_and_t, ticker, dim=-1)
+    _, sticker = rp_sort_key_val(buckets_and_t, ticker, dim=-1)
     _, undo_sort = sticker.sort(dim=-1)
     st = (sticker % seqlen)
     sqk = rp_batched_index_select(qk, st)
@@ -202,7 +198,7 @@ def lsh_data(n, heads, d, cluster, sharpness, generator):
 
 def shared_qk_exact(qk):
     """Full shared-QK attention weights (1, h, n, n), self masked as Reformer's FullQKAttention."""
-    n, d = qk.shape[-2:]
+    d = qk.shape[-1]
     dots = qk @ F.normalize(qk, dim=-1).transpose(-1, -2) * d ** -0.5
     dots.diagonal(dim1=-2, dim2=-1).fill_(TOKEN_SELF_ATTN_VALUE)
     return dots.softmax(-1)
@@ -232,8 +228,8 @@ def measure_performer(args, n, rank, logit_std):
                    "uniform": v.mean(2, keepdim=True).expand_as(v)}
         for name, out in outputs.items():
             errors[name].append(rel_error(out, exact))
-    row = {name: round(statistics.median(e), 4) for name, e in errors.items()}
-    row["measured_logit_std"] = round(statistics.median(logit_stds), 3)
+    row = {name: round(median(e), 4) for name, e in errors.items()}
+    row["measured_logit_std"] = round(median(logit_stds), 3)
     return row
 
 
@@ -257,31 +253,13 @@ def measure_lsh(args, n, n_hashes):
                    "uniform": v.mean(2, keepdim=True).expand_as(v)}
         for name, out in outputs.items():
             errors[name].append(rel_error(out, exact))
-    row = {name: round(statistics.median(e), 4) for name, e in errors.items()}
-    row[f"top{args.bucket_size}_weight"] = round(statistics.median(top_mass), 4)
+    row = {name: round(median(e), 4) for name, e in errors.items()}
+    row[f"top{args.bucket_size}_weight"] = round(median(top_mass), 4)
     return row
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--lengths", nargs="+", type=int, default=[1024, 4096])
-    parser.add_argument("--logit-stds", nargs="+", type=float, default=[0.33, 1.0, 3.0])
-    parser.add_argument("--ranks", nargs="+", type=int, default=[64, 4],
-                        help="intrinsic dimension of performer's q/k (64 = isotropic)")
-    parser.add_argument("--rounds", nargs="+", type=int, default=[1, 4])
-    parser.add_argument("--heads", type=int, default=4)
-    parser.add_argument("--head-dim", type=int, default=64)
-    parser.add_argument("--features", type=int, default=256)
-    parser.add_argument("--bucket-size", type=int, default=64)
-    parser.add_argument("--cluster", type=int, default=64, help="lsh: tokens per cluster")
-    parser.add_argument("--sharpness", type=float, default=40.0, help="lsh: norm of the tokens")
-    parser.add_argument("--draws", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--only", choices=["performer", "lsh"])
-    parser.add_argument("--out", help="also write the JSON here")
-    args = parser.parse_args()
+def sweep(args) -> dict:
     torch.set_num_threads(args.threads)
-
     results: dict = {"performer": {}, "lsh": {}}
     for n in args.lengths:
         if args.only != "lsh":
@@ -295,10 +273,23 @@ def main() -> None:
                 key = f"N={n} rounds={r}"
                 results["lsh"][key] = measure_lsh(args, n, r)
                 print(f"lsh {key} {results['lsh'][key]}", file=sys.stderr)
-    report = {"settings": {k: v for k, v in vars(args).items() if k != "out"},
-              "references": REFERENCES, "results": results}
-    write_report(report, args.out)
+    return {"settings": settings(args), "references": REFERENCES, "results": results}
 
 
 if __name__ == "__main__":
-    main()
+    cli = parser(__doc__)
+    cli.add_argument("--lengths", nargs="+", type=int, default=[1024, 4096])
+    cli.add_argument("--logit-stds", nargs="+", type=float, default=[0.33, 1.0, 3.0])
+    cli.add_argument("--ranks", nargs="+", type=int, default=[64, 4],
+                     help="intrinsic dimension of performer's q/k (64 = isotropic)")
+    cli.add_argument("--rounds", nargs="+", type=int, default=[1, 4])
+    cli.add_argument("--heads", type=int, default=4)
+    cli.add_argument("--head-dim", type=int, default=64)
+    cli.add_argument("--features", type=int, default=256)
+    cli.add_argument("--bucket-size", type=int, default=64)
+    cli.add_argument("--cluster", type=int, default=64, help="lsh: tokens per cluster")
+    cli.add_argument("--sharpness", type=float, default=40.0, help="lsh: norm of the tokens")
+    cli.add_argument("--draws", type=int, default=5)
+    cli.add_argument("--threads", type=int, default=2)
+    cli.add_argument("--only", choices=["performer", "lsh"])
+    main(cli, sweep)
