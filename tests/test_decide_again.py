@@ -1,6 +1,5 @@
-"""scripts/decide_again.py: a finished GDAS search decided again with another rule, from its own
-checkpoint, without training."""
-import importlib.util
+"""`nas-decide` (nas.decide_again): a finished GDAS search decided again with another rule, from
+its own checkpoint, without training."""
 import json
 import shutil
 import subprocess
@@ -11,20 +10,14 @@ import pytest
 import torch
 import yaml
 
+from nas.cli import decide as decide_cli
+from nas.decide_again import decide_again
+from nas.errors import ConfigError
 from nas.space import Arch
 
 from .cli.conftest import TINY
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "scripts" / "decide_again.py"
-
-
-@pytest.fixture(scope="module")
-def decide_again():
-    spec = importlib.util.spec_from_file_location("decide_again", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.decide_again
 
 
 @pytest.fixture(scope="module")
@@ -42,8 +35,14 @@ def weights(run: Path) -> dict:
     return torch.load(run / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")["state_dict"]
 
 
-def test_the_same_weights_decided_greedily(decide_again, argmax_run, tmp_path):
-    out = decide_again(argmax_run, tmp_path / "greedy", "greedy")
+def test_the_same_weights_decided_greedily(argmax_run, tmp_path, capsys):
+    run = tmp_path / "run"  # nas-decide's default folder is beside the run: <run>_<rule>
+    shutil.copytree(argmax_run, run)
+    decide_cli.main([f"run={run}", "strategy.decide=greedy"])
+    printed = json.loads(capsys.readouterr().out)
+    out = tmp_path / "run_greedy"
+    assert printed == {"run": str(run), "out": str(out), "decide": "greedy",
+                       "arch": yaml.safe_load((out / "best_arch.yaml").read_text())}
     assert "decide" not in yaml.safe_load((argmax_run / "margins.yaml").read_text())
     sidecar = yaml.safe_load((out / "margins.yaml").read_text())
     assert sidecar.pop("decide")  # the candidates the supernet compared
@@ -56,13 +55,15 @@ def test_the_same_weights_decided_greedily(decide_again, argmax_run, tmp_path):
     assert yaml.safe_load((out / ".hydra" / "config.yaml").read_text())["strategy"]["decide"] == "greedy"
 
 
-def test_bad_folders_are_refused_in_one_line(decide_again, argmax_run, tmp_path):
-    with pytest.raises(SystemExit, match="exists; name a new folder"):
-        decide_again(argmax_run, argmax_run, "top2")
-    with pytest.raises(SystemExit, match="is not a search run folder"):
-        decide_again(tmp_path, tmp_path / "out", "top2")
+def test_bad_folders_are_refused_in_one_line(argmax_run, tmp_path):
+    with pytest.raises(ConfigError, match="exists; name a new folder"):
+        decide_again(argmax_run, "top2", argmax_run)
+    with pytest.raises(ConfigError, match="not a search run folder"):
+        decide_again(tmp_path, "top2", tmp_path / "out")
 
     def copy(name, status="done", checkpoint=None, strategy="gdas", overrides=()):
+        """The run with one thing changed: status, checkpoint, strategy (a random search's config
+        has no `decide`) or its saved overrides."""
         run = tmp_path / name
         shutil.copytree(argmax_run / ".hydra", run / ".hydra")
         shutil.copytree(argmax_run / "checkpoints", run / "checkpoints")
@@ -70,19 +71,36 @@ def test_bad_folders_are_refused_in_one_line(decide_again, argmax_run, tmp_path)
         if checkpoint is not None:
             (run / "checkpoints" / "last.ckpt").write_bytes(checkpoint)
         config = yaml.safe_load((run / ".hydra" / "config.yaml").read_text())
-        config["strategy"]["name"] = strategy
+        if strategy != "gdas":
+            config["strategy"] = {"name": strategy}
         (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
         saved = yaml.safe_load((run / ".hydra" / "overrides.yaml").read_text())
         (run / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([*saved, *overrides]))
         return run
 
-    with pytest.raises(SystemExit, match="strategy=random; only darts and gdas"):
-        decide_again(copy("random", strategy="random"), tmp_path / "out", "top2")
-    with pytest.raises(SystemExit, match=r"has not finished \(status.json: running\)"):  # it would train on
-        decide_again(copy("running", status="running"), tmp_path / "out", "top2")
-    with pytest.raises(SystemExit, match="last.ckpt is damaged"):  # nas-search would start over
-        decide_again(copy("damaged", checkpoint=b"not a checkpoint"), tmp_path / "out", "top2")
+    with pytest.raises(ConfigError, match=r"strategy=random; only the differentiable strategies \(darts, gdas\)"):
+        decide_again(copy("random", strategy="random"), "top2", tmp_path / "out")
+    with pytest.raises(ConfigError, match=r"has not finished \(status.json: running\)"):  # it would train on
+        decide_again(copy("running", status="running"), "top2", tmp_path / "out")
+    with pytest.raises(ConfigError, match="last.ckpt is damaged"):  # nas-search would start over
+        decide_again(copy("damaged", checkpoint=b"not a checkpoint"), "top2", tmp_path / "out")
     # nas-search itself refuses: one line, and no folder left to block the same command again
-    with pytest.raises(SystemExit, match="nas-search failed .*search.lr"):
-        decide_again(copy("bad_lr", overrides=["search.lr=-1"]), tmp_path / "out", "top2")
+    with pytest.raises(ConfigError, match="nas-search failed .*search.lr"):
+        decide_again(copy("bad_lr", overrides=["search.lr=-1"]), "top2", tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["strategy.decide=top2"], "missing value for 'run': pass run=..."),
+    (["run={tmp}"], "missing value for 'strategy.decide'"),
+    (["run={tmp}", "strategy.decide=best"], "strategy.decide=best: allowed: greedy, top2, argmax"),
+    (["run={tmp}", "strategy.decide=top2"], "run={tmp}: not a search run folder"),
+    (["run={tmp}", "top2"], "'top2': arguments are key=value"),
+    (["--run", "{tmp}"], "unrecognized arguments: --run"),
+])
+def test_bad_input_is_one_line(argv, message, tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        decide_cli.main([a.format(tmp=tmp_path) for a in argv])
+    err = capsys.readouterr().err
+    assert stop.value.code == 1 and err.count("\n") == 1
+    assert err.startswith("nas-decide: error: ") and message.format(tmp=tmp_path) in err

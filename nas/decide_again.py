@@ -1,0 +1,76 @@
+"""Decide a finished DARTS or GDAS search again with another `strategy.decide` rule, without
+training again (`nas-decide`).
+
+The run's `.hydra/` and `checkpoints/` (the supernet and the architecture weights of its last
+epoch) are copied into a new run folder, which `nas-search` resumes with the run's own overrides
+and the new rule. The checkpoint is at the last epoch, so training ends at once and only the
+decision runs; the new folder gets its own best_arch.yaml, margins.yaml and summary.txt
+(retraining is off), and `nas-rank run=<new folder>` ranks it like any search.
+"""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import yaml
+
+from nas.errors import ConfigError
+from nas.run_folder import read_status
+from nas.strategies.darts import DECIDE
+from nas.training.checkpoint import whole
+
+# overrides of the original run that the new one sets itself
+REPLACED = ("strategy.decide=", "resume=", "hydra.run.dir=", "retrain.enabled=")
+
+
+def decide_again(run: Path, decide: str, out: Path | None = None, overrides: Sequence[str] = ()) -> Path:
+    """Copy `run`'s config and checkpoints to `out` and resume it there with `strategy.decide`.
+
+    Args:
+        run: a finished darts or gdas search run folder.
+        decide: the rule, one of `nas.strategies.darts.DECIDE`.
+        out: the new run folder, which must not exist (default: `<run>_<decide>` beside `run`).
+        overrides: more nas-search overrides, after the run's own.
+
+    Returns:
+        The new run folder.
+
+    Raises:
+        ConfigError: one line, when `decide` is no rule, `run` is no finished differentiable
+            search (status done, a whole last checkpoint, a strategy with `decide`) or `out`
+            exists, or when nas-search fails (the end of its error; `out` is removed again).
+    """
+    run = Path(run)
+    out = Path(out) if out is not None else run.with_name(f"{run.name}_{decide}")
+    if decide not in DECIDE:
+        raise ConfigError(f"strategy.decide={decide}: allowed: {', '.join(DECIDE)}")
+    config, saved = run / ".hydra" / "config.yaml", run / ".hydra" / "overrides.yaml"
+    if not (run / "checkpoints" / "last.ckpt").is_file() or not config.is_file() or not saved.is_file():
+        raise ConfigError(f"run={run}: not a search run folder (no checkpoints/last.ckpt or .hydra/)")
+    state = read_status(run).get("state")
+    if state != "done":  # resuming an unfinished search would train it on
+        raise ConfigError(f"run={run}: the search has not finished (status.json: {state}); "
+                          "finish it with nas-search resume= first")
+    if not whole(run / "checkpoints" / "last.ckpt"):  # nas-search would start over from scratch
+        raise ConfigError(f"run={run}: checkpoints/last.ckpt is damaged")
+    strategy = yaml.safe_load(config.read_text()).get("strategy") or {}
+    if "decide" not in strategy:  # the strategies that decide from architecture weights have the option
+        raise ConfigError(f"run={run}: searched with strategy={strategy.get('name')}; only the differentiable "
+                          "strategies (darts, gdas) decide from weights")
+    if out.exists():
+        raise ConfigError(f"out={out}: exists; name a new folder")
+    out.mkdir(parents=True)
+    for part in (".hydra", "checkpoints"):  # not status.json: the new folder has not run yet
+        shutil.copytree(run / part, out / part)
+    kept = [o for o in yaml.safe_load(saved.read_text()) if not o.startswith(REPLACED)]
+    cmd = [sys.executable, "-m", "nas.cli.search", *kept, *overrides, f"strategy.decide={decide}",
+           "retrain.enabled=false", f"resume={out.resolve()}", f"hydra.run.dir={out.resolve()}"]
+    # relative paths of the run's overrides (data_dir) are read from here, as nas-search reads them
+    done = subprocess.run(cmd, check=False, capture_output=True, text=True)
+    if done.returncode:  # the folder holds only copies: removed, so that the same command can run again
+        shutil.rmtree(out)
+        raise ConfigError(f"nas-search failed ({done.returncode}): {done.stderr.strip()[-500:]}")
+    return out
