@@ -124,7 +124,7 @@ def rank(cfg: DictConfig) -> RankOutcome:
     trained = run_jobs(list(jobs.values()), folder, workers=resolve_workers(workers, pending))
     results = {key: read_result(folder, job) for key, job in jobs.items()}
     # what the ground truth cost, trained now or read from earlier runs; by id, so that rankings
-    # sharing one standalone_dir can be summed without counting a job twice (scripts/rank_study.py)
+    # sharing one standalone_dir can be summed without counting a job twice (scripts/studies/rank_study.py)
     train_seconds = {job.id: results[key]["train_seconds"] for key, job in jobs.items()}
 
     rows = []

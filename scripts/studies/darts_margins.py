@@ -1,27 +1,29 @@
 """Final architecture margins (winner minus runner-up per decision) of a DARTS search under
 the decisiveness remedies of nas.strategies.darts (temperature, entropy, Fair DARTS zero-one
 https://arxiv.org/abs/1911.12126, progressive shrinking, the final comparisons), on the
-quickstart defaults. One search per variant, in this process, one after the other. Prints JSON:
+quickstart defaults (docs/ranking-study.md, "DARTS margins"). One search per variant, in this
+process, one after the other. Prints JSON:
 per variant the final margins, for `shrink` the margin at which each decision's last cut was
 made, for `top2` and `greedy` the supernet's scores of the candidates compared. Every other
 variant takes the argmax of its weights (`strategy.decide=argmax`): what the remedy decided.
 
-    python scripts/darts_margins.py --variants plain,tau --out margins.json
-    python scripts/darts_margins.py --override +trainer.limit_train_batches=16   # shorter epochs
+    python scripts/studies/darts_margins.py --variants plain,tau --out margins.json
+    python scripts/studies/darts_margins.py --override +trainer.limit_train_batches=16   # shorter epochs
 """
 import argparse
-import json
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import yaml
-from hydra import compose, initialize_config_dir
 
-import nas.cli.common  # noqa: F401  the nas_root resolver the configs use
-from report import write_report  # scripts/report.py
+from nas.hydra_configs import compose_config
+from nas.pipeline import search
 
-CONFIGS = str(Path(__file__).resolve().parents[1] / "configs")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))  # the harness, however this file is run
+from harness import write_report  # one JSON report for benchmarks and studies
+
 ARGMAX = "+strategy.decide=argmax"
 VARIANTS = {
     "plain": [ARGMAX],
@@ -34,14 +36,10 @@ VARIANTS = {
 }
 
 
-def run(variant: str, extra: list[str], root: Path) -> dict:
-    from nas.pipeline import search
-
+def run(variant: str, extra: list[str], root: Path, overrides: list[str]) -> dict:
     run_dir = root / variant
-    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
-        cfg = compose(config_name="search", overrides=[
-            f"paths.output_dir={run_dir}", f"paths.data_dir={root / 'data'}", "strategy=darts", "~logger",
-            *[o.replace("+strategy.", "strategy.") for o in extra], *extra_overrides])
+    cfg = compose_config("search", [f"paths.output_dir={run_dir}", f"paths.data_dir={root / 'data'}", "strategy=darts",
+                                    "~logger", *[o.replace("+strategy.", "strategy.") for o in extra], *overrides])
     start = time.perf_counter()
     found = search(cfg, run_dir)
     margins = found.margins
@@ -62,19 +60,15 @@ def _sidecar(run_dir: Path) -> dict:
     return yaml.safe_load(path.read_text()) if path.is_file() else {}
 
 
-extra_overrides: list[str] = []
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--override", action="append", default=[], help="more Hydra overrides, e.g. space=tiny")
     parser.add_argument("--out")
     args = parser.parse_args()
-    extra_overrides.extend(args.override)
     with tempfile.TemporaryDirectory() as root:
         report = {"overrides": args.override,
-                  "results": {v: run(v, VARIANTS[v], Path(root)) for v in args.variants.split(",")}}
+                  "results": {v: run(v, VARIANTS[v], Path(root), args.override) for v in args.variants.split(",")}}
     write_report(report, args.out)
 
 

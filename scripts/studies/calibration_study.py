@@ -1,9 +1,9 @@
 """Try `nas-rank calibrate.steps` on a search run that `nas-rank` has already ranked, without
 training anything standalone again: the run's ranked archs are scored with calibrated inherited
-weights and compared with the standalone results in its `rank/ranking.csv` (issue 9's
-calibration table in the README).
+weights and compared with the standalone results in its `rank/ranking.csv` (docs/ranking-study.md,
+"Calibration").
 
-    PYTHONPATH=. python scripts/calibration_study.py --run runs/rank_study_1k_s16/search/fair_separate_seed0 \
+    python scripts/studies/calibration_study.py --run runs/rank_study_1k_s16/search/fair_separate_seed0 \
         --steps 0 50 200 --out calibration.json
 
 Prints one JSON object: per step count, Kendall tau-b, Spearman rho, top-k overlap, regret and
@@ -14,12 +14,12 @@ ranking.csv holds now (e.g. after `nas-rank seeds=2` added a seed).
 import argparse
 import dataclasses
 import json
+import sys
 import time
 from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
-from report import write_report  # scripts/report.py
 
 from nas import ranking
 from nas.metrics import HIGHER_IS_BETTER
@@ -27,6 +27,9 @@ from nas.rank_pipeline import inherited_score
 from nas.tasks import build_task
 from nas.training.calibrate import Calibration
 from nas.training.search import load_supernet
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))  # the harness, however this file is run
+from harness import write_report  # one JSON report for benchmarks and studies
 
 
 def main() -> None:

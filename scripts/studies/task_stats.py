@@ -1,10 +1,12 @@
 """Task statistics, printed as JSON: ListOps length and label distributions (ours at the default
 and at LRA's settings, and LRA's own sample files when present), the time to generate 10,000
-examples of each synthetic task into an empty cache, and the time to load one training batch.
+examples of each synthetic task into an empty cache, and the time to load one training batch
+(docs/tasks.md, "Task statistics").
 
-    python scripts/task_stats.py --out task_stats.json
+    python scripts/studies/task_stats.py --out task_stats.json
 """
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -13,10 +15,12 @@ import numpy as np
 
 from nas.tasks import build
 from nas.tasks.listops import ListOpsConfig, read_tsv
-from report import write_report  # scripts/report.py
 
-LRA_SAMPLE = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "lra_listops_sample"
-LRA_LISTOPS = dict(longer_than=500, shorter_than=2000, max_len=2000)  # LRA's generator defaults
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))  # the harness, however this file is run
+from harness import write_report  # one JSON report for benchmarks and studies
+
+LRA_SAMPLE = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "lra_listops_sample"
+LRA_LISTOPS = {"longer_than": 500, "shorter_than": 2000, "max_len": 2000}  # LRA's generator defaults
 # (name, task, options): the synthetic tasks at their defaults, plus the harder settings
 GENERATED = [
     ("listops", "listops", {}),
@@ -36,7 +40,7 @@ def distribution(lengths: np.ndarray, labels: np.ndarray) -> dict:
     """Length summary, a length histogram in 10 equal bins, and label counts."""
     counts, edges = np.histogram(lengths, bins=10)
     return {
-        "examples": int(len(lengths)),
+        "examples": len(lengths),
         "length": {"min": int(lengths.min()), "mean": round(float(lengths.mean()), 1),
                    "median": float(np.median(lengths)), "max": int(lengths.max())},
         "length_histogram": {f"{edges[i]:.0f}-{edges[i + 1]:.0f}": int(c)
@@ -71,7 +75,7 @@ def generation_and_loading(count: int, folder: Path) -> dict:
     """Seconds to generate `count` examples (8:1:1 splits) into an empty cache and read them
     back, seconds to load them again from the cache, and milliseconds per training batch."""
     out = {}
-    splits = dict(num_train=count - 2 * (count // 10), num_val=count // 10, num_test=count // 10)
+    splits = {"num_train": count - 2 * (count // 10), "num_val": count // 10, "num_test": count // 10}
     for name, task_name, options in GENERATED:
         start = time.perf_counter()
         task = build(task_name, data_dir=folder / name, **splits, **options)
@@ -93,11 +97,13 @@ def generation_and_loading(count: int, folder: Path) -> dict:
 
 
 def batch_ms(task, batches: int = 50) -> float:
-    """Milliseconds per training batch (batch_size 32, in-process loading), median of 50."""
+    """Milliseconds per training batch (batch_size 32, in-process loading), median of the first
+    50 (fewer when the split has fewer, e.g. with a small --count)."""
     times, loader = [], iter(task.train_dataloader())
-    for _ in range(batches):
+    while len(times) < batches:
         start = time.perf_counter()
-        next(loader)
+        if next(loader, None) is None:
+            break
         times.append(time.perf_counter() - start)
     return round(1000 * float(np.median(times)), 2)
 

@@ -1,23 +1,25 @@
 """Does the quickstart's search beat chance? Its arch versus 5 random archs of the same space.
 
 Runs the quickstart search (retraining off), then trains the searched arch and 5 random archs
-from scratch with the same retraining settings, and prints their test metrics as JSON.
+from scratch with the same retraining settings, and prints their test metrics as JSON
+(docs/ranking-study.md, "Searched against random archs").
 
-    python scripts/quickstart_vs_random.py --out quickstart_vs_random.json
+    python scripts/studies/quickstart_vs_random.py --out quickstart_vs_random.json
 """
 import argparse
 import random
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
-
 from nas import pipeline
-from nas.cli.common import CONFIGS
+from nas.hydra_configs import compose_config
 from nas.metrics import score
-from report import write_report  # scripts/report.py
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))  # the harness, however this file is run
+from harness import write_report  # one JSON report for benchmarks and studies
 
 
 def main() -> None:
@@ -30,10 +32,8 @@ def main() -> None:
     args = parser.parse_args()
 
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="quickstart_vs_random_"))
-    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
-        cfg = compose(config_name="search", overrides=[
-            f"paths.output_dir={workdir / 'search'}", f"paths.data_dir={workdir / 'data'}",
-            f"seed={args.seed}", "retrain.init=scratch", *args.overrides])
+    cfg = compose_config("search", [f"paths.output_dir={workdir / 'search'}", f"paths.data_dir={workdir / 'data'}",
+                                    f"seed={args.seed}", "retrain.init=scratch", *args.overrides])
     start = time.perf_counter()
     found = pipeline.search(cfg, workdir / "search")
     search_seconds = time.perf_counter() - start
@@ -47,7 +47,7 @@ def main() -> None:
     for name, arch in candidates.items():
         metrics = pipeline.retrain(cfg, arch, space, task, workdir / name).metrics
         results[name] = {"arch": arch.to_dict(), key: round(metrics[key], 4)}
-        print(f"{name:>10} {key}={metrics[key]:.4f}  {arch.describe().replace(chr(10), ' | ')}", flush=True)
+        print(f"{name:>10} {key}={metrics[key]:.4f}  {arch.describe().replace(chr(10), ' | ')}", file=sys.stderr)
     random_scores = [results[n][key] for n in candidates if n != "searched"]
     median = statistics.median(random_scores)
     report = {

@@ -1,16 +1,16 @@
-"""Does weight sharing rank archs faithfully? One command per table of the README's study (issue
-9 §3): per sharing mechanism, a `nas-search strategy=random` run on an experiment preset (the
+"""Does weight sharing rank archs faithfully? One command per table of docs/ranking-study.md: per
+sharing mechanism, a `nas-search strategy=random` run on an experiment preset (the
 quickstart's key-value lookup, `recall_1k` at 1024 tokens or ListOps as `listops_128`), then
 `nas-rank` of one fixed stratified set of archs against standalone training from scratch (Yu et
 al. 2020, https://arxiv.org/abs/1902.08142).
 
-    PYTHONPATH=. python scripts/rank_study.py                        # every mechanism, 16 archs, one seed
-    PYTHONPATH=. python scripts/rank_study.py --experiment recall_1k --supernet-epochs 8 \
+    python scripts/studies/rank_study.py                        # every mechanism, 16 archs, one seed
+    python scripts/studies/rank_study.py --experiment recall_1k --supernet-epochs 8 \
         --mechanisms entangled fair separate gdas darts_pc4 --out runs/rank_study_1k   # task (b), 1024 tokens
-    PYTHONPATH=. python scripts/rank_study.py --experiment listops_128 --supernet-epochs 4 \
+    python scripts/studies/rank_study.py --experiment listops_128 --supernet-epochs 4 \
         --standalone-epochs 4 --seeds 0 1 2 --out runs/rank_study_listops            # task (c), ListOps
-    PYTHONPATH=. python scripts/rank_study.py --seeds 0 1 --search-seeds 0 1      # the README's table
-    PYTHONPATH=. python scripts/rank_study.py --seeds 0 1 --supernet-epochs 15 \
+    python scripts/studies/rank_study.py --seeds 0 1 --search-seeds 0 1      # task (a)'s table
+    python scripts/studies/rank_study.py --seeds 0 1 --supernet-epochs 15 \
         --out runs/rank_study_e15 --standalone-dir runs/rank_study/standalone     # its last column
 
 Every row ranks the same archs (`<out>/archs.yaml`, a seeded stratified pick) and reads the same
@@ -45,13 +45,12 @@ from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from nas import ranking
+from nas.ops.attention import ATTENTION, revisions
+from nas.space import SearchSpace
+from nas.training.calibrate import Calibration
 
-from nas import ranking  # noqa: E402
-from nas.ops.attention import ATTENTION, revisions  # noqa: E402
-from nas.space import SearchSpace  # noqa: E402
-from nas.training.calibrate import Calibration  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]  # the repository: configs/, search_spaces/, runs/
 
 # name -> the nas-search overrides that select the mechanism (everything else: the experiment's).
 # The sharing mechanisms train the supernet by sampling paths (`strategy=random`, 20 samples);
@@ -105,10 +104,10 @@ def preset(name: str) -> dict:
 def run(cmd: list[str], log: Path, threads: int) -> tuple[float, float]:
     """Run a CLI as a subprocess, its output to `log`; its wall and CPU seconds (its worker
     processes included). Stops the study on failure."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(threads)}
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     start, cpu = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
     with open(log, "w") as out:
-        done = subprocess.run(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        done = subprocess.run(cmd, check=False, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     seconds, after = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode:
         sys.exit(f"rank_study: {' '.join(cmd)} failed ({done.returncode}); see {log}")
