@@ -1,6 +1,4 @@
 """The cost model against counts taken from real modules."""
-from pathlib import Path
-
 import pytest
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -10,8 +8,8 @@ from nas import cost
 from nas.model import ModelShape, Subnet
 from nas.ops.attention import ATTENTION, make_core
 from nas.space import SearchSpace
+from tests.helpers import SPACES
 
-SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
 SHAPE = ModelShape(vocab_size=30, num_classes=4, max_len=256)
 
 

@@ -22,8 +22,8 @@ from nas.results import Candidate, SearchResult, pareto_front
 from nas.strategies.base import Strategy
 from nas.strategies.darts import DartsStrategy
 from nas.training.tensorboard import log_hparams, log_search
+from tests.helpers import SPACES
 
-SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
 SHAPE = ModelShape(vocab_size=20, num_classes=4, max_len=64)
 EPOCHS = 4
 TOP = 0.85  # the leading choice's probability in the hand-made history

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from .conftest import TINY
+from tests.helpers import TINY
 
 
 @pytest.mark.slow  # three processes (a launcher relaunches rank 1), three stages: 15 s to a minute

@@ -8,7 +8,7 @@ from nas.errors import ConfigError
 from nas.pipeline import check_storage
 from nas.training.checkpoint import resumable, whole
 
-from .conftest import TINY
+from tests.helpers import TINY
 
 
 def _save(path, value):

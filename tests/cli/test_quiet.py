@@ -10,7 +10,7 @@ import torch
 from nas.cli import search as search_cli
 from nas.training.checkpoint import last_checkpoint
 
-from .conftest import TINY_TASK
+from tests.helpers import TINY_TASK
 
 NOTICES = ["Tip:", "LeafSpec", "smaller than the logging interval", "categorical units",
            "validation_step", "exists and is not empty", "dirpath has changed"]

@@ -12,13 +12,13 @@ from nas.metrics import IGNORE_INDEX
 from nas.training.retrain import RetrainModule
 from nas.space import Arch
 
-from .conftest import TINY, TINY_TASK
+from tests.helpers import TINY, TINY_TASK
 
 
 @pytest.fixture(scope="module")
 def searched(tmp_path_factory):
     """One tiny search (no retraining) whose folder the tests below start from."""
-    from .conftest import compose_config
+    from tests.helpers import compose_config
 
     run_dir = tmp_path_factory.mktemp("search") / "run"
     search.run(compose_config("search", run_dir, [*TINY, "retrain.enabled=false"]))

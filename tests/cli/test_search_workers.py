@@ -10,8 +10,9 @@ from optuna.trial import TrialState
 
 from nas.cli import search
 
+from tests.helpers import TINY
+
 from ..postgres import postgres_server, postgres_url  # noqa: F401 (fixtures)
-from .conftest import TINY
 
 EVOLUTION = ["strategy=evolution", "strategy.population=4", "retrain.enabled=false"]
 

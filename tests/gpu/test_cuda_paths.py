@@ -14,7 +14,9 @@ from nas.ops.attention import ATTENTION, build
 from nas.space import Arch
 from nas.supernet import Supernet
 
-from ..cli.conftest import TINY, config  # noqa: F401  (config: the composed-config fixture)
+from tests.helpers import TINY
+
+from ..cli.conftest import config  # noqa: F401  (the composed-config fixture)
 from ..ops.test_attention_registry import SMALL_OPTIONS
 from ..strategies.planted import FetchTask, planted_space
 

@@ -1,7 +1,5 @@
 """Sharing mechanisms do what they claim: few-shot routing and copies, importance sorting that
 keeps the widest arch's function, per-type gains that isolate attention types."""
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -9,10 +7,9 @@ from nas.errors import ConfigError
 from nas.space import Arch, LayerArch, SearchSpace
 from nas.supernet import FewShotSupernet, Supernet, sort_by_importance, split_keys
 from nas.supernet.importance import head_importance, unit_importance
+from tests.helpers import SPACES
 
 from .test_supernet import SHAPE, batch, perturb
-
-SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
 
 
 @pytest.fixture(scope="module")
@@ -257,7 +254,7 @@ def test_nas_search_trains_a_few_shot_supernet(tmp_path):
     from nas import pipeline
     from nas.cli import search
     from nas.training.search import load_supernet
-    from tests.cli.conftest import TINY, compose_config
+    from tests.helpers import TINY, compose_config
 
     cfg = compose_config("search", tmp_path / "run", [*TINY, "strategy=random", "few_shot=layer0.attention", "retrain.enabled=false"])
     search.run(cfg)
@@ -274,7 +271,7 @@ def test_few_shot_from_a_trained_one_shot_run(tmp_path):
     from nas import pipeline
     from nas.cli import search
     from nas.training.search import load_supernet
-    from tests.cli.conftest import TINY, compose_config
+    from tests.helpers import TINY, compose_config
 
     one_shot = tmp_path / "one_shot"
     search.run(compose_config("search", one_shot, [*TINY, "strategy=random", "retrain.enabled=false"]))

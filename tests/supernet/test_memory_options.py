@@ -1,7 +1,6 @@
 """A space's memory options (reversible layers, chunked feed-forward) through the supernet:
 extract equivalence, recomputed gradients, the mixtures, and training memory flat in depth."""
 import copy
-from pathlib import Path
 
 import pytest
 import torch
@@ -10,9 +9,9 @@ from nas.model import ModelShape, Subnet
 from nas.peak_memory import PeakMemory
 from nas.space import Arch, LayerArch, SearchSpace
 from nas.supernet import Supernet
+from tests.helpers import SPACES
 from tests.supernet.test_mixed import one_hot_weights
 
-SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
 VOCAB, CLASSES, MAX_LEN, N = 20, 5, 96, 90
 SHAPE = ModelShape(VOCAB, CLASSES, MAX_LEN)
 MEMORY = {"reversible": True, "ffn_chunks": 4}

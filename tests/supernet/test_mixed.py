@@ -1,7 +1,5 @@
 """The supernet under an architecture distribution (DARTS/GDAS) reduces to one arch when the
 distribution is one-hot."""
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -9,8 +7,7 @@ from nas.model import ModelShape
 from nas.errors import ConfigError
 from nas.space import LayerArch, SearchSpace
 from nas.supernet import Supernet
-
-SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
+from tests.helpers import SPACES
 
 
 def one_hot_weights(space, arch):

@@ -1,23 +1,21 @@
 """Weight sharing: an extracted subnet is the supernet's arch, exactly, and independent of it."""
-from pathlib import Path
-
 import pytest
 import torch
 
 from nas import cost
 from nas.errors import ConfigError
 from nas.model import ModelShape
-from nas.space import Arch, LayerArch, SearchSpace
+from nas.space import Arch, LayerArch
 from nas.supernet import SHARING, FewShotSupernet, Supernet, sort_by_importance
+from tests.helpers import load_space
 
-SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
 VOCAB, CLASSES, MAX_LEN, N = 20, 5, 160, 150
 SHAPE = ModelShape(VOCAB, CLASSES, MAX_LEN)
 
 
 @pytest.fixture(scope="module")
 def lra():
-    return SearchSpace.from_yaml(SPACES / "lra.yaml")
+    return load_space("lra")
 
 
 def batch(seed=0, n=N):
