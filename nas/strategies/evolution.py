@@ -188,8 +188,8 @@ class EvolutionStrategy(SinglePathStrategy):
         if loss is not None:  # the tie-break after the metric (results.best_first)
             trial.set_user_attr("val/loss", loss)
         spent = {kind: self.arch_cost(arch, kind) for kind in dict.fromkeys([self.cost, *self.constraints])}
-        for kind, value in spent.items():
-            trial.set_user_attr(f"cost/{kind}", value)
+        for kind, amount in spent.items():  # not `value`: that is the metric told below
+            trial.set_user_attr(f"cost/{kind}", amount)
         for kind, limit in self.constraints.items():
             trial.set_constraint(kind, spent[kind] - limit)  # feasible when <= 0
         study.tell(trial, [value, spent[self.cost]])

@@ -1,0 +1,126 @@
+"""Every strategy's final choice on a toy space whose optimum is known (`planted.ScoredSupernet`
+scores each arch by `toy_score` through the real evaluation): the best arch by the metric in its
+own direction, never by the cost or the loss. Evolution's Pareto front equals the front found by
+enumerating the space, and every value it tells Optuna is the measured metric and the cost."""
+from types import SimpleNamespace
+
+import optuna
+import pytest
+import torch
+
+from nas import cost
+from nas.metrics import evaluate_with_loss, score
+from nas.space import Arch, LayerArch
+from nas.strategies import STRATEGIES
+
+from .planted import (
+    ScoredSupernet,
+    every_arch,
+    known_best,
+    known_front,
+    toy_score,
+    toy_space,
+)
+
+METRICS = ["acc", "bpb"]  # higher is better, lower is better
+# where the architecture weights of DARTS / GDAS point before the final decision: a poor arch
+START = Arch(2, (LayerArch("local", 1, 16), LayerArch("full", 1, 16)))
+
+
+def context(net: ScoredSupernet) -> SimpleNamespace:
+    """What `finish` reads of a search."""
+    return SimpleNamespace(supernet=net, metric=net.metric, log_metrics=lambda metrics, step: None)
+
+
+def flops(net: ScoredSupernet):
+    return lambda arch: float(cost.arch_cost(arch, net.space, net.shape, net.shape.max_len, "flops"))
+
+
+def point_weights_at(strategy, arch: Arch) -> None:
+    """Architecture logits whose argmax is `arch` (the rest of the choices well behind)."""
+    choices = strategy.space.choices_of(arch)
+    with torch.no_grad():
+        for key, options in strategy.space.decisions().items():
+            alpha = strategy.alphas[key.replace(".", "_")]
+            alpha.zero_()
+            alpha[options.index(choices[key])] = 1.0
+
+
+def test_the_toy_space_can_tell_the_keys_apart():
+    """The test below can fail: the best arch by the metric is neither the cheapest nor the costliest,
+    nor the one of the lowest loss, and in each direction it is the other direction's worst."""
+    space = toy_space()
+    net = ScoredSupernet(space)
+    archs, best = every_arch(space), known_best(space, "acc")
+    assert best == known_best(space, "bpb") and len(archs) == 20
+    assert best not in (min(archs, key=flops(net)), max(archs, key=flops(net)))
+    loss = {arch: evaluate_with_loss(net, net.batches(), "acc", arch=arch)[1] for arch in archs}
+    assert min(loss, key=loss.get) != best
+    assert min(archs, key=lambda a: toy_score(a, "bpb")) == best == max(archs, key=lambda a: toy_score(a, "acc"))
+    assert len(known_front(space, "acc", flops(net))) >= 3
+
+
+@pytest.mark.parametrize("metric", METRICS)
+@pytest.mark.parametrize("name, options", [
+    ("random", {"samples": 200}),
+    ("enas", {"final_samples": 200}),
+    ("darts", {"decide": "greedy"}),
+    ("darts", {"decide": "top2"}),
+    ("darts", {"decide": "greedy", "partial": 2}),  # PC-DARTS
+    ("gdas", {"decide": "greedy"}),
+    ("gdas", {"decide": "top2"}),
+], ids=["random", "enas", "darts", "darts-top2", "pc-darts", "gdas", "gdas-top2"])
+def test_the_final_choice_is_the_known_best_arch(name, options, metric):
+    space = toy_space()
+    net = ScoredSupernet(space, metric)
+    strategy = STRATEGIES.get(name)(space, seed=0, **options)
+    if hasattr(strategy, "alphas"):
+        point_weights_at(strategy, START)
+        assert strategy.current_arch() == START
+    result = strategy.finish(context(net), net.batches())
+    assert result.best == known_best(space, metric)
+    if result.ranked:  # every arch was sampled, and they are listed best first in the metric's direction
+        assert {c.arch for c in result.ranked} == set(every_arch(space))
+        scores = [score(c.metrics[f"val/{metric}"], metric) for c in result.ranked]
+        assert scores == sorted(scores, reverse=True) and result.ranked[0].arch == result.best
+
+
+@pytest.mark.parametrize("metric", METRICS)
+@pytest.mark.parametrize("name", ["darts", "gdas", "fixed"])
+def test_argmax_and_fixed_keep_their_arch_whatever_the_supernet_scores(name, metric):
+    space = toy_space()
+    net = ScoredSupernet(space, metric)
+    options = {"arch": START} if name == "fixed" else {"decide": "argmax"}
+    strategy = STRATEGIES.get(name)(space, seed=0, **options)
+    if name != "fixed":
+        point_weights_at(strategy, START)
+    assert strategy.finish(context(net), net.batches()).best == START != known_best(space, metric)
+
+
+@pytest.mark.parametrize("metric", METRICS)
+def test_evolution_finds_the_known_best_arch_and_pareto_front(metric, monkeypatch):
+    space = toy_space()
+    net = ScoredSupernet(space, metric)
+    told = []  # every (arch, values) evolution tells Optuna
+    tell = optuna.Study.tell
+
+    def spy(study, trial, values=None, **kwargs):
+        told.append((space.arch_from_choices(trial.params), values))
+        return tell(study, trial, values, **kwargs)
+
+    monkeypatch.setattr(optuna.Study, "tell", spy)
+    # 96 trials for 20 archs: what NSGA-II needs here to reach the whole front from any of 5 seeds
+    strategy = STRATEGIES.get("evolution")(space, seed=0, population=16, generations=6, cost="flops")
+    strategy.attach(net)
+    result = strategy.finish(context(net), net.batches())
+    assert result.best == known_best(space, metric)
+    assert {c.arch for c in result.pareto} == known_front(space, metric, flops(net))
+    scores = [score(c.metrics[f"val/{metric}"], metric) for c in result.ranked]
+    assert scores == sorted(scores, reverse=True)
+
+    # what Optuna was told: the measured metric and the cost of each trial's arch, nothing else
+    assert len(told) == 96
+    for arch, values in told:
+        measured, _ = evaluate_with_loss(net, net.batches(), metric, arch=arch)
+        assert values == [measured, flops(net)(arch)]
+        assert values[0] == pytest.approx(toy_score(arch, metric), abs=1e-6)
