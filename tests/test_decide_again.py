@@ -15,7 +15,7 @@ from nas.decide_again import decide_again
 from nas.errors import ConfigError
 from nas.space import Arch
 
-from .cli.conftest import TINY
+from tests.helpers import TINY
 
 ROOT = Path(__file__).resolve().parents[1]
 

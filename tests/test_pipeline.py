@@ -9,7 +9,7 @@ import yaml
 from nas import pipeline
 from nas.space import Arch
 
-from .cli.conftest import TINY, compose_config
+from tests.helpers import TINY, compose_config
 
 NAS = Path(pipeline.__file__).parent
 

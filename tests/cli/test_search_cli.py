@@ -14,7 +14,7 @@ from nas.cli.common import CONFIGS
 from nas.space import Arch, SearchSpace
 from nas.tasks import build_task
 
-from .conftest import TINY, compose_config
+from tests.helpers import TINY, compose_config
 
 
 def test_search_retrain_export(config, tmp_path):
