@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import types
 import typing
@@ -18,14 +19,18 @@ def check_whole(value: object, field: str, least: int) -> None:
         raise ConfigError(f"{field}={value!r}: must be a whole number >= {least}")
 
 
-_KINDS = {"positive": ("a number > 0", lambda v: v > 0), "non-negative": ("a number >= 0", lambda v: v >= 0),
-          "fraction": ("a number in [0, 1)", lambda v: 0 <= v < 1)}
+_KINDS = {"positive": ("a finite number > 0", lambda v: v > 0),
+          "non-negative": ("a finite number >= 0", lambda v: v >= 0),
+          "fraction": ("a number in [0, 1)", lambda v: 0 <= v < 1),
+          "probability": ("a number in [0, 1]", lambda v: 0 <= v <= 1)}
 
 
 def check_number(value: object, field: str, kind: str) -> None:
-    """One ConfigError line unless `value` is a number of `kind`: positive, non-negative or fraction."""
+    """One ConfigError line unless `value` is a finite number of `kind`: positive, non-negative,
+    fraction or probability. inf and nan are refused for every kind: inf passes "> 0", and a
+    learning rate or temperature of either ends training on a non-finite loss."""
     wanted, allowed = _KINDS[kind]
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not allowed(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not allowed(value):
         raise ConfigError(f"{field}={value!r}: must be {wanted}")
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import inspect
 import json
 import logging
 import sqlite3
@@ -113,13 +112,14 @@ def space_of(cfg: DictConfig) -> SearchSpace:
 
 
 def make_strategy(cfg: DictConfig, space: SearchSpace, task: Task, run_dir: Path) -> Strategy:
-    """The configured strategy; it also gets the task's length and the storage if it takes them."""
+    """The configured strategy; it also gets the task's length and the storage if it takes them.
+    Its options are checked here, before any training (`Strategy.build`)."""
     options = OmegaConf.to_container(cfg.strategy, resolve=True)
     cls = STRATEGIES.get(options.pop("name"))
     context = {"seq_len": task.seq_len, "storage": cfg.storage.url, "run_dir": str(run_dir)}
-    accepted = inspect.signature(cls).parameters
+    accepted = cls.options()
     options.update({k: v for k, v in context.items() if k in accepted and k not in options})
-    return cls(space, seed=cfg.seed, **options)
+    return cls.build(space, options, seed=cfg.seed)
 
 
 def _trainer(cfg: DictConfig, run_dir: Path, callbacks: list, logger, batches: int, **overrides) -> pl.Trainer:

@@ -8,19 +8,37 @@ and so in every Lightning checkpoint: a search resumes where it stopped.
 """
 from __future__ import annotations
 
+import inspect
 import random
-from typing import Protocol
+import typing
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
 
 from nas import cost
+from nas.errors import ConfigError, check_number, check_whole, fits, type_name
 from nas.metrics import evaluate_with_loss
 from nas.results import Candidate, SearchResult, best_first
 from nas.space import Arch, SearchSpace
 from nas.supernet import Supernet
 
-__all__ = ["Candidate", "SearchContext", "SearchResult", "Strategy"]
+__all__ = ["Candidate", "SearchContext", "SearchResult", "Strategy", "check_numbers", "check_wholes"]
+
+
+def check_numbers(kind: str, **options: float | None) -> None:
+    """`errors.check_number` of `kind` on each option, named `strategy.<option>`. None passes: it
+    turns an option off where its type allows it, and `Strategy.build` refuses it elsewhere."""
+    for name, value in options.items():
+        if value is not None:
+            check_number(value, f"strategy.{name}", kind)
+
+
+def check_wholes(least: int, **options: int | None) -> None:
+    """`errors.check_whole` (a whole number >= least) on each option, as `check_numbers`."""
+    for name, value in options.items():
+        if value is not None:
+            check_whole(value, f"strategy.{name}", least)
 
 
 class SearchContext(Protocol):
@@ -75,6 +93,42 @@ class Strategy(nn.Module):
         self.rng = random.Random(seed)
         self.supernet = None  # set by attach(); not a submodule: the search module owns it
         self.counts: dict[str, dict[str, int]] = {}  # decision -> choice -> times trained
+
+    @classmethod
+    def build(cls, space: SearchSpace, options: dict[str, Any], seed: int = 0) -> Strategy:
+        """`cls(space, seed, **options)` for options read from a config. An unknown option, a missing
+        one or a value of the wrong type stops with one ConfigError line naming `strategy.<option>`,
+        before the constructor runs; the constructor's own checks then refuse values out of range."""
+        accepted = cls.options()
+        unknown = [name for name in options if name not in accepted]
+        if unknown:
+            raise ConfigError(f"unknown option strategy.{unknown[0]} for strategy={cls.name}; "
+                              f"allowed: {', '.join(accepted)}")
+        for name, (hint, default) in accepted.items():
+            value = options.get(name, default)
+            if value is inspect.Parameter.empty or value == "???":  # "???": Hydra's mark of a value to give
+                raise ConfigError(f"strategy.{name} is missing: strategy={cls.name} needs it; "
+                                  f"pass strategy.{name}=<value>")
+            if not fits(value, hint):
+                raise ConfigError(f"strategy.{name}={value!r}: must be {type_name(hint)}")
+        return cls(space, seed=seed, **options)
+
+    @classmethod
+    def options(cls) -> dict[str, tuple[Any, Any]]:
+        """Every option of the constructor as name -> (annotation, default), the options that its
+        `**kwargs` hands to a base class's constructor included (space and seed are not options)."""
+        found: dict[str, tuple[Any, Any]] = {}
+        for klass in cls.__mro__:
+            if "__init__" not in vars(klass):
+                continue
+            init = vars(klass)["__init__"]
+            hints, parameters = typing.get_type_hints(init), inspect.signature(init).parameters
+            for name, p in parameters.items():
+                if name not in ("self", "space", "seed") and p.kind is p.POSITIONAL_OR_KEYWORD:
+                    found.setdefault(name, (hints.get(name, Any), p.default))
+            if not any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+                break
+        return found
 
     def record(self, arch: Arch) -> Arch:
         """Count the choices of an arch whose weights train this step (shown in TensorBoard)."""

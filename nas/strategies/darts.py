@@ -32,7 +32,7 @@ from nas.cost import KINDS as COST_KINDS
 from nas.errors import ConfigError
 from nas.space import LAYER_FIELDS, Arch, LayerArch, SearchSpace
 from nas.metrics import task_loss
-from nas.strategies.base import SearchContext, SearchResult, Strategy
+from nas.strategies.base import SearchContext, SearchResult, Strategy, check_numbers, check_wholes
 from nas.strategies.darts_decide import SupernetJudge, compare_top_two, settle_in_turn, shrink
 from nas.strategies.registry import STRATEGIES
 
@@ -89,12 +89,13 @@ class DartsStrategy(Strategy):
         super().__init__(space, seed)
         if not isinstance(partial, int) or partial < 1 or space.max_heads % partial:
             raise ConfigError(f"strategy.partial={partial}: allowed: a divisor of max_heads ({space.max_heads})")
-        if min(softmax_tau_start, softmax_tau_end) <= 0:
-            raise ConfigError("strategy.softmax_tau_start / softmax_tau_end: allowed: > 0")
-        if not isinstance(shrink_every, int) or shrink_every < 0:
-            raise ConfigError(f"strategy.shrink_every={shrink_every}: allowed: an integer >= 0 (0: off)")
-        if not isinstance(shrink_to, int) or shrink_to < 1:
-            raise ConfigError(f"strategy.shrink_to={shrink_to}: allowed: an integer >= 1")
+        check_numbers("positive", arch_lr=arch_lr, softmax_tau_start=softmax_tau_start,
+                      softmax_tau_end=softmax_tau_end, cost_target=cost_target)
+        check_numbers("non-negative", arch_weight_decay=arch_weight_decay, cost_weight=cost_weight,
+                      entropy_weight=entropy_weight, zero_one_weight=zero_one_weight)
+        check_numbers("probability", min_margin=min_margin)  # a difference of two probabilities
+        check_wholes(0, warmup_epochs=warmup_epochs, shrink_every=shrink_every)
+        check_wholes(1, shrink_to=shrink_to, seq_len=seq_len)
         if decide not in DECIDE:
             raise ConfigError(f"strategy.decide={decide}: allowed: {', '.join(DECIDE)}")
         self.shrink_every, self.shrink_to, self.decide = shrink_every, shrink_to, decide
@@ -103,7 +104,7 @@ class DartsStrategy(Strategy):
         self.entropy_weight, self.zero_one_weight, self.min_margin = entropy_weight, zero_one_weight, min_margin
         self.register_buffer("softmax_tau", torch.tensor(float(softmax_tau_start)))  # this epoch's
         if cost is not None and cost not in COST_KINDS:
-            raise ConfigError(f"unknown cost '{cost}'; allowed: {', '.join(COST_KINDS)}")
+            raise ConfigError(f"strategy.cost: unknown cost '{cost}'; allowed: null, {', '.join(COST_KINDS)}")
         self.arch_lr, self.arch_weight_decay = arch_lr, arch_weight_decay
         self.second_order, self.warmup_epochs = second_order, warmup_epochs
         self.cost, self.cost_weight, self.cost_target, self.seq_len = cost, cost_weight, cost_target, seq_len
@@ -345,8 +346,12 @@ class GdasStrategy(DartsStrategy):
 
     def __init__(self, space: SearchSpace, seed: int = 0, tau_max: float = 10.0, tau_min: float = 0.1, **kwargs):
         super().__init__(space, seed, **kwargs)
+        check_numbers("positive", tau_max=tau_max, tau_min=tau_min)  # 0 divides the logits by zero
+        if tau_min > tau_max:
+            raise ConfigError(f"strategy.tau_min={tau_min!r} > strategy.tau_max={tau_max!r}: the temperature "
+                              "is annealed from tau_max down to tau_min")
         self.tau_max, self.tau_min = tau_max, tau_min
-        self.register_buffer("tau", torch.tensor(tau_max))
+        self.register_buffer("tau", torch.tensor(float(tau_max)))  # float: an int from the command line would round
 
     def mixture_weights(self, ctx: SearchContext | None = None) -> dict[str, Tensor]:
         # F.gumbel_softmax(hard=True) spelled out, so that rank 0's Gumbel noise is shared: under

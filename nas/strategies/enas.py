@@ -11,11 +11,10 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from nas.errors import ConfigError
 from nas.space import Arch, SearchSpace
 from nas.metrics import evaluate, score
 from nas.results import SearchResult
-from nas.strategies.base import SearchContext, Strategy
+from nas.strategies.base import SearchContext, Strategy, check_numbers, check_wholes
 from nas.strategies.registry import STRATEGIES
 from nas.strategies.sampling import check_options, train_paths
 
@@ -57,10 +56,13 @@ class EnasStrategy(Strategy):
                  final_samples: int = 16, warmup_epochs: int = 0, sandwich: bool = False, distill: float = 0.0):
         super().__init__(space, seed)
         check_options(sandwich, distill)
+        check_wholes(1, controller_hidden=controller_hidden, controller_every=controller_every,
+                     controller_samples=controller_samples)
+        check_wholes(0, final_samples=final_samples, warmup_epochs=warmup_epochs)
+        check_numbers("positive", controller_lr=controller_lr, tanh_constant=tanh_constant, temperature=temperature)
+        check_numbers("non-negative", entropy_weight=entropy_weight)
+        check_numbers("fraction", baseline_decay=baseline_decay)  # 1 would never move the baseline
         self.sandwich, self.distill = sandwich, distill
-        for name, value in (("controller_every", controller_every), ("controller_samples", controller_samples)):
-            if value < 1:
-                raise ConfigError(f"enas: {name} must be at least 1; got {value}")
         self.controller_lr, self.controller_every = controller_lr, controller_every
         self.controller_samples, self.baseline_decay = controller_samples, baseline_decay
         self.entropy_weight, self.tanh_constant, self.temperature = entropy_weight, tanh_constant, temperature

@@ -15,7 +15,7 @@ from nas.errors import ConfigError
 from nas.space import LAYER_FIELDS, Arch, LayerArch, SearchSpace
 from nas.metrics import HIGHER_IS_BETTER, evaluate_with_loss
 from nas.results import Candidate, SearchResult, best_first, pareto_front
-from nas.strategies.base import SearchContext
+from nas.strategies.base import SearchContext, check_numbers, check_wholes
 from nas.strategies.registry import STRATEGIES
 from nas.strategies.single_path import SinglePathStrategy
 from nas.strategies.study import SharedStudy
@@ -69,19 +69,18 @@ class EvolutionStrategy(SinglePathStrategy):
                  storage: str | None = None, study_name: str = "evolution",
                  heartbeat_interval: int = 30, grace_period: int | None = None, **kwargs):
         super().__init__(space, seed, **kwargs)
+        if constraints is not None and not isinstance(constraints, dict):
+            raise ConfigError(f"strategy.constraints={constraints!r}: must be a mapping of cost to maximum, "
+                              "e.g. strategy.constraints=\"{params: 200000}\"")
         constraints = dict(constraints or {})
-        for kind in [cost, *constraints]:
+        for field, kind in [("cost", cost), *(("constraints", k) for k in constraints)]:
             if kind not in costs.KINDS:
-                raise ConfigError(f"unknown cost '{kind}'; allowed: {', '.join(costs.KINDS)}")
+                raise ConfigError(f"strategy.{field}: unknown cost '{kind}'; allowed: {', '.join(costs.KINDS)}")
         for kind, limit in constraints.items():
-            if isinstance(limit, bool) or not isinstance(limit, (int, float)) or limit <= 0:
-                raise ConfigError(f"constraints.{kind} must be a positive number; got {limit!r}")
-        if population < 2 or generations < 1:
-            raise ConfigError(f"evolution needs population >= 2 and generations >= 1; "
-                              f"got {population} and {generations}")
-        for name, p in (("mutation_prob", mutation_prob), ("crossover_prob", crossover_prob)):
-            if p is not None and not 0 <= p <= 1:
-                raise ConfigError(f"{name} must be within [0, 1]; got {p!r}")
+            check_numbers("positive", **{f"constraints.{kind}": limit})
+        check_wholes(2, population=population)
+        check_wholes(1, generations=generations, seq_len=seq_len)
+        check_numbers("probability", mutation_prob=mutation_prob, crossover_prob=crossover_prob)
         self.population, self.generations = population, generations
         self.mutation_prob, self.crossover_prob = mutation_prob, crossover_prob
         self.cost, self.constraints = cost, {k: float(v) for k, v in constraints.items()}

@@ -14,7 +14,7 @@ from torch import Tensor
 from nas.errors import ConfigError
 from nas.metrics import soft_cross_entropy
 from nas.space import Arch, SearchSpace
-from nas.strategies.base import SearchContext
+from nas.strategies.base import SearchContext, check_numbers
 
 
 def fair_paths(space: SearchSpace, rng: random.Random) -> list[Arch]:
@@ -37,8 +37,7 @@ def fair_paths(space: SearchSpace, rng: random.Random) -> list[Arch]:
 
 def check_options(sandwich: bool, distill: float) -> None:
     """One-line errors for the shared-weight training options of a sampling strategy."""
-    if not 0 <= distill <= 1:
-        raise ConfigError(f"strategy.distill must be in [0, 1]; got {distill}")
+    check_numbers("probability", distill=distill)
     if distill and not sandwich:
         raise ConfigError("strategy.distill needs strategy.sandwich=true: the largest arch is the teacher")
 

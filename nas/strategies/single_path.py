@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from nas.errors import ConfigError
 from nas.space import Arch, SearchSpace
 from nas.results import SearchResult
-from nas.strategies.base import SearchContext, Strategy
+from nas.strategies.base import SearchContext, Strategy, check_wholes
 from nas.strategies.registry import STRATEGIES
 from nas.strategies.sampling import check_options, fair_paths, train_paths
 from nas.supernet.importance import sort_by_importance
@@ -34,8 +33,7 @@ class SinglePathStrategy(Strategy):
                  fair: bool = False, sort_every: int = 0):
         super().__init__(space, seed)
         check_options(sandwich, distill)
-        if not isinstance(sort_every, int) or sort_every < 0:
-            raise ConfigError(f"strategy.sort_every must be 0 (never) or a number of epochs; got {sort_every!r}")
+        check_wholes(0, sort_every=sort_every)
         self.sandwich, self.distill, self.fair, self.sort_every = sandwich, distill, fair, sort_every
 
     def training_step(self, ctx: SearchContext, train: dict, val: dict | None) -> dict[str, Tensor]:
@@ -58,6 +56,7 @@ class RandomStrategy(SinglePathStrategy):
 
     def __init__(self, space: SearchSpace, seed: int = 0, samples: int = 20, **kwargs):
         super().__init__(space, seed, **kwargs)
+        check_wholes(1, samples=samples)
         self.samples = samples
 
     def finish(self, ctx: SearchContext, val_batches: list[dict]) -> SearchResult:

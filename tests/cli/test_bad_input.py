@@ -80,6 +80,55 @@ def test_bad_input_is_one_line(name, overrides, word, config, tmp_path, capsys):
     assert not (tmp_path / "run" / "checkpoints").exists()  # stopped before any training
 
 
+# Strategy options of a wrong name, type or range: (overrides, the one line's message). Each
+# stops before any training (`Strategy.build` and the strategies' own checks).
+BAD_STRATEGY = [
+    # were tracebacks (some only after the supernet had trained)
+    (["strategy=gdas", "strategy.arch_weight_decay=-1"], "strategy.arch_weight_decay=-1: must be a finite number >= 0"),
+    (["strategy=enas", "strategy.controller_samples=abc"], "strategy.controller_samples='abc': must be an integer"),
+    (["strategy=enas", "strategy.temperature=0"], "strategy.temperature=0: must be a finite number > 0"),
+    (["strategy=evolution", "strategy.population=abc"], "strategy.population='abc': must be an integer"),
+    (["strategy=enas", "strategy.final_samples=-2"], "strategy.final_samples=-2: must be a whole number >= 0"),
+    (["strategy=evolution", "strategy.constraints={params: nan}"],
+     "strategy.constraints.params=nan: must be a finite number > 0"),
+    (["strategy=random", "strategy.samples=0"], "strategy.samples=0: must be a whole number >= 1"),
+    (["strategy=random", "+strategy.bogus_option=1"],
+     "unknown option strategy.bogus_option for strategy=random; allowed: samples, sandwich, distill, fair, sort_every"),
+    # were silently accepted
+    (["strategy=darts", "strategy.cost_weight=-5"], "strategy.cost_weight=-5: must be a finite number >= 0"),
+    (["strategy=darts", "strategy.warmup_epochs=-3"], "strategy.warmup_epochs=-3: must be a whole number >= 0"),
+    (["strategy=gdas", "strategy.tau_max=-2", "strategy.tau_min=-1"], "strategy.tau_max=-2: must be a finite number > 0"),
+    (["strategy=enas", "strategy.baseline_decay=7"], "strategy.baseline_decay=7: must be a number in [0, 1)"),
+    (["strategy=enas", "strategy.controller_hidden=0"], "strategy.controller_hidden=0: must be a whole number >= 1"),
+    (["strategy=random", "strategy.fair=maybe"], "strategy.fair='maybe': must be true or false"),
+    # were unclear: a non-finite loss once training ran, or "???: no such file"
+    (["search.lr=inf"], "search.lr=inf: must be a finite number > 0"),
+    (["strategy=darts", "strategy.softmax_tau_start=nan"], "strategy.softmax_tau_start=nan: must be a finite number > 0"),
+    (["strategy=gdas", "strategy.tau_max=0", "strategy.tau_min=0"], "strategy.tau_max=0: must be a finite number > 0"),
+    (["strategy=fixed"], "strategy.arch is missing: strategy=fixed needs it; pass strategy.arch=<value>"),
+    # more of the same kinds
+    (["strategy=gdas", "strategy.tau_max=0.1", "strategy.tau_min=10"], "strategy.tau_min=10 > strategy.tau_max=0.1: the temperature is annealed from tau_max down to tau_min"),
+    (["strategy=evolution", "strategy.mutation_prob=inf"], "strategy.mutation_prob=inf: must be a number in [0, 1]"),
+    (["strategy=darts", "strategy.arch_lr=inf"], "strategy.arch_lr=inf: must be a finite number > 0"),
+    (["strategy=enas", "strategy.tanh_constant=-1"], "strategy.tanh_constant=-1: must be a finite number > 0"),
+]
+
+
+@pytest.mark.parametrize("overrides,message", BAD_STRATEGY, ids=[" ".join(o) for o, _ in BAD_STRATEGY])
+def test_a_bad_strategy_option_is_one_line_before_training(overrides, message, config, capsys, monkeypatch):
+    from nas import pipeline
+
+    def trained(*args, **kwargs):
+        raise AssertionError("the supernet started training")
+
+    monkeypatch.setattr(pipeline, "fit_supernet", trained)
+    with pytest.raises(SystemExit) as exit_:
+        search_cli.run(config("search", *TINY, *overrides))
+    assert exit_.value.code == 1
+    err = capsys.readouterr().err
+    assert err.splitlines() == [f"nas-search: error: {message}"], err
+
+
 def test_a_second_process_on_a_locked_run_stops_naming_the_holder(config, tmp_path, capsys):
     from filelock import FileLock
     run_dir = tmp_path / "run"

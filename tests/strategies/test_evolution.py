@@ -293,12 +293,14 @@ def test_an_impossible_constraint_names_the_cheapest_cost():
 
 
 @pytest.mark.parametrize("options, message", [
-    ({"cost": "energy"}, "unknown cost 'energy'; allowed: params, flops, memory, latency"),
-    ({"constraints": {"watts": 3}}, "unknown cost 'watts'; allowed: params"),
-    ({"constraints": {"params": -1}}, "constraints.params must be a positive number; got -1"),
-    ({"population": 1}, "population >= 2"),
-    ({"mutation_prob": 1.5}, "mutation_prob must be within [0, 1]; got 1.5"),
-    ({"heartbeat_interval": 0}, "heartbeat_interval must be a positive whole number of seconds; got 0"),
+    ({"cost": "energy"}, "strategy.cost: unknown cost 'energy'; allowed: params, flops, memory, latency"),
+    ({"constraints": {"watts": 3}}, "strategy.constraints: unknown cost 'watts'; allowed: params"),
+    ({"constraints": {"params": -1}}, "strategy.constraints.params=-1: must be a finite number > 0"),
+    ({"constraints": {"params": float("nan")}}, "strategy.constraints.params=nan: must be a finite number > 0"),
+    ({"constraints": 5}, "strategy.constraints=5: must be a mapping of cost to maximum"),
+    ({"population": 1}, "strategy.population=1: must be a whole number >= 2"),
+    ({"mutation_prob": 1.5}, "strategy.mutation_prob=1.5: must be a number in [0, 1]"),
+    ({"heartbeat_interval": 0}, "strategy.heartbeat_interval must be a positive whole number of seconds; got 0"),
 ])
 def test_bad_options_are_one_line_errors(options, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
