@@ -1,5 +1,5 @@
-"""scripts/rank_study.py: every row of the study is a valid `nas-search` configuration, and its
-totals count each standalone job once."""
+"""scripts/studies/rank_study.py: every row of the study is a valid `nas-search` configuration,
+and its totals count each standalone job once."""
 import importlib.util
 import json
 from pathlib import Path
@@ -8,7 +8,7 @@ import pytest
 
 from tests.cli.conftest import compose_config
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "rank_study.py"
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "studies" / "rank_study.py"
 
 
 @pytest.fixture(scope="module")
