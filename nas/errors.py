@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import os
+import reprlib
 import types
 import typing
 from typing import Any
@@ -13,10 +15,43 @@ class ConfigError(ValueError):
     """Bad input from the user: an unknown name, an arch outside the space, a malformed file."""
 
 
+class _Short(reprlib.Repr):
+    """reprlib's bounded repr (a few items per level, a few levels), with dicts in insertion
+    order as repr shows them (reprlib sorts them)."""
+
+    def __init__(self, limit: int):
+        super().__init__()
+        self.maxlevel, self.maxdict, self.maxlist, self.maxtuple, self.maxset = 3, 4, 6, 6, 6
+        self.maxstring = self.maxlong = self.maxother = limit
+
+    def repr_dict(self, x, level):
+        if not x:
+            return "{}"
+        if level <= 0:
+            return "{...}"
+        items = [f"{self.repr1(k, level - 1)}: {self.repr1(v, level - 1)}"
+                 for k, v in itertools.islice(x.items(), self.maxdict)]
+        return "{" + ", ".join(items) + (", ..." if len(x) > self.maxdict else "") + "}"
+
+    def repr_int(self, x, level):
+        try:
+            return super().repr_int(x, level)
+        except ValueError:  # past Python's 4300-digit limit for printing an int
+            return f"<an integer of {x.bit_length()} bits>"
+
+
+def excerpt(value: object, limit: int = 60) -> str:
+    """repr(value) for a message, at most `limit` characters: a value read from a file may be a
+    megabyte string or a structure that aliases expand a billion times, and printing it whole
+    would take the memory the message was meant to save."""
+    text = _Short(limit).repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def check_whole(value: object, field: str, least: int) -> None:
     """One ConfigError line unless `value` is a whole number >= least (a bool is not one)."""
     if isinstance(value, bool) or not isinstance(value, int) or value < least:
-        raise ConfigError(f"{field}={value!r}: must be a whole number >= {least}")
+        raise ConfigError(f"{field}={excerpt(value)}: must be a whole number >= {least}")
 
 
 _KINDS = {"positive": ("a finite number > 0", lambda v: v > 0),
@@ -31,7 +66,7 @@ def check_number(value: object, field: str, kind: str) -> None:
     learning rate or temperature of either ends training on a non-finite loss."""
     wanted, allowed = _KINDS[kind]
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not allowed(value):
-        raise ConfigError(f"{field}={value!r}: must be {wanted}")
+        raise ConfigError(f"{field}={excerpt(value)}: must be {wanted}")
 
 
 def build_config(cls: type, options: dict[str, Any], what: str):
@@ -45,13 +80,13 @@ def build_config(cls: type, options: dict[str, Any], what: str):
     allowed = [f.name for f in dataclasses.fields(cls)]
     unknown = sorted(set(options) - set(allowed), key=str)
     if unknown:
-        raise ConfigError(f"unknown option {unknown[0]!r} for {what}; "
+        raise ConfigError(f"unknown option {excerpt(unknown[0])} for {what}; "
                           f"allowed: {', '.join(allowed) or '(none)'}")
     hints = typing.get_type_hints(cls)
     for name, value in options.items():
         if not fits(value, hints[name]):
             raise ConfigError(f"{what}: option '{name}' must be {type_name(hints[name])}; "
-                              f"got {value!r}")
+                              f"got {excerpt(value)}")
     try:
         return cls(**options)
     except (TypeError, ValueError) as err:

@@ -16,7 +16,8 @@ from typing import Any
 
 import yaml
 
-from nas.errors import ConfigError
+from nas.errors import ConfigError, excerpt
+from nas.safe_load import read_yaml
 
 LAYER_FIELDS = ("attention", "heads", "ffn_dim")
 # A bound on a space's depth choices: an arch and the supernet hold one object per layer, so a
@@ -32,7 +33,7 @@ class LayerArch:
 
     def __post_init__(self):
         if not isinstance(self.attention, str) or not self.attention:
-            raise ConfigError(f"attention must be a candidate name (a string); got {self.attention!r}")
+            raise ConfigError(f"attention must be a candidate name (a string); got {excerpt(self.attention)}")
         # numpy / torch integers from a strategy become plain ints, so YAML and hashes agree
         object.__setattr__(self, "heads", _positive_int(self.heads, "heads"))
         object.__setattr__(self, "ffn_dim", _positive_int(self.ffn_dim, "ffn_dim"))
@@ -49,7 +50,7 @@ class Arch:
         object.__setattr__(self, "depth", _positive_int(self.depth, "depth"))
         if not isinstance(self.layers, (tuple, list)) or not all(
                 isinstance(layer, LayerArch) for layer in self.layers):
-            raise ConfigError(f"arch layers must be a sequence of LayerArch; got {self.layers!r}")
+            raise ConfigError(f"arch layers must be a sequence of LayerArch; got {excerpt(self.layers)}")
         if len(self.layers) < self.depth:
             raise ConfigError(f"arch has depth {self.depth} but only {len(self.layers)} layers")
         object.__setattr__(self, "layers", tuple(self.layers[: self.depth]))
@@ -61,18 +62,19 @@ class Arch:
     def from_dict(cls, data: Any, source: str = "arch") -> Arch:
         """The arch of a mapping as `to_dict` writes it: exactly `depth` and `depth` layers."""
         if not isinstance(data, dict) or set(data) != {"depth", "layers"}:
-            got = sorted(map(str, data)) if isinstance(data, dict) else type(data).__name__
+            got = excerpt(sorted(map(str, data))) if isinstance(data, dict) else type(data).__name__
             raise ConfigError(f"{source}: an arch has exactly the keys depth, layers; got {got}")
         depth = _positive_int(data["depth"], "depth", source)
         if not isinstance(data["layers"], list) or len(data["layers"]) != depth:
             got = (f"{len(data['layers'])} layers" if isinstance(data["layers"], list)
-                   else repr(data["layers"]))
+                   else excerpt(data["layers"]))
             raise ConfigError(f"{source}: layers must list exactly depth ({depth}) layers; got {got}")
         layers = []
         for i, layer in enumerate(data["layers"]):
             if not isinstance(layer, dict) or set(layer) != set(LAYER_FIELDS):
+                got = excerpt(sorted(map(str, layer))) if isinstance(layer, dict) else type(layer).__name__
                 raise ConfigError(f"{source}: layer {i} must have exactly the fields "
-                                  f"{', '.join(LAYER_FIELDS)}; got {layer!r}")
+                                  f"{', '.join(LAYER_FIELDS)}; got {got}")
             try:
                 layers.append(LayerArch(**layer))
             except ConfigError as err:
@@ -118,13 +120,13 @@ class MemoryOptions:
         names = [f.name for f in dataclasses.fields(cls)]
         if not isinstance(data, dict):
             raise ConfigError(f"{source}: memory maps {', '.join(names)} to values, e.g. "
-                              f"{{reversible: true, ffn_chunks: 4}}; got {data!r}")
+                              f"{{reversible: true, ffn_chunks: 4}}; got {excerpt(data)}")
         unknown = [key for key in data if key not in names]
         if unknown:
-            raise ConfigError(f"{source}: memory: unknown key {unknown[0]!r}; allowed: {', '.join(names)}")
+            raise ConfigError(f"{source}: memory: unknown key {excerpt(unknown[0])}; allowed: {', '.join(names)}")
         reversible = data.get("reversible", False)
         if not isinstance(reversible, bool):
-            raise ConfigError(f"{source}: memory.reversible must be true or false; got {reversible!r}")
+            raise ConfigError(f"{source}: memory.reversible must be true or false; got {excerpt(reversible)}")
         return cls(reversible, _positive_int(data.get("ffn_chunks", 1), "memory.ffn_chunks", source))
 
 
@@ -167,15 +169,15 @@ class SearchSpace:
 
         expected = {"name", "dim", "head_dim", "depth", "layer"}
         if not isinstance(data, dict) or set(data) - {"memory"} != expected:
-            got = sorted(map(str, data)) if isinstance(data, dict) else type(data).__name__
+            got = excerpt(sorted(map(str, data))) if isinstance(data, dict) else type(data).__name__
             raise ConfigError(f"{source}: a space has exactly the keys {', '.join(sorted(expected))} "
                               f"(and optionally memory); got {got}")
         if not isinstance(data["name"], str) or not data["name"].isprintable() or not data["name"]:
             raise ConfigError(f"{source}: name must be a non-empty string on one line; "
-                              f"got {data['name']!r}")
+                              f"got {excerpt(data['name'])}")
         layer = data["layer"]
         if not isinstance(layer, dict) or set(layer) != set(LAYER_FIELDS):
-            got = sorted(map(str, layer)) if isinstance(layer, dict) else type(layer).__name__
+            got = excerpt(sorted(map(str, layer))) if isinstance(layer, dict) else type(layer).__name__
             raise ConfigError(f"{source}: 'layer' has exactly the keys {', '.join(LAYER_FIELDS)}; got {got}")
         if not isinstance(layer["attention"], dict) or not layer["attention"]:
             raise ConfigError(f"{source}: layer.attention maps candidate names to options, "
@@ -283,49 +285,8 @@ class SearchSpace:
         for i, layer in enumerate(arch.layers):
             for f in LAYER_FIELDS:
                 if getattr(layer, f) not in allowed[f]:
-                    raise ConfigError(f"layer {i}: {f} {getattr(layer, f)!r} is not in space "
+                    raise ConfigError(f"layer {i}: {f} {excerpt(getattr(layer, f))} is not in space "
                                       f"'{self.name}'; allowed: {_join(allowed[f])}")
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that refuses a key repeated in one mapping (PyYAML keeps the last silently)."""
-
-    def construct_mapping(self, node, deep=False):
-        seen = set()
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                continue  # `<<: *anchor`: keys written beside it override the merged ones
-            key = self.construct_object(key_node, deep=True)
-            try:
-                repeated = key in seen
-                seen.add(key)
-            except TypeError:  # an unhashable key: PyYAML reports it below
-                continue
-            if repeated:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r}", key_node.start_mark)
-        return super().construct_mapping(node, deep)
-
-
-def read_yaml(path: str | Path) -> Any:
-    """Parse a YAML file; a missing or unreadable file, bad UTF-8, a syntax error or a repeated
-    key is one ConfigError line."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: {'not a file' if path.exists() else 'no such file'}")
-    try:
-        return yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
-    except UnicodeDecodeError as err:
-        raise ConfigError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
-    except OSError as err:
-        raise ConfigError(f"{path}: cannot read ({err.strerror})") from None
-    except RecursionError:
-        raise ConfigError(f"{path}: malformed YAML: nested too deeply") from None
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise ConfigError(f"{path}:{where} malformed YAML: {problem}") from None
 
 
 def _join(values) -> str:
@@ -337,7 +298,7 @@ def _positive_int(value: Any, field: str, source: str | None = None) -> int:
     if isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1:
         return int(value)
     where = f"{source}: " if source else ""
-    raise ConfigError(f"{where}{field} must be a positive integer; got {value!r}")
+    raise ConfigError(f"{where}{field} must be a positive integer; got {excerpt(value)}")
 
 
 def _int_choices(value: Any, field: str, source: str) -> tuple[int, ...]:
@@ -365,17 +326,17 @@ def _attention_choice(cand: Any, options: Any, source: str, registry) -> Attenti
     if not isinstance(cand, str) or not re.fullmatch(r"[\w-]+", cand):
         # names reappear in arch files, decision keys and one-line messages
         raise ConfigError(f"{source}: layer.attention: candidate names are letters, digits, "
-                          f"_ and -; got {cand!r}")
+                          f"_ and -; got {excerpt(cand)}")
     where = f"{source}: layer.attention.{cand}"
     if options is None:
         options = {}
     if not isinstance(options, dict) or not all(isinstance(k, str) for k in options):
         raise ConfigError(f"{where}: options must be a mapping of option names to values, "
-                          f"e.g. {{window: 64}}; got {options!r}")
+                          f"e.g. {{window: 64}}; got {excerpt(options)}")
     options = dict(options)
     op = options.pop("type", cand)
     if not isinstance(op, str) or op not in registry:
-        raise ConfigError(f"{where}: unknown attention {op!r}; known: {', '.join(registry.names())}")
+        raise ConfigError(f"{where}: unknown attention {excerpt(op)}; known: {', '.join(registry.names())}")
     try:
         registry.get(op).make_config(**options)
     except ConfigError as err:

@@ -276,6 +276,8 @@ def test_refuses_to_overwrite(main, tmp_path):
 def test_overwrite_replaces_export_files_only(op_exports, tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
     (tmp_path / "model_int8.pt").write_text("stale, from an earlier quantized export")
+    for name in ("model.json", "weights.safetensors"):  # what marks an earlier export, which overwrite replaces
+        (tmp_path / name).write_text("from an earlier export")
     metrics = export(op_exports["full"].ckpt, tmp_path, overwrite=True)
     assert (tmp_path / "notes.txt").read_text() == "mine"
     assert not (tmp_path / "model_int8.pt").exists() and "size/int8_bytes" not in metrics
@@ -372,7 +374,7 @@ def test_predict_help_says_which_files_are_safe(capsys):
 def test_predict_encodes_raw_task_input():
     from nas import predict
     from nas.tasks.listops import VOCAB as LISTOPS
-    listops = {"input": "listops", "tokens": dict(LISTOPS), "ignored": ["(", ")"], "max_len": 16}
+    listops = {"input": "listops", "tokens": dict(LISTOPS), "ignored": ["(", ")"], "max_len": 16, "vocab_size": 16}
     assert predict.encode("[MAX 4 ( 3 ) ]", listops) == [LISTOPS[t] for t in ("[MAX", "4", "3", "]")]
     with pytest.raises(predict.InputError, match="unknown token 'x'"):
         predict.encode("[MAX x ]", listops)

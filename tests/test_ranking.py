@@ -180,7 +180,7 @@ def test_bad_arch_files(tmp_path):
     with pytest.raises(ConfigError, match="noarch.csv: expected a ranked.csv with an 'arch' column"):
         read_archs(tmp_path / "noarch.csv")
     (tmp_path / "badjson.csv").write_text("rank,arch\n0,{depth\n")
-    with pytest.raises(ConfigError, match="badjson.csv: row 1: 'arch' is not JSON"):
+    with pytest.raises(ConfigError, match="badjson.csv: row 1: 'arch': malformed JSON"):
         read_archs(tmp_path / "badjson.csv")
     outside = Arch(1, (LayerArch("lsh", 2, 64),))
     write_archs(tmp_path / "outside.yaml", [outside])
