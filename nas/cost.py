@@ -22,6 +22,13 @@ from nas.ops.attention import AttentionCore, make_core
 from nas.space import Arch, LayerArch, SearchSpace
 
 BYTES_PER_ELEMENT = 4  # fp32
+# The largest model LongNAS builds: 2^31 parameters (8 GiB of float32 weights, 32 GiB to train
+# with Adam) and 1 TiB of activations for one sequence at max_len. Far past any model searched
+# here (the largest space: under 100M parameters), far below what a typo or a crafted file asks
+# for (heads: [4000000], a 1e9 vocabulary), which would allocate for minutes and then end in a
+# MemoryError or the OOM killer; a bound refuses them before any allocation, naming the memory.
+MAX_PARAMS = 2**31
+MAX_ACTIVATION_BYTES = 2**40
 KINDS = ("params", "flops", "memory", "latency")  # memory: activation MiB; latency: ms
 
 
@@ -123,6 +130,37 @@ def estimate(arch: Arch, space: SearchSpace, shape: ModelShape, seq_len: int, ba
         flops=flops(arch, space, shape, seq_len, batch_size),
         activation_mib=arch_cost(arch, space, shape, seq_len, "memory") * batch_size,
     )
+
+
+def check_size(space: SearchSpace, shape: ModelShape, source: str, arch: Arch | None = None) -> None:
+    """Refuse a model past MAX_PARAMS or MAX_ACTIVATION_BYTES before anything is allocated:
+    `arch`, or without it the largest arch of each attention candidate (each a subnet of the
+    space's supernet, which holds at least as much). One ConfigError line naming `source` and
+    the memory the model would need."""
+    if arch is not None:
+        try:  # the cost model looks its candidates up in the space
+            space.validate(arch)
+        except ConfigError as err:
+            raise ConfigError(f"{source}: {err}") from None
+    widest = lambda cand: LayerArch(cand, space.max_heads, space.max_ffn_dim)
+    archs = [arch] if arch is not None else [Arch(space.max_depth, (widest(cand),) * space.max_depth)
+                                             for cand in space.attention]
+    for candidate in archs:
+        which = "the model" if arch is not None else f"the largest arch with {candidate.layers[0].attention}"
+        count = params(candidate, space, shape)
+        if count > MAX_PARAMS:
+            raise ConfigError(f"{source}: {which} would hold {count:,} parameters "
+                              f"({_gib(count * BYTES_PER_ELEMENT)} of float32 weights), more than the "
+                              f"{MAX_PARAMS:,} ({_gib(MAX_PARAMS * BYTES_PER_ELEMENT)}) a model may have")
+        activations = arch_cost(candidate, space, shape, shape.max_len, "memory") * 2**20
+        if activations > MAX_ACTIVATION_BYTES:
+            raise ConfigError(f"{source}: {which} would need {_gib(activations)} of activations for one "
+                              f"sequence of {shape.max_len} tokens, more than the "
+                              f"{_gib(MAX_ACTIVATION_BYTES)} a model may take")
+
+
+def _gib(size: float) -> str:
+    return f"{size / 2**30:,.1f} GiB"
 
 
 @torch.no_grad()

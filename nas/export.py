@@ -32,11 +32,12 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from nas import cost
-from nas.errors import ConfigError
-from nas.metrics import evaluate_many
+from nas.errors import ConfigError, excerpt
+from nas.metrics import METRICS, evaluate_many
 from nas.model import ModelShape, Subnet
 from nas.ops.attention import revisions, warn_revision_changes
-from nas.safe_load import read_checkpoint
+from nas.predict import MODEL_SCHEMA, InputError, describe
+from nas.safe_load import read_checkpoint, read_json
 from nas.space import Arch, SearchSpace
 
 # Every file export may write; an overwrite removes them all first, so that a stale file
@@ -47,6 +48,12 @@ MODEL_KEYS = ("shape", "metric")  # what model.json must hold: ModelShape.to_dic
 HPARAMS = ("arch", "space") + MODEL_KEYS  # what a retrain checkpoint must hold
 
 PREDICT = Path(__file__).with_name("predict.py")  # copied into every export folder
+# What metrics.json may hold (a schema as nas.predict's MODEL_SCHEMA): what `export` writes.
+METRICS_SCHEMA = {"metric": METRICS, "seq_len": int, "cost/params": int, "cost/flops": int, "cost/latency_ms": float,
+                  "cost/latency_method": str, "arch": {"depth": int, "layers": [{"attention": str, "heads": int,
+                                                                                 "ffn_dim": int}]},
+                  "size/float_bytes?": int, "size/int8_bytes?": int, "int8/latency_ms?": float, "int8/delta?": float,
+                  **{f"{prefix}test/{m}?": float for prefix in ("", "int8/") for m in METRICS}}
 
 
 def export(ckpt: str | Path, out: str | Path, overwrite: bool = False, quantize: bool = False,
@@ -83,12 +90,13 @@ def export(ckpt: str | Path, out: str | Path, overwrite: bool = False, quantize:
         ConfigError: `out` is in the way, or `ckpt` is missing or not a retrain checkpoint.
     """
     ckpt, out = Path(ckpt), Path(out)
-    _check_out(out, overwrite)  # before any work: a refusal should be instant
+    _check_out(out, overwrite, ckpt)  # before any work: a refusal should be instant
     hparams, state = _read_checkpoint(ckpt)
     arch = Arch.from_dict(hparams["arch"], source=f"{ckpt}: arch")
     space = SearchSpace.from_dict(hparams["space"], source=f"{ckpt}: space")
     shape = ModelShape.from_dict(hparams["shape"], source=f"{ckpt}: shape")
     metric = hparams["metric"]
+    cost.check_size(space, shape, str(ckpt), arch)
     warn_revision_changes(hparams.get("op_revisions"), space.op_types(arch), source=str(ckpt))
     model = Subnet(arch, space, shape)
     _load_weights(model, state, source=str(ckpt))
@@ -144,7 +152,12 @@ LATENCY_METHOD = ("median of 10 timed forward passes after 2 warm-up passes, bat
 def save_weights(model: nn.Module, path: Path) -> None:
     """The state dict as safetensors. Each tensor is cloned: safetensors refuses tensors that
     share storage (tied weights), and loading copies into the tied parameter twice, harmlessly."""
-    save_file({k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}, str(path))
+    try:
+        save_file({k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}, str(path))
+    except Exception as err:  # safetensors' own error type, also for a full disk: the OSError it is
+        if "I/O error" not in str(err):
+            raise
+        raise OSError(None, str(err).split("I/O error: ")[-1], str(path)) from None
 
 
 def _staging(out: Path) -> Path:
@@ -182,9 +195,23 @@ def load(folder: str | Path, int8: bool = False) -> nn.Module:
     for name in ("arch.yaml", "space.yaml", "model.json", "weights.safetensors"):
         if not (folder / name).is_file():
             raise ConfigError(f"{folder}: not a complete export: no {name}")
-    saved = json.loads((folder / "model.json").read_text())
-    shape = ModelShape.from_dict(saved.get("shape"), source=f"{folder / 'model.json'}: shape")
+    saved = read_json(folder / "model.json", schema=MODEL_SCHEMA)
+    if saved["metric"] not in METRICS:
+        raise ConfigError(f"{folder / 'model.json'}: unknown metric {excerpt(saved['metric'])}; allowed: {', '.join(METRICS)}")
+    if (folder / "metrics.json").exists():
+        read_json(folder / "metrics.json", schema=METRICS_SCHEMA)
+    if (folder / "task.json").exists():
+        try:
+            describe(folder)  # as predict.py reads it, checked against model.json
+        except InputError as err:
+            raise ConfigError(str(err)) from None
+    shape = ModelShape.from_dict(saved["shape"], source=f"{folder / 'model.json'}: shape")
     arch, space = Arch.from_yaml(folder / "arch.yaml"), SearchSpace.from_yaml(folder / "space.yaml")
+    try:
+        space.validate(arch)
+    except ConfigError as err:
+        raise ConfigError(f"{folder / 'arch.yaml'}: {err}") from None
+    cost.check_size(space, shape, str(folder), arch)
     warn_revision_changes(saved.get("op_revisions"), space.op_types(arch), source=str(folder))
     model = Subnet(arch, space, shape)
     weights = folder / "weights.safetensors"
@@ -284,14 +311,24 @@ def _quiet_quantization():
         yield
 
 
-def _check_out(out: Path, overwrite: bool) -> None:
+def _check_out(out: Path, overwrite: bool, ckpt: Path | None = None) -> None:
     if out.exists() and not out.is_dir():
         raise ConfigError(f"out {out} is a file, not a folder")
     blocked = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
     if blocked is not None:
         raise ConfigError(f"out {out}: its parent {blocked} is a file, not a folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise ConfigError(f"refusing to overwrite {out}: it exists and is not empty; pass overwrite=true")
+    # the folder is renamed into place (an empty one removed first): never the current folder
+    if out.resolve() in (Path.cwd().resolve(), *Path.cwd().resolve().parents):
+        raise ConfigError(f"out={out}: the current folder or one above it; name a folder of its own for the export")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise ConfigError(f"refusing to overwrite {out}: it exists and is not empty; pass overwrite=true")
+        if ckpt is not None and out.resolve() in ckpt.resolve().parents:
+            raise ConfigError(f"refusing to overwrite {out}: it holds the checkpoint {ckpt}; "
+                              "export into a folder of its own")
+        if not all((out / name).is_file() for name in ("model.json", "weights.safetensors")):
+            raise ConfigError(f"refusing to overwrite {out}: it is not an earlier export (no model.json "
+                              "and weights.safetensors in it); pass a new or empty folder")
 
 
 def _read_checkpoint(path: Path) -> tuple[dict, dict[str, Tensor]]:

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, fields
 import torch
 from torch import Tensor, nn
 
-from nas.errors import ConfigError
+from nas.errors import ConfigError, excerpt
 from nas.ops.attention import SelfAttention, make_core
 from nas.ops.attention.base import check_length
 from nas.ops.chunked import chunked
@@ -44,7 +44,7 @@ class ModelShape:
         for name in ("vocab_size", "num_classes", "max_len"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
+                raise ConfigError(f"{name} must be an integer >= 1, got {excerpt(value)}")
         if self.readout not in READOUTS:
             raise ConfigError(f"readout: unknown readout '{self.readout}'; allowed: {', '.join(READOUTS)}")
 

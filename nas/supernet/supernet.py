@@ -13,6 +13,7 @@ import functools
 import torch
 from torch import Tensor, nn
 
+from nas import cost
 from nas.errors import ConfigError
 from nas.model import Block, FeedForward, ModelShape, Readout, Subnet, TokenEmbedding, run_blocks
 from nas.ops.attention import SelfAttention, make_core
@@ -229,6 +230,7 @@ class Supernet(nn.Module):
         super().__init__()
         if sharing not in SHARING:
             raise ConfigError(f"unknown sharing '{sharing}'; allowed: {', '.join(SHARING)}")
+        cost.check_size(space, shape, f"space '{space.name}'")  # before allocating a thing
         self.space = space
         self.shape, self.sharing = shape, sharing
         self.recompute = True  # memory.reversible only: False stores activations (tests' reference)
