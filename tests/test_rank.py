@@ -261,7 +261,8 @@ def test_claims_are_exclusive_and_a_dead_process_claim_is_taken_over(tmp_path):
 
 def test_a_training_process_keeps_its_claims_fresh_and_only_its_own(tmp_path, monkeypatch):
     monkeypatch.setattr(standalone, "HEARTBEAT_SECONDS", 0.05)
-    job = standalone.Job({"depth": 1}, {}, {}, "", 0, standalone.Budget(), {})
+    arch = {"depth": 1, "layers": [{"attention": "full", "heads": 1, "ffn_dim": 8}]}
+    job = standalone.Job(arch, {}, {}, "", 0, standalone.Budget(), {})
     long_ago = time.time() - 1000
     others = tmp_path / "another.claim"
     others.write_text(f"another-host.example {os.getpid()}\n")
@@ -273,7 +274,8 @@ def test_a_training_process_keeps_its_claims_fresh_and_only_its_own(tmp_path, mo
         os.utime(claim, (long_ago, long_ago))
         time.sleep(0.5)  # ten heartbeats
         ages.append(time.time() - claim.stat().st_mtime)
-        return {"val": 0.5, "train_seconds": 0.5}
+        return {"arch": job.arch, "seed": job.seed, "budget": job.budget.__dict__, "metric": "acc", "val": 0.5,
+                "val_loss": 1.0, "train_seconds": 0.5}  # read back and checked as a real result
 
     assert standalone.run_jobs([job], tmp_path, train_fn=slow_training) == [job]
     assert ages[0] < 0.5 and others.stat().st_mtime == pytest.approx(long_ago, abs=1)

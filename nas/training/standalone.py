@@ -21,6 +21,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
 import multiprocessing
 import os
 import socket
@@ -36,7 +37,8 @@ import torch
 
 from nas.cpu_allocator import reuse_freed_memory
 from nas.errors import ConfigError, check_number, check_whole
-from nas.metrics import evaluate_with_loss
+from nas.metrics import METRICS, evaluate_with_loss
+from nas.safe_load import read_json
 from nas.space import Arch, SearchSpace
 from nas.tasks import build_task
 from nas.training.checkpoint import last_checkpoint, resumable
@@ -125,13 +127,36 @@ def result_path(folder: Path, job: Job) -> Path:
     return Path(folder) / f"{job.id}.json"
 
 
+# What a result file holds (a schema as nas.predict.check takes it): what `train` returns.
+RESULT_SCHEMA = {"arch": {"depth": int, "layers": [{"attention": str, "heads": int, "ffn_dim": int}]},
+                 "seed": int, "budget": {str: float}, "op_revisions?": {str: int}, "metric": METRICS,
+                 "val": float, "val_loss": float, "train_seconds": float, "host?": str, "pid?": int}
+
+
 def read_result(folder: Path, job: Job) -> dict | None:
-    """A finished job's result, or None (a damaged file counts as not finished)."""
+    """A finished job's result, or None. The folder may be shared by others, so a result is
+    checked before it is believed: only the keys `train` writes, finite numbers, a metric in
+    its range, and this job's arch, seed and budget; anything else is one ConfigError line
+    naming the file (remove it and the job trains again)."""
     path = result_path(folder, job)
-    try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+    if Path(folder).exists() and not Path(folder).is_dir():
+        raise ConfigError(f"standalone_dir {folder}: not a folder")
+    if not path.exists():
         return None
+    result = read_json(path, "standalone result", RESULT_SCHEMA)
+    ranges = {"val": (0.0, 1.0 if result["metric"] == "acc" else math.inf), "val_loss": (0.0, math.inf)}
+    for key, (low, high) in ranges.items():
+        if not low <= result[key] <= high:
+            raise ConfigError(f"standalone result {path}: {key} {result[key]!r} is outside {low:g}..{high:g} "
+                              f"(the range of {result['metric'] if key == 'val' else 'a loss'}); remove the file to train the job again")
+    expected = {"arch": job.arch, "seed": job.seed, "budget": dataclasses.asdict(job.budget),
+                "op_revisions": job.op_revisions}
+    found = {**result, "op_revisions": result.get("op_revisions", {})}  # absent before revisions existed
+    other = next((key for key in expected if found[key] != expected[key]), None)
+    if other is not None:
+        raise ConfigError(f"standalone result {path}: its {other} is not this job's; "
+                          "remove the file to train the job again")
+    return result
 
 
 def write_result(folder: Path, job: Job, result: dict) -> None:
