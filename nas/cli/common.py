@@ -66,10 +66,20 @@ def one_line_errors(command: str) -> Callable:
                 fail(command, one_line(cause if isinstance(cause, (ConfigError, ValueError, TypeError)) else err))
             except MissingMandatoryValue as err:
                 fail(command, f"missing value for '{err.full_key}': pass {err.full_key}=...")
+            except OSError as err:  # a full disk, a file-size limit (ulimit -f), a folder not writable
+                fail(command, f"{err.filename}: {err.strerror or err}" if err.filename
+                     else f"writing under {_output(args)}: {err.strerror or err}")
 
         return checked
 
     return wrap
+
+
+def _output(args: tuple) -> str:
+    """Where the command writes, for an OSError that names no file (a write to a full disk)."""
+    cfg = args[0] if args and isinstance(args[0], DictConfig) else None
+    where = cfg is not None and (cfg.get("out") or OmegaConf.select(cfg, "paths.output_dir", default=None))
+    return str(where) if where else "its output folder"
 
 
 def one_line(err: object) -> str:
@@ -143,6 +153,9 @@ def validate(cfg: DictConfig, command: str) -> None:
             parent = parent.parent
         if parent.exists() and not parent.is_dir():
             raise ConfigError(f"out={out}: {parent} is a file, not a folder")
+        here = Path.cwd().resolve()  # the export is renamed into place: never over this folder
+        if Path(str(out)).resolve() in (here, *here.parents):
+            raise ConfigError(f"out={out}: the current folder or one above it; name a folder of its own for the export")
 
 
 def finished(cfg: DictConfig, command: str) -> bool:
