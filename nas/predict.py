@@ -191,7 +191,7 @@ def encode(text: str, task: dict, index: int = 0, ids_only: bool = False) -> lis
     else:
         ids = []
         for word in text.split():
-            digits = word[1:] if word.startswith("-") else word
+            digits = word.removeprefix("-")
             if not (digits.isascii() and digits.isdigit()):  # int() also takes '²', '1_0', ' 5'
                 raise InputError(f"sequence {index}: token {short(word)} is not an integer id")
             if len(digits) > 18:  # past any vocabulary (and int() refuses over 4300 digits)

@@ -22,7 +22,8 @@ import torch
 import yaml
 
 from nas.errors import ConfigError, excerpt
-from nas.predict import InputError, check  # the export's own checker: predict.py runs without nas
+# the export's schema checker, kept in predict.py because that file runs without nas
+from nas.predict import InputError, check
 
 # Our YAML and JSON files are KiB: an arch of the deepest space (1024 layers) is 50 KiB.
 MAX_BYTES = 4 * 2**20
@@ -94,7 +95,7 @@ def read_yaml(path: str | Path, what: str = "") -> Any:
         mark = err.problem_mark or err.context_mark
         where = f" line {mark.line + 1}" if mark else ""
         problem = err.problem or str(err).splitlines()[0]
-        kind = "" if isinstance(err, _TooLarge) else " malformed YAML:"
+        kind = ":" if isinstance(err, _TooLarge) else " malformed YAML:"
         raise ConfigError(f"{name}:{where}{kind} {problem}") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"{name}: malformed YAML: {str(err).splitlines()[0]}") from None
