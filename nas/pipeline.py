@@ -223,17 +223,25 @@ def one_shot_parent(source: str | Path, fresh: Supernet) -> Supernet:
 
 def check_storage(path: Path) -> None:
     """A damaged Optuna SQLite file stops the run with one line, before any training, instead
-    of SQLAlchemy's traceback at the first trial."""
+    of SQLAlchemy's traceback at the first trial.
+
+    The file is opened for writing, as Optuna opens it: a hot journal, left by a process killed
+    in the middle of a write, is then rolled back as SQLite recovers any database, where a
+    read-only check could only report it as damage. An empty file is what a kill before SQLite's
+    first commit leaves (SQLite creates the file on opening it): it holds no trial, so the study
+    starts over and loses nothing."""
     if not path.is_file():
         return
-    try:
-        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+    try:  # the timeout waits out another worker's write instead of calling the lock damage
+        with contextlib.closing(sqlite3.connect(path, timeout=60)) as db:
             verdict = db.execute("PRAGMA integrity_check").fetchone()[0]
     except sqlite3.DatabaseError as err:
         verdict = str(err)
     if verdict != "ok":
         raise ConfigError(f"{path} is damaged ({verdict}); move it away to start the study over "
-                          "(the trials so far are also in ranked.csv)")
+                          "(its trials are lost; a finished search also wrote them to ranked.csv)")
+    if path.stat().st_size == 0:
+        log.warning("%s is empty (a kill before its first write): it holds no trial; the study starts over", path)
 
 
 def write_results(run_dir: Path, result: SearchResult) -> None:

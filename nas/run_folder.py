@@ -56,11 +56,17 @@ def working_in(folder: Path, name: str = "run", lock: bool = True):
         old = read_status(folder, name)
         if old.get("state") == "running" and old.get("pid") not in (None, os.getpid()):
             log.info("the previous process in %s (pid %s) stopped without finishing", folder, old["pid"])
-        write_status(folder, "running", name=name)
+        # A done folder joined without the lock (an evolution worker on a finished study) keeps
+        # its results until this process writes new ones at its end: it stays done meanwhile, and
+        # if this process fails or is killed, rather than saying failed or running forever.
+        joined_done = not lock and old.get("state") == "done"
+        if not joined_done:
+            write_status(folder, "running", name=name)
         try:
             yield
         except BaseException as err:
-            write_status(folder, "failed", error=" ".join(f"{type(err).__name__}: {err}".split()), name=name)
+            if not joined_done:
+                write_status(folder, "failed", error=" ".join(f"{type(err).__name__}: {err}".split()), name=name)
             raise
         write_status(folder, "done", name=name)
 

@@ -162,9 +162,13 @@ def finished(cfg: DictConfig, command: str) -> bool:
     """Whether `resume=` names a run whose status.json says done. Such a run has nothing left
     to resume, so one line says so (and where its results are) and the command ends with exit
     code 0 instead of training again; to train longer or again, start a new run. Evolution
-    workers joining a finished run's study are the exception: they add trials by design."""
+    workers joining a finished run's study are the exception: they add trials by design. A worker
+    stops after the search (retrain.enabled=false); a command that would retrain and export again
+    would find the run's own retrained model and export in its way, so it is done like any other."""
     resume = cfg.get("resume")
-    if not resume or (command == "nas-search" and cfg.strategy.get("name") == "evolution"):
+    worker = (command == "nas-search" and cfg.strategy.get("name") == "evolution"
+              and not OmegaConf.select(cfg, "retrain.enabled", default=True))
+    if not resume or worker:
         return False
     status = read_status(Path(str(resume)))
     if status.get("state") != "done":

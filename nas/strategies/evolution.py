@@ -140,14 +140,21 @@ class EvolutionStrategy(SinglePathStrategy):
             cost), cheapest first. Each candidate's metrics hold `val/<metric>` and `cost/<kind>`.
         """
         metric = ctx.metric
-        sampler = optuna.samplers.NSGAIISampler(
-            population_size=self.population, mutation_prob=self.mutation_prob,
-            crossover_prob=self.crossover_prob, seed=self.rng.randrange(2**32))
+        seed = self.rng.randrange(2**32)
+
+        def sampler(done: int) -> optuna.samplers.NSGAIISampler:
+            # A sampler seeded afresh for each ask from the number of complete trials: what it
+            # proposes then depends on the study alone, so a search interrupted and resumed
+            # proposes what an uninterrupted one does (one sampler's RNG would restart at the resume).
+            return optuna.samplers.NSGAIISampler(
+                population_size=self.population, mutation_prob=self.mutation_prob,
+                crossover_prob=self.crossover_prob, seed=(seed + done) % 2**32)
+
         directions = ["maximize" if HIGHER_IS_BETTER[metric] else "minimize", "minimize"]
-        study = self.workers.load(self.study_name, sampler, directions, lambda s: self._claim(s, metric))
+        study = self.workers.load(self.study_name, sampler(0), directions, lambda s: self._claim(s, metric))
         logged = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))) // self.population
         known: dict[Arch, tuple[float, float | None]] = {}  # arch -> (metric, loss)
-        while (trial := self.workers.ask(study, self.total_trials, self._suggest)) is not None:
+        while (trial := self.workers.ask(study, self.total_trials, self._suggest, sampler)) is not None:
             with self.workers.running(study, trial):
                 self._run(study, trial, ctx.supernet, val_batches, metric, known)
             logged = self._report(study, ctx, metric, logged)

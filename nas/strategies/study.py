@@ -99,9 +99,11 @@ class SharedStudy:
             setup(study)
         return study
 
-    def ask(self, study: optuna.Study, total: int, suggest: Callable[[Trial], None]) -> Trial | None:
+    def ask(self, study: optuna.Study, total: int, suggest: Callable[[Trial], None],
+            sampler: Callable[[int], optuna.samplers.BaseSampler] | None = None) -> Trial | None:
         """The next trial for this worker, with `suggest` called on it; None once the study holds
-        `total` complete trials. Waits while the missing trials are other workers' running ones."""
+        `total` complete trials. Waits while the missing trials are other workers' running ones.
+        With `sampler`, the study asks with `sampler(number of complete trials)`."""
         while True:
             with self.lock(study.study_name):
                 self._recover(study)
@@ -110,6 +112,8 @@ class SharedStudy:
                 if done >= total:
                     return None
                 if done + running < total:
+                    if sampler is not None:
+                        study.sampler = sampler(done)
                     with warnings.catch_warnings():  # we do what Study.optimize does around a trial
                         warnings.filterwarnings("ignore", "Heartbeat of storage is supposed to be used")
                         trial = study.ask()

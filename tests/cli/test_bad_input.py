@@ -159,7 +159,10 @@ def test_nas_retrain_honours_the_lock_of_its_run_folder(config, tmp_path, capsys
     assert len(err) == 1 and "4242" in err[0] and "in use" in err[0]
 
 
-def test_resuming_a_done_run_says_so_and_trains_nothing(config, tmp_path, capsys, monkeypatch):
+# the command of a finished evolution run, run again, retrained and exported again into the
+# run's own retrain/ and export/ and then failed on export/ being there, flipping done to failed
+@pytest.mark.parametrize("strategy", ["gdas", "evolution"])
+def test_resuming_a_done_run_says_so_and_trains_nothing(strategy, config, tmp_path, capsys, monkeypatch):
     from nas import pipeline, run_folder
 
     def never(*args):
@@ -169,10 +172,37 @@ def test_resuming_a_done_run_says_so_and_trains_nothing(config, tmp_path, capsys
     run_dir = tmp_path / "run"
     (run_dir / "checkpoints").mkdir(parents=True)
     run_folder.write_status(run_dir, "done")
-    assert search_cli.run(config("search", *TINY, f"resume={run_dir}", run_dir=run_dir)) is None
+    cfg = config("search", *TINY, f"strategy={strategy}", f"resume={run_dir}", run_dir=run_dir)
+    assert search_cli.run(cfg) is None
     out = capsys.readouterr().out.strip().splitlines()
     assert len(out) == 1 and "already done" in out[0] and "summary.txt" in out[0]
     assert run_folder.read_status(run_dir)["state"] == "done"
+
+
+def test_an_evolution_worker_joins_a_done_run_and_leaves_it_done(config, tmp_path, monkeypatch):
+    """A worker (retrain.enabled=false, as the README runs them) still joins a finished study,
+    to add trials when given more generations; failing or killed, it leaves the run done."""
+    from types import SimpleNamespace
+
+    from nas import pipeline, run_folder
+
+    def fails(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "_run", fails)
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    run_folder.write_status(run_dir, "done")
+    before = run_folder.read_status(run_dir)
+    cfg = config("search", *TINY, "strategy=evolution", "retrain.enabled=false", f"resume={run_dir}", run_dir=run_dir)
+    with pytest.raises(KeyboardInterrupt):  # it joined: the search ran (and was interrupted)
+        search_cli.run(cfg)
+    assert run_folder.read_status(run_dir) == before
+
+    monkeypatch.setattr(pipeline, "_run", lambda cfg, run_dir: SimpleNamespace(summary="found nothing new"))
+    search_cli.run(cfg)  # a worker that finishes refreshes the status
+    status = run_folder.read_status(run_dir)
+    assert status["state"] == "done" and status["started"] == before["started"]
 
 
 def test_a_failed_run_says_failed_in_its_status(config, tmp_path, monkeypatch, capsys):

@@ -1,9 +1,11 @@
 """Evolution (SPOS + NSGA-II with Optuna): planted tasks, shared and resumed studies, bad input."""
+import contextlib
 import multiprocessing
 import os
 import re
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -19,6 +21,7 @@ from optuna.trial import TrialState
 from nas import cost
 from nas.errors import ConfigError
 from nas.model import ModelShape
+from nas.pipeline import check_storage
 from nas.space import Arch, LayerArch, SearchSpace
 from nas.strategies import STRATEGIES
 from nas.strategies import evolution, study as shared
@@ -240,6 +243,116 @@ def test_an_interrupted_search_resumes_from_its_storage(tmp_path, monkeypatch):
     # a finished search resumed again runs nothing and gives the same answer
     again = finish(evolution_strategy(space, storage=storage), net, batches)
     assert len(load(storage).get_trials()) == 9 and again.best == result.best
+
+
+def stopped_worker(storage, evaluations, how, started):
+    """A search that stops in its `evaluations`-th evaluation: Ctrl-C (the trial fails, a copy
+    waits to run again) or a SIGKILL from the parent (the trial is left RUNNING)."""
+    torch.set_num_threads(1)
+    space, net, batches = untrained()
+    real, calls = evolution.evaluate_with_loss, []
+
+    def stop(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == evaluations:
+            if how == "interrupt":
+                raise KeyboardInterrupt
+            started.set()
+            time.sleep(600)  # until killed
+        return real(*args, **kwargs)
+
+    evolution.evaluate_with_loss = stop
+    with contextlib.suppress(KeyboardInterrupt):
+        finish(evolution_strategy(space, storage=storage, generations=4), net, batches)
+
+
+@pytest.mark.parametrize("how", ["interrupt", "kill"])
+@pytest.mark.parametrize("evaluations", [3, 7])  # in the first generation, in the second
+def test_a_search_stopped_mid_trial_resumes_to_the_uninterrupted_result(tmp_path, how, evaluations):
+    space, net, batches = untrained()
+    whole = f"journal:{tmp_path / 'whole.log'}"
+    expected = finish(evolution_strategy(space, storage=whole, generations=4), net, batches)
+
+    stopped = f"journal:{tmp_path / 'stopped.log'}"
+    context = multiprocessing.get_context("fork")  # its own process, so that it can be killed
+    started = context.Event()
+    worker = context.Process(target=stopped_worker, args=(stopped, evaluations, how, started))
+    worker.start()
+    if how == "kill":
+        assert started.wait(timeout=120)
+        os.kill(worker.pid, signal.SIGKILL)
+    worker.join(timeout=120)
+    left = load(stopped).get_trials()
+    assert sum(t.state == TrialState.COMPLETE for t in left) < 16
+    assert left[-1].state == (TrialState.RUNNING if how == "kill" else TrialState.WAITING)
+
+    resumed = finish(evolution_strategy(space, storage=stopped, generations=4), net, batches)
+    # the same archs proposed in the same order, with the same values: the same search
+    complete = [[(t.params, t.values) for t in load(storage).get_trials(states=(TrialState.COMPLETE,))]
+                for storage in (whole, stopped)]
+    assert complete[0] == complete[1] and len(complete[0]) == 16
+    assert [c.arch for c in resumed.ranked] == [c.arch for c in expected.ranked]
+    assert [c.arch for c in resumed.pareto] == [c.arch for c in expected.pareto]
+
+
+def open_write(path, ready):
+    """A write transaction on an SQLite file that has written pages into the file (and their old
+    contents into the journal) and never commits: killed, it leaves a hot journal."""
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA cache_size=1")  # spill the changed pages into the file before any commit
+    db.execute("BEGIN IMMEDIATE")
+    if db.execute("SELECT count(*) FROM sqlite_master WHERE name = 'trials'").fetchone()[0]:
+        db.execute("UPDATE trials SET number = number + 1000")
+    db.execute("CREATE TABLE filler (x BLOB)")
+    for _ in range(200):
+        db.execute("INSERT INTO filler VALUES (randomblob(4000))")
+    ready.set()
+    time.sleep(600)  # until killed
+
+
+@pytest.mark.parametrize("when", ["first write", "with trials"])
+def test_a_hot_journal_is_rolled_back_not_called_damage(tmp_path, caplog, when):
+    space, net, batches = untrained()
+    db = tmp_path / "optuna.db"
+    storage = f"sqlite:///{db}"
+    expected = finish(evolution_strategy(space, storage=storage if when == "with trials" else None,
+                                         generations=1), net, batches)
+    trials = [(t.params, t.values) for t in load(storage).get_trials()] if when == "with trials" else []
+
+    context = multiprocessing.get_context("fork")
+    ready = context.Event()
+    writer = context.Process(target=open_write, args=(str(db), ready))
+    writer.start()
+    assert ready.wait(timeout=60)
+    os.kill(writer.pid, signal.SIGKILL)  # a kill in the middle of a write
+    writer.join()
+    journal = db.with_name("optuna.db-journal")
+    assert journal.stat().st_size > 0
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as read_only, \
+            pytest.raises(sqlite3.DatabaseError):  # hot: a read-only open cannot roll it back
+        read_only.execute("PRAGMA integrity_check")
+
+    check_storage(db)  # rolls it back, as any write access to the file would
+    assert not journal.exists()
+    if when == "first write":  # nothing was ever committed: the file is empty again
+        assert db.stat().st_size == 0 and "holds no trial; the study starts over" in caplog.text
+    result = finish(evolution_strategy(space, storage=storage, generations=1), net, batches)
+    assert [(t.params, t.values) for t in load(storage).get_trials()][:len(trials)] == trials  # none lost
+    assert [c.arch for c in result.ranked] == [c.arch for c in expected.ranked]
+
+
+def test_an_empty_database_file_starts_the_study_over(tmp_path, caplog):
+    """SQLite creates the file when it opens it and writes it at the first commit: a kill between
+    the two leaves 0 bytes, which no stored trial can have. The study starts over and says so."""
+    space, net, batches = untrained()
+    expected = finish(evolution_strategy(space, generations=1), net, batches)  # in memory
+    db = tmp_path / "optuna.db"
+    db.touch()
+    check_storage(db)
+    assert "optuna.db is empty" in caplog.text and "the study starts over" in caplog.text
+    result = finish(evolution_strategy(space, storage=f"sqlite:///{db}", generations=1), net, batches)
+    assert [c.arch for c in result.ranked] == [c.arch for c in expected.ranked]
+    assert sum(t.state == TrialState.COMPLETE for t in load(f"sqlite:///{db}").get_trials()) == 4
 
 
 def test_trials_of_dead_workers_are_failed_and_run_again(tmp_path):
