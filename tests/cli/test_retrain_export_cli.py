@@ -77,6 +77,8 @@ def test_export_refuses_an_existing_folder_then_overwrites(config, searched, tmp
     out = tmp_path / "exported"
     out.mkdir()
     (out / "something").write_text("mine")
+    for name in ("model.json", "weights.safetensors"):  # an earlier export: what overwrite=true may replace
+        (out / name).write_text("from an earlier export")
     export_cfg = config("export", f"ckpt={ckpt}", f"out={out}", "quantize=true")
     with pytest.raises(SystemExit):
         export.run(export_cfg)
