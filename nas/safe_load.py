@@ -94,7 +94,7 @@ def read_yaml(path: str | Path, what: str = "") -> Any:
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         where = f" line {mark.line + 1}" if mark else ""
-        problem = err.problem or str(err).splitlines()[0]
+        problem = (err.problem or str(err).splitlines()[0])[:200]  # it may quote a name of any length
         kind = ":" if isinstance(err, _TooLarge) else " malformed YAML:"
         raise ConfigError(f"{name}:{where}{kind} {problem}") from None
     except yaml.YAMLError as err:
