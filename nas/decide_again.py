@@ -15,15 +15,18 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import yaml
-
-from nas.errors import ConfigError
+from nas.errors import ConfigError, excerpt
 from nas.run_folder import read_status
+from nas.safe_load import read_yaml
 from nas.strategies.darts import DECIDE
 from nas.training.checkpoint import whole
 
 # overrides of the original run that the new one sets itself
 REPLACED = ("strategy.decide=", "resume=", "hydra.run.dir=", "retrain.enabled=")
+# The run folder may come from someone else, and its overrides become command-line overrides,
+# which Hydra would instantiate: none may set Hydra's own settings, the logger (the one config
+# instantiated), or any key that names code.
+UNSAFE = ("hydra", "logger", "_target_", "_partial_", "_args_", "_recursive_", "_convert_")
 
 
 def decide_again(run: Path, decide: str, out: Path | None = None, overrides: Sequence[str] = ()) -> Path:
@@ -56,16 +59,18 @@ def decide_again(run: Path, decide: str, out: Path | None = None, overrides: Seq
                           "finish it with nas-search resume= first")
     if not whole(run / "checkpoints" / "last.ckpt"):  # nas-search would start over from scratch
         raise ConfigError(f"run={run}: checkpoints/last.ckpt is damaged")
-    strategy = yaml.safe_load(config.read_text()).get("strategy") or {}
+    saved_config = read_yaml(config, "the search's config")
+    strategy = saved_config.get("strategy") if isinstance(saved_config, dict) else None
+    strategy = strategy if isinstance(strategy, dict) else {}
     if "decide" not in strategy:  # the strategies that decide from architecture weights have the option
-        raise ConfigError(f"run={run}: searched with strategy={strategy.get('name')}; only the differentiable "
-                          "strategies (darts, gdas) decide from weights")
+        raise ConfigError(f"run={run}: searched with strategy={excerpt(strategy.get('name'))}; only the "
+                          "differentiable strategies (darts, gdas) decide from weights")
+    kept = run_overrides(saved)
     if out.exists():
         raise ConfigError(f"out={out}: exists; name a new folder")
     out.mkdir(parents=True)
     for part in (".hydra", "checkpoints"):  # not status.json: the new folder has not run yet
         shutil.copytree(run / part, out / part)
-    kept = [o for o in yaml.safe_load(saved.read_text()) if not o.startswith(REPLACED)]
     cmd = [sys.executable, "-m", "nas.cli.search", *kept, *overrides, f"strategy.decide={decide}",
            "retrain.enabled=false", f"resume={out.resolve()}", f"hydra.run.dir={out.resolve()}"]
     # relative paths of the run's overrides (data_dir) are read from here, as nas-search reads them
@@ -74,3 +79,19 @@ def decide_again(run: Path, decide: str, out: Path | None = None, overrides: Seq
         shutil.rmtree(out)
         raise ConfigError(f"nas-search failed ({done.returncode}): {done.stderr.strip()[-500:]}")
     return out
+
+
+def run_overrides(path: Path) -> list[str]:
+    """The command-line overrides a run recorded (`.hydra/overrides.yaml`) but those the new run
+    sets itself (REPLACED); one line when one is not a `key=value` string or touches what
+    `UNSAFE` names."""
+    overrides = read_yaml(path, "the search's overrides")
+    if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
+        raise ConfigError(f"{path}: not a list of key=value overrides")
+    overrides = [o for o in overrides if not o.startswith(REPLACED)]
+    for override in overrides:
+        key = override.split("=", 1)[0].lstrip("+~")
+        if key.startswith(("hydra", "logger")) or any(word in override for word in UNSAFE[2:]):
+            raise ConfigError(f"{path}: override {excerpt(override)} is not accepted from a file "
+                              "(it sets Hydra, the logger or code to run)")
+    return overrides

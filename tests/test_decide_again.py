@@ -78,7 +78,7 @@ def test_bad_folders_are_refused_in_one_line(argmax_run, tmp_path):
         (run / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([*saved, *overrides]))
         return run
 
-    with pytest.raises(ConfigError, match=r"strategy=random; only the differentiable strategies \(darts, gdas\)"):
+    with pytest.raises(ConfigError, match=r"strategy='random'; only the differentiable strategies \(darts, gdas\)"):
         decide_again(copy("random", strategy="random"), "top2", tmp_path / "out")
     with pytest.raises(ConfigError, match=r"has not finished \(status.json: running\)"):  # it would train on
         decide_again(copy("running", status="running"), "top2", tmp_path / "out")
@@ -88,6 +88,14 @@ def test_bad_folders_are_refused_in_one_line(argmax_run, tmp_path):
     with pytest.raises(ConfigError, match="nas-search failed .*search.lr"):
         decide_again(copy("bad_lr", overrides=["search.lr=-1"]), "top2", tmp_path / "out")
     assert not (tmp_path / "out").exists()
+    # the saved overrides become command-line overrides: none may name code, the logger or Hydra
+    marker = tmp_path / "pwned"
+    evil = f"{{_target_: pathlib.Path.write_text, _args_: [{{_target_: pathlib.Path, _args_: [{marker}]}}, x]}}"
+    for i, override in enumerate([f"+logger.extra={evil}", f"+task.seed={evil}", "hydra.callbacks.x=1",
+                                  "+hydra.job.env_set.X=1"]):
+        with pytest.raises(ConfigError, match="is not accepted from a file"):
+            decide_again(copy(f"evil{i}", overrides=[override]), "top2", tmp_path / "out")
+    assert not marker.exists() and not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize(("argv", "message"), [

@@ -12,10 +12,10 @@ import argparse
 import json
 from pathlib import Path
 
-import yaml
 
 from nas.cli.common import fail, one_line_errors
 from nas.decide_again import decide_again
+from nas.safe_load import read_yaml
 from nas.strategies.darts import DECIDE
 
 USAGE = f"""arguments, as key=value like nas-search's:
@@ -30,7 +30,7 @@ def run(run: Path, decide: str, out: Path | None, overrides: list[str]) -> dict:
     """Decide `run` again into a new folder; print and return what was decided."""
     folder = decide_again(run, decide, out, overrides)
     decided = {"run": str(run), "out": str(folder), "decide": decide,
-               "arch": yaml.safe_load((folder / "best_arch.yaml").read_text())}
+               "arch": read_yaml(folder / "best_arch.yaml", "the decided arch")}
     print(json.dumps(decided, indent=2))
     return decided
 
