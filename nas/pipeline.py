@@ -281,7 +281,7 @@ def retrain(cfg: DictConfig, arch: Arch, space: SearchSpace, task: Task, out_dir
     s = settings if settings is not None else cfg.retrain
     if s.init not in INITS:
         raise ConfigError(f"retrain.init: unknown init '{s.init}'; allowed: {', '.join(INITS)}")
-    space.validate(arch)
+    cost.check_size(space, task.shape, "the arch to retrain", arch)  # validates it too; before any allocation
     if supernet is None and (s.init == "inherit" or s.distill):
         if not s.supernet_ckpt:
             raise ConfigError("retrain.supernet_ckpt: init=inherit and distill need a search's "
@@ -322,7 +322,7 @@ def retrain(cfg: DictConfig, arch: Arch, space: SearchSpace, task: Task, out_dir
 
 # -- export ---------------------------------------------------------------------------------
 def task_of(ckpt: Path, data_dir: str | Path) -> Task | None:
-    """The task a retrain checkpoint was trained on (from its hparams), to test the export."""
+    """The task a retrain checkpoint was trained on (its hparams' record), to test the export."""
     hparams = read_checkpoint(ckpt, "ckpt").get("hyper_parameters")
     record = hparams.get("task_config") if isinstance(hparams, dict) else None
     return build_task(record, data_dir, f"ckpt {ckpt}: hyper_parameters.task_config") if record else None

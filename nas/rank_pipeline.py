@@ -123,6 +123,10 @@ def rank(cfg: DictConfig) -> RankOutcome:
     pending = sum(read_result(folder, job) is None for job in jobs.values())
     trained = run_jobs(list(jobs.values()), folder, workers=resolve_workers(workers, pending))
     results = {key: read_result(folder, job) for key, job in jobs.items()}
+    for key, job in jobs.items():  # read_result checks val in the range of the metric the file claims
+        if results[key]["metric"] != task.metric:
+            raise ConfigError(f"standalone result {folder / (job.id + '.json')}: its metric is not this "
+                              f"task's ({task.metric}); remove the file to train the job again")
     # what the ground truth cost, trained now or read from earlier runs; by id, so that rankings
     # sharing one standalone_dir can be summed without counting a job twice (scripts/studies/rank_study.py)
     train_seconds = {job.id: results[key]["train_seconds"] for key, job in jobs.items()}

@@ -88,6 +88,13 @@ def test_rank_writes_its_files_and_a_rerun_trains_only_what_is_missing(search_ru
     assert rank_pipeline.rank(cfg).trained == 0 and len(calls) == 4
     assert [r.inherited for r in again.rows] == [r.inherited for r in first.rows]
 
+    # a result of another metric (bpb has no upper bound, so val 5.0 passes its range check) is refused
+    tampered = json.loads(lost.read_text())
+    lost.write_text(json.dumps({**tampered, "metric": "bpb", "val": 5.0}))
+    with pytest.raises(ConfigError, match=f"standalone result .*{lost.name}: its metric is not this task's"):
+        rank_pipeline.rank(cfg)
+    lost.write_text(json.dumps(tampered))
+
 
 def test_an_arch_file_and_more_seeds_reuse_finished_jobs(search_run, monkeypatch, tmp_path):
     calls = counting(monkeypatch)

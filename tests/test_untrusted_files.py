@@ -134,9 +134,21 @@ def allocation_cases(folder: Path) -> dict:
     vocab = folder / "vocab.json"
     vocab.write_text(json.dumps({**RECORDS["model.json"], "shape": {**RECORDS["model.json"]["shape"], "vocab_size": 10**9}}))
     supernet = lambda space: Supernet(SearchSpace.from_yaml(space), ModelShape(291, 291, 48), sharing="separate")
+
+    def retrain(space: Path):  # nas-retrain builds a Subnet of the arch alone, not the supernet
+        from types import SimpleNamespace
+
+        from omegaconf import OmegaConf
+
+        from nas import pipeline
+        arch = Arch.from_dict({"depth": 1, "layers": [{"attention": "full", "heads": 4000000, "ffn_dim": 16}]})
+        task = SimpleNamespace(shape=ModelShape(291, 291, 48), metric="acc")
+        pipeline.retrain(None, arch, SearchSpace.from_yaml(space), task, folder / "retrain",
+                         settings=OmegaConf.create({"init": "scratch", "distill": 0.0}))
     return {"allocation: an arch with a 5000-digit heads": lambda: Arch.from_yaml(folder / "digits.yaml"),
             "allocation: heads: [4000000] (nas-search's supernet)": lambda: supernet(huge_heads),
             "allocation: linformer k: 100000000 (nas-search's supernet)": lambda: supernet(huge_k),
+            "allocation: heads: [4000000] (nas-retrain's subnet)": lambda: retrain(huge_heads),
             "allocation: model.json vocab_size 1e9 (nas.export.load)":
                 lambda: load(fake_export(folder / "vocab_export", **{"model.json": vocab, "task.json": None}))}
 
@@ -183,6 +195,7 @@ def _listing() -> list[str]:
             "ranked.csv archs=: a 100,000-deep arch", "ranked.csv archs=: 50 MB",
             "allocation: an arch with a 5000-digit heads", "allocation: heads: [4000000] (nas-search's supernet)",
             "allocation: linformer k: 100000000 (nas-search's supernet)",
+            "allocation: heads: [4000000] (nas-retrain's subnet)",
             "allocation: model.json vocab_size 1e9 (nas.export.load)"]
 
 
