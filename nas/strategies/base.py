@@ -106,7 +106,7 @@ class Strategy(nn.Module):
                               f"allowed: {', '.join(accepted)}")
         for name, (hint, default) in accepted.items():
             value = options.get(name, default)
-            if value is inspect.Parameter.empty or value == "???":  # "???": Hydra's mark of a value to give
+            if value is inspect.Parameter.empty or (isinstance(value, str) and value == "???"):  # Hydra's "to give"
                 raise ConfigError(f"strategy.{name} is missing: strategy={cls.name} needs it; "
                                   f"pass strategy.{name}=<value>")
             if not fits(value, hint):

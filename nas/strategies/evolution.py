@@ -11,7 +11,7 @@ import optuna
 from optuna.trial import Trial, TrialState
 
 from nas import cost as costs
-from nas.errors import ConfigError
+from nas.errors import ConfigError, check_number
 from nas.space import LAYER_FIELDS, Arch, LayerArch, SearchSpace
 from nas.metrics import HIGHER_IS_BETTER, evaluate_with_loss
 from nas.results import Candidate, SearchResult, best_first, pareto_front
@@ -77,7 +77,7 @@ class EvolutionStrategy(SinglePathStrategy):
             if kind not in costs.KINDS:
                 raise ConfigError(f"strategy.{field}: unknown cost '{kind}'; allowed: {', '.join(costs.KINDS)}")
         for kind, limit in constraints.items():
-            check_numbers("positive", **{f"constraints.{kind}": limit})
+            check_number(limit, f"strategy.constraints.{kind}", "positive")
         check_wholes(2, population=population)
         check_wholes(1, generations=generations, seq_len=seq_len)
         check_numbers("probability", mutation_prob=mutation_prob, crossover_prob=crossover_prob)
