@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from nas import cost
-from nas.errors import ConfigError, check_number, check_whole, fits, type_name
+from nas.errors import ConfigError, check_number, check_whole, excerpt, fits, type_name
 from nas.metrics import evaluate_with_loss
 from nas.results import Candidate, SearchResult, best_first
 from nas.space import Arch, SearchSpace
@@ -110,7 +110,7 @@ class Strategy(nn.Module):
                 raise ConfigError(f"strategy.{name} is missing: strategy={cls.name} needs it; "
                                   f"pass strategy.{name}=<value>")
             if not fits(value, hint):
-                raise ConfigError(f"strategy.{name}={value!r}: must be {type_name(hint)}")
+                raise ConfigError(f"strategy.{name}={excerpt(value)}: must be {type_name(hint)}")
         return cls(space, seed=seed, **options)
 
     @classmethod

@@ -11,7 +11,7 @@ import optuna
 from optuna.trial import Trial, TrialState
 
 from nas import cost as costs
-from nas.errors import ConfigError, check_number
+from nas.errors import ConfigError, check_number, excerpt
 from nas.space import LAYER_FIELDS, Arch, LayerArch, SearchSpace
 from nas.metrics import HIGHER_IS_BETTER, evaluate_with_loss
 from nas.results import Candidate, SearchResult, best_first, pareto_front
@@ -70,7 +70,7 @@ class EvolutionStrategy(SinglePathStrategy):
                  heartbeat_interval: int = 30, grace_period: int | None = None, **kwargs):
         super().__init__(space, seed, **kwargs)
         if constraints is not None and not isinstance(constraints, dict):
-            raise ConfigError(f"strategy.constraints={constraints!r}: must be a mapping of cost to maximum, "
+            raise ConfigError(f"strategy.constraints={excerpt(constraints)}: must be a mapping of cost to maximum, "
                               "e.g. strategy.constraints=\"{params: 200000}\"")
         constraints = dict(constraints or {})
         for field, kind in [("cost", cost), *(("constraints", k) for k in constraints)]:

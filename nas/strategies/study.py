@@ -25,7 +25,7 @@ from optuna.trial import FrozenTrial, Trial, TrialState
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
-from nas.errors import ConfigError
+from nas.errors import ConfigError, excerpt
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ class SharedStudy:
     def __init__(self, storage: str | None, heartbeat_interval: int = 30, grace_period: int | None = None):
         for name, value in (("heartbeat_interval", heartbeat_interval), ("grace_period", grace_period)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
-                raise ConfigError(f"strategy.{name} must be a positive whole number of seconds; got {value!r}")
+                raise ConfigError(f"strategy.{name} must be a positive whole number of seconds; got {excerpt(value)}")
         self.storage, self.heartbeat_interval, self.grace_period = storage, heartbeat_interval, grace_period
         self.url, self.file = parse_storage(storage)
         with warnings.catch_warnings():  # Optuna's heartbeat and retry are "experimental" since 2.8
