@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from nas.errors import ConfigError
-from nas.model import ModelShape, make_block
+from nas.model import ModelShape, ModelSpec, make_block
 from nas.ops.attention import AttentionCore, make_core
 from nas.space import Arch, LayerArch, SearchSpace
 
@@ -114,49 +114,50 @@ def reversible_pair_mib(space: SearchSpace, seq_len: int) -> float:
     return 2 * seq_len * space.dim * BYTES_PER_ELEMENT / 2**20
 
 
-def params(arch: Arch, space: SearchSpace, shape: ModelShape) -> int:
-    """Exact parameter count of the standalone subnet for `arch`."""
-    return int(arch_cost(arch, space, shape, shape.max_len, "params"))
+def params(spec: ModelSpec) -> int:
+    """Exact parameter count of the standalone subnet of `spec`."""
+    return int(arch_cost(spec.arch, spec.space, spec.shape, spec.shape.max_len, "params"))
 
 
-def flops(arch: Arch, space: SearchSpace, shape: ModelShape, seq_len: int, batch_size: int = 1) -> int:
+def flops(spec: ModelSpec, seq_len: int, batch_size: int = 1) -> int:
     """Forward floating-point operations (2 per multiply-add) of the matrix products."""
-    return int(arch_cost(arch, space, shape, seq_len, "flops")) * batch_size
+    return int(arch_cost(spec.arch, spec.space, spec.shape, seq_len, "flops")) * batch_size
 
 
-def estimate(arch: Arch, space: SearchSpace, shape: ModelShape, seq_len: int, batch_size: int = 1) -> Cost:
+def estimate(spec: ModelSpec, seq_len: int, batch_size: int = 1) -> Cost:
     return Cost(
-        params=params(arch, space, shape),
-        flops=flops(arch, space, shape, seq_len, batch_size),
-        activation_mib=arch_cost(arch, space, shape, seq_len, "memory") * batch_size,
+        params=params(spec),
+        flops=flops(spec, seq_len, batch_size),
+        activation_mib=arch_cost(spec.arch, spec.space, spec.shape, seq_len, "memory") * batch_size,
     )
 
 
-def check_size(space: SearchSpace, shape: ModelShape, source: str, arch: Arch | None = None) -> None:
-    """Refuse a model past MAX_PARAMS or MAX_ACTIVATION_BYTES before anything is allocated:
-    `arch`, or without it the largest arch of each attention candidate (each a subnet of the
-    space's supernet, which holds at least as much). One ConfigError line naming `source` and
-    the memory the model would need."""
-    if arch is not None:
-        try:  # the cost model looks its candidates up in the space
-            space.validate(arch)
-        except ConfigError as err:
-            raise ConfigError(f"{source}: {err}") from None
-    widest = lambda cand: LayerArch(cand, space.max_heads, space.max_ffn_dim)
-    archs = [arch] if arch is not None else [Arch(space.max_depth, (widest(cand),) * space.max_depth)
-                                             for cand in space.attention]
-    for candidate in archs:
-        which = "the model" if arch is not None else f"the largest arch with {candidate.layers[0].attention}"
-        count = params(candidate, space, shape)
-        if count > MAX_PARAMS:
-            raise ConfigError(f"{source}: {which} would hold {count:,} parameters "
-                              f"({_gib(count * BYTES_PER_ELEMENT)} of float32 weights), more than the "
-                              f"{MAX_PARAMS:,} ({_gib(MAX_PARAMS * BYTES_PER_ELEMENT)}) a model may have")
-        activations = arch_cost(candidate, space, shape, shape.max_len, "memory") * 2**20
-        if activations > MAX_ACTIVATION_BYTES:
-            raise ConfigError(f"{source}: {which} would need {_gib(activations)} of activations for one "
-                              f"sequence of {shape.max_len} tokens, more than the "
-                              f"{_gib(MAX_ACTIVATION_BYTES)} a model may take")
+def check_size(spec: ModelSpec, source: str) -> None:
+    """Refuse the model of `spec` past MAX_PARAMS or MAX_ACTIVATION_BYTES before anything is
+    allocated: one ConfigError line naming `source` and the memory the model would need."""
+    _check_size(spec, source, "the model")
+
+
+def check_space_size(space: SearchSpace, shape: ModelShape, source: str) -> None:
+    """`check_size` for a supernet: the largest arch of each attention candidate (each a subnet
+    of the space's supernet, which holds at least as much)."""
+    for cand in space.attention:
+        layer = LayerArch(cand, space.max_heads, space.max_ffn_dim)
+        largest = ModelSpec(Arch(space.max_depth, (layer,) * space.max_depth), space, shape)
+        _check_size(largest, source, f"the largest arch with {cand}")
+
+
+def _check_size(spec: ModelSpec, source: str, which: str) -> None:
+    count = params(spec)
+    if count > MAX_PARAMS:
+        raise ConfigError(f"{source}: {which} would hold {count:,} parameters "
+                          f"({_gib(count * BYTES_PER_ELEMENT)} of float32 weights), more than the "
+                          f"{MAX_PARAMS:,} ({_gib(MAX_PARAMS * BYTES_PER_ELEMENT)}) a model may have")
+    activations = arch_cost(spec.arch, spec.space, spec.shape, spec.shape.max_len, "memory") * 2**20
+    if activations > MAX_ACTIVATION_BYTES:
+        raise ConfigError(f"{source}: {which} would need {_gib(activations)} of activations for one "
+                          f"sequence of {spec.shape.max_len} tokens, more than the "
+                          f"{_gib(MAX_ACTIVATION_BYTES)} a model may take")
 
 
 def _gib(size: float) -> str:

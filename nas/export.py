@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from nas import cost
 from nas.errors import ConfigError, excerpt
 from nas.metrics import METRICS, evaluate_many
-from nas.model import ModelShape, Subnet
+from nas.model import ModelShape, ModelSpec, Subnet
 from nas.ops.attention import revisions, warn_revision_changes
 from nas.predict import MODEL_SCHEMA, InputError, describe
 from nas.safe_load import read_checkpoint, read_json
@@ -45,7 +45,8 @@ from nas.space import Arch, SearchSpace
 FILES = ("arch.yaml", "space.yaml", "model.json", "weights.safetensors", "model.pt2", "predict.py",
          "metrics.json", "model_int8.pt", "task.json")
 MODEL_KEYS = ("shape", "metric")  # what model.json must hold: ModelShape.to_dict() and the metric
-HPARAMS = ("arch", "space") + MODEL_KEYS  # what a retrain checkpoint must hold
+HPARAMS = ("model", "metric")  # what a retrain checkpoint must hold: ModelSpec.to_dict() and the metric
+LEGACY_MODEL = ("arch", "space", "shape")  # what a checkpoint from before ModelSpec holds for `model`
 
 PREDICT = Path(__file__).with_name("predict.py")  # copied into every export folder
 # What metrics.json may hold (a schema as nas.predict's MODEL_SCHEMA): what `export` writes.
@@ -92,13 +93,12 @@ def export(ckpt: str | Path, out: str | Path, overwrite: bool = False, quantize:
     ckpt, out = Path(ckpt), Path(out)
     _check_out(out, overwrite, ckpt)  # before any work: a refusal should be instant
     hparams, state = _read_checkpoint(ckpt)
-    arch = Arch.from_dict(hparams["arch"], source=f"{ckpt}: arch")
-    space = SearchSpace.from_dict(hparams["space"], source=f"{ckpt}: space")
-    shape = ModelShape.from_dict(hparams["shape"], source=f"{ckpt}: shape")
+    spec = ModelSpec.from_hparams(hparams, source=str(ckpt))
+    arch, space, shape = spec.arch, spec.space, spec.shape
     metric = hparams["metric"]
-    cost.check_size(space, shape, str(ckpt), arch)
+    cost.check_size(spec, str(ckpt))
     warn_revision_changes(hparams.get("op_revisions"), space.op_types(arch), source=str(ckpt))
-    model = Subnet(arch, space, shape)
+    model = Subnet(spec)
     _load_weights(model, state, source=str(ckpt))
     seq_len = shape.max_len if seq_len is None else seq_len
     if not 1 <= seq_len <= shape.max_len:
@@ -121,7 +121,7 @@ def export(ckpt: str | Path, out: str | Path, overwrite: bool = False, quantize:
         "metric": metric,
         "seq_len": seq_len,
         "cost/params": sum(p.numel() for p in model.parameters()),
-        "cost/flops": cost.flops(arch, space, shape, seq_len),
+        "cost/flops": cost.flops(spec, seq_len),
         "cost/latency_ms": cost.subnet_latency_ms(model, seq_len, shape.vocab_size),
         "cost/latency_method": LATENCY_METHOD,
         "arch": arch.to_dict(),
@@ -207,13 +207,10 @@ def load(folder: str | Path, int8: bool = False) -> nn.Module:
             raise ConfigError(str(err)) from None
     shape = ModelShape.from_dict(saved["shape"], source=f"{folder / 'model.json'}: shape")
     arch, space = Arch.from_yaml(folder / "arch.yaml"), SearchSpace.from_yaml(folder / "space.yaml")
-    try:
-        space.validate(arch)
-    except ConfigError as err:
-        raise ConfigError(f"{folder / 'arch.yaml'}: {err}") from None
-    cost.check_size(space, shape, str(folder), arch)
+    spec = ModelSpec.build(arch, space, shape, source=str(folder / "arch.yaml"))
+    cost.check_size(spec, str(folder))
     warn_revision_changes(saved.get("op_revisions"), space.op_types(arch), source=str(folder))
-    model = Subnet(arch, space, shape)
+    model = Subnet(spec)
     weights = folder / "weights.safetensors"
     try:
         state = load_file(str(weights))
@@ -337,7 +334,9 @@ def _read_checkpoint(path: Path) -> tuple[dict, dict[str, Tensor]]:
     what = f"checkpoint {path} is not a LongNAS retrain checkpoint"
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("hyper_parameters"), dict):
         raise ConfigError(f"{what}: no 'hyper_parameters'")
-    missing = [key for key in HPARAMS if key not in ckpt["hyper_parameters"]]
+    hparams = ckpt["hyper_parameters"]
+    missing = [key for key in HPARAMS if key not in hparams
+               and not (key == "model" and all(name in hparams for name in LEGACY_MODEL))]
     if missing:
         raise ConfigError(f"{what}: its hyper_parameters lack {', '.join(missing)}")
     state = {key[len("model."):]: value for key, value in (ckpt.get("state_dict") or {}).items()

@@ -1,5 +1,6 @@
-"""The standalone Transformer for one architecture (what extract, retrain and export use), and
-`ModelShape`, the task's sizes every model, cost and checkpoint is built from.
+"""The standalone Transformer for one architecture (what extract, retrain and export use);
+`ModelShape`, the task's sizes every model, cost and checkpoint is built from; and `ModelSpec`,
+the one object (arch, space, shape) that names a model wherever it travels.
 
 Pre-norm encoder (Xiong et al. 2020, https://arxiv.org/abs/2002.04745): token + learned
 position embeddings, `depth` blocks of x + attention(norm(x)) and x + ffn(norm(x)), a final
@@ -64,6 +65,58 @@ class ModelShape:
             what = f"unknown key '{unknown[0]}'" if unknown else f"missing key '{missing[0]}'"
             raise ConfigError(f"{source}: {what}; allowed: {', '.join(names)}")
         return cls(**data)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything that decides a standalone model's structure, as nanoGPT's `GPTConfig`.
+
+    `Subnet`, the cost model, retrain checkpoints, standalone jobs and exports take it, and
+    store `to_dict()` (one dict: arch, space, shape) where they keep it. Building one checks
+    that the arch lies in the space.
+    """
+
+    arch: Arch  # the layers: depth, and each one's attention candidate, heads and FFN width
+    space: SearchSpace  # the model width, head width and each candidate's op and options
+    shape: ModelShape  # the task's sizes: vocabulary, outputs, longest sequence, readout
+
+    def __post_init__(self) -> None:
+        self.space.validate(self.arch)
+
+    @classmethod
+    def build(cls, arch: Arch, space: SearchSpace, shape: ModelShape, source: str) -> "ModelSpec":
+        """`ModelSpec(arch, space, shape)`; an arch outside the space is one ConfigError line naming `source`."""
+        try:
+            return cls(arch, space, shape)
+        except ConfigError as err:
+            raise ConfigError(f"{source}: {err}") from None
+
+    def to_dict(self) -> dict:
+        """Plain types, as checkpoints (weights_only) and JSON hold them."""
+        return {"arch": self.arch.to_dict(), "space": self.space.to_dict(), "shape": self.shape.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = "model") -> "ModelSpec":
+        """The spec saved by `to_dict`; any problem is one ConfigError line naming `source`."""
+        names = ("arch", "space", "shape")
+        if not isinstance(data, dict):
+            raise ConfigError(f"{source}: expected a mapping of {', '.join(names)}, got {type(data).__name__}")
+        unknown = [key for key in data if key not in names]
+        missing = [name for name in names if name not in data]
+        if unknown or missing:
+            what = f"unknown key {excerpt(unknown[0])}" if unknown else f"missing key '{missing[0]}'"
+            raise ConfigError(f"{source}: {what}; allowed: {', '.join(names)}")
+        return cls.build(Arch.from_dict(data["arch"], source=f"{source}: arch"),
+                         SearchSpace.from_dict(data["space"], source=f"{source}: space"),
+                         ModelShape.from_dict(data["shape"], source=f"{source}: shape"), source)
+
+    @classmethod
+    def from_hparams(cls, hparams: dict, source: str) -> "ModelSpec":
+        """The spec of a retrain checkpoint's hparams: its `model`, or the separate `arch`,
+        `space` and `shape` that checkpoints held before there was one."""
+        if "model" not in hparams and all(name in hparams for name in ("arch", "space", "shape")):
+            return cls.from_dict({name: hparams[name] for name in ("arch", "space", "shape")}, source)
+        return cls.from_dict(hparams.get("model"), f"{source}: model")
 
 
 class TokenEmbedding(nn.Module):
@@ -160,20 +213,19 @@ def run_blocks(x: Tensor, couplings: list[Coupling], training: bool, recompute: 
 
 
 class Subnet(nn.Module):
-    """A plain Transformer for `arch`, with the widths and attention options of `space`.
+    """A plain Transformer for the spec's arch, with the widths and attention options of its space.
 
     Args:
-        arch: the architecture; must lie in `space`.
-        space: gives the model width, head width and each attention candidate's op and options.
-        shape: the task's sizes (vocabulary, outputs, longest sequence, readout).
+        spec: the arch, the space (model width, head width, each attention candidate's op and
+            options) and the task's sizes (vocabulary, outputs, longest sequence, readout).
 
     Shape: tokens (b, n) long, mask (b, n) bool (True = real) -> (b, C) or (b, n, C).
     """
 
-    def __init__(self, arch: Arch, space: SearchSpace, shape: ModelShape):
+    def __init__(self, spec: ModelSpec):
         super().__init__()
-        space.validate(arch)
-        self.arch, self.shape = arch, shape
+        self.spec = spec
+        arch, space, shape = spec.arch, spec.space, spec.shape
         self.reversible = space.memory.reversible
         self.recompute = True  # reversible only: False stores activations (tests' reference)
         self.embed = TokenEmbedding(shape.vocab_size, space.dim, shape.max_len)

@@ -25,6 +25,7 @@ from torch.utils.tensorboard import SummaryWriter
 from nas import cost, ranking, viz
 from nas.errors import ConfigError, check_whole
 from nas.metrics import HIGHER_IS_BETTER, evaluate_with_loss, score
+from nas.model import ModelSpec
 from nas.ops.attention import revisions
 from nas.safe_load import read_yaml
 from nas.space import Arch, SearchSpace
@@ -117,7 +118,7 @@ def rank(cfg: DictConfig) -> RankOutcome:
 
     trainer = OmegaConf.to_container(cfg.trainer, resolve=True)
     trainer_options = {k: trainer[k] for k in ("accelerator", "precision") if k in trainer}
-    jobs = {(a, s): Job(a.to_dict(), space.to_dict(), task.record(), str(data_dir), s, budget,
+    jobs = {(a, s): Job(ModelSpec(a, space, task.shape).to_dict(), task.record(), str(data_dir), s, budget,
                         {**trainer_options, "devices": 1}, revisions(space.op_types(a)))
             for a in scored for s in seeds}
     pending = sum(read_result(folder, job) is None for job in jobs.values())
@@ -134,7 +135,7 @@ def rank(cfg: DictConfig) -> RankOutcome:
     rows = []
     for a in archs:
         metric, loss = inherited[a]
-        estimate = cost.estimate(a, space, task.shape, task.seq_len)
+        estimate = cost.estimate(ModelSpec(a, space, task.shape), task.seq_len)
         rows.append(ranking.RankedArch(a, metric, loss, [results[a, s]["val"] for s in seeds],
                                        {"params": estimate.params, "flops": estimate.flops}))
     higher = HIGHER_IS_BETTER[task.metric]

@@ -5,7 +5,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from nas import cost
-from nas.model import ModelShape, Subnet
+from nas.model import ModelShape, ModelSpec, Subnet
 from nas.ops.attention import ATTENTION, make_core
 from nas.space import SearchSpace
 from tests.helpers import SPACES
@@ -21,8 +21,8 @@ def lra():
 def test_params_equal_the_subnet_parameter_count(lra):
     for seed in range(10):
         arch = lra.sample(seed)
-        model = Subnet(arch, lra, SHAPE)
-        assert cost.params(arch, lra, SHAPE) == sum(p.numel() for p in model.parameters())
+        model = Subnet(ModelSpec(arch, lra, SHAPE))
+        assert cost.params(ModelSpec(arch, lra, SHAPE)) == sum(p.numel() for p in model.parameters())
 
 
 def count_flops(fn) -> int:
@@ -36,11 +36,11 @@ def test_flops_match_pytorchs_flop_counter(lra):
     """Matrix products dominate; the analytic count is within 25% of what torch counts."""
     for seed in range(5):
         arch = lra.sample(seed)
-        model = Subnet(arch, lra, SHAPE).eval()
+        model = Subnet(ModelSpec(arch, lra, SHAPE)).eval()
         tokens = torch.randint(1, SHAPE.vocab_size, (2, 256))
         with torch.no_grad():
             counted = count_flops(lambda: model(tokens))
-        analytic = cost.flops(arch, lra, SHAPE, seq_len=256, batch_size=2)
+        analytic = cost.flops(ModelSpec(arch, lra, SHAPE), seq_len=256, batch_size=2)
         assert 0.75 * counted <= analytic <= 1.25 * counted, (arch.describe(), analytic, counted)
 
 
@@ -57,8 +57,8 @@ def test_each_core_flops_scale_as_the_op_should(name):
 
 def test_estimate_scales_with_length_and_batch(lra):
     arch = lra.largest()
-    short = cost.estimate(arch, lra, SHAPE, seq_len=64)
-    long = cost.estimate(arch, lra, SHAPE, seq_len=256, batch_size=2)
+    short = cost.estimate(ModelSpec(arch, lra, SHAPE), seq_len=64)
+    long = cost.estimate(ModelSpec(arch, lra, SHAPE), seq_len=256, batch_size=2)
     assert short.params == long.params
     assert long.flops > 8 * short.flops and long.activation_mib > 8 * short.activation_mib
 
@@ -83,7 +83,7 @@ def test_latency_is_the_median_of_the_timed_forwards_in_ms(monkeypatch):
 def test_subnet_latency_runs_the_model_on_real_token_ids(lra, monkeypatch):
     seen = []
     monkeypatch.setattr(cost, "measure_latency_ms", lambda model, inputs, **kw: seen.append(inputs) or 1.0)
-    model = Subnet(lra.smallest(), lra, SHAPE)
+    model = Subnet(ModelSpec(lra.smallest(), lra, SHAPE))
     assert cost.subnet_latency_ms(model, 64, SHAPE.vocab_size, batch_size=2) == 1.0
     (tokens,), = seen
     assert tokens.shape == (2, 64) and 1 <= int(tokens.min()) and int(tokens.max()) < SHAPE.vocab_size
@@ -104,11 +104,11 @@ def test_activation_memory_follows_the_memory_options(reversible, ffn_chunks):
             "memory": {"reversible": reversible, "ffn_chunks": ffn_chunks}})
         shape = ModelShape(20, 5, n)
         torch.manual_seed(0)
-        model = Subnet(space.largest(), space, shape).train()
+        model = Subnet(ModelSpec(space.largest(), space, shape)).train()
         with PeakMemory() as memory:
             model(torch.randint(1, 20, (1, n))).sum().backward()
         measured.append((memory.peak - sum(p.numel() * 4 for p in model.parameters())) / 2**20)
-        estimates.append(cost.estimate(space.largest(), space, shape, n).activation_mib)
+        estimates.append(cost.estimate(ModelSpec(space.largest(), space, shape), n).activation_mib)
     for est, got in zip(estimates, measured):
         assert got / 2.5 < est < got * 2.5
     if reversible:

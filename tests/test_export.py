@@ -20,7 +20,7 @@ from nas import cost
 from nas.errors import ConfigError
 from nas.export import export, load, quantize_int8, write_int8_program
 from nas.ops.attention import ATTENTION
-from nas.model import ModelShape
+from nas.model import ModelShape, ModelSpec
 from nas.space import Arch, SearchSpace
 from nas.training.retrain import RetrainModule
 from tests.ops.test_attention_registry import SMALL_OPTIONS
@@ -74,8 +74,9 @@ torch.save(results, out)
 def make_checkpoint(path, layers: list[dict], readout: str = "classify"):
     """A RetrainModule after one training step on random data, saved by a Lightning Trainer."""
     torch.manual_seed(0)
-    module = RetrainModule({"depth": len(layers), "layers": layers}, SPACE, ModelShape(VOCAB, CLASSES, MAX_LEN, readout),
-                           "acc", warmup_steps=1)
+    model = {"arch": {"depth": len(layers), "layers": layers}, "space": SPACE,
+             "shape": ModelShape(VOCAB, CLASSES, MAX_LEN, readout).to_dict()}
+    module = RetrainModule(model, "acc", warmup_steps=1)
     target = (lambda: torch.randint(0, CLASSES, (MAX_LEN,))) if readout == "tokens" else (lambda: torch.tensor(1))
     samples = [{"tokens": torch.randint(1, VOCAB, (MAX_LEN,)), "mask": torch.ones(MAX_LEN, dtype=torch.bool),
                 "target": target()} for _ in range(4)]
@@ -179,17 +180,18 @@ def test_classifier_program_and_predict_script(main, run_alone):
 
 def test_files_and_metrics(main):
     module = RetrainModule.load_model(str(main.ckpt))
-    assert Arch.from_yaml(main.dir / "arch.yaml") == module.arch
-    assert SearchSpace.from_yaml(main.dir / "space.yaml") == module.space
+    spec = module.spec
+    assert Arch.from_yaml(main.dir / "arch.yaml") == spec.arch
+    assert SearchSpace.from_yaml(main.dir / "space.yaml") == spec.space
+    assert spec.shape == ModelShape(VOCAB, CLASSES, MAX_LEN)
     m = json.loads((main.dir / "metrics.json").read_text())
     assert m == main.metrics
-    shape = ModelShape(VOCAB, CLASSES, MAX_LEN)
     assert m["cost/params"] == sum(p.numel() for p in main.model.parameters())
-    assert m["cost/params"] == cost.params(module.arch, module.space, shape)
-    assert m["cost/flops"] == cost.flops(module.arch, module.space, shape, SEQ_LEN)
-    assert m["cost/flops"] < cost.flops(module.arch, module.space, shape, MAX_LEN)  # measured at seq_len
+    assert m["cost/params"] == cost.params(spec)
+    assert m["cost/flops"] == cost.flops(spec, SEQ_LEN)
+    assert m["cost/flops"] < cost.flops(spec, MAX_LEN)  # measured at seq_len
     assert m["cost/latency_ms"] > 0 and "median" in m["cost/latency_method"]
-    assert Arch.from_dict(m["arch"]) == module.arch
+    assert Arch.from_dict(m["arch"]) == spec.arch
     with torch.no_grad():
         right = sum(int((main.model(b["tokens"], b["mask"]).argmax(-1) == b["target"]).sum()) for b in main.batches)
     assert m["test/acc"] == pytest.approx(right / sum(len(b["target"]) for b in main.batches))
@@ -284,23 +286,39 @@ def test_overwrite_replaces_export_files_only(op_exports, tmp_path):
     assert (tmp_path / "model.pt2").is_file()
 
 
+def test_a_checkpoint_from_before_model_spec_loads_and_exports_the_same(main, tmp_path):
+    """Retrain checkpoints once held arch, space and shape as three hparams, not one `model`."""
+    good = torch.load(main.ckpt, weights_only=True)
+    hparams = {key: value for key, value in good["hyper_parameters"].items() if key != "model"}
+    older = tmp_path / "older.ckpt"
+    torch.save({**good, "hyper_parameters": {**hparams, **good["hyper_parameters"]["model"]}}, older)
+    module = RetrainModule.load_model(str(older))
+    assert module.spec == RetrainModule.load_model(str(main.ckpt)).spec
+    assert module.hparams["model"] == good["hyper_parameters"]["model"]
+    metrics = export(older, tmp_path / "out", seq_len=SEQ_LEN)
+    assert metrics["cost/params"] == main.metrics["cost/params"] and metrics["cost/flops"] == main.metrics["cost/flops"]
+    for name in ("arch.yaml", "space.yaml", "model.json"):
+        assert (tmp_path / "out" / name).read_text() == (main.dir / name).read_text()
+
+
 def test_bad_checkpoints_are_one_line_errors(main, tmp_path):
     good = torch.load(main.ckpt, weights_only=True)
     text = tmp_path / "text.ckpt"
     text.write_text("not a checkpoint")
     no_hparams = tmp_path / "no_hparams.ckpt"
     torch.save({"state_dict": good["state_dict"]}, no_hparams)
-    no_arch = tmp_path / "no_arch.ckpt"
-    no_arch_hparams = {k: v for k, v in good["hyper_parameters"].items() if k != "arch"}
-    torch.save({**good, "hyper_parameters": no_arch_hparams}, no_arch)
+    no_model = tmp_path / "no_model.ckpt"
+    no_model_hparams = {k: v for k, v in good["hyper_parameters"].items() if k != "model"}
+    torch.save({**good, "hyper_parameters": no_model_hparams}, no_model)
     no_weights = tmp_path / "no_weights.ckpt"
     torch.save({**good, "state_dict": {}}, no_weights)
     other_space = tmp_path / "other_space.ckpt"
-    wider = {**good["hyper_parameters"]["space"], "dim": 64}
-    torch.save({**good, "hyper_parameters": {**good["hyper_parameters"], "space": wider}}, other_space)
+    model = good["hyper_parameters"]["model"]
+    wider = {**model, "space": {**model["space"], "dim": 64}}
+    torch.save({**good, "hyper_parameters": {**good["hyper_parameters"], "model": wider}}, other_space)
     cases = {tmp_path / "missing.ckpt": "no such file", text: "cannot be read as a torch checkpoint",
              no_hparams: "not a LongNAS retrain checkpoint: no 'hyper_parameters'",
-             no_arch: "hyper_parameters lack arch", no_weights: "no subnet weights",
+             no_model: "hyper_parameters lack model", no_weights: "no subnet weights",
              other_space: "weights do not match the arch"}
     for ckpt, message in cases.items():
         with pytest.raises(ConfigError, match=re.escape(message)) as err:

@@ -9,7 +9,7 @@ import yaml
 from torch.utils.data import DataLoader
 
 from nas.export import export, load
-from nas.model import ModelShape
+from nas.model import ModelShape, ModelSpec
 from nas.space import SearchSpace
 from nas.training.retrain import RetrainModule
 
@@ -28,7 +28,8 @@ def exported(tmp_path_factory):
     torch.manual_seed(0)
     arch = {"depth": 2, "layers": [{"attention": "performer", "heads": 2, "ffn_dim": 32},
                                    {"attention": "local", "heads": 2, "ffn_dim": 32}]}
-    module = RetrainModule(arch, SPACE, ModelShape(VOCAB, CLASSES, MAX_LEN), "acc", warmup_steps=1)
+    model = {"arch": arch, "space": SPACE, "shape": ModelShape(VOCAB, CLASSES, MAX_LEN).to_dict()}
+    module = RetrainModule(model, "acc", warmup_steps=1)
     samples = [{"tokens": torch.randint(1, VOCAB, (MAX_LEN,)), "mask": torch.ones(MAX_LEN, dtype=torch.bool),
                 "target": torch.tensor(1)} for _ in range(4)]
     trainer = pl.Trainer(max_steps=2, accelerator="cpu", logger=False, enable_checkpointing=False,
@@ -78,7 +79,7 @@ def test_program_of_dynamic_ops_keeps_any_length(tmp_path):
     arch = Arch.from_dict({"depth": 2, "layers": [{"attention": "performer", "heads": 2, "ffn_dim": 32},
                                                   {"attention": "full", "heads": 2, "ffn_dim": 32}]})
     torch.manual_seed(0)
-    model = Subnet(arch, space, ModelShape(VOCAB, CLASSES, MAX_LEN))
+    model = Subnet(ModelSpec(arch, space, ModelShape(VOCAB, CLASSES, MAX_LEN)))
     assert write_program(model, MAX_LEN, tmp_path / "model.pt2")  # dynamic length
     program = torch.export.load(str(tmp_path / "model.pt2")).module()
     tokens = torch.randint(1, VOCAB, (2, 7))

@@ -20,6 +20,7 @@ from nas.cli import export as export_cli
 from nas.cli import rank as rank_cli
 from nas.cli import retrain as retrain_cli
 from nas.errors import ConfigError
+from nas.model import ModelSpec
 from nas.training import standalone
 from nas.training.search import load_supernet
 from tests.cli.conftest import TINY, compose_config
@@ -147,8 +148,9 @@ def test_rank_refuses_a_run_config_that_names_code(finished_run, tmp_path, capsy
 def test_a_standalone_job_refuses_a_task_that_names_code(finished_run, tmp_path, place):
     marker = tmp_path / "pwned"
     saved = yaml.safe_load((finished_run / ".hydra" / "config.yaml").read_text())
-    space = load_supernet(finished_run / "checkpoints" / "last.ckpt").space
-    job = standalone.Job(space.largest().to_dict(), space.to_dict(), planted(saved["task"], marker)[place], str(tmp_path), 0,
+    supernet = load_supernet(finished_run / "checkpoints" / "last.ckpt")
+    model = ModelSpec(supernet.space.largest(), supernet.space, supernet.shape).to_dict()
+    job = standalone.Job(model, planted(saved["task"], marker)[place], str(tmp_path), 0,
                          standalone.Budget(max_epochs=1), {"accelerator": "cpu", "devices": 1})
     with pytest.raises(ConfigError, match="standalone job") as err:
         standalone.train(job)

@@ -15,6 +15,7 @@ from omegaconf import OmegaConf
 from nas import pipeline, rank_pipeline
 from nas.cli import rank as rank_cli
 from nas.errors import ConfigError
+from nas.model import ModelSpec
 from nas.ops.attention import revisions
 from nas.ranking import read_ranking, seed_agreement, stratified_archs, write_archs
 from nas.space import Arch
@@ -248,7 +249,7 @@ def test_a_supernet_trained_before_an_op_changed_is_named_on_load(search_run, tm
 
 
 def test_claims_are_exclusive_and_a_dead_process_claim_is_taken_over(tmp_path):
-    job = standalone.Job({"depth": 1}, {}, {}, "", 0, standalone.Budget(), {})
+    job = standalone.Job({"arch": {"depth": 1}, "space": {}, "shape": {}}, {}, "", 0, standalone.Budget(), {})
     assert standalone.claim(tmp_path, job)
     assert not standalone.claim(tmp_path, job)  # held by this (live) process
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -269,7 +270,7 @@ def test_claims_are_exclusive_and_a_dead_process_claim_is_taken_over(tmp_path):
 def test_a_training_process_keeps_its_claims_fresh_and_only_its_own(tmp_path, monkeypatch):
     monkeypatch.setattr(standalone, "HEARTBEAT_SECONDS", 0.05)
     arch = {"depth": 1, "layers": [{"attention": "full", "heads": 1, "ffn_dim": 8}]}
-    job = standalone.Job(arch, {}, {}, "", 0, standalone.Budget(), {})
+    job = standalone.Job({"arch": arch, "space": {}, "shape": {}}, {}, "", 0, standalone.Budget(), {})
     long_ago = time.time() - 1000
     others = tmp_path / "another.claim"
     others.write_text(f"another-host.example {os.getpid()}\n")
@@ -281,7 +282,7 @@ def test_a_training_process_keeps_its_claims_fresh_and_only_its_own(tmp_path, mo
         os.utime(claim, (long_ago, long_ago))
         time.sleep(0.5)  # ten heartbeats
         ages.append(time.time() - claim.stat().st_mtime)
-        return {"arch": job.arch, "seed": job.seed, "budget": job.budget.__dict__, "metric": "acc", "val": 0.5,
+        return {"arch": job.model["arch"], "seed": job.seed, "budget": job.budget.__dict__, "metric": "acc", "val": 0.5,
                 "val_loss": 1.0, "train_seconds": 0.5}  # read back and checked as a real result
 
     assert standalone.run_jobs([job], tmp_path, train_fn=slow_training) == [job]
@@ -290,11 +291,12 @@ def test_a_training_process_keeps_its_claims_fresh_and_only_its_own(tmp_path, mo
 
 def largest_arch_job(search_run, epochs: int = 1) -> standalone.Job:
     saved = OmegaConf.load(search_run / ".hydra" / "config.yaml")
-    space = load_supernet(search_run / "checkpoints" / "last.ckpt").space
+    supernet = load_supernet(search_run / "checkpoints" / "last.ckpt")
     task = OmegaConf.to_container(saved.task, resolve=True)  # a record: name and options
     budget = standalone.Budget(max_epochs=epochs, warmup_steps=2)
-    return standalone.Job(space.largest().to_dict(), space.to_dict(), task, str(saved.paths.data_dir), 0, budget,
-                          {"accelerator": "cpu", "devices": 1})
+    spec = ModelSpec(supernet.space.largest(), supernet.space, supernet.shape)
+    return standalone.Job(spec.to_dict(), task, str(saved.paths.data_dir), 0,
+                          budget, {"accelerator": "cpu", "devices": 1})
 
 
 def test_a_job_trains_the_same_twice_and_another_seed_differs(search_run):
@@ -331,19 +333,22 @@ def test_a_job_killed_mid_training_resumes_at_its_last_epoch_and_ends_as_if_neve
 
 
 def test_job_ids_name_what_determines_the_result():
-    job = standalone.Job({"depth": 1}, {"name": "s"}, {"seq_len": 8}, "/data", 0, standalone.Budget(), {"accelerator": "cpu"})
-    same_elsewhere = standalone.Job({"depth": 1}, {"name": "s"}, {"seq_len": 8}, "/other", 0, standalone.Budget(), {})
+    job = standalone.Job({"arch": {"depth": 1}, "space": {"name": "s"}, "shape": {}}, {"seq_len": 8}, "/data", 0, standalone.Budget(), {"accelerator": "cpu"})
+    same_elsewhere = standalone.Job({"arch": {"depth": 1}, "space": {"name": "s"}, "shape": {}}, {"seq_len": 8}, "/other", 0, standalone.Budget(), {})
     assert job.id == same_elsewhere.id  # where data is cached and on what it trains do not change it
-    for other in (standalone.Job({"depth": 2}, {"name": "s"}, {"seq_len": 8}, "", 0, standalone.Budget(), {}),
-                  standalone.Job({"depth": 1}, {"name": "s"}, {"seq_len": 8}, "", 1, standalone.Budget(), {}),
-                  standalone.Job({"depth": 1}, {"name": "s"}, {"seq_len": 8}, "", 0, standalone.Budget(max_epochs=3), {}),
-                  standalone.Job({"depth": 1}, {"name": "s"}, {"seq_len": 9}, "", 0, standalone.Budget(), {}),
-                  standalone.Job({"depth": 1}, {"name": "s"}, {"seq_len": 8}, "", 0, standalone.Budget(), {},
+    for other in (standalone.Job({"arch": {"depth": 2}, "space": {"name": "s"}, "shape": {}}, {"seq_len": 8}, "", 0, standalone.Budget(), {}),
+                  standalone.Job({"arch": {"depth": 1}, "space": {"name": "s"}, "shape": {}}, {"seq_len": 8}, "", 1, standalone.Budget(), {}),
+                  standalone.Job({"arch": {"depth": 1}, "space": {"name": "s"}, "shape": {}}, {"seq_len": 8}, "", 0, standalone.Budget(max_epochs=3), {}),
+                  standalone.Job({"arch": {"depth": 1}, "space": {"name": "s"}, "shape": {}}, {"seq_len": 9}, "", 0, standalone.Budget(), {}),
+                  standalone.Job({"arch": {"depth": 1}, "space": {"name": "s"}, "shape": {}}, {"seq_len": 8}, "", 0, standalone.Budget(), {},
                                  {"linformer": 2})):
         assert other.id != job.id
     # Jobs without revised ops keep the id they had before revisions were recorded: a cached
     # result is retrained only where an op of its arch has changed since.
-    assert job.id == "3efbf3bc7c54d3e5"  # as computed before revisions existed
+    assert job.id == "3efbf3bc7c54d3e5"  # as computed before revisions existed, and before ModelSpec
+    other_shape = standalone.Job({"arch": {"depth": 1}, "space": {"name": "s"}, "shape": {"max_len": 8}}, {"seq_len": 8},
+                                 "", 0, standalone.Budget(), {})
+    assert other_shape.id == job.id  # the task decides the shape: it adds nothing to the key
 
 
 def test_the_cli_prints_the_figures(search_run, capsys):

@@ -16,7 +16,7 @@ from tensorboard.util import tensor_util
 from torch.utils.tensorboard import SummaryWriter
 
 from nas import cost, viz
-from nas.model import ModelShape
+from nas.model import ModelShape, ModelSpec
 from nas.space import Arch, LayerArch, SearchSpace
 from nas.results import Candidate, SearchResult, pareto_front
 from nas.strategies.base import Strategy
@@ -53,7 +53,7 @@ def make_candidates(space: SearchSpace) -> list[Candidate]:
     candidates = []
     for seed in range(8):
         arch = space.sample(seed)
-        params = cost.params(arch, space, SHAPE)
+        params = cost.params(ModelSpec(arch, space, SHAPE))
         candidates.append(Candidate(arch, {"val/acc": 0.5 + params / 4e5 + 0.01 * (seed % 3),
                                            "cost/params": params}))
     return list({c.arch: c for c in candidates}.values())  # samples may repeat
@@ -83,7 +83,7 @@ def test_a_search_writes_every_picture_the_table_and_hparams(space, tmp_path):
     best = max(candidates, key=lambda c: c.metrics["val/acc"])
     result = SearchResult(best=best.arch, ranked=candidates,
                           pareto=pareto_front(candidates, "val/acc", "cost/params"))
-    chosen_cost = cost.estimate(best.arch, space, SHAPE, seq_len=64)
+    chosen_cost = cost.estimate(ModelSpec(best.arch, space, SHAPE), seq_len=64)
 
     writer = SummaryWriter(str(tmp_path))
     log_search(writer, space, strategy, result, chosen_cost, {"val/acc": best.metrics["val/acc"]}, step=7)
@@ -170,7 +170,7 @@ def test_a_ranking_strategy_gets_a_scatter_from_the_cost_model(space, tmp_path):
 
     with_cost = SummaryWriter(str(tmp_path / "cost"))
     log_search(with_cost, space, Strategy(space), SearchResult(best=ranked[0].arch, ranked=ranked),
-               cost_of=lambda arch: cost.estimate(arch, space, SHAPE, seq_len=64))
+               cost_of=lambda arch: cost.estimate(ModelSpec(arch, space, SHAPE), seq_len=64))
     with_cost.close()
     assert set(read_events(tmp_path / "cost").Tags()["images"]) == {"search/pareto", "search/chosen_arch"}
 
@@ -277,7 +277,7 @@ def test_arch_picture_stacks_boxes_coloured_by_attention_with_a_legend():
 
 def test_arch_table_is_markdown_with_cost_metrics_and_margins(space):
     arch = Arch(2, (LayerArch("lsh", 2, 32), LayerArch("performer", 4, 64)))
-    table = viz.arch_table(arch, cost.estimate(arch, space, SHAPE, 64), {"val/acc": 0.8125})
+    table = viz.arch_table(arch, cost.estimate(ModelSpec(arch, space, SHAPE), 64), {"val/acc": 0.8125})
     lines = table.splitlines()
     assert lines[:4] == ["| layer | attention | heads | ffn |", "|---:|---|---:|---:|",
                          "| 0 | lsh | 2 | 32 |", "| 1 | performer | 4 | 64 |"]

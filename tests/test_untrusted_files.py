@@ -60,7 +60,7 @@ def fake_export(folder: Path, **replace: Path | None) -> Path:
 
 
 def result_job() -> standalone.Job:
-    return standalone.Job(ARCH, {}, {}, "", 0, standalone.Budget(), {})
+    return standalone.Job({"arch": ARCH, "space": {}, "shape": {}}, {}, "", 0, standalone.Budget(), {})
 
 
 def result(**change) -> dict:

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from nas import cost
 from nas.errors import ConfigError, check_number, check_whole, excerpt, fits, type_name
+from nas.model import ModelSpec
 from nas.metrics import evaluate_with_loss
 from nas.results import Candidate, SearchResult, best_first
 from nas.space import Arch, SearchSpace
@@ -167,7 +168,7 @@ class Strategy(nn.Module):
         candidates = []
         for arch in archs:
             value, loss = evaluate_with_loss(net, val_batches, metric, arch=arch)
-            params = cost.params(arch, net.space, net.shape)  # exact, without extracting a copy
+            params = cost.params(ModelSpec(arch, net.space, net.shape))  # exact, without extracting a copy
             candidates.append(Candidate(arch, {f"val/{metric}": value, "val/loss": loss, "cost/params": params}))
         return best_first(candidates, metric)
 

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from nas import cost
 from nas.errors import ConfigError
-from nas.model import Block, FeedForward, ModelShape, Readout, Subnet, TokenEmbedding, run_blocks
+from nas.model import Block, FeedForward, ModelShape, ModelSpec, Readout, Subnet, TokenEmbedding, run_blocks
 from nas.ops.attention import SelfAttention, make_core
 from nas.ops.attention.base import attend, merge_heads, split_heads
 from nas.ops.chunked import chunked
@@ -230,7 +230,7 @@ class Supernet(nn.Module):
         super().__init__()
         if sharing not in SHARING:
             raise ConfigError(f"unknown sharing '{sharing}'; allowed: {', '.join(SHARING)}")
-        cost.check_size(space, shape, f"space '{space.name}'")  # before allocating a thing
+        cost.check_space_size(space, shape, f"space '{space.name}'")  # before allocating a thing
         self.space = space
         self.shape, self.sharing = shape, sharing
         self.recompute = True  # memory.reversible only: False stores activations (tests' reference)
@@ -304,9 +304,9 @@ class Supernet(nn.Module):
     @torch.no_grad()
     def extract(self, arch: Arch) -> Subnet:
         """A standalone `Subnet` holding copies of exactly the weights `arch` uses."""
-        self.space.validate(arch)
+        spec = ModelSpec(arch, self.space, self.shape)  # checks that arch lies in the space
         with torch.device("meta"):  # the skeleton's own weights are replaced below
-            subnet = Subnet(arch, self.space, self.shape)
+            subnet = Subnet(spec)
         subnet.embed = copy.deepcopy(self.embed)
         subnet.readout = copy.deepcopy(self.readout)
         subnet.blocks = nn.ModuleList(block.extract(layer) for block, layer in zip(self.blocks, arch.layers))

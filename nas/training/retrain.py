@@ -3,8 +3,8 @@
 The subnet starts from scratch or from the supernet's weights (`Supernet.extract`), and can
 learn from a teacher (the supernet's largest subnet) by distillation, as in TinyBERT
 (https://arxiv.org/abs/1909.10351): loss = (1 - w) * task loss + w * soft cross-entropy.
-The checkpoint holds everything needed to rebuild the model: the arch, the space and the
-task's `ModelShape` (see `hparams`), so export needs nothing else.
+The checkpoint holds everything needed to rebuild the model: its `ModelSpec` (the hparam
+`model`), so export needs nothing else.
 """
 from __future__ import annotations
 
@@ -13,16 +13,15 @@ import torch
 from torch import Tensor, nn
 
 from nas.metrics import check_finite, soft_cross_entropy, task_loss, task_metric
-from nas.model import ModelShape, Subnet
+from nas.errors import ConfigError
+from nas.model import ModelSpec, Subnet
 from nas.ops.attention import revisions
 from nas.safe_load import read_checkpoint
-from nas.space import Arch, SearchSpace
 
 
 class RetrainModule(pl.LightningModule):
     """Args:
-        arch, space: the architecture to train (dicts, as saved in hparams, or objects).
-        shape: the task's sizes (a ModelShape, or its dict as saved in hparams).
+        model: the model to train: a ModelSpec, or its `to_dict()` as saved in hparams.
         metric: "acc" or "bpb".
         lr, weight_decay, warmup_steps: AdamW with linear warm-up then cosine decay.
         teacher: an optional module mapping (tokens, mask) to logits.
@@ -33,20 +32,18 @@ class RetrainModule(pl.LightningModule):
             this code's `revisions` of the arch's ops, which export compares with its own).
     """
 
-    def __init__(self, arch: dict | Arch, space: dict | SearchSpace, shape: dict | ModelShape, metric: str, lr: float = 1e-3, weight_decay: float = 0.01,
+    def __init__(self, model: dict | ModelSpec, metric: str, lr: float = 1e-3, weight_decay: float = 0.01,
                  warmup_steps: int = 50, teacher: nn.Module | None = None, distill: float = 0.0,
                  task_config: dict | None = None, op_revisions: dict | None = None):
         super().__init__()
-        arch = arch if isinstance(arch, Arch) else Arch.from_dict(arch)
-        space = space if isinstance(space, SearchSpace) else SearchSpace.from_dict(space)
-        shape = shape if isinstance(shape, ModelShape) else ModelShape.from_dict(shape)
+        spec = model if isinstance(model, ModelSpec) else ModelSpec.from_dict(model)
         self.save_hyperparameters({
-            "arch": arch.to_dict(), "space": space.to_dict(), "shape": shape.to_dict(), "metric": metric,
+            "model": spec.to_dict(), "metric": metric,
             "lr": lr, "weight_decay": weight_decay, "warmup_steps": warmup_steps, "distill": distill,
-            "task_config": task_config, "op_revisions": revisions(space.op_types(arch)),
+            "task_config": task_config, "op_revisions": revisions(spec.space.op_types(spec.arch)),
         })
-        self.arch, self.space, self.metric = arch, space, metric
-        self.model = Subnet(arch, space, shape)
+        self.spec, self.metric = spec, metric
+        self.model = Subnet(spec)
         if distill and teacher is None:
             raise ValueError("distill > 0 needs a teacher")
         # Not a submodule: the teacher stays out of the checkpoint and the optimizer.
@@ -103,7 +100,14 @@ class RetrainModule(pl.LightningModule):
 
     @classmethod
     def load_model(cls, path: str, map_location: str = "cpu") -> "RetrainModule":
-        """The module from a checkpoint, without a teacher (so without distillation)."""
-        read_checkpoint(path, "retrain checkpoint")  # one line, not a traceback, for a bad file
+        """The module from a checkpoint, without a teacher (so without distillation). A
+        checkpoint from before `ModelSpec` (separate arch, space and shape hparams) loads too."""
+        ckpt = read_checkpoint(path, "retrain checkpoint")  # one line, not a traceback, for a bad file
+        hparams = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
+        if not isinstance(hparams, dict):
+            raise ConfigError(f"{path}: not a LongNAS retrain checkpoint (no 'hyper_parameters')")
+        spec = ModelSpec.from_hparams(hparams, source=str(path))
+        # Lightning passes only the arguments __init__ names, so old checkpoints' arch, space
+        # and shape are dropped in favour of `model`
         return cls.load_from_checkpoint(path, map_location=map_location, weights_only=True,
-                                        teacher=None, distill=0.0)
+                                        model=spec, teacher=None, distill=0.0)

@@ -32,7 +32,7 @@ def measure(args, mode: str, depth: int, n: int) -> dict:
     import torch
 
     from nas import cost
-    from nas.model import ModelShape, Subnet
+    from nas.model import ModelShape, ModelSpec, Subnet
     from nas.peak_memory import PeakMemory
     from nas.space import SearchSpace
 
@@ -44,7 +44,8 @@ def measure(args, mode: str, depth: int, n: int) -> dict:
         "memory": {"reversible": reversible, "ffn_chunks": chunks}})
     shape = ModelShape(vocab_size=32, num_classes=10, max_len=n)
     torch.manual_seed(0)
-    model = Subnet(space.largest(), space, shape).train()
+    spec = ModelSpec(space.largest(), space, shape)
+    model = Subnet(spec).train()
     tokens = torch.randint(1, 32, (args.batch, n))
     target = torch.randint(0, 10, (args.batch,))
 
@@ -64,7 +65,7 @@ def measure(args, mode: str, depth: int, n: int) -> dict:
     return {"peak_mib": round(memory.peak / 2**20, 1), "rss_peak_mib": round(rss, 1),
             "grads_mib": round(grads, 1), "activation_mib": round(memory.peak / 2**20 - grads, 1),
             "seconds": round(step_s, 3),
-            "estimate_mib": round(cost.estimate(space.largest(), space, shape, n, args.batch).activation_mib, 1)}
+            "estimate_mib": round(cost.estimate(spec, n, args.batch).activation_mib, 1)}
 
 
 def sweep(args) -> dict:

@@ -32,7 +32,7 @@ def test_retrain_inherits_and_distills(config, searched, tmp_path, capsys):
     result = retrain.run(cfg)
     assert result.ckpt.is_file()
     hparams = torch.load(result.ckpt, weights_only=True)["hyper_parameters"]
-    assert Arch.from_dict(hparams["arch"]) == Arch.from_yaml(arch_file)
+    assert Arch.from_dict(hparams["model"]["arch"]) == Arch.from_yaml(arch_file)
     # test/acc is the best checkpoint's accuracy on the task's test set, counted here apart
     module = RetrainModule.load_model(str(result.ckpt))
     task = pipeline.make_task(cfg)

@@ -9,7 +9,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from nas import cost
 from nas.errors import ConfigError
-from nas.model import ModelShape
+from nas.model import ModelShape, ModelSpec
 from nas.ops.attention import build, make_core
 from nas.space import Arch, LayerArch, SearchSpace
 from nas.supernet import Supernet
@@ -198,4 +198,4 @@ def test_supernet_extract_equals_supernet_with_fewer_heads(sharing):
         with torch.no_grad():
             torch.testing.assert_close(sub(tokens, mask), net(tokens, arch, mask), atol=1e-5, rtol=1e-5)
         shape = ModelShape(20, 3, 64)
-        assert sum(p.numel() for p in sub.parameters()) == cost.params(arch, space, shape)
+        assert sum(p.numel() for p in sub.parameters()) == cost.params(ModelSpec(arch, space, shape))

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from nas.model import ModelShape, Subnet
+from nas.model import ModelShape, ModelSpec, Subnet
 from nas.ops.attention import ATTENTION
 from nas.ops.chunked import chunked
 from nas.ops.reversible import Coupling, coupled, reversible
@@ -52,7 +52,7 @@ def test_reversible_gradients_equal_stored_activations(op):
     """Recomputed in backward or stored, the same coupling gives the same gradients; two steps,
     so that a Performer redraws its features in the second forward and the replay must too."""
     torch.manual_seed(0)
-    model = Subnet(space_of(op).largest(), space_of(op), SHAPE).train()
+    model = Subnet(ModelSpec(space_of(op).largest(), space_of(op), SHAPE)).train()
     stored = copy.deepcopy(model)
     stored.recompute = False
     outs, grads = train_steps(model)
@@ -171,7 +171,7 @@ def test_recomputation_runs_under_the_forwards_autocast():
     """Mixed precision (bf16 autocast, as Lightning's bf16-mixed): backward runs outside the
     autocast block, so the recomputation must re-enter it to compute what the forward did."""
     torch.manual_seed(0)
-    model = Subnet(space_of("full").largest(), space_of("full"), SHAPE).train()
+    model = Subnet(ModelSpec(space_of("full").largest(), space_of("full"), SHAPE)).train()
     stored = copy.deepcopy(model)
     stored.recompute = False
     tokens, mask = batch()

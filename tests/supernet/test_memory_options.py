@@ -5,7 +5,7 @@ import copy
 import pytest
 import torch
 
-from nas.model import ModelShape, Subnet
+from nas.model import ModelShape, ModelSpec, Subnet
 from nas.peak_memory import PeakMemory
 from nas.space import Arch, LayerArch, SearchSpace
 from nas.supernet import Supernet
@@ -84,9 +84,9 @@ def test_one_hot_mixture_equals_the_reversible_arch(hard):
 def test_reversible_differs_from_the_plain_residual():
     """The option changes the model (a coupled pair), not only how it is trained."""
     torch.manual_seed(0)
-    plain = Subnet(SearchSpace.from_yaml(SPACES / "tiny.yaml").largest(),
-                   SearchSpace.from_yaml(SPACES / "tiny.yaml"), ModelShape(12, 3, 64)).eval()
-    rev = Subnet(plain.arch, with_memory("tiny"), ModelShape(12, 3, 64)).eval()
+    plain = Subnet(ModelSpec(SearchSpace.from_yaml(SPACES / "tiny.yaml").largest(),
+                             SearchSpace.from_yaml(SPACES / "tiny.yaml"), ModelShape(12, 3, 64))).eval()
+    rev = Subnet(ModelSpec(plain.spec.arch, with_memory("tiny"), ModelShape(12, 3, 64))).eval()
     rev.load_state_dict(plain.state_dict())
     tokens = torch.randint(1, 12, (2, 40))
     with torch.no_grad():
@@ -99,7 +99,7 @@ def training_peak(depth: int, reversible: bool, n: int = 256) -> int:
         "layer": {"attention": {"local": {"window": 32}}, "heads": [4], "ffn_dim": [128]},
         "memory": {"reversible": reversible}})
     torch.manual_seed(0)
-    model = Subnet(space.largest(), space, ModelShape(VOCAB, CLASSES, n)).train()
+    model = Subnet(ModelSpec(space.largest(), space, ModelShape(VOCAB, CLASSES, n))).train()
     tokens = torch.randint(1, VOCAB, (2, n))
     with PeakMemory() as memory:
         model(tokens).sum().backward()

@@ -4,7 +4,7 @@ import torch
 
 from nas import cost
 from nas.errors import ConfigError
-from nas.model import ModelShape
+from nas.model import ModelShape, ModelSpec
 from nas.space import Arch, LayerArch
 from nas.supernet import SHARING, FewShotSupernet, Supernet, sort_by_importance
 from tests.helpers import load_space
@@ -68,7 +68,7 @@ def test_extracted_subnet_equals_supernet_on_20_archs(lra, sharing):
         sub = net.extract(arch).eval()
         with torch.no_grad():
             torch.testing.assert_close(sub(tokens, mask), net(tokens, arch, mask), atol=1e-5, rtol=1e-5)
-        assert sum(p.numel() for p in sub.parameters()) == cost.params(arch, lra, shape)
+        assert sum(p.numel() for p in sub.parameters()) == cost.params(ModelSpec(arch, lra, shape))
 
 
 def test_training_the_subnet_leaves_the_supernet_alone(lra):
