@@ -34,7 +34,6 @@ from nas.errors import ConfigError
 from nas.export import export as export_folder
 from nas.safe_load import read_checkpoint
 from nas.metrics import HIGHER_IS_BETTER, evaluate
-from nas.model import ModelSpec
 from nas.results import Candidate, SearchResult
 from nas.run_folder import is_rank_zero as _rank_zero
 from nas.run_folder import working_in
@@ -42,10 +41,10 @@ from nas.space import Arch, SearchSpace
 from nas.strategies import STRATEGIES, Strategy
 from nas.supernet import FewShotSupernet, Supernet
 from nas.tasks import Task, build_task
-from nas.training.checkpoint import AtomicCheckpoint, last_checkpoint, resumable
+from nas.training.checkpoint import AtomicCheckpoint, check_resume, last_checkpoint, resumable
 from nas.training.retrain import RetrainModule
 from nas.training.run import fit_supernet, validation_batches
-from nas.training.search import load_supernet
+from nas.training.search import SearchModule, load_supernet
 from nas.training.tensorboard import log_hparams, log_search
 
 log = logging.getLogger("nas")
@@ -164,6 +163,10 @@ def search(cfg: DictConfig, run_dir: Path) -> SearchOutcome:
     resume_from = str(found_ckpt) if found_ckpt else None
     if resume_from:
         log.info("resuming the search from %s", resume_from)
+        # another space, strategy or stage: one line now, not a state_dict RuntimeError in fit
+        built = SearchModule(supernet, strategy, task.metric)
+        check_resume(read_checkpoint(resume_from, "resume checkpoint"), resume_from, built, "search",
+                     built.model_record())
     logger = hydra.utils.instantiate(cfg.logger) if cfg.get("logger") else False
     task.setup("fit")  # a search epoch cycles the longer of the training and validation loaders
     batches = max(len(task.train_dataloader()), len(task.val_dataloader()))
@@ -178,7 +181,7 @@ def search(cfg: DictConfig, run_dir: Path) -> SearchOutcome:
     key = f"val/{task.metric}"
     scored = next((c.metrics[key] for c in result.ranked if c.arch == result.best and key in c.metrics), None)
     value = scored if scored is not None else evaluate(supernet, val_batches, task.metric, arch=result.best)
-    estimate = cost.estimate(ModelSpec(result.best, space, task.shape), task.seq_len)
+    estimate = cost.estimate(result.best, space, task.shape, task.seq_len)
     metrics = {f"search/{key}": value, "cost/params": estimate.params, "cost/flops": estimate.flops,
                "cost/activation_mib": round(estimate.activation_mib, 2)}
     history = getattr(strategy, "history", None)  # the architecture distribution (DARTS, GDAS, ENAS)
@@ -198,7 +201,7 @@ def search(cfg: DictConfig, run_dir: Path) -> SearchOutcome:
     writer = trainer.logger.experiment if trainer.logger and _rank_zero() else None  # rank 0's events only
     if writer is not None:
         log_search(writer, space, strategy, result, estimate, metrics, step=trainer.global_step,
-                   cost_of=lambda arch: cost.estimate(ModelSpec(arch, space, task.shape), task.seq_len))
+                   cost_of=lambda arch: cost.estimate(arch, space, task.shape, task.seq_len))
     return SearchOutcome(arch=result.best, space=space, task=task, supernet=supernet, result=result,
                          supernet_ckpt=last, metrics=metrics, margins=margins, comparison=comparison,
                          tensorboard=writer, step=trainer.global_step)
@@ -282,19 +285,26 @@ def retrain(cfg: DictConfig, arch: Arch, space: SearchSpace, task: Task, out_dir
     s = settings if settings is not None else cfg.retrain
     if s.init not in INITS:
         raise ConfigError(f"retrain.init: unknown init '{s.init}'; allowed: {', '.join(INITS)}")
-    spec = ModelSpec.build(arch, space, task.shape, "the arch to retrain")
-    cost.check_size(spec, "the arch to retrain")  # before any allocation
+    cost.check_size(space, task.shape, "the arch to retrain", arch)  # validates it too; before any allocation
     if supernet is None and (s.init == "inherit" or s.distill):
         if not s.supernet_ckpt:
             raise ConfigError("retrain.supernet_ckpt: init=inherit and distill need a search's "
                               "checkpoints/last.ckpt")
         supernet = load_supernet(s.supernet_ckpt, space)
     teacher = supernet.extract(space.largest()) if s.distill else None
-    module = RetrainModule(spec, task.metric, lr=s.lr, weight_decay=s.weight_decay,
+    module = RetrainModule(arch, space, task.shape, task.metric, lr=s.lr, weight_decay=s.weight_decay,
                            warmup_steps=s.warmup_steps, teacher=teacher, distill=s.distill,
                            task_config=task.record())
     if s.init == "inherit":
         module.model.load_state_dict(supernet.extract(arch).state_dict())
+    last = out_dir / "checkpoints" / "last.ckpt"
+    found_ckpt = resumable(last) if cfg.get("resume") else None
+    resume_from = str(found_ckpt) if found_ckpt else None
+    if resume_from:
+        log.info("resuming retraining from %s", resume_from)
+        # one line for a bad file, and for one of another stage or arch (not a state_dict RuntimeError)
+        check_resume(read_checkpoint(resume_from, "resume checkpoint"), resume_from, module, "retrain",
+                     {key: module.hparams[key] for key in ("arch", "space", "shape")})
 
     monitor = f"val/{task.metric}"
     mode = "max" if HIGHER_IS_BETTER[task.metric] else "min"
@@ -306,12 +316,6 @@ def retrain(cfg: DictConfig, arch: Arch, space: SearchSpace, task: Task, out_dir
     task.setup("fit")
     trainer = _trainer(cfg, out_dir, callbacks, logger, len(task.train_dataloader()), max_epochs=s.max_epochs,
                        gradient_clip_val=s.gradient_clip_val)
-    last = out_dir / "checkpoints" / "last.ckpt"
-    found_ckpt = resumable(last) if cfg.get("resume") else None
-    resume_from = str(found_ckpt) if found_ckpt else None
-    if resume_from:
-        log.info("resuming retraining from %s", resume_from)
-        read_checkpoint(resume_from, "resume checkpoint")  # one line for a bad file
     trainer.fit(module, datamodule=task, ckpt_path=resume_from, weights_only=True)
     val = float(trainer.callback_metrics.get(monitor, float("nan")))
     tested = trainer.test(module, datamodule=task, ckpt_path=best.best_model_path or None, verbose=False,
@@ -352,7 +356,7 @@ def run(cfg: DictConfig, run_dir: Path) -> RunOutcome:
     log.info("run folder: %s", run_dir)
     # evolution workers share one run's study by design (README): only they may work together
     shared = cfg.strategy.get("name") == "evolution" and bool(cfg.get("resume"))
-    with working_in(run_dir, lock=not shared):
+    with working_in(run_dir, lock=not shared, resumed=bool(cfg.get("resume"))):
         return _run(cfg, run_dir)
 
 

@@ -41,12 +41,13 @@ def read_status(folder: Path, name: str = "run") -> dict:
 
 
 @contextlib.contextmanager
-def working_in(folder: Path, name: str = "run", lock: bool = True):
+def working_in(folder: Path, name: str = "run", lock: bool = True, resumed: bool = False):
     """Hold `folder`'s lock for the block and keep its status: running, then failed (with the
     error) or done. `name` prefixes the files (run.lock, run.pid, status.json for a run
     folder); without `lock` only the status is kept (evolution workers sharing a run). Under
     DDP rank 0 alone holds the lock and writes the status: the other ranks run the same
-    command in the same folder by design."""
+    command in the same folder by design. `resumed` (resume=) keeps the run's first start time
+    and records this one as `resumed`."""
     folder = Path(folder)
     if not is_rank_zero():
         yield
@@ -61,7 +62,7 @@ def working_in(folder: Path, name: str = "run", lock: bool = True):
         # if this process fails or is killed, rather than saying failed or running forever.
         joined_done = not lock and old.get("state") == "done"
         if not joined_done:
-            write_status(folder, "running", name=name)
+            write_status(folder, "running", name=name, resumed=resumed)
         try:
             yield
         except BaseException as err:
@@ -91,13 +92,21 @@ def run_lock(run_dir: Path, name: str = "run"):
         lock.release()
 
 
-def write_status(run_dir: Path, state: str, error: str | None = None, name: str = "run") -> None:
-    """status.json: running / failed (with the error) / done, with the times, for users and resume."""
+def write_status(run_dir: Path, state: str, error: str | None = None, name: str = "run",
+                 resumed: bool = False) -> None:
+    """status.json: running / failed (with the error) / done, with the times, for users and resume:
+    `started` when the run first started, `resumed` when a process last took it up again
+    (absent if none did), `updated` now."""
     path = status_file(run_dir, name)
     old = read_status(run_dir, name)
     now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    status = {"state": state, "started": old.get("started", now) if state != "running" else now,
-              "updated": now, "pid": os.getpid(), "error": error}
+    if state == "running":  # a new run in this folder starts the clock again, a resumed one not
+        started, last = (old.get("started", now), now) if resumed else (now, None)
+    else:
+        started, last = old.get("started", now), old.get("resumed")
+    status = {"state": state, "started": started, "updated": now, "pid": os.getpid(), "error": error}
+    if last:
+        status["resumed"] = last
     tmp = path.with_name(path.name + ".partial")
     tmp.write_text(json.dumps(status, indent=2) + "\n")
     os.replace(tmp, path)

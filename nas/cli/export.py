@@ -15,6 +15,8 @@ from omegaconf import DictConfig
 from nas import pipeline
 from nas.cli.common import CONFIGS, one_line_errors
 from nas.run_folder import working_in
+from nas.safe_load import read_checkpoint
+from nas.training.checkpoint import check_weights_finite
 
 
 @one_line_errors("nas-export")
@@ -23,6 +25,9 @@ def run(cfg: DictConfig) -> pipeline.ExportOutcome:
     nas-export to the same folder stops naming the first's PID) with its status in
     .<out>.status.json; the folder itself appears only when complete."""
     ckpt, out = Path(cfg.ckpt), Path(cfg.out)
+    weights = read_checkpoint(ckpt, "ckpt").get("state_dict")
+    if isinstance(weights, dict):  # NaN weights would export a model that predicts nothing
+        check_weights_finite(weights, f"ckpt {ckpt}")
     with working_in(out.parent, name=f".{out.name}"):
         outcome = pipeline.export(ckpt, out, cfg, pipeline.task_of(ckpt, cfg.paths.data_dir))
     print(json.dumps(outcome.metrics, indent=2))

@@ -29,7 +29,7 @@ def run(cfg: DictConfig) -> pipeline.RetrainOutcome | None:
     space = pipeline.space_of(cfg)
     arch = Arch.from_yaml(cfg.arch)
     run_dir = Path(cfg.paths.output_dir)
-    with working_in(run_dir):
+    with working_in(run_dir, resumed=bool(cfg.get("resume"))):
         outcome = pipeline.retrain(cfg, arch, space, pipeline.make_task(cfg), run_dir)
     lines = ["", arch.describe(), "", *(f"{k:<24} {v:.4f}" for k, v in outcome.metrics.items()),
              f"{'checkpoint':<24} {outcome.ckpt}"]

@@ -24,6 +24,7 @@ from nas.results import SearchResult
 from nas.space import Arch, SearchSpace
 from nas.strategies.base import Strategy
 from nas.supernet import FewShotSupernet, Supernet
+from nas.training.checkpoint import check_weights_finite, difference, misfit
 
 
 class SearchModule(pl.LightningModule):
@@ -116,12 +117,17 @@ class SearchModule(pl.LightningModule):
     def on_train_epoch_end(self) -> None:
         self.strategy.on_epoch_end(self)
 
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        # What it takes to rebuild the supernet (retrain's init=inherit reads it).
+    def model_record(self) -> dict:
+        """What it takes to rebuild the supernet: space, shape, sharing, few_shot (the
+        checkpoint's `supernet` entry, less op_revisions); a resume must build the same."""
         net = self.supernet
-        checkpoint["supernet"] = {"space": net.space.to_dict(), "shape": net.shape.to_dict(),
-                                  "sharing": net.sharing, "few_shot": getattr(net, "split", None),
-                                  "op_revisions": revisions(net.space.all_op_types())}
+        return {"space": net.space.to_dict(), "shape": net.shape.to_dict(), "sharing": net.sharing,
+                "few_shot": getattr(net, "split", None)}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # retrain's init=inherit, nas-rank and resume= read it
+        checkpoint["supernet"] = {**self.model_record(),
+                                  "op_revisions": revisions(self.supernet.space.all_op_types())}
         # Resuming must replay the same batches and samples as an uninterrupted run.
         kind, keys, position, has_gauss, gauss = np.random.get_state()
         # plain types: checkpoints load with weights_only=True, which refuses numpy arrays
@@ -154,7 +160,7 @@ def load_supernet(path: str | Path, space: SearchSpace | None = None) -> Superne
     """The supernet saved in a search checkpoint; with `space`, check that it is that space."""
     path = Path(path)
     checkpoint = read_checkpoint(path, "supernet checkpoint")
-    if not isinstance(checkpoint.get("supernet"), dict) or "state_dict" not in checkpoint:
+    if not isinstance(checkpoint.get("supernet"), dict) or not isinstance(checkpoint.get("state_dict"), dict):
         raise ConfigError(f"{path}: not a LongNAS search checkpoint (no 'supernet' entry)")
     meta = checkpoint["supernet"]
     unknown = sorted(set(meta) - {"space", "shape", "sharing", "few_shot", "op_revisions"}, key=str)
@@ -164,7 +170,7 @@ def load_supernet(path: str | Path, space: SearchSpace | None = None) -> Superne
         raise ConfigError(f"{path}: supernet.few_shot must be a decision name or null")
     saved = SearchSpace.from_dict(meta["space"], source=str(path))
     if space is not None and saved != space:
-        where = first_difference(saved.to_dict(), space.to_dict())
+        where = difference(saved.to_dict(), space.to_dict())[0] or "(top level)"
         raise ConfigError(f"{path}: checkpoint is from space '{saved.name}', not '{space.name}': "
                           f"they differ at '{where}'")
     shape = ModelShape.from_dict(meta.get("shape"), source=f"{path}: shape")
@@ -176,15 +182,10 @@ def load_supernet(path: str | Path, space: SearchSpace | None = None) -> Superne
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from None
     prefix = "supernet."
-    supernet.load_state_dict({k[len(prefix):]: v for k, v in checkpoint["state_dict"].items()
-                              if k.startswith(prefix)})
+    state = {k[len(prefix):]: v for k, v in checkpoint["state_dict"].items() if str(k).startswith(prefix)}
+    problem = misfit(state, supernet.state_dict())
+    if problem:
+        raise ConfigError(f"{path}: its weights do not fit the supernet it records: {problem}")
+    check_weights_finite(state, f"supernet checkpoint {path}")  # NaN would be inherited and distilled silently
+    supernet.load_state_dict(state)
     return supernet
-
-
-def first_difference(a, b, prefix: str = "") -> str:
-    """The first key path at which two nested dicts/lists differ."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        for key in list(a) + [k for k in b if k not in a]:
-            if key not in a or key not in b or a[key] != b[key]:
-                return first_difference(a.get(key), b.get(key), f"{prefix}.{key}" if prefix else str(key))
-    return prefix or "(top level)"
