@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -15,8 +16,10 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from nas.cpu_allocator import reuse_freed_memory
-from nas.errors import ConfigError, check_number, check_whole
-from nas.run_folder import read_status
+from nas.errors import ConfigError, check_number, check_whole, excerpt
+from nas.pipeline import INITS
+from nas.run_folder import is_rank_zero, read_status
+from nas.safe_load import read_yaml
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository: configs/ and search_spaces/ live here
 CONFIGS = str(ROOT / "configs")
@@ -24,6 +27,8 @@ CONFIGS = str(ROOT / "configs")
 OmegaConf.register_new_resolver("nas_root", lambda: str(ROOT), replace=True)
 # ${nas_or:a,b}: a unless it is null (oc.select returns a null value instead of its default)
 OmegaConf.register_new_resolver("nas_or", lambda value, default: default if value is None else value, replace=True)
+# ${nas_unless:a,b}: b unless a is set (configs/hydra/default.yaml: no .hydra/ written on resume=)
+OmegaConf.register_new_resolver("nas_unless", lambda value, default: None if value else default, replace=True)
 
 log = logging.getLogger("nas")
 
@@ -110,6 +115,10 @@ _NUMBERS = {("search", "lr"): "positive", ("search", "weight_decay"): "non-negat
             ("retrain", "warmup_steps"): 0, ("retrain", "patience"): 1,
             ("retrain", "distill"): "fraction", ("retrain", "gradient_clip_val"): "positive"}
 _OFF = {("search", "grad_clip"), ("retrain", "gradient_clip_val")}
+# switches: YAML reads `maybe` as a string and `2` as a number, which an `if` would take for true
+_FLAGS = ("retrain.enabled", "export.enabled", "export.overwrite", "export.quantize", "overwrite", "quantize",
+          "search_pick")
+_UNSET = object()
 
 
 def validate(cfg: DictConfig, command: str) -> None:
@@ -135,6 +144,13 @@ def validate(cfg: DictConfig, command: str) -> None:
             check_whole(value, f"{group}.{field}", rule)
         else:
             check_number(value, f"{group}.{field}", rule)
+    for key in _FLAGS:
+        value = OmegaConf.select(cfg, key, default=_UNSET)
+        if value is not _UNSET and not isinstance(value, bool):
+            raise ConfigError(f"{key}={excerpt(value)}: must be true or false")
+    init = OmegaConf.select(cfg, "retrain.init", default=_UNSET)
+    if init is not _UNSET and init not in INITS:  # here, not after a whole search has trained
+        raise ConfigError(f"retrain.init={excerpt(init)}: allowed: {', '.join(INITS)}")
     strategy = cfg.get("strategy")
     for field in (strategy or {}):  # every learning rate of a strategy (arch_lr, controller_lr, ...)
         if str(field).endswith("lr"):
@@ -156,6 +172,107 @@ def validate(cfg: DictConfig, command: str) -> None:
         here = Path.cwd().resolve()  # the export is renamed into place: never over this folder
         if Path(str(out)).resolve() in (here, *here.parents):
             raise ConfigError(f"out={out}: the current folder or one above it; name a folder of its own for the export")
+    if resume and command in ("nas-search", "nas-retrain"):  # last: it rewrites .hydra/ once all else passed
+        check_resume(cfg, command)
+
+
+# -- resume= continues a run as it was started. Hydra writes no .hydra/ for a resume
+# (configs/hydra/default.yaml), so .hydra/config.yaml still holds the settings the run started
+# with when the resume is checked against them; an accepted resume then rewrites it, as Hydra would.
+# What a resume must keep: what decides the weights trained so far. Not the hardware (a run may
+# move from a GPU to the CPU), logging, storage or where files go. trainer.max_epochs is kept too:
+# schedules span the whole run (GDAS's temperature, DARTS's softmax temperature, retraining's
+# cosine), so a longer run is a new run.
+_TRAINED = ("seed", "sharing", "few_shot", "few_shot_from", "task", "space", "strategy", "search", "retrain",
+            "trainer.max_epochs")
+# read only once training is over, so a resume may change them: which arch to take and whether to
+# retrain (nas-decide, nas/decide_again.py, decides a finished search again with another strategy.decide)
+_AFTER = ("search.eval_batches", "retrain.enabled")
+_AFTER_STRATEGY = {"darts": ("decide", "min_margin"), "gdas": ("decide", "min_margin"), "random": ("samples",),
+                   "enas": ("final_samples",),
+                   "evolution": ("population", "generations", "mutation_prob", "crossover_prob", "cost",
+                                 "constraints", "study_name", "heartbeat_interval", "grace_period")}
+# evolution workers join a run's study with their own seed and without retraining (README)
+_WORKER = ("seed", "retrain")
+
+
+def check_resume(cfg: DictConfig, command: str) -> None:
+    """Refuse, in one line naming each changed key with its old and new value, a `resume=` that
+    would continue a run with other training settings (or by another command) than it started
+    with; then, for a run that is not done, record the accepted config in .hydra/ as Hydra
+    would. A folder without .hydra/config.yaml (a run composed in Python) is only warned about."""
+    folder = Path(str(cfg.resume))
+    saved = folder / ".hydra" / "config.yaml"
+    if not saved.is_file():
+        log.warning("resume=%s: no .hydra/config.yaml in it, so the settings the run was started with "
+                    "are not checked", cfg.resume)
+        return
+    started = read_yaml(saved, "the run's config")
+    if not isinstance(started, dict):
+        raise ConfigError(f"{saved}: not a run's config (a mapping of settings)")
+    wrote = "nas-search" if "strategy" in started else "nas-retrain"
+    if wrote != command:
+        raise ConfigError(f"resume={cfg.resume}: a run folder of {wrote}, not of {command}: "
+                          f"resume it with {wrote} resume=")
+    changed = changed_settings(started, OmegaConf.to_container(cfg, resolve=False), command)
+    if changed:
+        shown = ", ".join(changed[:8]) + (f" and {len(changed) - 8} more" if len(changed) > 8 else "")
+        raise ConfigError(f"resume={cfg.resume}: the run was started with other settings ({saved}): {shown}; "
+                          "a resume continues a run as it started: drop these overrides, or start a new "
+                          "run to train with them (also to train longer)")
+    if read_status(folder).get("state") != "done":  # a done run is not resumed (see `finished`)
+        _record_config(cfg)
+
+
+def changed_settings(started: dict, now: dict, command: str) -> list[str]:
+    """'key old -> new' for each training setting (see _TRAINED) that differs, in the order of
+    the run's config; "(unset)" where one side lacks the key."""
+    name = [c["strategy"].get("name") if isinstance(c.get("strategy"), dict) else None for c in (started, now)]
+    free = list(_AFTER)
+    if name[0] == name[1]:
+        free += [f"strategy.{option}" for option in _AFTER_STRATEGY.get(name[1], ())]
+        free += list(_WORKER) if name[1] == "evolution" else []
+    if command == "nas-retrain":  # retraining runs retrain.max_epochs
+        free.append("trainer.max_epochs")
+    old, new = _flat(started), _flat(now)
+    changed = []
+    for key in dict.fromkeys([*old, *new]):
+        if not _under(key, _TRAINED) or _under(key, free) or old.get(key, _UNSET) == new.get(key, _UNSET):
+            continue
+        shown = [excerpt(v) if v is not _UNSET else "(unset)" for v in (old.get(key, _UNSET), new.get(key, _UNSET))]
+        changed.append(f"{key} {shown[0]} -> {shown[1]}")
+    return changed
+
+
+def _under(key: str, prefixes) -> bool:
+    return any(key == p or key.startswith(p + ".") for p in prefixes)
+
+
+def _flat(tree: object, prefix: str = "") -> dict:
+    """A nested mapping as {'a.b.c': value}; an empty mapping is a value of its own."""
+    if not isinstance(tree, dict) or not tree:
+        return {prefix: tree}
+    flat = {}
+    for key, value in tree.items():
+        flat.update(_flat(value, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
+
+
+def _record_config(cfg: DictConfig) -> None:
+    """What Hydra writes into .hydra/ at a start, written for an accepted resume (Hydra writes
+    nothing then, so that a refused one leaves the run's record as it was)."""
+    if not HydraConfig.initialized() or not is_rank_zero():  # composed in Python; DDP's other ranks
+        return
+    hydra = HydraConfig.get()
+    if hydra.output_subdir is not None:  # Hydra wrote it already (hydra.output_subdir set by hand)
+        return
+    folder = Path(hydra.runtime.output_dir) / ".hydra"
+    folder.mkdir(exist_ok=True)
+    for name, node in (("config.yaml", cfg), ("hydra.yaml", HydraConfig.instance().cfg),
+                       ("overrides.yaml", hydra.overrides.task)):
+        partial = folder / f"{name}.{os.getpid()}.partial"  # whole files, also with workers writing at once
+        partial.write_text(OmegaConf.to_yaml(node))
+        partial.replace(folder / name)
 
 
 def finished(cfg: DictConfig, command: str) -> bool:

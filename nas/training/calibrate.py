@@ -30,8 +30,8 @@ class Calibration:
 
     def __post_init__(self):
         check_whole(self.steps, "calibrate.steps", 0)
-        for name in ("lr", "gradient_clip_val"):
-            check_number(getattr(self, name), f"calibrate.{name}", "non-negative")
+        check_number(self.lr, "calibrate.lr", "positive")  # lr 0 would score the archs as inherited
+        check_number(self.gradient_clip_val, "calibrate.gradient_clip_val", "non-negative")
 
 
 def calibrate(model: nn.Module, batches: Callable[[], Iterable[dict]], calibration: Calibration,
