@@ -34,6 +34,7 @@ from nas.errors import ConfigError
 from nas.export import export as export_folder
 from nas.safe_load import read_checkpoint
 from nas.metrics import HIGHER_IS_BETTER, evaluate
+from nas.model import ModelSpec
 from nas.results import Candidate, SearchResult
 from nas.run_folder import is_rank_zero as _rank_zero
 from nas.run_folder import working_in
@@ -181,7 +182,7 @@ def search(cfg: DictConfig, run_dir: Path) -> SearchOutcome:
     key = f"val/{task.metric}"
     scored = next((c.metrics[key] for c in result.ranked if c.arch == result.best and key in c.metrics), None)
     value = scored if scored is not None else evaluate(supernet, val_batches, task.metric, arch=result.best)
-    estimate = cost.estimate(result.best, space, task.shape, task.seq_len)
+    estimate = cost.estimate(ModelSpec(result.best, space, task.shape), task.seq_len)
     metrics = {f"search/{key}": value, "cost/params": estimate.params, "cost/flops": estimate.flops,
                "cost/activation_mib": round(estimate.activation_mib, 2)}
     history = getattr(strategy, "history", None)  # the architecture distribution (DARTS, GDAS, ENAS)
@@ -201,7 +202,7 @@ def search(cfg: DictConfig, run_dir: Path) -> SearchOutcome:
     writer = trainer.logger.experiment if trainer.logger and _rank_zero() else None  # rank 0's events only
     if writer is not None:
         log_search(writer, space, strategy, result, estimate, metrics, step=trainer.global_step,
-                   cost_of=lambda arch: cost.estimate(arch, space, task.shape, task.seq_len))
+                   cost_of=lambda arch: cost.estimate(ModelSpec(arch, space, task.shape), task.seq_len))
     return SearchOutcome(arch=result.best, space=space, task=task, supernet=supernet, result=result,
                          supernet_ckpt=last, metrics=metrics, margins=margins, comparison=comparison,
                          tensorboard=writer, step=trainer.global_step)
@@ -285,14 +286,15 @@ def retrain(cfg: DictConfig, arch: Arch, space: SearchSpace, task: Task, out_dir
     s = settings if settings is not None else cfg.retrain
     if s.init not in INITS:
         raise ConfigError(f"retrain.init: unknown init '{s.init}'; allowed: {', '.join(INITS)}")
-    cost.check_size(space, task.shape, "the arch to retrain", arch)  # validates it too; before any allocation
+    spec = ModelSpec.build(arch, space, task.shape, "the arch to retrain")
+    cost.check_size(spec, "the arch to retrain")  # before any allocation
     if supernet is None and (s.init == "inherit" or s.distill):
         if not s.supernet_ckpt:
             raise ConfigError("retrain.supernet_ckpt: init=inherit and distill need a search's "
                               "checkpoints/last.ckpt")
         supernet = load_supernet(s.supernet_ckpt, space)
     teacher = supernet.extract(space.largest()) if s.distill else None
-    module = RetrainModule(arch, space, task.shape, task.metric, lr=s.lr, weight_decay=s.weight_decay,
+    module = RetrainModule(spec, task.metric, lr=s.lr, weight_decay=s.weight_decay,
                            warmup_steps=s.warmup_steps, teacher=teacher, distill=s.distill,
                            task_config=task.record())
     if s.init == "inherit":
@@ -304,7 +306,7 @@ def retrain(cfg: DictConfig, arch: Arch, space: SearchSpace, task: Task, out_dir
         log.info("resuming retraining from %s", resume_from)
         # one line for a bad file, and for one of another stage or arch (not a state_dict RuntimeError)
         check_resume(read_checkpoint(resume_from, "resume checkpoint"), resume_from, module, "retrain",
-                     {key: module.hparams[key] for key in ("arch", "space", "shape")})
+                     {"model": module.hparams["model"]})
 
     monitor = f"val/{task.metric}"
     mode = "max" if HIGHER_IS_BETTER[task.metric] else "min"

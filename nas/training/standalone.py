@@ -39,7 +39,7 @@ from nas.cpu_allocator import reuse_freed_memory
 from nas.errors import ConfigError, check_number, check_whole
 from nas.metrics import METRICS, evaluate_with_loss
 from nas.safe_load import read_json
-from nas.space import Arch, SearchSpace
+from nas.model import ModelSpec
 from nas.tasks import build_task
 from nas.training.checkpoint import last_checkpoint, resumable
 from nas.training.retrain import RetrainModule
@@ -73,8 +73,7 @@ class Budget:
 class Job:
     """One standalone training: everything a fresh process needs, as plain data."""
 
-    arch: dict  # Arch.to_dict()
-    space: dict  # SearchSpace.to_dict()
+    model: dict  # ModelSpec.to_dict(): the arch, its space and the task's shape
     task: dict  # the task's record: its registered name and options (`Task.record()`)
     data_dir: str  # where the task's generated data is cached
     seed: int  # the training seed
@@ -89,9 +88,10 @@ class Job:
 
         An op of the arch past its first revision is part of the key too, so a result cached
         before the op changed is trained again rather than reused; ops that never changed add
-        nothing, so their results keep the ids they had before revisions existed.
+        nothing, so their results keep the ids they had before revisions existed. The shape
+        follows from the task, so it is left out: ids stay those of jobs from before `ModelSpec`.
         """
-        key = {"arch": self.arch, "space": self.space, "task": self.task, "seed": self.seed,
+        key = {"arch": self.model["arch"], "space": self.model["space"], "task": self.task, "seed": self.seed,
                "budget": dataclasses.asdict(self.budget)}
         if self.op_revisions:
             key["op_revisions"] = self.op_revisions
@@ -99,14 +99,17 @@ class Job:
 
 
 def train(job: Job, checkpoints: Path | None = None) -> dict:
-    """Train `job.arch` from scratch for the budget; its final metric and loss on the whole
+    """Train the job's model from scratch for the budget; its final metric and loss on the whole
     validation set. Runs in this process (or a worker's). With `checkpoints`, the last epoch is
     kept there as `<id>.ckpt` and training resumes from it."""
-    arch, space = Arch.from_dict(job.arch), SearchSpace.from_dict(job.space)
+    spec = ModelSpec.from_dict(job.model, f"standalone job {job.id}: model")
     task = build_task(job.task, job.data_dir, f"standalone job {job.id}: task")
     pl.seed_everything(job.seed, workers=True, verbose=False)
     b = job.budget
-    module = RetrainModule(arch, space, task.shape, task.metric, lr=b.lr, weight_decay=b.weight_decay,
+    if spec.shape != task.shape:
+        raise ConfigError(f"standalone job {job.id}: its model's shape {spec.shape.to_dict()} is not its "
+                          f"task's {task.shape.to_dict()}")
+    module = RetrainModule(spec, task.metric, lr=b.lr, weight_decay=b.weight_decay,
                            warmup_steps=b.warmup_steps, task_config=job.task)
     saver = [] if checkpoints is None else [last_checkpoint(checkpoints, job.id)]
     resume = None if checkpoints is None else resumable(Path(checkpoints) / f"{job.id}.ckpt")
@@ -119,7 +122,7 @@ def train(job: Job, checkpoints: Path | None = None) -> dict:
     trainer.fit(module, datamodule=task, ckpt_path=resume, weights_only=True)
     seconds = time.perf_counter() - start
     val, val_loss = evaluate_with_loss(module.model, task.val_dataloader(), task.metric)
-    return {"arch": job.arch, "seed": job.seed, "budget": dataclasses.asdict(b), "op_revisions": job.op_revisions,
+    return {"arch": job.model["arch"], "seed": job.seed, "budget": dataclasses.asdict(b), "op_revisions": job.op_revisions,
             "metric": task.metric, "val": val, "val_loss": val_loss, "train_seconds": round(seconds, 2),
             "host": socket.gethostname(), "pid": os.getpid()}
 
@@ -151,7 +154,7 @@ def read_result(folder: Path, job: Job) -> dict | None:
         if not low <= result[key] <= high:
             raise ConfigError(f"standalone result {path}: {key} {result[key]!r} is outside {low:g}..{high:g} "
                               f"(the range of {result['metric'] if key == 'val' else 'a loss'}); remove the file to train the job again")
-    expected = {"arch": job.arch, "seed": job.seed, "budget": dataclasses.asdict(job.budget),
+    expected = {"arch": job.model["arch"], "seed": job.seed, "budget": dataclasses.asdict(job.budget),
                 "op_revisions": job.op_revisions}
     found = {**result, "op_revisions": result.get("op_revisions", {})}  # absent before revisions existed
     other = next((key for key in expected if found[key] != expected[key]), None)
