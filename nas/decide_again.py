@@ -1,4 +1,4 @@
-"""Decide a finished DARTS or GDAS search again with another `strategy.decide` rule, without
+"""Decide a finished DARTS or GDAS search again with another `strategy.decide.rule`, without
 training again (`nas-decide`).
 
 The run's `.hydra/` and `checkpoints/` (the supernet and the architecture weights of its last
@@ -22,7 +22,7 @@ from nas.strategies.darts import DECIDE
 from nas.training.checkpoint import whole
 
 # overrides of the original run that the new one sets itself
-REPLACED = ("strategy.decide=", "resume=", "hydra.run.dir=", "retrain.enabled=")
+REPLACED = ("strategy.decide.rule=", "resume=", "hydra.run.dir=", "retrain.enabled=")
 # The run folder may come from someone else, and its overrides become command-line overrides,
 # which Hydra would instantiate: none may set Hydra's own settings, the logger (the one config
 # instantiated), or any key that names code.
@@ -30,7 +30,7 @@ UNSAFE = ("hydra", "logger", "_target_", "_partial_", "_args_", "_recursive_", "
 
 
 def decide_again(run: Path, decide: str, out: Path | None = None, overrides: Sequence[str] = ()) -> Path:
-    """Copy `run`'s config and checkpoints to `out` and resume it there with `strategy.decide`.
+    """Copy `run`'s config and checkpoints to `out` and resume it there with `strategy.decide.rule`.
 
     Args:
         run: a finished darts or gdas search run folder.
@@ -49,7 +49,7 @@ def decide_again(run: Path, decide: str, out: Path | None = None, overrides: Seq
     run = Path(run)
     out = Path(out) if out is not None else run.with_name(f"{run.name}_{decide}")
     if decide not in DECIDE:
-        raise ConfigError(f"strategy.decide={decide}: allowed: {', '.join(DECIDE)}")
+        raise ConfigError(f"strategy.decide.rule={decide}: allowed: {', '.join(DECIDE)}")
     config, saved = run / ".hydra" / "config.yaml", run / ".hydra" / "overrides.yaml"
     if not (run / "checkpoints" / "last.ckpt").is_file() or not config.is_file() or not saved.is_file():
         raise ConfigError(f"run={run}: not a search run folder (no checkpoints/last.ckpt or .hydra/)")
@@ -71,7 +71,7 @@ def decide_again(run: Path, decide: str, out: Path | None = None, overrides: Seq
     out.mkdir(parents=True)
     for part in (".hydra", "checkpoints"):  # not status.json: the new folder has not run yet
         shutil.copytree(run / part, out / part)
-    cmd = [sys.executable, "-m", "nas.cli.search", *kept, *overrides, f"strategy.decide={decide}",
+    cmd = [sys.executable, "-m", "nas.cli.search", *kept, *overrides, f"strategy.decide.rule={decide}",
            "retrain.enabled=false", f"resume={out.resolve()}", f"hydra.run.dir={out.resolve()}"]
     # relative paths of the run's overrides (data_dir) are read from here, as nas-search reads them
     done = subprocess.run(cmd, check=False, capture_output=True, text=True)

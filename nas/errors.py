@@ -69,28 +69,49 @@ def check_number(value: object, field: str, kind: str) -> None:
         raise ConfigError(f"{field}={excerpt(value)}: must be {wanted}")
 
 
-def build_config(cls: type, options: dict[str, Any], what: str):
+def build_config(cls: type, options: dict[str, Any], what: str, path: str | None = None):
     """`cls(**options)` for a config dataclass, every bad option reported as one ConfigError line.
 
     Checks names and types first (a YAML value of the wrong type would otherwise reach a
     comparison in `__post_init__` and fail with a message that names no field), then lets the
     dataclass check values; its ValueError becomes a ConfigError prefixed with `what`
     (e.g. "attention 'local'" or "task 'text'").
+
+    With `path` (e.g. "strategy"), each option is named by its path as the command line sets it
+    (`strategy.penalty.weight=-1: must be ...`; `__post_init__` names its fields, the path goes
+    in front), a field typed as a config dataclass is built the same way from a mapping (its
+    path `<path>.<field>`), and a value that is absent without a default, or Hydra's "???", is
+    one line saying it is missing.
     """
-    allowed = [f.name for f in dataclasses.fields(cls)]
+    fields = dataclasses.fields(cls)
+    allowed = [f.name for f in fields]
     unknown = sorted(set(options) - set(allowed), key=str)
     if unknown:
-        raise ConfigError(f"unknown option {excerpt(unknown[0])} for {what}; "
+        name = f"{path}.{unknown[0]}" if path else excerpt(unknown[0])
+        raise ConfigError(f"unknown option {name} for {what}; "
                           f"allowed: {', '.join(allowed) or '(none)'}")
     hints = typing.get_type_hints(cls)
-    for name, value in options.items():
-        if not fits(value, hints[name]):
-            raise ConfigError(f"{what}: option '{name}' must be {type_name(hints[name])}; "
-                              f"got {excerpt(value)}")
+    options = dict(options)
+    for f in fields:
+        name, hint, where = f.name, hints[f.name], f"{path}.{f.name}"
+        value = options.get(name, dataclasses.MISSING)
+        if path and ((isinstance(value, str) and value == "???") or value is dataclasses.MISSING
+                     and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING):
+            raise ConfigError(f"{where} is missing: {what} needs it; pass {where}=<value>")
+        if value is dataclasses.MISSING:
+            continue
+        if path and dataclasses.is_dataclass(hint):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where}={excerpt(value)}: must be a mapping of "
+                                  f"{', '.join(g.name for g in dataclasses.fields(hint))}")
+            options[name] = build_config(hint, value, what, where)
+        elif not fits(value, hint):
+            raise ConfigError(f"{where}={excerpt(value)}: must be {type_name(hint)}" if path else
+                              f"{what}: option '{name}' must be {type_name(hint)}; got {excerpt(value)}")
     try:
         return cls(**options)
     except (TypeError, ValueError) as err:
-        raise ConfigError(f"{what}: {err}") from None
+        raise ConfigError(f"{path}.{err}" if path else f"{what}: {err}") from None
 
 
 def fits(value: Any, hint: Any) -> bool:

@@ -29,7 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import EarlyStopping
 from torch.utils.tensorboard import SummaryWriter
 
-from nas import cost, viz
+from nas import cost
 from nas.errors import ConfigError
 from nas.export import export as export_folder
 from nas.safe_load import read_checkpoint
@@ -39,7 +39,7 @@ from nas.results import Candidate, SearchResult
 from nas.run_folder import is_rank_zero as _rank_zero
 from nas.run_folder import working_in
 from nas.space import Arch, SearchSpace
-from nas.strategies import STRATEGIES, Strategy
+from nas.strategies import STRATEGIES, SearchReport, SearchSetting, Strategy, build_strategy
 from nas.supernet import FewShotSupernet, Supernet
 from nas.tasks import Task, build_task
 from nas.training.checkpoint import AtomicCheckpoint, check_resume, last_checkpoint, resumable
@@ -113,14 +113,12 @@ def space_of(cfg: DictConfig) -> SearchSpace:
 
 
 def make_strategy(cfg: DictConfig, space: SearchSpace, task: Task, run_dir: Path) -> Strategy:
-    """The configured strategy; it also gets the task's length and the storage if it takes them.
-    Its options are checked here, before any training (`Strategy.build`)."""
+    """The configured strategy (`strategy.name` and its options), given what the search supplies:
+    the task's length, the storage and the run folder. Its options are checked here, before any
+    training (`build_strategy`)."""
     options = OmegaConf.to_container(cfg.strategy, resolve=True)
-    cls = STRATEGIES.get(options.pop("name"))
-    context = {"seq_len": task.seq_len, "storage": cfg.storage.url, "run_dir": str(run_dir)}
-    accepted = cls.options()
-    options.update({k: v for k, v in context.items() if k in accepted and k not in options})
-    return cls.build(space, options, seed=cfg.seed)
+    setting = SearchSetting(seq_len=task.seq_len, storage=cfg.storage.url, run_dir=str(run_dir))
+    return build_strategy(STRATEGIES.get(options.pop("name")), space, options, setting, seed=cfg.seed)
 
 
 def _trainer(cfg: DictConfig, run_dir: Path, callbacks: list, logger, batches: int, **overrides) -> pl.Trainer:
@@ -185,27 +183,34 @@ def search(cfg: DictConfig, run_dir: Path) -> SearchOutcome:
     estimate = cost.estimate(ModelSpec(result.best, space, task.shape), task.seq_len)
     metrics = {f"search/{key}": value, "cost/params": estimate.params, "cost/flops": estimate.flops,
                "cost/activation_mib": round(estimate.activation_mib, 2)}
-    history = getattr(strategy, "history", None)  # the architecture distribution (DARTS, GDAS, ENAS)
-    margins = viz.margins(history[-1]) if history else {}
-    comparison, shrunk = getattr(strategy, "comparison", {}), getattr(strategy, "shrunk", [])
-    if margins and _rank_zero():  # the sidecar: per decision, the final winner minus runner-up
-        sidecar = {k: round(v, 4) for k, v in margins.items()}
-        if shrunk:  # how each drop was decided (the last one's `cut` is the margin of the pick)
-            sidecar["shrink"] = [{k: round(v, 4) if isinstance(v, float) else v for k, v in e.items()} for e in shrunk]
-        if comparison:
-            sidecar["decide"] = comparison
-        (run_dir / "margins.yaml").write_text(yaml.safe_dump(sidecar, sort_keys=False))
-        threshold = getattr(strategy, "min_margin", None)
-        decision, smallest = min(margins.items(), key=lambda kv: kv[1])
-        if threshold is not None and smallest < threshold:
-            log.warning("the search did not decide: margin %.3f on %s < strategy.min_margin %.3f", smallest, decision, threshold)
+    report = strategy.report()
+    if _rank_zero():
+        write_margins(run_dir, report)
     writer = trainer.logger.experiment if trainer.logger and _rank_zero() else None  # rank 0's events only
     if writer is not None:
         log_search(writer, space, strategy, result, estimate, metrics, step=trainer.global_step,
                    cost_of=lambda arch: cost.estimate(ModelSpec(arch, space, task.shape), task.seq_len))
     return SearchOutcome(arch=result.best, space=space, task=task, supernet=supernet, result=result,
-                         supernet_ckpt=last, metrics=metrics, margins=margins, comparison=comparison,
+                         supernet_ckpt=last, metrics=metrics, margins=report.margins, comparison=report.comparisons,
                          tensorboard=writer, step=trainer.global_step)
+
+
+def write_margins(run_dir: Path, report: SearchReport) -> None:
+    """margins.yaml: per decision the final winner minus runner-up, how shrinking decided and the
+    decide rule's comparisons; a warning when a margin is below the strategy's threshold."""
+    if not report.margins:
+        return
+    sidecar = {k: round(v, 4) for k, v in report.margins.items()}
+    if report.shrunk:  # how each drop was decided (the last one's `cut` is the margin of the pick)
+        sidecar["shrink"] = [{k: round(v, 4) if isinstance(v, float) else v for k, v in e.items()}
+                             for e in report.shrunk]
+    if report.comparisons:
+        sidecar["decide"] = report.comparisons
+    (Path(run_dir) / "margins.yaml").write_text(yaml.safe_dump(sidecar, sort_keys=False))
+    decision, smallest = min(report.margins.items(), key=lambda kv: kv[1])
+    if report.min_margin is not None and smallest < report.min_margin:
+        log.warning("the search did not decide: margin %.3f on %s < strategy.decide.min_margin %.3f",
+                    smallest, decision, report.min_margin)
 
 
 def one_shot_parent(source: str | Path, fresh: Supernet) -> Supernet:

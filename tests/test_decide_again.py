@@ -26,7 +26,7 @@ def argmax_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("decide")
     run = root / "run"
     subprocess.run([sys.executable, "-m", "nas.cli.search", *TINY, "retrain.enabled=false", "strategy=gdas",
-                    "strategy.decide=argmax", f"paths.data_dir={root / 'data'}", f"hydra.run.dir={run}"],
+                    "strategy.decide.rule=argmax", f"paths.data_dir={root / 'data'}", f"hydra.run.dir={run}"],
                    cwd=ROOT, check=True, capture_output=True)
     return run
 
@@ -38,7 +38,7 @@ def weights(run: Path) -> dict:
 def test_the_same_weights_decided_greedily(argmax_run, tmp_path, capsys):
     run = tmp_path / "run"  # nas-decide's default folder is beside the run: <run>_<rule>
     shutil.copytree(argmax_run, run)
-    decide_cli.main([f"run={run}", "strategy.decide=greedy"])
+    decide_cli.main([f"run={run}", "strategy.decide.rule=greedy"])
     printed = json.loads(capsys.readouterr().out)
     out = tmp_path / "run_greedy"
     assert printed == {"run": str(run), "out": str(out), "decide": "greedy",
@@ -52,7 +52,7 @@ def test_the_same_weights_decided_greedily(argmax_run, tmp_path, capsys):
     assert all(torch.equal(v, after[k]) if isinstance(v, torch.Tensor) else v == after[k] for k, v in before.items())
     Arch.from_yaml(out / "best_arch.yaml")
     assert "candidates compared on the validation batches" in (out / "summary.txt").read_text()
-    assert yaml.safe_load((out / ".hydra" / "config.yaml").read_text())["strategy"]["decide"] == "greedy"
+    assert yaml.safe_load((out / ".hydra" / "config.yaml").read_text())["strategy"]["decide"]["rule"] == "greedy"
 
 
 def test_bad_folders_are_refused_in_one_line(argmax_run, tmp_path):
@@ -99,10 +99,10 @@ def test_bad_folders_are_refused_in_one_line(argmax_run, tmp_path):
 
 
 @pytest.mark.parametrize(("argv", "message"), [
-    (["strategy.decide=top2"], "missing value for 'run': pass run=..."),
-    (["run={tmp}"], "missing value for 'strategy.decide'"),
-    (["run={tmp}", "strategy.decide=best"], "strategy.decide=best: allowed: greedy, top2, argmax"),
-    (["run={tmp}", "strategy.decide=top2"], "run={tmp}: not a search run folder"),
+    (["strategy.decide.rule=top2"], "missing value for 'run': pass run=..."),
+    (["run={tmp}"], "missing value for 'strategy.decide.rule'"),
+    (["run={tmp}", "strategy.decide.rule=best"], "strategy.decide.rule=best: allowed: greedy, top2, argmax"),
+    (["run={tmp}", "strategy.decide.rule=top2"], "run={tmp}: not a search run folder"),
     (["run={tmp}", "top2"], "'top2': arguments are key=value"),
     (["--run", "{tmp}"], "unrecognized arguments: --run"),
 ])

@@ -40,17 +40,17 @@ def test_search_returns_its_outcome_and_scores_the_arch_once(tmp_path, counted):
 
 def test_margins_go_to_a_sidecar_and_a_small_one_warns(tmp_path, caplog):
     cfg = compose_config("search", tmp_path / "run", [*TINY, "retrain.enabled=false", "~logger",
-                                                      "strategy.min_margin=1.1"])  # every margin is below
+                                                      "strategy.decide.min_margin=1.0"])  # the smallest margin is below
     outcome = pipeline.search(cfg, tmp_path / "run")
     written = yaml.safe_load((tmp_path / "run" / "margins.yaml").read_text())
-    assert written.pop("decide") == outcome.comparison  # strategy.decide=greedy, the default
+    assert written.pop("decide") == outcome.comparison  # strategy.decide.rule=greedy, the default
     assert written == {k: round(v, 4) for k, v in outcome.margins.items()} and written
     assert sum("the search did not decide" in r.getMessage() for r in caplog.records) == 1
 
 
 def test_shrinking_and_the_final_comparison_go_to_the_sidecar_and_the_summary(tmp_path):
     cfg = compose_config("search", tmp_path / "run", [*TINY, "retrain.enabled=false", "~logger", "strategy=darts",
-                                                      "strategy.shrink_every=1", "strategy.decide=top2"])
+                                                      "strategy.shrink.every=1", "strategy.decide.rule=top2"])
     outcome = pipeline.search(cfg, tmp_path / "run")
     written = yaml.safe_load((tmp_path / "run" / "margins.yaml").read_text())
     drops = written.pop("shrink")  # one epoch: every decision with a choice to spare dropped one
@@ -87,7 +87,7 @@ def test_run_retrains_and_exports_the_searched_arch(tmp_path):
 LAYERS = {"predict": 0, "cli": 6, "pipeline": 5, "rank_pipeline": 5, "decide_again": 5,
           "export": 4, "training": 4, "run_folder": 4, "viz": 3, "strategies": 3,
           "supernet": 2, "cost": 2, "metrics": 2, "results": 2, "ranking": 2, "tasks": 2,
-          "model": 1, "space": 0, "ops": 0, "errors": 0, "registry": 0, "safe_load": 0, "peak_memory": 0,
+          "model": 1, "space": 0, "ops": 0, "errors": 0, "registry": 0, "safe_load": 0, "atomic": 0, "peak_memory": 0,
           "cpu_allocator": 0, "hydra_configs": 0}
 
 

@@ -29,7 +29,7 @@ def test_every_mechanism_composes_with_every_experiment(rank_study, experiment, 
         assert (cfg.sharing == "separate") == ("separate" in name)
         assert any(o.startswith("sharing=") for o in overrides), f"{name}: a new CLI default would change the row"
         if cfg.strategy.name in ("darts", "gdas"):
-            assert any(o.startswith("strategy.decide=") for o in overrides), f"{name}: names how it decides"
+            assert any(o.startswith("strategy.decide.rule=") for o in overrides), f"{name}: names how it decides"
         assert cfg.space.file.endswith(f"/{rank_study.preset(experiment)['space']}.yaml")
 
 

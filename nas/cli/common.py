@@ -188,7 +188,7 @@ _TRAINED = ("seed", "sharing", "few_shot", "few_shot_from", "task", "space", "st
 # read only once training is over, so a resume may change them: which arch to take and whether to
 # retrain (nas-decide, nas/decide_again.py, decides a finished search again with another strategy.decide)
 _AFTER = ("search.eval_batches", "retrain.enabled")
-_AFTER_STRATEGY = {"darts": ("decide", "min_margin"), "gdas": ("decide", "min_margin"), "random": ("samples",),
+_AFTER_STRATEGY = {"darts": ("decide",), "gdas": ("decide",), "random": ("samples",),
                    "enas": ("final_samples",),
                    "evolution": ("population", "generations", "mutation_prob", "crossover_prob", "cost",
                                  "constraints", "study_name", "heartbeat_interval", "grace_period")}

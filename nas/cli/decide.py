@@ -1,10 +1,10 @@
-"""`nas-decide`: decide a finished DARTS or GDAS search again with another `strategy.decide` rule,
+"""`nas-decide`: decide a finished DARTS or GDAS search again with another `strategy.decide.rule`,
 from its last checkpoint, without training (`nas.decide_again.decide_again`). Prints JSON: the
 two folders, the rule and the decided arch.
 
-    nas-decide run=runs/search/<timestamp> strategy.decide=top2
-    nas-decide run=runs/search/<timestamp> strategy.decide=greedy search.eval_batches=32
-    nas-decide run=runs/search/<timestamp> strategy.decide=argmax out=runs/search/argmax_again
+    nas-decide run=runs/search/<timestamp> strategy.decide.rule=top2
+    nas-decide run=runs/search/<timestamp> strategy.decide.rule=greedy search.eval_batches=32
+    nas-decide run=runs/search/<timestamp> strategy.decide.rule=argmax out=runs/search/argmax_again
 """
 from __future__ import annotations
 
@@ -19,10 +19,10 @@ from nas.safe_load import read_yaml
 from nas.strategies.darts import DECIDE
 
 USAGE = f"""arguments, as key=value like nas-search's:
-  run=PATH               a finished darts or gdas search run folder (required)
-  strategy.decide=RULE   the rule: {', '.join(DECIDE)} (required)
-  out=PATH               the new run folder, which must not exist (default: <run>_<RULE> beside it)
-  any other key=value    more nas-search overrides, after the run's own (e.g. search.eval_batches=32)"""
+  run=PATH                   a finished darts or gdas search run folder (required)
+  strategy.decide.rule=RULE  the rule: {', '.join(DECIDE)} (required)
+  out=PATH                   the new run folder, which must not exist (default: <run>_<RULE> beside it)
+  any other key=value        more nas-search overrides, after the run's own (e.g. search.eval_batches=32)"""
 
 
 @one_line_errors("nas-decide")
@@ -48,16 +48,16 @@ def main(argv: list[str] | None = None) -> None:
     for item in given:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            fail("nas-decide", f"{item!r}: arguments are key=value (run=..., strategy.decide=...)")
-        if key in ("run", "out", "strategy.decide"):
+            fail("nas-decide", f"{item!r}: arguments are key=value (run=..., strategy.decide.rule=...)")
+        if key in ("run", "out", "strategy.decide.rule"):
             options[key] = value
         else:
             overrides.append(item)
-    for key in ("run", "strategy.decide"):
+    for key in ("run", "strategy.decide.rule"):
         if not options.get(key):
             fail("nas-decide", f"missing value for '{key}': pass {key}=...")
     out = options.get("out")
-    run(Path(options["run"]), options["strategy.decide"], Path(out) if out else None, overrides)
+    run(Path(options["run"]), options["strategy.decide.rule"], Path(out) if out else None, overrides)
 
 
 if __name__ == "__main__":  # `python -m nas.cli.decide`

@@ -8,38 +8,66 @@ and so in every Lightning checkpoint: a search resumes where it stopped.
 """
 from __future__ import annotations
 
-import inspect
 import random
-import typing
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
 
 from nas import cost
-from nas.errors import ConfigError, check_number, check_whole, excerpt, fits, type_name
-from nas.model import ModelSpec
+from nas.errors import build_config, check_number, check_whole
 from nas.metrics import evaluate_with_loss
+from nas.model import ModelSpec
 from nas.results import Candidate, SearchResult, best_first
 from nas.space import Arch, SearchSpace
 from nas.supernet import Supernet
+from nas.viz import margins
 
-__all__ = ["Candidate", "SearchContext", "SearchResult", "Strategy", "check_numbers", "check_wholes"]
+__all__ = ["Candidate", "SearchContext", "SearchReport", "SearchResult", "SearchSetting", "Strategy",
+           "build_strategy", "check_numbers", "check_wholes"]
 
 
 def check_numbers(kind: str, **options: float | None) -> None:
-    """`errors.check_number` of `kind` on each option, named `strategy.<option>`. None passes: it
-    turns an option off where its type allows it, and `Strategy.build` refuses it elsewhere."""
+    """`errors.check_number` of `kind` on each option of a config, named as in the config
+    (`build_config` puts the path in front). None passes: it turns an option off where its
+    type allows it, and the type check refuses it elsewhere."""
     for name, value in options.items():
         if value is not None:
-            check_number(value, f"strategy.{name}", kind)
+            check_number(value, name, kind)
 
 
 def check_wholes(least: int, **options: int | None) -> None:
     """`errors.check_whole` (a whole number >= least) on each option, as `check_numbers`."""
     for name, value in options.items():
         if value is not None:
-            check_whole(value, f"strategy.{name}", least)
+            check_whole(value, name, least)
+
+
+@dataclass(frozen=True)
+class SearchSetting:
+    """What the search supplies to a strategy besides its options."""
+
+    seq_len: int | None = None  # the task's sequence length, at which costs are taken (None: the model's maximum)
+    storage: str | None = None  # the Optuna storage URL (configs/storage); None: in memory
+    run_dir: str | None = None  # the run folder
+
+
+@dataclass(frozen=True)
+class SearchReport:
+    """What a strategy says it decided and how sure it is: what the pipeline writes (margins.yaml,
+    summary.txt, the warning) and TensorBoard shows. Empty for strategies without weights."""
+
+    history: tuple[dict[str, list[float]], ...] = ()  # architecture probabilities after each epoch
+    margins: dict[str, float] = field(default_factory=dict)  # per decision, final winner minus runner-up
+    comparisons: dict[str, dict] = field(default_factory=dict)  # the decide rule's scores per decision
+    shrunk: tuple[dict, ...] = ()  # one record per candidate dropped by shrinking
+    min_margin: float | None = None  # a smaller margin than this means the search did not decide
+
+    @classmethod
+    def of(cls, history: list[dict[str, list[float]]], **rest) -> SearchReport:
+        """A report of an architecture-weight history, its margins those of the last epoch."""
+        return cls(history=tuple(history), margins=margins(history[-1]) if history else {}, **rest)
 
 
 class SearchContext(Protocol):
@@ -88,48 +116,19 @@ class Strategy(nn.Module):
 
     name: str  # set by the registry
 
-    def __init__(self, space: SearchSpace, seed: int = 0):
+    @dataclass(frozen=True)
+    class Config:
+        """The strategy's options (`strategy.<option>`); each subclass declares its own."""
+
+    def __init__(self, space: SearchSpace, config: Config | None = None, setting: SearchSetting = SearchSetting(),
+                 seed: int = 0):
         super().__init__()
         self.space = space
+        self.config = config if config is not None else self.Config()
+        self.setting = setting
         self.rng = random.Random(seed)
         self.supernet = None  # set by attach(); not a submodule: the search module owns it
         self.counts: dict[str, dict[str, int]] = {}  # decision -> choice -> times trained
-
-    @classmethod
-    def build(cls, space: SearchSpace, options: dict[str, Any], seed: int = 0) -> Strategy:
-        """`cls(space, seed, **options)` for options read from a config. An unknown option, a missing
-        one or a value of the wrong type stops with one ConfigError line naming `strategy.<option>`,
-        before the constructor runs; the constructor's own checks then refuse values out of range."""
-        accepted = cls.options()
-        unknown = [name for name in options if name not in accepted]
-        if unknown:
-            raise ConfigError(f"unknown option strategy.{unknown[0]} for strategy={cls.name}; "
-                              f"allowed: {', '.join(accepted)}")
-        for name, (hint, default) in accepted.items():
-            value = options.get(name, default)
-            if value is inspect.Parameter.empty or (isinstance(value, str) and value == "???"):  # Hydra's "to give"
-                raise ConfigError(f"strategy.{name} is missing: strategy={cls.name} needs it; "
-                                  f"pass strategy.{name}=<value>")
-            if not fits(value, hint):
-                raise ConfigError(f"strategy.{name}={excerpt(value)}: must be {type_name(hint)}")
-        return cls(space, seed=seed, **options)
-
-    @classmethod
-    def options(cls) -> dict[str, tuple[Any, Any]]:
-        """Every option of the constructor as name -> (annotation, default), the options that its
-        `**kwargs` hands to a base class's constructor included (space and seed are not options)."""
-        found: dict[str, tuple[Any, Any]] = {}
-        for klass in cls.__mro__:
-            if "__init__" not in vars(klass):
-                continue
-            init = vars(klass)["__init__"]
-            hints, parameters = typing.get_type_hints(init), inspect.signature(init).parameters
-            for name, p in parameters.items():
-                if name not in ("self", "space", "seed") and p.kind is p.POSITIONAL_OR_KEYWORD:
-                    found.setdefault(name, (hints.get(name, Any), p.default))
-            if not any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
-                break
-        return found
 
     def record(self, arch: Arch) -> Arch:
         """Count the choices of an arch whose weights train this step (shown in TensorBoard)."""
@@ -161,6 +160,10 @@ class Strategy(nn.Module):
         """The final choice after supernet training (evolution and random search run here)."""
         return SearchResult(best=self.current_arch())
 
+    def report(self) -> SearchReport:
+        """What the strategy decided and how sure it is (after `finish`); empty by default."""
+        return SearchReport()
+
     def rank_archs(self, ctx: SearchContext, archs: list[Arch], val_batches: list[dict]) -> list[Candidate]:
         """`archs` scored with the supernet's weights, best first; ties in the metric go to the
         lower validation loss, then to fewer parameters (`results.best_first`)."""
@@ -185,3 +188,11 @@ class Strategy(nn.Module):
     def set_extra_state(self, state: dict) -> None:
         self.rng.setstate(state["rng"])
         self.counts = state["counts"]
+
+
+def build_strategy(cls: type[Strategy], space: SearchSpace, options: dict[str, Any],
+                   setting: SearchSetting = SearchSetting(), seed: int = 0) -> Strategy:
+    """`cls` with options read from a config (nested mappings for its parts, e.g.
+    {"penalty": {"cost": "flops"}}): an unknown option, a missing one, a value of the wrong type
+    or out of range stops with one ConfigError line naming `strategy.<option>` (`build_config`)."""
+    return cls(space, build_config(cls.Config, options, f"strategy={cls.name}", "strategy"), setting, seed)

@@ -13,101 +13,82 @@ normalisation weights each layer's two inputs to the attention node (residual, m
 by 2 * softmax(beta), so they sum to 2 (uniform beta = the plain residual x + attn(x)) and the
 alphas are not left to absorb the scale changes that come with sampling a fraction of heads.
 
-When the weights do not decide, `shrink_every` drops each decision's weakest candidate every few
-epochs. At the end `decide` says how the arch is taken: `greedy` (the default) settles the
+When the weights do not decide, `shrink.every` drops each decision's weakest candidate every few
+epochs. At the end `decide.rule` says how the arch is taken: `greedy` (the default) settles the
 decisions one by one among all their remaining candidates by the supernet's validation metric,
 `top2` settles each decision between its top two, `argmax` takes the weights' choice
 (nas.strategies.darts_decide).
 """
 from __future__ import annotations
 
-import itertools
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from nas import cost
-from nas.cost import KINDS as COST_KINDS
 from nas.errors import ConfigError
-from nas.space import LAYER_FIELDS, Arch, LayerArch, SearchSpace
 from nas.metrics import task_loss
-from nas.strategies.base import SearchContext, SearchResult, Strategy, check_numbers, check_wholes
-from nas.strategies.darts_decide import SupernetJudge, compare_top_two, settle_in_turn, shrink
+from nas.space import Arch, SearchSpace
+from nas.strategies.base import SearchContext, SearchReport, SearchResult, SearchSetting, Strategy, check_numbers
+from nas.strategies.base import check_wholes
+from nas.strategies.darts_decide import DECIDE, DecideConfig, DecideRule, ShrinkConfig, Shrinker, SupernetJudge
+from nas.strategies.penalties import CostPenalty, PenaltyConfig, SharpenConfig, sharpen_penalty
 from nas.strategies.registry import STRATEGIES
+from nas.strategies.schedule import TemperatureConfig, TemperatureSchedule
+from nas.viz import margins
 
-# strategy.decide -> how the final arch is settled from the weights (None: their argmax alone)
-DECIDE = {"greedy": settle_in_turn, "top2": compare_top_two, "argmax": None}
+__all__ = ["DECIDE", "DartsConfig", "DartsStrategy", "GdasConfig", "GdasStrategy"]
+
+
+@dataclass(frozen=True)
+class DartsConfig:
+    """DARTS's options (`strategy.*`), its parts' in their own sub-configs."""
+
+    arch_lr: float = 3e-3  # Adam on the architecture logits
+    arch_weight_decay: float = 1e-3
+    second_order: bool = False  # the unrolled architecture gradient (DARTS eq. 7, finite differences)
+    warmup_epochs: int = 0  # weight-only epochs before architecture steps start
+    partial: int = 1  # PC-DARTS K: attention candidates see max_heads / K heads, the rest bypass (1: DARTS)
+    edge_norm: bool = True  # with partial > 1, PC-DARTS edge weights on each layer's residual and attention
+    temperature: TemperatureConfig = field(default_factory=TemperatureConfig)  # of the softmax over the
+    # logits (a low end sharpens the mixture; 1, 1: DARTS)
+    penalty: PenaltyConfig = field(default_factory=PenaltyConfig)  # the cost penalty
+    sharpen: SharpenConfig = field(default_factory=SharpenConfig)  # entropy and zero-one penalties
+    shrink: ShrinkConfig = field(default_factory=ShrinkConfig)  # progressive shrinking (P-DARTS)
+    decide: DecideConfig = field(default_factory=DecideConfig)  # how the final arch is taken
+
+    def __post_init__(self):
+        check_numbers("positive", arch_lr=self.arch_lr)
+        check_numbers("non-negative", arch_weight_decay=self.arch_weight_decay)
+        check_wholes(0, warmup_epochs=self.warmup_epochs)
+        check_wholes(1, partial=self.partial)
 
 
 @STRATEGIES.register("darts")
 class DartsStrategy(Strategy):
-    """DARTS over every decision of the space.
+    """DARTS over every decision of the space, from parts: a temperature schedule, a cost
+    penalty, sharpening penalties, a shrinker and a decide rule (see `DartsConfig`).
 
-    Args:
-        arch_lr, arch_weight_decay: Adam on the architecture logits.
-        second_order: the unrolled architecture gradient (DARTS eq. 7, finite differences)
-            instead of the first-order approximation.
-        warmup_epochs: epochs of weight-only training before architecture steps start.
-        cost: None, or the cost to penalize: "params", "flops", "memory" or "latency", taken
-            in expectation under the architecture distribution at the task's sequence length.
-        cost_weight: the penalty's weight.
-        cost_target: with a target, only the excess over it is penalized (relative to it);
-            without, the expected cost relative to the largest arch's.
-        seq_len: the sequence length at which cost is measured.
-        partial: K of PC-DARTS: the attention candidates see max_heads / K heads (K=1: DARTS).
-        edge_norm: with partial > 1, learn PC-DARTS edge weights (beta) next to the alphas.
-        softmax_tau_start, softmax_tau_end: temperature of the softmax over the logits, annealed
-            linearly over the epochs (a low final temperature sharpens the mixture; 1, 1: DARTS).
-        entropy_weight: weight of the mean entropy of the decisions' distributions, minimized
-            with the val loss (pushes each decision towards one choice).
-        zero_one_weight: Fair DARTS's zero-one loss (https://arxiv.org/abs/1911.12126) on the
-            probabilities: minus the mean of (p - 0.5)^2, which pushes every weight to 0 or 1.
-        min_margin: the pipeline warns when the smallest winner-minus-runner-up margin of the
-            final distribution is below this.
-        shrink_every: E > 0: after every E epochs (past the warmup) each decision drops its
-            least probable remaining candidate, down to `shrink_to`; a dropped candidate gets
-            probability 0 and the supernet no longer runs it (0: off).
-        shrink_to: the candidates a decision keeps at least when shrinking.
-        decide: how the final arch is taken, judged by the supernet on the validation batches
-            (metric, then loss, then cost; under a cost penalty, loss plus the arch's penalty,
-            then cost): "greedy" settles the decisions one by one, each among
-            all its remaining candidates with the decisions before it already settled (a
-            coordinate search from the argmax arch); "top2" keeps a decision's runner-up instead
-            of its winner when it scores better in the argmax arch; "argmax": the weights alone.
+    The decide rule judges by the supernet on the validation batches (metric, then loss, then
+    cost; under a cost penalty, loss plus the arch's penalty, then cost).
     """
 
+    Config = DartsConfig
     hard = False
 
-    def __init__(self, space: SearchSpace, seed: int = 0, arch_lr: float = 3e-3,
-                 arch_weight_decay: float = 1e-3, second_order: bool = False, warmup_epochs: int = 0,
-                 cost: str | None = None, cost_weight: float = 0.0, cost_target: float | None = None,
-                 seq_len: int | None = None, partial: int = 1, edge_norm: bool = True,
-                 softmax_tau_start: float = 1.0, softmax_tau_end: float = 1.0, entropy_weight: float = 0.0,
-                 zero_one_weight: float = 0.0, min_margin: float = 0.05, shrink_every: int = 0,
-                 shrink_to: int = 1, decide: str = "greedy"):
-        super().__init__(space, seed)
-        if not isinstance(partial, int) or partial < 1 or space.max_heads % partial:
-            raise ConfigError(f"strategy.partial={partial}: allowed: a divisor of max_heads ({space.max_heads})")
-        check_numbers("positive", arch_lr=arch_lr, softmax_tau_start=softmax_tau_start,
-                      softmax_tau_end=softmax_tau_end, cost_target=cost_target)
-        check_numbers("non-negative", arch_weight_decay=arch_weight_decay, cost_weight=cost_weight,
-                      entropy_weight=entropy_weight, zero_one_weight=zero_one_weight)
-        check_numbers("probability", min_margin=min_margin)  # a difference of two probabilities
-        check_wholes(0, warmup_epochs=warmup_epochs, shrink_every=shrink_every)
-        check_wholes(1, shrink_to=shrink_to, seq_len=seq_len)
-        if decide not in DECIDE:
-            raise ConfigError(f"strategy.decide={decide}: allowed: {', '.join(DECIDE)}")
-        self.shrink_every, self.shrink_to, self.decide = shrink_every, shrink_to, decide
-        self.partial, self.edge_norm = partial, edge_norm and partial > 1
-        self.softmax_tau_start, self.softmax_tau_end = softmax_tau_start, softmax_tau_end
-        self.entropy_weight, self.zero_one_weight, self.min_margin = entropy_weight, zero_one_weight, min_margin
-        self.register_buffer("softmax_tau", torch.tensor(float(softmax_tau_start)))  # this epoch's
-        if cost is not None and cost not in COST_KINDS:
-            raise ConfigError(f"strategy.cost: unknown cost '{cost}'; allowed: null, {', '.join(COST_KINDS)}")
-        self.arch_lr, self.arch_weight_decay = arch_lr, arch_weight_decay
-        self.second_order, self.warmup_epochs = second_order, warmup_epochs
-        self.cost, self.cost_weight, self.cost_target, self.seq_len = cost, cost_weight, cost_target, seq_len
+    def __init__(self, space: SearchSpace, config: DartsConfig | None = None,
+                 setting: SearchSetting = SearchSetting(), seed: int = 0):
+        super().__init__(space, config, setting, seed)
+        c = self.config
+        if space.max_heads % c.partial:
+            raise ConfigError(f"strategy.partial={c.partial}: allowed: a divisor of max_heads ({space.max_heads})")
+        self.edge_norm = c.edge_norm and c.partial > 1
+        self.temperature = TemperatureSchedule(c.temperature)
+        self.penalty = CostPenalty(c.penalty, space, setting.seq_len)
+        self.shrinker = Shrinker(c.shrink, c.warmup_epochs)
+        self.decide = DecideRule(c.decide)
+        self.register_buffer("softmax_tau", torch.tensor(float(c.temperature.start)))  # this epoch's
         self.alphas = nn.ParameterDict({
             _param_key(key): nn.Parameter(1e-3 * torch.randn(len(options)))
             for key, options in space.decisions().items()
@@ -115,10 +96,9 @@ class DartsStrategy(Strategy):
         # PC-DARTS edge logits: per layer (residual, mixed attention); absent for plain DARTS
         self.betas = nn.Parameter(torch.zeros(space.max_depth, 2)) if self.edge_norm else None
         self.history: list[dict[str, list[float]]] = []  # probabilities after each epoch
-        if shrink_every:  # the remaining candidates, in state_dict so that a resumed search has them
+        if c.shrink.every:  # the remaining candidates, in state_dict so that a resumed search has them
             for key, options in space.decisions().items():
                 self.register_buffer(_keep_key(key), torch.ones(len(options), dtype=torch.bool))
-        self.shrunk: list[dict] = []  # one record per dropped candidate (darts_decide.shrink)
         self.comparison: dict[str, dict] = {}  # the final decision's scores per decision (greedy, top2)
 
     # -- the distribution ------------------------------------------------------------------
@@ -129,7 +109,8 @@ class DartsStrategy(Strategy):
 
     def keep(self) -> dict[str, Tensor | None]:
         """Per decision a bool mask of the candidates still in the search (None: not shrinking)."""
-        return {key: getattr(self, _keep_key(key)) if self.shrink_every else None for key in self.space.decisions()}
+        shrinking = self.config.shrink.every
+        return {key: self.get_buffer(_keep_key(key)) if shrinking else None for key in self.space.decisions()}
 
     def probabilities(self) -> dict[str, Tensor]:
         return {key: F.softmax(logit / self.softmax_tau, -1) for key, logit in self.logits().items()}
@@ -156,16 +137,18 @@ class DartsStrategy(Strategy):
     # -- training --------------------------------------------------------------------------
     def attach(self, supernet) -> None:
         super().attach(supernet)
-        if self.cost is not None:
-            if self.seq_len is None:
-                raise ConfigError("a cost penalty needs seq_len (the task's sequence length)")
-            self._build_cost_table(supernet)
+        self.penalty.attach(supernet.shape)
 
     def optimizers(self) -> list[torch.optim.Optimizer]:
         if not hasattr(self, "_arch_optimizer"):
-            self._arch_optimizer = torch.optim.Adam(self.arch_parameters(), lr=self.arch_lr,
-                                                    betas=(0.5, 0.999), weight_decay=self.arch_weight_decay)
+            self._arch_optimizer = torch.optim.Adam(self.arch_parameters(), lr=self.config.arch_lr,
+                                                    betas=(0.5, 0.999), weight_decay=self.config.arch_weight_decay)
         return [self._arch_optimizer]
+
+    def arch_penalty(self) -> Tensor:
+        """The cost penalty and the sharpening terms on the present distribution."""
+        probs = self.probabilities()
+        return self.penalty(probs) + sharpen_penalty(self.config.sharpen, probs)
 
     def loss(self, ctx: SearchContext, batch: dict, weights: dict[str, Tensor], detach: bool = False) -> Tensor:
         """The task loss under `weights`; detach: the weight step's, no gradient to the betas."""
@@ -173,20 +156,20 @@ class DartsStrategy(Strategy):
         if self.hard:
             logits = ctx.supernet.forward_mixed(batch["tokens"], weights, batch["mask"], hard=True)
         else:
-            logits = ctx.supernet.forward_mixed(batch["tokens"], weights, batch["mask"], partial=self.partial,
+            logits = ctx.supernet.forward_mixed(batch["tokens"], weights, batch["mask"], partial=self.config.partial,
                                                 edges=None if edges is None else edges.detach() if detach else edges)
         return task_loss(logits, batch["target"])
 
     def training_step(self, ctx: SearchContext, train: dict, val: dict | None) -> dict[str, Tensor]:
         logs = {}
-        if val is not None and ctx.current_epoch >= self.warmup_epochs:
-            if self.second_order:
+        if val is not None and ctx.current_epoch >= self.config.warmup_epochs:
+            if self.config.second_order:
                 val_loss = self._second_order_step(ctx, train, val)
             else:
                 val_loss = self.loss(ctx, val, self.mixture_weights(ctx))
-                penalty = self.cost_penalty() + self.decisiveness_penalty()
+                penalty = self.arch_penalty()
                 ctx.step(val_loss + penalty, optimizer_index=1)
-                if self.cost is not None:
+                if self.config.penalty.cost is not None:
                     logs["cost_penalty"] = penalty.detach()
             logs["arch_loss"] = val_loss.detach()
         weights = {k: v.detach() for k, v in self.mixture_weights(ctx).items()}
@@ -227,131 +210,91 @@ class DartsStrategy(Strategy):
                 w.copy_(original)
         optimizer = ctx.optimizer(1)
         optimizer.zero_grad()
-        penalty = self.cost_penalty() + self.decisiveness_penalty()
+        penalty = self.arch_penalty()
         penalty_grads = torch.autograd.grad(penalty, alphas, allow_unused=True) if penalty.requires_grad else [None] * len(alphas)
         for a, da, hp, hm, pg in zip(alphas, d_alpha, plus, minus, penalty_grads):
             a.grad = (0 if da is None else da) - xi * (hp - hm) / (2 * eps) + (0 if pg is None else pg)
         optimizer.step()
         return val_loss
 
-    # -- cost ------------------------------------------------------------------------------
-    def _build_cost_table(self, supernet) -> None:
-        """Per layer choice (attention, heads, ffn) its cost; the expectation is then a sum."""
-        space, shape = self.space, supernet.shape
-        table = torch.zeros(len(space.attention), len(space.heads), len(space.ffn_dims))
-        for (a, cand), (h, heads), (f, ffn) in itertools.product(
-                enumerate(space.attention), enumerate(space.heads), enumerate(space.ffn_dims)):
-            table[a, h, f] = cost.layer_cost(LayerArch(cand, heads, ffn), space, shape, self.seq_len, self.cost)
-        self._layer_cost = table
-        self._base_cost = cost.base_cost(space, shape, self.seq_len, self.cost)
-        self._reference = self.cost_target or cost.arch_cost(space.largest(), space, shape, self.seq_len, self.cost)
-        self._shape = shape
-
-    def expected_cost(self) -> Tensor:
-        probs = self.probabilities()
-        layers = [torch.einsum("a,h,f,ahf->", *(probs[f"layer{i}.{f}"] for f in LAYER_FIELDS), self._layer_cost)
-                  for i in range(self.space.max_depth)]
-        if self.cost == "memory" and self.space.memory.reversible:
-            # backward recomputes one layer at a time: the pair plus the largest of the first d
-            # layers, whatever d (cost.arch_cost), not their sum
-            prefix = torch.cummax(torch.stack(layers), 0).values + cost.reversible_pair_mib(self.space, self.seq_len)
-        else:
-            prefix = torch.cumsum(torch.stack(layers), 0)  # cost of the first d layers
-        depth_cost = torch.stack([prefix[d - 1] for d in self.space.depths])
-        return self._base_cost + (probs["depth"] * depth_cost).sum()
-
-    def cost_penalty(self) -> Tensor:
-        if self.cost is None or not self.cost_weight:
-            return torch.zeros(())
-        return self._weighted(self.expected_cost() / self._reference)
-
-    def arch_penalty(self, arch: Arch) -> float:
-        """The cost penalty of one arch: `cost_penalty` with all the probability on its choices."""
-        relative = cost.arch_cost(arch, self.space, self._shape, self.seq_len, self.cost) / self._reference
-        return float(self._weighted(torch.tensor(relative)))
-
-    def _weighted(self, relative: Tensor) -> Tensor:
-        """The penalty of a cost relative to the reference (the target, or the largest arch's)."""
-        return self.cost_weight * (F.relu(relative - 1) if self.cost_target else relative)
-
-    def decisiveness_penalty(self) -> Tensor:
-        """Entropy and zero-one terms on the distributions (zero unless their weights are set)."""
-        if not (self.entropy_weight or self.zero_one_weight):
-            return torch.zeros(())
-        probs = list(self.probabilities().values())
-        entropy = torch.stack([-(p * torch.log(p.clamp_min(1e-12))).sum() for p in probs]).mean()
-        zero_one = -torch.cat([(p - 0.5) ** 2 for p in probs]).mean()
-        return self.entropy_weight * entropy + self.zero_one_weight * zero_one
-
     # -- state and logging -----------------------------------------------------------------
     def on_epoch_end(self, ctx: SearchContext) -> None:
-        trained = ctx.current_epoch + 1 - self.warmup_epochs  # epochs with architecture steps
-        if self.shrink_every and trained > 0 and trained % self.shrink_every == 0:
-            events = shrink(self.probabilities(), self.keep(), self.shrink_to)
-            self.shrunk += [{"epoch": ctx.current_epoch, **e} for e in events]
+        self.shrinker.on_epoch_end(ctx.current_epoch, self.probabilities(), self.keep())
         probs = {k: [round(float(p), 4) for p in v.detach()] for k, v in self.probabilities().items()}
         self.history.append(probs)
         self.log_distribution(ctx, probs)
-        for key, p in probs.items():  # winner minus runner-up, as nas.viz.margins
-            top = sorted(p, reverse=True) + [0.0]
-            ctx.log(f"arch/margin/{key}", top[0] - top[1])
+        for key, margin in margins(probs).items():
+            ctx.log(f"arch/margin/{key}", margin)
         if not self.hard and ctx.max_epochs > 1:  # anneal the softmax temperature for the next epoch
-            progress = min(1.0, (ctx.current_epoch + 1) / (ctx.max_epochs - 1))
-            self.softmax_tau.fill_(self.softmax_tau_start + (self.softmax_tau_end - self.softmax_tau_start) * progress)
+            self.softmax_tau.fill_(self.temperature.after(ctx.current_epoch + 1, ctx.max_epochs))
 
     def finish(self, ctx: SearchContext, val_batches: list[dict]) -> SearchResult:
-        """The arch `decide` settles: by the supernet's scores on `val_batches`, or the argmax."""
-        settle = DECIDE[self.decide]
-        if settle is None:
+        """The arch the decide rule settles: by the supernet's scores on `val_batches`, or the argmax."""
+        if not self.decide.judges:
             return SearchResult(best=self.current_arch())
-        space, shape = self.space, ctx.supernet.shape
-        seq_len, kind = self.seq_len or shape.max_len, self.cost or "params"
-        judge = SupernetJudge(ctx.supernet, val_batches, ctx.metric,
-                              cost_of=lambda arch: cost.arch_cost(arch, space, shape, seq_len, kind),
-                              penalty=self.arch_penalty if self.cost is not None and self.cost_weight else None)
-        best, self.comparison = settle(judge, space, {k: v.detach() for k, v in self.probabilities().items()})
+        self.penalty.attach(ctx.supernet.shape)  # a strategy may be asked without having trained
+        judge = SupernetJudge(ctx.supernet, val_batches, ctx.metric, cost_of=self.penalty.of,
+                              penalty=self.penalty.of_arch if self.penalty.active else None)
+        best, self.comparison = self.decide(judge, self.space, {k: v.detach() for k, v in self.probabilities().items()})
         return SearchResult(best=best)
 
+    def report(self) -> SearchReport:
+        return SearchReport.of(self.history, comparisons=self.comparison, shrunk=tuple(self.shrinker.log),
+                               min_margin=self.config.decide.min_margin)
+
     def get_extra_state(self) -> dict:
-        return {**super().get_extra_state(), "history": self.history, "shrunk": self.shrunk}
+        return {**super().get_extra_state(), "history": self.history, "shrunk": self.shrinker.log}
 
     def set_extra_state(self, state: dict) -> None:
         super().set_extra_state(state)
         self.history = state["history"]
-        self.shrunk = state.get("shrunk", [])  # checkpoints from before shrinking existed
+        self.shrinker.log = state.get("shrunk", [])  # checkpoints from before shrinking existed
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                               error_msgs) -> None:
-        """Resume across `shrink_every`: a checkpoint written without shrinking has dropped
+        """Resume across `shrink.every`: a checkpoint written without shrinking has dropped
         nothing (every candidate stays); one that dropped candidates needs shrinking on."""
         for key, options in self.space.decisions().items():
             name = prefix + _keep_key(key)
-            if self.shrink_every and name not in state_dict:
+            if self.config.shrink.every and name not in state_dict:
                 state_dict[name] = torch.ones(len(options), dtype=torch.bool)
-            elif not self.shrink_every and name in state_dict:
+            elif not self.config.shrink.every and name in state_dict:
                 if not bool(state_dict[name].all()):
                     raise ConfigError(f"the checkpoint's search dropped candidates of {key} "
-                                      "(strategy.shrink_every > 0): resume it with strategy.shrink_every > 0")
+                                      "(strategy.shrink.every > 0): resume it with strategy.shrink.every > 0")
                 del state_dict[name]  # nothing dropped yet: the same as not shrinking
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                                       error_msgs)
 
 
+@dataclass(frozen=True)
+class GdasConfig(DartsConfig):
+    """GDAS's options: DARTS's and the Gumbel temperature."""
+
+    gumbel: TemperatureConfig = field(default_factory=lambda: TemperatureConfig(start=10.0, end=0.1))  # of
+    # the Gumbel-softmax samples, annealed down from start to end
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.gumbel.end > self.gumbel.start:
+            raise ConfigError(f"gumbel.end={self.gumbel.end!r} > strategy.gumbel.start={self.gumbel.start!r}: "
+                              "the temperature is annealed from gumbel.start down to gumbel.end")
+
+
 @STRATEGIES.register("gdas")
 class GdasStrategy(DartsStrategy):
-    """GDAS: one hard Gumbel-softmax sample per decision per step, temperature annealed
-    linearly from `tau_max` to `tau_min` over the epochs."""
+    """GDAS: one hard Gumbel-softmax sample per decision per step, its temperature annealed
+    linearly from `gumbel.start` to `gumbel.end` over the epochs."""
 
+    Config = GdasConfig
     hard = True
 
-    def __init__(self, space: SearchSpace, seed: int = 0, tau_max: float = 10.0, tau_min: float = 0.1, **kwargs):
-        super().__init__(space, seed, **kwargs)
-        check_numbers("positive", tau_max=tau_max, tau_min=tau_min)  # 0 divides the logits by zero
-        if tau_min > tau_max:
-            raise ConfigError(f"strategy.tau_min={tau_min!r} > strategy.tau_max={tau_max!r}: the temperature "
-                              "is annealed from tau_max down to tau_min")
-        self.tau_max, self.tau_min = tau_max, tau_min
-        self.register_buffer("tau", torch.tensor(float(tau_max)))  # float: an int from the command line would round
+    def __init__(self, space: SearchSpace, config: GdasConfig | None = None,
+                 setting: SearchSetting = SearchSetting(), seed: int = 0):
+        super().__init__(space, config, setting, seed)
+        self.gumbel = TemperatureSchedule(self.config.gumbel)
+        # float: an int from the command line would round
+        self.register_buffer("tau", torch.tensor(float(self.config.gumbel.start)))
 
     def mixture_weights(self, ctx: SearchContext | None = None) -> dict[str, Tensor]:
         # F.gumbel_softmax(hard=True) spelled out, so that rank 0's Gumbel noise is shared: under
@@ -370,11 +313,8 @@ class GdasStrategy(DartsStrategy):
 
     def on_epoch_end(self, ctx: SearchContext) -> None:
         super().on_epoch_end(ctx)
-        progress = min(1.0, (ctx.current_epoch + 1) / max(1, ctx.max_epochs - 1))
-        self.tau.fill_(self.tau_max - (self.tau_max - self.tau_min) * progress)
+        self.tau.fill_(self.gumbel.after(ctx.current_epoch + 1, ctx.max_epochs))
         ctx.log("arch/tau", float(self.tau))
-
-
 
 
 def _param_key(decision: str) -> str:

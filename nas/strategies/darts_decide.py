@@ -7,14 +7,44 @@ remaining candidate, decision by decision, with the earlier decisions settled (`
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 from torch import Tensor
 
+from nas.errors import ConfigError, excerpt
 from nas.metrics import evaluate_with_loss
 from nas.results import Candidate, best_first
 from nas.space import Arch, SearchSpace
+from nas.strategies.base import check_numbers, check_wholes
 from nas.supernet import Supernet
+
+
+@dataclass(frozen=True)
+class ShrinkConfig:
+    """Progressive shrinking of the candidates (`strategy.shrink.*`)."""
+
+    every: int = 0  # E > 0: after every E epochs past the warm-up each decision drops its least
+    # probable remaining candidate (probability 0, no longer run by the supernet); 0: off
+    to: int = 1  # shrinking stops when a decision has this many candidates left
+
+    def __post_init__(self):
+        check_wholes(0, every=self.every)
+        check_wholes(1, to=self.to)
+
+
+class Shrinker:
+    """Drops candidates on schedule (`shrink`) and keeps the log of what it dropped."""
+
+    def __init__(self, config: ShrinkConfig, warmup_epochs: int = 0):
+        self.config, self.warmup_epochs = config, warmup_epochs
+        self.log: list[dict] = []  # one record per dropped candidate, with its epoch
+
+    def on_epoch_end(self, epoch: int, probs: dict[str, Tensor], keep: dict[str, Tensor]) -> None:
+        """After `epoch` (from 0): drop from `keep` (in place) when shrinking is due."""
+        trained = epoch + 1 - self.warmup_epochs  # epochs with architecture steps
+        if self.config.every and trained > 0 and trained % self.config.every == 0:
+            self.log += [{"epoch": epoch, **e} for e in shrink(probs, keep, self.config.to)]
 
 
 def shrink(probs: dict[str, Tensor], keep: dict[str, Tensor], shrink_to: int) -> list[dict]:
@@ -168,3 +198,40 @@ def settle_in_turn(judge: SupernetJudge, space: SearchSpace,
         if not changed:
             break
     return space.arch_from_choices(choices), record
+
+
+# strategy.decide.rule -> how the final arch is settled from the weights (None: their argmax alone)
+DECIDE = {"greedy": settle_in_turn, "top2": compare_top_two, "argmax": None}
+
+
+@dataclass(frozen=True)
+class DecideConfig:
+    """How a differentiable search takes its final arch (`strategy.decide.*`)."""
+
+    rule: str = "greedy"  # greedy (decision by decision, the supernet's val metric picks among all
+    # remaining candidates, earlier decisions settled), top2 (each decision's top two compared
+    # against the argmax arch alone) or argmax (the architecture weights alone)
+    min_margin: float = 0.05  # the pipeline warns when a decision's final winner-minus-runner-up
+    # margin is below this
+
+    def __post_init__(self):
+        if self.rule not in DECIDE:
+            raise ConfigError(f"rule={excerpt(self.rule)}: allowed: {', '.join(DECIDE)}")
+        check_numbers("probability", min_margin=self.min_margin)  # a difference of two probabilities
+
+
+class DecideRule:
+    """The configured rule: `judges` unless it is the weights' argmax; called with a judge, it
+    returns the arch and the comparisons it made (see `compare_top_two`, `settle_in_turn`)."""
+
+    def __init__(self, config: DecideConfig):
+        self.config = config
+        self.settle = DECIDE[config.rule]
+
+    @property
+    def judges(self) -> bool:
+        return self.settle is not None
+
+    def __call__(self, judge: SupernetJudge, space: SearchSpace,
+                 probs: dict[str, Tensor]) -> tuple[Arch, dict[str, dict]]:
+        return self.settle(judge, space, probs)

@@ -14,7 +14,7 @@ from torch.nn import functional as F
 from nas.space import Arch, SearchSpace
 from nas.metrics import evaluate, score
 from nas.results import SearchResult
-from nas.strategies.base import SearchContext, Strategy, check_numbers, check_wholes
+from nas.strategies.base import SearchContext, SearchReport, SearchSetting, Strategy, check_numbers, check_wholes
 from nas.strategies.registry import STRATEGIES
 from nas.strategies.sampling import check_options, train_paths
 
@@ -28,45 +28,50 @@ class Samples:
     entropy: Tensor  # (a,) summed over every decision, used or not
 
 
+@dataclass(frozen=True)
+class EnasConfig:
+    """ENAS's options (`strategy.*`)."""
+
+    controller_hidden: int = 64  # width of the controller's LSTM cell and choice embeddings
+    controller_lr: float = 3.5e-3  # Adam learning rate of the controller
+    controller_every: int = 2  # a controller step after every this many weight steps
+    controller_samples: int = 4  # archs sampled (and rewarded on the step's val batch) per controller step
+    baseline_decay: float = 0.95  # decay of the moving-average reward baseline
+    entropy_weight: float = 1e-3  # weight of the entropy bonus, which keeps the controller exploring
+    tanh_constant: float | None = 2.5  # logits become c * tanh(logits) (ENAS), bounding how peaked a decision gets
+    temperature: float | None = None  # logits are divided by it before the tanh (ENAS)
+    final_samples: int = 16  # archs sampled at the end, ranked with the greedy one on the val batches
+    warmup_epochs: int = 0  # epochs of weight training on samples before controller steps (early rewards are noise)
+    sandwich: bool = False  # BigNAS's sandwich rule for the shared weights, as strategy=random's (sampling.py)
+    distill: float = 0.0  # in-place distillation weight towards the largest arch (needs sandwich)
+
+    def __post_init__(self):
+        check_options(self.sandwich, self.distill)
+        check_wholes(1, controller_hidden=self.controller_hidden, controller_every=self.controller_every,
+                     controller_samples=self.controller_samples)
+        check_wholes(0, final_samples=self.final_samples, warmup_epochs=self.warmup_epochs)
+        check_numbers("positive", controller_lr=self.controller_lr, tanh_constant=self.tanh_constant,
+                      temperature=self.temperature)
+        check_numbers("non-negative", entropy_weight=self.entropy_weight)
+        check_numbers("fraction", baseline_decay=self.baseline_decay)  # 1 would never move the baseline
+
+
 @STRATEGIES.register("enas")
 class EnasStrategy(Strategy):
-    """ENAS over every decision of the space (`space.decisions()`, in order).
+    """ENAS over every decision of the space (`space.decisions()`, in order)."""
 
-    Args:
-        controller_hidden: width of the controller's LSTM cell and choice embeddings.
-        controller_lr: Adam learning rate of the controller.
-        controller_every: a controller step after every this many weight steps.
-        controller_samples: archs sampled (and rewarded on the step's val batch) per controller step.
-        baseline_decay: decay of the moving-average reward baseline.
-        entropy_weight: weight of the entropy bonus, which keeps the controller exploring.
-        tanh_constant: if set, logits become `c * tanh(logits)` (ENAS), bounding how peaked any
-            decision can get.
-        temperature: if set, logits are divided by it before the tanh (ENAS).
-        final_samples: archs sampled at the end, ranked with the greedy one on the val batches.
-        warmup_epochs: epochs of weight training on controller samples before controller steps;
-            rewards from untrained shared weights are mostly noise.
-        sandwich, distill: BigNAS's sandwich rule and in-place distillation for the shared
-            weights, as in `strategy=random` (see sampling.py).
-    """
+    Config = EnasConfig
 
-    def __init__(self, space: SearchSpace, seed: int = 0, controller_hidden: int = 64,
-                 controller_lr: float = 3.5e-3, controller_every: int = 2, controller_samples: int = 4,
-                 baseline_decay: float = 0.95, entropy_weight: float = 1e-3,
-                 tanh_constant: float | None = 2.5, temperature: float | None = None,
-                 final_samples: int = 16, warmup_epochs: int = 0, sandwich: bool = False, distill: float = 0.0):
-        super().__init__(space, seed)
-        check_options(sandwich, distill)
-        check_wholes(1, controller_hidden=controller_hidden, controller_every=controller_every,
-                     controller_samples=controller_samples)
-        check_wholes(0, final_samples=final_samples, warmup_epochs=warmup_epochs)
-        check_numbers("positive", controller_lr=controller_lr, tanh_constant=tanh_constant, temperature=temperature)
-        check_numbers("non-negative", entropy_weight=entropy_weight)
-        check_numbers("fraction", baseline_decay=baseline_decay)  # 1 would never move the baseline
-        self.sandwich, self.distill = sandwich, distill
-        self.controller_lr, self.controller_every = controller_lr, controller_every
-        self.controller_samples, self.baseline_decay = controller_samples, baseline_decay
-        self.entropy_weight, self.tanh_constant, self.temperature = entropy_weight, tanh_constant, temperature
-        self.final_samples, self.warmup_epochs = final_samples, warmup_epochs
+    def __init__(self, space: SearchSpace, config: EnasConfig | None = None,
+                 setting: SearchSetting = SearchSetting(), seed: int = 0):
+        super().__init__(space, config, setting, seed)
+        c = self.config
+        self.sandwich, self.distill = c.sandwich, c.distill
+        self.controller_lr, self.controller_every = c.controller_lr, c.controller_every
+        self.controller_samples, self.baseline_decay = c.controller_samples, c.baseline_decay
+        self.entropy_weight, self.tanh_constant, self.temperature = c.entropy_weight, c.tanh_constant, c.temperature
+        self.final_samples, self.warmup_epochs = c.final_samples, c.warmup_epochs
+        controller_hidden = c.controller_hidden
         self.decisions = space.decisions()
         self.keys = list(self.decisions)
         # the layer each decision belongs to; depth (-1) is always made
@@ -203,6 +208,9 @@ class EnasStrategy(Strategy):
         if self.baseline is not None:
             ctx.log("controller/baseline", self.baseline)
         self.log_distribution(ctx, self.history[-1])
+
+    def report(self) -> SearchReport:
+        return SearchReport.of(self.history)
 
     def get_extra_state(self) -> dict:
         return {**super().get_extra_state(), "generator": self.generator.get_state(),

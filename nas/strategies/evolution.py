@@ -6,23 +6,52 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 
 import optuna
 from optuna.trial import Trial, TrialState
 
-from nas import cost as costs
 from nas.errors import ConfigError, check_number, excerpt
 from nas.space import LAYER_FIELDS, Arch, LayerArch, SearchSpace
 from nas.metrics import HIGHER_IS_BETTER, evaluate_with_loss
 from nas.results import Candidate, SearchResult, best_first, pareto_front
-from nas.strategies.base import SearchContext, check_numbers, check_wholes
+from nas.strategies.base import SearchContext, SearchSetting, check_numbers, check_wholes
+from nas.strategies.penalties import CostPenalty, PenaltyConfig, check_kind
 from nas.strategies.registry import STRATEGIES
-from nas.strategies.single_path import SinglePathStrategy
+from nas.strategies.single_path import SinglePathConfig, SinglePathStrategy
 from nas.strategies.study import SharedStudy
 
 log = logging.getLogger(__name__)
 
 UNITS = {"params": "params", "flops": "FLOPs", "memory": "MiB", "latency": "ms"}
+
+
+@dataclass(frozen=True)
+class EvolutionConfig(SinglePathConfig):
+    """Evolution's options (`strategy.*`): SPOS training's, then NSGA-II's."""
+
+    population: int = 16  # NSGA-II population size; the first generation is random
+    generations: int = 4  # trials = population * generations; a resumed study may be given more
+    mutation_prob: float | None = None  # per-decision mutation probability (None: 1 / number of decisions)
+    crossover_prob: float = 0.9  # probability that a child comes from crossover rather than one parent
+    cost: str = "params"  # the second objective: params | flops | memory (activation MiB) | latency (ms)
+    constraints: dict[str, float] | None = None  # hard limits, {cost kind: maximum}, e.g. {params: 2e5}
+    study_name: str = "evolution"  # the study in the storage; a storage may hold several
+    heartbeat_interval: int = 30  # seconds between a running trial's heartbeats
+    grace_period: int | None = None  # seconds of silence after which a trial is run again (None: 2 intervals)
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.constraints is not None and not isinstance(self.constraints, dict):
+            raise ConfigError(f"constraints={excerpt(self.constraints)}: must be a mapping of cost to maximum, "
+                              "e.g. strategy.constraints=\"{params: 200000}\"")
+        check_kind(self.cost, "cost")
+        for kind, limit in (self.constraints or {}).items():
+            check_kind(kind, "constraints")
+            check_number(limit, f"constraints.{kind}", "positive")
+        check_wholes(2, population=self.population)
+        check_wholes(1, generations=self.generations)
+        check_numbers("probability", mutation_prob=self.mutation_prob, crossover_prob=self.crossover_prob)
 
 
 @STRATEGIES.register("evolution")
@@ -36,56 +65,28 @@ class EvolutionStrategy(SinglePathStrategy):
     came from those weights) and one search: continuing a study with another space, metric,
     cost, seq_len, constraints or population is refused; after retraining, use a new study_name.
     Constraints reach NSGA-II through `Trial.set_constraint` (Optuna 5's replacement for the
-    deprecated `constraints_func`): a trial is feasible when every cost is within its limit.
+    deprecated `constraints_func`): a trial is feasible when every cost is within its limit. The
+    cheapest arch of each constrained kind is enqueued first, so some trial is feasible.
 
     Workers: one per process, each with its own `seed` (with the same seed, workers would
-    propose the same first generation); `SharedStudy` (study.py) opens the storage, lets workers
-    ask only while the study lacks trials (it ends with exactly `population * generations`
-    complete ones) and runs the trials of killed workers again.
-
-    Args:
-        population: NSGA-II population size; the first generation is random.
-        generations: the search runs `population * generations` trials in all; a resumed study
-            may be given more generations to search further.
-        mutation_prob: per-decision mutation probability (None: Optuna's 1 / number of decisions).
-        crossover_prob: probability that a child comes from crossover rather than one parent.
-        cost: the second objective: "params", "flops", "memory" (activation MiB) or "latency" (ms).
-        constraints: hard limits, {cost kind: maximum}, e.g. {"params": 1e6, "latency": 5.0}. The
-            cheapest arch of each kind is enqueued first, so some trial is feasible.
-        seq_len: the sequence length at which costs are taken (None: the supernet's maximum).
-        storage: "sqlite:///<file>", "postgresql://<user>:<password>@<host>/<database>" or
-            "journal:<file>"; None keeps the study in memory (nothing to resume or share).
-            Checked when the strategy is made, reached when it is attached: before training.
-        study_name: the study in the storage; a storage may hold several.
-        heartbeat_interval: seconds between the heartbeats of a running trial.
-        grace_period: seconds without a heartbeat after which a trial counts as abandoned
-            (None: two heartbeat intervals).
-        kwargs: SPOS options (`sandwich`, `distill`).
+    propose the same first generation); `SharedStudy` (study.py) opens the storage (the
+    setting's: "sqlite:///<file>", "postgresql://...", "journal:<file>", or None in memory),
+    checked when the strategy is made and reached when it is attached, before training; it lets
+    workers ask only while the study lacks trials (it ends with exactly `population *
+    generations` complete ones) and runs the trials of killed workers again.
     """
 
-    def __init__(self, space: SearchSpace, seed: int = 0, population: int = 16, generations: int = 4,
-                 mutation_prob: float | None = None, crossover_prob: float = 0.9, cost: str = "params",
-                 constraints: dict[str, float] | None = None, seq_len: int | None = None,
-                 storage: str | None = None, study_name: str = "evolution",
-                 heartbeat_interval: int = 30, grace_period: int | None = None, **kwargs):
-        super().__init__(space, seed, **kwargs)
-        if constraints is not None and not isinstance(constraints, dict):
-            raise ConfigError(f"strategy.constraints={excerpt(constraints)}: must be a mapping of cost to maximum, "
-                              "e.g. strategy.constraints=\"{params: 200000}\"")
-        constraints = dict(constraints or {})
-        for field, kind in [("cost", cost), *(("constraints", k) for k in constraints)]:
-            if kind not in costs.KINDS:
-                raise ConfigError(f"strategy.{field}: unknown cost '{kind}'; allowed: {', '.join(costs.KINDS)}")
-        for kind, limit in constraints.items():
-            check_number(limit, f"strategy.constraints.{kind}", "positive")
-        check_wholes(2, population=population)
-        check_wholes(1, generations=generations, seq_len=seq_len)
-        check_numbers("probability", mutation_prob=mutation_prob, crossover_prob=crossover_prob)
-        self.population, self.generations = population, generations
-        self.mutation_prob, self.crossover_prob = mutation_prob, crossover_prob
-        self.cost, self.constraints = cost, {k: float(v) for k, v in constraints.items()}
-        self.seq_len, self.storage, self.study_name = seq_len, storage, study_name
-        self.workers = SharedStudy(storage, heartbeat_interval, grace_period)
+    Config = EvolutionConfig
+
+    def __init__(self, space: SearchSpace, config: EvolutionConfig | None = None,
+                 setting: SearchSetting = SearchSetting(), seed: int = 0):
+        super().__init__(space, config, setting, seed)
+        c = self.config
+        self.population, self.generations, self.cost = c.population, c.generations, c.cost
+        self.constraints = {k: float(v) for k, v in (c.constraints or {}).items()}
+        self.study_name = c.study_name
+        self.costs = CostPenalty(PenaltyConfig(), space, setting.seq_len)  # every use names its kind
+        self.workers = SharedStudy(setting.storage, c.heartbeat_interval, c.grace_period)
 
     @property
     def total_trials(self) -> int:
@@ -94,37 +95,17 @@ class EvolutionStrategy(SinglePathStrategy):
     # -- costs -----------------------------------------------------------------------------
     def attach(self, supernet) -> None:
         super().attach(supernet)
-        self.shape = supernet.shape
-        if self.seq_len is not None and self.seq_len > supernet.shape.max_len:
-            raise ConfigError(f"seq_len {self.seq_len} is longer than the model's maximum {supernet.shape.max_len}")
-        self.cost_len = self.seq_len or supernet.shape.max_len
+        self.costs.attach(supernet.shape)
         # Fail before hours of supernet training, not after.
         for kind, limit in self.constraints.items():
-            choices, cheapest = self.cheapest(kind)
+            choices, cheapest = self.costs.cheapest(kind)
             if cheapest > limit:
                 layer = LayerArch(*(choices[f"layer0.{f}"] for f in LAYER_FIELDS))
                 raise ConfigError(
                     f"no arch in space '{self.space.name}' meets constraints.{kind} <= {limit:g}: the "
                     f"cheapest, {choices['depth']} x ({layer.attention}, heads={layer.heads}, "
-                    f"ffn_dim={layer.ffn_dim}), costs {cheapest:g} {UNITS[kind]} at seq_len {self.cost_len}")
+                    f"ffn_dim={layer.ffn_dim}), costs {cheapest:g} {UNITS[kind]} at seq_len {self.costs.seq_len}")
         self.workers.check()
-
-    def arch_cost(self, arch: Arch, kind: str) -> float:
-        return float(costs.arch_cost(arch, self.space, self.shape, self.cost_len, kind))
-
-    def cheapest(self, kind: str) -> tuple[dict, float]:
-        """The choices of every decision for the cheapest arch of `kind`, and its cost.
-
-        Costs add over layers and none is negative, so the cheapest arch is the shallowest one
-        made of the cheapest layer.
-        """
-        space = self.space
-        layers = (LayerArch(a, h, f) for a in space.attention for h in space.heads for f in space.ffn_dims)
-        layer = min(layers, key=lambda x: costs.layer_cost(x, space, self.shape, self.cost_len, kind))
-        depth = min(space.depths)
-        choices = {"depth": depth, **{f"layer{i}.{f}": getattr(layer, f)
-                                      for i in range(space.max_depth) for f in LAYER_FIELDS}}
-        return choices, self.arch_cost(Arch(depth, (layer,) * depth), kind)
 
     # -- the search ------------------------------------------------------------------------
     def finish(self, ctx: SearchContext, val_batches: list[dict]) -> SearchResult:
@@ -147,8 +128,8 @@ class EvolutionStrategy(SinglePathStrategy):
             # proposes then depends on the study alone, so a search interrupted and resumed
             # proposes what an uninterrupted one does (one sampler's RNG would restart at the resume).
             return optuna.samplers.NSGAIISampler(
-                population_size=self.population, mutation_prob=self.mutation_prob,
-                crossover_prob=self.crossover_prob, seed=(seed + done) % 2**32)
+                population_size=self.population, mutation_prob=self.config.mutation_prob,
+                crossover_prob=self.config.crossover_prob, seed=(seed + done) % 2**32)
 
         directions = ["maximize" if HIGHER_IS_BETTER[metric] else "minimize", "minimize"]
         study = self.workers.load(self.study_name, sampler(0), directions, lambda s: self._claim(s, metric))
@@ -163,12 +144,12 @@ class EvolutionStrategy(SinglePathStrategy):
     def _claim(self, study: optuna.Study, metric: str) -> None:
         """Mark a new study with what it searches; refuse to continue a study of another search."""
         search = json.loads(json.dumps({
-            "space": self.space.to_dict(), "metric": metric, "cost": self.cost, "seq_len": self.cost_len,
+            "space": self.space.to_dict(), "metric": metric, "cost": self.cost, "seq_len": self.costs.seq_len,
             "constraints": self.constraints, "population": self.population}))
         if "search" not in study.user_attrs:
             study.set_user_attr("search", search)
             for kind in self.constraints:
-                study.enqueue_trial(self.cheapest(kind)[0])
+                study.enqueue_trial(self.costs.cheapest(kind)[0])
             return
         differ = [key for key, value in search.items() if study.user_attrs["search"].get(key) != value]
         if differ:
@@ -193,7 +174,7 @@ class EvolutionStrategy(SinglePathStrategy):
         value, loss = known[arch]
         if loss is not None:  # the tie-break after the metric (results.best_first)
             trial.set_user_attr("val/loss", loss)
-        spent = {kind: self.arch_cost(arch, kind) for kind in dict.fromkeys([self.cost, *self.constraints])}
+        spent = {kind: self.costs.of(arch, kind) for kind in dict.fromkeys([self.cost, *self.constraints])}
         for kind, amount in spent.items():  # not `value`: that is the metric told below
             trial.set_user_attr(f"cost/{kind}", amount)
         for kind, limit in self.constraints.items():

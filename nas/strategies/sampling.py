@@ -36,10 +36,11 @@ def fair_paths(space: SearchSpace, rng: random.Random) -> list[Arch]:
 
 
 def check_options(sandwich: bool, distill: float) -> None:
-    """One-line errors for the shared-weight training options of a sampling strategy."""
+    """One-line errors for the shared-weight training options of a sampling strategy (named as
+    in its config; `build_config` puts `strategy.` in front)."""
     check_numbers("probability", distill=distill)
     if distill and not sandwich:
-        raise ConfigError("strategy.distill needs strategy.sandwich=true: the largest arch is the teacher")
+        raise ConfigError("distill needs strategy.sandwich=true: the largest arch is the teacher")
 
 
 def train_paths(ctx: SearchContext, batch: dict, archs: list[Arch], space: SearchSpace, sandwich: bool = False,

@@ -6,35 +6,42 @@ every search must beat; and `fixed`, which trains one given arch.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from torch import Tensor
 
 from nas.space import Arch, SearchSpace
 from nas.results import SearchResult
-from nas.strategies.base import SearchContext, Strategy, check_wholes
+from nas.strategies.base import SearchContext, SearchSetting, Strategy, check_wholes
 from nas.strategies.registry import STRATEGIES
 from nas.strategies.sampling import check_options, fair_paths, train_paths
 from nas.supernet.importance import sort_by_importance
 
 
+@dataclass(frozen=True)
+class SinglePathConfig:
+    """How a sampling strategy trains the shared weights (`strategy.*`)."""
+
+    sandwich: bool = False  # per step, also train the largest and smallest arch (BigNAS's sandwich rule)
+    distill: float = 0.0  # in-place distillation weight towards the largest arch's predictions (needs sandwich)
+    fair: bool = True  # per step, the strictly fair paths of `fair_paths` (FairNAS); false: one random path (SPOS)
+    sort_every: int = 0  # every this many epochs, reorder heads and FFN units by importance (OFA); 0 never
+
+    def __post_init__(self):
+        check_options(self.sandwich, self.distill)
+        check_wholes(0, sort_every=self.sort_every)
+
+
 class SinglePathStrategy(Strategy):
-    """Trains the shared weights on uniformly sampled paths, one (or a sandwich) per step.
+    """Trains the shared weights on uniformly sampled paths, one (or a sandwich) per step."""
 
-    Args:
-        sandwich: per step, also train the largest and smallest arch (BigNAS's sandwich rule).
-        distill: weight of in-place distillation of sampled paths towards the largest arch's
-            predictions (needs `sandwich`); 0 turns it off.
-        fair: per step, train the strictly fair paths of `fair_paths` (every choice of every
-            layer once, gradients summed, one optimizer step) instead of one random path.
-        sort_every: every this many epochs, reorder heads and FFN units by importance (OFA) so
-            the small widths get the important ones; 0 never.
-    """
+    Config = SinglePathConfig
 
-    def __init__(self, space: SearchSpace, seed: int = 0, sandwich: bool = False, distill: float = 0.0,
-                 fair: bool = False, sort_every: int = 0):
-        super().__init__(space, seed)
-        check_options(sandwich, distill)
-        check_wholes(0, sort_every=sort_every)
-        self.sandwich, self.distill, self.fair, self.sort_every = sandwich, distill, fair, sort_every
+    def __init__(self, space: SearchSpace, config: SinglePathConfig | None = None,
+                 setting: SearchSetting = SearchSetting(), seed: int = 0):
+        super().__init__(space, config, setting, seed)
+        c = self.config
+        self.sandwich, self.distill, self.fair, self.sort_every = c.sandwich, c.distill, c.fair, c.sort_every
 
     def training_step(self, ctx: SearchContext, train: dict, val: dict | None) -> dict[str, Tensor]:
         archs = fair_paths(self.space, self.rng) if self.fair else [self.space.sample(self.rng)]
@@ -50,14 +57,27 @@ class SinglePathStrategy(Strategy):
         return self.space.largest()
 
 
+@dataclass(frozen=True)
+class RandomConfig(SinglePathConfig):
+    """Random search's options: SPOS training's, and the archs it samples."""
+
+    samples: int = 20  # archs sampled at the end and evaluated with inherited weights
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_wholes(1, samples=self.samples)
+
+
 @STRATEGIES.register("random")
 class RandomStrategy(SinglePathStrategy):
     """SPOS training, then `samples` random archs evaluated with inherited weights; best wins."""
 
-    def __init__(self, space: SearchSpace, seed: int = 0, samples: int = 20, **kwargs):
-        super().__init__(space, seed, **kwargs)
-        check_wholes(1, samples=samples)
-        self.samples = samples
+    Config = RandomConfig
+
+    def __init__(self, space: SearchSpace, config: RandomConfig | None = None,
+                 setting: SearchSetting = SearchSetting(), seed: int = 0):
+        super().__init__(space, config, setting, seed)
+        self.samples = self.config.samples
 
     def finish(self, ctx: SearchContext, val_batches: list[dict]) -> SearchResult:
         """Ties in the metric (saturated inherited scores are common) go to the lower validation
@@ -67,13 +87,23 @@ class RandomStrategy(SinglePathStrategy):
         return SearchResult(best=ranked[0].arch, ranked=ranked)
 
 
+@dataclass(frozen=True)
+class FixedConfig:
+    """The arch `strategy=fixed` trains."""
+
+    arch: str  # path to an arch YAML file (required; from Python, an Arch will do)
+
+
 @STRATEGIES.register("fixed")
 class FixedStrategy(Strategy):
     """Trains and returns one given arch: a hand-designed baseline."""
 
-    def __init__(self, space: SearchSpace, arch: Arch | str, seed: int = 0):
-        super().__init__(space, seed)
-        arch = arch if isinstance(arch, Arch) else Arch.from_yaml(arch)
+    Config = FixedConfig
+
+    def __init__(self, space: SearchSpace, config: FixedConfig, setting: SearchSetting = SearchSetting(),
+                 seed: int = 0):
+        super().__init__(space, config, setting, seed)
+        arch = config.arch if isinstance(config.arch, Arch) else Arch.from_yaml(config.arch)
         space.validate(arch)
         self.arch = arch
 
@@ -84,4 +114,3 @@ class FixedStrategy(Strategy):
 
     def current_arch(self) -> Arch:
         return self.arch
-

@@ -25,13 +25,14 @@ def log_search(writer: SummaryWriter, space: SearchSpace, strategy: Strategy, re
                cost_of: Callable[[Arch], Cost] | None = None) -> None:
     """Write the pictures and the table of a finished search.
 
-    Tags: `search/arch_weights/layer<i>` and `search/arch_weights/depth` (strategies with a
+    Tags: `search/arch_weights/layer<i>` and `search/arch_weights/depth` (reports with a
     `history` of architecture weights: DARTS, GDAS, ENAS), `search/choice_counts` (strategies
     that count trained choices), `search/pareto` (metric against cost of the ranked and
     Pareto candidates, whatever the strategy), and `search/chosen_arch` both as a picture and
     as a markdown table in the text tab (with each decision's margin where there is a history).
 
     Args:
+        strategy: the finished strategy: its `report()` and `counts`.
         cost: the chosen arch's cost, shown under its table.
         metrics: the chosen arch's metrics (e.g. {"val/acc": 0.9}), shown under its table.
         step: the global step to file them under.
@@ -39,7 +40,8 @@ def log_search(writer: SummaryWriter, space: SearchSpace, strategy: Strategy, re
             for candidates whose metrics hold no `cost/...` (random, SPOS, ENAS rank without).
     """
     decisions = space.decisions()
-    history = getattr(strategy, "history", None)
+    report = strategy.report()
+    history = list(report.history)
     if history:
         for layer in [*range(space.max_depth), "depth"]:
             name = "depth" if layer == "depth" else f"layer{layer}"
@@ -59,7 +61,7 @@ def log_search(writer: SummaryWriter, space: SearchSpace, strategy: Strategy, re
         figure = viz.pareto_plot(plotted, metric_key, cost_key, result.best, higher)
         writer.add_figure("search/pareto", figure, step)
     writer.add_figure("search/chosen_arch", viz.arch_picture(result.best), step)
-    margin = viz.margins(history[-1]) if history else None
+    margin = report.margins if history else None
     # Not writer.add_text, which files the text under "<tag>/text_summary".
     _write(writer, text_pb("search/chosen_arch", viz.arch_table(result.best, cost, metrics, margin)), step)
     writer.flush()
@@ -78,7 +80,7 @@ def log_hparams(writer: SummaryWriter, hparams: dict[str, Any], metrics: dict[st
 
     Args:
         hparams: nested settings, e.g. {"task": "listops", "space": "lra", "sharing": "entangled",
-            "seed": 0, "strategy": {"name": "darts", "arch_lr": 3e-3, "cost_weight": 0.1, ...}};
+            "seed": 0, "strategy": {"name": "darts", "arch_lr": 3e-3, "penalty": {"weight": 0.1}, ...}};
             flattened to dotted keys such as `strategy.arch_lr`; values that are not numbers,
             strings or booleans (None, lists) as text.
         metrics: final values, e.g. {"search/val_acc": 0.8, "cost/params": 12345,

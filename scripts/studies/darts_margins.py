@@ -5,7 +5,7 @@ quickstart defaults (docs/ranking-study.md, "DARTS margins"). One search per var
 process, one after the other. Prints JSON:
 per variant the final margins, for `shrink` the margin at which each decision's last cut was
 made, for `top2` and `greedy` the supernet's scores of the candidates compared. Every other
-variant takes the argmax of its weights (`strategy.decide=argmax`): what the remedy decided.
+variant takes the argmax of its weights (`strategy.decide.rule=argmax`): what the remedy decided.
 
     python scripts/studies/darts_margins.py --variants plain,tau --out margins.json
     python scripts/studies/darts_margins.py --override +trainer.limit_train_batches=16   # shorter epochs
@@ -24,15 +24,15 @@ from nas.pipeline import search
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))  # the harness, however this file is run
 from harness import write_report  # one JSON report for benchmarks and studies
 
-ARGMAX = "+strategy.decide=argmax"
+ARGMAX = "+strategy.decide.rule=argmax"
 VARIANTS = {
     "plain": [ARGMAX],
-    "tau": ["+strategy.softmax_tau_end=0.1", ARGMAX],
-    "entropy": ["+strategy.entropy_weight=0.5", ARGMAX],
-    "zero_one": ["+strategy.zero_one_weight=5.0", ARGMAX],
-    "shrink": ["+strategy.shrink_every=2", ARGMAX],  # 5 epochs: drops after epochs 2 and 4
-    "top2": ["+strategy.decide=top2"],
-    "greedy": ["+strategy.decide=greedy"],
+    "tau": ["+strategy.temperature.end=0.1", ARGMAX],
+    "entropy": ["+strategy.sharpen.entropy=0.5", ARGMAX],
+    "zero_one": ["+strategy.sharpen.zero_one=5.0", ARGMAX],
+    "shrink": ["+strategy.shrink.every=2", ARGMAX],  # 5 epochs: drops after epochs 2 and 4
+    "top2": ["+strategy.decide.rule=top2"],
+    "greedy": ["+strategy.decide.rule=greedy"],
 }
 
 

@@ -58,7 +58,7 @@ ROOT = Path(__file__).resolve().parents[2]  # the repository: configs/, search_s
 # their regret measures (issue 14).
 RANDOM = ["strategy=random", "strategy.fair=false"]  # one random path per step (SPOS)
 SHARED = "sharing=entangled"  # every row names its sharing: the CLI's default (separate) may change
-ARGMAX = "strategy.decide=argmax"  # and the differentiable rows how they decide (the default is greedy)
+ARGMAX = "strategy.decide.rule=argmax"  # and the differentiable rows how they decide (the default is greedy)
 MECHANISMS = {
     "entangled": [*RANDOM, SHARED],  # attention types share Q/K/V/O
     "separate": [*RANDOM, "sharing=separate"],  # each attention type owns its Q/K/V/O
@@ -76,10 +76,10 @@ MECHANISMS = {
     "gdas_separate": ["strategy=gdas", "sharing=separate", ARGMAX],
     "darts_pc4_separate": ["strategy=darts", "strategy.partial=4", "sharing=separate", ARGMAX],
     # GDAS's decision checked at the end: per decision its top two compared by the supernet's score
-    "gdas_separate_compare": ["strategy=gdas", "sharing=separate", "strategy.decide=top2"],
+    "gdas_separate_compare": ["strategy=gdas", "sharing=separate", "strategy.decide.rule=top2"],
     # ... or every decision settled in turn among all its candidates by the supernet's score (the default)
-    "gdas_separate_greedy": ["strategy=gdas", "sharing=separate", "strategy.decide=greedy"],
-    "darts_pc4_separate_greedy": ["strategy=darts", "strategy.partial=4", "sharing=separate", "strategy.decide=greedy"],
+    "gdas_separate_greedy": ["strategy=gdas", "sharing=separate", "strategy.decide.rule=greedy"],
+    "darts_pc4_separate_greedy": ["strategy=darts", "strategy.partial=4", "sharing=separate", "strategy.decide.rule=greedy"],
 }
 SAMPLING = [name for name, overrides in MECHANISMS.items() if "strategy=random" in overrides]  # default rows
 

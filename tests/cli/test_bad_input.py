@@ -81,7 +81,7 @@ def test_bad_input_is_one_line(name, overrides, word, config, tmp_path, capsys):
 
 
 # Strategy options of a wrong name, type or range: (overrides, the one line's message). Each
-# stops before any training (`Strategy.build` and the strategies' own checks).
+# stops before any training (`build_strategy`: `errors.build_config` and the configs' own checks).
 BAD_STRATEGY = [
     # were tracebacks (some only after the supernet had trained)
     (["strategy=gdas", "strategy.arch_weight_decay=-1"], "strategy.arch_weight_decay=-1: must be a finite number >= 0"),
@@ -93,21 +93,21 @@ BAD_STRATEGY = [
      "strategy.constraints.params=nan: must be a finite number > 0"),
     (["strategy=random", "strategy.samples=0"], "strategy.samples=0: must be a whole number >= 1"),
     (["strategy=random", "+strategy.bogus_option=1"],
-     "unknown option strategy.bogus_option for strategy=random; allowed: samples, sandwich, distill, fair, sort_every"),
+     "unknown option strategy.bogus_option for strategy=random; allowed: sandwich, distill, fair, sort_every, samples"),
     # were silently accepted
-    (["strategy=darts", "strategy.cost_weight=-5"], "strategy.cost_weight=-5: must be a finite number >= 0"),
+    (["strategy=darts", "strategy.penalty.weight=-5"], "strategy.penalty.weight=-5: must be a finite number >= 0"),
     (["strategy=darts", "strategy.warmup_epochs=-3"], "strategy.warmup_epochs=-3: must be a whole number >= 0"),
-    (["strategy=gdas", "strategy.tau_max=-2", "strategy.tau_min=-1"], "strategy.tau_max=-2: must be a finite number > 0"),
+    (["strategy=gdas", "strategy.gumbel.start=-2", "strategy.gumbel.end=-1"], "strategy.gumbel.start=-2: must be a finite number > 0"),
     (["strategy=enas", "strategy.baseline_decay=7"], "strategy.baseline_decay=7: must be a number in [0, 1)"),
     (["strategy=enas", "strategy.controller_hidden=0"], "strategy.controller_hidden=0: must be a whole number >= 1"),
     (["strategy=random", "strategy.fair=maybe"], "strategy.fair='maybe': must be true or false"),
     # were unclear: a non-finite loss once training ran, or "???: no such file"
     (["search.lr=inf"], "search.lr=inf: must be a finite number > 0"),
-    (["strategy=darts", "strategy.softmax_tau_start=nan"], "strategy.softmax_tau_start=nan: must be a finite number > 0"),
-    (["strategy=gdas", "strategy.tau_max=0", "strategy.tau_min=0"], "strategy.tau_max=0: must be a finite number > 0"),
+    (["strategy=darts", "strategy.temperature.start=nan"], "strategy.temperature.start=nan: must be a finite number > 0"),
+    (["strategy=gdas", "strategy.gumbel.start=0", "strategy.gumbel.end=0"], "strategy.gumbel.start=0: must be a finite number > 0"),
     (["strategy=fixed"], "strategy.arch is missing: strategy=fixed needs it; pass strategy.arch=<value>"),
     # more of the same kinds
-    (["strategy=gdas", "strategy.tau_max=0.1", "strategy.tau_min=10"], "strategy.tau_min=10 > strategy.tau_max=0.1: the temperature is annealed from tau_max down to tau_min"),
+    (["strategy=gdas", "strategy.gumbel.start=0.1", "strategy.gumbel.end=10"], "strategy.gumbel.end=10 > strategy.gumbel.start=0.1: the temperature is annealed from gumbel.start down to gumbel.end"),
     (["strategy=evolution", "strategy.mutation_prob=inf"], "strategy.mutation_prob=inf: must be a number in [0, 1]"),
     (["strategy=darts", "strategy.arch_lr=inf"], "strategy.arch_lr=inf: must be a finite number > 0"),
     (["strategy=enas", "strategy.tanh_constant=-1"], "strategy.tanh_constant=-1: must be a finite number > 0"),

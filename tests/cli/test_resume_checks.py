@@ -136,7 +136,7 @@ def test_a_resume_with_the_runs_settings_goes_on_and_keeps_its_first_start(finis
     run = killed(finished, tmp_path)
     first = read_status(run)["started"]
     cfg = compose_config("search", run, [*STARTED, f"paths.data_dir={finished / 'data'}", f"resume={run}",
-                                         "strategy.decide=argmax", "search.eval_batches=1", "retrain.enabled=false"])
+                                         "strategy.decide.rule=argmax", "search.eval_batches=1", "retrain.enabled=false"])
     outcome = search_cli.run(cfg)
     assert outcome is not None and (run / "best_arch.yaml").is_file()
     status = read_status(run)
@@ -182,12 +182,11 @@ def test_evolution_workers_may_join_with_their_own_seed_and_generations():
 
 
 def test_the_options_a_resume_may_change_are_options_of_their_strategy():
-    import inspect
+    import dataclasses
 
     from nas.strategies import STRATEGIES
     for name, options in common._AFTER_STRATEGY.items():
-        accepted = {p for cls in STRATEGIES.get(name).__mro__ if "__init__" in vars(cls)
-                    for p in inspect.signature(cls.__init__).parameters}
+        accepted = {f.name for f in dataclasses.fields(STRATEGIES.get(name).Config)}
         assert set(options) <= accepted, name
 
 

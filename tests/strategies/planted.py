@@ -153,3 +153,16 @@ def known_front(space: SearchSpace, metric: str, cost_of: Callable[[Arch], float
     points = {arch: (sign * toy_score(arch, metric), -cost_of(arch)) for arch in every_arch(space)}  # both up
     return {a for a, p in points.items()
             if not any(q[0] >= p[0] and q[1] >= p[1] and q != p for q in points.values())}
+
+
+def make(name: str, space, seed: int = 0, seq_len: int | None = None, storage: str | None = None, **options):
+    """The strategy `name` built as nas-search builds it, from its (nested) options; random and
+    evolution train on one random path per step unless `fair` is given (the quicker SPOS), and
+    `fixed` takes an Arch as well as a file."""
+    from nas.strategies import STRATEGIES, SearchSetting, build_strategy
+    cls, setting = STRATEGIES.get(name), SearchSetting(seq_len=seq_len, storage=storage)
+    if name in ("random", "evolution"):
+        options.setdefault("fair", False)
+    if isinstance(options.get("arch"), Arch):
+        return cls(space, cls.Config(**options), setting, seed)
+    return build_strategy(cls, space, options, setting, seed)

@@ -8,14 +8,14 @@ from nas.strategies import STRATEGIES
 from nas.supernet import Supernet
 from nas.training.run import run_search
 
-from .planted import FetchTask, planted_space, trainer
+from .planted import FetchTask, make, planted_space, trainer
 
 
 def search(tmp_path, name, task, epochs, **options):
     torch.manual_seed(0)
     space = planted_space()
     net = Supernet(space, task.shape)
-    strategy = STRATEGIES.get(name)(space, seed=0, seq_len=task.seq_len, **options)
+    strategy = make(name, space, seed=0, seq_len=task.seq_len, **options)
     module, result = run_search(net, strategy, task, "acc", trainer(tmp_path, epochs=epochs), lr=3e-3)
     return strategy, result
 
@@ -29,7 +29,7 @@ def test_a_global_op_wins_where_it_matters(tmp_path, name):
 
 @pytest.mark.parametrize("name", ["darts", "gdas"])
 def test_a_cost_penalty_picks_the_cheap_op_when_it_suffices(tmp_path, name):
-    strategy, result = search(tmp_path, name, FetchTask(distance=1), epochs=3, cost="flops", cost_weight=5.0)
+    strategy, result = search(tmp_path, name, FetchTask(distance=1), epochs=3, penalty={"cost": "flops", "weight": 5.0})
     assert {layer.attention for layer in result.best.layers} == {"local"}
     assert result.best.depth == 1
 
@@ -56,7 +56,7 @@ def test_partial_one_is_plain_darts_exactly():
     batch = {"tokens": tokens, "mask": mask, "target": target}
     space = planted_space()
     net = Supernet(space, task.shape)
-    strategy = STRATEGIES.get("darts")(space, seed=0, partial=1)
+    strategy = make("darts", space, seed=0, partial=1)
     assert strategy.betas is None and strategy.edge_weights() is None
     params = list(net.parameters()) + strategy.arch_parameters()
     loss = strategy.loss(_Ctx(net), batch, strategy.mixture_weights())
@@ -78,7 +78,7 @@ def test_edge_weights_sum_to_two_per_layer_and_learn(tmp_path):
 
 def test_partial_must_divide_the_heads():
     with pytest.raises(ConfigError, match="strategy.partial=3"):
-        STRATEGIES.get("darts")(planted_space(), partial=3)
+        make("darts", planted_space(), partial=3)
 
 
 def test_second_order_runs_with_partial_heads(tmp_path):
@@ -90,7 +90,7 @@ def test_second_order_runs_with_partial_heads(tmp_path):
 
 def test_softmax_temperature_is_annealed_to_its_end_value(tmp_path):
     strategy, _ = search(tmp_path, "darts", FetchTask(distance=23, size=256), epochs=3,
-                         softmax_tau_start=1.0, softmax_tau_end=0.2)
+                         temperature={"start": 1.0, "end": 0.2})
     assert float(strategy.softmax_tau) == pytest.approx(0.2)
     logit = strategy.logits()["layer0.attention"].detach()
     torch.testing.assert_close(strategy.probabilities()["layer0.attention"].detach(), torch.softmax(logit / 0.2, -1))
@@ -98,7 +98,7 @@ def test_softmax_temperature_is_annealed_to_its_end_value(tmp_path):
 
 def test_decisiveness_penalties_match_their_formulas():
     """Entropy: the mean over decisions of -sum p log p; zero-one (Fair DARTS): -mean (p - 0.5)^2."""
-    strategy = STRATEGIES.get("darts")(planted_space(), seed=0, entropy_weight=2.0, zero_one_weight=3.0)
+    strategy = make("darts", planted_space(), seed=0, sharpen={"entropy": 2.0, "zero_one": 3.0})
     with torch.no_grad():
         for p in strategy.alphas.parameters():
             p.copy_(torch.randn(p.shape))
@@ -106,7 +106,7 @@ def test_decisiveness_penalties_match_their_formulas():
     entropy = sum(-(p * p.log()).sum() for p in probs) / len(probs)
     flat = torch.cat(probs)
     zero_one = -((flat - 0.5) ** 2).sum() / len(flat)
-    torch.testing.assert_close(strategy.decisiveness_penalty().detach(), 2.0 * entropy + 3.0 * zero_one)
+    torch.testing.assert_close(strategy.arch_penalty().detach(), 2.0 * entropy + 3.0 * zero_one)
 
 
 def test_a_zero_one_penalty_widens_the_margin(tmp_path):
@@ -116,7 +116,7 @@ def test_a_zero_one_penalty_widens_the_margin(tmp_path):
                    for p in strategy.history[-1].values() if len(p) > 1)
 
     plain, _ = search(tmp_path / "plain", "darts", FetchTask(distance=23, size=256), epochs=2)
-    pushed, _ = search(tmp_path / "pushed", "darts", FetchTask(distance=23, size=256), epochs=2, zero_one_weight=5.0)
+    pushed, _ = search(tmp_path / "pushed", "darts", FetchTask(distance=23, size=256), epochs=2, sharpen={"zero_one": 5.0})
     assert smallest_margin(pushed) > smallest_margin(plain)
 
 
@@ -130,8 +130,8 @@ def test_expected_cost_of_a_decided_distribution_is_the_arch_cost(kind, reversib
 
     space = SearchSpace.from_dict({**planted_space().to_dict(), "memory": {"reversible": reversible}})
     task = FetchTask(size=64)
-    strategy = STRATEGIES.get("darts")(space, seed=0, seq_len=task.seq_len, cost=kind, cost_weight=1.0)
-    strategy._build_cost_table(Supernet(space, task.shape))
+    strategy = make("darts", space, seed=0, seq_len=task.seq_len, penalty={"cost": kind, "weight": 1.0})
+    strategy.attach(Supernet(space, task.shape))
     arch = Arch(2, (LayerArch("full", 2, 64), LayerArch("local", 2, 64)))  # the larger layer first
     choices = space.choices_of(arch)
     with torch.no_grad():
@@ -140,6 +140,7 @@ def test_expected_cost_of_a_decided_distribution_is_the_arch_cost(kind, reversib
             one_hot[options.index(choices[key])] = 0.0
             strategy.alphas[key.replace(".", "_")].copy_(one_hot)
     expected = cost.arch_cost(arch, space, task.shape, task.seq_len, kind)
-    assert strategy.expected_cost().item() == pytest.approx(expected, rel=1e-5)
-    # and the final decision's penalty of that arch (decide=greedy/top2 under a cost) is the same
-    assert strategy.arch_penalty(arch) == pytest.approx(strategy.cost_penalty().item(), rel=1e-5)
+    probs = strategy.probabilities()
+    assert strategy.penalty.expected(probs).item() == pytest.approx(expected, rel=1e-5)
+    # and the final decision's penalty of that arch (decide.rule=greedy/top2 under a cost) is the same
+    assert strategy.penalty.of_arch(arch) == pytest.approx(strategy.penalty(probs).item(), rel=1e-5)

@@ -1,6 +1,7 @@
 """Progressive shrinking and the final comparisons of DARTS / GDAS (nas.strategies.darts_decide)."""
 import dataclasses
 import math
+import re
 
 import pytest
 import torch
@@ -11,7 +12,7 @@ from nas.space import SearchSpace
 from nas.strategies import STRATEGIES
 from nas.supernet import Supernet
 
-from .planted import FetchTask, planted_space
+from .planted import FetchTask, make, planted_space
 
 
 def four_op_space() -> SearchSpace:
@@ -35,9 +36,9 @@ class _Ctx:
         self.logged[name] = value
 
 
-def shrunk_strategy(name: str, steps: int, **options):
+def shrunk_strategy(name: str, steps: int, **shrink):
     torch.manual_seed(0)
-    strategy = STRATEGIES.get(name)(four_op_space(), seed=0, shrink_every=1, **options)
+    strategy = make(name, four_op_space(), seed=0, shrink={"every": 1, **shrink})
     with torch.no_grad():
         for alpha in strategy.alphas.values():
             alpha.copy_(torch.randn(alpha.shape))  # distinct weights: a known drop order
@@ -59,13 +60,13 @@ def test_each_shrink_step_drops_the_least_probable_candidate(steps):
         assert torch.equal(probs[~expected], torch.zeros(len(logit) - left))  # dropped: exactly 0
         torch.testing.assert_close(probs[expected], torch.softmax(logit[expected], -1))
     dropped = sum(len(logit) - max(1, len(logit) - steps) for logit in initial.values())
-    assert len(strategy.shrunk) == dropped
+    assert len(strategy.report().shrunk) == dropped
 
 
 def test_shrinking_stops_at_shrink_to_and_waits_for_the_warmup():
-    strategy, initial = shrunk_strategy("darts", 5, shrink_to=2)
+    strategy, initial = shrunk_strategy("darts", 5, to=2)
     assert all(int(k.sum()) == min(2, len(initial[key])) for key, k in strategy.keep().items())
-    waiting = STRATEGIES.get("darts")(four_op_space(), seed=0, shrink_every=2, warmup_epochs=1)
+    waiting = make("darts", four_op_space(), seed=0, shrink={"every": 2}, warmup_epochs=1)
     for epoch, left in zip(range(5), [4, 4, 3, 3, 2]):  # drops after epochs 2 and 4 (2 and 4 past the warmup)
         waiting.on_epoch_end(_Ctx(epoch=epoch))
         assert int(waiting.keep()["layer0.attention"].sum()) == left
@@ -103,10 +104,10 @@ def test_gdas_never_samples_a_dropped_candidate():
 
 
 def test_shrinking_options_are_checked():
-    with pytest.raises(ConfigError, match="strategy.shrink_every=-1"):
-        STRATEGIES.get("darts")(four_op_space(), shrink_every=-1)
-    with pytest.raises(ConfigError, match="strategy.shrink_to=0"):
-        STRATEGIES.get("darts")(four_op_space(), shrink_every=1, shrink_to=0)
+    with pytest.raises(ConfigError, match=re.escape("strategy.shrink.every=-1")):
+        make("darts", four_op_space(), shrink={"every": -1})
+    with pytest.raises(ConfigError, match=re.escape("strategy.shrink.to=0")):
+        make("darts", four_op_space(), shrink={"every": 1, "to": 0})
 
 
 # -- the final comparison -------------------------------------------------------------------
@@ -143,7 +144,7 @@ def compare(decide, first="local", sure=None, space=None, leaning=None):
     net = Rigged(space, task.shape)
     if sure is not None:
         net.sure = sure
-    strategy = STRATEGIES.get("darts")(space, seed=0, seq_len=task.seq_len, decide=decide)
+    strategy = make("darts", space, seed=0, seq_len=task.seq_len, decide={"rule": decide})
     with torch.no_grad():
         if leaning is None:
             leaning = [0.1, 0.2] if first == "local" else [0.2, 0.1]
@@ -209,22 +210,22 @@ def test_greedy_ends_where_no_single_change_scores_better():
 
 
 def test_greedy_is_the_default_and_an_unknown_rule_is_refused():
-    assert STRATEGIES.get("gdas")(planted_space()).decide == "greedy"
-    with pytest.raises(ConfigError, match="strategy.decide=best: allowed: greedy, top2, argmax"):
-        STRATEGIES.get("darts")(planted_space(), decide="best")
+    assert make("gdas", planted_space()).config.decide.rule == "greedy"
+    with pytest.raises(ConfigError, match=re.escape("strategy.decide.rule='best': allowed: greedy, top2, argmax")):
+        make("darts", planted_space(), decide={"rule": "best"})
 
 
 @pytest.mark.parametrize("name", ["darts", "gdas"])
 def test_resume_across_shrink_every(name):
     """A search checkpointed without shrinking resumes with it (nothing dropped yet); one that
     dropped candidates refuses to resume without it, in one line, rather than revive them."""
-    plain = STRATEGIES.get(name)(four_op_space(), seed=0)
-    shrinking = STRATEGIES.get(name)(four_op_space(), seed=0, shrink_every=1)
+    plain = make(name, four_op_space(), seed=0)
+    shrinking = make(name, four_op_space(), seed=0, shrink={"every": 1})
     shrinking.load_state_dict(plain.state_dict())  # strict
     assert all(bool(keep.all()) for keep in shrinking.keep().values())
     plain.load_state_dict(shrinking.state_dict())  # nothing dropped: loads as plain
 
     dropped, _ = shrunk_strategy(name, steps=1)
     assert not all(bool(keep.all()) for keep in dropped.keep().values())
-    with pytest.raises(ConfigError, match="resume it with strategy.shrink_every > 0"):
-        STRATEGIES.get(name)(four_op_space(), seed=0).load_state_dict(dropped.state_dict())
+    with pytest.raises(ConfigError, match=re.escape("resume it with strategy.shrink.every > 0")):
+        make(name, four_op_space(), seed=0).load_state_dict(dropped.state_dict())

@@ -16,6 +16,8 @@ from nas.space import SearchSpace
 from nas.strategies import STRATEGIES
 from nas.supernet import Supernet
 
+from .planted import make
+
 # Two candidates, two head counts, two widths, two depths: every kind of decision has a logit.
 SPACE = SearchSpace.from_dict({
     "name": "unrolled", "dim": 16, "head_dim": 8, "depth": [1, 2],
@@ -84,7 +86,7 @@ def flat(tensors) -> Tensor:
 def test_finite_differences_match_the_exact_unrolled_gradient(partial):
     torch.manual_seed(0)
     net = Supernet(SPACE, SHAPE).double()
-    strategy = STRATEGIES.get("darts")(SPACE, seed=0, second_order=True, partial=partial).double()
+    strategy = make("darts", SPACE, seed=0, second_order=True, partial=partial).double()
     alphas = strategy.arch_parameters()
     with torch.no_grad():  # away from uniform, so that every candidate's gradient differs
         for a in alphas:

@@ -9,7 +9,7 @@ from nas.strategies import STRATEGIES
 from nas.supernet import Supernet
 from nas.training.run import run_search
 
-from .planted import FetchTask, planted_space, trainer
+from .planted import FetchTask, make, planted_space, trainer
 
 
 def search(task, run: pl.Trainer, ckpt_path=None, seed=0, **options):
@@ -17,7 +17,7 @@ def search(task, run: pl.Trainer, ckpt_path=None, seed=0, **options):
     torch.manual_seed(seed)
     space = planted_space()
     net = Supernet(space, task.shape)
-    strategy = STRATEGIES.get("enas")(space, seed=seed, **options)
+    strategy = make("enas", space, seed=seed, **options)
     _, result = run_search(net, strategy, task, "acc", run, ckpt_path=ckpt_path, lr=3e-3)
     return strategy, result
 
@@ -42,7 +42,7 @@ def test_a_global_op_wins_where_it_matters(tmp_path):
 
 
 def test_reinforce_raises_the_probability_of_rewarded_choices():
-    strategy = STRATEGIES.get("enas")(planted_space(), seed=0, controller_lr=1e-2, entropy_weight=0.0)
+    strategy = make("enas", planted_space(), seed=0, controller_lr=1e-2, entropy_weight=0.0)
     optimizer = strategy.optimizers()[0]
     assert strategy.optimizers()[0] is optimizer  # made once: Lightning restores its state
 
@@ -65,10 +65,10 @@ def test_reinforce_raises_the_probability_of_rewarded_choices():
 
 def test_state_dict_round_trip_replays_the_same_samples():
     space = planted_space()
-    strategy = STRATEGIES.get("enas")(space, seed=0)
+    strategy = make("enas", space, seed=0)
     strategy.reinforce_loss(strategy.sample(4), torch.rand(4))  # sets the baseline
     state = strategy.state_dict()
-    fresh = STRATEGIES.get("enas")(space, seed=1)
+    fresh = make("enas", space, seed=1)
     fresh.load_state_dict(state)
     assert fresh.baseline == strategy.baseline
     assert fresh.sample(32).archs == strategy.sample(32).archs

@@ -29,7 +29,7 @@ from nas.supernet import Supernet
 from nas.training.run import run_search
 
 from ..postgres import postgres_server, postgres_url  # noqa: F401 (fixtures)
-from .planted import FetchTask, planted_space, trainer
+from .planted import FetchTask, make, planted_space, trainer
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")  # retry API
 
@@ -51,7 +51,7 @@ def one_thread():
 
 def evolution_strategy(space, **options):
     options = {"seed": 0, "population": 4, "generations": 2, "cost": "flops", **options}
-    return STRATEGIES.get("evolution")(space, **options)
+    return make("evolution", space, **options)
 
 
 def untrained(space_dict=WIDE):

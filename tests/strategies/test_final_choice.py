@@ -14,6 +14,7 @@ from nas.space import Arch, LayerArch
 from nas.strategies import STRATEGIES
 
 from .planted import (
+    make,
     ScoredSupernet,
     every_arch,
     known_best,
@@ -64,16 +65,16 @@ def test_the_toy_space_can_tell_the_keys_apart():
 @pytest.mark.parametrize("name, options", [
     ("random", {"samples": 200}),
     ("enas", {"final_samples": 200}),
-    ("darts", {"decide": "greedy"}),
-    ("darts", {"decide": "top2"}),
-    ("darts", {"decide": "greedy", "partial": 2}),  # PC-DARTS
-    ("gdas", {"decide": "greedy"}),
-    ("gdas", {"decide": "top2"}),
+    ("darts", {"decide": {"rule": "greedy"}}),
+    ("darts", {"decide": {"rule": "top2"}}),
+    ("darts", {"decide": {"rule": "greedy"}, "partial": 2}),  # PC-DARTS
+    ("gdas", {"decide": {"rule": "greedy"}}),
+    ("gdas", {"decide": {"rule": "top2"}}),
 ], ids=["random", "enas", "darts", "darts-top2", "pc-darts", "gdas", "gdas-top2"])
 def test_the_final_choice_is_the_known_best_arch(name, options, metric):
     space = toy_space()
     net = ScoredSupernet(space, metric)
-    strategy = STRATEGIES.get(name)(space, seed=0, **options)
+    strategy = make(name, space, seed=0, **options)
     if hasattr(strategy, "alphas"):
         point_weights_at(strategy, START)
         assert strategy.current_arch() == START
@@ -90,8 +91,8 @@ def test_the_final_choice_is_the_known_best_arch(name, options, metric):
 def test_argmax_and_fixed_keep_their_arch_whatever_the_supernet_scores(name, metric):
     space = toy_space()
     net = ScoredSupernet(space, metric)
-    options = {"arch": START} if name == "fixed" else {"decide": "argmax"}
-    strategy = STRATEGIES.get(name)(space, seed=0, **options)
+    options = {"arch": START} if name == "fixed" else {"decide": {"rule": "argmax"}}
+    strategy = make(name, space, seed=0, **options)
     if name != "fixed":
         point_weights_at(strategy, START)
     assert strategy.finish(context(net), net.batches()).best == START != known_best(space, metric)
@@ -110,7 +111,7 @@ def test_evolution_finds_the_known_best_arch_and_pareto_front(metric, monkeypatc
 
     monkeypatch.setattr(optuna.Study, "tell", spy)
     # 120 trials for 20 archs: NSGA-II reached the whole front with each of 16 seeds (16 x 6: 10 of 12)
-    strategy = STRATEGIES.get("evolution")(space, seed=0, population=20, generations=6, cost="flops")
+    strategy = make("evolution", space, seed=0, population=20, generations=6, cost="flops")
     strategy.attach(net)
     result = strategy.finish(context(net), net.batches())
     assert result.best == known_best(space, metric)

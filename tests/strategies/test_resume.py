@@ -10,7 +10,7 @@ from nas.strategies import STRATEGIES
 from nas.supernet import Supernet
 from nas.training.run import run_search
 
-from .planted import FetchTask, planted_space
+from .planted import FetchTask, make, planted_space
 
 OPTIONS = {
     "darts": {"seq_len": 24},
@@ -22,10 +22,10 @@ OPTIONS = {
 }
 # variants: a test id -> (strategy, options)
 VARIANTS = {"darts-partial": ("darts", {"seq_len": 24, "partial": 2}),
-            "darts-shrink": ("darts", {"seq_len": 24, "shrink_every": 1}),  # shrunk after epoch 0
-            "gdas-shrink": ("gdas", {"seq_len": 24, "shrink_every": 1}),
-            "darts-top2": ("darts", {"seq_len": 24, "decide": "top2"}),
-            "gdas-argmax": ("gdas", {"seq_len": 24, "decide": "argmax"})}  # darts, gdas: greedy
+            "darts-shrink": ("darts", {"seq_len": 24, "shrink": {"every": 1}}),  # shrunk after epoch 0
+            "gdas-shrink": ("gdas", {"seq_len": 24, "shrink": {"every": 1}}),
+            "darts-top2": ("darts", {"seq_len": 24, "decide": {"rule": "top2"}}),
+            "gdas-argmax": ("gdas", {"seq_len": 24, "decide": {"rule": "argmax"}})}  # darts, gdas: greedy
 
 
 def search(name, root, ckpt_path=None):
@@ -34,7 +34,7 @@ def search(name, root, ckpt_path=None):
     space = planted_space()
     net = Supernet(space, task.shape)
     name, options = VARIANTS.get(name, (name, OPTIONS.get(name, {})))
-    strategy = STRATEGIES.get(name)(space, seed=0, **options)
+    strategy = make(name, space, seed=0, **options)
     every_epoch = ModelCheckpoint(dirpath=root, filename="{epoch}", save_top_k=-1, save_on_train_epoch_end=True)
     trainer = pl.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_progress_bar=False,
                          enable_model_summary=False, num_sanity_val_steps=0, callbacks=[every_epoch])

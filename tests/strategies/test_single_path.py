@@ -13,7 +13,7 @@ from nas.strategies.sampling import fair_paths
 from nas.supernet import Supernet
 from nas.training.run import run_search
 
-from .planted import FetchTask, planted_space, trainer
+from .planted import FetchTask, make, planted_space, trainer
 
 SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
 
@@ -22,7 +22,7 @@ def test_random_search_finds_the_global_op(tmp_path):
     space = planted_space()
     task = FetchTask()
     net = Supernet(space, task.shape)
-    strategy = STRATEGIES.get("random")(space, seed=0, samples=8)
+    strategy = make("random", space, seed=0, samples=8)
     _, result = run_search(net, strategy, task, "acc", trainer(tmp_path, epochs=4), lr=3e-3)
     best = result.ranked[0]
     assert best.metrics["val/acc"] > 0.9
@@ -38,7 +38,7 @@ def test_fixed_arch_trains_that_arch(tmp_path):
     task = FetchTask()
     net = Supernet(space, task.shape)
     before = {k: v.clone() for k, v in net.state_dict().items()}
-    _, result = run_search(net, STRATEGIES.get("fixed")(space, arch=arch), task, "acc", trainer(tmp_path, epochs=1))
+    _, result = run_search(net, make("fixed", space, arch=arch), task, "acc", trainer(tmp_path, epochs=1))
     assert result.best == arch
     after = net.state_dict()
     changed = {k for k in before if not torch.equal(before[k], after[k])}
@@ -109,7 +109,7 @@ def test_fair_step_sums_the_per_path_gradients_in_one_step():
     space = quickstart()
     torch.manual_seed(0)
     net = Supernet(space, ModelShape(20, 3, 24))
-    strategy = STRATEGIES.get("random")(space, seed=0, fair=True)
+    strategy = make("random", space, seed=0, fair=True)
     module = RecordingModule(net)
     batch = tiny_batch(space)
     strategy.training_step(module, batch, None)
@@ -129,18 +129,18 @@ def test_sandwich_trains_largest_smallest_and_the_sampled_paths():
     space = quickstart()
     net = Supernet(space, ModelShape(20, 3, 24))
     module = RecordingModule(net)
-    STRATEGIES.get("random")(space, sandwich=True, fair=True, distill=0.5).training_step(module, tiny_batch(space), None)
+    make("random", space, sandwich=True, fair=True, distill=0.5).training_step(module, tiny_batch(space), None)
     assert module.archs[:2] == [space.largest(), space.smallest()] and len(module.archs) == 6
     with pytest.raises(ConfigError, match="strategy.distill needs strategy.sandwich=true"):
-        STRATEGIES.get("random")(space, distill=0.5)
+        make("random", space, distill=0.5)
     with pytest.raises(ConfigError, match="strategy.sort_every=-1: must be a whole number >= 0"):
-        STRATEGIES.get("random")(space, sort_every=-1)
+        make("random", space, sort_every=-1)
 
 
 def test_enas_can_train_the_shared_weights_with_the_sandwich_rule():
     space = quickstart()
     module = RecordingModule(Supernet(space, ModelShape(20, 3, 24)))
-    STRATEGIES.get("enas")(space, sandwich=True).training_step(module, tiny_batch(space), None)
+    make("enas", space, sandwich=True).training_step(module, tiny_batch(space), None)
     assert module.archs[:2] == [space.largest(), space.smallest()] and len(module.archs) == 3
     assert module.steps == 1
 
@@ -149,7 +149,7 @@ def test_sort_every_reorders_widths_at_epoch_end():
     space = quickstart()
     torch.manual_seed(0)
     net = Supernet(space, ModelShape(20, 3, 24))
-    strategy = STRATEGIES.get("random")(space, sort_every=2)
+    strategy = make("random", space, sort_every=2)
     strategy.attach(net)
     fc1 = net.blocks[0].ffn.fc1.weight
     before = fc1.detach().clone()
@@ -172,7 +172,7 @@ def test_search_breaks_metric_ties_by_loss_then_params(name, options):
         net.readout.linear.bias.copy_(torch.tensor([10.0, 0.0, 0.0]))
     batch["target"] = torch.zeros(3, dtype=torch.long)
     module = RecordingModule(net)
-    strategy = STRATEGIES.get(name)(space, seed=0, **options)
+    strategy = make(name, space, seed=0, **options)
     strategy.attach(net)
     result = strategy.finish(module, [batch])
     assert len({c.metrics["val/acc"] for c in result.ranked}) == 1  # all tie at 1.0

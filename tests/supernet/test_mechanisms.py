@@ -181,7 +181,7 @@ TRAINED = [("entangled_gain", None, {}), ("entangled", "layer0.attention", {}),
 def test_each_mechanism_trains_and_extracts_its_output(tmp_path, sharing, split, options):
     from nas.strategies import STRATEGIES
     from nas.training.run import run_search
-    from tests.strategies.planted import FetchTask, trainer
+    from tests.strategies.planted import FetchTask, make, trainer
 
     torch.manual_seed(0)
     space = SearchSpace.from_yaml(SPACES / "quickstart.yaml")
@@ -190,7 +190,7 @@ def test_each_mechanism_trains_and_extracts_its_output(tmp_path, sharing, split,
     if split:
         net = FewShotSupernet(net, split)
     before = [p.detach().clone() for p in net.parameters()]
-    strategy = STRATEGIES.get("random")(space, seed=0, samples=4, **options)
+    strategy = make("random", space, seed=0, samples=4, **options)
     _, result = run_search(net, strategy, task, "acc", trainer(tmp_path, epochs=1), lr=3e-3)
     assert any(not torch.equal(a, b) for a, b in zip(before, net.parameters()))
     tokens = torch.randint(1, task.vocab_size, (2, task.seq_len))
@@ -233,13 +233,13 @@ def test_a_few_shot_search_checkpoint_loads_back(tmp_path):
     from nas.strategies import STRATEGIES
     from nas.training.run import run_search
     from nas.training.search import load_supernet
-    from tests.strategies.planted import FetchTask, trainer
+    from tests.strategies.planted import FetchTask, make, trainer
 
     space = SearchSpace.from_yaml(SPACES / "quickstart.yaml")
     task = FetchTask(seq_len=16, distance=8, size=64, batch_size=32)
     net = FewShotSupernet(Supernet(space, task.shape), "depth")
     fit = trainer(tmp_path, epochs=1)
-    run_search(net, STRATEGIES.get("random")(space, samples=2), task, "acc", fit)
+    run_search(net, make("random", space, samples=2), task, "acc", fit)
     fit.save_checkpoint(tmp_path / "last.ckpt")
     loaded = load_supernet(tmp_path / "last.ckpt", space).eval()
     assert isinstance(loaded, FewShotSupernet) and loaded.split == "depth"

@@ -22,7 +22,7 @@ from nas.strategies import STRATEGIES
 from nas.supernet import Supernet
 from nas.training.run import run_search
 
-from ..strategies.planted import FetchTask, planted_space
+from ..strategies.planted import FetchTask, make, planted_space
 
 STRATEGY_OPTIONS = {"random": {"samples": 4}, "gdas": {}, "enas": {"controller_every": 1, "controller_samples": 2,
                                                                       "final_samples": 4}}
@@ -40,7 +40,7 @@ def _search(name: str, seed: int, root: Path, **trainer_kwargs) -> dict:
     torch.manual_seed(seed)  # different per rank: supernet init is synced by DDP, samples must be agreed
     space = planted_space()
     task = InOrderFetch(seq_len=16, distance=15, size=128, batch_size=32)
-    strategy = STRATEGIES.get(name)(space, seed=seed, **STRATEGY_OPTIONS[name])
+    strategy = make(name, space, seed=seed, **STRATEGY_OPTIONS[name])
     trained = []
     recorded = strategy.record
     strategy.record = lambda arch: recorded(trained.append(arch.to_dict()) or arch)
