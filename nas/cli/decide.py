@@ -12,7 +12,6 @@ import argparse
 import json
 from pathlib import Path
 
-
 from nas.cli.common import fail, one_line_errors
 from nas.decide_again import decide_again
 from nas.safe_load import read_yaml
