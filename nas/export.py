@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
 import shutil
 import warnings
 from pathlib import Path
@@ -32,6 +31,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from nas import cost
+from nas.atomic import atomic_folder
 from nas.errors import ConfigError, excerpt
 from nas.metrics import METRICS, evaluate_many
 from nas.model import ModelShape, ModelSpec, Subnet
@@ -104,43 +104,43 @@ def export(ckpt: str | Path, out: str | Path, overwrite: bool = False, quantize:
     if not 1 <= seq_len <= shape.max_len:
         raise ConfigError(f"seq_len {seq_len} must be in 1..{shape.max_len} (the model's max_len)")
 
-    final, out = out, _staging(out)  # written under a temporary name, renamed into place at the end
-    arch.to_yaml(out / "arch.yaml")
-    (out / "space.yaml").write_text(yaml.safe_dump(space.to_dict(), sort_keys=False))
-    save_weights(model, out / "weights.safetensors")
-    dynamic_len = write_program(model, shape.max_len, out / "model.pt2")
-    (out / "model.json").write_text(json.dumps({"shape": shape.to_dict(), "metric": metric,
-                                                "dynamic_len": dynamic_len,
-                                                "op_revisions": revisions(space.op_types(arch))},
-                                               indent=2) + "\n")
-    shutil.copyfile(PREDICT, out / "predict.py")
-    if task is not None:
-        (out / "task.json").write_text(json.dumps(task, indent=2) + "\n")
+    # written under a temporary name, renamed into place at the end (export files only, with overwrite)
+    with atomic_folder(out, owned=FILES) as staging:
+        arch.to_yaml(staging / "arch.yaml")
+        (staging / "space.yaml").write_text(yaml.safe_dump(space.to_dict(), sort_keys=False))
+        save_weights(model, staging / "weights.safetensors")
+        dynamic_len = write_program(model, shape.max_len, staging / "model.pt2")
+        (staging / "model.json").write_text(json.dumps({"shape": shape.to_dict(), "metric": metric,
+                                                        "dynamic_len": dynamic_len,
+                                                        "op_revisions": revisions(space.op_types(arch))},
+                                                       indent=2) + "\n")
+        shutil.copyfile(PREDICT, staging / "predict.py")
+        if task is not None:
+            (staging / "task.json").write_text(json.dumps(task, indent=2) + "\n")
 
-    metrics = {
-        "metric": metric,
-        "seq_len": seq_len,
-        "cost/params": sum(p.numel() for p in model.parameters()),
-        "cost/flops": cost.flops(spec, seq_len),
-        "cost/latency_ms": cost.subnet_latency_ms(model, seq_len, shape.vocab_size),
-        "cost/latency_method": LATENCY_METHOD,
-        "arch": arch.to_dict(),
-    }
-    models = {"float": model}
-    if quantize:
-        models["int8"] = quantize_int8(model)
-        write_int8_program(models["int8"], shape.max_len, out / "model_int8.pt")
-        metrics["size/float_bytes"] = (out / "weights.safetensors").stat().st_size
-        metrics["size/int8_bytes"] = saved_bytes(models["int8"].state_dict())
-        metrics["int8/latency_ms"] = cost.subnet_latency_ms(models["int8"], seq_len, shape.vocab_size)
-    if eval_batches is not None:
-        scores = evaluate_many(models, eval_batches, metric)
-        metrics[f"test/{metric}"] = scores["float"]
+        metrics = {
+            "metric": metric,
+            "seq_len": seq_len,
+            "cost/params": sum(p.numel() for p in model.parameters()),
+            "cost/flops": cost.flops(spec, seq_len),
+            "cost/latency_ms": cost.subnet_latency_ms(model, seq_len, shape.vocab_size),
+            "cost/latency_method": LATENCY_METHOD,
+            "arch": arch.to_dict(),
+        }
+        models = {"float": model}
         if quantize:
-            metrics[f"int8/test/{metric}"] = scores["int8"]
-            metrics["int8/delta"] = scores["int8"] - scores["float"]
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    _publish(out, final)
+            models["int8"] = quantize_int8(model)
+            write_int8_program(models["int8"], shape.max_len, staging / "model_int8.pt")
+            metrics["size/float_bytes"] = (staging / "weights.safetensors").stat().st_size
+            metrics["size/int8_bytes"] = saved_bytes(models["int8"].state_dict())
+            metrics["int8/latency_ms"] = cost.subnet_latency_ms(models["int8"], seq_len, shape.vocab_size)
+        if eval_batches is not None:
+            scores = evaluate_many(models, eval_batches, metric)
+            metrics[f"test/{metric}"] = scores["float"]
+            if quantize:
+                metrics[f"int8/test/{metric}"] = scores["int8"]
+                metrics["int8/delta"] = scores["int8"] - scores["float"]
+        (staging / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics
 
 
@@ -158,33 +158,6 @@ def save_weights(model: nn.Module, path: Path) -> None:
         if "I/O error" not in str(err):
             raise
         raise OSError(None, str(err).split("I/O error: ")[-1], str(path)) from None
-
-
-def _staging(out: Path) -> Path:
-    """An empty temporary folder beside `out` (same filesystem, so the final rename is atomic);
-    a leftover from an interrupted export is removed first."""
-    staging = out.with_name(f".{out.name}.partial")
-    if staging.exists():
-        shutil.rmtree(staging)
-    staging.mkdir(parents=True)
-    return staging
-
-
-def _publish(staging: Path, out: Path) -> None:
-    """Move the finished export into place: a rename when `out` is absent or empty; with
-    overwrite, each export file replaces its old copy (os.replace) and stale ones go, while
-    other files in `out` stay."""
-    if out.is_dir() and not any(out.iterdir()):
-        out.rmdir()
-    if not out.exists():
-        os.replace(staging, out)
-        return
-    for name in FILES:
-        if (staging / name).exists():
-            os.replace(staging / name, out / name)
-        else:
-            (out / name).unlink(missing_ok=True)
-    shutil.rmtree(staging)
 
 
 def load(folder: str | Path, int8: bool = False) -> nn.Module:

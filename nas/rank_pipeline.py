@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard import SummaryWriter
 
 from nas import cost, ranking, viz
+from nas.atomic import atomic_write
 from nas.errors import ConfigError, check_whole
 from nas.metrics import HIGHER_IS_BETTER, evaluate_with_loss, score
 from nas.model import ModelSpec
@@ -305,6 +305,4 @@ def _compact(arch: Arch) -> str:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")  # machines sharing a run write it too
-    partial.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(partial, path)
+    atomic_write(path, json.dumps(data, indent=2) + "\n")  # machines sharing a run write it too

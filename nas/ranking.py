@@ -12,7 +12,6 @@ import io
 import itertools
 import json
 import math
-import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Sequence
 import yaml
 from scipy import stats
 
+from nas.atomic import atomic_path
 from nas.errors import ConfigError
 from nas.results import best_first_order
 from nas.safe_load import parse_json, read_text, read_yaml
@@ -275,8 +275,8 @@ def write_ranking(path: str | Path, rows: Sequence[RankedArch], metric: str, hig
     have = [math.isfinite(v) for v in standalone]
     ranks = iter(stats.rankdata([sign * v for v, ok in zip(standalone, have) if ok]))
     standalone_rank = [next(ranks) if ok else "" for ok in have]
-    partial = Path(f"{path}.{os.getpid()}.partial")  # whole or absent, also with several writers
-    with open(partial, "w", newline="") as f:
+    # whole or absent, also with several writers
+    with atomic_path(path) as partial, open(partial, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["arch_id", *(f"cost_{k}" for k in cost_keys), f"inherited_{metric}", "inherited_loss",
                          *(f"standalone_{metric}_seed{s}" for s in labels), f"standalone_{metric}_mean",
@@ -287,7 +287,6 @@ def write_ranking(path: str | Path, rows: Sequence[RankedArch], metric: str, hig
             writer.writerow([i, *(r.cost.get(k, "") for k in cost_keys), r.inherited, r.inherited_loss,
                              *per_seed, mean, float(inherited_rank[i]), standalone_rank[i],
                              json.dumps(r.arch.to_dict())])
-    os.replace(partial, path)
 
 
 def read_ranking(path: str | Path, metric: str) -> list[RankedArch]:

@@ -15,6 +15,7 @@ import filelock
 from pytorch_lightning.utilities import rank_zero_only
 
 from nas.errors import ConfigError
+from nas.atomic import atomic_write
 
 log = logging.getLogger("nas")
 
@@ -107,6 +108,4 @@ def write_status(run_dir: Path, state: str, error: str | None = None, name: str 
     status = {"state": state, "started": started, "updated": now, "pid": os.getpid(), "error": error}
     if last:
         status["resumed"] = last
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_text(json.dumps(status, indent=2) + "\n")
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(status, indent=2) + "\n")

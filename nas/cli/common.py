@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import sys
 import warnings
 from pathlib import Path
@@ -15,6 +14,7 @@ from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
+from nas.atomic import atomic_write
 from nas.cpu_allocator import reuse_freed_memory
 from nas.errors import ConfigError, check_number, check_whole, excerpt
 from nas.pipeline import INITS
@@ -270,9 +270,7 @@ def _record_config(cfg: DictConfig) -> None:
     folder.mkdir(exist_ok=True)
     for name, node in (("config.yaml", cfg), ("hydra.yaml", HydraConfig.instance().cfg),
                        ("overrides.yaml", hydra.overrides.task)):
-        partial = folder / f"{name}.{os.getpid()}.partial"  # whole files, also with workers writing at once
-        partial.write_text(OmegaConf.to_yaml(node))
-        partial.replace(folder / name)
+        atomic_write(folder / name, OmegaConf.to_yaml(node))  # whole files, also with workers writing at once
 
 
 def finished(cfg: DictConfig, command: str) -> bool:

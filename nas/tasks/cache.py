@@ -1,20 +1,20 @@
 """The disk cache of generated data, and sampling of distinct examples.
 
 Each parameter set gets its own folder, named by a hash of the parameters, so that changing a
-parameter regenerates instead of reusing stale data. Files appear only complete: they are
-written to a temporary name and renamed, so an interrupted run leaves no broken cache.
+parameter regenerates instead of reusing stale data. Files appear only complete
+(`nas.atomic.atomic_write`), so an interrupted run leaves no broken cache.
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
-import os
 from pathlib import Path
-from typing import Callable, IO
+from typing import Callable
 
 import numpy as np
 
+from nas.atomic import atomic_write
 from nas.errors import ConfigError
 
 
@@ -24,21 +24,8 @@ def cache_dir(data_dir: Path, task: str, params: dict) -> Path:
     folder = Path(data_dir) / task / hashlib.sha256(text.encode()).hexdigest()[:16]
     folder.mkdir(parents=True, exist_ok=True)
     if not (folder / "params.json").exists():
-        atomic_write(folder / "params.json", lambda f: f.write(text.encode() + b"\n"))
+        atomic_write(folder / "params.json", text + "\n")
     return folder
-
-
-def atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> None:
-    """Call `write` on a temporary binary file beside `path`, then rename it to `path`."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def cached_arrays(path: Path, make: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:

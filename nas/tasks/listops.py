@@ -9,10 +9,11 @@ from pathlib import Path
 
 import numpy as np
 
+from nas.atomic import atomic_write
 from nas.errors import ConfigError
 from nas.tasks.base import (SPLITS, TASKS, SequenceDataset, Task, GeneratedConfig, check, fit_length,
                             log_truncated)
-from nas.tasks.cache import atomic_write, cache_dir
+from nas.tasks.cache import cache_dir
 
 OPERATORS = ("[MIN", "[MAX", "[MED", "[SM")
 END = "]"

@@ -12,6 +12,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 
+from nas.atomic import atomic_path
 from nas.errors import ConfigError, excerpt
 from nas.safe_load import read_checkpoint
 
@@ -21,12 +22,10 @@ class AtomicCheckpoint(ModelCheckpoint):
     previous checkpoint instead of a truncated one."""
 
     def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
-        partial = f"{filepath}.partial"
-        super()._save_checkpoint(trainer, partial)
-        if trainer.is_global_zero:
-            if os.path.isfile(filepath):
-                os.replace(filepath, f"{filepath}.prev")
-            os.replace(partial, filepath)
+        # every rank saves (Lightning waits for all there); rank 0 writes the file and renames it
+        with atomic_path(filepath, unique=False, previous=f"{filepath}.prev",
+                         publish=trainer.is_global_zero) as partial:
+            super()._save_checkpoint(trainer, str(partial))
         self._last_checkpoint_saved = filepath
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:

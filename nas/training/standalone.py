@@ -35,6 +35,7 @@ from typing import Callable, Sequence
 import pytorch_lightning as pl
 import torch
 
+from nas.atomic import atomic_write
 from nas.cpu_allocator import reuse_freed_memory
 from nas.errors import ConfigError, check_number, check_whole
 from nas.metrics import METRICS, evaluate_with_loss
@@ -166,10 +167,7 @@ def read_result(folder: Path, job: Job) -> dict | None:
 
 def write_result(folder: Path, job: Job, result: dict) -> None:
     """Whole or absent: written beside, then renamed into place."""
-    path = result_path(folder, job)
-    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
-    partial.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(partial, path)
+    atomic_write(result_path(folder, job), json.dumps(result, indent=2) + "\n")
 
 
 def claim(folder: Path, job: Job) -> bool:

@@ -5,12 +5,13 @@ import numpy as np
 import pytest
 import torch
 
+from nas.atomic import atomic_write
 from nas.errors import ConfigError
 from nas.tasks import TASKS, build
 from nas.metrics import task_loss, task_metric
 from nas.tasks.base import (IGNORE_INDEX, collate, majority_accuracy,
                             unigram_bpb)
-from nas.tasks.cache import atomic_write, cache_dir, choose, sample_distinct
+from nas.tasks.cache import cache_dir, choose, sample_distinct
 
 
 def test_accuracy_counts_only_scored_targets():
