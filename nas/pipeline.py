@@ -177,12 +177,8 @@ def search(cfg: DictConfig, run_dir: Path) -> SearchOutcome:
     if _rank_zero():
         write_results(run_dir, result)
 
-    key = f"val/{task.metric}"
-    scored = next((c.metrics[key] for c in result.ranked if c.arch == result.best and key in c.metrics), None)
-    value = scored if scored is not None else evaluate(supernet, val_batches, task.metric, arch=result.best)
     estimate = cost.estimate(ModelSpec(result.best, space, task.shape), task.seq_len)
-    metrics = {f"search/{key}": value, "cost/params": estimate.params, "cost/flops": estimate.flops,
-               "cost/activation_mib": round(estimate.activation_mib, 2)}
+    metrics = chosen_metrics(result, supernet, val_batches, task, estimate)
     report = strategy.report()
     if _rank_zero():
         write_margins(run_dir, report)
@@ -193,6 +189,17 @@ def search(cfg: DictConfig, run_dir: Path) -> SearchOutcome:
     return SearchOutcome(arch=result.best, space=space, task=task, supernet=supernet, result=result,
                          supernet_ckpt=last, metrics=metrics, margins=report.margins, comparison=report.comparisons,
                          tensorboard=writer, step=trainer.global_step)
+
+
+def chosen_metrics(result: SearchResult, supernet: Supernet | FewShotSupernet, val_batches: list[dict], task: Task,
+                   estimate: cost.Cost) -> dict[str, float]:
+    """search/val/<metric> of the chosen arch (the strategy's own score when it ranked it, else
+    evaluated on `val_batches`) and its cost."""
+    key = f"val/{task.metric}"
+    scored = next((c.metrics[key] for c in result.ranked if c.arch == result.best and key in c.metrics), None)
+    value = scored if scored is not None else evaluate(supernet, val_batches, task.metric, arch=result.best)
+    return {f"search/{key}": value, "cost/params": estimate.params, "cost/flops": estimate.flops,
+            "cost/activation_mib": round(estimate.activation_mib, 2)}
 
 
 def write_margins(run_dir: Path, report: SearchReport) -> None:

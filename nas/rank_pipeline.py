@@ -117,45 +117,26 @@ def rank(cfg: DictConfig) -> RankOutcome:
     del supernet
 
     trainer = OmegaConf.to_container(cfg.trainer, resolve=True)
-    trainer_options = {k: trainer[k] for k in ("accelerator", "precision") if k in trainer}
+    trainer_options = {**{k: trainer[k] for k in ("accelerator", "precision") if k in trainer}, "devices": 1}
     jobs = {(a, s): Job(ModelSpec(a, space, task.shape).to_dict(), task.record(), str(data_dir), s, budget,
-                        {**trainer_options, "devices": 1}, revisions(space.op_types(a)))
+                        trainer_options, revisions(space.op_types(a)))
             for a in scored for s in seeds}
-    pending = sum(read_result(folder, job) is None for job in jobs.values())
-    trained = run_jobs(list(jobs.values()), folder, workers=resolve_workers(workers, pending))
-    results = {key: read_result(folder, job) for key, job in jobs.items()}
-    for key, job in jobs.items():  # read_result checks val in the range of the metric the file claims
-        if results[key]["metric"] != task.metric:
-            raise ConfigError(f"standalone result {folder / (job.id + '.json')}: its metric is not this "
-                              f"task's ({task.metric}); remove the file to train the job again")
-    # what the ground truth cost, trained now or read from earlier runs; by id, so that rankings
-    # sharing one standalone_dir can be summed without counting a job twice (scripts/studies/rank_study.py)
-    train_seconds = {job.id: results[key]["train_seconds"] for key, job in jobs.items()}
+    results, trained = standalone_results(jobs, folder, workers, task.metric)
 
-    rows = []
-    for a in archs:
-        metric, loss = inherited[a]
-        estimate = cost.estimate(ModelSpec(a, space, task.shape), task.seq_len)
-        rows.append(ranking.RankedArch(a, metric, loss, [results[a, s]["val"] for s in seeds],
-                                       {"params": estimate.params, "flops": estimate.flops}))
+    rows = [ranking.RankedArch(a, *inherited[a], [results[a, s]["val"] for s in seeds],
+                               _costs(ModelSpec(a, space, task.shape), task.seq_len)) for a in archs]
     higher = HIGHER_IS_BETTER[task.metric]
     ranking.write_ranking(out / "ranking.csv", rows, task.metric, higher, seeds)
     summary = ranking.rank_summary([r.inherited for r in rows], [r.standalone_mean for r in rows], higher,
                                    k=top_k, inherited_loss=[r.inherited_loss for r in rows],
                                    cost=[r.cost["params"] for r in rows])
     seed_tau = ranking.seed_agreement([r.standalone for r in rows])
-
-    def per_seed(chosen_alone: list[float]) -> list[float] | None:  # the regret's spread over seeds
-        return ranking.regret_per_seed([r.standalone for r in rows], chosen_alone, higher) if len(seeds) > 1 else None
-
-    pick_regret_per_seed = per_seed(rows[summary.pick].standalone)
-    search_pick = None
-    if chosen is not None:
-        scored_alone = [results[chosen, s]["val"] for s in seeds]
-        mean = ranking.RankedArch(chosen, *inherited[chosen], scored_alone).standalone_mean
-        search_pick = SearchPick(chosen, inherited[chosen][0], mean,
-                                 ranking.regret([*(r.standalone_mean for r in rows), mean], mean, higher),
-                                 per_seed(scored_alone))
+    pick_regret_per_seed = _regret_per_seed(rows, rows[summary.pick].standalone, higher, seeds)
+    search_pick = None if chosen is None else _search_pick(chosen, inherited[chosen], rows,
+                                                           [results[chosen, s]["val"] for s in seeds], higher, seeds)
+    # what the ground truth cost, trained now or read from earlier runs; by id, so that rankings
+    # sharing one standalone_dir can be summed without counting a job twice (scripts/studies/rank_study.py)
+    train_seconds = {job.id: results[key]["train_seconds"] for key, job in jobs.items()}
     seconds = time.perf_counter() - start
     text = rank_text(rows, summary, search_pick, task.metric, budget, seeds, len(trained), out, seconds,
                      calibration, seed_tau, pick_regret_per_seed, sum(train_seconds.values()))
@@ -170,16 +151,53 @@ def rank(cfg: DictConfig) -> RankOutcome:
               "trained_now": len(trained), "wall_seconds": round(seconds, 1),
               "standalone_train_seconds": train_seconds}
     _write_json(out / "summary.json", record)
-    with SummaryWriter(str(out / "tensorboard")) as writer:
+    write_rank_tensorboard(out / "tensorboard", rows, summary, search_pick, seed_tau, task.metric, text)
+    return RankOutcome(dir=out, rows=rows, summary=summary, search_pick=search_pick, trained=len(trained),
+                       text=text)
+
+
+def standalone_results(jobs: dict[tuple[Arch, int], Job], folder: Path, workers, metric: str) -> tuple[dict, list]:
+    """Train the jobs not recorded in `folder` yet; every job's result (by (arch, seed)) and the
+    jobs trained now. A result of another metric than the task's is one line."""
+    pending = sum(read_result(folder, job) is None for job in jobs.values())
+    trained = run_jobs(list(jobs.values()), folder, workers=resolve_workers(workers, pending))
+    results = {key: read_result(folder, job) for key, job in jobs.items()}
+    for key, job in jobs.items():  # read_result checks val in the range of the metric the file claims
+        if results[key]["metric"] != metric:
+            raise ConfigError(f"standalone result {folder / (job.id + '.json')}: its metric is not this "
+                              f"task's ({metric}); remove the file to train the job again")
+    return results, trained
+
+
+def _costs(spec: ModelSpec, seq_len: int) -> dict[str, float]:
+    estimate = cost.estimate(spec, seq_len)
+    return {"params": estimate.params, "flops": estimate.flops}
+
+
+def _regret_per_seed(rows: list[ranking.RankedArch], chosen_alone: list[float], higher: bool,
+                     seeds: list[int]) -> list[float] | None:
+    """The regret's spread over seeds (None with one seed)."""
+    return ranking.regret_per_seed([r.standalone for r in rows], chosen_alone, higher) if len(seeds) > 1 else None
+
+
+def _search_pick(chosen: Arch, inherited: tuple[float, float], rows: list[ranking.RankedArch],
+                 scored_alone: list[float], higher: bool, seeds: list[int]) -> SearchPick:
+    mean = ranking.RankedArch(chosen, *inherited, scored_alone).standalone_mean
+    return SearchPick(chosen, inherited[0], mean, ranking.regret([*(r.standalone_mean for r in rows), mean], mean, higher),
+                      _regret_per_seed(rows, scored_alone, higher, seeds))
+
+
+def write_rank_tensorboard(folder: Path, rows: list[ranking.RankedArch], summary: ranking.RankSummary,
+                           search_pick: SearchPick | None, seed_tau: float | None, metric: str, text: str) -> None:
+    """The measurement in TensorBoard (`log_rank`): the scatter, the figures and the printed table."""
+    with SummaryWriter(str(folder)) as writer:
         figures = {k: v for k, v in summary.to_dict().items() if k not in ("n", "k")}
         if search_pick is not None:
             figures["search_pick_regret"] = search_pick.regret
         if seed_tau is not None:
             figures["standalone_seed_tau"] = seed_tau
         log_rank(writer, [r.arch for r in rows], [r.inherited for r in rows], [r.standalone_mean for r in rows],
-                 figures, task.metric, "```\n" + text + "\n```")
-    return RankOutcome(dir=out, rows=rows, summary=summary, search_pick=search_pick, trained=len(trained),
-                       text=text)
+                 figures, metric, "```\n" + text + "\n```")
 
 
 def inherited_score(supernet, arch: Arch, task, calibration: Calibration, seed: int) -> tuple[float, float]:
