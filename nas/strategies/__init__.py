@@ -3,7 +3,13 @@ import importlib
 import pkgutil
 
 from nas.results import Candidate, SearchResult
-from nas.strategies.base import SearchContext, SearchReport, SearchSetting, Strategy, build_strategy
+from nas.strategies.base import (
+    SearchContext,
+    SearchReport,
+    SearchSetting,
+    Strategy,
+    build_strategy,
+)
 from nas.strategies.registry import STRATEGIES
 
 for _module in pkgutil.iter_modules(__path__):

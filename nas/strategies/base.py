@@ -53,6 +53,9 @@ class SearchSetting:
     run_dir: str | None = None  # the run folder
 
 
+NO_SETTING = SearchSetting()  # a strategy made outside a search (tests, scripts)
+
+
 @dataclass(frozen=True)
 class SearchReport:
     """What a strategy says it decided and how sure it is: what the pipeline writes (margins.yaml,
@@ -120,7 +123,7 @@ class Strategy(nn.Module):
     class Config:
         """The strategy's options (`strategy.<option>`); each subclass declares its own."""
 
-    def __init__(self, space: SearchSpace, config: Config | None = None, setting: SearchSetting = SearchSetting(),
+    def __init__(self, space: SearchSpace, config: Config | None = None, setting: SearchSetting = NO_SETTING,
                  seed: int = 0):
         super().__init__()
         self.space = space
@@ -191,7 +194,7 @@ class Strategy(nn.Module):
 
 
 def build_strategy(cls: type[Strategy], space: SearchSpace, options: dict[str, Any],
-                   setting: SearchSetting = SearchSetting(), seed: int = 0) -> Strategy:
+                   setting: SearchSetting = NO_SETTING, seed: int = 0) -> Strategy:
     """`cls` with options read from a config (nested mappings for its parts, e.g.
     {"penalty": {"cost": "flops"}}): an unknown option, a missing one, a value of the wrong type
     or out of range stops with one ConfigError line naming `strategy.<option>` (`build_config`)."""

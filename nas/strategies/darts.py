@@ -30,10 +30,30 @@ from torch.nn import functional as F
 from nas.errors import ConfigError
 from nas.metrics import task_loss
 from nas.space import Arch, SearchSpace
-from nas.strategies.base import SearchContext, SearchReport, SearchResult, SearchSetting, Strategy, check_numbers
-from nas.strategies.base import check_wholes
-from nas.strategies.darts_decide import DECIDE, DecideConfig, DecideRule, ShrinkConfig, Shrinker, SupernetJudge
-from nas.strategies.penalties import CostPenalty, PenaltyConfig, SharpenConfig, sharpen_penalty
+from nas.strategies.base import (
+    NO_SETTING,
+    SearchContext,
+    SearchReport,
+    SearchResult,
+    SearchSetting,
+    Strategy,
+    check_numbers,
+    check_wholes,
+)
+from nas.strategies.darts_decide import (
+    DECIDE,
+    DecideConfig,
+    DecideRule,
+    ShrinkConfig,
+    Shrinker,
+    SupernetJudge,
+)
+from nas.strategies.penalties import (
+    CostPenalty,
+    PenaltyConfig,
+    SharpenConfig,
+    sharpen_penalty,
+)
 from nas.strategies.registry import STRATEGIES
 from nas.strategies.schedule import TemperatureConfig, TemperatureSchedule
 from nas.viz import margins
@@ -78,7 +98,7 @@ class DartsStrategy(Strategy):
     hard = False
 
     def __init__(self, space: SearchSpace, config: DartsConfig | None = None,
-                 setting: SearchSetting = SearchSetting(), seed: int = 0):
+                 setting: SearchSetting = NO_SETTING, seed: int = 0):
         super().__init__(space, config, setting, seed)
         c = self.config
         if space.max_heads % c.partial:
@@ -290,7 +310,7 @@ class GdasStrategy(DartsStrategy):
     hard = True
 
     def __init__(self, space: SearchSpace, config: GdasConfig | None = None,
-                 setting: SearchSetting = SearchSetting(), seed: int = 0):
+                 setting: SearchSetting = NO_SETTING, seed: int = 0):
         super().__init__(space, config, setting, seed)
         self.gumbel = TemperatureSchedule(self.config.gumbel)
         # float: an int from the command line would round

@@ -11,10 +11,18 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from nas.space import Arch, SearchSpace
 from nas.metrics import evaluate, score
 from nas.results import SearchResult
-from nas.strategies.base import SearchContext, SearchReport, SearchSetting, Strategy, check_numbers, check_wholes
+from nas.space import Arch, SearchSpace
+from nas.strategies.base import (
+    NO_SETTING,
+    SearchContext,
+    SearchReport,
+    SearchSetting,
+    Strategy,
+    check_numbers,
+    check_wholes,
+)
 from nas.strategies.registry import STRATEGIES
 from nas.strategies.sampling import check_options, train_paths
 
@@ -63,7 +71,7 @@ class EnasStrategy(Strategy):
     Config = EnasConfig
 
     def __init__(self, space: SearchSpace, config: EnasConfig | None = None,
-                 setting: SearchSetting = SearchSetting(), seed: int = 0):
+                 setting: SearchSetting = NO_SETTING, seed: int = 0):
         super().__init__(space, config, setting, seed)
         c = self.config
         self.sandwich, self.distill = c.sandwich, c.distill

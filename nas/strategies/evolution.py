@@ -12,10 +12,16 @@ import optuna
 from optuna.trial import Trial, TrialState
 
 from nas.errors import ConfigError, check_number, excerpt
-from nas.space import LAYER_FIELDS, Arch, LayerArch, SearchSpace
 from nas.metrics import HIGHER_IS_BETTER, evaluate_with_loss
 from nas.results import Candidate, SearchResult, best_first, pareto_front
-from nas.strategies.base import SearchContext, SearchSetting, check_numbers, check_wholes
+from nas.space import LAYER_FIELDS, Arch, LayerArch, SearchSpace
+from nas.strategies.base import (
+    NO_SETTING,
+    SearchContext,
+    SearchSetting,
+    check_numbers,
+    check_wholes,
+)
 from nas.strategies.penalties import CostPenalty, PenaltyConfig, check_kind
 from nas.strategies.registry import STRATEGIES
 from nas.strategies.single_path import SinglePathConfig, SinglePathStrategy
@@ -79,7 +85,7 @@ class EvolutionStrategy(SinglePathStrategy):
     Config = EvolutionConfig
 
     def __init__(self, space: SearchSpace, config: EvolutionConfig | None = None,
-                 setting: SearchSetting = SearchSetting(), seed: int = 0):
+                 setting: SearchSetting = NO_SETTING, seed: int = 0):
         super().__init__(space, config, setting, seed)
         c = self.config
         self.population, self.generations, self.cost = c.population, c.generations, c.cost

@@ -10,9 +10,15 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from nas.space import Arch, SearchSpace
 from nas.results import SearchResult
-from nas.strategies.base import SearchContext, SearchSetting, Strategy, check_wholes
+from nas.space import Arch, SearchSpace
+from nas.strategies.base import (
+    NO_SETTING,
+    SearchContext,
+    SearchSetting,
+    Strategy,
+    check_wholes,
+)
 from nas.strategies.registry import STRATEGIES
 from nas.strategies.sampling import check_options, fair_paths, train_paths
 from nas.supernet.importance import sort_by_importance
@@ -38,7 +44,7 @@ class SinglePathStrategy(Strategy):
     Config = SinglePathConfig
 
     def __init__(self, space: SearchSpace, config: SinglePathConfig | None = None,
-                 setting: SearchSetting = SearchSetting(), seed: int = 0):
+                 setting: SearchSetting = NO_SETTING, seed: int = 0):
         super().__init__(space, config, setting, seed)
         c = self.config
         self.sandwich, self.distill, self.fair, self.sort_every = c.sandwich, c.distill, c.fair, c.sort_every
@@ -75,7 +81,7 @@ class RandomStrategy(SinglePathStrategy):
     Config = RandomConfig
 
     def __init__(self, space: SearchSpace, config: RandomConfig | None = None,
-                 setting: SearchSetting = SearchSetting(), seed: int = 0):
+                 setting: SearchSetting = NO_SETTING, seed: int = 0):
         super().__init__(space, config, setting, seed)
         self.samples = self.config.samples
 
@@ -100,7 +106,7 @@ class FixedStrategy(Strategy):
 
     Config = FixedConfig
 
-    def __init__(self, space: SearchSpace, config: FixedConfig, setting: SearchSetting = SearchSetting(),
+    def __init__(self, space: SearchSpace, config: FixedConfig, setting: SearchSetting = NO_SETTING,
                  seed: int = 0):
         super().__init__(space, config, setting, seed)
         arch = config.arch if isinstance(config.arch, Arch) else Arch.from_yaml(config.arch)

@@ -4,7 +4,6 @@ import torch
 
 from nas.errors import ConfigError
 from nas.metrics import task_loss
-from nas.strategies import STRATEGIES
 from nas.supernet import Supernet
 from nas.training.run import run_search
 

@@ -9,7 +9,6 @@ import torch
 from nas.errors import ConfigError
 from nas.metrics import evaluate
 from nas.space import SearchSpace
-from nas.strategies import STRATEGIES
 from nas.supernet import Supernet
 
 from .planted import FetchTask, make, planted_space

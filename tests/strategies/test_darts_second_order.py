@@ -13,7 +13,6 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from nas.model import ModelShape
 from nas.space import SearchSpace
-from nas.strategies import STRATEGIES
 from nas.supernet import Supernet
 
 from .planted import make

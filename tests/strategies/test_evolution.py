@@ -23,8 +23,8 @@ from nas.errors import ConfigError
 from nas.model import ModelShape
 from nas.pipeline import check_storage
 from nas.space import Arch, LayerArch, SearchSpace
-from nas.strategies import STRATEGIES
-from nas.strategies import evolution, study as shared
+from nas.strategies import evolution
+from nas.strategies import study as shared
 from nas.supernet import Supernet
 from nas.training.run import run_search
 

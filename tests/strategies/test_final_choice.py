@@ -11,14 +11,13 @@ import torch
 from nas import cost
 from nas.metrics import evaluate_with_loss, score
 from nas.space import Arch, LayerArch
-from nas.strategies import STRATEGIES
 
 from .planted import (
-    make,
     ScoredSupernet,
     every_arch,
     known_best,
     known_front,
+    make,
     toy_score,
     toy_space,
 )
