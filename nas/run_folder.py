@@ -12,17 +12,21 @@ import os
 from pathlib import Path
 
 import filelock
+import torch.distributed as dist
 from pytorch_lightning.utilities import rank_zero_only
 
-from nas.errors import ConfigError
 from nas.atomic import atomic_write
+from nas.errors import ConfigError
 
 log = logging.getLogger("nas")
 
 
 def is_rank_zero() -> bool:
-    """Whether this process writes files: the only one, or rank 0 of a DDP run (Lightning sets
-    the rank from the launcher's environment)."""
+    """Whether this process writes files and makes the decisions the other ranks receive: the
+    only one, or rank 0 of a DDP run (the process group's rank once there is one, before that
+    the rank Lightning reads from the launcher's environment). The one rank check in `nas`."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank() == 0
     return rank_zero_only.rank == 0
 
 

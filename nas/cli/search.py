@@ -11,10 +11,10 @@ from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
-from pytorch_lightning.utilities import rank_zero_only
 
 from nas import pipeline
 from nas.cli.common import CONFIGS, finished, one_line_errors
+from nas.run_folder import is_rank_zero
 
 
 @one_line_errors("nas-search")
@@ -24,7 +24,7 @@ def run(cfg: DictConfig) -> pipeline.RunOutcome | None:
     if finished(cfg, "nas-search"):
         return None
     outcome = pipeline.run(cfg, Path(cfg.paths.output_dir))
-    if rank_zero_only.rank == 0:  # under DDP, once
+    if is_rank_zero():  # under DDP, once
         print(outcome.summary)
     return outcome
 

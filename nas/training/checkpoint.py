@@ -14,6 +14,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 
 from nas.atomic import atomic_path
 from nas.errors import ConfigError, excerpt
+from nas.run_folder import is_rank_zero
 from nas.safe_load import read_checkpoint
 
 
@@ -24,7 +25,7 @@ class AtomicCheckpoint(ModelCheckpoint):
     def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
         # every rank saves (Lightning waits for all there); rank 0 writes the file and renames it
         with atomic_path(filepath, unique=False, previous=f"{filepath}.prev",
-                         publish=trainer.is_global_zero) as partial:
+                         publish=is_rank_zero()) as partial:
             super()._save_checkpoint(trainer, str(partial))
         self._last_checkpoint_saved = filepath
 

@@ -21,6 +21,7 @@ from nas.metrics import check_finite, task_loss, task_metric
 from nas.model import ModelShape
 from nas.ops.attention import revisions, warn_revision_changes
 from nas.results import SearchResult
+from nas.run_folder import is_rank_zero
 from nas.space import Arch, SearchSpace
 from nas.strategies.base import Strategy
 from nas.supernet import FewShotSupernet, Supernet
@@ -87,7 +88,7 @@ class SearchModule(pl.LightningModule):
         """The strategy's final choice (`Strategy.finish`), made on rank 0 alone and shared: the
         candidates' evaluation runs once (evolution's trials are not doubled in its storage) and
         every rank returns the same result. The other ranks wait in the broadcast."""
-        result = self.strategy.finish(self, val_batches) if _rank() == 0 else None
+        result = self.strategy.finish(self, val_batches) if is_rank_zero() else None
         return agree(result)
 
     def step(self, loss: Tensor, optimizer_index: int = 0) -> None:
@@ -150,10 +151,6 @@ def agree(value):
     box = [value]
     dist.broadcast_object_list(box, src=0)
     return box[0]
-
-
-def _rank() -> int:
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
 def load_supernet(path: str | Path, space: SearchSpace | None = None) -> Supernet | FewShotSupernet:
