@@ -21,6 +21,7 @@ import logging
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import hydra
 import pytorch_lightning as pl
@@ -158,14 +159,7 @@ def search(cfg: DictConfig, run_dir: Path) -> SearchOutcome:
     strategy = make_strategy(cfg, space, task, run_dir)
     checkpoint_dir = run_dir / "checkpoints"
     last = checkpoint_dir / "last.ckpt"
-    found_ckpt = resumable(last) if cfg.resume else None
-    resume_from = str(found_ckpt) if found_ckpt else None
-    if resume_from:
-        log.info("resuming the search from %s", resume_from)
-        # another space, strategy or stage: one line now, not a state_dict RuntimeError in fit
-        built = SearchModule(supernet, strategy, task.metric)
-        check_resume(read_checkpoint(resume_from, "resume checkpoint"), resume_from, built, "search",
-                     built.model_record())
+    resume_from = resume_point(cfg, last, "search", lambda: SearchModule(supernet, strategy, task.metric))
     logger = hydra.utils.instantiate(cfg.logger) if cfg.get("logger") else False
     task.setup("fit")  # a search epoch cycles the longer of the training and validation loaders
     batches = max(len(task.train_dataloader()), len(task.val_dataloader()))
@@ -218,6 +212,25 @@ def write_margins(run_dir: Path, report: SearchReport) -> None:
     if report.min_margin is not None and smallest < report.min_margin:
         log.warning("the search did not decide: margin %.3f on %s < strategy.decide.min_margin %.3f",
                     smallest, decision, report.min_margin)
+
+
+def resume_point(cfg: DictConfig, last: Path, stage: str, build: Callable[[], pl.LightningModule]) -> str | None:
+    """With `resume=`, the checkpoint a search or retraining continues from: `last`, the one
+    before it when `last` is damaged, or None (the run starts over). It is checked before any
+    training: one line for a bad file or one of another command, space, strategy or arch, not a
+    state_dict RuntimeError in fit (`check_resume`).
+
+    Args:
+        stage: "search" or "retrain".
+        build: this run's LightningModule, built as its settings say (called only to check).
+    """
+    found = resumable(last) if cfg.get("resume") else None
+    if found is None:
+        return None
+    log.info("resuming %s from %s", "the search" if stage == "search" else "retraining", found)
+    module = build()
+    check_resume(read_checkpoint(found, "resume checkpoint"), found, module, stage, module.model_record())
+    return str(found)
 
 
 def one_shot_parent(source: str | Path, fresh: Supernet) -> Supernet:
@@ -312,13 +325,7 @@ def retrain(cfg: DictConfig, arch: Arch, space: SearchSpace, task: Task, out_dir
     if s.init == "inherit":
         module.model.load_state_dict(supernet.extract(arch).state_dict())
     last = out_dir / "checkpoints" / "last.ckpt"
-    found_ckpt = resumable(last) if cfg.get("resume") else None
-    resume_from = str(found_ckpt) if found_ckpt else None
-    if resume_from:
-        log.info("resuming retraining from %s", resume_from)
-        # one line for a bad file, and for one of another stage or arch (not a state_dict RuntimeError)
-        check_resume(read_checkpoint(resume_from, "resume checkpoint"), resume_from, module, "retrain",
-                     {"model": module.hparams["model"]})
+    resume_from = resume_point(cfg, last, "retrain", lambda: module)
 
     monitor = f"val/{task.metric}"
     mode = "max" if HIGHER_IS_BETTER[task.metric] else "min"

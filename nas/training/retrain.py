@@ -49,6 +49,10 @@ class RetrainModule(pl.LightningModule):
         # Not a submodule: the teacher stays out of the checkpoint and the optimizer.
         object.__setattr__(self, "teacher", teacher.eval().requires_grad_(False) if teacher else None)
 
+    def model_record(self) -> dict:
+        """What a resume must build the same: the model (the checkpoint's hyper_parameters' `model`)."""
+        return {"model": self.hparams["model"]}
+
     def on_fit_start(self) -> None:
         if self.teacher is not None:
             self.teacher.to(self.device)
