@@ -23,7 +23,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 from nas import cost, ranking, viz
 from nas.atomic import atomic_write
-from nas.errors import ConfigError, check_whole
+from nas.errors import ConfigError, build_config, check_whole
 from nas.metrics import HIGHER_IS_BETTER, evaluate_with_loss, score
 from nas.model import ModelSpec
 from nas.ops.attention import revisions
@@ -90,8 +90,9 @@ def rank(cfg: DictConfig) -> RankOutcome:
     start = time.perf_counter()
     run_dir = _search_run(cfg.get("run"))
     seeds = _seeds(cfg.get("seeds"))  # every check before any work
-    budget = Budget(**OmegaConf.to_container(cfg.budget, resolve=True))
-    calibration = Calibration(**OmegaConf.to_container(cfg.get("calibrate") or {}, resolve=True))
+    budget = build_config(Budget, OmegaConf.to_container(cfg.budget, resolve=True), "nas-rank", "budget")
+    calibration = build_config(Calibration, OmegaConf.to_container(cfg.get("calibrate") or {}, resolve=True),
+                               "nas-rank", "calibrate")
     workers = cfg.get("workers")
     resolve_workers(workers, 1)  # checked now; resolved once the jobs are known
     top_k = cfg.get("top_k", 3)

@@ -226,7 +226,7 @@ def test_calibration_lowers_the_training_loss_and_zero_steps_change_nothing(sear
     assert all(torch.equal(v, before[k]) for k, v in inherited.state_dict().items())
     tuned = calibrate(supernet.extract(arch), task.train_dataloader, Calibration(steps=20, lr=0.01))
     assert loss(tuned) < loss(inherited)
-    with pytest.raises(ConfigError, match=r"calibrate.steps=-1: must be a whole number >= 0"):
+    with pytest.raises(ConfigError, match=r"^steps=-1: must be a whole number >= 0"):
         Calibration(steps=-1)
 
 

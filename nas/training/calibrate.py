@@ -29,9 +29,9 @@ class Calibration:
     gradient_clip_val: float = 1.0  # gradient norm clip (0: off)
 
     def __post_init__(self):
-        check_whole(self.steps, "calibrate.steps", 0)
-        check_number(self.lr, "calibrate.lr", "positive")  # lr 0 would score the archs as inherited
-        check_number(self.gradient_clip_val, "calibrate.gradient_clip_val", "non-negative")
+        check_whole(self.steps, "steps", 0)
+        check_number(self.lr, "lr", "positive")  # lr 0 would score the archs as inherited
+        check_number(self.gradient_clip_val, "gradient_clip_val", "non-negative")
 
 
 def calibrate(model: nn.Module, batches: Callable[[], Iterable[dict]], calibration: Calibration,

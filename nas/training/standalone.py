@@ -63,11 +63,11 @@ class Budget:
     gradient_clip_val: float = 1.0  # gradient norm clip (0: off)
 
     def __post_init__(self):
-        check_whole(self.max_epochs, "budget.max_epochs", 1)
-        check_whole(self.warmup_steps, "budget.warmup_steps", 0)
-        check_number(self.lr, "budget.lr", "positive")  # lr 0 would train nothing, and rank it all the same
+        check_whole(self.max_epochs, "max_epochs", 1)
+        check_whole(self.warmup_steps, "warmup_steps", 0)
+        check_number(self.lr, "lr", "positive")  # lr 0 would train nothing, and rank it all the same
         for name in ("weight_decay", "gradient_clip_val"):
-            check_number(getattr(self, name), f"budget.{name}", "non-negative")
+            check_number(getattr(self, name), name, "non-negative")
 
 
 @dataclass(frozen=True)

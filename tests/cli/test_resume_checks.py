@@ -272,6 +272,9 @@ UP_FRONT = [
     ("rank", ["budget.warmup_steps=-5"], "budget.warmup_steps=-5: must be a whole number >= 0"),
     ("rank", ["calibrate.steps=2", "calibrate.lr=0"], "calibrate.lr=0: must be a finite number > 0"),
     ("rank", ["search_pick=maybe"], "search_pick='maybe': must be true or false"),
+    ("rank", ["+budget.bogus=1"], "unknown option budget.bogus for nas-rank; allowed: max_epochs, lr, weight_decay, "
+             "warmup_steps, gradient_clip_val"),
+    ("rank", ["budget.lr=abc"], "budget.lr='abc': must be a number"),
 ]
 
 
