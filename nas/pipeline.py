@@ -31,6 +31,7 @@ from pytorch_lightning.callbacks import EarlyStopping
 from torch.utils.tensorboard import SummaryWriter
 
 from nas import cost
+from nas.atomic import atomic_path, atomic_write
 from nas.errors import ConfigError
 from nas.export import export as export_folder
 from nas.safe_load import read_checkpoint
@@ -207,7 +208,7 @@ def write_margins(run_dir: Path, report: SearchReport) -> None:
                              for e in report.shrunk]
     if report.comparisons:
         sidecar["decide"] = report.comparisons
-    (Path(run_dir) / "margins.yaml").write_text(yaml.safe_dump(sidecar, sort_keys=False))
+    atomic_write(Path(run_dir) / "margins.yaml", yaml.safe_dump(sidecar, sort_keys=False))
     decision, smallest = min(report.margins.items(), key=lambda kv: kv[1])
     if report.min_margin is not None and smallest < report.min_margin:
         log.warning("the search did not decide: margin %.3f on %s < strategy.decide.min_margin %.3f",
@@ -285,7 +286,7 @@ def write_results(run_dir: Path, result: SearchResult) -> None:
 def write_candidates(path: Path, rows: list[Candidate]) -> None:
     """One row per candidate, in order: its rank, its metrics, its arch as JSON."""
     keys = sorted({k for row in rows for k in row.metrics})
-    with open(path, "w", newline="") as f:
+    with atomic_path(path) as partial, open(partial, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["rank", *keys, "arch"])
         for i, row in enumerate(rows):
@@ -401,7 +402,7 @@ def _run(cfg: DictConfig, run_dir: Path) -> RunOutcome:
         log_hparams(found.tensorboard, hparams, metrics, step=found.step)
     text = summary(found.arch, metrics, files, found.margins, found.comparison)
     if _rank_zero():  # under DDP the other ranks write nothing
-        (run_dir / "summary.txt").write_text(text + "\n")
+        atomic_write(run_dir / "summary.txt", text + "\n")
     return RunOutcome(search=found, retrain=retrained, export=exported, metrics=metrics, files=files,
                       summary=text)
 

@@ -20,7 +20,7 @@ from typing import Sequence
 import yaml
 from scipy import stats
 
-from nas.atomic import atomic_path
+from nas.atomic import atomic_path, atomic_write
 from nas.errors import ConfigError
 from nas.results import best_first_order
 from nas.safe_load import parse_json, read_text, read_yaml
@@ -241,7 +241,7 @@ def _archs_from_csv(path: Path) -> list[Arch]:
 
 def write_archs(path: str | Path, archs: Sequence[Arch]) -> None:
     """The YAML list `read_archs` reads back (e.g. the stratified pick, to edit and reuse)."""
-    Path(path).write_text(yaml.safe_dump([a.to_dict() for a in archs], sort_keys=False))
+    atomic_write(path, yaml.safe_dump([a.to_dict() for a in archs], sort_keys=False))
 
 
 @dataclass

@@ -91,7 +91,7 @@ def run_lock(run_dir: Path, name: str = "run"):
         what = run_dir if name == "run" else run_dir / name.lstrip(".")
         raise ConfigError(f"{what} is in use by process {holder}; wait for it to end or stop it") from None
     try:
-        pid_file.write_text(f"{os.getpid()}\n")
+        atomic_write(pid_file, f"{os.getpid()}\n")
         yield
     finally:
         lock.release()

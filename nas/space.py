@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from nas.atomic import atomic_write
 from nas.errors import ConfigError, excerpt
 from nas.safe_load import read_yaml
 
@@ -84,7 +85,7 @@ class Arch:
     def to_yaml(self, path: str | Path | None = None) -> str:
         text = yaml.safe_dump(self.to_dict(), sort_keys=False)
         if path is not None:
-            Path(path).write_text(text)
+            atomic_write(path, text)
         return text
 
     @classmethod
