@@ -19,6 +19,7 @@ from nas import pipeline
 from nas.cli import export as export_cli
 from nas.cli import rank as rank_cli
 from nas.cli import retrain as retrain_cli
+from nas.cli import search as search_cli
 from nas.errors import ConfigError
 from nas.model import ModelSpec
 from nas.training import standalone
@@ -155,4 +156,22 @@ def test_a_standalone_job_refuses_a_task_that_names_code(finished_run, tmp_path,
     with pytest.raises(ConfigError, match="standalone job") as err:
         standalone.train(job)
     assert "\n" not in str(err.value)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("place", PLACES)
+def test_resume_refuses_a_run_config_that_names_code(finished_run, tmp_path, capsys, place):
+    """nas-search resume= compares the run's .hydra/config.yaml with this command's settings:
+    read as data, a payload in it is a changed setting, never code that runs."""
+    marker = tmp_path / "pwned"
+    run = tmp_path / "shared_run"
+    shutil.copytree(finished_run, run, ignore=shutil.ignore_patterns("retrain", "tensorboard"))
+    (run / "status.json").write_text('{"state": "running"}')  # not done: a resume would train on
+    saved = yaml.safe_load((run / ".hydra" / "config.yaml").read_text())
+    saved["task"] = planted(saved["task"], marker)[place]
+    (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump(saved))
+    cfg = compose_config("search", run, [*TINY, "strategy=random", "strategy.samples=2", "retrain.max_epochs=1",
+                                         "export.enabled=false", f"resume={run}"])
+    line = one_line_exit(search_cli.run, cfg, capsys)
+    assert "config.yaml" in line and "task" in line, line
     assert not marker.exists()
