@@ -4,11 +4,14 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
-import os
 import reprlib
 import types
 import typing
+from collections.abc import Mapping
 from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException, ValidationError
 
 
 class ConfigError(ValueError):
@@ -70,76 +73,114 @@ def check_number(value: object, field: str, kind: str) -> None:
 
 
 def build_config(cls: type, options: dict[str, Any], what: str, path: str | None = None):
-    """`cls(**options)` for a config dataclass, every bad option reported as one ConfigError line.
+    """`cls(**options)` for a config dataclass, typed by OmegaConf, every bad option one ConfigError line.
 
-    Checks names and types first (a YAML value of the wrong type would otherwise reach a
-    comparison in `__post_init__` and fail with a message that names no field), then lets the
-    dataclass check values; its ValueError becomes a ConfigError prefixed with `what`
-    (e.g. "attention 'local'" or "task 'text'").
+    OmegaConf's structured config checks names and types (bool is not an int, 1.5 is not an
+    int, 'maybe' is not a bool, a field typed as a config dataclass takes a mapping); its error
+    becomes one line built from the key and the field's annotation, the value shown by
+    `excerpt` (OmegaConf's own text repr()s the whole value). Then the dataclass checks
+    values; its ValueError becomes a ConfigError prefixed with `what` (e.g. "attention 'local'").
 
     With `path` (e.g. "strategy"), each option is named by its path as the command line sets it
     (`strategy.penalty.weight=-1: must be ...`; `__post_init__` names its fields, the path goes
-    in front), a field typed as a config dataclass is built the same way from a mapping (its
-    path `<path>.<field>`), and a value that is absent without a default, or Hydra's "???", is
-    one line saying it is missing.
+    in front), and a value absent without a default, or Hydra's "???", is one line saying it is
+    missing.
     """
-    fields = dataclasses.fields(cls)
-    allowed = [f.name for f in fields]
-    unknown = sorted(set(options) - set(allowed), key=str)
-    if unknown:
-        name = f"{path}.{unknown[0]}" if path else excerpt(unknown[0])
-        raise ConfigError(f"unknown option {name} for {what}; "
-                          f"allowed: {', '.join(allowed) or '(none)'}")
-    hints = typing.get_type_hints(cls)
-    options = dict(options)
-    for f in fields:
-        name, hint, where = f.name, hints[f.name], f"{path}.{f.name}"
-        value = options.get(name, dataclasses.MISSING)
-        if path and ((isinstance(value, str) and value == "???") or value is dataclasses.MISSING
-                     and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING):
-            raise ConfigError(f"{where} is missing: {what} needs it; pass {where}=<value>")
-        if value is dataclasses.MISSING:
-            continue
-        if path and dataclasses.is_dataclass(hint):
-            if not isinstance(value, dict):
-                raise ConfigError(f"{where}={excerpt(value)}: must be a mapping of "
-                                  f"{', '.join(g.name for g in dataclasses.fields(hint))}")
-            options[name] = build_config(hint, value, what, where)
-        elif not fits(value, hint):
-            raise ConfigError(f"{where}={excerpt(value)}: must be {type_name(hint)}" if path else
-                              f"{what}: option '{name}' must be {type_name(hint)}; got {excerpt(value)}")
+    if _deeper_than(options, _DEPTH):  # OmegaConf recurses: a record 100,000 deep would exhaust the stack
+        raise ConfigError(f"{what}: options nested more than {_DEPTH} levels deep")
     try:
-        return cls(**options)
+        merged = OmegaConf.merge(_writable(OmegaConf.structured(cls)), options)
+        values = OmegaConf.to_container(merged, resolve=True, throw_on_missing=True)
+    except (ConfigKeyError, ValidationError, MissingMandatoryValue) as err:
+        raise ConfigError(_omegaconf_line(err, cls, options, what, path)) from None
+    return _build(cls, values, options, what, path)
+
+
+def _as_given(value: Any, given: Any) -> Any:
+    """The value as the user gave it where OmegaConf made an int a float (-1 for a float field
+    stays -1, as Python's typing allows, and a message shows -1, not -1.0)."""
+    if isinstance(value, float) and isinstance(given, int) and not isinstance(given, bool) and value == given:
+        return given
+    if isinstance(value, dict) and isinstance(given, Mapping):
+        return {k: _as_given(v, given.get(k)) for k, v in value.items()}
+    return value
+
+
+def _build(cls: type, values: dict[str, Any], given: Mapping, what: str, path: str | None):
+    """The dataclass of checked values, nested configs first, each `__post_init__`'s ValueError
+    one line named by its path (OmegaConf.to_object would not say which config raised it)."""
+    hints = typing.get_type_hints(cls)
+    for name, value in values.items():
+        part = given.get(name) if isinstance(given, Mapping) else None
+        if dataclasses.is_dataclass(hints[name]) and isinstance(value, dict):
+            values[name] = _build(hints[name], value, part if isinstance(part, Mapping) else {}, what,
+                                  f"{path}.{name}" if path else None)
+        else:
+            values[name] = _as_given(value, part)
+    try:
+        return cls(**values)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"{path}.{err}" if path else f"{what}: {err}") from None
 
 
-def fits(value: Any, hint: Any) -> bool:
-    """Whether a value parsed from YAML/JSON/the command line fits a field's annotation.
+_DEPTH = 32
 
-    bool is not accepted as a number (YAML reads `yes` as True), an int is accepted as a float,
-    an os.PathLike as a string.
-    Annotations other than plain scalars and their unions with None are not checked.
-    """
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        return any(fits(value, arg) for arg in typing.get_args(hint))
-    if hint is type(None):
-        return value is None
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if hint is str:  # a path given as a Path object from Python is as good as its string
-        return isinstance(value, (str, os.PathLike))
-    if hint is bool:
-        return isinstance(value, bool)
-    return True
+
+def _writable(node: DictConfig) -> DictConfig:
+    """The schema of a frozen dataclass with its read-only flags off, at every level, so that
+    options merge into it (to_object still builds the frozen dataclass)."""
+    OmegaConf.set_readonly(node, None)
+    for key in node:
+        child = node._get_node(key)
+        if isinstance(child, DictConfig) and not child._is_none() and not child._is_missing():
+            _writable(child)
+    return node
+
+
+def _deeper_than(value: object, limit: int) -> bool:
+    """Whether mappings and lists nest more than `limit` levels (iterative, for any depth)."""
+    stack = [(value, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, (Mapping, list, tuple)):
+            if depth >= limit:
+                return True
+            stack.extend((item, depth + 1) for item in (value.values() if isinstance(value, Mapping) else value))
+    return False
+
+
+def _omegaconf_line(err: OmegaConfBaseException, cls: type, options: dict, what: str, path: str | None) -> str:
+    """One line for OmegaConf's error, named by the key's path in `options`."""
+    keys = [str(k) for k in str(err.full_key or err.key or "").split(".") if k]
+    owner, value = cls, options
+    for key in keys[:-1]:  # down to the config that holds the bad key
+        owner = typing.get_type_hints(owner).get(key) if dataclasses.is_dataclass(owner) else None
+        value = value.get(key, {}) if isinstance(value, Mapping) else {}
+    name = keys[-1] if keys else ""
+    where = ".".join([path, *keys]) if path else name
+    if isinstance(err, MissingMandatoryValue) or (isinstance(value, Mapping) and value.get(name) == "???"):
+        return f"{where} is missing: {what} needs it; pass {where}=<value>"
+    fields = [f.name for f in dataclasses.fields(owner)] if dataclasses.is_dataclass(owner) else []
+    if isinstance(err, ConfigKeyError) or name not in fields:
+        shown = where if path else excerpt(name)
+        return f"unknown option {shown} for {what}; allowed: {', '.join(fields) or '(none)'}"
+    hint = typing.get_type_hints(owner)[name]
+    got = value.get(name) if isinstance(value, Mapping) else value
+    wanted = type_name(hint)
+    return f"{where}={excerpt(got)}: must be {wanted}" if path else \
+        f"{what}: option '{name}' must be {wanted}; got {excerpt(got)}"
 
 
 def type_name(hint: Any) -> str:
-    """'an integer', 'a string or null', ... for an annotation `fits` checks."""
+    """'an integer', 'a string or null', ... for a field's annotation."""
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
         return " or ".join(type_name(arg) for arg in typing.get_args(hint))
+    if dataclasses.is_dataclass(hint):
+        return f"a mapping of {', '.join(f.name for f in dataclasses.fields(hint))}"
+    if typing.get_origin(hint) in (dict, Mapping):
+        return "a mapping"
+    if typing.get_origin(hint) in (list, tuple):
+        return "a list"
     names = {int: "an integer", float: "a number", bool: "true or false", str: "a string",
              type(None): "null"}
     return names.get(hint, getattr(hint, "__name__", str(hint)))

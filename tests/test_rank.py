@@ -397,6 +397,7 @@ BAD = [
     (["run={run}", "archs=3", "budget.max_epochs=0"], "budget.max_epochs"),
     (["run={run}", "archs=3", "calibrate.steps=-5"], "calibrate.steps=-5"),
     (["run={run}", "archs=3", "calibrate.lr=fast"], "calibrate.lr"),
+    (["run={run}", "archs=3", "budget.lr=abc"], "nas-rank: error: budget.lr='abc': must be a number"),
 ]
 
 

@@ -151,10 +151,6 @@ def validate(cfg: DictConfig, command: str) -> None:
     init = OmegaConf.select(cfg, "retrain.init", default=_UNSET)
     if init is not _UNSET and init not in INITS:  # here, not after a whole search has trained
         raise ConfigError(f"retrain.init={excerpt(init)}: allowed: {', '.join(INITS)}")
-    strategy = cfg.get("strategy")
-    for field in (strategy or {}):  # every learning rate of a strategy (arch_lr, controller_lr, ...)
-        if str(field).endswith("lr"):
-            check_number(OmegaConf.select(strategy, str(field)), f"strategy.{field}", "positive")
     _check_run_folder(cfg)
     resume = cfg.get("resume")
     if resume and command in ("nas-search", "nas-retrain"):

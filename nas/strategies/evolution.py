@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import optuna
 from optuna.trial import Trial, TrialState
 
-from nas.errors import ConfigError, check_number, excerpt
+from nas.errors import ConfigError, check_number
 from nas.metrics import HIGHER_IS_BETTER, evaluate_with_loss
 from nas.results import Candidate, SearchResult, best_first, pareto_front
 from nas.space import LAYER_FIELDS, Arch, LayerArch, SearchSpace
@@ -48,9 +48,6 @@ class EvolutionConfig(SinglePathConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.constraints is not None and not isinstance(self.constraints, dict):
-            raise ConfigError(f"constraints={excerpt(self.constraints)}: must be a mapping of cost to maximum, "
-                              "e.g. strategy.constraints=\"{params: 200000}\"")
         check_kind(self.cost, "cost")
         for kind, limit in (self.constraints or {}).items():
             check_kind(kind, "constraints")

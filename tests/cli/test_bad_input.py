@@ -111,6 +111,12 @@ BAD_STRATEGY = [
     (["strategy=evolution", "strategy.mutation_prob=inf"], "strategy.mutation_prob=inf: must be a number in [0, 1]"),
     (["strategy=darts", "strategy.arch_lr=inf"], "strategy.arch_lr=inf: must be a finite number > 0"),
     (["strategy=enas", "strategy.tanh_constant=-1"], "strategy.tanh_constant=-1: must be a finite number > 0"),
+    # a wrong type: OmegaConf's typed config refuses it, `errors.build_config` words the one line
+    (["strategy=darts", "strategy.arch_lr=abc"], "strategy.arch_lr='abc': must be a number"),
+    (["strategy=darts", "strategy.penalty.weight=[1]"], "strategy.penalty.weight=[1]: must be a number"),
+    (["strategy=random", "strategy.samples=true"], "strategy.samples=True: must be an integer"),
+    (["task.num_train=1.5"], "task: task 'lookup': option 'num_train' must be an integer; got 1.5"),
+    (["task.seed=abc"], "task: task 'lookup': option 'seed' must be an integer; got 'abc'"),
 ]
 
 

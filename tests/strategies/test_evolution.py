@@ -410,7 +410,7 @@ def test_an_impossible_constraint_names_the_cheapest_cost():
     ({"constraints": {"watts": 3}}, "strategy.constraints: unknown cost 'watts'; allowed: params"),
     ({"constraints": {"params": -1}}, "strategy.constraints.params=-1: must be a finite number > 0"),
     ({"constraints": {"params": float("nan")}}, "strategy.constraints.params=nan: must be a finite number > 0"),
-    ({"constraints": 5}, "strategy.constraints=5: must be a mapping of cost to maximum"),
+    ({"constraints": 5}, "strategy.constraints=5: must be a mapping or null"),
     ({"population": 1}, "strategy.population=1: must be a whole number >= 2"),
     ({"mutation_prob": 1.5}, "strategy.mutation_prob=1.5: must be a number in [0, 1]"),
     ({"heartbeat_interval": 0}, "strategy.heartbeat_interval must be a positive whole number of seconds; got 0"),

@@ -271,13 +271,13 @@ def test_bad_pathfinder_files_name_the_file(pathfinder_root, tmp_path):
 @pytest.mark.parametrize("make, message", [
     (lambda: TextTask(max_len="long"), "task 'text': option 'max_len' must be an integer; got 'long'"),
     (lambda: TextTask(max_len=64.0), "task 'text': option 'max_len' must be an integer; got 64.0"),
-    (lambda: TextTask(truncate="no"), "task 'text': option 'truncate' must be true or false; got 'no'"),
-    (lambda: TextTask(train_file=3), "task 'text': option 'train_file' must be a string or null; got 3"),
+    (lambda: TextTask(truncate="maybe"), "task 'text': option 'truncate' must be true or false; got 'maybe'"),
+    (lambda: TextTask(train_file={"a": 3}), "task 'text': option 'train_file' must be a string or null; got {'a': 3}"),
     (lambda: TextTask(val_fraction=True), "task 'text': option 'val_fraction' must be a number; got True"),
     (lambda: TextTask(val_fraction=2), "task 'text': val_fraction must be in (0, 1), got 2"),
     (lambda: TextTask(batch_size=None), "task 'text': option 'batch_size' must be an integer; got None"),
     (lambda: ListOpsTask(path=["a"]), "task 'listops': option 'path' must be a string or null; got ['a']"),
-    (lambda: PathfinderTask(max_turn="45"), "task 'pathfinder': option 'max_turn' must be a number; got '45'"),
+    (lambda: PathfinderTask(max_turn="abc"), "task 'pathfinder': option 'max_turn' must be a number; got 'abc'"),
     (lambda: TextTask(**{"max len": 3}), "unknown option 'max len' for task 'text'; allowed: batch_size, "
      "num_workers, seed, train_file, val_file, test_file, val_fraction, num_classes, max_len, truncate"),
 ])
@@ -289,5 +289,5 @@ def test_task_options_of_the_wrong_type_name_the_option(make, message):
 
 def test_task_options_take_paths_and_ints_for_floats(tmp_path):
     """What Python callers and YAML naturally pass still fits: a Path for a file, 45 for 45.0."""
-    assert TextTask(train_file=tmp_path / "a.tsv").config.train_file == tmp_path / "a.tsv"
+    assert TextTask(train_file=tmp_path / "a.tsv").config.train_file == str(tmp_path / "a.tsv")
     assert PathfinderTask(max_turn=45).config.max_turn == 45
