@@ -17,18 +17,10 @@ from omegaconf.errors import MissingMandatoryValue
 from nas.atomic import atomic_write
 from nas.cpu_allocator import reuse_freed_memory
 from nas.errors import ConfigError, check_number, check_whole, excerpt
+from nas.hydra_configs import CONFIGS  # noqa: F401  (for the commands; registers the resolvers and config groups)
 from nas.pipeline import INITS
 from nas.run_folder import is_rank_zero, read_status
 from nas.safe_load import read_yaml
-
-ROOT = Path(__file__).resolve().parents[2]  # the repository: configs/ and search_spaces/ live here
-CONFIGS = str(ROOT / "configs")
-
-OmegaConf.register_new_resolver("nas_root", lambda: str(ROOT), replace=True)
-# ${nas_or:a,b}: a unless it is null (oc.select returns a null value instead of its default)
-OmegaConf.register_new_resolver("nas_or", lambda value, default: default if value is None else value, replace=True)
-# ${nas_unless:a,b}: b unless a is set (configs/hydra/default.yaml: no .hydra/ written on resume=)
-OmegaConf.register_new_resolver("nas_unless", lambda value, default: None if value else default, replace=True)
 
 log = logging.getLogger("nas")
 

@@ -34,7 +34,10 @@ UNITS = {"params": "params", "flops": "FLOPs", "memory": "MiB", "latency": "ms"}
 
 @dataclass(frozen=True)
 class EvolutionConfig(SinglePathConfig):
-    """Evolution's options (`strategy.*`): SPOS training's, then NSGA-II's."""
+    """Evolution's options (`strategy.*`): SPOS training's, then NSGA-II's.
+
+    The study lives in the storage group's URL (an SQLite file in the run folder by default), so
+    a search resumes and several workers can share it: run the same command with other seeds."""
 
     population: int = 16  # NSGA-II population size; the first generation is random
     generations: int = 4  # trials = population * generations; a resumed study may be given more

@@ -29,6 +29,11 @@ VERSION = 1  # bump when generated data changes, so that old caches are not reus
 
 @dataclasses.dataclass(frozen=True)
 class ListOpsConfig(GeneratedConfig):
+    """ListOps's options (`task.*`). Generates its data by default. LRA's released files instead:
+    `task.path=/data/lra_release/listops-1000 task.max_len=2000`; LRA's generator settings
+    (sequences of 500-2000 tokens; add num_train=96000 for its size):
+    `task.longer_than=500 task.shorter_than=2000 task.max_len=2000`."""
+
     path: str | None = None  # folder with LRA's <prefix>_{train,val,test}.tsv; None: generate
     prefix: str = "basic"  # file-name prefix (LRA's generator --task flag)
     max_len: int = 256  # longest sequence the model takes, in tokens (LRA: 2000)

@@ -19,6 +19,9 @@ from nas.tasks.mqar import BLANK, FIRST_KEY, MQARConfig, MQARDataset, MQARTask
 
 @dataclasses.dataclass(frozen=True)
 class LookupConfig(MQARConfig):
+    num_train: int = 4000  # small enough for the quickstart's 2 CPU cores
+    num_val: int = 500
+    num_test: int = 500
     seq_len: int = 64
     num_pairs: int = 4
     num_queries: int = 4

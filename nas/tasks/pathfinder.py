@@ -20,6 +20,10 @@ VERSION = 1  # bump when generated data changes, so that old caches are not reus
 
 @dataclasses.dataclass(frozen=True)
 class PathfinderConfig(GeneratedConfig):
+    """Pathfinder's options (`task.*`). Difficulty: task.contour_length=6 (LRA easy), 9
+    (intermediate) or 14 (hard). LRA's released images instead:
+    `task.path=/data/lra_release/pathfinder32/curv_contour_length_14`."""
+
     path: str | None = None  # LRA's folder for one difficulty (holds metadata/); None: generate
     resolution: int = 32  # image side in pixels; sequences are resolution**2 long (LRA: 32)
     contour_length: int = 6  # dashes per contour, the difficulty (LRA: 6, 9 or 14)

@@ -18,6 +18,8 @@ VERSION = 1  # bump when generated data changes, so that old caches are not reus
 
 @dataclasses.dataclass(frozen=True)
 class SelectiveCopyConfig(GeneratedConfig):
+    """Selective copying's options (`task.*`). Mamba's setting: `task.seq_len=4096`."""
+
     seq_len: int = 256  # sequence length N, answer positions included (Mamba: 4096; up to 16K)
     num_tokens: int = 16  # content tokens to copy (Mamba: 16)
     alphabet: int = 16  # distinct content tokens (Mamba: 16)

@@ -21,6 +21,11 @@ LABEL_COLUMNS = ("label", "target")  # accepted names of the label column (any c
 
 @dataclasses.dataclass(frozen=True)
 class TextConfig(TaskConfig):
+    """LRA Text's options (`task.*`), from files you have (no download):
+    `task.train_file=~/imdb/train.tsv task.test_file=~/imdb/test.tsv`. TSV with a header naming
+    text and label columns (or Source/Target), or JSONL of {"text": ..., "label": ...}. LRA reads
+    the first 4K bytes of each review: `task.truncate=true`."""
+
     train_file: str | None = None  # training file: .tsv (header text, label) or .jsonl
     val_file: str | None = None  # validation file; None holds out val_fraction of train
     test_file: str | None = None  # test file (LRA uses IMDb's test set)
