@@ -105,11 +105,11 @@ def train(job: Job, checkpoints: Path | None = None) -> dict:
     kept there as `<id>.ckpt` and training resumes from it."""
     spec = ModelSpec.from_dict(job.model, f"standalone job {job.id}: model")
     task = build_task(job.task, job.data_dir, f"standalone job {job.id}: task")
-    pl.seed_everything(job.seed, workers=True, verbose=False)
-    b = job.budget
     if spec.shape != task.shape:
         raise ConfigError(f"standalone job {job.id}: its model's shape {spec.shape.to_dict()} is not its "
                           f"task's {task.shape.to_dict()}")
+    pl.seed_everything(job.seed, workers=True, verbose=False)
+    b = job.budget
     module = RetrainModule(spec, task.metric, lr=b.lr, weight_decay=b.weight_decay,
                            warmup_steps=b.warmup_steps, task_config=job.task)
     saver = [] if checkpoints is None else [last_checkpoint(checkpoints, job.id)]
