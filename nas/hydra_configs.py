@@ -11,10 +11,10 @@ from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
+from nas.jobs.queue import Budget
 from nas.strategies import STRATEGIES
 from nas.tasks import TASKS
 from nas.training.calibrate import Calibration
-from nas.training.standalone import Budget
 
 ROOT = Path(__file__).resolve().parents[1]  # the repository: configs/ and search_spaces/ live here
 CONFIGS = str(ROOT / "configs")

@@ -6,8 +6,8 @@ compared by Kendall tau-b, Spearman rho, top-k overlap and the regret of the sup
 
 The measurement follows "Evaluating the search phase of NAS" (Yu et al. 2020,
 https://arxiv.org/abs/1902.08142); the statistics and files are `nas.ranking`, the standalone
-jobs `nas.training.standalone`. It sits beside `nas.pipeline` (search, retrain, export), at the
-same layer, and imports nothing from it.
+jobs `nas.jobs.queue` running `nas.training.standalone.train`. It sits beside `nas.pipeline`
+(search, retrain, export), at the same layer, and imports nothing from it.
 """
 from __future__ import annotations
 
@@ -24,16 +24,17 @@ from torch.utils.tensorboard import SummaryWriter
 from nas import cost, ranking, viz
 from nas.atomic import atomic_write
 from nas.errors import ConfigError, build_config, check_whole
+from nas.jobs.queue import Budget, Job, read_result, resolve_workers, run_jobs
 from nas.metrics import HIGHER_IS_BETTER, evaluate_with_loss, score
 from nas.model import ModelSpec
 from nas.ops.attention import revisions
 from nas.safe_load import read_yaml
 from nas.space import Arch, SearchSpace
 from nas.tasks import build_task
+from nas.training import standalone
 from nas.training.calibrate import Calibration, calibrate
 from nas.training.checkpoint import resumable
 from nas.training.search import load_supernet
-from nas.training.standalone import Budget, Job, read_result, resolve_workers, run_jobs
 from nas.training.tensorboard import log_rank
 
 log = logging.getLogger("nas")
@@ -78,7 +79,7 @@ def rank(cfg: DictConfig) -> RankOutcome:
     every arch, no early stopping) once per seed of `cfg.seeds`, scored on the same set. Jobs
     are recorded one by one in `<run>/rank/standalone/` (or `cfg.standalone_dir`), so a rerun
     trains only what is missing, and several processes, machines or search runs of the same task
-    and space can share them (`nas.training.standalone`).
+    and space can share them (`nas.jobs.queue`).
 
     With `cfg.search_pick` (the default) the search's own `best_arch.yaml` is scored and
     trained the same way, and its regret reported beside that of the supernet's pick.
@@ -161,7 +162,7 @@ def standalone_results(jobs: dict[tuple[Arch, int], Job], folder: Path, workers,
     """Train the jobs not recorded in `folder` yet; every job's result (by (arch, seed)) and the
     jobs trained now. A result of another metric than the task's is one line."""
     pending = sum(read_result(folder, job) is None for job in jobs.values())
-    trained = run_jobs(list(jobs.values()), folder, workers=resolve_workers(workers, pending))
+    trained = run_jobs(list(jobs.values()), folder, standalone.train, workers=resolve_workers(workers, pending))
     results = {key: read_result(folder, job) for key, job in jobs.items()}
     for key, job in jobs.items():  # read_result checks val in the range of the metric the file claims
         if results[key]["metric"] != metric:

@@ -21,6 +21,7 @@ from nas.cli import rank as rank_cli
 from nas.cli import retrain as retrain_cli
 from nas.cli import search as search_cli
 from nas.errors import ConfigError
+from nas.jobs import queue
 from nas.model import ModelSpec
 from nas.training import standalone
 from nas.training.search import load_supernet
@@ -151,8 +152,8 @@ def test_a_standalone_job_refuses_a_task_that_names_code(finished_run, tmp_path,
     saved = yaml.safe_load((finished_run / ".hydra" / "config.yaml").read_text())
     supernet = load_supernet(finished_run / "checkpoints" / "last.ckpt")
     model = ModelSpec(supernet.space.largest(), supernet.space, supernet.shape).to_dict()
-    job = standalone.Job(model, planted(saved["task"], marker)[place], str(tmp_path), 0,
-                         standalone.Budget(max_epochs=1), {"accelerator": "cpu", "devices": 1})
+    job = queue.Job(model, planted(saved["task"], marker)[place], str(tmp_path), 0,
+                    queue.Budget(max_epochs=1), {"accelerator": "cpu", "devices": 1})
     with pytest.raises(ConfigError, match="standalone job") as err:
         standalone.train(job)
     assert "\n" not in str(err.value)

@@ -85,7 +85,7 @@ def test_run_retrains_and_exports_the_searched_arch(tmp_path):
 
 # Each package or module's layer; a module may import only from its own layer or lower ones.
 LAYERS = {"predict": 0, "cli": 6, "pipeline": 5, "rank_pipeline": 5, "decide_again": 5,
-          "export": 4, "training": 4, "run_folder": 4, "viz": 3, "strategies": 3,
+          "export": 4, "training": 4, "run_folder": 4, "viz": 3, "strategies": 3, "jobs": 3,
           "supernet": 2, "cost": 2, "metrics": 2, "results": 2, "ranking": 2, "tasks": 2,
           "model": 1, "space": 0, "ops": 0, "errors": 0, "registry": 0, "safe_load": 0, "atomic": 0, "peak_memory": 0,
           "cpu_allocator": 0, "hydra_configs": 4}

@@ -15,6 +15,7 @@ from omegaconf import OmegaConf
 from nas import pipeline, rank_pipeline
 from nas.cli import rank as rank_cli
 from nas.errors import ConfigError
+from nas.jobs import queue
 from nas.model import ModelSpec
 from nas.ops.attention import revisions
 from nas.ranking import read_ranking, seed_agreement, stratified_archs, write_archs
@@ -249,28 +250,28 @@ def test_a_supernet_trained_before_an_op_changed_is_named_on_load(search_run, tm
 
 
 def test_claims_are_exclusive_and_a_dead_process_claim_is_taken_over(tmp_path):
-    job = standalone.Job({"arch": {"depth": 1}, "space": {}, "shape": {}}, {}, "", 0, standalone.Budget(), {})
-    assert standalone.claim(tmp_path, job)
-    assert not standalone.claim(tmp_path, job)  # held by this (live) process
+    job = queue.Job({"arch": {"depth": 1}, "space": {}, "shape": {}}, {}, "", 0, queue.Budget(), {})
+    assert queue.claim(tmp_path, job)
+    assert not queue.claim(tmp_path, job)  # held by this (live) process
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     (tmp_path / f"{job.id}.claim").write_text(f"{socket.gethostname()} {dead.pid}\n")
-    assert standalone.claim(tmp_path, job)  # its owner is gone: taken over
+    assert queue.claim(tmp_path, job)  # its owner is gone: taken over
     claim = tmp_path / f"{job.id}.claim"
     claim.write_text(f"another-host.example {os.getpid()}\n")
-    assert not standalone.claim(tmp_path, job)  # another machine's, its heartbeat going: respected
-    old = time.time() - standalone.STALE_CLAIM_SECONDS - 5
+    assert not queue.claim(tmp_path, job)  # another machine's, its heartbeat going: respected
+    old = time.time() - queue.STALE_CLAIM_SECONDS - 5
     os.utime(claim, (old, old))
-    assert standalone.claim(tmp_path, job)  # its heartbeat stopped: the machine died, taken over
+    assert queue.claim(tmp_path, job)  # its heartbeat stopped: the machine died, taken over
     claim.write_text(f"another-host.example {os.getpid()}\n")
-    standalone.release(tmp_path, job)
-    assert standalone.claim(tmp_path, job)
+    queue.release(tmp_path, job)
+    assert queue.claim(tmp_path, job)
 
 
 def test_a_training_process_keeps_its_claims_fresh_and_only_its_own(tmp_path, monkeypatch):
-    monkeypatch.setattr(standalone, "HEARTBEAT_SECONDS", 0.05)
+    monkeypatch.setattr(queue, "HEARTBEAT_SECONDS", 0.05)
     arch = {"depth": 1, "layers": [{"attention": "full", "heads": 1, "ffn_dim": 8}]}
-    job = standalone.Job({"arch": arch, "space": {}, "shape": {}}, {}, "", 0, standalone.Budget(), {})
+    job = queue.Job({"arch": arch, "space": {}, "shape": {}}, {}, "", 0, queue.Budget(), {})
     long_ago = time.time() - 1000
     others = tmp_path / "another.claim"
     others.write_text(f"another-host.example {os.getpid()}\n")
@@ -285,18 +286,18 @@ def test_a_training_process_keeps_its_claims_fresh_and_only_its_own(tmp_path, mo
         return {"arch": job.model["arch"], "seed": job.seed, "budget": job.budget.__dict__, "metric": "acc", "val": 0.5,
                 "val_loss": 1.0, "train_seconds": 0.5}  # read back and checked as a real result
 
-    assert standalone.run_jobs([job], tmp_path, train_fn=slow_training) == [job]
+    assert queue.run_jobs([job], tmp_path, train_fn=slow_training) == [job]
     assert ages[0] < 0.5 and others.stat().st_mtime == pytest.approx(long_ago, abs=1)
 
 
-def largest_arch_job(search_run, epochs: int = 1) -> standalone.Job:
+def largest_arch_job(search_run, epochs: int = 1) -> queue.Job:
     saved = OmegaConf.load(search_run / ".hydra" / "config.yaml")
     supernet = load_supernet(search_run / "checkpoints" / "last.ckpt")
     task = OmegaConf.to_container(saved.task, resolve=True)  # a record: name and options
-    budget = standalone.Budget(max_epochs=epochs, warmup_steps=2)
+    budget = queue.Budget(max_epochs=epochs, warmup_steps=2)
     spec = ModelSpec(supernet.space.largest(), supernet.space, supernet.shape)
-    return standalone.Job(spec.to_dict(), task, str(saved.paths.data_dir), 0,
-                          budget, {"accelerator": "cpu", "devices": 1})
+    return queue.Job(spec.to_dict(), task, str(saved.paths.data_dir), 0,
+                     budget, {"accelerator": "cpu", "devices": 1})
 
 
 def test_a_job_trains_the_same_twice_and_another_seed_differs(search_run):
@@ -304,7 +305,7 @@ def test_a_job_trains_the_same_twice_and_another_seed_differs(search_run):
     job = largest_arch_job(search_run)
     first, again = standalone.train(job), standalone.train(job)
     assert (first["val"], first["val_loss"]) == (again["val"], again["val_loss"])
-    other = standalone.train(standalone.Job(**{**job.__dict__, "seed": 1}))
+    other = standalone.train(queue.Job(**{**job.__dict__, "seed": 1}))
     assert other["val_loss"] != first["val_loss"]
 
 
@@ -319,35 +320,35 @@ def test_a_job_killed_mid_training_resumes_at_its_last_epoch_and_ends_as_if_neve
 
     monkeypatch.setattr(RetrainModule, "on_train_epoch_start", killed_in_epoch_1, raising=False)
     with pytest.raises(RuntimeError, match="killed"):
-        standalone.run_jobs([job], tmp_path)
-    assert (tmp_path / "in_progress" / f"{job.id}.ckpt").is_file() and standalone.read_result(tmp_path, job) is None
+        queue.run_jobs([job], tmp_path, standalone.train)
+    assert (tmp_path / "in_progress" / f"{job.id}.ckpt").is_file() and queue.read_result(tmp_path, job) is None
     monkeypatch.undo()
     epochs = []
     monkeypatch.setattr(RetrainModule, "on_train_epoch_start", lambda m: epochs.append(m.current_epoch), raising=False)
-    assert standalone.run_jobs([job], tmp_path) == [job]
+    assert queue.run_jobs([job], tmp_path, standalone.train) == [job]
     assert epochs == [1]  # epoch 0 was not trained again
-    resumed = standalone.read_result(tmp_path, job)
+    resumed = queue.read_result(tmp_path, job)
     assert resumed["val_loss"] == pytest.approx(uninterrupted["val_loss"], rel=1e-5)
     assert resumed["val"] == uninterrupted["val"]
     assert not list((tmp_path / "in_progress").iterdir())  # the checkpoint goes with the result
 
 
 def test_job_ids_name_what_determines_the_result():
-    job = standalone.Job({"arch": {"depth": 1}, "space": {"name": "s"}, "shape": {}}, {"seq_len": 8}, "/data", 0, standalone.Budget(), {"accelerator": "cpu"})
-    same_elsewhere = standalone.Job({"arch": {"depth": 1}, "space": {"name": "s"}, "shape": {}}, {"seq_len": 8}, "/other", 0, standalone.Budget(), {})
+    job = queue.Job({"arch": {"depth": 1}, "space": {"name": "s"}, "shape": {}}, {"seq_len": 8}, "/data", 0, queue.Budget(), {"accelerator": "cpu"})
+    same_elsewhere = queue.Job({"arch": {"depth": 1}, "space": {"name": "s"}, "shape": {}}, {"seq_len": 8}, "/other", 0, queue.Budget(), {})
     assert job.id == same_elsewhere.id  # where data is cached and on what it trains do not change it
-    for other in (standalone.Job({"arch": {"depth": 2}, "space": {"name": "s"}, "shape": {}}, {"seq_len": 8}, "", 0, standalone.Budget(), {}),
-                  standalone.Job({"arch": {"depth": 1}, "space": {"name": "s"}, "shape": {}}, {"seq_len": 8}, "", 1, standalone.Budget(), {}),
-                  standalone.Job({"arch": {"depth": 1}, "space": {"name": "s"}, "shape": {}}, {"seq_len": 8}, "", 0, standalone.Budget(max_epochs=3), {}),
-                  standalone.Job({"arch": {"depth": 1}, "space": {"name": "s"}, "shape": {}}, {"seq_len": 9}, "", 0, standalone.Budget(), {}),
-                  standalone.Job({"arch": {"depth": 1}, "space": {"name": "s"}, "shape": {}}, {"seq_len": 8}, "", 0, standalone.Budget(), {},
-                                 {"linformer": 2})):
+    for other in (queue.Job({"arch": {"depth": 2}, "space": {"name": "s"}, "shape": {}}, {"seq_len": 8}, "", 0, queue.Budget(), {}),
+                  queue.Job({"arch": {"depth": 1}, "space": {"name": "s"}, "shape": {}}, {"seq_len": 8}, "", 1, queue.Budget(), {}),
+                  queue.Job({"arch": {"depth": 1}, "space": {"name": "s"}, "shape": {}}, {"seq_len": 8}, "", 0, queue.Budget(max_epochs=3), {}),
+                  queue.Job({"arch": {"depth": 1}, "space": {"name": "s"}, "shape": {}}, {"seq_len": 9}, "", 0, queue.Budget(), {}),
+                  queue.Job({"arch": {"depth": 1}, "space": {"name": "s"}, "shape": {}}, {"seq_len": 8}, "", 0, queue.Budget(), {},
+                            {"linformer": 2})):
         assert other.id != job.id
     # Jobs without revised ops keep the id they had before revisions were recorded: a cached
     # result is retrained only where an op of its arch has changed since.
     assert job.id == "3efbf3bc7c54d3e5"  # as computed before revisions existed, and before ModelSpec
-    other_shape = standalone.Job({"arch": {"depth": 1}, "space": {"name": "s"}, "shape": {"max_len": 8}}, {"seq_len": 8},
-                                 "", 0, standalone.Budget(), {})
+    other_shape = queue.Job({"arch": {"depth": 1}, "space": {"name": "s"}, "shape": {"max_len": 8}}, {"seq_len": 8},
+                            "", 0, queue.Budget(), {})
     assert other_shape.id == job.id  # the task decides the shape: it adds nothing to the key
 
 

@@ -19,10 +19,10 @@ from nas import predict
 from nas.cli.common import validate
 from nas.errors import ConfigError, excerpt
 from nas.export import load
+from nas.jobs import queue
 from nas.ranking import read_archs
 from nas.safe_load import MAX_NESTING, read_json, read_yaml
 from nas.space import Arch, SearchSpace
-from nas.training import standalone
 
 ROOT = Path(__file__).resolve().parents[1]
 ARCH = {"depth": 1, "layers": [{"attention": "full", "heads": 2, "ffn_dim": 16}]}
@@ -59,8 +59,8 @@ def fake_export(folder: Path, **replace: Path | None) -> Path:
     return folder
 
 
-def result_job() -> standalone.Job:
-    return standalone.Job({"arch": ARCH, "space": {}, "shape": {}}, {}, "", 0, standalone.Budget(), {})
+def result_job() -> queue.Job:
+    return queue.Job({"arch": ARCH, "space": {}, "shape": {}}, {}, "", 0, queue.Budget(), {})
 
 
 def result(**change) -> dict:
@@ -100,10 +100,10 @@ def hostile_cases(folder: Path) -> dict:
 
     def standalone_result(file: Path):
         (folder / "results").mkdir(exist_ok=True)
-        path = standalone.result_path(folder / "results", result_job())
+        path = queue.result_path(folder / "results", result_job())
         path.unlink(missing_ok=True)
         path.symlink_to(file)
-        return standalone.read_result(folder / "results", result_job())
+        return queue.read_result(folder / "results", result_job())
 
     json_readers["standalone result"] = standalone_result
     cases = {f"{what}: {bomb}": (lambda r=reader, f=file: r(f))
@@ -386,7 +386,7 @@ def test_a_binary_archs_file_and_a_file_standalone_dir_are_one_line(tmp_path):
             read_archs(path)
         assert str(path) in str(err.value) and "\n" not in str(err.value)
     with pytest.raises(ConfigError, match="standalone_dir /dev/null: not a folder"):
-        standalone.read_result(Path("/dev/null"), result_job())
+        queue.read_result(Path("/dev/null"), result_job())
 
 
 def test_export_never_writes_over_the_current_folder_or_a_folder_that_is_not_an_export(tmp_path, monkeypatch):
@@ -447,9 +447,9 @@ def test_a_full_disk_is_one_line(tmp_path, what, named):  # before: OSError: Fil
 ])
 def test_a_standalone_result_read_back_is_checked(tmp_path, change, message):
     job = result_job()
-    standalone.write_result(tmp_path, job, result())
-    assert standalone.read_result(tmp_path, job) == result()  # a real one is believed
-    standalone.write_result(tmp_path, job, result(**change))
+    queue.write_result(tmp_path, job, result())
+    assert queue.read_result(tmp_path, job) == result()  # a real one is believed
+    queue.write_result(tmp_path, job, result(**change))
     with pytest.raises(ConfigError, match=re.escape(message)) as err:
-        standalone.read_result(tmp_path, job)
-    assert str(standalone.result_path(tmp_path, job)) in str(err.value) and "\n" not in str(err.value)
+        queue.read_result(tmp_path, job)
+    assert str(queue.result_path(tmp_path, job)) in str(err.value) and "\n" not in str(err.value)
