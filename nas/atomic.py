@@ -3,13 +3,15 @@ beside its place (the same filesystem), then renamed over it, so that a kill or 
 while writing leaves the old file or none, never a cut-off one. The one place in `nas` that
 renames files (a test holds it to that).
 """
+
 from __future__ import annotations
 
 import contextlib
 import os
 import shutil
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import IO, Callable, Iterable, Iterator
+from typing import IO
 
 
 def partial_path(path: str | Path, unique: bool = True) -> Path:
@@ -21,8 +23,9 @@ def partial_path(path: str | Path, unique: bool = True) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | Path, unique: bool = True, previous: str | Path | None = None,
-                publish: bool = True) -> Iterator[Path]:
+def atomic_path(
+    path: str | Path, unique: bool = True, previous: str | Path | None = None, publish: bool = True
+) -> Iterator[Path]:
     """A temporary path beside `path` for the block to write, renamed to `path` when the block
     ends; removed when the block raises (a KeyboardInterrupt too).
 
@@ -50,8 +53,7 @@ def atomic_path(path: str | Path, unique: bool = True, previous: str | Path | No
         tmp.unlink(missing_ok=True)
 
 
-def atomic_write(path: str | Path, content: str | bytes | Callable[[IO[bytes]], object],
-                 unique: bool = True) -> None:
+def atomic_write(path: str | Path, content: str | bytes | Callable[[IO[bytes]], object], unique: bool = True) -> None:
     """Write `content` to `path`, whole or not at all: text (UTF-8), bytes, or a function that
     writes to the open binary file (e.g. `lambda f: np.savez(f, **arrays)`). The data reaches the
     disk (fsync) before the rename, so a power cut cannot leave an empty file under the name."""

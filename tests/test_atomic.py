@@ -1,5 +1,6 @@
 """nas.atomic: files and folders appear whole or not at all, and nothing else in nas/ or
 scripts/ renames files."""
+
 import ast
 import os
 from pathlib import Path
@@ -20,22 +21,32 @@ def renames(tree: ast.AST) -> list[int]:
             continue
         owner = node.func.value.id if isinstance(node.func.value, ast.Name) else None
         name = node.func.attr
-        if (owner == "os" and name in ("replace", "rename", "renames")) or (owner == "shutil" and name == "move") \
-                or name == "rename" or (name == "replace" and len(node.args) == 1 and not node.keywords):
+        if (
+            (owner == "os" and name in ("replace", "rename", "renames"))
+            or (owner == "shutil" and name == "move")
+            or name == "rename"
+            or (name == "replace" and len(node.args) == 1 and not node.keywords)
+        ):
             found.append(node.lineno)
     return found
 
 
 def test_the_check_finds_every_kind_of_rename():
-    source = ("os.replace(a, b)\nos.rename(a, b)\nshutil.move(a, b)\npath.rename(b)\npartial.replace(b)\n"
-              "text.replace('a', 'b')\ndataclasses.replace(x, y=1)\n")
+    source = (
+        "os.replace(a, b)\nos.rename(a, b)\nshutil.move(a, b)\npath.rename(b)\npartial.replace(b)\n"
+        "text.replace('a', 'b')\ndataclasses.replace(x, y=1)\n"
+    )
     assert renames(ast.parse(source)) == [1, 2, 3, 4, 5]
 
 
 def test_only_nas_atomic_renames_files():
     files = [p for folder in ("nas", "scripts") for p in (ROOT / folder).rglob("*.py")]
-    wrong = [f"{p.relative_to(ROOT)}:{line}" for p in files if p != ROOT / "nas" / "atomic.py"
-             for line in renames(ast.parse(p.read_text()))]
+    wrong = [
+        f"{p.relative_to(ROOT)}:{line}"
+        for p in files
+        if p != ROOT / "nas" / "atomic.py"
+        for line in renames(ast.parse(p.read_text()))
+    ]
     assert not wrong, "rename through nas.atomic instead: " + ", ".join(wrong)
 
 
@@ -48,6 +59,7 @@ def test_write_replaces_whole_and_a_failed_one_leaves_the_old(tmp_path):
     def fail(f):
         f.write(b"half")
         raise KeyboardInterrupt
+
     with pytest.raises(KeyboardInterrupt):
         atomic_write(path, fail)
     assert [p.name for p in tmp_path.iterdir()] == ["status.json"] and path.read_text() == "new\n"
