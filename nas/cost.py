@@ -6,6 +6,7 @@ is what lets a differentiable controller take the expected cost of an architectu
 One exception: with reversible layers (the space's `memory.reversible`) backward recomputes one
 layer at a time, so activation memory is the largest layer's, not the sum (`arch_cost`).
 """
+
 from __future__ import annotations
 
 import functools
@@ -48,19 +49,28 @@ def layer_cost(layer: LayerArch, space: SearchSpace, shape: ModelShape, seq_len:
     core = _core(space, layer.attention, shape.max_len)
     inner = layer.heads * space.head_dim
     if kind == "params":
-        return (4 * d  # two layer norms
-                + (len(core.inputs)) * (d * inner + inner) + inner * d + d
-                + core.num_params(layer.heads)
-                + d * layer.ffn_dim + layer.ffn_dim + layer.ffn_dim * d + d)
+        return (
+            4 * d  # two layer norms
+            + (len(core.inputs)) * (d * inner + inner)
+            + inner * d
+            + d
+            + core.num_params(layer.heads)
+            + d * layer.ffn_dim
+            + layer.ffn_dim
+            + layer.ffn_dim * d
+            + d
+        )
     if kind == "flops":  # 2 per multiply-add, matrix products only
         return attention_flops(core, n, d, layer.heads) + 2 * 2 * n * d * layer.ffn_dim
     if kind == "memory":
         mixed = core.mixed_rows(n)
-        attention = (2 * n * d  # norm1's input and output
-                     + sum(mixed.values()) * d  # rows mixed from the tokens (Linformer)
-                     + _projected_rows(core, n) * inner  # projected inputs
-                     + n * inner  # merged heads
-                     + core.activation_elements(n, layer.heads))
+        attention = (
+            2 * n * d  # norm1's input and output
+            + sum(mixed.values()) * d  # rows mixed from the tokens (Linformer)
+            + _projected_rows(core, n) * inner  # projected inputs
+            + n * inner  # merged heads
+            + core.activation_elements(n, layer.heads)
+        )
         # norm2's input, then its output and the hidden units before and after the activation;
         # in chunks those are recomputed in backward one chunk at a time
         ffn = n * d + (n * d + 2 * n * layer.ffn_dim) / space.memory.ffn_chunks
@@ -150,14 +160,18 @@ def check_space_size(space: SearchSpace, shape: ModelShape, source: str) -> None
 def _check_size(spec: ModelSpec, source: str, which: str) -> None:
     count = params(spec)
     if count > MAX_PARAMS:
-        raise ConfigError(f"{source}: {which} would hold {count:,} parameters "
-                          f"({_gib(count * BYTES_PER_ELEMENT)} of float32 weights), more than the "
-                          f"{MAX_PARAMS:,} ({_gib(MAX_PARAMS * BYTES_PER_ELEMENT)}) a model may have")
+        raise ConfigError(
+            f"{source}: {which} would hold {count:,} parameters "
+            f"({_gib(count * BYTES_PER_ELEMENT)} of float32 weights), more than the "
+            f"{MAX_PARAMS:,} ({_gib(MAX_PARAMS * BYTES_PER_ELEMENT)}) a model may have"
+        )
     activations = arch_cost(spec.arch, spec.space, spec.shape, spec.shape.max_len, "memory") * 2**20
     if activations > MAX_ACTIVATION_BYTES:
-        raise ConfigError(f"{source}: {which} would need {_gib(activations)} of activations for one "
-                          f"sequence of {spec.shape.max_len} tokens, more than the "
-                          f"{_gib(MAX_ACTIVATION_BYTES)} a model may take")
+        raise ConfigError(
+            f"{source}: {which} would need {_gib(activations)} of activations for one "
+            f"sequence of {spec.shape.max_len} tokens, more than the "
+            f"{_gib(MAX_ACTIVATION_BYTES)} a model may take"
+        )
 
 
 def _gib(size: float) -> str:
@@ -191,7 +205,7 @@ def subnet_latency_ms(model: nn.Module, seq_len: int, vocab_size: int, batch_siz
     return measure_latency_ms(model, (tokens,), **kwargs)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _core(space: SearchSpace, candidate: str, max_len: int) -> AttentionCore:
     """The candidate's core on the meta device: it answers shape questions without memory."""
     choice = space.attention[candidate]
@@ -199,7 +213,7 @@ def _core(space: SearchSpace, candidate: str, max_len: int) -> AttentionCore:
         return make_core(choice.type, space.head_dim, space.max_heads, max_len, **choice.options)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _layer_latency_ms(layer: LayerArch, space: SearchSpace, max_len: int, seq_len: int) -> float:
     block = make_block(layer, space, max_len)
     return measure_latency_ms(block, (torch.randn(1, seq_len, space.dim), None), repeats=5)

@@ -7,6 +7,7 @@ PyTorch's CPU tuning guide recommends preloading jemalloc or TCMalloc for this; 
 settings give the same reuse with no extra library. The process's RSS then stays at its peak
 until it exits, as memory held by PyTorch's CUDA caching allocator does.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -29,7 +30,7 @@ def reuse_freed_memory() -> bool:
         return False
     try:
         libc = ctypes.CDLL(None)
-        libc.gnu_get_libc_version  # glibc only; musl's mallopt does nothing
+        libc.gnu_get_libc_version  # noqa: B018 (the lookup is the test: glibc only; musl's mallopt does nothing)
     except (OSError, AttributeError):
         return False
     return bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1))
@@ -37,6 +38,8 @@ def reuse_freed_memory() -> bool:
 
 def _user_chose() -> bool:
     preloaded = os.environ.get("LD_PRELOAD", "")
-    return (any(name in os.environ for name in _USER_SETTINGS)
-            or "glibc.malloc" in os.environ.get("GLIBC_TUNABLES", "")
-            or any(allocator in preloaded for allocator in ("jemalloc", "tcmalloc", "mimalloc")))
+    return (
+        any(name in os.environ for name in _USER_SETTINGS)
+        or "glibc.malloc" in os.environ.get("GLIBC_TUNABLES", "")
+        or any(allocator in preloaded for allocator in ("jemalloc", "tcmalloc", "mimalloc"))
+    )

@@ -7,6 +7,7 @@ and the new rule. The checkpoint is at the last epoch, so training ends at once 
 decision runs; the new folder gets its own best_arch.yaml, margins.yaml and summary.txt
 (retraining is off), and `nas-rank run=<new folder>` ranks it like any search.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -55,24 +56,36 @@ def decide_again(run: Path, decide: str, out: Path | None = None, overrides: Seq
         raise ConfigError(f"run={run}: not a search run folder (no checkpoints/last.ckpt or .hydra/)")
     state = read_status(run).get("state")
     if state != "done":  # resuming an unfinished search would train it on
-        raise ConfigError(f"run={run}: the search has not finished (status.json: {state}); "
-                          "finish it with nas-search resume= first")
+        raise ConfigError(
+            f"run={run}: the search has not finished (status.json: {state}); finish it with nas-search resume= first"
+        )
     if not whole(run / "checkpoints" / "last.ckpt"):  # nas-search would start over from scratch
         raise ConfigError(f"run={run}: checkpoints/last.ckpt is damaged")
     saved_config = read_yaml(config, "the search's config")
     strategy = saved_config.get("strategy") if isinstance(saved_config, dict) else None
     strategy = strategy if isinstance(strategy, dict) else {}
     if "decide" not in strategy:  # the strategies that decide from architecture weights have the option
-        raise ConfigError(f"run={run}: searched with strategy={excerpt(strategy.get('name'))}; only the "
-                          "differentiable strategies (darts, gdas) decide from weights")
+        raise ConfigError(
+            f"run={run}: searched with strategy={excerpt(strategy.get('name'))}; only the "
+            "differentiable strategies (darts, gdas) decide from weights"
+        )
     kept = run_overrides(saved)
     if out.exists():
         raise ConfigError(f"out={out}: exists; name a new folder")
     out.mkdir(parents=True)
     for part in (".hydra", "checkpoints"):  # not status.json: the new folder has not run yet
         shutil.copytree(run / part, out / part)
-    cmd = [sys.executable, "-m", "nas.cli.search", *kept, *overrides, f"strategy.decide.rule={decide}",
-           "retrain.enabled=false", f"resume={out.resolve()}", f"hydra.run.dir={out.resolve()}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "nas.cli.search",
+        *kept,
+        *overrides,
+        f"strategy.decide.rule={decide}",
+        "retrain.enabled=false",
+        f"resume={out.resolve()}",
+        f"hydra.run.dir={out.resolve()}",
+    ]
     # relative paths of the run's overrides (data_dir) are read from here, as nas-search reads them
     done = subprocess.run(cmd, check=False, capture_output=True, text=True)
     if done.returncode:  # the folder holds only copies: removed, so that the same command can run again
@@ -92,6 +105,8 @@ def run_overrides(path: Path) -> list[str]:
     for override in overrides:
         key = override.split("=", 1)[0].lstrip("+~")
         if key.startswith(("hydra", "logger")) or any(word in override for word in UNSAFE[2:]):
-            raise ConfigError(f"{path}: override {excerpt(override)} is not accepted from a file "
-                              "(it sets Hydra, the logger or code to run)")
+            raise ConfigError(
+                f"{path}: override {excerpt(override)} is not accepted from a file "
+                "(it sets Hydra, the logger or code to run)"
+            )
     return overrides

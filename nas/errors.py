@@ -1,4 +1,5 @@
 """The one exception type for bad user input: the CLI prints its message as a single line."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -32,8 +33,10 @@ class _Short(reprlib.Repr):
             return "{}"
         if level <= 0:
             return "{...}"
-        items = [f"{self.repr1(k, level - 1)}: {self.repr1(v, level - 1)}"
-                 for k, v in itertools.islice(x.items(), self.maxdict)]
+        items = [
+            f"{self.repr1(k, level - 1)}: {self.repr1(v, level - 1)}"
+            for k, v in itertools.islice(x.items(), self.maxdict)
+        ]
         return "{" + ", ".join(items) + (", ..." if len(x) > self.maxdict else "") + "}"
 
     def repr_int(self, x, level):
@@ -48,7 +51,7 @@ def excerpt(value: object, limit: int = 60) -> str:
     megabyte string or a structure that aliases expand a billion times, and printing it whole
     would take the memory the message was meant to save."""
     text = _Short(limit).repr(value)
-    return text if len(text) <= limit else text[:limit - 3] + "..."
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def check_whole(value: object, field: str, least: int) -> None:
@@ -57,10 +60,12 @@ def check_whole(value: object, field: str, least: int) -> None:
         raise ConfigError(f"{field}={excerpt(value)}: must be a whole number >= {least}")
 
 
-_KINDS = {"positive": ("a finite number > 0", lambda v: v > 0),
-          "non-negative": ("a finite number >= 0", lambda v: v >= 0),
-          "fraction": ("a number in [0, 1)", lambda v: 0 <= v < 1),
-          "probability": ("a number in [0, 1]", lambda v: 0 <= v <= 1)}
+_KINDS = {
+    "positive": ("a finite number > 0", lambda v: v > 0),
+    "non-negative": ("a finite number >= 0", lambda v: v >= 0),
+    "fraction": ("a number in [0, 1)", lambda v: 0 <= v < 1),
+    "probability": ("a number in [0, 1]", lambda v: 0 <= v <= 1),
+}
 
 
 def check_number(value: object, field: str, kind: str) -> None:
@@ -113,8 +118,9 @@ def _build(cls: type, values: dict[str, Any], given: Mapping, what: str, path: s
     for name, value in values.items():
         part = given.get(name) if isinstance(given, Mapping) else None
         if dataclasses.is_dataclass(hints[name]) and isinstance(value, dict):
-            values[name] = _build(hints[name], value, part if isinstance(part, Mapping) else {}, what,
-                                  f"{path}.{name}" if path else None)
+            values[name] = _build(
+                hints[name], value, part if isinstance(part, Mapping) else {}, what, f"{path}.{name}" if path else None
+            )
         else:
             values[name] = _as_given(value, part)
     try:
@@ -167,8 +173,11 @@ def _omegaconf_line(err: OmegaConfBaseException, cls: type, options: dict, what:
     hint = typing.get_type_hints(owner)[name]
     got = value.get(name) if isinstance(value, Mapping) else value
     wanted = type_name(hint)
-    return f"{where}={excerpt(got)}: must be {wanted}" if path else \
-        f"{what}: option '{name}' must be {wanted}; got {excerpt(got)}"
+    return (
+        f"{where}={excerpt(got)}: must be {wanted}"
+        if path
+        else f"{what}: option '{name}' must be {wanted}; got {excerpt(got)}"
+    )
 
 
 def type_name(hint: Any) -> str:
@@ -181,6 +190,5 @@ def type_name(hint: Any) -> str:
         return "a mapping"
     if typing.get_origin(hint) in (list, tuple):
         return "a list"
-    names = {int: "an integer", float: "a number", bool: "true or false", str: "a string",
-             type(None): "null"}
+    names = {int: "an integer", float: "a number", bool: "true or false", str: "a string", type(None): "null"}
     return names.get(hint, getattr(hint, "__name__", str(hint)))

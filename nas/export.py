@@ -15,6 +15,7 @@ The folder is written beside `out` under a temporary name and renamed into place
 leaves no half-written export (a rerun, e.g. `nas-search resume=<run>`, writes it again).
 # b batch, n sequence (max_len in the program), C classes
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -22,8 +23,8 @@ import io
 import json
 import shutil
 import warnings
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 import torch
 import yaml
@@ -42,24 +43,48 @@ from nas.space import Arch, SearchSpace
 
 # Every file export may write; an overwrite removes them all first, so that a stale file
 # (e.g. an int8 copy from an earlier quantized export) never sits beside new ones.
-FILES = ("arch.yaml", "space.yaml", "model.json", "weights.safetensors", "model.pt2", "predict.py",
-         "metrics.json", "model_int8.pt", "task.json")
+FILES = (
+    "arch.yaml",
+    "space.yaml",
+    "model.json",
+    "weights.safetensors",
+    "model.pt2",
+    "predict.py",
+    "metrics.json",
+    "model_int8.pt",
+    "task.json",
+)
 MODEL_KEYS = ("shape", "metric")  # what model.json must hold: ModelShape.to_dict() and the metric
 HPARAMS = ("model", "metric")  # what a retrain checkpoint must hold: ModelSpec.to_dict() and the metric
 LEGACY_MODEL = ("arch", "space", "shape")  # what a checkpoint from before ModelSpec holds for `model`
 
 PREDICT = Path(__file__).with_name("predict.py")  # copied into every export folder
 # What metrics.json may hold (a schema as nas.predict's MODEL_SCHEMA): what `export` writes.
-METRICS_SCHEMA = {"metric": METRICS, "seq_len": int, "cost/params": int, "cost/flops": int, "cost/latency_ms": float,
-                  "cost/latency_method": str, "arch": {"depth": int, "layers": [{"attention": str, "heads": int,
-                                                                                 "ffn_dim": int}]},
-                  "size/float_bytes?": int, "size/int8_bytes?": int, "int8/latency_ms?": float, "int8/delta?": float,
-                  **{f"{prefix}test/{m}?": float for prefix in ("", "int8/") for m in METRICS}}
+METRICS_SCHEMA = {
+    "metric": METRICS,
+    "seq_len": int,
+    "cost/params": int,
+    "cost/flops": int,
+    "cost/latency_ms": float,
+    "cost/latency_method": str,
+    "arch": {"depth": int, "layers": [{"attention": str, "heads": int, "ffn_dim": int}]},
+    "size/float_bytes?": int,
+    "size/int8_bytes?": int,
+    "int8/latency_ms?": float,
+    "int8/delta?": float,
+    **{f"{prefix}test/{m}?": float for prefix in ("", "int8/") for m in METRICS},
+}
 
 
-def export(ckpt: str | Path, out: str | Path, overwrite: bool = False, quantize: bool = False,
-           eval_batches: Iterable[dict] | None = None, seq_len: int | None = None,
-           task: dict | None = None) -> dict:
+def export(
+    ckpt: str | Path,
+    out: str | Path,
+    overwrite: bool = False,
+    quantize: bool = False,
+    eval_batches: Iterable[dict] | None = None,
+    seq_len: int | None = None,
+    task: dict | None = None,
+) -> dict:
     """Write the subnet of a retrain checkpoint into the folder `out`.
 
     Files: `arch.yaml`, `space.yaml`, `model.json` (the task sizes and `op_revisions`, see
@@ -110,10 +135,18 @@ def export(ckpt: str | Path, out: str | Path, overwrite: bool = False, quantize:
         (staging / "space.yaml").write_text(yaml.safe_dump(space.to_dict(), sort_keys=False))
         save_weights(model, staging / "weights.safetensors")
         dynamic_len = write_program(model, shape.max_len, staging / "model.pt2")
-        (staging / "model.json").write_text(json.dumps({"shape": shape.to_dict(), "metric": metric,
-                                                        "dynamic_len": dynamic_len,
-                                                        "op_revisions": revisions(space.op_types(arch))},
-                                                       indent=2) + "\n")
+        (staging / "model.json").write_text(
+            json.dumps(
+                {
+                    "shape": shape.to_dict(),
+                    "metric": metric,
+                    "dynamic_len": dynamic_len,
+                    "op_revisions": revisions(space.op_types(arch)),
+                },
+                indent=2,
+            )
+            + "\n"
+        )
         shutil.copyfile(PREDICT, staging / "predict.py")
         if task is not None:
             (staging / "task.json").write_text(json.dumps(task, indent=2) + "\n")
@@ -145,8 +178,10 @@ def export(ckpt: str | Path, out: str | Path, overwrite: bool = False, quantize:
 
 
 # How cost/latency_ms is measured: cost.subnet_latency_ms, as the cost model measures archs.
-LATENCY_METHOD = ("median of 10 timed forward passes after 2 warm-up passes, batch 1 at seq_len, "
-                  "CPU, float32 (nas.cost.measure_latency_ms, as the cost model)")
+LATENCY_METHOD = (
+    "median of 10 timed forward passes after 2 warm-up passes, batch 1 at seq_len, "
+    "CPU, float32 (nas.cost.measure_latency_ms, as the cost model)"
+)
 
 
 def save_weights(model: nn.Module, path: Path) -> None:
@@ -170,7 +205,9 @@ def load(folder: str | Path, int8: bool = False) -> nn.Module:
             raise ConfigError(f"{folder}: not a complete export: no {name}")
     saved = read_json(folder / "model.json", schema=MODEL_SCHEMA)
     if saved["metric"] not in METRICS:
-        raise ConfigError(f"{folder / 'model.json'}: unknown metric {excerpt(saved['metric'])}; allowed: {', '.join(METRICS)}")
+        raise ConfigError(
+            f"{folder / 'model.json'}: unknown metric {excerpt(saved['metric'])}; allowed: {', '.join(METRICS)}"
+        )
     if (folder / "metrics.json").exists():
         read_json(folder / "metrics.json", schema=METRICS_SCHEMA)
     if (folder / "task.json").exists():
@@ -189,8 +226,9 @@ def load(folder: str | Path, int8: bool = False) -> nn.Module:
         state = load_file(str(weights))
     except Exception as err:  # safetensors' own errors: truncated header, bad JSON, bad offsets
         text = str(err).strip()
-        raise ConfigError(f"{weights}: cannot be read as safetensors "
-                          f"({text.splitlines()[0] if text else type(err).__name__})") from None
+        raise ConfigError(
+            f"{weights}: cannot be read as safetensors ({text.splitlines()[0] if text else type(err).__name__})"
+        ) from None
     _load_weights(model, state, source=str(weights))
     return quantize_int8(model) if int8 else model.eval()
 
@@ -210,8 +248,9 @@ def write_program(model: Subnet, max_len: int, path: Path) -> bool:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            program = torch.export.export(model, example_inputs(max(2, max_len // 2)),
-                                          dynamic_shapes=({0: batch, 1: n}, {0: batch, 1: n}))
+            program = torch.export.export(
+                model, example_inputs(max(2, max_len // 2)), dynamic_shapes=({0: batch, 1: n}, {0: batch, 1: n})
+            )
         dynamic = True
     except Exception:  # torch.export's UserError/ConstraintViolation for an op that specializes n
         program = torch.export.export(model, example_inputs(max_len), dynamic_shapes=({0: batch}, {0: batch}))
@@ -252,8 +291,7 @@ def check_program(model: nn.Module, program: Callable[[Tensor, Tensor], Tensor],
     with torch.no_grad():
         expected, got = model(tokens, mask), program(tokens, mask)
     if not torch.allclose(got, expected, atol=1e-5, rtol=1e-5):
-        raise RuntimeError(f"the exported program differs from the model by "
-                           f"{(got - expected).abs().max().item():.2e}")
+        raise RuntimeError(f"the exported program differs from the model by {(got - expected).abs().max().item():.2e}")
 
 
 def saved_bytes(state: dict) -> int:
@@ -294,11 +332,14 @@ def _check_out(out: Path, overwrite: bool, ckpt: Path | None = None) -> None:
         if not overwrite:
             raise ConfigError(f"refusing to overwrite {out}: it exists and is not empty; pass overwrite=true")
         if ckpt is not None and out.resolve() in ckpt.resolve().parents:
-            raise ConfigError(f"refusing to overwrite {out}: it holds the checkpoint {ckpt}; "
-                              "export into a folder of its own")
+            raise ConfigError(
+                f"refusing to overwrite {out}: it holds the checkpoint {ckpt}; export into a folder of its own"
+            )
         if not all((out / name).is_file() for name in ("model.json", "weights.safetensors")):
-            raise ConfigError(f"refusing to overwrite {out}: it is not an earlier export (no model.json "
-                              "and weights.safetensors in it); pass a new or empty folder")
+            raise ConfigError(
+                f"refusing to overwrite {out}: it is not an earlier export (no model.json "
+                "and weights.safetensors in it); pass a new or empty folder"
+            )
 
 
 def _read_checkpoint(path: Path) -> tuple[dict, dict[str, Tensor]]:
@@ -308,12 +349,16 @@ def _read_checkpoint(path: Path) -> tuple[dict, dict[str, Tensor]]:
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("hyper_parameters"), dict):
         raise ConfigError(f"{what}: no 'hyper_parameters'")
     hparams = ckpt["hyper_parameters"]
-    missing = [key for key in HPARAMS if key not in hparams
-               and not (key == "model" and all(name in hparams for name in LEGACY_MODEL))]
+    missing = [
+        key
+        for key in HPARAMS
+        if key not in hparams and not (key == "model" and all(name in hparams for name in LEGACY_MODEL))
+    ]
     if missing:
         raise ConfigError(f"{what}: its hyper_parameters lack {', '.join(missing)}")
-    state = {key[len("model."):]: value for key, value in (ckpt.get("state_dict") or {}).items()
-             if key.startswith("model.")}
+    state = {
+        key[len("model.") :]: value for key, value in (ckpt.get("state_dict") or {}).items() if key.startswith("model.")
+    }
     if not state:
         raise ConfigError(f"{what}: no subnet weights ('model.*' in its state_dict)")
     return ckpt["hyper_parameters"], state
@@ -329,5 +374,7 @@ def _load_weights(model: nn.Module, state: dict[str, Tensor], source: str) -> No
         raise ConfigError(f"{source}: the weights do not match the arch ({first})") from None
     if missing or unexpected:
         first = f"missing {missing[0]}" if missing else f"unexpected {unexpected[0]}"
-        raise ConfigError(f"{source}: the weights do not match the arch ({first}, "
-                          f"{len(missing)} missing and {len(unexpected)} unexpected in all)")
+        raise ConfigError(
+            f"{source}: the weights do not match the arch ({first}, "
+            f"{len(missing)} missing and {len(unexpected)} unexpected in all)"
+        )

@@ -1,6 +1,7 @@
 """Where the Hydra configs are, the resolvers they use, the config groups written as dataclasses
 (ConfigStore), and a command's config composed in Python, for code that calls `nas.pipeline`
 directly as the commands do (studies, notebooks)."""
+
 from __future__ import annotations
 
 import dataclasses

@@ -6,11 +6,12 @@ means the same thing wherever it is logged. Distillation follows Hinton et al. 2
 (https://arxiv.org/abs/1503.02531) at temperature 1, as TinyBERT and BigNAS use it.
 # b batch, n sequence, C classes
 """
+
 from __future__ import annotations
 
 import functools
 import math
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -23,8 +24,19 @@ IGNORE_INDEX = -100  # target of positions that are not scored (PyTorch's cross-
 METRICS = ("acc", "bpb")
 HIGHER_IS_BETTER = {"acc": True, "bpb": False}  # accuracy up, bits per byte down
 
-__all__ = ["HIGHER_IS_BETTER", "IGNORE_INDEX", "METRICS", "check_finite", "evaluate", "evaluate_many", "evaluate_with_loss",
-           "score", "soft_cross_entropy", "task_loss", "task_metric"]
+__all__ = [
+    "HIGHER_IS_BETTER",
+    "IGNORE_INDEX",
+    "METRICS",
+    "check_finite",
+    "evaluate",
+    "evaluate_many",
+    "evaluate_with_loss",
+    "score",
+    "soft_cross_entropy",
+    "task_loss",
+    "task_metric",
+]
 
 
 def task_loss(logits: Tensor, target: Tensor) -> Tensor:
@@ -32,8 +44,7 @@ def task_loss(logits: Tensor, target: Tensor) -> Tensor:
 
     Shape: logits (b, C) with target (b,), or logits (b, n, C) with target (b, n).
     """
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), target.reshape(-1),
-                           ignore_index=IGNORE_INDEX)
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), target.reshape(-1), ignore_index=IGNORE_INDEX)
 
 
 def task_metric(logits: Tensor, target: Tensor, metric: str) -> Tensor:
@@ -80,13 +91,15 @@ def soft_cross_entropy(logits: Tensor, teacher_logits: Tensor, target: Tensor | 
 def check_finite(loss: Tensor, step: int) -> None:
     """Stop a run whose loss is NaN or infinite (the last good checkpoint stays)."""
     if not torch.isfinite(loss):
-        raise FloatingPointError(f"non-finite loss ({loss.item()}) at training step {step}; "
-                                 "the last good checkpoint is kept")
+        raise FloatingPointError(
+            f"non-finite loss ({loss.item()}) at training step {step}; the last good checkpoint is kept"
+        )
 
 
 @torch.no_grad()
-def evaluate_many(models: Mapping[str, nn.Module], batches: Iterable[dict], metric: str,
-                  arch: Arch | None = None) -> dict[str, float]:
+def evaluate_many(
+    models: Mapping[str, nn.Module], batches: Iterable[dict], metric: str, arch: Arch | None = None
+) -> dict[str, float]:
     """The task metric of each model over all batches (iterated once, so a generator works).
 
     Batch means are weighted by their scored targets, which makes both accuracy and bits per
@@ -108,16 +121,18 @@ def evaluate(model: nn.Module, batches: Iterable[dict], metric: str, arch: Arch 
     return evaluate_many({"model": model}, batches, metric, arch)["model"]
 
 
-def evaluate_with_loss(model: nn.Module, batches: Iterable[dict], metric: str,
-                       arch: Arch | None = None) -> tuple[float, float]:
+def evaluate_with_loss(
+    model: nn.Module, batches: Iterable[dict], metric: str, arch: Arch | None = None
+) -> tuple[float, float]:
     """(metric, loss) of one model over `batches` in one pass; see `evaluate_many`."""
     scores = _weighted_means({"model": model}, batches, (metric, "loss"), arch)["model"]
     return scores[metric], scores["loss"]
 
 
 @torch.no_grad()
-def _weighted_means(models: Mapping[str, nn.Module], batches: Iterable[dict], metrics: tuple[str, ...],
-                    arch: Arch | None) -> dict[str, dict[str, float]]:
+def _weighted_means(
+    models: Mapping[str, nn.Module], batches: Iterable[dict], metrics: tuple[str, ...], arch: Arch | None
+) -> dict[str, dict[str, float]]:
     for metric in metrics:
         if metric != "loss":
             score(0.0, metric)  # one line for an unknown metric, before any batch runs

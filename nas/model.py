@@ -10,6 +10,7 @@ maps it to y1 = x1 + attention(norm(x2)), y2 = x2 + ffn(norm(y1)), and the reado
 mean of the pair (as reformer-pytorch does; the Reformer paper concatenates the pair).
 # b batch, n sequence, D model width, C classes
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
@@ -54,7 +55,7 @@ class ModelShape:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict, source: str = "shape") -> "ModelShape":
+    def from_dict(cls, data: dict, source: str = "shape") -> ModelShape:
         """The shape saved by `to_dict`; a missing or unknown key is a ConfigError naming `source`."""
         names = [f.name for f in fields(cls)]
         if not isinstance(data, dict):
@@ -84,7 +85,7 @@ class ModelSpec:
         self.space.validate(self.arch)
 
     @classmethod
-    def build(cls, arch: Arch, space: SearchSpace, shape: ModelShape, source: str) -> "ModelSpec":
+    def build(cls, arch: Arch, space: SearchSpace, shape: ModelShape, source: str) -> ModelSpec:
         """`ModelSpec(arch, space, shape)`; an arch outside the space is one ConfigError line naming `source`."""
         try:
             return cls(arch, space, shape)
@@ -96,7 +97,7 @@ class ModelSpec:
         return {"arch": self.arch.to_dict(), "space": self.space.to_dict(), "shape": self.shape.to_dict()}
 
     @classmethod
-    def from_dict(cls, data: dict, source: str = "model") -> "ModelSpec":
+    def from_dict(cls, data: dict, source: str = "model") -> ModelSpec:
         """The spec saved by `to_dict`; any problem is one ConfigError line naming `source`."""
         names = ("arch", "space", "shape")
         if not isinstance(data, dict):
@@ -106,12 +107,15 @@ class ModelSpec:
         if unknown or missing:
             what = f"unknown key {excerpt(unknown[0])}" if unknown else f"missing key '{missing[0]}'"
             raise ConfigError(f"{source}: {what}; allowed: {', '.join(names)}")
-        return cls.build(Arch.from_dict(data["arch"], source=f"{source}: arch"),
-                         SearchSpace.from_dict(data["space"], source=f"{source}: space"),
-                         ModelShape.from_dict(data["shape"], source=f"{source}: shape"), source)
+        return cls.build(
+            Arch.from_dict(data["arch"], source=f"{source}: arch"),
+            SearchSpace.from_dict(data["space"], source=f"{source}: space"),
+            ModelShape.from_dict(data["shape"], source=f"{source}: shape"),
+            source,
+        )
 
     @classmethod
-    def from_hparams(cls, hparams: dict, source: str) -> "ModelSpec":
+    def from_hparams(cls, hparams: dict, source: str) -> ModelSpec:
         """The spec of a retrain checkpoint's hparams: its `model`, or the separate `arch`,
         `space` and `shape` that checkpoints held before there was one."""
         if "model" not in hparams and all(name in hparams for name in ("arch", "space", "shape")):

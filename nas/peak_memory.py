@@ -6,6 +6,7 @@ allocations; this sees every storage created by an operator on the calling threa
 CPU backward runs there too). It agrees with the process's resident-set high-water mark to
 within a few percent (scripts/benchmarks/memory.py reports both).
 """
+
 from __future__ import annotations
 
 import weakref
@@ -35,8 +36,11 @@ class PeakMemory(TorchDispatchMode):
         out = func(*args, **(kwargs or {}))
         # views and in-place results share an input's storage: nothing new (and an input may be
         # a weight allocated before the block, which must not count)
-        inputs = {t.untyped_storage().data_ptr() for t in tree_leaves((args, kwargs))
-                  if isinstance(t, torch.Tensor) and not t.is_meta}
+        inputs = {
+            t.untyped_storage().data_ptr()
+            for t in tree_leaves((args, kwargs))
+            if isinstance(t, torch.Tensor) and not t.is_meta
+        }
         for t in tree_leaves(out):
             if isinstance(t, torch.Tensor) and not t.is_meta:
                 storage = t.untyped_storage()

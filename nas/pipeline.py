@@ -12,6 +12,7 @@ returns a dataclass; the CLIs in `nas/cli/` only parse and print, and scripts ca
 Weight sharing and the search follow the one-shot recipe of ENAS / DARTS / SPOS
 (https://arxiv.org/abs/1904.00420); the rest is plumbing.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -19,9 +20,9 @@ import csv
 import json
 import logging
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import hydra
 import pytorch_lightning as pl
@@ -34,12 +35,12 @@ from nas import cost
 from nas.atomic import atomic_path, atomic_write
 from nas.errors import ConfigError
 from nas.export import export as export_folder
-from nas.safe_load import read_checkpoint
 from nas.metrics import HIGHER_IS_BETTER, evaluate
 from nas.model import ModelSpec
 from nas.results import Candidate, SearchResult
 from nas.run_folder import is_rank_zero as _rank_zero
 from nas.run_folder import working_in
+from nas.safe_load import read_checkpoint
 from nas.space import Arch, SearchSpace
 from nas.strategies import STRATEGIES, SearchReport, SearchSetting, Strategy, build_strategy
 from nas.supernet import FewShotSupernet, Supernet
@@ -110,8 +111,9 @@ def make_task(cfg: DictConfig) -> Task:
 def space_of(cfg: DictConfig) -> SearchSpace:
     """The space of `space.file`, its memory section replaced by `space.memory` when set."""
     memory = cfg.space.get("memory")
-    return SearchSpace.from_yaml(cfg.space.file, OmegaConf.to_container(memory) if isinstance(memory, DictConfig)
-                                 else memory)
+    return SearchSpace.from_yaml(
+        cfg.space.file, OmegaConf.to_container(memory) if isinstance(memory, DictConfig) else memory
+    )
 
 
 def make_strategy(cfg: DictConfig, space: SearchSpace, task: Task, run_dir: Path) -> Strategy:
@@ -164,9 +166,20 @@ def search(cfg: DictConfig, run_dir: Path) -> SearchOutcome:
     logger = hydra.utils.instantiate(cfg.logger) if cfg.get("logger") else False
     task.setup("fit")  # a search epoch cycles the longer of the training and validation loaders
     batches = max(len(task.train_dataloader()), len(task.val_dataloader()))
-    trainer = _trainer(cfg, run_dir, [last_checkpoint(checkpoint_dir)], logger, batches)  # a kill loses one epoch at most
-    module = fit_supernet(supernet, strategy, task, task.metric, trainer, ckpt_path=resume_from,
-                          lr=cfg.search.lr, weight_decay=cfg.search.weight_decay, grad_clip=cfg.search.grad_clip)
+    trainer = _trainer(
+        cfg, run_dir, [last_checkpoint(checkpoint_dir)], logger, batches
+    )  # a kill loses one epoch at most
+    module = fit_supernet(
+        supernet,
+        strategy,
+        task,
+        task.metric,
+        trainer,
+        ckpt_path=resume_from,
+        lr=cfg.search.lr,
+        weight_decay=cfg.search.weight_decay,
+        grad_clip=cfg.search.grad_clip,
+    )
     val_batches = validation_batches(task, cfg.search.eval_batches)  # built once, used twice
     result = module.choose(val_batches)  # on rank 0, shared by every rank under DDP
     if _rank_zero():
@@ -179,22 +192,45 @@ def search(cfg: DictConfig, run_dir: Path) -> SearchOutcome:
         write_margins(run_dir, report)
     writer = trainer.logger.experiment if trainer.logger and _rank_zero() else None  # rank 0's events only
     if writer is not None:
-        log_search(writer, space, strategy, result, estimate, metrics, step=trainer.global_step,
-                   cost_of=lambda arch: cost.estimate(ModelSpec(arch, space, task.shape), task.seq_len))
-    return SearchOutcome(arch=result.best, space=space, task=task, supernet=supernet, result=result,
-                         supernet_ckpt=last, metrics=metrics, margins=report.margins, comparison=report.comparisons,
-                         tensorboard=writer, step=trainer.global_step)
+        log_search(
+            writer,
+            space,
+            strategy,
+            result,
+            estimate,
+            metrics,
+            step=trainer.global_step,
+            cost_of=lambda arch: cost.estimate(ModelSpec(arch, space, task.shape), task.seq_len),
+        )
+    return SearchOutcome(
+        arch=result.best,
+        space=space,
+        task=task,
+        supernet=supernet,
+        result=result,
+        supernet_ckpt=last,
+        metrics=metrics,
+        margins=report.margins,
+        comparison=report.comparisons,
+        tensorboard=writer,
+        step=trainer.global_step,
+    )
 
 
-def chosen_metrics(result: SearchResult, supernet: Supernet | FewShotSupernet, val_batches: list[dict], task: Task,
-                   estimate: cost.Cost) -> dict[str, float]:
+def chosen_metrics(
+    result: SearchResult, supernet: Supernet | FewShotSupernet, val_batches: list[dict], task: Task, estimate: cost.Cost
+) -> dict[str, float]:
     """search/val/<metric> of the chosen arch (the strategy's own score when it ranked it, else
     evaluated on `val_batches`) and its cost."""
     key = f"val/{task.metric}"
     scored = next((c.metrics[key] for c in result.ranked if c.arch == result.best and key in c.metrics), None)
     value = scored if scored is not None else evaluate(supernet, val_batches, task.metric, arch=result.best)
-    return {f"search/{key}": value, "cost/params": estimate.params, "cost/flops": estimate.flops,
-            "cost/activation_mib": round(estimate.activation_mib, 2)}
+    return {
+        f"search/{key}": value,
+        "cost/params": estimate.params,
+        "cost/flops": estimate.flops,
+        "cost/activation_mib": round(estimate.activation_mib, 2),
+    }
 
 
 def write_margins(run_dir: Path, report: SearchReport) -> None:
@@ -204,15 +240,20 @@ def write_margins(run_dir: Path, report: SearchReport) -> None:
         return
     sidecar = {k: round(v, 4) for k, v in report.margins.items()}
     if report.shrunk:  # how each drop was decided (the last one's `cut` is the margin of the pick)
-        sidecar["shrink"] = [{k: round(v, 4) if isinstance(v, float) else v for k, v in e.items()}
-                             for e in report.shrunk]
+        sidecar["shrink"] = [
+            {k: round(v, 4) if isinstance(v, float) else v for k, v in e.items()} for e in report.shrunk
+        ]
     if report.comparisons:
         sidecar["decide"] = report.comparisons
     atomic_write(Path(run_dir) / "margins.yaml", yaml.safe_dump(sidecar, sort_keys=False))
     decision, smallest = min(report.margins.items(), key=lambda kv: kv[1])
     if report.min_margin is not None and smallest < report.min_margin:
-        log.warning("the search did not decide: margin %.3f on %s < strategy.decide.min_margin %.3f",
-                    smallest, decision, report.min_margin)
+        log.warning(
+            "the search did not decide: margin %.3f on %s < strategy.decide.min_margin %.3f",
+            smallest,
+            decision,
+            report.min_margin,
+        )
 
 
 def resume_point(cfg: DictConfig, last: Path, stage: str, build: Callable[[], pl.LightningModule]) -> str | None:
@@ -239,16 +280,21 @@ def one_shot_parent(source: str | Path, fresh: Supernet) -> Supernet:
     search's sub-supernets start from, as Zhao et al. do; it must match `fresh` (space, task
     shape, sharing), the supernet this search would build."""
     source = Path(source)
-    ckpt = (resumable(source / "checkpoints" / "last.ckpt") or source / "checkpoints" / "last.ckpt"
-            if source.is_dir() else source)
+    ckpt = (
+        resumable(source / "checkpoints" / "last.ckpt") or source / "checkpoints" / "last.ckpt"
+        if source.is_dir()
+        else source
+    )
     if not ckpt.is_file():
         raise ConfigError(f"few_shot_from={source}: no search checkpoint there (expected a run folder or a .ckpt)")
     parent = load_supernet(ckpt, fresh.space)
     if isinstance(parent, FewShotSupernet):
         raise ConfigError(f"few_shot_from={source}: a few-shot supernet; give a one-shot search run")
     if parent.shape != fresh.shape or parent.sharing != fresh.sharing:
-        raise ConfigError(f"few_shot_from={source}: trained for shape {parent.shape} with sharing={parent.sharing}, "
-                          f"this search has {fresh.shape} with sharing={fresh.sharing}")
+        raise ConfigError(
+            f"few_shot_from={source}: trained for shape {parent.shape} with sharing={parent.sharing}, "
+            f"this search has {fresh.shape} with sharing={fresh.sharing}"
+        )
     return parent
 
 
@@ -269,8 +315,10 @@ def check_storage(path: Path) -> None:
     except sqlite3.DatabaseError as err:
         verdict = str(err)
     if verdict != "ok":
-        raise ConfigError(f"{path} is damaged ({verdict}); move it away to start the study over "
-                          "(its trials are lost; a finished search also wrote them to ranked.csv)")
+        raise ConfigError(
+            f"{path} is damaged ({verdict}); move it away to start the study over "
+            "(its trials are lost; a finished search also wrote them to ranked.csv)"
+        )
     if path.stat().st_size == 0:
         log.warning("%s is empty (a kill before its first write): it holds no trial; the study starts over", path)
 
@@ -294,8 +342,15 @@ def write_candidates(path: Path, rows: list[Candidate]) -> None:
 
 
 # -- retrain --------------------------------------------------------------------------------
-def retrain(cfg: DictConfig, arch: Arch, space: SearchSpace, task: Task, out_dir: Path,
-            settings: DictConfig | None = None, supernet: Supernet | None = None) -> RetrainOutcome:
+def retrain(
+    cfg: DictConfig,
+    arch: Arch,
+    space: SearchSpace,
+    task: Task,
+    out_dir: Path,
+    settings: DictConfig | None = None,
+    supernet: Supernet | None = None,
+) -> RetrainOutcome:
     """Train `arch` on `task` as a standalone model; test its best checkpoint.
 
     Args:
@@ -316,13 +371,19 @@ def retrain(cfg: DictConfig, arch: Arch, space: SearchSpace, task: Task, out_dir
     cost.check_size(spec, "the arch to retrain")  # before any allocation
     if supernet is None and (s.init == "inherit" or s.distill):
         if not s.supernet_ckpt:
-            raise ConfigError("retrain.supernet_ckpt: init=inherit and distill need a search's "
-                              "checkpoints/last.ckpt")
+            raise ConfigError("retrain.supernet_ckpt: init=inherit and distill need a search's checkpoints/last.ckpt")
         supernet = load_supernet(s.supernet_ckpt, space)
     teacher = supernet.extract(space.largest()) if s.distill else None
-    module = RetrainModule(spec, task.metric, lr=s.lr, weight_decay=s.weight_decay,
-                           warmup_steps=s.warmup_steps, teacher=teacher, distill=s.distill,
-                           task_config=task.record())
+    module = RetrainModule(
+        spec,
+        task.metric,
+        lr=s.lr,
+        weight_decay=s.weight_decay,
+        warmup_steps=s.warmup_steps,
+        teacher=teacher,
+        distill=s.distill,
+        task_config=task.record(),
+    )
     if s.init == "inherit":
         module.model.load_state_dict(supernet.extract(arch).state_dict())
     last = out_dir / "checkpoints" / "last.ckpt"
@@ -330,21 +391,40 @@ def retrain(cfg: DictConfig, arch: Arch, space: SearchSpace, task: Task, out_dir
 
     monitor = f"val/{task.metric}"
     mode = "max" if HIGHER_IS_BETTER[task.metric] else "min"
-    best = AtomicCheckpoint(dirpath=out_dir / "checkpoints", filename="best", monitor=monitor, mode=mode,
-                            save_top_k=1, enable_version_counter=False)
+    best = AtomicCheckpoint(
+        dirpath=out_dir / "checkpoints",
+        filename="best",
+        monitor=monitor,
+        mode=mode,
+        save_top_k=1,
+        enable_version_counter=False,
+    )
     logger = hydra.utils.instantiate(cfg.logger, save_dir=str(out_dir)) if cfg.get("logger") else False
-    callbacks = [best, last_checkpoint(out_dir / "checkpoints"),
-                 EarlyStopping(monitor=monitor, mode=mode, patience=s.patience)]
+    callbacks = [
+        best,
+        last_checkpoint(out_dir / "checkpoints"),
+        EarlyStopping(monitor=monitor, mode=mode, patience=s.patience),
+    ]
     task.setup("fit")
-    trainer = _trainer(cfg, out_dir, callbacks, logger, len(task.train_dataloader()), max_epochs=s.max_epochs,
-                       gradient_clip_val=s.gradient_clip_val)
+    trainer = _trainer(
+        cfg,
+        out_dir,
+        callbacks,
+        logger,
+        len(task.train_dataloader()),
+        max_epochs=s.max_epochs,
+        gradient_clip_val=s.gradient_clip_val,
+    )
     trainer.fit(module, datamodule=task, ckpt_path=resume_from, weights_only=True)
     val = float(trainer.callback_metrics.get(monitor, float("nan")))
-    tested = trainer.test(module, datamodule=task, ckpt_path=best.best_model_path or None, verbose=False,
-                          weights_only=True)
-    metrics = {f"retrain/val/{task.metric}": best.best_model_score.item() if best.best_model_score is not None else val,
-               f"retrain/test/{task.metric}": tested[0][f"test/{task.metric}"],
-               **{f"baseline/{k}": v for k, v in task.baseline().items() if k.startswith("test/")}}
+    tested = trainer.test(
+        module, datamodule=task, ckpt_path=best.best_model_path or None, verbose=False, weights_only=True
+    )
+    metrics = {
+        f"retrain/val/{task.metric}": best.best_model_score.item() if best.best_model_score is not None else val,
+        f"retrain/test/{task.metric}": tested[0][f"test/{task.metric}"],
+        **{f"baseline/{k}": v for k, v in task.baseline().items() if k.startswith("test/")},
+    }
     return RetrainOutcome(arch=arch, ckpt=Path(best.best_model_path or last), metrics=metrics)
 
 
@@ -363,9 +443,15 @@ def export(ckpt: Path, out: Path, settings: DictConfig, task: Task | None) -> Ex
         settings: `overwrite` and `quantize` (configs/exporting/default.yaml).
     """
     batches = task.test_dataloader() if task is not None else None
-    metrics = export_folder(ckpt, out, overwrite=settings.overwrite, quantize=settings.quantize,
-                            eval_batches=batches, seq_len=task.seq_len if task is not None else None,
-                            task=task.describe() if task is not None else None)
+    metrics = export_folder(
+        ckpt,
+        out,
+        overwrite=settings.overwrite,
+        quantize=settings.quantize,
+        eval_batches=batches,
+        seq_len=task.seq_len if task is not None else None,
+        task=task.describe() if task is not None else None,
+    )
     return ExportOutcome(dir=Path(out), metrics=metrics)
 
 
@@ -385,8 +471,11 @@ def run(cfg: DictConfig, run_dir: Path) -> RunOutcome:
 def _run(cfg: DictConfig, run_dir: Path) -> RunOutcome:
     found = search(cfg, run_dir)
     metrics = dict(found.metrics)
-    files = {"run folder": str(run_dir), "best arch": str(run_dir / "best_arch.yaml"),
-             "tensorboard": f"tensorboard --logdir {run_dir}"}
+    files = {
+        "run folder": str(run_dir),
+        "best arch": str(run_dir / "best_arch.yaml"),
+        "tensorboard": f"tensorboard --logdir {run_dir}",
+    }
     retrained = exported = None
     if cfg.retrain.enabled:
         retrained = retrain(cfg, found.arch, found.space, found.task, run_dir / "retrain", supernet=found.supernet)
@@ -396,30 +485,42 @@ def _run(cfg: DictConfig, run_dir: Path) -> RunOutcome:
             exported = export(retrained.ckpt, run_dir / "export", cfg.export, found.task)
             files["export"] = str(exported.dir)
     if found.tensorboard is not None:  # one HParams entry: settings, search, cost and test metrics
-        hparams = {"task": found.task.name, "space": found.space.name,
-                   "sharing": cfg.sharing, "seed": cfg.seed,
-                   "strategy": OmegaConf.to_container(cfg.strategy, resolve=True)}
+        hparams = {
+            "task": found.task.name,
+            "space": found.space.name,
+            "sharing": cfg.sharing,
+            "seed": cfg.seed,
+            "strategy": OmegaConf.to_container(cfg.strategy, resolve=True),
+        }
         log_hparams(found.tensorboard, hparams, metrics, step=found.step)
     text = summary(found.arch, metrics, files, found.margins, found.comparison)
     if _rank_zero():  # under DDP the other ranks write nothing
         atomic_write(run_dir / "summary.txt", text + "\n")
-    return RunOutcome(search=found, retrain=retrained, export=exported, metrics=metrics, files=files,
-                      summary=text)
+    return RunOutcome(search=found, retrain=retrained, export=exported, metrics=metrics, files=files, summary=text)
 
 
-def summary(arch: Arch, metrics: dict, files: dict[str, str], margins: dict[str, float] | None = None,
-            comparison: dict[str, dict] | None = None) -> str:
+def summary(
+    arch: Arch,
+    metrics: dict,
+    files: dict[str, str],
+    margins: dict[str, float] | None = None,
+    comparison: dict[str, dict] | None = None,
+) -> str:
     """The chosen arch, its metrics, how decisively it won and the files, as one screen of text."""
     lines = ["", "Best architecture", "-----------------", arch.describe(), ""]
     if margins:
         closest = sorted(margins.items(), key=lambda kv: kv[1])[:3]
-        lines += ["margin to the runner-up (probability), closest decisions: "
-                  + ", ".join(f"{k} {v:.3f}" for k, v in closest), ""]
+        lines += [
+            "margin to the runner-up (probability), closest decisions: "
+            + ", ".join(f"{k} {v:.3f}" for k, v in closest),
+            "",
+        ]
     if comparison:  # strategy.decide (greedy, top2): the supernet's scores of the candidates
         lines += ["candidates compared on the validation batches (supernet weights):"]
         for key, c in comparison.items():
-            tried = "; ".join(f"{t['choice']} " + ", ".join(f"{m} {v:.4g}" for m, v in t.items() if m != "choice")
-                              for t in c["tried"])
+            tried = "; ".join(
+                f"{t['choice']} " + ", ".join(f"{m} {v:.4g}" for m, v in t.items() if m != "choice") for t in c["tried"]
+            )
             lines += [f"  {key}: {tried} -> {c['kept']}"]
         lines += [""]
     lines += [f"{k:<24} {v:,.4g}" if isinstance(v, float) else f"{k:<24} {v:,}" for k, v in metrics.items()]

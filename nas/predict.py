@@ -21,6 +21,7 @@ This file is copied into every export folder as it is (nas.export); it imports n
 `nas`, so that the folder runs anywhere torch does.
 # b batch, n max_len, C classes
 """
+
 import json
 import math
 import reprlib
@@ -38,11 +39,26 @@ READOUTS = ("classify", "tokens")
 # >= 0; float: a finite number; str; bool), a literal string, None, a tuple (any one of its
 # schemas), [schema] (a list of such), {str: schema} (any names, each mapping to such) or a
 # dict of keys (exactly those; a key ending in "?" may be absent).
-MODEL_SCHEMA = {"shape": {"vocab_size": int, "num_classes": int, "max_len": int, "readout": READOUTS},
-                "metric": str, "dynamic_len?": bool, "op_revisions?": {str: int}}
-TASK_SCHEMA = {"task?": str, "input": ("ids", "bytes", "listops"), "vocab_size": int, "pad?": int,
-               "max_len": int, "readout?": READOUTS, "metric?": str, "classes": ([str], None),
-               "offset?": int, "mask?": int, "tokens?": {str: int}, "ignored?": [str]}
+MODEL_SCHEMA = {
+    "shape": {"vocab_size": int, "num_classes": int, "max_len": int, "readout": READOUTS},
+    "metric": str,
+    "dynamic_len?": bool,
+    "op_revisions?": {str: int},
+}
+TASK_SCHEMA = {
+    "task?": str,
+    "input": ("ids", "bytes", "listops"),
+    "vocab_size": int,
+    "pad?": int,
+    "max_len": int,
+    "readout?": READOUTS,
+    "metric?": str,
+    "classes": ([str], None),
+    "offset?": int,
+    "mask?": int,
+    "tokens?": {str: int},
+    "ignored?": [str],
+}
 
 
 class InputError(ValueError):
@@ -56,8 +72,11 @@ def load(folder: Path = HERE, int8: bool = False):
     saved = read_json(folder / "model.json", MODEL_SCHEMA)
     name = "model_int8.pt" if int8 else "model.pt2"
     if not (folder / name).is_file():
-        raise InputError(f"--int8: {folder} has no model_int8.pt (export with quantize=true)" if int8
-                         else f"{folder} has no model.pt2")
+        raise InputError(
+            f"--int8: {folder} has no model_int8.pt (export with quantize=true)"
+            if int8
+            else f"{folder} has no model.pt2"
+        )
     try:
         program = torch.jit.load(str(folder / name)) if int8 else torch.export.load(str(folder / name)).module()
     except Exception as err:  # torch's own errors for a truncated or foreign file
@@ -73,15 +92,24 @@ def describe(folder: Path = HERE) -> dict:
     folder = Path(folder)
     shape = read_json(folder / "model.json", MODEL_SCHEMA)["shape"]
     if not (folder / "task.json").exists():
-        return {"input": "ids", "vocab_size": shape["vocab_size"], "max_len": shape["max_len"],
-                "readout": shape["readout"], "classes": None}
+        return {
+            "input": "ids",
+            "vocab_size": shape["vocab_size"],
+            "max_len": shape["max_len"],
+            "readout": shape["readout"],
+            "classes": None,
+        }
     task = read_json(folder / "task.json", TASK_SCHEMA)
     for key in ("vocab_size", "readout"):
         if task.get(key, shape[key]) != shape[key]:
-            raise InputError(f"{folder / 'task.json'}: {key} {short(task[key])} differs from model.json's {short(shape[key])}")
+            raise InputError(
+                f"{folder / 'task.json'}: {key} {short(task[key])} differs from model.json's {short(shape[key])}"
+            )
     if task["classes"] is not None and len(task["classes"]) != shape["num_classes"]:
-        raise InputError(f"{folder / 'task.json'}: classes names {len(task['classes'])} classes; "
-                         f"model.json's shape has {shape['num_classes']}")
+        raise InputError(
+            f"{folder / 'task.json'}: classes names {len(task['classes'])} classes; "
+            f"model.json's shape has {shape['num_classes']}"
+        )
     if task["input"] == "listops" and "tokens" not in task:
         raise InputError(f"{folder / 'task.json'}: input listops needs 'tokens'")
     return task
@@ -143,9 +171,12 @@ def check(value, schema, where: str, field: str = "") -> None:
 def fits(value, schema) -> bool:
     if schema in (int, float, str, bool):
         number = isinstance(value, (int, float)) and not isinstance(value, bool)
-        return {int: number and isinstance(value, int) and value >= 0,
-                float: number and math.isfinite(value), str: isinstance(value, str),
-                bool: isinstance(value, bool)}[schema]
+        return {
+            int: number and isinstance(value, int) and value >= 0,
+            float: number and math.isfinite(value),
+            str: isinstance(value, str),
+            bool: isinstance(value, bool),
+        }[schema]
     if schema is None or isinstance(schema, str):
         return value == schema and type(value) is type(schema)
     try:
@@ -184,8 +215,10 @@ def encode(text: str, task: dict, index: int = 0, ids_only: bool = False) -> lis
         words = "".join(" " if ch in ignored else ch for ch in text).split()
         unknown = [w for w in words if w not in task["tokens"]]
         if unknown:
-            raise InputError(f"sequence {index}: unknown token {short(unknown[0])}; "
-                             f"expected one of {' '.join(task['tokens'])} {' '.join(ignored)}")
+            raise InputError(
+                f"sequence {index}: unknown token {short(unknown[0])}; "
+                f"expected one of {' '.join(task['tokens'])} {' '.join(ignored)}"
+            )
         check_listops(words, index)
         ids = [task["tokens"][w] for w in words]
     else:
@@ -200,8 +233,7 @@ def encode(text: str, task: dict, index: int = 0, ids_only: bool = False) -> lis
     bad = [i for i in ids if not 0 <= i < vocab]
     if bad:
         source = "" if kind == "ids" else f" (from task.json's input {kind})"
-        raise InputError(f"sequence {index}: token id {short(bad[0])}{source} is outside the vocabulary "
-                         f"0..{vocab - 1}")
+        raise InputError(f"sequence {index}: token id {short(bad[0])}{source} is outside the vocabulary 0..{vocab - 1}")
     if not ids:
         raise InputError(f"sequence {index} is empty")
     if len(ids) > task["max_len"]:
@@ -218,8 +250,10 @@ def check_listops(words: list, index: int) -> None:
             raise InputError(f"sequence {index}: {short(word)} after the end of the expression (token {position})")
         if word == "]":
             if not arguments or not arguments[-1]:
-                raise InputError(f"sequence {index}: ']' closes {'no operator' if not arguments else 'an operator without arguments'} "
-                                 f"(token {position})")
+                raise InputError(
+                    f"sequence {index}: ']' closes {'no operator' if not arguments else 'an operator without arguments'} "
+                    f"(token {position})"
+                )
             arguments.pop()
             if arguments:
                 arguments[-1] += 1
@@ -228,8 +262,7 @@ def check_listops(words: list, index: int) -> None:
         elif arguments:
             arguments[-1] += 1
     if arguments:
-        raise InputError(f"sequence {index}: {len(arguments)} operator(s) not closed; "
-                         f"each '[' needs its ']'")
+        raise InputError(f"sequence {index}: {len(arguments)} operator(s) not closed; each '[' needs its ']'")
 
 
 def pad(sequences, max_len):
@@ -241,8 +274,8 @@ def pad(sequences, max_len):
     for i, seq in enumerate(sequences):
         if len(seq) > max_len:
             raise InputError(f"sequence {i} has {len(seq)} tokens; the model takes at most {max_len}")
-        tokens[i, :len(seq)] = torch.tensor(seq, dtype=torch.long)
-        mask[i, :len(seq)] = True
+        tokens[i, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+        mask[i, : len(seq)] = True
     return tokens, mask
 
 
@@ -258,7 +291,7 @@ def labelled(logits, length: int, classes) -> dict:
     if probs.dim() == 2:
         probs = probs[:length]  # (length, C)
     p, index = probs.max(-1)
-    name = (lambda i: classes[i] if classes else i)
+    name = lambda i: classes[i] if classes else i
     if probs.dim() == 1:
         return {"label": name(int(index)), "probability": round(float(p), 6)}
     return {"labels": [name(int(i)) for i in index], "probabilities": [round(float(q), 6) for q in p]}
@@ -287,7 +320,7 @@ def main(argv) -> int:
             raise InputError(f"the program gives {outputs.shape[-1]} outputs; task.json names {len(classes)} classes")
         for seq, logits in zip(sequences, outputs):
             if "--logits" in flags:
-                print(json.dumps((logits if logits.dim() == 1 else logits[:len(seq)]).tolist()))
+                print(json.dumps((logits if logits.dim() == 1 else logits[: len(seq)]).tolist()))
             else:
                 print(json.dumps(labelled(logits, len(seq), task.get("classes"))))
     except InputError as err:

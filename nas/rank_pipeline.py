@@ -9,6 +9,7 @@ https://arxiv.org/abs/1902.08142); the statistics and files are `nas.ranking`, t
 jobs `nas.jobs.queue` running `nas.training.standalone.train`. It sits beside `nas.pipeline`
 (search, retrain, export), at the same layer, and imports nothing from it.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -65,9 +66,13 @@ class SearchPick:
     regret_per_seed: list[float] | None = None  # the same on each standalone seed alone (2+ seeds)
 
     def to_dict(self) -> dict:
-        return {"search_pick_arch": self.arch.to_dict(), "search_pick_inherited": self.inherited,
-                "search_pick_standalone": self.standalone_mean, "search_pick_regret": self.regret,
-                "search_pick_regret_per_seed": self.regret_per_seed}
+        return {
+            "search_pick_arch": self.arch.to_dict(),
+            "search_pick_inherited": self.inherited,
+            "search_pick_standalone": self.standalone_mean,
+            "search_pick_regret": self.regret,
+            "search_pick_regret_per_seed": self.regret_per_seed,
+        }
 
 
 def rank(cfg: DictConfig) -> RankOutcome:
@@ -92,8 +97,9 @@ def rank(cfg: DictConfig) -> RankOutcome:
     run_dir = _search_run(cfg.get("run"))
     seeds = _seeds(cfg.get("seeds"))  # every check before any work
     budget = build_config(Budget, OmegaConf.to_container(cfg.budget, resolve=True), "nas-rank", "budget")
-    calibration = build_config(Calibration, OmegaConf.to_container(cfg.get("calibrate") or {}, resolve=True),
-                               "nas-rank", "calibrate")
+    calibration = build_config(
+        Calibration, OmegaConf.to_container(cfg.get("calibrate") or {}, resolve=True), "nas-rank", "calibrate"
+    )
     workers = cfg.get("workers")
     resolve_workers(workers, 1)  # checked now; resolved once the jobs are known
     top_k = cfg.get("top_k", 3)
@@ -112,50 +118,99 @@ def rank(cfg: DictConfig) -> RankOutcome:
     folder = Path(str(cfg.standalone_dir)) if cfg.get("standalone_dir") else out / "standalone"
     ranking.write_archs(out / "archs.yaml", archs)
 
-    log.info("ranking %d archs of %s: inherited scores on %d validation examples%s", len(archs), run_dir,
-             len(task.val_dataloader().dataset),
-             f", each after {calibration.steps} calibration steps" if calibration.steps else "")
+    log.info(
+        "ranking %d archs of %s: inherited scores on %d validation examples%s",
+        len(archs),
+        run_dir,
+        len(task.val_dataloader().dataset),
+        f", each after {calibration.steps} calibration steps" if calibration.steps else "",
+    )
     inherited = {a: inherited_score(supernet, a, task, calibration, cfg.seed) for a in scored}
     del supernet
 
     trainer = OmegaConf.to_container(cfg.trainer, resolve=True)
     trainer_options = {**{k: trainer[k] for k in ("accelerator", "precision") if k in trainer}, "devices": 1}
-    jobs = {(a, s): Job(ModelSpec(a, space, task.shape).to_dict(), task.record(), str(data_dir), s, budget,
-                        trainer_options, revisions(space.op_types(a)))
-            for a in scored for s in seeds}
+    jobs = {
+        (a, s): Job(
+            ModelSpec(a, space, task.shape).to_dict(),
+            task.record(),
+            str(data_dir),
+            s,
+            budget,
+            trainer_options,
+            revisions(space.op_types(a)),
+        )
+        for a in scored
+        for s in seeds
+    }
     results, trained = standalone_results(jobs, folder, workers, task.metric)
 
-    rows = [ranking.RankedArch(a, *inherited[a], [results[a, s]["val"] for s in seeds],
-                               _costs(ModelSpec(a, space, task.shape), task.seq_len)) for a in archs]
+    rows = [
+        ranking.RankedArch(
+            a,
+            *inherited[a],
+            [results[a, s]["val"] for s in seeds],
+            _costs(ModelSpec(a, space, task.shape), task.seq_len),
+        )
+        for a in archs
+    ]
     higher = HIGHER_IS_BETTER[task.metric]
     ranking.write_ranking(out / "ranking.csv", rows, task.metric, higher, seeds)
-    summary = ranking.rank_summary([r.inherited for r in rows], [r.standalone_mean for r in rows], higher,
-                                   k=top_k, inherited_loss=[r.inherited_loss for r in rows],
-                                   cost=[r.cost["params"] for r in rows])
+    summary = ranking.rank_summary(
+        [r.inherited for r in rows],
+        [r.standalone_mean for r in rows],
+        higher,
+        k=top_k,
+        inherited_loss=[r.inherited_loss for r in rows],
+        cost=[r.cost["params"] for r in rows],
+    )
     seed_tau = ranking.seed_agreement([r.standalone for r in rows])
     pick_regret_per_seed = _regret_per_seed(rows, rows[summary.pick].standalone, higher, seeds)
-    search_pick = None if chosen is None else _search_pick(chosen, inherited[chosen], rows,
-                                                           [results[chosen, s]["val"] for s in seeds], higher, seeds)
+    search_pick = (
+        None
+        if chosen is None
+        else _search_pick(chosen, inherited[chosen], rows, [results[chosen, s]["val"] for s in seeds], higher, seeds)
+    )
     # what the ground truth cost, trained now or read from earlier runs; by id, so that rankings
     # sharing one standalone_dir can be summed without counting a job twice (scripts/studies/rank_study.py)
     train_seconds = {job.id: results[key]["train_seconds"] for key, job in jobs.items()}
     seconds = time.perf_counter() - start
-    text = rank_text(rows, summary, search_pick, task.metric, budget, seeds, len(trained), out, seconds,
-                     calibration, seed_tau, pick_regret_per_seed, sum(train_seconds.values()))
-    record = {**summary.to_dict(), "regret_per_seed": pick_regret_per_seed,
-              **(search_pick.to_dict() if search_pick else {}),
-              "standalone_seed_tau": seed_tau,
-              "metric": task.metric, "higher_is_better": higher,
-              "pick_arch": rows[summary.pick].arch.to_dict(), "budget": dataclasses.asdict(budget),
-              "seeds": seeds, "calibrate": dataclasses.asdict(calibration),
-              "val_examples": len(task.val_dataloader().dataset), "run": str(run_dir),
-              "standalone_dir": str(folder),
-              "trained_now": len(trained), "wall_seconds": round(seconds, 1),
-              "standalone_train_seconds": train_seconds}
+    text = rank_text(
+        rows,
+        summary,
+        search_pick,
+        task.metric,
+        budget,
+        seeds,
+        len(trained),
+        out,
+        seconds,
+        calibration,
+        seed_tau,
+        pick_regret_per_seed,
+        sum(train_seconds.values()),
+    )
+    record = {
+        **summary.to_dict(),
+        "regret_per_seed": pick_regret_per_seed,
+        **(search_pick.to_dict() if search_pick else {}),
+        "standalone_seed_tau": seed_tau,
+        "metric": task.metric,
+        "higher_is_better": higher,
+        "pick_arch": rows[summary.pick].arch.to_dict(),
+        "budget": dataclasses.asdict(budget),
+        "seeds": seeds,
+        "calibrate": dataclasses.asdict(calibration),
+        "val_examples": len(task.val_dataloader().dataset),
+        "run": str(run_dir),
+        "standalone_dir": str(folder),
+        "trained_now": len(trained),
+        "wall_seconds": round(seconds, 1),
+        "standalone_train_seconds": train_seconds,
+    }
     _write_json(out / "summary.json", record)
     write_rank_tensorboard(out / "tensorboard", rows, summary, search_pick, seed_tau, task.metric, text)
-    return RankOutcome(dir=out, rows=rows, summary=summary, search_pick=search_pick, trained=len(trained),
-                       text=text)
+    return RankOutcome(dir=out, rows=rows, summary=summary, search_pick=search_pick, trained=len(trained), text=text)
 
 
 def standalone_results(jobs: dict[tuple[Arch, int], Job], folder: Path, workers, metric: str) -> tuple[dict, list]:
@@ -166,8 +221,10 @@ def standalone_results(jobs: dict[tuple[Arch, int], Job], folder: Path, workers,
     results = {key: read_result(folder, job) for key, job in jobs.items()}
     for key, job in jobs.items():  # read_result checks val in the range of the metric the file claims
         if results[key]["metric"] != metric:
-            raise ConfigError(f"standalone result {folder / (job.id + '.json')}: its metric is not this "
-                              f"task's ({metric}); remove the file to train the job again")
+            raise ConfigError(
+                f"standalone result {folder / (job.id + '.json')}: its metric is not this "
+                f"task's ({metric}); remove the file to train the job again"
+            )
     return results, trained
 
 
@@ -176,21 +233,40 @@ def _costs(spec: ModelSpec, seq_len: int) -> dict[str, float]:
     return {"params": estimate.params, "flops": estimate.flops}
 
 
-def _regret_per_seed(rows: list[ranking.RankedArch], chosen_alone: list[float], higher: bool,
-                     seeds: list[int]) -> list[float] | None:
+def _regret_per_seed(
+    rows: list[ranking.RankedArch], chosen_alone: list[float], higher: bool, seeds: list[int]
+) -> list[float] | None:
     """The regret's spread over seeds (None with one seed)."""
     return ranking.regret_per_seed([r.standalone for r in rows], chosen_alone, higher) if len(seeds) > 1 else None
 
 
-def _search_pick(chosen: Arch, inherited: tuple[float, float], rows: list[ranking.RankedArch],
-                 scored_alone: list[float], higher: bool, seeds: list[int]) -> SearchPick:
+def _search_pick(
+    chosen: Arch,
+    inherited: tuple[float, float],
+    rows: list[ranking.RankedArch],
+    scored_alone: list[float],
+    higher: bool,
+    seeds: list[int],
+) -> SearchPick:
     mean = ranking.RankedArch(chosen, *inherited, scored_alone).standalone_mean
-    return SearchPick(chosen, inherited[0], mean, ranking.regret([*(r.standalone_mean for r in rows), mean], mean, higher),
-                      _regret_per_seed(rows, scored_alone, higher, seeds))
+    return SearchPick(
+        chosen,
+        inherited[0],
+        mean,
+        ranking.regret([*(r.standalone_mean for r in rows), mean], mean, higher),
+        _regret_per_seed(rows, scored_alone, higher, seeds),
+    )
 
 
-def write_rank_tensorboard(folder: Path, rows: list[ranking.RankedArch], summary: ranking.RankSummary,
-                           search_pick: SearchPick | None, seed_tau: float | None, metric: str, text: str) -> None:
+def write_rank_tensorboard(
+    folder: Path,
+    rows: list[ranking.RankedArch],
+    summary: ranking.RankSummary,
+    search_pick: SearchPick | None,
+    seed_tau: float | None,
+    metric: str,
+    text: str,
+) -> None:
     """The measurement in TensorBoard (`log_rank`): the scatter, the figures and the printed table."""
     with SummaryWriter(str(folder)) as writer:
         figures = {k: v for k, v in summary.to_dict().items() if k not in ("n", "k")}
@@ -198,8 +274,15 @@ def write_rank_tensorboard(folder: Path, rows: list[ranking.RankedArch], summary
             figures["search_pick_regret"] = search_pick.regret
         if seed_tau is not None:
             figures["standalone_seed_tau"] = seed_tau
-        log_rank(writer, [r.arch for r in rows], [r.inherited for r in rows], [r.standalone_mean for r in rows],
-                 figures, metric, "```\n" + text + "\n```")
+        log_rank(
+            writer,
+            [r.arch for r in rows],
+            [r.inherited for r in rows],
+            [r.standalone_mean for r in rows],
+            figures,
+            metric,
+            "```\n" + text + "\n```",
+        )
 
 
 def inherited_score(supernet, arch: Arch, task, calibration: Calibration, seed: int) -> tuple[float, float]:
@@ -221,8 +304,10 @@ def _search_run(run: object) -> Path:
         what = "no such folder" if not run_dir.exists() else "no checkpoints/last.ckpt in it"
         raise ConfigError(f"run={run}: not a search run folder ({what}); pass the folder nas-search printed")
     if not (run_dir / ".hydra" / "config.yaml").is_file():
-        raise ConfigError(f"run={run}: no .hydra/config.yaml (the search's config, which names its task); "
-                          "pass a folder nas-search wrote")
+        raise ConfigError(
+            f"run={run}: no .hydra/config.yaml (the search's config, which names its task); "
+            "pass a folder nas-search wrote"
+        )
     return run_dir
 
 
@@ -251,10 +336,14 @@ def _archs_to_rank(archs: object, space: SearchSpace, seed: int) -> list[Arch]:
     if isinstance(archs, str) and archs:
         picked = ranking.read_archs(archs, space)
         if len(set(picked)) < 2:
-            raise ConfigError(f"archs={archs}: ranking needs at least 2 distinct archs; the file has {len(set(picked))}")
+            raise ConfigError(
+                f"archs={archs}: ranking needs at least 2 distinct archs; the file has {len(set(picked))}"
+            )
         return list(dict.fromkeys(picked))
-    raise ConfigError(f"archs={archs!r}: expected a number of archs (a stratified pick) or a file "
-                      "(a YAML list of archs, or a ranked.csv / ranking.csv)")
+    raise ConfigError(
+        f"archs={archs!r}: expected a number of archs (a stratified pick) or a file "
+        "(a YAML list of archs, or a ranked.csv / ranking.csv)"
+    )
 
 
 def _search_choice(run_dir: Path, space: SearchSpace) -> Arch | None:
@@ -267,8 +356,10 @@ def _search_choice(run_dir: Path, space: SearchSpace) -> Arch | None:
     try:
         space.validate(arch)
     except ConfigError as err:
-        raise ConfigError(f"{path}: the search's pick is not in its supernet's space ({err}); "
-                          "pass search_pick=false to rank without it") from None
+        raise ConfigError(
+            f"{path}: the search's pick is not in its supernet's space ({err}); "
+            "pass search_pick=false to rank without it"
+        ) from None
     return arch
 
 
@@ -276,43 +367,81 @@ def _seeds(seeds: object) -> list[int]:
     values = list(range(seeds)) if isinstance(seeds, int) and not isinstance(seeds, bool) else seeds
     if isinstance(values, (list, tuple)) or OmegaConf.is_list(values):
         values = list(values)
-        if values and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in values) \
-                and len(set(values)) == len(values):
+        if (
+            values
+            and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in values)
+            and len(set(values)) == len(values)
+        ):
             return values
     raise ConfigError(f"seeds={seeds!r}: expected a number of seeds (0..N-1) or a list of distinct whole numbers >= 0")
 
 
-def rank_text(rows: list[ranking.RankedArch], summary: ranking.RankSummary, search_pick: SearchPick | None,
-              metric: str, budget: Budget, seeds: list[int], trained: int, out: Path, seconds: float,
-              calibration: Calibration, seed_tau: float | None, regret_per_seed: list[float] | None,
-              train_seconds: float) -> str:
+def rank_text(
+    rows: list[ranking.RankedArch],
+    summary: ranking.RankSummary,
+    search_pick: SearchPick | None,
+    metric: str,
+    budget: Budget,
+    seeds: list[int],
+    trained: int,
+    out: Path,
+    seconds: float,
+    calibration: Calibration,
+    seed_tau: float | None,
+    regret_per_seed: list[float] | None,
+    train_seconds: float,
+) -> str:
     """The screen `nas-rank` prints: one line per arch, best standalone first, then the figures."""
     order = sorted(range(len(rows)), key=lambda i: -score(rows[i].standalone_mean, metric))
-    lines = ["", f"{'#':>3}  {'attention':<12}{'depth':>5}  {'inherited':>9}  {'standalone':>10}  "
-                 "layers (attention/heads/ffn)"]
+    lines = [
+        "",
+        f"{'#':>3}  {'attention':<12}{'depth':>5}  {'inherited':>9}  {'standalone':>10}  layers (attention/heads/ffn)",
+    ]
     for i in order:
         r = rows[i]
         mark = " <- supernet's pick" if i == summary.pick else ""
-        lines.append(f"{i:>3}  {viz.attention_label(r.arch):<12}{r.arch.depth:>5}  {r.inherited:>9.4f}  "
-                     f"{r.standalone_mean:>10.4f}  {_compact(r.arch)}{mark}")
+        lines.append(
+            f"{i:>3}  {viz.attention_label(r.arch):<12}{r.arch.depth:>5}  {r.inherited:>9.4f}  "
+            f"{r.standalone_mean:>10.4f}  {_compact(r.arch)}{mark}"
+        )
     best = max(r.standalone_mean for r in rows) if HIGHER_IS_BETTER[metric] else min(r.standalone_mean for r in rows)
-    lines += ["", f"{summary.n} archs; standalone: {budget.max_epochs} epochs from scratch, seeds {seeds} "
-                  f"({trained} trained now, {seconds:.0f} s; {train_seconds:.0f} s of training summed over all "
-                  f"jobs); val/{metric} on the whole validation set",
-              *([f"inherited: after {calibration.steps} calibration steps at lr {calibration.lr:g}"]
-                if calibration.steps else []),
-              f"Kendall tau-b   {summary.kendall_tau:.3f}  (p {summary.kendall_p:.3g})",
-              *([f"seed agreement  {seed_tau:.3f}  (tau-b between standalone seeds: about the most the "
-                 "supernet's tau can reach)"] if seed_tau is not None else []),
-              f"Spearman rho    {summary.spearman_rho:.3f}  (p {summary.spearman_p:.3g})",
-              f"top-{summary.k} overlap   {summary.top_k_overlap:.3f}",
-              f"regret          {summary.regret:.4f}  (the pick's standalone {rows[summary.pick].standalone_mean:.4f}, "
-              f"best {best:.4f}){_by_seed(regret_per_seed)}",
-              *([f"search's pick   regret {search_pick.regret:.4f}  (best_arch.yaml: inherited "
-                 f"{search_pick.inherited:.4f}, standalone {search_pick.standalone_mean:.4f}; "
-                 f"{_compact(search_pick.arch)}){_by_seed(search_pick.regret_per_seed)}"] if search_pick else []),
-              "", f"{'ranking':<16}{out / 'ranking.csv'}", f"{'summary':<16}{out / 'summary.json'}",
-              f"{'tensorboard':<16}tensorboard --logdir {out / 'tensorboard'}"]
+    lines += [
+        "",
+        f"{summary.n} archs; standalone: {budget.max_epochs} epochs from scratch, seeds {seeds} "
+        f"({trained} trained now, {seconds:.0f} s; {train_seconds:.0f} s of training summed over all "
+        f"jobs); val/{metric} on the whole validation set",
+        *(
+            [f"inherited: after {calibration.steps} calibration steps at lr {calibration.lr:g}"]
+            if calibration.steps
+            else []
+        ),
+        f"Kendall tau-b   {summary.kendall_tau:.3f}  (p {summary.kendall_p:.3g})",
+        *(
+            [
+                f"seed agreement  {seed_tau:.3f}  (tau-b between standalone seeds: about the most the "
+                "supernet's tau can reach)"
+            ]
+            if seed_tau is not None
+            else []
+        ),
+        f"Spearman rho    {summary.spearman_rho:.3f}  (p {summary.spearman_p:.3g})",
+        f"top-{summary.k} overlap   {summary.top_k_overlap:.3f}",
+        f"regret          {summary.regret:.4f}  (the pick's standalone {rows[summary.pick].standalone_mean:.4f}, "
+        f"best {best:.4f}){_by_seed(regret_per_seed)}",
+        *(
+            [
+                f"search's pick   regret {search_pick.regret:.4f}  (best_arch.yaml: inherited "
+                f"{search_pick.inherited:.4f}, standalone {search_pick.standalone_mean:.4f}; "
+                f"{_compact(search_pick.arch)}){_by_seed(search_pick.regret_per_seed)}"
+            ]
+            if search_pick
+            else []
+        ),
+        "",
+        f"{'ranking':<16}{out / 'ranking.csv'}",
+        f"{'summary':<16}{out / 'summary.json'}",
+        f"{'tensorboard':<16}tensorboard --logdir {out / 'tensorboard'}",
+    ]
     return "\n".join(lines)
 
 

@@ -5,6 +5,7 @@ of NAS" (Yu et al. 2020, https://arxiv.org/abs/1902.08142) and NAS-Bench-201's K
 Kendall tau-b and Spearman rho from SciPy (ties handled as SciPy does), top-k overlap, and the
 regret of the arch the supernet would pick. Pure functions: no training happens here.
 """
+
 from __future__ import annotations
 
 import csv
@@ -13,9 +14,9 @@ import itertools
 import json
 import math
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import yaml
 from scipy import stats
@@ -80,15 +81,22 @@ def stratified_archs(space: SearchSpace, n: int, seed: int = 0) -> list[Arch]:
 
 
 def _pure_arch(space: SearchSpace, depth: int, op: str, rng: random.Random) -> Arch:
-    return Arch(depth, tuple(LayerArch(op, rng.choice(space.heads), rng.choice(space.ffn_dims))
-                             for _ in range(depth)))
+    return Arch(depth, tuple(LayerArch(op, rng.choice(space.heads), rng.choice(space.ffn_dims)) for _ in range(depth)))
 
 
 def _mixed_arch(space: SearchSpace, depth: int, op: str, rng: random.Random) -> Arch:
     forced = rng.randrange(depth)
-    return Arch(depth, tuple(LayerArch(op if i == forced else rng.choice(tuple(space.attention)),
-                                       rng.choice(space.heads), rng.choice(space.ffn_dims))
-                             for i in range(depth)))
+    return Arch(
+        depth,
+        tuple(
+            LayerArch(
+                op if i == forced else rng.choice(tuple(space.attention)),
+                rng.choice(space.heads),
+                rng.choice(space.ffn_dims),
+            )
+            for i in range(depth)
+        ),
+    )
 
 
 # -- statistics ------------------------------------------------------------------------------
@@ -110,9 +118,12 @@ class RankSummary:
         return {f: getattr(self, f) for f in self.__dataclass_fields__}
 
 
-def supernet_order(inherited: Sequence[float], higher_is_better: bool = True,
-                   inherited_loss: Sequence[float] | None = None,
-                   cost: Sequence[float] | None = None) -> list[int]:
+def supernet_order(
+    inherited: Sequence[float],
+    higher_is_better: bool = True,
+    inherited_loss: Sequence[float] | None = None,
+    cost: Sequence[float] | None = None,
+) -> list[int]:
     """Indices best first by inherited metric; ties broken by lower inherited loss, then lower
     cost, then index: the order a strategy ranks archs in (`results.best_first`), so the pick
     measured here is the one a search would make. Without loss and cost (the standalone order),
@@ -121,9 +132,14 @@ def supernet_order(inherited: Sequence[float], higher_is_better: bool = True,
     return best_first_order([sign * v for v in inherited], inherited_loss, cost)
 
 
-def rank_summary(inherited: Sequence[float], standalone: Sequence[float], higher_is_better: bool = True,
-                 k: int = 3, inherited_loss: Sequence[float] | None = None,
-                 cost: Sequence[float] | None = None) -> RankSummary:
+def rank_summary(
+    inherited: Sequence[float],
+    standalone: Sequence[float],
+    higher_is_better: bool = True,
+    k: int = 3,
+    inherited_loss: Sequence[float] | None = None,
+    cost: Sequence[float] | None = None,
+) -> RankSummary:
     """Rank agreement of inherited-weight metrics with standalone ones (same arch order).
 
     Args:
@@ -151,10 +167,17 @@ def rank_summary(inherited: Sequence[float], standalone: Sequence[float], higher
     by_supernet = supernet_order(inherited, higher_is_better, inherited_loss, cost)
     by_standalone = supernet_order(standalone, higher_is_better)
     pick = by_supernet[0]
-    return RankSummary(n=n, kendall_tau=float(tau.statistic), kendall_p=float(tau.pvalue),
-                       spearman_rho=float(rho.statistic), spearman_p=float(rho.pvalue), k=k,
-                       top_k_overlap=len(set(by_supernet[:k]) & set(by_standalone[:k])) / k,
-                       pick=pick, regret=regret(standalone, standalone[pick], higher_is_better))
+    return RankSummary(
+        n=n,
+        kendall_tau=float(tau.statistic),
+        kendall_p=float(tau.pvalue),
+        spearman_rho=float(rho.statistic),
+        spearman_p=float(rho.pvalue),
+        k=k,
+        top_k_overlap=len(set(by_supernet[:k]) & set(by_standalone[:k])) / k,
+        pick=pick,
+        regret=regret(standalone, standalone[pick], higher_is_better),
+    )
 
 
 def seed_agreement(per_arch: Sequence[Sequence[float]]) -> float | None:
@@ -172,8 +195,10 @@ def seed_agreement(per_arch: Sequence[Sequence[float]]) -> float | None:
     seeds = len(per_arch[0]) if per_arch else 0
     if seeds < 2:
         return None
-    taus = [stats.kendalltau([r[a] for r in per_arch], [r[b] for r in per_arch]).statistic
-            for a, b in itertools.combinations(range(seeds), 2)]
+    taus = [
+        stats.kendalltau([r[a] for r in per_arch], [r[b] for r in per_arch]).statistic
+        for a, b in itertools.combinations(range(seeds), 2)
+    ]
     return float(sum(taus) / len(taus))
 
 
@@ -184,8 +209,9 @@ def regret(standalone: Sequence[float], chosen: float, higher_is_better: bool = 
     return float(best - chosen if higher_is_better else chosen - best)
 
 
-def regret_per_seed(per_arch: Sequence[Sequence[float]], chosen: Sequence[float],
-                    higher_is_better: bool = True) -> list[float]:
+def regret_per_seed(
+    per_arch: Sequence[Sequence[float]], chosen: Sequence[float], higher_is_better: bool = True
+) -> list[float]:
     """The regret measured on each standalone seed alone: how far it moves between seeds says how
     much of the regret of the means is the standalone trainings' noise.
 
@@ -207,8 +233,9 @@ def read_archs(path: str | Path, space: SearchSpace | None = None) -> list[Arch]
     else:
         data = read_yaml(path)
         if not isinstance(data, list) or not data:
-            raise ConfigError(f"{path}: expected a non-empty YAML list of archs "
-                              f"(each a mapping with 'depth' and 'layers')")
+            raise ConfigError(
+                f"{path}: expected a non-empty YAML list of archs (each a mapping with 'depth' and 'layers')"
+            )
         archs = [Arch.from_dict(item, source=f"{path}: item {i}") for i, item in enumerate(data)]
     if space is not None:
         for i, arch in enumerate(archs):
@@ -259,8 +286,13 @@ class RankedArch:
         return sum(self.standalone) / len(self.standalone) if self.standalone else math.nan
 
 
-def write_ranking(path: str | Path, rows: Sequence[RankedArch], metric: str, higher_is_better: bool = True,
-                  seeds: Sequence[int] | None = None) -> None:
+def write_ranking(
+    path: str | Path,
+    rows: Sequence[RankedArch],
+    metric: str,
+    higher_is_better: bool = True,
+    seeds: Sequence[int] | None = None,
+) -> None:
     """Write `ranking.csv`: one row per arch with its cost, inherited metric and loss, the
     standalone metric per seed and their mean, and both ranks (1 = best; ties share the
     average rank, as in Spearman's rho). `seeds` name the standalone columns
@@ -278,15 +310,35 @@ def write_ranking(path: str | Path, rows: Sequence[RankedArch], metric: str, hig
     # whole or absent, also with several writers
     with atomic_path(path) as partial, open(partial, "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["arch_id", *(f"cost_{k}" for k in cost_keys), f"inherited_{metric}", "inherited_loss",
-                         *(f"standalone_{metric}_seed{s}" for s in labels), f"standalone_{metric}_mean",
-                         "inherited_rank", "standalone_rank", "arch"])
+        writer.writerow(
+            [
+                "arch_id",
+                *(f"cost_{k}" for k in cost_keys),
+                f"inherited_{metric}",
+                "inherited_loss",
+                *(f"standalone_{metric}_seed{s}" for s in labels),
+                f"standalone_{metric}_mean",
+                "inherited_rank",
+                "standalone_rank",
+                "arch",
+            ]
+        )
         for i, r in enumerate(rows):
             per_seed = [*r.standalone, *[""] * (len(labels) - len(r.standalone))]
             mean = r.standalone_mean if r.standalone else ""
-            writer.writerow([i, *(r.cost.get(k, "") for k in cost_keys), r.inherited, r.inherited_loss,
-                             *per_seed, mean, float(inherited_rank[i]), standalone_rank[i],
-                             json.dumps(r.arch.to_dict())])
+            writer.writerow(
+                [
+                    i,
+                    *(r.cost.get(k, "") for k in cost_keys),
+                    r.inherited,
+                    r.inherited_loss,
+                    *per_seed,
+                    mean,
+                    float(inherited_rank[i]),
+                    standalone_rank[i],
+                    json.dumps(r.arch.to_dict()),
+                ]
+            )
 
 
 def read_ranking(path: str | Path, metric: str) -> list[RankedArch]:
@@ -301,16 +353,22 @@ def read_ranking(path: str | Path, metric: str) -> list[RankedArch]:
     if not table or not needed <= set(table[0]):
         raise ConfigError(f"{path}: expected a ranking.csv with the columns {', '.join(sorted(needed))}")
     prefix = f"standalone_{metric}_seed"
-    seeds = sorted((k for k in table[0] if k.startswith(prefix) and k[len(prefix):].isdigit()),
-                   key=lambda k: int(k[len(prefix):]))  # seed10 after seed9
+    seeds = sorted(
+        (k for k in table[0] if k.startswith(prefix) and k[len(prefix) :].isdigit()),
+        key=lambda k: int(k[len(prefix) :]),
+    )  # seed10 after seed9
     rows = []
     for i, row in enumerate(table):
         try:
-            rows.append(RankedArch(
-                arch=Arch.from_dict(json.loads(row["arch"]), source=f"{path}: row {i + 1}"),
-                inherited=float(row[f"inherited_{metric}"]), inherited_loss=float(row["inherited_loss"]),
-                standalone=[float(row[k]) for k in seeds if row[k] != ""],
-                cost={k[len("cost_"):]: float(v) for k, v in row.items() if k.startswith("cost_") and v != ""}))
+            rows.append(
+                RankedArch(
+                    arch=Arch.from_dict(json.loads(row["arch"]), source=f"{path}: row {i + 1}"),
+                    inherited=float(row[f"inherited_{metric}"]),
+                    inherited_loss=float(row["inherited_loss"]),
+                    standalone=[float(row[k]) for k in seeds if row[k] != ""],
+                    cost={k[len("cost_") :]: float(v) for k, v in row.items() if k.startswith("cost_") and v != ""},
+                )
+            )
         except (ValueError, json.JSONDecodeError) as err:
             raise ConfigError(f"{path}: row {i + 1}: {err}") from None
     return rows

@@ -1,5 +1,7 @@
 """A tiny name -> class registry; lookup errors list the known names."""
-from typing import Callable, TypeVar
+
+from collections.abc import Callable
+from typing import TypeVar
 
 from nas.errors import ConfigError
 

@@ -4,11 +4,12 @@ metric against cost (Deb et al. 2002's non-domination, https://doi.org/10.1109/4
 One implementation of the front, used by the strategies (evolution), TensorBoard and the plots;
 one best-first order, used by every strategy and by `nas-rank` for the supernet's pick.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 from nas.metrics import score
 from nas.space import Arch
@@ -35,14 +36,17 @@ def best_first(candidates: list[Candidate], metric: str, cost_key: str = "cost/p
     """The candidates sorted best first by `val/<metric>`; ties (common: inherited scores saturate)
     go to the lower `val/loss`, then to the lower cost, never to the order they were sampled in.
     A candidate without a loss or a cost sorts after those with one on that key."""
-    order = best_first_order([score(c.metrics[f"val/{metric}"], metric) for c in candidates],
-                             [c.metrics.get("val/loss", math.inf) for c in candidates],
-                             [c.metrics.get(cost_key, math.inf) for c in candidates])
+    order = best_first_order(
+        [score(c.metrics[f"val/{metric}"], metric) for c in candidates],
+        [c.metrics.get("val/loss", math.inf) for c in candidates],
+        [c.metrics.get(cost_key, math.inf) for c in candidates],
+    )
     return [candidates[i] for i in order]
 
 
-def best_first_order(scores: Sequence[float], losses: Sequence[float] | None = None,
-                     costs: Sequence[float] | None = None) -> list[int]:
+def best_first_order(
+    scores: Sequence[float], losses: Sequence[float] | None = None, costs: Sequence[float] | None = None
+) -> list[int]:
     """The rule of `best_first` on plain lists (`nas.ranking.supernet_order` uses it too).
 
     Args:
@@ -58,8 +62,9 @@ def best_first_order(scores: Sequence[float], losses: Sequence[float] | None = N
     return sorted(range(len(scores)), key=lambda i: (-scores[i], loss[i], cost[i]))
 
 
-def pareto_front(candidates: list[Candidate], metric_key: str, cost_key: str,
-                 higher_is_better: bool = True) -> list[Candidate]:
+def pareto_front(
+    candidates: list[Candidate], metric_key: str, cost_key: str, higher_is_better: bool = True
+) -> list[Candidate]:
     """The candidates that no other candidate beats on both metric and cost, cheapest first.
 
     A candidate dominates another when it is as good in both and better in one; candidates

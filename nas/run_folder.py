@@ -2,6 +2,7 @@
 stops with one line naming the holder) and `status.json` (running, failed with the error, done),
 which users and `resume=` read. Used by every command that writes a folder.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -97,8 +98,7 @@ def run_lock(run_dir: Path, name: str = "run"):
         lock.release()
 
 
-def write_status(run_dir: Path, state: str, error: str | None = None, name: str = "run",
-                 resumed: bool = False) -> None:
+def write_status(run_dir: Path, state: str, error: str | None = None, name: str = "run", resumed: bool = False) -> None:
     """status.json: running / failed (with the error) / done, with the times, for users and resume:
     `started` when the run first started, `resumed` when a process last took it up again
     (absent if none did), `updated` now."""

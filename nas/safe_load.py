@@ -11,6 +11,7 @@ an export's records, standalone results) is read by `read_yaml` / `read_json`, w
 a few hundred crafted bytes could otherwise cost: the size, the nesting, and the values YAML
 aliases expand to ("billion laughs", https://en.wikipedia.org/wiki/Billion_laughs_attack).
 """
+
 from __future__ import annotations
 
 import json
@@ -22,6 +23,7 @@ import torch
 import yaml
 
 from nas.errors import ConfigError, excerpt
+
 # the export's schema checker, kept in predict.py because that file runs without nas
 from nas.predict import InputError, check
 
@@ -71,8 +73,7 @@ def read_text(path: str | Path, what: str = "", limit: int = MAX_BYTES) -> str:
     except OSError as err:
         raise ConfigError(f"{name}: cannot read ({err.strerror})") from None
     if len(data) > limit:
-        raise ConfigError(f"{name}: {path.stat().st_size:,} bytes, more than such a file may be "
-                          f"({limit // 2**20} MiB)")
+        raise ConfigError(f"{name}: {path.stat().st_size:,} bytes, more than such a file may be ({limit // 2**20} MiB)")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:
@@ -157,8 +158,9 @@ class _BoundedLoader(yaml.SafeLoader):
     def compose_node(self, parent, index):
         mark = self.peek_event().start_mark
         if self.depth >= MAX_NESTING:  # before PyYAML's composer recurses any deeper
-            raise _TooLarge(None, None, f"nested more than {MAX_NESTING} levels deep, "
-                                        "more than such a file may be", mark)
+            raise _TooLarge(
+                None, None, f"nested more than {MAX_NESTING} levels deep, more than such a file may be", mark
+            )
         alias = self.check_event(yaml.AliasEvent)
         self.depth += 1
         node = super().compose_node(parent, index)
@@ -166,19 +168,31 @@ class _BoundedLoader(yaml.SafeLoader):
         if alias and id(node) not in self.expanded:
             raise _TooLarge(None, None, "an alias inside its own anchor", mark)
         if not alias:
-            children = (node.value if isinstance(node, yaml.SequenceNode) else
-                        [child for pair in node.value for child in pair] if isinstance(node, yaml.MappingNode)
-                        else [])
+            children = (
+                node.value
+                if isinstance(node, yaml.SequenceNode)
+                else [child for pair in node.value for child in pair]
+                if isinstance(node, yaml.MappingNode)
+                else []
+            )
             sizes = [self.expanded[id(child)] for child in children]
             self.expanded[id(node)] = (1 + sum(v for v, _ in sizes), 1 + max((l for _, l in sizes), default=0))
         values, levels = self.expanded[id(node)]
         self.values += values if alias else 1
         if self.values > MAX_NODES:
-            raise _TooLarge(None, None, f"more than {MAX_NODES:,} values (aliases counted in full), "
-                                        "more than such a file may hold", mark)
+            raise _TooLarge(
+                None,
+                None,
+                f"more than {MAX_NODES:,} values (aliases counted in full), more than such a file may hold",
+                mark,
+            )
         if self.depth + levels > MAX_NESTING:
-            raise _TooLarge(None, None, f"nested more than {MAX_NESTING} levels deep with its aliases "
-                                        "expanded, more than such a file may be", mark)
+            raise _TooLarge(
+                None,
+                None,
+                f"nested more than {MAX_NESTING} levels deep with its aliases expanded, more than such a file may be",
+                mark,
+            )
         return node
 
     def construct_mapping(self, node, deep=False):
@@ -194,5 +208,6 @@ class _BoundedLoader(yaml.SafeLoader):
                 continue
             if repeated:
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {excerpt(key)}", key_node.start_mark)
+                    None, None, f"duplicate key {excerpt(key)}", key_node.start_mark
+                )
         return super().construct_mapping(node, deep)

@@ -4,6 +4,7 @@ A space is declared in YAML (see search_spaces/). Every decision of the space ha
 (`depth`, `layer3.heads`, ...) and a tuple of choices: strategies search over `decisions()`
 and turn their picks back into an `Arch` with `arch_from_choices()`.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -49,8 +50,7 @@ class Arch:
 
     def __post_init__(self):
         object.__setattr__(self, "depth", _positive_int(self.depth, "depth"))
-        if not isinstance(self.layers, (tuple, list)) or not all(
-                isinstance(layer, LayerArch) for layer in self.layers):
+        if not isinstance(self.layers, (tuple, list)) or not all(isinstance(layer, LayerArch) for layer in self.layers):
             raise ConfigError(f"arch layers must be a sequence of LayerArch; got {excerpt(self.layers)}")
         if len(self.layers) < self.depth:
             raise ConfigError(f"arch has depth {self.depth} but only {len(self.layers)} layers")
@@ -67,15 +67,15 @@ class Arch:
             raise ConfigError(f"{source}: an arch has exactly the keys depth, layers; got {got}")
         depth = _positive_int(data["depth"], "depth", source)
         if not isinstance(data["layers"], list) or len(data["layers"]) != depth:
-            got = (f"{len(data['layers'])} layers" if isinstance(data["layers"], list)
-                   else excerpt(data["layers"]))
+            got = f"{len(data['layers'])} layers" if isinstance(data["layers"], list) else excerpt(data["layers"])
             raise ConfigError(f"{source}: layers must list exactly depth ({depth}) layers; got {got}")
         layers = []
         for i, layer in enumerate(data["layers"]):
             if not isinstance(layer, dict) or set(layer) != set(LAYER_FIELDS):
                 got = excerpt(sorted(map(str, layer))) if isinstance(layer, dict) else type(layer).__name__
-                raise ConfigError(f"{source}: layer {i} must have exactly the fields "
-                                  f"{', '.join(LAYER_FIELDS)}; got {got}")
+                raise ConfigError(
+                    f"{source}: layer {i} must have exactly the fields {', '.join(LAYER_FIELDS)}; got {got}"
+                )
             try:
                 layers.append(LayerArch(**layer))
             except ConfigError as err:
@@ -94,8 +94,9 @@ class Arch:
 
     def describe(self) -> str:
         """One line per layer, for logs and summaries."""
-        return "\n".join(f"layer {i}: {l.attention:<12} heads={l.heads:<3} ffn={l.ffn_dim}"
-                         for i, l in enumerate(self.layers))
+        return "\n".join(
+            f"layer {i}: {l.attention:<12} heads={l.heads:<3} ffn={l.ffn_dim}" for i, l in enumerate(self.layers)
+        )
 
 
 @dataclass(frozen=True)
@@ -120,8 +121,10 @@ class MemoryOptions:
     def from_dict(cls, data: Any, source: str) -> MemoryOptions:
         names = [f.name for f in dataclasses.fields(cls)]
         if not isinstance(data, dict):
-            raise ConfigError(f"{source}: memory maps {', '.join(names)} to values, e.g. "
-                              f"{{reversible: true, ffn_chunks: 4}}; got {excerpt(data)}")
+            raise ConfigError(
+                f"{source}: memory maps {', '.join(names)} to values, e.g. "
+                f"{{reversible: true, ffn_chunks: 4}}; got {excerpt(data)}"
+            )
         unknown = [key for key in data if key not in names]
         if unknown:
             raise ConfigError(f"{source}: memory: unknown key {excerpt(unknown[0])}; allowed: {', '.join(names)}")
@@ -171,25 +174,28 @@ class SearchSpace:
         expected = {"name", "dim", "head_dim", "depth", "layer"}
         if not isinstance(data, dict) or set(data) - {"memory"} != expected:
             got = excerpt(sorted(map(str, data))) if isinstance(data, dict) else type(data).__name__
-            raise ConfigError(f"{source}: a space has exactly the keys {', '.join(sorted(expected))} "
-                              f"(and optionally memory); got {got}")
+            raise ConfigError(
+                f"{source}: a space has exactly the keys {', '.join(sorted(expected))} "
+                f"(and optionally memory); got {got}"
+            )
         if not isinstance(data["name"], str) or not data["name"].isprintable() or not data["name"]:
-            raise ConfigError(f"{source}: name must be a non-empty string on one line; "
-                              f"got {excerpt(data['name'])}")
+            raise ConfigError(f"{source}: name must be a non-empty string on one line; got {excerpt(data['name'])}")
         layer = data["layer"]
         if not isinstance(layer, dict) or set(layer) != set(LAYER_FIELDS):
             got = excerpt(sorted(map(str, layer))) if isinstance(layer, dict) else type(layer).__name__
             raise ConfigError(f"{source}: 'layer' has exactly the keys {', '.join(LAYER_FIELDS)}; got {got}")
         if not isinstance(layer["attention"], dict) or not layer["attention"]:
-            raise ConfigError(f"{source}: layer.attention maps candidate names to options, "
-                              f"e.g. 'local: {{window: 64}}'")
+            raise ConfigError(
+                f"{source}: layer.attention maps candidate names to options, e.g. 'local: {{window: 64}}'"
+            )
         attention: dict[str, AttentionChoice] = {}
         for cand, options in layer["attention"].items():
             attention[cand] = _attention_choice(cand, options, source, ATTENTION)
             same = [other for other, choice in attention.items() if choice == attention[cand]]
             if len(same) > 1:
-                raise ConfigError(f"{source}: layer.attention.{cand} repeats candidate '{same[0]}' "
-                                  f"(same type and options)")
+                raise ConfigError(
+                    f"{source}: layer.attention.{cand} repeats candidate '{same[0]}' (same type and options)"
+                )
         space = cls(
             name=data["name"],
             dim=_positive_int(data["dim"], "dim", source),
@@ -204,7 +210,10 @@ class SearchSpace:
 
     def to_dict(self) -> dict:
         return {
-            "name": self.name, "dim": self.dim, "head_dim": self.head_dim, "depth": list(self.depths),
+            "name": self.name,
+            "dim": self.dim,
+            "head_dim": self.head_dim,
+            "depth": list(self.depths),
             "layer": {
                 "attention": {c: {"type": a.type, **a.options} for c, a in self.attention.items()},
                 "heads": list(self.heads),
@@ -286,8 +295,10 @@ class SearchSpace:
         for i, layer in enumerate(arch.layers):
             for f in LAYER_FIELDS:
                 if getattr(layer, f) not in allowed[f]:
-                    raise ConfigError(f"layer {i}: {f} {excerpt(getattr(layer, f))} is not in space "
-                                      f"'{self.name}'; allowed: {_join(allowed[f])}")
+                    raise ConfigError(
+                        f"layer {i}: {f} {excerpt(getattr(layer, f))} is not in space "
+                        f"'{self.name}'; allowed: {_join(allowed[f])}"
+                    )
 
 
 def _join(values) -> str:
@@ -310,8 +321,7 @@ def _int_choices(value: Any, field: str, source: str) -> tuple[int, ...]:
     ints = [_positive_int(v, field, source) for v in values]
     repeated = sorted({v for v in ints if ints.count(v) > 1})
     if repeated:
-        raise ConfigError(f"{source}: {field} lists {repeated[0]} more than once; "
-                          f"choices must be distinct")
+        raise ConfigError(f"{source}: {field} lists {repeated[0]} more than once; choices must be distinct")
     return tuple(sorted(ints))
 
 
@@ -326,14 +336,16 @@ def _attention_choice(cand: Any, options: Any, source: str, registry) -> Attenti
     """One `layer.attention` entry, `name: {type: op, option: value, ...}`, checked."""
     if not isinstance(cand, str) or not re.fullmatch(r"[\w-]+", cand):
         # names reappear in arch files, decision keys and one-line messages
-        raise ConfigError(f"{source}: layer.attention: candidate names are letters, digits, "
-                          f"_ and -; got {excerpt(cand)}")
+        raise ConfigError(
+            f"{source}: layer.attention: candidate names are letters, digits, _ and -; got {excerpt(cand)}"
+        )
     where = f"{source}: layer.attention.{cand}"
     if options is None:
         options = {}
     if not isinstance(options, dict) or not all(isinstance(k, str) for k in options):
-        raise ConfigError(f"{where}: options must be a mapping of option names to values, "
-                          f"e.g. {{window: 64}}; got {excerpt(options)}")
+        raise ConfigError(
+            f"{where}: options must be a mapping of option names to values, e.g. {{window: 64}}; got {excerpt(options)}"
+        )
     options = dict(options)
     op = options.pop("type", cand)
     if not isinstance(op, str) or op not in registry:

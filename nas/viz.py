@@ -4,10 +4,12 @@ how often each choice trained, metric against cost, the chosen arch; `arch_table
 Every picture is a `matplotlib.figure.Figure` made without pyplot (no global figure state), for
 `SummaryWriter.add_figure`, which renders it with the Agg backend; `to_array` does the same.
 """
+
 from __future__ import annotations
 
 import zlib
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -28,8 +30,15 @@ FRONT_COLOUR = "#222222"  # the line joining the Pareto front
 FIELD_COLOURS = {"attention": "#1f77b4", "heads": "#ff7f0e", "ffn_dim": "#2ca02c", "depth": "#9467bd"}
 # One colour per attention type, fixed so that a type looks the same in every picture and run;
 # grey is kept for archs that mix types (and for points without groups).
-_KNOWN = {"full": "#1f77b4", "local": "#ff7f0e", "linformer": "#2ca02c", "performer": "#9467bd",
-          "lsh": "#8c564b", "synthesizer": "#e377c2", "mixed": "#7f7f7f"}
+_KNOWN = {
+    "full": "#1f77b4",
+    "local": "#ff7f0e",
+    "linformer": "#2ca02c",
+    "performer": "#9467bd",
+    "lsh": "#8c564b",
+    "synthesizer": "#e377c2",
+    "mixed": "#7f7f7f",
+}
 _OTHERS = ("#bcbd22", "#17becf", "#ff9896", "#98df8a", "#c5b0d5", "#c49c94", "#f7b6d2", "#dbdb8d")
 HEATMAP = "viridis"  # perceptually even, brighter as the probability grows (also in greyscale)
 
@@ -53,8 +62,12 @@ def to_array(fig: Figure) -> np.ndarray:
 
 
 # -- architecture weights -------------------------------------------------------------------
-def decision_heatmap(history: list[dict[str, list[float]]], decision_choices: dict[str, tuple],
-                     layer: int | str, chosen: Arch | None = None) -> Figure:
+def decision_heatmap(
+    history: list[dict[str, list[float]]],
+    decision_choices: dict[str, tuple],
+    layer: int | str,
+    chosen: Arch | None = None,
+) -> Figure:
     """Architecture weights of one layer (or of depth) over the epochs of a search.
 
     Args:
@@ -86,8 +99,17 @@ def decision_heatmap(history: list[dict[str, list[float]]], decision_choices: di
         right.set_yticks(range(len(choices)), [f"{p:.2f}" for p in probs[:, -1]])
         if key in picks and picks[key] in choices:
             row = choices.index(picks[key])
-            ax.add_patch(Rectangle((-0.5, row - 0.5), probs.shape[1], 1, fill=False,
-                                   edgecolor=CHOSEN_COLOUR, linewidth=2.5, label="chosen"))
+            ax.add_patch(
+                Rectangle(
+                    (-0.5, row - 0.5),
+                    probs.shape[1],
+                    1,
+                    fill=False,
+                    edgecolor=CHOSEN_COLOUR,
+                    linewidth=2.5,
+                    label="chosen",
+                )
+            )
             ax.get_yticklabels()[row].set(color=CHOSEN_COLOUR, fontweight="bold")
     axes[-1].set_xlabel("epoch")
     axes[-1].xaxis.get_major_locator().set_params(integer=True)
@@ -164,9 +186,19 @@ def choice_counts(counts: dict[str, dict[str, int]], decision_choices: dict[str,
 
 
 # -- metric against cost --------------------------------------------------------------------
-def scatter(x: Sequence[float], y: Sequence[float], groups: Sequence[str] | None = None, *,
-            xlabel: str, ylabel: str, title: str = "", line: Sequence[tuple[float, float]] = (),
-            line_label: str = "", ring: int | None = None, ring_label: str = "chosen") -> Figure:
+def scatter(
+    x: Sequence[float],
+    y: Sequence[float],
+    groups: Sequence[str] | None = None,
+    *,
+    xlabel: str,
+    ylabel: str,
+    title: str = "",
+    line: Sequence[tuple[float, float]] = (),
+    line_label: str = "",
+    ring: int | None = None,
+    ring_label: str = "chosen",
+) -> Figure:
     """Points coloured by group, with an optional joining line and one ringed point.
 
     Used for metric against cost; `nas-rank` can use it for inherited against standalone
@@ -188,11 +220,20 @@ def scatter(x: Sequence[float], y: Sequence[float], groups: Sequence[str] | None
         ax.step(lx, ly, where="post", color=FRONT_COLOUR, linewidth=1.5, label=line_label, zorder=2)
     for group in sorted(set(groups), key=lambda g: (g == "mixed", g)):
         at = np.array([g == group for g in groups])
-        ax.scatter(x[at], y[at], s=36, color=attention_colour(group), label=group, zorder=3,
-                   edgecolors="white", linewidths=0.5)
+        ax.scatter(
+            x[at], y[at], s=36, color=attention_colour(group), label=group, zorder=3, edgecolors="white", linewidths=0.5
+        )
     if ring is not None:
-        ax.scatter([x[ring]], [y[ring]], s=220, facecolors="none", edgecolors=CHOSEN_COLOUR,
-                   linewidths=2.5, label=ring_label, zorder=4)
+        ax.scatter(
+            [x[ring]],
+            [y[ring]],
+            s=220,
+            facecolors="none",
+            edgecolors=CHOSEN_COLOUR,
+            linewidths=2.5,
+            label=ring_label,
+            zorder=4,
+        )
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
     ax.xaxis.set_major_formatter(lambda v, _: _format(v))  # 12k, not 1.2 with "1e4" in a corner
     ax.yaxis.set_major_formatter(lambda v, _: _format(v))
@@ -201,8 +242,9 @@ def scatter(x: Sequence[float], y: Sequence[float], groups: Sequence[str] | None
 
 
 # -- the Pareto front -----------------------------------------------------------------------
-def pareto_plot(candidates: list[Candidate], metric_key: str, cost_key: str, chosen: Arch | None,
-                higher_is_better: bool = True) -> Figure:
+def pareto_plot(
+    candidates: list[Candidate], metric_key: str, cost_key: str, chosen: Arch | None, higher_is_better: bool = True
+) -> Figure:
     """Metric against cost of every evaluated candidate, the Pareto front joined.
 
     Args:
@@ -219,11 +261,17 @@ def pareto_plot(candidates: list[Candidate], metric_key: str, cost_key: str, cho
     front = pareto_front(candidates, metric_key, cost_key, higher_is_better)
     archs = [c.arch for c in candidates]
     better = "higher" if higher_is_better else "lower"
-    return scatter([c.metrics[cost_key] for c in candidates], [c.metrics[metric_key] for c in candidates],
-                   [attention_label(a) for a in archs], xlabel=cost_key, ylabel=f"{metric_key} ({better} is better)",
-                   title=f"{len(candidates)} evaluated archs: {metric_key} against {cost_key}",
-                   line=[(c.metrics[cost_key], c.metrics[metric_key]) for c in front],
-                   line_label="Pareto front", ring=archs.index(chosen) if chosen in archs else None)
+    return scatter(
+        [c.metrics[cost_key] for c in candidates],
+        [c.metrics[metric_key] for c in candidates],
+        [attention_label(a) for a in archs],
+        xlabel=cost_key,
+        ylabel=f"{metric_key} ({better} is better)",
+        title=f"{len(candidates)} evaluated archs: {metric_key} against {cost_key}",
+        line=[(c.metrics[cost_key], c.metrics[metric_key]) for c in front],
+        line_label="Pareto front",
+        ring=archs.index(chosen) if chosen in archs else None,
+    )
 
 
 # -- the chosen architecture ----------------------------------------------------------------
@@ -239,27 +287,42 @@ def arch_picture(arch: Arch) -> Figure:
     ax.set(xlim=(0, 1), ylim=(-0.2, n - 0.1))
     ax.set_axis_off()
     boxes = [("input", "token + position embedding", "#e1e1e1")]
-    boxes += [(f"layer {i}: {l.attention}", f"{l.heads} heads · FFN {l.ffn_dim}", attention_colour(l.attention))
-              for i, l in enumerate(arch.layers)]
+    boxes += [
+        (f"layer {i}: {l.attention}", f"{l.heads} heads · FFN {l.ffn_dim}", attention_colour(l.attention))
+        for i, l in enumerate(arch.layers)
+    ]
     boxes.append(("readout", "norm + linear head", "#e1e1e1"))
     for y, (name, detail, colour) in enumerate(boxes):
-        ax.add_patch(FancyBboxPatch((0.1, y), 0.8, 0.62, boxstyle="round,pad=0,rounding_size=0.05",
-                                    facecolor=colour, edgecolor="#1e1e1e"))
+        ax.add_patch(
+            FancyBboxPatch(
+                (0.1, y), 0.8, 0.62, boxstyle="round,pad=0,rounding_size=0.05", facecolor=colour, edgecolor="#1e1e1e"
+            )
+        )
         ink = "white" if np.dot(to_rgb(colour), (0.299, 0.587, 0.114)) < 0.5 else "black"
         ax.text(0.5, y + 0.42, name, ha="center", va="center", fontsize=11, fontweight="bold", color=ink)
         ax.text(0.5, y + 0.18, detail, ha="center", va="center", fontsize=9, color=ink)
         if y:  # data flows upwards
             ax.annotate("", (0.5, y), (0.5, y - 0.38), arrowprops={"arrowstyle": "-|>", "color": "#1e1e1e"})
     kinds = dict.fromkeys(l.attention for l in arch.layers)
-    ax.legend(handles=[Line2D([], [], marker="s", linestyle="", markersize=10, color=attention_colour(k),
-                              label=k) for k in kinds], title="attention", loc="upper left",
-              bbox_to_anchor=(1.0, 1.0), fontsize=8)
+    ax.legend(
+        handles=[
+            Line2D([], [], marker="s", linestyle="", markersize=10, color=attention_colour(k), label=k) for k in kinds
+        ],
+        title="attention",
+        loc="upper left",
+        bbox_to_anchor=(1.0, 1.0),
+        fontsize=8,
+    )
     fig.suptitle(f"chosen architecture: depth {arch.depth}")
     return fig
 
 
-def arch_table(arch: Arch, cost: Cost | None = None, metrics: dict[str, float] | None = None,
-               margin: dict[str, float] | None = None) -> str:
+def arch_table(
+    arch: Arch,
+    cost: Cost | None = None,
+    metrics: dict[str, float] | None = None,
+    margin: dict[str, float] | None = None,
+) -> str:
     """The arch as a markdown table (TensorBoard's text tab renders it), then cost and metrics.
 
     Args:
@@ -269,8 +332,10 @@ def arch_table(arch: Arch, cost: Cost | None = None, metrics: dict[str, float] |
     fields = ("attention", "heads", "ffn")
     lines = ["| layer | attention | heads | ffn |", "|---:|---|---:|---:|"]
     if margin:
-        lines = ["| layer | attention | heads | ffn | margin: " + " | margin: ".join(fields) + " |",
-                 "|---:|---|---:|---:|---:|---:|---:|"]
+        lines = [
+            "| layer | attention | heads | ffn | margin: " + " | margin: ".join(fields) + " |",
+            "|---:|---|---:|---:|---:|---:|---:|",
+        ]
     for i, l in enumerate(arch.layers):
         row = f"| {i} | {l.attention} | {l.heads} | {l.ffn_dim} |"
         if margin:
@@ -278,11 +343,17 @@ def arch_table(arch: Arch, cost: Cost | None = None, metrics: dict[str, float] |
         lines.append(row)
     lines.append("")
     if margin:
-        lines += [f"**depth**: {arch.depth} (margin {_margin(margin, 'depth')}). A margin is the final "
-                  "distribution's most probable choice minus the runner-up.", ""]
+        lines += [
+            f"**depth**: {arch.depth} (margin {_margin(margin, 'depth')}). A margin is the final "
+            "distribution's most probable choice minus the runner-up.",
+            "",
+        ]
     if cost is not None:
-        lines += [f"**cost**: {cost.params:,} parameters, {_format(cost.flops)} FLOPs (forward), "
-                  f"{cost.activation_mib:.2f} MiB of activations", ""]
+        lines += [
+            f"**cost**: {cost.params:,} parameters, {_format(cost.flops)} FLOPs (forward), "
+            f"{cost.activation_mib:.2f} MiB of activations",
+            "",
+        ]
     for key, value in (metrics or {}).items():
         lines.append(f"- **{key}**: {value:.4g}")
     return "\n".join(lines).rstrip() + "\n"

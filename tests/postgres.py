@@ -4,6 +4,7 @@
 loopback port in a temporary folder and stopped at the end; it skips, with the reason, where no
 PostgreSQL binaries or no psycopg driver exist.
 """
+
 import glob
 import os
 import pwd
@@ -56,8 +57,10 @@ def postgres_server():
         subprocess.run([*prefix, *command], check=True, capture_output=True, text=True)
 
     run(bin_dir / "initdb", "-D", data, "-U", USER, "--auth=trust", "-E", "UTF8", "--no-sync")
-    options = (f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off "
-               "-c synchronous_commit=off -c full_page_writes=off")
+    options = (
+        f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off "
+        "-c synchronous_commit=off -c full_page_writes=off"
+    )
     run(bin_dir / "pg_ctl", "-D", data, "-o", options, "-l", folder / "server.log", "-w", "start")
     try:
         yield "127.0.0.1", port

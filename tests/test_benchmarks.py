@@ -1,5 +1,6 @@
 """scripts/benchmarks/: the shared harness (a child process per case, medians, JSON out), and
 every benchmark's smallest case runs and reports its keys. Nothing here asserts a time."""
+
 import json
 import subprocess
 import sys
@@ -39,8 +40,9 @@ if __name__ == "__main__":
 def toy(tmp_path):
     path = tmp_path / "toy.py"
     path.write_text(TOY)
-    return lambda *args: subprocess.run([sys.executable, str(path), *args], check=False, capture_output=True,
-                                        text=True, cwd=tmp_path)
+    return lambda *args: subprocess.run(
+        [sys.executable, str(path), *args], check=False, capture_output=True, text=True, cwd=tmp_path
+    )
 
 
 def test_each_case_runs_in_a_child_with_the_benchmarks_own_arguments(toy, tmp_path):
@@ -76,19 +78,76 @@ def test_timings_are_per_call_after_the_warmup_and_interleaved(monkeypatch):
 
 # the smallest case of each benchmark, and the keys its report has (the docs' tables read them)
 SMALLEST = {
-    "accuracy": (["--lengths", "128", "--logit-stds", "1.0", "--ranks", "4", "--rounds", "1", "--heads", "1",
-                  "--head-dim", "16", "--features", "16", "--bucket-size", "16", "--cluster", "16", "--draws", "1"],
-                 {"settings", "references", "results"}),
-    "attention": (["--ops", "full", "local_w256", "--lengths", "64", "--dim", "32", "--heads", "2", "--repeats", "1",
-                   "--matmul-size", "64"], {"settings", "matmul_gflops", "results"}),
-    "darts": (["--space", "search_spaces/tiny.yaml", "--seq-len", "16", "--batch", "1", "--steps", "1",
-               "--modes", "single_path,darts_k2"], {"settings", "results", "ratios"}),
-    "ddp": (["--seq-len", "16", "--batch", "1", "--warmup", "1", "--steps", "1", "--long-len", "32",
-             "--long-steps", "1"], {"settings", "cpu_count", "load_avg", "ddp", "speedup_2_over_1", "long"}),
-    "memory": (["--depths", "1", "2", "--lengths", "32", "--modes", "plain", "--dim", "32"],
-               {"settings", "results", "activation_depth2_over_depth1"}),
-    "supernet": (["--space", "search_spaces/tiny.yaml", "--seq-len", "16", "--batch", "1", "--archs", "1",
-                  "--repeats", "1"], {"settings", "results", "max_ratio", "median_ratio"}),
+    "accuracy": (
+        [
+            "--lengths",
+            "128",
+            "--logit-stds",
+            "1.0",
+            "--ranks",
+            "4",
+            "--rounds",
+            "1",
+            "--heads",
+            "1",
+            "--head-dim",
+            "16",
+            "--features",
+            "16",
+            "--bucket-size",
+            "16",
+            "--cluster",
+            "16",
+            "--draws",
+            "1",
+        ],
+        {"settings", "references", "results"},
+    ),
+    "attention": (
+        [
+            "--ops",
+            "full",
+            "local_w256",
+            "--lengths",
+            "64",
+            "--dim",
+            "32",
+            "--heads",
+            "2",
+            "--repeats",
+            "1",
+            "--matmul-size",
+            "64",
+        ],
+        {"settings", "matmul_gflops", "results"},
+    ),
+    "darts": (
+        [
+            "--space",
+            "search_spaces/tiny.yaml",
+            "--seq-len",
+            "16",
+            "--batch",
+            "1",
+            "--steps",
+            "1",
+            "--modes",
+            "single_path,darts_k2",
+        ],
+        {"settings", "results", "ratios"},
+    ),
+    "ddp": (
+        ["--seq-len", "16", "--batch", "1", "--warmup", "1", "--steps", "1", "--long-len", "32", "--long-steps", "1"],
+        {"settings", "cpu_count", "load_avg", "ddp", "speedup_2_over_1", "long"},
+    ),
+    "memory": (
+        ["--depths", "1", "2", "--lengths", "32", "--modes", "plain", "--dim", "32"],
+        {"settings", "results", "activation_depth2_over_depth1"},
+    ),
+    "supernet": (
+        ["--space", "search_spaces/tiny.yaml", "--seq-len", "16", "--batch", "1", "--archs", "1", "--repeats", "1"],
+        {"settings", "results", "max_ratio", "median_ratio"},
+    ),
 }
 
 
@@ -100,9 +159,13 @@ def test_every_benchmark_has_a_smallest_case():
 @pytest.mark.parametrize("name", sorted(SMALLEST))
 def test_the_smallest_case_reports_its_keys(name, tmp_path):
     args, keys = SMALLEST[name]
-    done = subprocess.run([sys.executable, str(BENCHMARKS / f"{name}.py"), *args, "--threads", "1",
-                           "--out", str(tmp_path / "out.json")], check=False, capture_output=True, text=True,
-                          cwd=ROOT)
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / f"{name}.py"), *args, "--threads", "1", "--out", str(tmp_path / "out.json")],
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads(done.stdout)
     assert set(report) == keys and report == json.loads((tmp_path / "out.json").read_text())

@@ -1,4 +1,5 @@
 """The cost model against counts taken from real modules."""
+
 import pytest
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -85,7 +86,7 @@ def test_subnet_latency_runs_the_model_on_real_token_ids(lra, monkeypatch):
     monkeypatch.setattr(cost, "measure_latency_ms", lambda model, inputs, **kw: seen.append(inputs) or 1.0)
     model = Subnet(ModelSpec(lra.smallest(), lra, SHAPE))
     assert cost.subnet_latency_ms(model, 64, SHAPE.vocab_size, batch_size=2) == 1.0
-    (tokens,), = seen
+    ((tokens,),) = seen
     assert tokens.shape == (2, 64) and 1 <= int(tokens.min()) and int(tokens.max()) < SHAPE.vocab_size
 
 
@@ -98,10 +99,16 @@ def test_activation_memory_follows_the_memory_options(reversible, ffn_chunks):
 
     n, estimates, measured = 256, [], []
     for depth in (2, 6):
-        space = SearchSpace.from_dict({
-            "name": "m", "dim": 32, "head_dim": 8, "depth": [depth],
-            "layer": {"attention": {"local": {"window": 32}}, "heads": [4], "ffn_dim": [256]},
-            "memory": {"reversible": reversible, "ffn_chunks": ffn_chunks}})
+        space = SearchSpace.from_dict(
+            {
+                "name": "m",
+                "dim": 32,
+                "head_dim": 8,
+                "depth": [depth],
+                "layer": {"attention": {"local": {"window": 32}}, "heads": [4], "ffn_dim": [256]},
+                "memory": {"reversible": reversible, "ffn_chunks": ffn_chunks},
+            }
+        )
         shape = ModelShape(20, 5, n)
         torch.manual_seed(0)
         model = Subnet(ModelSpec(space.largest(), space, shape)).train()

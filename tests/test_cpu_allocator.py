@@ -2,6 +2,7 @@
 
 Each case runs in a fresh interpreter: the settings last for the life of a process.
 """
+
 import os
 import platform
 import subprocess
@@ -27,8 +28,13 @@ print(applied, round(before - rss_mib()))
 
 
 def free_a_large_tensor(mode: str, **env: str) -> tuple[bool, int]:
-    out = subprocess.run([sys.executable, "-c", FREE_A_LARGE_TENSOR, mode], capture_output=True,
-                         text=True, check=True, env={**os.environ, **env}).stdout.split()
+    out = subprocess.run(
+        [sys.executable, "-c", FREE_A_LARGE_TENSOR, mode],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, **env},
+    ).stdout.split()
     return out[0] == "True", int(out[1])
 
 
@@ -40,9 +46,14 @@ def test_a_freed_large_tensor_stays_in_the_process():
     assert not applied and returned > 56
 
 
-@pytest.mark.parametrize("env", [{"MALLOC_TRIM_THRESHOLD_": "0"},
-                                 {"GLIBC_TUNABLES": "glibc.malloc.mmap_max=1"},
-                                 {"LD_PRELOAD": "/nonexistent/libjemalloc.so.2"}])
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"MALLOC_TRIM_THRESHOLD_": "0"},
+        {"GLIBC_TUNABLES": "glibc.malloc.mmap_max=1"},
+        {"LD_PRELOAD": "/nonexistent/libjemalloc.so.2"},
+    ],
+)
 def test_the_users_own_allocator_settings_win(env):
     applied, _ = free_a_large_tensor("reuse", **env)
     assert not applied

@@ -1,5 +1,6 @@
 """`nas-decide` (nas.decide_again): a finished GDAS search decided again with another rule, from
 its own checkpoint, without training."""
+
 import json
 import shutil
 import subprocess
@@ -14,7 +15,6 @@ from nas.cli import decide as decide_cli
 from nas.decide_again import decide_again
 from nas.errors import ConfigError
 from nas.space import Arch
-
 from tests.helpers import TINY
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,9 +25,22 @@ def argmax_run(tmp_path_factory):
     """A tiny GDAS search that took the argmax of its weights."""
     root = tmp_path_factory.mktemp("decide")
     run = root / "run"
-    subprocess.run([sys.executable, "-m", "nas.cli.search", *TINY, "retrain.enabled=false", "strategy=gdas",
-                    "strategy.decide.rule=argmax", f"paths.data_dir={root / 'data'}", f"hydra.run.dir={run}"],
-                   cwd=ROOT, check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "nas.cli.search",
+            *TINY,
+            "retrain.enabled=false",
+            "strategy=gdas",
+            "strategy.decide.rule=argmax",
+            f"paths.data_dir={root / 'data'}",
+            f"hydra.run.dir={run}",
+        ],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
     return run
 
 
@@ -41,8 +54,12 @@ def test_the_same_weights_decided_greedily(argmax_run, tmp_path, capsys):
     decide_cli.main([f"run={run}", "strategy.decide.rule=greedy"])
     printed = json.loads(capsys.readouterr().out)
     out = tmp_path / "run_greedy"
-    assert printed == {"run": str(run), "out": str(out), "decide": "greedy",
-                       "arch": yaml.safe_load((out / "best_arch.yaml").read_text())}
+    assert printed == {
+        "run": str(run),
+        "out": str(out),
+        "decide": "greedy",
+        "arch": yaml.safe_load((out / "best_arch.yaml").read_text()),
+    }
     assert "decide" not in yaml.safe_load((argmax_run / "margins.yaml").read_text())
     sidecar = yaml.safe_load((out / "margins.yaml").read_text())
     assert sidecar.pop("decide")  # the candidates the supernet compared
@@ -91,21 +108,25 @@ def test_bad_folders_are_refused_in_one_line(argmax_run, tmp_path):
     # the saved overrides become command-line overrides: none may name code, the logger or Hydra
     marker = tmp_path / "pwned"
     evil = f"{{_target_: pathlib.Path.write_text, _args_: [{{_target_: pathlib.Path, _args_: [{marker}]}}, x]}}"
-    for i, override in enumerate([f"+logger.extra={evil}", f"+task.seed={evil}", "hydra.callbacks.x=1",
-                                  "+hydra.job.env_set.X=1"]):
+    for i, override in enumerate(
+        [f"+logger.extra={evil}", f"+task.seed={evil}", "hydra.callbacks.x=1", "+hydra.job.env_set.X=1"]
+    ):
         with pytest.raises(ConfigError, match="is not accepted from a file"):
             decide_again(copy(f"evil{i}", overrides=[override]), "top2", tmp_path / "out")
     assert not marker.exists() and not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize(("argv", "message"), [
-    (["strategy.decide.rule=top2"], "missing value for 'run': pass run=..."),
-    (["run={tmp}"], "missing value for 'strategy.decide.rule'"),
-    (["run={tmp}", "strategy.decide.rule=best"], "strategy.decide.rule=best: allowed: greedy, top2, argmax"),
-    (["run={tmp}", "strategy.decide.rule=top2"], "run={tmp}: not a search run folder"),
-    (["run={tmp}", "top2"], "'top2': arguments are key=value"),
-    (["--run", "{tmp}"], "unrecognized arguments: --run"),
-])
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["strategy.decide.rule=top2"], "missing value for 'run': pass run=..."),
+        (["run={tmp}"], "missing value for 'strategy.decide.rule'"),
+        (["run={tmp}", "strategy.decide.rule=best"], "strategy.decide.rule=best: allowed: greedy, top2, argmax"),
+        (["run={tmp}", "strategy.decide.rule=top2"], "run={tmp}: not a search run folder"),
+        (["run={tmp}", "top2"], "'top2': arguments are key=value"),
+        (["--run", "{tmp}"], "unrecognized arguments: --run"),
+    ],
+)
 def test_bad_input_is_one_line(argv, message, tmp_path, capsys):
     with pytest.raises(SystemExit) as stop:
         decide_cli.main([a.format(tmp=tmp_path) for a in argv])

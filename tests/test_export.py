@@ -1,5 +1,6 @@
 """Export: the folder's files, the program run in a fresh process that cannot import `nas`, the
 weights, `load`, the int8 copy and the one-line errors."""
+
 import json
 import math
 import os
@@ -19,17 +20,23 @@ from torch.utils.data import DataLoader
 from nas import cost
 from nas.errors import ConfigError
 from nas.export import export, load, quantize_int8, write_int8_program
+from nas.model import ModelShape
 from nas.ops.attention import ATTENTION
-from nas.model import ModelShape, ModelSpec
 from nas.space import Arch, SearchSpace
 from nas.training.retrain import RetrainModule
 from tests.ops.test_attention_registry import SMALL_OPTIONS
 
 VOCAB, CLASSES, MAX_LEN, SEQ_LEN = 16, 3, 32, 24
 SPACE = {
-    "name": "tiny", "dim": 32, "head_dim": 8, "depth": [1, 2],
-    "layer": {"attention": {op: {"type": op, **SMALL_OPTIONS.get(op, {})} for op in ATTENTION.names()},
-              "heads": [2, 4], "ffn_dim": [128]},  # a wide FFN: the int8 part of the model dominates
+    "name": "tiny",
+    "dim": 32,
+    "head_dim": 8,
+    "depth": [1, 2],
+    "layer": {
+        "attention": {op: {"type": op, **SMALL_OPTIONS.get(op, {})} for op in ATTENTION.names()},
+        "heads": [2, 4],
+        "ffn_dim": [128],
+    },  # a wide FFN: the int8 part of the model dominates
 }
 # A full-length sequence, one ending mid-block for every op, and a short one.
 _gen = torch.Generator().manual_seed(1)
@@ -37,7 +44,7 @@ SEQUENCES = [torch.randint(1, VOCAB, (n,), generator=_gen).tolist() for n in (MA
 
 # Runs in a fresh interpreter: every program through its folder's predict.py, with `nas` made
 # unimportable, as on a machine where it is not installed.
-RUN_ALONE = '''
+RUN_ALONE = """
 import contextlib, importlib.util, io, json, runpy, sys
 import torch
 
@@ -68,22 +75,40 @@ with contextlib.redirect_stdout(io.StringIO()) as printed:
 results["printed"] = printed.getvalue()
 assert not [m for m in sys.modules if m.split(".")[0] == "nas"], "nas was imported"
 torch.save(results, out)
-'''
+"""
 
 
 def make_checkpoint(path, layers: list[dict], readout: str = "classify"):
     """A RetrainModule after one training step on random data, saved by a Lightning Trainer."""
     torch.manual_seed(0)
-    model = {"arch": {"depth": len(layers), "layers": layers}, "space": SPACE,
-             "shape": ModelShape(VOCAB, CLASSES, MAX_LEN, readout).to_dict()}
+    model = {
+        "arch": {"depth": len(layers), "layers": layers},
+        "space": SPACE,
+        "shape": ModelShape(VOCAB, CLASSES, MAX_LEN, readout).to_dict(),
+    }
     module = RetrainModule(model, "acc", warmup_steps=1)
     target = (lambda: torch.randint(0, CLASSES, (MAX_LEN,))) if readout == "tokens" else (lambda: torch.tensor(1))
-    samples = [{"tokens": torch.randint(1, VOCAB, (MAX_LEN,)), "mask": torch.ones(MAX_LEN, dtype=torch.bool),
-                "target": target()} for _ in range(4)]
-    trainer = pl.Trainer(max_steps=1, accelerator="cpu", logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
+    samples = [
+        {
+            "tokens": torch.randint(1, VOCAB, (MAX_LEN,)),
+            "mask": torch.ones(MAX_LEN, dtype=torch.bool),
+            "target": target(),
+        }
+        for _ in range(4)
+    ]
+    trainer = pl.Trainer(
+        max_steps=1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+    )
     loader = DataLoader(samples, batch_size=4)
-    trainer.fit(module, loader, loader, weights_only=True)  # a validation loader (not run) as the module has a validation_step
+    trainer.fit(
+        module, loader, loader, weights_only=True
+    )  # a validation loader (not run) as the module has a validation_step
     trainer.save_checkpoint(path)
     return path
 
@@ -117,8 +142,10 @@ def one_thread():
 def main(tmp_path_factory):
     """A two-layer classifier exported with test batches and the int8 copy."""
     tmp = tmp_path_factory.mktemp("main")
-    ckpt = make_checkpoint(tmp / "retrain.ckpt", [{"attention": "local", "heads": 4, "ffn_dim": 128},
-                                                  {"attention": "full", "heads": 2, "ffn_dim": 128}])
+    ckpt = make_checkpoint(
+        tmp / "retrain.ckpt",
+        [{"attention": "local", "heads": 4, "ffn_dim": 128}, {"attention": "full", "heads": 2, "ffn_dim": 128}],
+    )
     batches = eval_batches()
     # A generator: export must iterate the batches only once for both models.
     metrics = export(ckpt, tmp / "out", quantize=True, eval_batches=iter(batches), seq_len=SEQ_LEN)
@@ -144,9 +171,14 @@ def run_alone(main, op_exports, tmp_path_factory) -> dict:
     the main export comes first, as its predict.py also runs as a script."""
     folders = [str(main.dir)] + [str(e.dir) for e in op_exports.values()]
     out = tmp_path_factory.mktemp("alone") / "logits.pt"
-    done = subprocess.run([sys.executable, "-c", RUN_ALONE, json.dumps(folders), json.dumps(SEQUENCES), str(out)],
-                          capture_output=True, text=True, cwd=out.parent, timeout=300,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    done = subprocess.run(
+        [sys.executable, "-c", RUN_ALONE, json.dumps(folders), json.dumps(SEQUENCES), str(out)],
+        capture_output=True,
+        text=True,
+        cwd=out.parent,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return torch.load(out)
 
@@ -164,9 +196,9 @@ def test_program_alone_matches_the_model_for_every_op(op, op_exports, run_alone)
     assert got["batch"].shape == (len(SEQUENCES), MAX_LEN, CLASSES)
     for i, (seq, expected) in enumerate(zip(SEQUENCES, expected_logits(export_.model, SEQUENCES))):
         # Padded positions of shorter sequences hold junk; the real ones match the unpadded run.
-        torch.testing.assert_close(got["batch"][i, :len(seq)], expected, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(got["batch"][i, : len(seq)], expected, atol=1e-5, rtol=1e-5)
     alone = expected_logits(export_.model, SEQUENCES[1:2])[0]
-    torch.testing.assert_close(got["single"][0, :len(SEQUENCES[1])], alone, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(got["single"][0, : len(SEQUENCES[1])], alone, atol=1e-5, rtol=1e-5)
 
 
 def test_classifier_program_and_predict_script(main, run_alone):
@@ -199,6 +231,7 @@ def test_files_and_metrics(main):
 
 def test_weights_are_safetensors_equal_to_the_model(main):
     from safetensors.torch import load_file
+
     assert not (main.dir / "weights.pt").exists()
     state = load_file(str(main.dir / "weights.safetensors"))
     expected = main.model.state_dict()
@@ -262,7 +295,7 @@ def test_int8_program_alone_matches_the_int8_model(main, run_alone):
     tokens = torch.zeros(len(SEQUENCES), MAX_LEN, dtype=torch.long)
     mask = torch.zeros(len(SEQUENCES), MAX_LEN, dtype=torch.bool)
     for i, seq in enumerate(SEQUENCES):
-        tokens[i, :len(seq)], mask[i, :len(seq)] = torch.tensor(seq), True
+        tokens[i, : len(seq)], mask[i, : len(seq)] = torch.tensor(seq), True
     with torch.no_grad():
         expected = load(main.dir, int8=True)(tokens, mask)
     torch.testing.assert_close(run_alone["int8"], expected, atol=1e-5, rtol=1e-5)
@@ -316,10 +349,14 @@ def test_bad_checkpoints_are_one_line_errors(main, tmp_path):
     model = good["hyper_parameters"]["model"]
     wider = {**model, "space": {**model["space"], "dim": 64}}
     torch.save({**good, "hyper_parameters": {**good["hyper_parameters"], "model": wider}}, other_space)
-    cases = {tmp_path / "missing.ckpt": "no such file", text: "cannot be read as a torch checkpoint",
-             no_hparams: "not a LongNAS retrain checkpoint: no 'hyper_parameters'",
-             no_model: "hyper_parameters lack model", no_weights: "no subnet weights",
-             other_space: "weights do not match the arch"}
+    cases = {
+        tmp_path / "missing.ckpt": "no such file",
+        text: "cannot be read as a torch checkpoint",
+        no_hparams: "not a LongNAS retrain checkpoint: no 'hyper_parameters'",
+        no_model: "hyper_parameters lack model",
+        no_weights: "no subnet weights",
+        other_space: "weights do not match the arch",
+    }
     for ckpt, message in cases.items():
         with pytest.raises(ConfigError, match=re.escape(message)) as err:
             export(ckpt, tmp_path / "out")
@@ -337,6 +374,7 @@ def test_load_names_what_a_folder_lacks(main, tmp_path):
 
 def test_predict_pads_to_max_len_with_the_mask_false():
     from nas import predict
+
     tokens, mask = predict.pad([[5, 3, 9], [7]], 4)
     assert tokens.tolist() == [[5, 3, 9, 0], [7, 0, 0, 0]]
     assert mask.tolist() == [[True, True, True, False], [True, False, False, False]]
@@ -347,19 +385,27 @@ def test_predict_pads_to_max_len_with_the_mask_false():
 def folder_script(folder):
     """The folder's own predict.py, imported (its HERE is that folder)."""
     import importlib.util
+
     spec = importlib.util.spec_from_file_location("exported_predict", folder / "predict.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-@pytest.mark.parametrize("argv,message", [
-    ([], "no input given; usage:"), (["--bogus", "1 2"], "unknown option --bogus"),
-    (["1 x 3"], "token 'x' is not an integer id"), (["1 2.5"], "token '2.5' is not an integer id"),
-    ([f"1 {VOCAB}"], f"token id {VOCAB} is outside the vocabulary 0..{VOCAB - 1}"),
-    (["-1"], "token id -1 is outside the vocabulary"), (["1 99999999999999999999"], "outside the vocabulary"),
-    ([" ".join(["1"] * (MAX_LEN + 1))], f"has {MAX_LEN + 1} tokens; the model takes at most {MAX_LEN}"),
-    (["  "], "sequence 0 is empty")])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        ([], "no input given; usage:"),
+        (["--bogus", "1 2"], "unknown option --bogus"),
+        (["1 x 3"], "token 'x' is not an integer id"),
+        (["1 2.5"], "token '2.5' is not an integer id"),
+        ([f"1 {VOCAB}"], f"token id {VOCAB} is outside the vocabulary 0..{VOCAB - 1}"),
+        (["-1"], "token id -1 is outside the vocabulary"),
+        (["1 99999999999999999999"], "outside the vocabulary"),
+        ([" ".join(["1"] * (MAX_LEN + 1))], f"has {MAX_LEN + 1} tokens; the model takes at most {MAX_LEN}"),
+        (["  "], "sequence 0 is empty"),
+    ],
+)
 def test_predict_script_bad_input_is_one_line_and_exit_1(op_exports, capsys, argv, message):
     script = folder_script(op_exports["full"].dir)
     assert script.main(argv) == 1
@@ -384,6 +430,7 @@ def test_predict_script_prints_label_and_probability(main, capsys):
 
 def test_predict_help_says_which_files_are_safe(capsys):
     from nas import predict
+
     assert predict.main(["--help"]) == 0
     text = capsys.readouterr().out
     assert "weights.safetensors" in text and "model.pt2" in text and "trust" in text
@@ -392,6 +439,7 @@ def test_predict_help_says_which_files_are_safe(capsys):
 def test_predict_encodes_raw_task_input():
     from nas import predict
     from nas.tasks.listops import VOCAB as LISTOPS
+
     listops = {"input": "listops", "tokens": dict(LISTOPS), "ignored": ["(", ")"], "max_len": 16, "vocab_size": 16}
     assert predict.encode("[MAX 4 ( 3 ) ]", listops) == [LISTOPS[t] for t in ("[MAX", "4", "3", "]")]
     with pytest.raises(predict.InputError, match="unknown token 'x'"):
@@ -406,6 +454,7 @@ def test_a_crash_mid_export_leaves_no_folder_and_a_rerun_finishes(main, tmp_path
 
     def crash(*args, **kwargs):
         raise RuntimeError("killed")
+
     monkeypatch.setattr(exporting, "write_program", crash)
     with pytest.raises(RuntimeError, match="killed"):
         export(main.ckpt, tmp_path / "out")
@@ -424,6 +473,7 @@ def test_out_under_a_file_is_one_line(main, tmp_path):
 
 def test_the_export_folder_holds_the_package_predict_py(main):
     from nas import predict
+
     assert (main.dir / "predict.py").read_text() == Path(predict.__file__).read_text()
 
 
@@ -435,13 +485,16 @@ def test_resume_finishes_an_export_killed_midway(tmp_path, monkeypatch):
 
     def crash(*args, **kwargs):
         raise RuntimeError("killed during export")
+
     run = tmp_path / "run"
     monkeypatch.setattr(exporting, "write_program", crash)
     with pytest.raises(RuntimeError, match="killed during export"):
         pipeline.run(compose_config("search", run, [*TINY, "retrain.max_epochs=1", "~logger"]), run)
     assert not (run / "export").exists() and not (run / "summary.txt").exists()
     monkeypatch.undo()
-    outcome = pipeline.run(compose_config("search", run, [*TINY, "retrain.max_epochs=1", "~logger", f"resume={run}"]), run)
+    outcome = pipeline.run(
+        compose_config("search", run, [*TINY, "retrain.max_epochs=1", "~logger", f"resume={run}"]), run
+    )
     assert (run / "export" / "model.pt2").is_file() and (run / "export" / "task.json").is_file()
     assert Arch.from_yaml(run / "export" / "arch.yaml") == outcome.search.arch
     assert not (run / ".export.partial").exists() and (run / "summary.txt").is_file()
@@ -478,7 +531,9 @@ def test_every_op_has_an_int8_program(op, op_exports, tmp_path):
 
 def test_task_descriptions_are_plain_json(tmp_path):
     from nas.tasks.bytelm import ByteLMTask
-    from nas.tasks.listops import VOCAB as LISTOPS, ListOpsTask
+    from nas.tasks.listops import VOCAB as LISTOPS
+    from nas.tasks.listops import ListOpsTask
+
     listops = ListOpsTask(data_dir=tmp_path).describe()
     assert json.loads(json.dumps(listops)) == listops
     assert listops["input"] == "listops" and listops["tokens"] == LISTOPS and listops["classes"] == list("0123456789")

@@ -1,5 +1,6 @@
 """Export of a model with the space's memory options: the options survive space.yaml, `load`
 rebuilds the same model, and the torch.export program traces and matches it."""
+
 import json
 
 import pytest
@@ -15,25 +16,50 @@ from nas.training.retrain import RetrainModule
 
 VOCAB, CLASSES, MAX_LEN = 16, 3, 32
 MEMORY = {"reversible": True, "ffn_chunks": 3}
-SPACE = {"name": "mem", "dim": 16, "head_dim": 4, "depth": [2],
-         "layer": {"attention": {"full": {}, "performer": {"features": 8, "redraw_every": 1},
-                                 "local": {"window": 8}},
-                   "heads": [2], "ffn_dim": [32]},
-         "memory": MEMORY}
+SPACE = {
+    "name": "mem",
+    "dim": 16,
+    "head_dim": 4,
+    "depth": [2],
+    "layer": {
+        "attention": {"full": {}, "performer": {"features": 8, "redraw_every": 1}, "local": {"window": 8}},
+        "heads": [2],
+        "ffn_dim": [32],
+    },
+    "memory": MEMORY,
+}
 
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("memory_export")
     torch.manual_seed(0)
-    arch = {"depth": 2, "layers": [{"attention": "performer", "heads": 2, "ffn_dim": 32},
-                                   {"attention": "local", "heads": 2, "ffn_dim": 32}]}
+    arch = {
+        "depth": 2,
+        "layers": [
+            {"attention": "performer", "heads": 2, "ffn_dim": 32},
+            {"attention": "local", "heads": 2, "ffn_dim": 32},
+        ],
+    }
     model = {"arch": arch, "space": SPACE, "shape": ModelShape(VOCAB, CLASSES, MAX_LEN).to_dict()}
     module = RetrainModule(model, "acc", warmup_steps=1)
-    samples = [{"tokens": torch.randint(1, VOCAB, (MAX_LEN,)), "mask": torch.ones(MAX_LEN, dtype=torch.bool),
-                "target": torch.tensor(1)} for _ in range(4)]
-    trainer = pl.Trainer(max_steps=2, accelerator="cpu", logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
+    samples = [
+        {
+            "tokens": torch.randint(1, VOCAB, (MAX_LEN,)),
+            "mask": torch.ones(MAX_LEN, dtype=torch.bool),
+            "target": torch.tensor(1),
+        }
+        for _ in range(4)
+    ]
+    trainer = pl.Trainer(
+        max_steps=2,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+    )
     loader = DataLoader(samples, batch_size=2)
     # two reversible training steps; a validation loader (not run), as the module has a validation_step
     trainer.fit(module, loader, loader)
@@ -76,13 +102,21 @@ def test_program_of_dynamic_ops_keeps_any_length(tmp_path):
     from nas.space import Arch
 
     space = SearchSpace.from_dict(SPACE)
-    arch = Arch.from_dict({"depth": 2, "layers": [{"attention": "performer", "heads": 2, "ffn_dim": 32},
-                                                  {"attention": "full", "heads": 2, "ffn_dim": 32}]})
+    arch = Arch.from_dict(
+        {
+            "depth": 2,
+            "layers": [
+                {"attention": "performer", "heads": 2, "ffn_dim": 32},
+                {"attention": "full", "heads": 2, "ffn_dim": 32},
+            ],
+        }
+    )
     torch.manual_seed(0)
     model = Subnet(ModelSpec(arch, space, ModelShape(VOCAB, CLASSES, MAX_LEN)))
     assert write_program(model, MAX_LEN, tmp_path / "model.pt2")  # dynamic length
     program = torch.export.load(str(tmp_path / "model.pt2")).module()
     tokens = torch.randint(1, VOCAB, (2, 7))
     with torch.no_grad():
-        torch.testing.assert_close(program(tokens, torch.ones(2, 7, dtype=torch.bool)), model(tokens),
-                                   atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            program(tokens, torch.ones(2, 7, dtype=torch.bool)), model(tokens), atol=1e-5, rtol=1e-5
+        )

@@ -1,6 +1,7 @@
 """nas.metrics against hand computations and PyTorch's own losses: the evaluation loop's
 weighting by scored targets, the masked soft cross-entropy, the metric direction and the
 finite-loss guard."""
+
 import math
 
 import pytest
@@ -8,8 +9,17 @@ import torch
 from torch.nn import functional as F
 
 from nas.errors import ConfigError
-from nas.metrics import (HIGHER_IS_BETTER, IGNORE_INDEX, check_finite, evaluate, evaluate_many,
-                         evaluate_with_loss, score, soft_cross_entropy, task_metric)
+from nas.metrics import (
+    HIGHER_IS_BETTER,
+    IGNORE_INDEX,
+    check_finite,
+    evaluate,
+    evaluate_many,
+    evaluate_with_loss,
+    score,
+    soft_cross_entropy,
+    task_metric,
+)
 
 
 class Table(torch.nn.Module):
@@ -32,14 +42,18 @@ def test_evaluate_weights_batches_by_their_scored_targets():
     # token 1 predicts class 0, token 2 predicts class 1
     model = Table(torch.tensor([[0.0, 0.0], [5.0, 0.0], [0.0, 5.0]]))
     X = IGNORE_INDEX
-    batches = [batch([[1, 1, 1, 1]], [[0, 0, 0, X]]),  # 3 scored, 3 right
-               batch([[2, 1, 0, 0]], [[0, X, X, X]]),  # 1 scored, 0 right
-               batch([[1, 2, 2, 2]], [[X, X, X, X]])]  # nothing scored: no weight
+    batches = [
+        batch([[1, 1, 1, 1]], [[0, 0, 0, X]]),  # 3 scored, 3 right
+        batch([[2, 1, 0, 0]], [[0, X, X, X]]),  # 1 scored, 0 right
+        batch([[1, 2, 2, 2]], [[X, X, X, X]]),
+    ]  # nothing scored: no weight
     # by hand: 3 right of 4 scored; a mean of batch means would say (1 + 0) / 2
     assert evaluate(model, batches, "acc") == pytest.approx(3 / 4)
     # bits per byte: the mean over the 4 scored targets of -log2 p(target)
-    right, wrong = -math.log2(F.softmax(torch.tensor([5.0, 0.0]), 0)[0].item()), \
-        -math.log2(F.softmax(torch.tensor([0.0, 5.0]), 0)[0].item())
+    right, wrong = (
+        -math.log2(F.softmax(torch.tensor([5.0, 0.0]), 0)[0].item()),
+        -math.log2(F.softmax(torch.tensor([0.0, 5.0]), 0)[0].item()),
+    )
     assert evaluate(model, batches, "bpb") == pytest.approx((3 * right + wrong) / 4, rel=1e-5)
 
 
@@ -47,8 +61,10 @@ def test_the_loss_is_weighted_like_the_metric_and_both_come_from_one_pass():
     model = Table(torch.tensor([[0.0, 0.0], [5.0, 0.0], [0.0, 5.0]]))
     X = IGNORE_INDEX
     batches = [batch([[1, 1, 1, 1]], [[0, 0, 0, X]]), batch([[2, 1, 0, 0]], [[0, X, X, X]])]
-    right, wrong = -math.log(F.softmax(torch.tensor([5.0, 0.0]), 0)[0].item()), \
-        -math.log(F.softmax(torch.tensor([0.0, 5.0]), 0)[0].item())
+    right, wrong = (
+        -math.log(F.softmax(torch.tensor([5.0, 0.0]), 0)[0].item()),
+        -math.log(F.softmax(torch.tensor([0.0, 5.0]), 0)[0].item()),
+    )
     assert evaluate_many({"m": model}, batches, "loss")["m"] == pytest.approx((3 * right + wrong) / 4, rel=1e-5)
     once = iter(batches)  # a generator: one pass must give both
     assert evaluate_with_loss(model, once, "acc") == pytest.approx((3 / 4, (3 * right + wrong) / 4), rel=1e-5)
@@ -78,11 +94,13 @@ def test_soft_cross_entropy_is_torchs_cross_entropy_with_probability_targets():
     probs = F.softmax(teacher, -1)  # (b, n, C): the teacher's distribution as the target
     # the reference: PyTorch's cross-entropy with class probabilities, over the three scored positions
     torch.testing.assert_close(soft_cross_entropy(logits, teacher, target), F.cross_entropy(logits[keep], probs[keep]))
-    torch.testing.assert_close(soft_cross_entropy(logits, teacher),
-                               F.cross_entropy(logits.flatten(0, 1), probs.flatten(0, 1)))
+    torch.testing.assert_close(
+        soft_cross_entropy(logits, teacher), F.cross_entropy(logits.flatten(0, 1), probs.flatten(0, 1))
+    )
     # against itself it is the teacher's entropy (its minimum), by torch.distributions
-    torch.testing.assert_close(soft_cross_entropy(teacher, teacher),
-                               torch.distributions.Categorical(logits=teacher).entropy().mean())
+    torch.testing.assert_close(
+        soft_cross_entropy(teacher, teacher), torch.distributions.Categorical(logits=teacher).entropy().mean()
+    )
 
 
 def test_score_puts_the_better_value_higher():

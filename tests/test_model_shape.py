@@ -1,12 +1,18 @@
 """ModelShape and ModelSpec: validated on construction, and one dict form that round-trips."""
+
 import pytest
 
 from nas.errors import ConfigError
 from nas.model import ModelShape, ModelSpec
 from nas.space import Arch, LayerArch, SearchSpace
 
-SPACE = {"name": "s", "dim": 16, "head_dim": 8, "depth": [1, 2],
-         "layer": {"attention": {"full": {}}, "heads": [1, 2], "ffn_dim": [16, 32]}}
+SPACE = {
+    "name": "s",
+    "dim": 16,
+    "head_dim": 8,
+    "depth": [1, 2],
+    "layer": {"attention": {"full": {}}, "heads": [1, 2], "ffn_dim": [16, 32]},
+}
 
 
 def test_round_trip():
@@ -15,20 +21,24 @@ def test_round_trip():
     assert ModelShape.from_dict(shape.to_dict()) == shape
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"vocab_size": 0}, "vocab_size must be an integer >= 1, got 0"),
-    ({"num_classes": 2.5}, "num_classes must be an integer >= 1, got 2.5"),
-    ({"max_len": True}, "max_len must be an integer >= 1, got True"),
-    ({"readout": "head"}, "readout: unknown readout 'head'; allowed: classify, tokens"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"vocab_size": 0}, "vocab_size must be an integer >= 1, got 0"),
+        ({"num_classes": 2.5}, "num_classes must be an integer >= 1, got 2.5"),
+        ({"max_len": True}, "max_len must be an integer >= 1, got True"),
+        ({"readout": "head"}, "readout: unknown readout 'head'; allowed: classify, tokens"),
+    ],
+)
 def test_bad_values_are_one_line(kwargs, message):
     with pytest.raises(ConfigError, match=f"^{message}$".replace("(", r"\(").replace(")", r"\)")):
         ModelShape(**{"vocab_size": 10, "num_classes": 2, "max_len": 8, **kwargs})
 
 
 def test_from_dict_names_the_missing_or_unknown_key():
-    with pytest.raises(ConfigError, match="ckpt: shape: missing key 'readout'; allowed: vocab_size, "
-                                          "num_classes, max_len, readout"):
+    with pytest.raises(
+        ConfigError, match="ckpt: shape: missing key 'readout'; allowed: vocab_size, num_classes, max_len, readout"
+    ):
         ModelShape.from_dict({"vocab_size": 10, "num_classes": 2, "max_len": 8}, source="ckpt: shape")
     with pytest.raises(ConfigError, match="unknown key 'head'"):
         ModelShape.from_dict({"vocab_size": 10, "num_classes": 2, "max_len": 8, "head": "classify"})
@@ -37,8 +47,11 @@ def test_from_dict_names_the_missing_or_unknown_key():
 def test_spec_round_trip_is_one_dict_of_its_parts():
     space = SearchSpace.from_dict(SPACE)
     spec = ModelSpec(space.largest(), space, ModelShape(30, 4, 64))
-    assert spec.to_dict() == {"arch": space.largest().to_dict(), "space": space.to_dict(),
-                              "shape": ModelShape(30, 4, 64).to_dict()}
+    assert spec.to_dict() == {
+        "arch": space.largest().to_dict(),
+        "space": space.to_dict(),
+        "shape": ModelShape(30, 4, 64).to_dict(),
+    }
     assert ModelSpec.from_dict(spec.to_dict()) == spec
     assert hash(ModelSpec.from_dict(spec.to_dict())) == hash(spec)  # frozen: usable as a key
 
@@ -54,11 +67,14 @@ def test_spec_refuses_an_arch_outside_its_space_in_one_line_naming_the_source():
     assert "\n" not in str(err.value)
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"shape": None}, "ckpt: missing key 'shape'; allowed: arch, space, shape"),
-    ({"extra": 1}, "ckpt: unknown key 'extra'; allowed: arch, space, shape"),
-    ({"shape": {"vocab_size": 30}}, "ckpt: shape: missing key 'num_classes'"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"shape": None}, "ckpt: missing key 'shape'; allowed: arch, space, shape"),
+        ({"extra": 1}, "ckpt: unknown key 'extra'; allowed: arch, space, shape"),
+        ({"shape": {"vocab_size": 30}}, "ckpt: shape: missing key 'num_classes'"),
+    ],
+)
 def test_spec_from_dict_names_the_source_and_the_part(change, message):
     space = SearchSpace.from_dict(SPACE)
     data = {**ModelSpec(space.largest(), space, ModelShape(30, 4, 64)).to_dict(), **change}

@@ -3,6 +3,7 @@
 never through `hydra.utils.instantiate`. A Hydra `_target_` payload that would write a marker
 file, planted at several depths of every such record, ends the command in one line with a
 non-zero exit, and the marker never appears."""
+
 from __future__ import annotations
 
 import ast
@@ -32,18 +33,22 @@ NAS = Path(__file__).resolve().parents[1] / "nas"
 
 def payload(marker: Path) -> dict:
     """What Hydra would turn into `Path(marker).write_text("pwned")`."""
-    return {"_target_": "pathlib.Path.write_text",
-            "_args_": [{"_target_": "pathlib.Path", "_args_": [str(marker)]}, "pwned"]}
+    return {
+        "_target_": "pathlib.Path.write_text",
+        "_args_": [{"_target_": "pathlib.Path", "_args_": [str(marker)]}, "pwned"],
+    }
 
 
 def planted(record: dict, marker: Path) -> dict[str, object]:
     """`record` with the payload at several depths: as the whole record, as keys beside its
     own, as an option's value, and two levels inside an option."""
     evil = payload(marker)
-    return {"the whole record": evil,
-            "keys beside the record's": {**record, **evil},
-            "an option's value": {**record, "seed": evil},
-            "two levels down": {**record, "seed": {"inner": [evil]}}}
+    return {
+        "the whole record": evil,
+        "keys beside the record's": {**record, **evil},
+        "an option's value": {**record, "seed": evil},
+        "two levels down": {**record, "seed": {"inner": [evil]}},
+    }
 
 
 PLACES = ["the whole record", "keys beside the record's", "an option's value", "two levels down"]
@@ -71,8 +76,11 @@ def test_no_instantiate_outside_the_command_line_config():
 def finished_run(tmp_path_factory) -> Path:
     """A tiny finished search with its retraining, and the .hydra/config.yaml Hydra writes."""
     run_dir = tmp_path_factory.mktemp("crafted") / "run"
-    cfg = compose_config("search", run_dir, [*TINY, "strategy=random", "strategy.samples=2",
-                                             "retrain.max_epochs=1", "export.enabled=false"])
+    cfg = compose_config(
+        "search",
+        run_dir,
+        [*TINY, "strategy=random", "strategy.samples=2", "retrain.max_epochs=1", "export.enabled=false"],
+    )
     pipeline.run(cfg, run_dir)
     (run_dir / ".hydra").mkdir()
     OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
@@ -125,8 +133,11 @@ def test_retrain_from_a_supernet_checkpoint_that_names_code(finished_run, tmp_pa
     ckpt = rewrite_checkpoint(last, tmp_path / "crafted.ckpt", plant)
     arch = finished_run / "best_arch.yaml"
     how = ["retrain.distill=0.5"] if distill else ["retrain.init=inherit"]
-    cfg = compose_config("retrain", tmp_path / "cmd", [*TINY[:-2], f"arch={arch}", f"retrain.supernet_ckpt={ckpt}",
-                                                        "retrain.max_epochs=1", *how])
+    cfg = compose_config(
+        "retrain",
+        tmp_path / "cmd",
+        [*TINY[:-2], f"arch={arch}", f"retrain.supernet_ckpt={ckpt}", "retrain.max_epochs=1", *how],
+    )
     line = one_line_exit(retrain_cli.run, cfg, capsys)
     assert "crafted.ckpt" in line, line
     assert not marker.exists()
@@ -152,8 +163,14 @@ def test_a_standalone_job_refuses_a_task_that_names_code(finished_run, tmp_path,
     saved = yaml.safe_load((finished_run / ".hydra" / "config.yaml").read_text())
     supernet = load_supernet(finished_run / "checkpoints" / "last.ckpt")
     model = ModelSpec(supernet.space.largest(), supernet.space, supernet.shape).to_dict()
-    job = queue.Job(model, planted(saved["task"], marker)[place], str(tmp_path), 0,
-                    queue.Budget(max_epochs=1), {"accelerator": "cpu", "devices": 1})
+    job = queue.Job(
+        model,
+        planted(saved["task"], marker)[place],
+        str(tmp_path),
+        0,
+        queue.Budget(max_epochs=1),
+        {"accelerator": "cpu", "devices": 1},
+    )
     with pytest.raises(ConfigError, match="standalone job") as err:
         standalone.train(job)
     assert "\n" not in str(err.value)
@@ -171,8 +188,18 @@ def test_resume_refuses_a_run_config_that_names_code(finished_run, tmp_path, cap
     saved = yaml.safe_load((run / ".hydra" / "config.yaml").read_text())
     saved["task"] = planted(saved["task"], marker)[place]
     (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump(saved))
-    cfg = compose_config("search", run, [*TINY, "strategy=random", "strategy.samples=2", "retrain.max_epochs=1",
-                                         "export.enabled=false", f"resume={run}"])
+    cfg = compose_config(
+        "search",
+        run,
+        [
+            *TINY,
+            "strategy=random",
+            "strategy.samples=2",
+            "retrain.max_epochs=1",
+            "export.enabled=false",
+            f"resume={run}",
+        ],
+    )
     line = one_line_exit(search_cli.run, cfg, capsys)
     assert "config.yaml" in line and "task" in line, line
     assert not marker.exists()

@@ -1,5 +1,6 @@
 """nas.pipeline on tiny settings: each stage returns its dataclass, the chosen arch is scored
 once, and the import layers run one way (cli -> {pipeline, rank_pipeline} -> training -> strategies -> ...)."""
+
 import ast
 from pathlib import Path
 
@@ -8,7 +9,6 @@ import yaml
 
 from nas import pipeline
 from nas.space import Arch
-
 from tests.helpers import TINY, compose_config
 
 NAS = Path(pipeline.__file__).parent
@@ -39,8 +39,9 @@ def test_search_returns_its_outcome_and_scores_the_arch_once(tmp_path, counted):
 
 
 def test_margins_go_to_a_sidecar_and_a_small_one_warns(tmp_path, caplog):
-    cfg = compose_config("search", tmp_path / "run", [*TINY, "retrain.enabled=false", "~logger",
-                                                      "strategy.decide.min_margin=1.0"])  # the smallest margin is below
+    cfg = compose_config(
+        "search", tmp_path / "run", [*TINY, "retrain.enabled=false", "~logger", "strategy.decide.min_margin=1.0"]
+    )  # the smallest margin is below
     outcome = pipeline.search(cfg, tmp_path / "run")
     written = yaml.safe_load((tmp_path / "run" / "margins.yaml").read_text())
     assert written.pop("decide") == outcome.comparison  # strategy.decide.rule=greedy, the default
@@ -49,15 +50,25 @@ def test_margins_go_to_a_sidecar_and_a_small_one_warns(tmp_path, caplog):
 
 
 def test_shrinking_and_the_final_comparison_go_to_the_sidecar_and_the_summary(tmp_path):
-    cfg = compose_config("search", tmp_path / "run", [*TINY, "retrain.enabled=false", "~logger", "strategy=darts",
-                                                      "strategy.shrink.every=1", "strategy.decide.rule=top2"])
+    cfg = compose_config(
+        "search",
+        tmp_path / "run",
+        [
+            *TINY,
+            "retrain.enabled=false",
+            "~logger",
+            "strategy=darts",
+            "strategy.shrink.every=1",
+            "strategy.decide.rule=top2",
+        ],
+    )
     outcome = pipeline.search(cfg, tmp_path / "run")
     written = yaml.safe_load((tmp_path / "run" / "margins.yaml").read_text())
     drops = written.pop("shrink")  # one epoch: every decision with a choice to spare dropped one
     assert {e["decision"] for e in drops} == {k for k, v in outcome.space.decisions().items() if len(v) > 1}
     assert written.pop("decide") == outcome.comparison and outcome.comparison
     assert written == {k: round(v, 4) for k, v in outcome.margins.items()}
-    for key, c in outcome.comparison.items():
+    for c in outcome.comparison.values():
         assert c["kept"] in [t["choice"] for t in c["tried"]] and len(c["tried"]) == 2
         assert all(set(t) == {"choice", "val/acc", "val/loss"} for t in c["tried"])
     text = pipeline.summary(outcome.arch, outcome.metrics, {}, outcome.margins, outcome.comparison)
@@ -66,8 +77,9 @@ def test_shrinking_and_the_final_comparison_go_to_the_sidecar_and_the_summary(tm
 
 
 def test_a_ranked_choice_is_not_scored_again(tmp_path, counted):
-    cfg = compose_config("search", tmp_path / "run", [*TINY, "retrain.enabled=false", "~logger",
-                                                      "strategy=random", "strategy.samples=3"])
+    cfg = compose_config(
+        "search", tmp_path / "run", [*TINY, "retrain.enabled=false", "~logger", "strategy=random", "strategy.samples=3"]
+    )
     outcome = pipeline.search(cfg, tmp_path / "run")
     assert counted == []
     assert outcome.metrics["search/val/acc"] == outcome.result.ranked[0].metrics["val/acc"]
@@ -84,11 +96,35 @@ def test_run_retrains_and_exports_the_searched_arch(tmp_path):
 
 
 # Each package or module's layer; a module may import only from its own layer or lower ones.
-LAYERS = {"predict": 0, "cli": 6, "pipeline": 5, "rank_pipeline": 5, "decide_again": 5,
-          "export": 4, "training": 4, "run_folder": 4, "viz": 3, "strategies": 3, "jobs": 3,
-          "supernet": 2, "cost": 2, "metrics": 2, "results": 2, "ranking": 2, "tasks": 2,
-          "model": 1, "space": 0, "ops": 0, "errors": 0, "registry": 0, "safe_load": 0, "atomic": 0, "peak_memory": 0,
-          "cpu_allocator": 0, "hydra_configs": 4}
+LAYERS = {
+    "predict": 0,
+    "cli": 6,
+    "pipeline": 5,
+    "rank_pipeline": 5,
+    "decide_again": 5,
+    "export": 4,
+    "training": 4,
+    "run_folder": 4,
+    "viz": 3,
+    "strategies": 3,
+    "jobs": 3,
+    "supernet": 2,
+    "cost": 2,
+    "metrics": 2,
+    "results": 2,
+    "ranking": 2,
+    "tasks": 2,
+    "model": 1,
+    "space": 0,
+    "ops": 0,
+    "errors": 0,
+    "registry": 0,
+    "safe_load": 0,
+    "atomic": 0,
+    "peak_memory": 0,
+    "cpu_allocator": 0,
+    "hydra_configs": 4,
+}
 
 
 def layer_of(module: str) -> int:
@@ -102,8 +138,13 @@ def test_imports_run_one_way():
         if name == "nas":
             continue
         for node in ast.walk(ast.parse(path.read_text())):
-            targets = [node.module] if isinstance(node, ast.ImportFrom) and node.module else \
-                [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            targets = (
+                [node.module]
+                if isinstance(node, ast.ImportFrom) and node.module
+                else [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else []
+            )
             for target in targets:
                 if target.startswith("nas.") and layer_of(target) > layer_of(name):
                     wrong.append(f"{name} imports {target}")

@@ -1,5 +1,6 @@
 """nas-rank on a tiny search run: the files it writes, resume after a kill, the shared work list
 (claims), several worker processes, and one-line errors for a bad run folder or archs value."""
+
 import json
 import os
 import shutil
@@ -108,12 +109,14 @@ def test_an_arch_file_and_more_seeds_reuse_finished_jobs(search_run, monkeypatch
     assert len(calls) - before == 2  # seed 0 of both archs had finished; seed 1 trains
     assert [r.arch for r in outcome.rows] == archs[:2] and all(len(r.standalone) == 2 for r in outcome.rows)
     summary = json.loads((outcome.dir / "summary.json").read_text())  # two seeds: how far they agree
-    assert summary["standalone_seed_tau"] == pytest.approx(seed_agreement([r.standalone for r in outcome.rows]),
-                                                           nan_ok=True)
+    assert summary["standalone_seed_tau"] == pytest.approx(
+        seed_agreement([r.standalone for r in outcome.rows]), nan_ok=True
+    )
     assert "seed agreement" in outcome.text
     pick = outcome.rows[outcome.summary.pick]  # and the regret on each seed alone
-    assert summary["regret_per_seed"] == [max(r.standalone[s] for r in outcome.rows) - pick.standalone[s]
-                                          for s in (0, 1)]
+    assert summary["regret_per_seed"] == [
+        max(r.standalone[s] for r in outcome.rows) - pick.standalone[s] for s in (0, 1)
+    ]
     assert "on each seed alone: " in outcome.text
 
 
@@ -138,8 +141,11 @@ def test_the_search_pick_is_trained_beside_the_ranked_archs_and_kept_out_of_tau(
     regret is measured against the best of all, and tau is that of the listed archs alone."""
     calls = counting(monkeypatch)
     chosen = Arch.from_yaml(search_run / "best_arch.yaml")
-    others = [a for a in stratified_archs(load_supernet(search_run / "checkpoints" / "last.ckpt").space, 4, seed=5)
-              if a != chosen][:2]
+    others = [
+        a
+        for a in stratified_archs(load_supernet(search_run / "checkpoints" / "last.ckpt").space, 4, seed=5)
+        if a != chosen
+    ][:2]
     write_archs(tmp_path / "archs.yaml", others)
     shared = f"standalone_dir={tmp_path / 'standalone'}"
     cfg = rank_config(search_run, f"archs={tmp_path / 'archs.yaml'}", "search_pick=true", shared)
@@ -156,8 +162,9 @@ def test_the_search_pick_is_trained_beside_the_ranked_archs_and_kept_out_of_tau(
     assert "search_pick_regret" not in summary  # the last call ran without it
 
     write_archs(tmp_path / "with_pick.yaml", [*others, chosen])  # listed: ranked, and no extra job
-    listed = rank_pipeline.rank(rank_config(search_run, f"archs={tmp_path / 'with_pick.yaml'}", "search_pick=true",
-                                            shared))
+    listed = rank_pipeline.rank(
+        rank_config(search_run, f"archs={tmp_path / 'with_pick.yaml'}", "search_pick=true", shared)
+    )
     assert listed.trained == 0 and len(listed.rows) == 3 and listed.search_pick.regret == pick.regret
     assert f"search's pick   regret {pick.regret:.4f}" in listed.text
 
@@ -179,6 +186,7 @@ def test_calibration_fine_tunes_each_arch_on_the_same_batches_before_it_is_score
 
 def test_calibration_study_scores_a_ranked_run_without_training(search_run, monkeypatch, tmp_path):
     import runpy
+
     calls = counting(monkeypatch)
     rank_pipeline.rank(rank_config(search_run, "archs=3"))
     trained = len(calls)
@@ -186,8 +194,19 @@ def test_calibration_study_scores_a_ranked_run_without_training(search_run, monk
     script = Path(__file__).parents[1] / "scripts" / "studies" / "calibration_study.py"
     monkeypatch.setattr(sys, "path", [*sys.path])  # restored after the study puts the harness's folder on it
     saved = OmegaConf.load(search_run / ".hydra" / "config.yaml")
-    monkeypatch.setattr(sys, "argv", ["calibration_study.py", f"--run={search_run}", "--steps", "0", "2",
-                                      f"--data-dir={saved.paths.data_dir}", f"--out={out}"])
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        [
+            "calibration_study.py",
+            f"--run={search_run}",
+            "--steps",
+            "0",
+            "2",
+            f"--data-dir={saved.paths.data_dir}",
+            f"--out={out}",
+        ],
+    )
     runpy.run_path(str(script), run_name="__main__")
     report = json.loads(out.read_text())
     plain = read_ranking(search_run / "rank" / "ranking.csv", "acc")
@@ -208,6 +227,7 @@ def test_calibration_study_scores_a_ranked_run_without_training(search_run, monk
 
 def test_calibration_lowers_the_training_loss_and_zero_steps_change_nothing(search_run):
     import torch
+
     from nas.metrics import task_loss
     from nas.training.calibrate import Calibration, calibrate
 
@@ -283,8 +303,15 @@ def test_a_training_process_keeps_its_claims_fresh_and_only_its_own(tmp_path, mo
         os.utime(claim, (long_ago, long_ago))
         time.sleep(0.5)  # ten heartbeats
         ages.append(time.time() - claim.stat().st_mtime)
-        return {"arch": job.model["arch"], "seed": job.seed, "budget": job.budget.__dict__, "metric": "acc", "val": 0.5,
-                "val_loss": 1.0, "train_seconds": 0.5}  # read back and checked as a real result
+        return {
+            "arch": job.model["arch"],
+            "seed": job.seed,
+            "budget": job.budget.__dict__,
+            "metric": "acc",
+            "val": 0.5,
+            "val_loss": 1.0,
+            "train_seconds": 0.5,
+        }  # read back and checked as a real result
 
     assert queue.run_jobs([job], tmp_path, train_fn=slow_training) == [job]
     assert ages[0] < 0.5 and others.stat().st_mtime == pytest.approx(long_ago, abs=1)
@@ -296,8 +323,7 @@ def largest_arch_job(search_run, epochs: int = 1) -> queue.Job:
     task = OmegaConf.to_container(saved.task, resolve=True)  # a record: name and options
     budget = queue.Budget(max_epochs=epochs, warmup_steps=2)
     spec = ModelSpec(supernet.space.largest(), supernet.space, supernet.shape)
-    return queue.Job(spec.to_dict(), task, str(saved.paths.data_dir), 0,
-                     budget, {"accelerator": "cpu", "devices": 1})
+    return queue.Job(spec.to_dict(), task, str(saved.paths.data_dir), 0, budget, {"accelerator": "cpu", "devices": 1})
 
 
 def test_a_job_trains_the_same_twice_and_another_seed_differs(search_run):
@@ -309,8 +335,9 @@ def test_a_job_trains_the_same_twice_and_another_seed_differs(search_run):
     assert other["val_loss"] != first["val_loss"]
 
 
-def test_a_job_killed_mid_training_resumes_at_its_last_epoch_and_ends_as_if_never_killed(search_run, tmp_path,
-                                                                                           monkeypatch):
+def test_a_job_killed_mid_training_resumes_at_its_last_epoch_and_ends_as_if_never_killed(
+    search_run, tmp_path, monkeypatch
+):
     job = largest_arch_job(search_run, epochs=2)
     uninterrupted = standalone.train(job)
 
@@ -334,21 +361,58 @@ def test_a_job_killed_mid_training_resumes_at_its_last_epoch_and_ends_as_if_neve
 
 
 def test_job_ids_name_what_determines_the_result():
-    job = queue.Job({"arch": {"depth": 1}, "space": {"name": "s"}, "shape": {}}, {"seq_len": 8}, "/data", 0, queue.Budget(), {"accelerator": "cpu"})
-    same_elsewhere = queue.Job({"arch": {"depth": 1}, "space": {"name": "s"}, "shape": {}}, {"seq_len": 8}, "/other", 0, queue.Budget(), {})
+    job = queue.Job(
+        {"arch": {"depth": 1}, "space": {"name": "s"}, "shape": {}},
+        {"seq_len": 8},
+        "/data",
+        0,
+        queue.Budget(),
+        {"accelerator": "cpu"},
+    )
+    same_elsewhere = queue.Job(
+        {"arch": {"depth": 1}, "space": {"name": "s"}, "shape": {}}, {"seq_len": 8}, "/other", 0, queue.Budget(), {}
+    )
     assert job.id == same_elsewhere.id  # where data is cached and on what it trains do not change it
-    for other in (queue.Job({"arch": {"depth": 2}, "space": {"name": "s"}, "shape": {}}, {"seq_len": 8}, "", 0, queue.Budget(), {}),
-                  queue.Job({"arch": {"depth": 1}, "space": {"name": "s"}, "shape": {}}, {"seq_len": 8}, "", 1, queue.Budget(), {}),
-                  queue.Job({"arch": {"depth": 1}, "space": {"name": "s"}, "shape": {}}, {"seq_len": 8}, "", 0, queue.Budget(max_epochs=3), {}),
-                  queue.Job({"arch": {"depth": 1}, "space": {"name": "s"}, "shape": {}}, {"seq_len": 9}, "", 0, queue.Budget(), {}),
-                  queue.Job({"arch": {"depth": 1}, "space": {"name": "s"}, "shape": {}}, {"seq_len": 8}, "", 0, queue.Budget(), {},
-                            {"linformer": 2})):
+    for other in (
+        queue.Job(
+            {"arch": {"depth": 2}, "space": {"name": "s"}, "shape": {}}, {"seq_len": 8}, "", 0, queue.Budget(), {}
+        ),
+        queue.Job(
+            {"arch": {"depth": 1}, "space": {"name": "s"}, "shape": {}}, {"seq_len": 8}, "", 1, queue.Budget(), {}
+        ),
+        queue.Job(
+            {"arch": {"depth": 1}, "space": {"name": "s"}, "shape": {}},
+            {"seq_len": 8},
+            "",
+            0,
+            queue.Budget(max_epochs=3),
+            {},
+        ),
+        queue.Job(
+            {"arch": {"depth": 1}, "space": {"name": "s"}, "shape": {}}, {"seq_len": 9}, "", 0, queue.Budget(), {}
+        ),
+        queue.Job(
+            {"arch": {"depth": 1}, "space": {"name": "s"}, "shape": {}},
+            {"seq_len": 8},
+            "",
+            0,
+            queue.Budget(),
+            {},
+            {"linformer": 2},
+        ),
+    ):
         assert other.id != job.id
     # Jobs without revised ops keep the id they had before revisions were recorded: a cached
     # result is retrained only where an op of its arch has changed since.
     assert job.id == "3efbf3bc7c54d3e5"  # as computed before revisions existed, and before ModelSpec
-    other_shape = queue.Job({"arch": {"depth": 1}, "space": {"name": "s"}, "shape": {"max_len": 8}}, {"seq_len": 8},
-                            "", 0, queue.Budget(), {})
+    other_shape = queue.Job(
+        {"arch": {"depth": 1}, "space": {"name": "s"}, "shape": {"max_len": 8}},
+        {"seq_len": 8},
+        "",
+        0,
+        queue.Budget(),
+        {},
+    )
     assert other_shape.id == job.id  # the task decides the shape: it adds nothing to the key
 
 
@@ -376,11 +440,23 @@ def test_two_worker_processes_train_every_job_once(search_run, tmp_path):
 def test_nas_rank_end_to_end_as_a_process(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     common = [f"paths.runs={tmp_path / 'runs'}", f"paths.data_dir={tmp_path / 'data'}"]
-    subprocess.run([sys.executable, "-m", "nas.cli.search", *TINY, "strategy=random", "retrain.enabled=false", *common],
-                   cwd=tmp_path, env=env, check=True, capture_output=True, timeout=600)
+    subprocess.run(
+        [sys.executable, "-m", "nas.cli.search", *TINY, "strategy=random", "retrain.enabled=false", *common],
+        cwd=tmp_path,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
     run_dir = next((tmp_path / "runs" / "search").iterdir())
-    done = subprocess.run([sys.executable, "-m", "nas.cli.rank", f"run={run_dir}", "archs=3", *TINY_RANK, *common],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-m", "nas.cli.rank", f"run={run_dir}", "archs=3", *TINY_RANK, *common],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr
     assert "Kendall tau-b" in done.stdout and (run_dir / "rank" / "ranking.csv").is_file()
 

@@ -1,5 +1,6 @@
 """scripts/studies/rank_study.py: every row of the study is a valid `nas-search` configuration,
 and its totals count each standalone job once."""
+
 import importlib.util
 import json
 from pathlib import Path
@@ -35,8 +36,15 @@ def test_every_mechanism_composes_with_every_experiment(rank_study, experiment, 
 
 def test_default_rows_are_the_path_sampling_ones(rank_study):
     assert "fair_separate" in rank_study.SAMPLING
-    differentiable = {"gdas", "darts_pc4", "gdas_separate", "darts_pc4_separate", "gdas_separate_compare",
-                      "gdas_separate_greedy", "darts_pc4_separate_greedy"}
+    differentiable = {
+        "gdas",
+        "darts_pc4",
+        "gdas_separate",
+        "darts_pc4_separate",
+        "gdas_separate_compare",
+        "gdas_separate_greedy",
+        "darts_pc4_separate_greedy",
+    }
     assert not differentiable & set(rank_study.SAMPLING)
 
 

@@ -1,4 +1,5 @@
 """Ranking statistics against hand-computed values, the stratified pick, the arch files."""
+
 import csv
 import itertools
 import json
@@ -9,8 +10,19 @@ import pytest
 
 from nas.errors import ConfigError
 from nas.metrics import HIGHER_IS_BETTER
-from nas.ranking import (RankedArch, rank_summary, read_archs, read_ranking, regret, regret_per_seed, seed_agreement,
-                         stratified_archs, supernet_order, write_archs, write_ranking)
+from nas.ranking import (
+    RankedArch,
+    rank_summary,
+    read_archs,
+    read_ranking,
+    regret,
+    regret_per_seed,
+    seed_agreement,
+    stratified_archs,
+    supernet_order,
+    write_archs,
+    write_ranking,
+)
 from nas.results import Candidate, best_first
 from nas.space import Arch, LayerArch, SearchSpace
 
@@ -83,9 +95,13 @@ def test_supernet_order_is_the_order_a_strategy_ranks_in(metric, expected):
     # tie on all three and keep their order; bits per byte: lower first, the same tie-breaks
     loss = [0.20, 0.10, 0.9, 0.30, 1.2, 0.10, 0.8, 0.8]
     cost = [10, 50, 10, 10, 10, 40, 10, 10]
-    candidates = [Candidate(Arch(1, (LayerArch("full", 2, i + 1),)),  # the FFN width names the index
-                            {f"val/{metric}": m, "val/loss": l, "cost/params": c})
-                  for i, (m, l, c) in enumerate(zip(INHERITED, loss, cost))]
+    candidates = [
+        Candidate(
+            Arch(1, (LayerArch("full", 2, i + 1),)),  # the FFN width names the index
+            {f"val/{metric}": m, "val/loss": l, "cost/params": c},
+        )
+        for i, (m, l, c) in enumerate(zip(INHERITED, loss, cost))
+    ]
     by_strategy = [c.arch.layers[0].ffn_dim - 1 for c in best_first(candidates, metric)]
     assert supernet_order(INHERITED, HIGHER_IS_BETTER[metric], loss, cost) == by_strategy == expected
 
@@ -133,8 +149,9 @@ def test_stratified_pick_covers_every_op_at_every_depth(name):
     covered = {(a.depth, layer.attention) for a in archs for layer in a.layers}
     assert covered == {(d, t) for d in space.depths for t in space.attention}
     # and every op at every layer index
-    assert {(i, l.attention) for a in archs for i, l in enumerate(a.layers)} == \
-        {(i, t) for i in range(space.max_depth) for t in space.attention}
+    assert {(i, l.attention) for a in archs for i, l in enumerate(a.layers)} == {
+        (i, t) for i in range(space.max_depth) for t in space.attention
+    }
     for a in archs:
         space.validate(a)
 
@@ -191,25 +208,40 @@ def test_bad_arch_files(tmp_path):
 
 
 def test_write_ranking(tmp_path):
-    archs = [Arch(1, (LayerArch("full", 2, 64),)), Arch(1, (LayerArch("local", 2, 64),)),
-             Arch(1, (LayerArch("linformer", 2, 64),))]
-    rows = [RankedArch(archs[0], 0.9, 0.3, [0.8, 0.9], {"params": 100}),
-            RankedArch(archs[1], 0.9, 0.4, [0.5, 0.6], {"params": 90}),
-            RankedArch(archs[2], 0.7, 0.8, [0.95], {"params": 80})]
+    archs = [
+        Arch(1, (LayerArch("full", 2, 64),)),
+        Arch(1, (LayerArch("local", 2, 64),)),
+        Arch(1, (LayerArch("linformer", 2, 64),)),
+    ]
+    rows = [
+        RankedArch(archs[0], 0.9, 0.3, [0.8, 0.9], {"params": 100}),
+        RankedArch(archs[1], 0.9, 0.4, [0.5, 0.6], {"params": 90}),
+        RankedArch(archs[2], 0.7, 0.8, [0.95], {"params": 80}),
+    ]
     write_ranking(tmp_path / "ranking.csv", rows, "acc")
     with open(tmp_path / "ranking.csv", newline="") as f:
         table = list(csv.DictReader(f))
-    assert list(table[0]) == ["arch_id", "cost_params", "inherited_acc", "inherited_loss",
-                              "standalone_acc_seed0", "standalone_acc_seed1", "standalone_acc_mean",
-                              "inherited_rank", "standalone_rank", "arch"]
+    assert list(table[0]) == [
+        "arch_id",
+        "cost_params",
+        "inherited_acc",
+        "inherited_loss",
+        "standalone_acc_seed0",
+        "standalone_acc_seed1",
+        "standalone_acc_mean",
+        "inherited_rank",
+        "standalone_rank",
+        "arch",
+    ]
     assert [float(r["inherited_rank"]) for r in table] == [1.5, 1.5, 3.0]
     assert [float(r["standalone_rank"]) for r in table] == [2.0, 3.0, 1.0]
     assert float(table[0]["standalone_acc_mean"]) == pytest.approx(0.85)
     assert table[2]["standalone_acc_seed1"] == ""
     assert read_archs(tmp_path / "ranking.csv") == archs
     back = read_ranking(tmp_path / "ranking.csv", "acc")
-    assert [(r.arch, r.inherited, r.inherited_loss, r.standalone, r.cost) for r in back] == \
-        [(r.arch, r.inherited, r.inherited_loss, r.standalone, r.cost) for r in rows]
+    assert [(r.arch, r.inherited, r.inherited_loss, r.standalone, r.cost) for r in back] == [
+        (r.arch, r.inherited, r.inherited_loss, r.standalone, r.cost) for r in rows
+    ]
     with pytest.raises(ConfigError, match="expected a ranking.csv with the columns arch, inherited_bpb"):
         read_ranking(tmp_path / "ranking.csv", "bpb")
     write_ranking(tmp_path / "named.csv", rows, "acc", seeds=[10, 9])  # columns named by seed, read in seed order

@@ -1,6 +1,7 @@
 """No code runs from a checkpoint: a crafted pickle, shaped like each checkpoint kind, fed to
 every loading path, never creates its marker file; bad files are one ConfigError line.
 (The threat: https://pytorch.org/docs/stable/generated/torch.load.html, weights_only.)"""
+
 from __future__ import annotations
 
 import ast
@@ -90,8 +91,10 @@ def test_export_load_reads_only_safetensors(tmp_path):
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("content,reason", [(b"", "the file is empty"),
-                                            (b"garbage, not a checkpoint", "cannot be read as a torch checkpoint")])
+@pytest.mark.parametrize(
+    "content,reason",
+    [(b"", "the file is empty"), (b"garbage, not a checkpoint", "cannot be read as a torch checkpoint")],
+)
 def test_empty_and_garbage_files_are_one_line(tmp_path, content, reason):
     bad = tmp_path / "bad.ckpt"
     bad.write_bytes(content)
@@ -103,15 +106,18 @@ def test_empty_and_garbage_files_are_one_line(tmp_path, content, reason):
 
 @pytest.fixture(scope="module")
 def real_checkpoint(tmp_path_factory) -> bytes:
-    path = make_checkpoint(tmp_path_factory.mktemp("real") / "r.ckpt", [{"attention": "full", "heads": 2, "ffn_dim": 128}])
+    path = make_checkpoint(
+        tmp_path_factory.mktemp("real") / "r.ckpt", [{"attention": "full", "heads": 2, "ffn_dim": 128}]
+    )
     return path.read_bytes()
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_random_bytes_and_truncations_are_only_config_errors(tmp_path, real_checkpoint, data):
-    content = data.draw(st.one_of(st.binary(max_size=512),
-                                  st.integers(0, len(real_checkpoint) - 1).map(lambda n: real_checkpoint[:n])))
+    content = data.draw(
+        st.one_of(st.binary(max_size=512), st.integers(0, len(real_checkpoint) - 1).map(lambda n: real_checkpoint[:n]))
+    )
     bad = tmp_path / "fuzz.ckpt"
     bad.write_bytes(content)
     for loader in (read_checkpoint, load_supernet, _read_checkpoint):
@@ -129,6 +135,9 @@ def test_no_unsafe_load_in_the_package():
                 continue
             name = ast.unparse(node.func)
             kwargs = {k.arg: ast.unparse(k.value) for k in node.keywords}
-            if name == "torch.load" or (name.endswith((".fit", ".test", ".validate")) and "ckpt_path" in kwargs) \
-                    or name.endswith("load_from_checkpoint"):
+            if (
+                name == "torch.load"
+                or (name.endswith((".fit", ".test", ".validate")) and "ckpt_path" in kwargs)
+                or name.endswith("load_from_checkpoint")
+            ):
                 assert kwargs.get("weights_only") == "True", f"{file.name}:{node.lineno}: {ast.unparse(node)}"

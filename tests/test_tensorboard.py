@@ -1,4 +1,5 @@
 """The search's TensorBoard pictures, text and hparams, read back with TensorBoard's own reader."""
+
 import io
 from pathlib import Path
 
@@ -17,8 +18,8 @@ from torch.utils.tensorboard import SummaryWriter
 
 from nas import cost, viz
 from nas.model import ModelShape, ModelSpec
-from nas.space import Arch, LayerArch, SearchSpace
 from nas.results import Candidate, SearchResult, pareto_front
+from nas.space import Arch, LayerArch, SearchSpace
 from nas.strategies.base import Strategy
 from nas.strategies.darts import DartsStrategy
 from nas.training.tensorboard import log_hparams, log_search
@@ -54,8 +55,7 @@ def make_candidates(space: SearchSpace) -> list[Candidate]:
     for seed in range(8):
         arch = space.sample(seed)
         params = cost.params(ModelSpec(arch, space, SHAPE))
-        candidates.append(Candidate(arch, {"val/acc": 0.5 + params / 4e5 + 0.01 * (seed % 3),
-                                           "cost/params": params}))
+        candidates.append(Candidate(arch, {"val/acc": 0.5 + params / 4e5 + 0.01 * (seed % 3), "cost/params": params}))
     return list({c.arch: c for c in candidates}.values())  # samples may repeat
 
 
@@ -81,8 +81,7 @@ def test_a_search_writes_every_picture_the_table_and_hparams(space, tmp_path):
         strategy.record(space.sample(seed))
     candidates = make_candidates(space)
     best = max(candidates, key=lambda c: c.metrics["val/acc"])
-    result = SearchResult(best=best.arch, ranked=candidates,
-                          pareto=pareto_front(candidates, "val/acc", "cost/params"))
+    result = SearchResult(best=best.arch, ranked=candidates, pareto=pareto_front(candidates, "val/acc", "cost/params"))
     chosen_cost = cost.estimate(ModelSpec(best.arch, space, SHAPE), seq_len=64)
 
     writer = SummaryWriter(str(tmp_path))
@@ -92,8 +91,13 @@ def test_a_search_writes_every_picture_the_table_and_hparams(space, tmp_path):
     assert all(p.is_file() for p in tmp_path.iterdir()), "everything in the run's own folder"
     acc = read_events(tmp_path)
     assert set(acc.Tags()["images"]) == {
-        "search/arch_weights/layer0", "search/arch_weights/layer1", "search/arch_weights/depth",
-        "search/choice_counts", "search/pareto", "search/chosen_arch"}
+        "search/arch_weights/layer0",
+        "search/arch_weights/layer1",
+        "search/arch_weights/depth",
+        "search/choice_counts",
+        "search/pareto",
+        "search/chosen_arch",
+    }
     assert acc.Images("search/pareto")[-1].step == 7
     picture = decode(acc, "search/chosen_arch")
     assert picture.shape == viz.to_array(viz.arch_picture(best.arch)).shape
@@ -106,15 +110,22 @@ def test_a_search_writes_every_picture_the_table_and_hparams(space, tmp_path):
     row = next(line for line in table.splitlines() if line.startswith("| 0 |"))
     n = len(space.attention)
     # the last epoch: TOP against (1 - TOP) / (n - 1) for attention, a tie (0) for heads and FFN
-    assert row == f"| 0 | {first.attention} | {first.heads} | {first.ffn_dim} | " \
-                  f"{TOP - (1 - TOP) / (n - 1):.3f} | 0.000 | 0.000 |"
+    assert (
+        row == f"| 0 | {first.attention} | {first.heads} | {first.ffn_dim} | "
+        f"{TOP - (1 - TOP) / (n - 1):.3f} | 0.000 | 0.000 |"
+    )
     assert f"**depth**: {best.arch.depth} (margin 0.000)" in table
     assert f"{chosen_cost.params:,} parameters" in table
 
 
 def test_hparams_hold_strategy_options_cost_and_test_metric_in_one_entry(tmp_path):
-    hparams = {"task": "listops", "space": "tiny", "sharing": "entangled", "seed": 1,
-               "strategy": {"name": "darts", "arch_lr": 3e-3, "cost_weight": 0.1, "cost": None}}
+    hparams = {
+        "task": "listops",
+        "space": "tiny",
+        "sharing": "entangled",
+        "seed": 1,
+        "strategy": {"name": "darts", "arch_lr": 3e-3, "cost_weight": 0.1, "cost": None},
+    }
     metrics = {"search/val_acc": 0.7, "cost/params": 12345, "retrain/test_acc": 0.75}
     writer = SummaryWriter(str(tmp_path))
     writer.add_scalar("search/val_acc", 0.5, 3)  # earlier points of a tag stay
@@ -138,8 +149,10 @@ def test_hparams_hold_strategy_options_cost_and_test_metric_in_one_entry(tmp_pat
 def test_a_sweep_shows_every_strategys_options_in_one_table(tmp_path):
     """Two runs of a --multirun sweep with different strategies, as TensorBoard's hparams
     plugin assembles them: one table holding both strategies' options and all the metrics."""
-    runs = {"0": {"strategy": {"name": "darts", "arch_lr": 3e-3, "cost_weight": 0.1}, "seed": 0},
-            "1": {"strategy": {"name": "evolution", "population": 16}, "seed": 0}}
+    runs = {
+        "0": {"strategy": {"name": "darts", "arch_lr": 3e-3, "cost_weight": 0.1}, "seed": 0},
+        "1": {"strategy": {"name": "evolution", "population": 16}, "seed": 0},
+    }
     for name, hparams in runs.items():
         writer = SummaryWriter(str(tmp_path / name))
         writer.add_scalar("train/loss", 1.0, 0)
@@ -149,14 +162,23 @@ def test_a_sweep_shows_every_strategys_options_in_one_table(tmp_path):
     multiplexer = plugin_event_multiplexer.EventMultiplexer()
     multiplexer.AddRunsFromDirectory(str(tmp_path))
     multiplexer.Reload()
-    tb = base_plugin.TBContext(logdir=str(tmp_path), multiplexer=multiplexer,
-                               data_provider=data_provider.MultiplexerDataProvider(multiplexer, str(tmp_path)))
+    tb = base_plugin.TBContext(
+        logdir=str(tmp_path),
+        multiplexer=multiplexer,
+        data_provider=data_provider.MultiplexerDataProvider(multiplexer, str(tmp_path)),
+    )
     hp = backend_context.Context(tb)
     ctx = context.RequestContext()
-    experiment = hp.experiment_from_metadata(ctx, "", True, hp.hparams_metadata(ctx, ""),
-                                             hp.hparams_from_data_provider(ctx, "", None))
+    experiment = hp.experiment_from_metadata(
+        ctx, "", True, hp.hparams_metadata(ctx, ""), hp.hparams_from_data_provider(ctx, "", None)
+    )
     assert {h.name for h in experiment.hparam_infos} == {
-        "strategy.name", "strategy.arch_lr", "strategy.cost_weight", "strategy.population", "seed"}
+        "strategy.name",
+        "strategy.arch_lr",
+        "strategy.cost_weight",
+        "strategy.population",
+        "seed",
+    }
     assert {"cost/params", "retrain/test_acc"} <= {m.name.tag for m in experiment.metric_infos}
 
 
@@ -169,8 +191,13 @@ def test_a_ranking_strategy_gets_a_scatter_from_the_cost_model(space, tmp_path):
     assert read_events(tmp_path / "plain").Tags()["images"] == ["search/chosen_arch"]
 
     with_cost = SummaryWriter(str(tmp_path / "cost"))
-    log_search(with_cost, space, Strategy(space), SearchResult(best=ranked[0].arch, ranked=ranked),
-               cost_of=lambda arch: cost.estimate(ModelSpec(arch, space, SHAPE), seq_len=64))
+    log_search(
+        with_cost,
+        space,
+        Strategy(space),
+        SearchResult(best=ranked[0].arch, ranked=ranked),
+        cost_of=lambda arch: cost.estimate(ModelSpec(arch, space, SHAPE), seq_len=64),
+    )
     with_cost.close()
     assert set(read_events(tmp_path / "cost").Tags()["images"]) == {"search/pareto", "search/chosen_arch"}
 
@@ -195,21 +222,26 @@ def test_heatmap_marks_the_chosen_choice_and_has_a_colour_bar(space):
         x_mid = ax.transData.transform((EPOCHS / 2 - 0.5, row))[0]
         for edge in (row - 0.5, row + 0.5):
             y = height - ax.transData.transform((0, edge))[1]
-            assert is_colour(picture[int(y) - 2:int(y) + 3, int(x_mid)], viz.CHOSEN_COLOUR).any()
-        assert [t.get_text() for t in ax.get_yticklabels() if t.get_color() == viz.CHOSEN_COLOUR] == \
-            [str(decisions[f"layer0.{field}"][row])]
+            assert is_colour(picture[int(y) - 2 : int(y) + 3, int(x_mid)], viz.CHOSEN_COLOUR).any()
+        assert [t.get_text() for t in ax.get_yticklabels() if t.get_color() == viz.CHOSEN_COLOUR] == [
+            str(decisions[f"layer0.{field}"][row])
+        ]
     # epoch 0's leading choice is the top row; the last epoch's, the bottom row (cell colours)
     attention = panels[0].images[0]
     colours = attention.to_rgba(attention.get_array())  # (choices, epochs, 4)
     brightness = colours[..., :3] @ [0.299, 0.587, 0.114]
     assert brightness[:, 0].argmax() == 0 and brightness[:, -1].argmax() == len(space.attention) - 1
-    assert not [p for ax in viz.decision_heatmap(make_history(space), decisions, 1, Arch(1, chosen.layers[:1])).axes
-                for p in ax.patches], "layer 1 is past the chosen depth: nothing to mark"
+    assert not [
+        p
+        for ax in viz.decision_heatmap(make_history(space), decisions, 1, Arch(1, chosen.layers[:1])).axes
+        for p in ax.patches
+    ], "layer 1 is past the chosen depth: nothing to mark"
 
 
 def test_margin_is_the_winner_minus_the_runner_up():
-    assert viz.margins({"a": [0.2, 0.5, 0.3], "b": [0.5, 0.5], "c": [1.0]}) == \
-        pytest.approx({"a": 0.2, "b": 0.0, "c": 1.0})
+    assert viz.margins({"a": [0.2, 0.5, 0.3], "b": [0.5, 0.5], "c": [1.0]}) == pytest.approx(
+        {"a": 0.2, "b": 0.0, "c": 1.0}
+    )
 
 
 def test_choice_count_bars_are_to_scale(space):
@@ -224,9 +256,11 @@ def test_choice_count_bars_are_to_scale(space):
 
 def test_pareto_front_follows_the_metric_direction(space):
     a, b, c = (space.sample(s) for s in range(3))
-    candidates = [Candidate(a, {"val/bpb": 2.0, "cost/params": 100}),
-                  Candidate(b, {"val/bpb": 1.5, "cost/params": 200}),
-                  Candidate(c, {"val/bpb": 2.5, "cost/params": 300})]
+    candidates = [
+        Candidate(a, {"val/bpb": 2.0, "cost/params": 100}),
+        Candidate(b, {"val/bpb": 1.5, "cost/params": 200}),
+        Candidate(c, {"val/bpb": 2.5, "cost/params": 300}),
+    ]
     assert [x.arch for x in pareto_front(candidates, "val/bpb", "cost/params", False)] == [a, b]
     assert [x.arch for x in pareto_front(candidates, "val/bpb", "cost/params", True)] == [a, c]
 
@@ -279,8 +313,12 @@ def test_arch_table_is_markdown_with_cost_metrics_and_margins(space):
     arch = Arch(2, (LayerArch("lsh", 2, 32), LayerArch("performer", 4, 64)))
     table = viz.arch_table(arch, cost.estimate(ModelSpec(arch, space, SHAPE), 64), {"val/acc": 0.8125})
     lines = table.splitlines()
-    assert lines[:4] == ["| layer | attention | heads | ffn |", "|---:|---|---:|---:|",
-                         "| 0 | lsh | 2 | 32 |", "| 1 | performer | 4 | 64 |"]
+    assert lines[:4] == [
+        "| layer | attention | heads | ffn |",
+        "|---:|---|---:|---:|",
+        "| 0 | lsh | 2 | 32 |",
+        "| 1 | performer | 4 | 64 |",
+    ]
     assert "parameters" in table and "- **val/acc**: 0.8125" in lines
     margin = {"depth": 0.5, "layer0.attention": 0.25, "layer1.heads": 0.125}
     lines = viz.arch_table(arch, margin=margin).splitlines()

@@ -1,13 +1,14 @@
 """What the entry points share: where the configs are, the `nas_root` resolver, the up-front
 checks of a config and one-line errors."""
+
 from __future__ import annotations
 
 import functools
 import logging
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
@@ -64,8 +65,12 @@ def one_line_errors(command: str) -> Callable:
             except MissingMandatoryValue as err:
                 fail(command, f"missing value for '{err.full_key}': pass {err.full_key}=...")
             except OSError as err:  # a full disk, a file-size limit (ulimit -f), a folder not writable
-                fail(command, f"{err.filename}: {err.strerror or err}" if err.filename
-                     else f"writing under {_output(args)}: {err.strerror or err}")
+                fail(
+                    command,
+                    f"{err.filename}: {err.strerror or err}"
+                    if err.filename
+                    else f"writing under {_output(args)}: {err.strerror or err}",
+                )
 
         return checked
 
@@ -94,22 +99,35 @@ def fail(command: str, message: str) -> None:
 # training with one line naming the field and the allowed values.
 # trainer fields that must be whole numbers, with the smallest allowed value; max_epochs=0
 # would let an untrained supernet pick the arch, so it must be at least 1
-_TRAINER_INTS = {"max_epochs": 1, "devices": 1, "num_nodes": 1, "log_every_n_steps": 1,
-                 "num_sanity_val_steps": 0}
+_TRAINER_INTS = {"max_epochs": 1, "devices": 1, "num_nodes": 1, "log_every_n_steps": 1, "num_sanity_val_steps": 0}
 
 
 # optimizer and schedule fields (the optimizers would reject them mid-run with a traceback):
 # (group, field) -> the smallest whole number, or "positive" / "non-negative" / "fraction" for
 # numbers; None passes where the field may be off (a clip value)
-_NUMBERS = {("search", "lr"): "positive", ("search", "weight_decay"): "non-negative",
-            ("search", "grad_clip"): "positive", ("search", "eval_batches"): 1,
-            ("retrain", "lr"): "positive", ("retrain", "weight_decay"): "non-negative",
-            ("retrain", "warmup_steps"): 0, ("retrain", "patience"): 1,
-            ("retrain", "distill"): "fraction", ("retrain", "gradient_clip_val"): "positive"}
+_NUMBERS = {
+    ("search", "lr"): "positive",
+    ("search", "weight_decay"): "non-negative",
+    ("search", "grad_clip"): "positive",
+    ("search", "eval_batches"): 1,
+    ("retrain", "lr"): "positive",
+    ("retrain", "weight_decay"): "non-negative",
+    ("retrain", "warmup_steps"): 0,
+    ("retrain", "patience"): 1,
+    ("retrain", "distill"): "fraction",
+    ("retrain", "gradient_clip_val"): "positive",
+}
 _OFF = {("search", "grad_clip"), ("retrain", "gradient_clip_val")}
 # switches: YAML reads `maybe` as a string and `2` as a number, which an `if` would take for true
-_FLAGS = ("retrain.enabled", "export.enabled", "export.overwrite", "export.quantize", "overwrite", "quantize",
-          "search_pick")
+_FLAGS = (
+    "retrain.enabled",
+    "export.enabled",
+    "export.overwrite",
+    "export.quantize",
+    "overwrite",
+    "quantize",
+    "search_pick",
+)
 _UNSET = object()
 
 
@@ -148,8 +166,9 @@ def validate(cfg: DictConfig, command: str) -> None:
     if resume and command in ("nas-search", "nas-retrain"):
         folder = Path(str(resume))
         if not ((folder / "checkpoints").is_dir() or (folder / "status.json").is_file()):
-            raise ConfigError(f"resume={resume}: not a run folder (no checkpoints/ in it); "
-                              "pass the folder a previous run printed")
+            raise ConfigError(
+                f"resume={resume}: not a run folder (no checkpoints/ in it); pass the folder a previous run printed"
+            )
     out = cfg.get("out")
     if out and command == "nas-export":
         parent = Path(str(out)).parent
@@ -171,15 +190,38 @@ def validate(cfg: DictConfig, command: str) -> None:
 # move from a GPU to the CPU), logging, storage or where files go. trainer.max_epochs is kept too:
 # schedules span the whole run (GDAS's temperature, DARTS's softmax temperature, retraining's
 # cosine), so a longer run is a new run.
-_TRAINED = ("seed", "sharing", "few_shot", "few_shot_from", "task", "space", "strategy", "search", "retrain",
-            "trainer.max_epochs")
+_TRAINED = (
+    "seed",
+    "sharing",
+    "few_shot",
+    "few_shot_from",
+    "task",
+    "space",
+    "strategy",
+    "search",
+    "retrain",
+    "trainer.max_epochs",
+)
 # read only once training is over, so a resume may change them: which arch to take and whether to
 # retrain (nas-decide, nas/decide_again.py, decides a finished search again with another strategy.decide)
 _AFTER = ("search.eval_batches", "retrain.enabled")
-_AFTER_STRATEGY = {"darts": ("decide",), "gdas": ("decide",), "random": ("samples",),
-                   "enas": ("final_samples",),
-                   "evolution": ("population", "generations", "mutation_prob", "crossover_prob", "cost",
-                                 "constraints", "study_name", "heartbeat_interval", "grace_period")}
+_AFTER_STRATEGY = {
+    "darts": ("decide",),
+    "gdas": ("decide",),
+    "random": ("samples",),
+    "enas": ("final_samples",),
+    "evolution": (
+        "population",
+        "generations",
+        "mutation_prob",
+        "crossover_prob",
+        "cost",
+        "constraints",
+        "study_name",
+        "heartbeat_interval",
+        "grace_period",
+    ),
+}
 # evolution workers join a run's study with their own seed and without retraining (README)
 _WORKER = ("seed", "retrain")
 
@@ -192,22 +234,27 @@ def check_resume(cfg: DictConfig, command: str) -> None:
     folder = Path(str(cfg.resume))
     saved = folder / ".hydra" / "config.yaml"
     if not saved.is_file():
-        log.warning("resume=%s: no .hydra/config.yaml in it, so the settings the run was started with "
-                    "are not checked", cfg.resume)
+        log.warning(
+            "resume=%s: no .hydra/config.yaml in it, so the settings the run was started with are not checked",
+            cfg.resume,
+        )
         return
     started = read_yaml(saved, "the run's config")
     if not isinstance(started, dict):
         raise ConfigError(f"{saved}: not a run's config (a mapping of settings)")
     wrote = "nas-search" if "strategy" in started else "nas-retrain"
     if wrote != command:
-        raise ConfigError(f"resume={cfg.resume}: a run folder of {wrote}, not of {command}: "
-                          f"resume it with {wrote} resume=")
+        raise ConfigError(
+            f"resume={cfg.resume}: a run folder of {wrote}, not of {command}: resume it with {wrote} resume="
+        )
     changed = changed_settings(started, OmegaConf.to_container(cfg, resolve=False), command)
     if changed:
         shown = ", ".join(changed[:8]) + (f" and {len(changed) - 8} more" if len(changed) > 8 else "")
-        raise ConfigError(f"resume={cfg.resume}: the run was started with other settings ({saved}): {shown}; "
-                          "a resume continues a run as it started: drop these overrides, or start a new "
-                          "run to train with them (also to train longer)")
+        raise ConfigError(
+            f"resume={cfg.resume}: the run was started with other settings ({saved}): {shown}; "
+            "a resume continues a run as it started: drop these overrides, or start a new "
+            "run to train with them (also to train longer)"
+        )
     if read_status(folder).get("state") != "done":  # a done run is not resumed (see `finished`)
         _record_config(cfg)
 
@@ -256,8 +303,11 @@ def _record_config(cfg: DictConfig) -> None:
         return
     folder = Path(hydra.runtime.output_dir) / ".hydra"
     folder.mkdir(exist_ok=True)
-    for name, node in (("config.yaml", cfg), ("hydra.yaml", HydraConfig.instance().cfg),
-                       ("overrides.yaml", hydra.overrides.task)):
+    for name, node in (
+        ("config.yaml", cfg),
+        ("hydra.yaml", HydraConfig.instance().cfg),
+        ("overrides.yaml", hydra.overrides.task),
+    ):
         atomic_write(folder / name, OmegaConf.to_yaml(node))  # whole files, also with workers writing at once
 
 
@@ -269,16 +319,21 @@ def finished(cfg: DictConfig, command: str) -> bool:
     stops after the search (retrain.enabled=false); a command that would retrain and export again
     would find the run's own retrained model and export in its way, so it is done like any other."""
     resume = cfg.get("resume")
-    worker = (command == "nas-search" and cfg.strategy.get("name") == "evolution"
-              and not OmegaConf.select(cfg, "retrain.enabled", default=True))
+    worker = (
+        command == "nas-search"
+        and cfg.strategy.get("name") == "evolution"
+        and not OmegaConf.select(cfg, "retrain.enabled", default=True)
+    )
     if not resume or worker:
         return False
     status = read_status(Path(str(resume)))
     if status.get("state") != "done":
         return False
     where = "summary.txt, best_arch.yaml" if command == "nas-search" else "checkpoints/"
-    print(f"{command}: {resume} is already done (status.json, {status.get('updated', '?')}); "
-          f"nothing to resume: its results are in {where}. Start a new run to train again.")
+    print(
+        f"{command}: {resume} is already done (status.json, {status.get('updated', '?')}); "
+        f"nothing to resume: its results are in {where}. Start a new run to train again."
+    )
     return True
 
 
@@ -290,5 +345,7 @@ def _check_run_folder(cfg: DictConfig) -> None:
         return  # composed in Python (scripts, tests): the caller owns the folder
     hydra_dir = HydraConfig.get().runtime.output_dir
     if Path(str(paths.output_dir)).resolve() != Path(hydra_dir).resolve():
-        raise ConfigError(f"paths.output_dir={paths.output_dir}: the run folder is Hydra's ({hydra_dir}); "
-                          f"choose it with hydra.run.dir={paths.output_dir}")
+        raise ConfigError(
+            f"paths.output_dir={paths.output_dir}: the run folder is Hydra's ({hydra_dir}); "
+            f"choose it with hydra.run.dir={paths.output_dir}"
+        )

@@ -6,6 +6,7 @@ two folders, the rule and the decided arch.
     nas-decide run=runs/search/<timestamp> strategy.decide.rule=greedy search.eval_batches=32
     nas-decide run=runs/search/<timestamp> strategy.decide.rule=argmax out=runs/search/argmax_again
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,7 +20,7 @@ from nas.strategies.darts import DECIDE
 
 USAGE = f"""arguments, as key=value like nas-search's:
   run=PATH                   a finished darts or gdas search run folder (required)
-  strategy.decide.rule=RULE  the rule: {', '.join(DECIDE)} (required)
+  strategy.decide.rule=RULE  the rule: {", ".join(DECIDE)} (required)
   out=PATH                   the new run folder, which must not exist (default: <run>_<RULE> beside it)
   any other key=value        more nas-search overrides, after the run's own (e.g. search.eval_batches=32)"""
 
@@ -28,8 +29,12 @@ USAGE = f"""arguments, as key=value like nas-search's:
 def run(run: Path, decide: str, out: Path | None, overrides: list[str]) -> dict:
     """Decide `run` again into a new folder; print and return what was decided."""
     folder = decide_again(run, decide, out, overrides)
-    decided = {"run": str(run), "out": str(folder), "decide": decide,
-               "arch": read_yaml(folder / "best_arch.yaml", "the decided arch")}
+    decided = {
+        "run": str(run),
+        "out": str(folder),
+        "decide": decide,
+        "arch": read_yaml(folder / "best_arch.yaml", "the decided arch"),
+    }
     print(json.dumps(decided, indent=2))
     return decided
 
@@ -37,9 +42,12 @@ def run(run: Path, decide: str, out: Path | None, overrides: list[str]) -> dict:
 def main(argv: list[str] | None = None) -> None:
     doc = __doc__.split("\n\n")
     what = doc[0].removeprefix("`nas-decide`: ")
-    parser = argparse.ArgumentParser(prog="nas-decide", description=what[0].upper() + what[1:],
-                                     epilog=f"{USAGE}\n\nexamples:\n{doc[1]}",
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="nas-decide",
+        description=what[0].upper() + what[1:],
+        epilog=f"{USAGE}\n\nexamples:\n{doc[1]}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="see below")
     parser.error = lambda message: fail("nas-decide", message)  # one line, not usage + error
     given = parser.parse_args(argv).overrides

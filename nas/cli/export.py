@@ -4,6 +4,7 @@
     nas-export ckpt=runs/search/<timestamp>/retrain/checkpoints/best.ckpt out=exported
     nas-export ckpt=... out=exported quantize=true overwrite=true
 """
+
 from __future__ import annotations
 
 import json

@@ -5,6 +5,7 @@ regret of the supernet's pick (`nas.rank_pipeline.rank`).
     nas-rank run=runs/search/<timestamp> archs=8
     nas-rank run=runs/search/<timestamp> archs=ranked.csv seeds=3 workers=2
 """
+
 from __future__ import annotations
 
 import hydra

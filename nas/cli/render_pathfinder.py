@@ -5,6 +5,7 @@ default (the options of `task=pathfinder`); LRA's released images with --path.
     nas-render-pathfinder --out pathfinder.png --contour-length 14
     nas-render-pathfinder --out lra.png --path lra_release/pathfinder32/curv_baseline
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,8 +43,7 @@ def sample_images(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray]:
 def grid(images: np.ndarray, labels: np.ndarray, per_class: int, scale: int) -> Image.Image:
     """Two captioned rows of `per_class` tiles, each image scaled `scale` times."""
     size = images.shape[1] * scale
-    rows = [("joined (1)", images[labels == 1][:per_class]),
-            ("not joined (0)", images[labels == 0][:per_class])]
+    rows = [("joined (1)", images[labels == 1][:per_class]), ("not joined (0)", images[labels == 0][:per_class])]
     width = LABEL_WIDTH + per_class * (size + GAP)
     canvas = Image.new("L", (width, 2 * (size + GAP) + GAP), color=96)
     draw = ImageDraw.Draw(canvas)
@@ -71,17 +71,21 @@ def run(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> None:
     doc = __doc__.split("\n\n")
     what = doc[0].split(": ", 1)[1]
-    parser = argparse.ArgumentParser(prog="nas-render-pathfinder", description=what[0].upper() + what[1:],
-                                     epilog=f"examples:\n{doc[1]}",
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="nas-render-pathfinder",
+        description=what[0].upper() + what[1:],
+        epilog=f"examples:\n{doc[1]}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--out", default="pathfinder.png", help="PNG file to write (default: %(default)s)")
     parser.add_argument("--contour-length", type=int, default=6, help="dashes per contour (default: %(default)s)")
     parser.add_argument("--resolution", type=int, default=32, help="image side in pixels (default: %(default)s)")
     parser.add_argument("--per-class", type=int, default=8, help="images per row (default: %(default)s)")
     parser.add_argument("--scale", type=int, default=4, help="pixels per image pixel (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the generated images (default: %(default)s)")
-    parser.add_argument("--path", default=None, help="LRA's folder for one difficulty, to render its images "
-                                                     "instead of generated ones")
+    parser.add_argument(
+        "--path", default=None, help="LRA's folder for one difficulty, to render its images instead of generated ones"
+    )
     parser.error = lambda message: fail("nas-render-pathfinder", message)  # one line, not usage + error
     run(parser.parse_args(argv))
 

@@ -5,6 +5,7 @@ weights, optionally distilling from the supernet's largest subnet) and report it
     nas-retrain arch=runs/search/<timestamp>/best_arch.yaml task=mqar
     nas-retrain arch=best_arch.yaml retrain.init=inherit retrain.supernet_ckpt=runs/search/<timestamp>/checkpoints/last.ckpt
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -31,8 +32,13 @@ def run(cfg: DictConfig) -> pipeline.RetrainOutcome | None:
     run_dir = Path(cfg.paths.output_dir)
     with working_in(run_dir, resumed=bool(cfg.get("resume"))):
         outcome = pipeline.retrain(cfg, arch, space, pipeline.make_task(cfg), run_dir)
-    lines = ["", arch.describe(), "", *(f"{k:<24} {v:.4f}" for k, v in outcome.metrics.items()),
-             f"{'checkpoint':<24} {outcome.ckpt}"]
+    lines = [
+        "",
+        arch.describe(),
+        "",
+        *(f"{k:<24} {v:.4f}" for k, v in outcome.metrics.items()),
+        f"{'checkpoint':<24} {outcome.ckpt}",
+    ]
     print("\n".join(lines))
     return outcome
 

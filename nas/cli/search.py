@@ -5,6 +5,7 @@
     nas-search task=listops space=lra strategy=gdas trainer.max_epochs=3
     nas-search resume=runs/search/2026-11-23_14-00-00   # continue an interrupted run
 """
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -3,9 +3,10 @@ a position-wise function applied to pieces of the sequence, so that only one pie
 units exist at a time.
 # b batch, n sequence, D model width
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor

@@ -2,6 +2,7 @@
 
 Smaller choices share the leading rows/columns of the largest one, as in HAT, AutoFormer and OFA.
 """
+
 from __future__ import annotations
 
 from torch import Tensor, nn
@@ -10,8 +11,7 @@ from torch import Tensor, nn
 class ElasticLinear(nn.Linear):
     """An nn.Linear of the largest size whose forward may use fewer outputs or inputs."""
 
-    def sliced(self, out_features: int | None = None, in_features: int | None = None
-               ) -> tuple[Tensor, Tensor]:
+    def sliced(self, out_features: int | None = None, in_features: int | None = None) -> tuple[Tensor, Tensor]:
         """(weight, bias) restricted to the leading `out_features` rows, `in_features` columns."""
         out_features = out_features or self.out_features
         in_features = in_features or self.in_features

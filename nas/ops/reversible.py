@@ -9,11 +9,12 @@ random number state and the module's buffers (e.g. a Performer's feature redraw 
 forward, so it computes exactly what the forward did.
 # b batch, n sequence, D model width
 """
+
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 import torch
 from torch import Tensor, nn
@@ -33,8 +34,7 @@ class Coupling:
     g_chunks: int = 1  # g runs on this many pieces of the sequence (chunked feed-forward)
 
 
-def coupled(x1: Tensor, x2: Tensor, couplings: list[Coupling], recompute: bool = False
-            ) -> tuple[Tensor, Tensor]:
+def coupled(x1: Tensor, x2: Tensor, couplings: list[Coupling], recompute: bool = False) -> tuple[Tensor, Tensor]:
     """The layers with plain autograd (activations stored): the reference, and inference.
 
     recompute: checkpoint g's chunks in training (see `chunked`).
@@ -100,8 +100,11 @@ class _ReversibleStack(torch.autograd.Function):
     def forward(ctx, x1: Tensor, x2: Tensor, couplings: list[Coupling], *params: Tensor):
         ctx.couplings = couplings
         ctx.params = params
-        ctx.autocast = {"device_type": x1.device.type, "dtype": torch.get_autocast_dtype(x1.device.type),
-                        "enabled": torch.is_autocast_enabled(x1.device.type)}
+        ctx.autocast = {
+            "device_type": x1.device.type,
+            "dtype": torch.get_autocast_dtype(x1.device.type),
+            "enabled": torch.is_autocast_enabled(x1.device.type),
+        }
         ctx.replays = []
         with torch.no_grad():
             for c in couplings:
@@ -137,8 +140,9 @@ class _ReversibleStack(torch.autograd.Function):
                 # g, one chunk at a time: x2 = y2 - g(y1); dx1 = dy1 + dy2 dg/dy1
                 x2, dx1 = [], []
                 with before_g.replay(c.module):
-                    for y1_c, y2_c, dy1_c, dy2_c in zip(*(t.tensor_split(c.g_chunks, dim=1)
-                                                          for t in (y1, y2, dy1, dy2))):
+                    for y1_c, y2_c, dy1_c, dy2_c in zip(
+                        *(t.tensor_split(c.g_chunks, dim=1) for t in (y1, y2, dy1, dy2))
+                    ):
                         z = y1_c.detach().requires_grad_()  # (b, n/chunks, D)
                         gz = c.g(z)
                         dz, *param_grads = torch.autograd.grad(gz, (z, *params), dy2_c, allow_unused=True)

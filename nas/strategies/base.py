@@ -6,6 +6,7 @@ model space, strategy and evaluator). A strategy is an nn.Module so that its par
 (architecture weights, a controller) and its extra state (RNG, history) live in `state_dict()`
 and so in every Lightning checkpoint: a search resumes where it stopped.
 """
+
 from __future__ import annotations
 
 import random
@@ -24,8 +25,17 @@ from nas.space import Arch, SearchSpace
 from nas.supernet import Supernet
 from nas.viz import margins
 
-__all__ = ["Candidate", "SearchContext", "SearchReport", "SearchResult", "SearchSetting", "Strategy",
-           "build_strategy", "check_numbers", "check_wholes"]
+__all__ = [
+    "Candidate",
+    "SearchContext",
+    "SearchReport",
+    "SearchResult",
+    "SearchSetting",
+    "Strategy",
+    "build_strategy",
+    "check_numbers",
+    "check_wholes",
+]
 
 
 def check_numbers(kind: str, **options: float | None) -> None:
@@ -123,8 +133,9 @@ class Strategy(nn.Module):
     class Config:
         """The strategy's options (`strategy.<option>`); each subclass declares its own."""
 
-    def __init__(self, space: SearchSpace, config: Config | None = None, setting: SearchSetting = NO_SETTING,
-                 seed: int = 0):
+    def __init__(
+        self, space: SearchSpace, config: Config | None = None, setting: SearchSetting = NO_SETTING, seed: int = 0
+    ):
         super().__init__()
         self.space = space
         self.config = config if config is not None else self.Config()
@@ -193,8 +204,9 @@ class Strategy(nn.Module):
         self.counts = state["counts"]
 
 
-def build_strategy(cls: type[Strategy], space: SearchSpace, options: dict[str, Any],
-                   setting: SearchSetting = NO_SETTING, seed: int = 0) -> Strategy:
+def build_strategy(
+    cls: type[Strategy], space: SearchSpace, options: dict[str, Any], setting: SearchSetting = NO_SETTING, seed: int = 0
+) -> Strategy:
     """`cls` with options read from a config (nested mappings for its parts, e.g.
     {"penalty": {"cost": "flops"}}): an unknown option, a missing one, a value of the wrong type
     or out of range stops with one ConfigError line naming `strategy.<option>` (`build_config`)."""

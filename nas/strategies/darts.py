@@ -19,6 +19,7 @@ decisions one by one among all their remaining candidates by the supernet's vali
 `top2` settles each decision between its top two, `argmax` takes the weights' choice
 (nas.strategies.darts_decide).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -97,8 +98,9 @@ class DartsStrategy(Strategy):
     Config = DartsConfig
     hard = False
 
-    def __init__(self, space: SearchSpace, config: DartsConfig | None = None,
-                 setting: SearchSetting = NO_SETTING, seed: int = 0):
+    def __init__(
+        self, space: SearchSpace, config: DartsConfig | None = None, setting: SearchSetting = NO_SETTING, seed: int = 0
+    ):
         super().__init__(space, config, setting, seed)
         c = self.config
         if space.max_heads % c.partial:
@@ -109,10 +111,12 @@ class DartsStrategy(Strategy):
         self.shrinker = Shrinker(c.shrink, c.warmup_epochs)
         self.decide = DecideRule(c.decide)
         self.register_buffer("softmax_tau", torch.tensor(float(c.temperature.start)))  # this epoch's
-        self.alphas = nn.ParameterDict({
-            _param_key(key): nn.Parameter(1e-3 * torch.randn(len(options)))
-            for key, options in space.decisions().items()
-        })
+        self.alphas = nn.ParameterDict(
+            {
+                _param_key(key): nn.Parameter(1e-3 * torch.randn(len(options)))
+                for key, options in space.decisions().items()
+            }
+        )
         # PC-DARTS edge logits: per layer (residual, mixed attention); absent for plain DARTS
         self.betas = nn.Parameter(torch.zeros(space.max_depth, 2)) if self.edge_norm else None
         self.history: list[dict[str, list[float]]] = []  # probabilities after each epoch
@@ -124,8 +128,12 @@ class DartsStrategy(Strategy):
     # -- the distribution ------------------------------------------------------------------
     def logits(self) -> dict[str, Tensor]:
         """Per decision its logits; -inf for candidates that shrinking dropped."""
-        return {key: self.alphas[_param_key(key)].masked_fill(~keep, float("-inf")) if keep is not None
-                else self.alphas[_param_key(key)] for key, keep in self.keep().items()}
+        return {
+            key: self.alphas[_param_key(key)].masked_fill(~keep, float("-inf"))
+            if keep is not None
+            else self.alphas[_param_key(key)]
+            for key, keep in self.keep().items()
+        }
 
     def keep(self) -> dict[str, Tensor | None]:
         """Per decision a bool mask of the candidates still in the search (None: not shrinking)."""
@@ -161,8 +169,12 @@ class DartsStrategy(Strategy):
 
     def optimizers(self) -> list[torch.optim.Optimizer]:
         if not hasattr(self, "_arch_optimizer"):
-            self._arch_optimizer = torch.optim.Adam(self.arch_parameters(), lr=self.config.arch_lr,
-                                                    betas=(0.5, 0.999), weight_decay=self.config.arch_weight_decay)
+            self._arch_optimizer = torch.optim.Adam(
+                self.arch_parameters(),
+                lr=self.config.arch_lr,
+                betas=(0.5, 0.999),
+                weight_decay=self.config.arch_weight_decay,
+            )
         return [self._arch_optimizer]
 
     def arch_penalty(self) -> Tensor:
@@ -176,8 +188,13 @@ class DartsStrategy(Strategy):
         if self.hard:
             logits = ctx.supernet.forward_mixed(batch["tokens"], weights, batch["mask"], hard=True)
         else:
-            logits = ctx.supernet.forward_mixed(batch["tokens"], weights, batch["mask"], partial=self.config.partial,
-                                                edges=None if edges is None else edges.detach() if detach else edges)
+            logits = ctx.supernet.forward_mixed(
+                batch["tokens"],
+                weights,
+                batch["mask"],
+                partial=self.config.partial,
+                edges=None if edges is None else edges.detach() if detach else edges,
+            )
         return task_loss(logits, batch["target"])
 
     def training_step(self, ctx: SearchContext, train: dict, val: dict | None) -> dict[str, Tensor]:
@@ -214,7 +231,7 @@ class DartsStrategy(Strategy):
         val_loss = self.loss(ctx, val, self.mixture_weights(ctx))
         alphas = self.arch_parameters()
         grads = torch.autograd.grad(val_loss, alphas + weights, allow_unused=True)
-        d_alpha, d_weights = grads[: len(alphas)], grads[len(alphas):]
+        d_alpha, d_weights = grads[: len(alphas)], grads[len(alphas) :]
         norm = torch.sqrt(sum((g * g).sum() for g in d_weights if g is not None))
         eps = 0.01 / (norm + 1e-12)
 
@@ -231,7 +248,9 @@ class DartsStrategy(Strategy):
         optimizer = ctx.optimizer(1)
         optimizer.zero_grad()
         penalty = self.arch_penalty()
-        penalty_grads = torch.autograd.grad(penalty, alphas, allow_unused=True) if penalty.requires_grad else [None] * len(alphas)
+        penalty_grads = (
+            torch.autograd.grad(penalty, alphas, allow_unused=True) if penalty.requires_grad else [None] * len(alphas)
+        )
         for a, da, hp, hm, pg in zip(alphas, d_alpha, plus, minus, penalty_grads):
             a.grad = (0 if da is None else da) - xi * (hp - hm) / (2 * eps) + (0 if pg is None else pg)
         optimizer.step()
@@ -253,14 +272,23 @@ class DartsStrategy(Strategy):
         if not self.decide.judges:
             return SearchResult(best=self.current_arch())
         self.penalty.attach(ctx.supernet.shape)  # a strategy may be asked without having trained
-        judge = SupernetJudge(ctx.supernet, val_batches, ctx.metric, cost_of=self.penalty.of,
-                              penalty=self.penalty.of_arch if self.penalty.active else None)
+        judge = SupernetJudge(
+            ctx.supernet,
+            val_batches,
+            ctx.metric,
+            cost_of=self.penalty.of,
+            penalty=self.penalty.of_arch if self.penalty.active else None,
+        )
         best, self.comparison = self.decide(judge, self.space, {k: v.detach() for k, v in self.probabilities().items()})
         return SearchResult(best=best)
 
     def report(self) -> SearchReport:
-        return SearchReport.of(self.history, comparisons=self.comparison, shrunk=tuple(self.shrinker.log),
-                               min_margin=self.config.decide.min_margin)
+        return SearchReport.of(
+            self.history,
+            comparisons=self.comparison,
+            shrunk=tuple(self.shrinker.log),
+            min_margin=self.config.decide.min_margin,
+        )
 
     def get_extra_state(self) -> dict:
         return {**super().get_extra_state(), "history": self.history, "shrunk": self.shrinker.log}
@@ -270,8 +298,9 @@ class DartsStrategy(Strategy):
         self.history = state["history"]
         self.shrinker.log = state.get("shrunk", [])  # checkpoints from before shrinking existed
 
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
-                              error_msgs) -> None:
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    ) -> None:
         """Resume across `shrink.every`: a checkpoint written without shrinking has dropped
         nothing (every candidate stays); one that dropped candidates needs shrinking on."""
         for key, options in self.space.decisions().items():
@@ -280,11 +309,14 @@ class DartsStrategy(Strategy):
                 state_dict[name] = torch.ones(len(options), dtype=torch.bool)
             elif not self.config.shrink.every and name in state_dict:
                 if not bool(state_dict[name].all()):
-                    raise ConfigError(f"the checkpoint's search dropped candidates of {key} "
-                                      "(strategy.shrink.every > 0): resume it with strategy.shrink.every > 0")
+                    raise ConfigError(
+                        f"the checkpoint's search dropped candidates of {key} "
+                        "(strategy.shrink.every > 0): resume it with strategy.shrink.every > 0"
+                    )
                 del state_dict[name]  # nothing dropped yet: the same as not shrinking
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
-                                      error_msgs)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
 
 
 @dataclass(frozen=True)
@@ -297,8 +329,10 @@ class GdasConfig(DartsConfig):
     def __post_init__(self):
         super().__post_init__()
         if self.gumbel.end > self.gumbel.start:
-            raise ConfigError(f"gumbel.end={self.gumbel.end!r} > strategy.gumbel.start={self.gumbel.start!r}: "
-                              "the temperature is annealed from gumbel.start down to gumbel.end")
+            raise ConfigError(
+                f"gumbel.end={self.gumbel.end!r} > strategy.gumbel.start={self.gumbel.start!r}: "
+                "the temperature is annealed from gumbel.start down to gumbel.end"
+            )
 
 
 @STRATEGIES.register("gdas")
@@ -309,8 +343,9 @@ class GdasStrategy(DartsStrategy):
     Config = GdasConfig
     hard = True
 
-    def __init__(self, space: SearchSpace, config: GdasConfig | None = None,
-                 setting: SearchSetting = NO_SETTING, seed: int = 0):
+    def __init__(
+        self, space: SearchSpace, config: GdasConfig | None = None, setting: SearchSetting = NO_SETTING, seed: int = 0
+    ):
         super().__init__(space, config, setting, seed)
         self.gumbel = TemperatureSchedule(self.config.gumbel)
         # float: an int from the command line would round

@@ -5,10 +5,11 @@ SPOS / DARTS-PT judge an op by the supernet's accuracy with it, https://arxiv.or
 either the top-2 candidates of each decision compared on their own (`compare_top_two`), or every
 remaining candidate, decision by decision, with the earlier decisions settled (`settle_in_turn`).
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from torch import Tensor
 
@@ -68,8 +69,15 @@ def shrink(probs: dict[str, Tensor], keep: dict[str, Tensor], shrink_to: int) ->
         weakest = int(remaining.argmin())  # ties: the first listed goes
         mask[weakest] = False
         leader = float(p.masked_fill(~mask, -1.0).max())
-        events.append({"decision": key, "dropped": weakest, "p": float(p[weakest]),
-                       "cut": leader - float(p[weakest]), "left": int(mask.sum())})
+        events.append(
+            {
+                "decision": key,
+                "dropped": weakest,
+                "p": float(p[weakest]),
+                "cut": leader - float(p[weakest]),
+                "left": int(mask.sum()),
+            }
+        )
     return events
 
 
@@ -81,8 +89,14 @@ class SupernetJudge:
     trade against the loss), two archs are compared by validation loss plus penalty instead
     (lower; then cost), so that the final decision keeps the trade the user asked for."""
 
-    def __init__(self, supernet: Supernet, batches: list[dict], metric: str, cost_of: Callable[[Arch], float],
-                 penalty: Callable[[Arch], float] | None = None):
+    def __init__(
+        self,
+        supernet: Supernet,
+        batches: list[dict],
+        metric: str,
+        cost_of: Callable[[Arch], float],
+        penalty: Callable[[Arch], float] | None = None,
+    ):
         self.supernet, self.batches, self.metric, self.cost_of = supernet, batches, metric, cost_of
         self.penalty = penalty
         self.scored: dict[Arch, dict[str, float]] = {}
@@ -100,11 +114,14 @@ class SupernetJudge:
     def prefers(self, rival: Arch, arch: Arch) -> bool:
         """Whether `rival` is strictly better than `arch` (a full tie keeps `arch`)."""
         if self.penalty is not None:
-            return ((self.score(rival)["val/loss+cost"], self.cost_of(rival))
-                    < (self.score(arch)["val/loss+cost"], self.cost_of(arch)))
+            return (self.score(rival)["val/loss+cost"], self.cost_of(rival)) < (
+                self.score(arch)["val/loss+cost"],
+                self.cost_of(arch),
+            )
         # best_first is stable and `arch` is listed first, so a tie leaves it on top
-        ranked = best_first([Candidate(a, {**self.score(a), "cost": self.cost_of(a)}) for a in (arch, rival)],
-                            self.metric, "cost")
+        ranked = best_first(
+            [Candidate(a, {**self.score(a), "cost": self.cost_of(a)}) for a in (arch, rival)], self.metric, "cost"
+        )
         return ranked[0].arch == rival
 
 
@@ -123,8 +140,7 @@ def _tried(choice, scores: dict[str, float]) -> dict:
     return {"choice": choice, **scores}
 
 
-def compare_top_two(judge: SupernetJudge, space: SearchSpace,
-                    probs: dict[str, Tensor]) -> tuple[Arch, dict[str, dict]]:
+def compare_top_two(judge: SupernetJudge, space: SearchSpace, probs: dict[str, Tensor]) -> tuple[Arch, dict[str, dict]]:
     """Per decision, the argmax arch against the same arch with that decision's runner-up (every
     other decision at its argmax), each decision judged on its own; the runner-up is kept only
     when the judge prefers it.
@@ -150,16 +166,17 @@ def compare_top_two(judge: SupernetJudge, space: SearchSpace,
             continue
         if judge.prefers(rival, base):
             kept[key] = runner_up
-        record[key] = {"tried": [_tried(argmax[key], judge.score(base)), _tried(runner_up, judge.score(rival))],
-                       "kept": kept[key]}
+        record[key] = {
+            "tried": [_tried(argmax[key], judge.score(base)), _tried(runner_up, judge.score(rival))],
+            "kept": kept[key],
+        }
     return space.arch_from_choices(kept), record
 
 
 MAX_PASSES = 3  # a pass that changes nothing ends the search sooner; each pass is cheap (cached archs)
 
 
-def settle_in_turn(judge: SupernetJudge, space: SearchSpace,
-                   probs: dict[str, Tensor]) -> tuple[Arch, dict[str, dict]]:
+def settle_in_turn(judge: SupernetJudge, space: SearchSpace, probs: dict[str, Tensor]) -> tuple[Arch, dict[str, dict]]:
     """A coordinate search on the supernet from the argmax arch, as DARTS-PT settles one edge at a
     time by the supernet's accuracy (https://arxiv.org/abs/2108.04392; here without its fine-tuning
     between edges): decision by decision, in the space's order, every remaining candidate is tried
@@ -181,8 +198,11 @@ def settle_in_turn(judge: SupernetJudge, space: SearchSpace,
         record, changed = {}, False
         for key, p in probs.items():
             current = space.arch_from_choices(choices)
-            rivals = [(decisions[key][i], space.arch_from_choices({**choices, key: decisions[key][i]}))
-                      for i in _by_probability(p) if decisions[key][i] != choices[key]]
+            rivals = [
+                (decisions[key][i], space.arch_from_choices({**choices, key: decisions[key][i]}))
+                for i in _by_probability(p)
+                if decisions[key][i] != choices[key]
+            ]
             rivals = [(choice, arch) for choice, arch in rivals if arch != current]  # a layer past the depth
             if not rivals:
                 continue
@@ -190,9 +210,13 @@ def settle_in_turn(judge: SupernetJudge, space: SearchSpace,
             for choice, arch in rivals:
                 if judge.prefers(arch, best):
                     best_choice, best = choice, arch
-            record[key] = {"tried": [_tried(choices[key], judge.score(current)),
-                                     *(_tried(choice, judge.score(arch)) for choice, arch in rivals)],
-                           "kept": best_choice}
+            record[key] = {
+                "tried": [
+                    _tried(choices[key], judge.score(current)),
+                    *(_tried(choice, judge.score(arch)) for choice, arch in rivals),
+                ],
+                "kept": best_choice,
+            }
             changed |= best_choice != choices[key]
             choices[key] = best_choice
         if not changed:
@@ -232,6 +256,7 @@ class DecideRule:
     def judges(self) -> bool:
         return self.settle is not None
 
-    def __call__(self, judge: SupernetJudge, space: SearchSpace,
-                 probs: dict[str, Tensor]) -> tuple[Arch, dict[str, dict]]:
+    def __call__(
+        self, judge: SupernetJudge, space: SearchSpace, probs: dict[str, Tensor]
+    ) -> tuple[Arch, dict[str, dict]]:
         return self.settle(judge, space, probs)

@@ -3,6 +3,7 @@ decision of the space in turn; the shared weights train on its samples, and the 
 learns by REINFORCE on the validation metric of its samples with inherited weights.
 # a sampled archs, K decisions, H controller width, C choices of one decision
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -55,11 +56,16 @@ class EnasConfig:
 
     def __post_init__(self):
         check_options(self.sandwich, self.distill)
-        check_wholes(1, controller_hidden=self.controller_hidden, controller_every=self.controller_every,
-                     controller_samples=self.controller_samples)
+        check_wholes(
+            1,
+            controller_hidden=self.controller_hidden,
+            controller_every=self.controller_every,
+            controller_samples=self.controller_samples,
+        )
         check_wholes(0, final_samples=self.final_samples, warmup_epochs=self.warmup_epochs)
-        check_numbers("positive", controller_lr=self.controller_lr, tanh_constant=self.tanh_constant,
-                      temperature=self.temperature)
+        check_numbers(
+            "positive", controller_lr=self.controller_lr, tanh_constant=self.tanh_constant, temperature=self.temperature
+        )
         check_numbers("non-negative", entropy_weight=self.entropy_weight)
         check_numbers("fraction", baseline_decay=self.baseline_decay)  # 1 would never move the baseline
 
@@ -70,8 +76,9 @@ class EnasStrategy(Strategy):
 
     Config = EnasConfig
 
-    def __init__(self, space: SearchSpace, config: EnasConfig | None = None,
-                 setting: SearchSetting = NO_SETTING, seed: int = 0):
+    def __init__(
+        self, space: SearchSpace, config: EnasConfig | None = None, setting: SearchSetting = NO_SETTING, seed: int = 0
+    ):
         super().__init__(space, config, setting, seed)
         c = self.config
         self.sandwich, self.distill = c.sandwich, c.distill
@@ -132,8 +139,10 @@ class EnasStrategy(Strategy):
         return torch.stack(picks, 1), log_probs
 
     def _archs(self, picks: Tensor) -> list[Arch]:
-        return [self.space.arch_from_choices({key: self.decisions[key][int(i)] for key, i in zip(self.keys, row)})
-                for row in picks]
+        return [
+            self.space.arch_from_choices({key: self.decisions[key][int(i)] for key, i in zip(self.keys, row)})
+            for row in picks
+        ]
 
     def _used(self, archs: list[Arch]) -> Tensor:
         """(a, K) mask of the decisions each arch makes: depth and the layers it keeps."""
@@ -178,8 +187,9 @@ class EnasStrategy(Strategy):
         self.steps += 1
         if val is not None and ctx.current_epoch >= self.warmup_epochs and self.steps % self.controller_every == 0:
             samples = self.sample(self.controller_samples, ctx)
-            rewards = torch.tensor([score(evaluate(ctx.supernet, [val], ctx.metric, arch=a), ctx.metric)
-                                    for a in samples.archs])
+            rewards = torch.tensor(
+                [score(evaluate(ctx.supernet, [val], ctx.metric, arch=a), ctx.metric) for a in samples.archs]
+            )
             ctx.step(self.reinforce_loss(samples, rewards), optimizer_index=1)
             logs["reward"] = rewards.mean()
         return logs
@@ -221,8 +231,13 @@ class EnasStrategy(Strategy):
         return SearchReport.of(self.history)
 
     def get_extra_state(self) -> dict:
-        return {**super().get_extra_state(), "generator": self.generator.get_state(),
-                "baseline": self.baseline, "steps": self.steps, "history": self.history}
+        return {
+            **super().get_extra_state(),
+            "generator": self.generator.get_state(),
+            "baseline": self.baseline,
+            "steps": self.steps,
+            "history": self.history,
+        }
 
     def set_extra_state(self, state: dict) -> None:
         super().set_extra_state(state)

@@ -2,6 +2,7 @@
 https://doi.org/10.1109/4235.996017) with Optuna, trading the validation metric with inherited
 weights against a cost from `nas.cost`, under hard cost constraints (as in SPOS and HAT).
 """
+
 from __future__ import annotations
 
 import json
@@ -84,8 +85,13 @@ class EvolutionStrategy(SinglePathStrategy):
 
     Config = EvolutionConfig
 
-    def __init__(self, space: SearchSpace, config: EvolutionConfig | None = None,
-                 setting: SearchSetting = NO_SETTING, seed: int = 0):
+    def __init__(
+        self,
+        space: SearchSpace,
+        config: EvolutionConfig | None = None,
+        setting: SearchSetting = NO_SETTING,
+        seed: int = 0,
+    ):
         super().__init__(space, config, setting, seed)
         c = self.config
         self.population, self.generations, self.cost = c.population, c.generations, c.cost
@@ -110,7 +116,8 @@ class EvolutionStrategy(SinglePathStrategy):
                 raise ConfigError(
                     f"no arch in space '{self.space.name}' meets constraints.{kind} <= {limit:g}: the "
                     f"cheapest, {choices['depth']} x ({layer.attention}, heads={layer.heads}, "
-                    f"ffn_dim={layer.ffn_dim}), costs {cheapest:g} {UNITS[kind]} at seq_len {self.costs.seq_len}")
+                    f"ffn_dim={layer.ffn_dim}), costs {cheapest:g} {UNITS[kind]} at seq_len {self.costs.seq_len}"
+                )
         self.workers.check()
 
     # -- the search ------------------------------------------------------------------------
@@ -134,8 +141,11 @@ class EvolutionStrategy(SinglePathStrategy):
             # proposes then depends on the study alone, so a search interrupted and resumed
             # proposes what an uninterrupted one does (one sampler's RNG would restart at the resume).
             return optuna.samplers.NSGAIISampler(
-                population_size=self.population, mutation_prob=self.config.mutation_prob,
-                crossover_prob=self.config.crossover_prob, seed=(seed + done) % 2**32)
+                population_size=self.population,
+                mutation_prob=self.config.mutation_prob,
+                crossover_prob=self.config.crossover_prob,
+                seed=(seed + done) % 2**32,
+            )
 
         directions = ["maximize" if HIGHER_IS_BETTER[metric] else "minimize", "minimize"]
         study = self.workers.load(self.study_name, sampler(0), directions, lambda s: self._claim(s, metric))
@@ -149,9 +159,18 @@ class EvolutionStrategy(SinglePathStrategy):
 
     def _claim(self, study: optuna.Study, metric: str) -> None:
         """Mark a new study with what it searches; refuse to continue a study of another search."""
-        search = json.loads(json.dumps({
-            "space": self.space.to_dict(), "metric": metric, "cost": self.cost, "seq_len": self.costs.seq_len,
-            "constraints": self.constraints, "population": self.population}))
+        search = json.loads(
+            json.dumps(
+                {
+                    "space": self.space.to_dict(),
+                    "metric": metric,
+                    "cost": self.cost,
+                    "seq_len": self.costs.seq_len,
+                    "constraints": self.constraints,
+                    "population": self.population,
+                }
+            )
+        )
         if "search" not in study.user_attrs:
             study.set_user_attr("search", search)
             for kind in self.constraints:
@@ -159,22 +178,33 @@ class EvolutionStrategy(SinglePathStrategy):
             return
         differ = [key for key, value in search.items() if study.user_attrs["search"].get(key) != value]
         if differ:
-            raise ConfigError(f"study '{self.study_name}' in {self.workers} belongs to another search "
-                              f"(its {', '.join(differ)} differ); give another study_name or storage")
+            raise ConfigError(
+                f"study '{self.study_name}' in {self.workers} belongs to another search "
+                f"(its {', '.join(differ)} differ); give another study_name or storage"
+            )
 
     def _suggest(self, trial: Trial) -> None:
         for key, options in self.space.decisions().items():  # every layer: a fixed parameter space
             trial.suggest_categorical(key, options)
 
-    def _run(self, study: optuna.Study, trial: Trial, supernet, val_batches: list[dict], metric: str,
-             known: dict[Arch, tuple[float, float | None]]) -> None:
+    def _run(
+        self,
+        study: optuna.Study,
+        trial: Trial,
+        supernet,
+        val_batches: list[dict],
+        metric: str,
+        known: dict[Arch, tuple[float, float | None]],
+    ) -> None:
         """Evaluate one trial's arch and tell. An arch is evaluated once: NSGA-II proposes the same
         one again, and every worker evaluates the same supernet weights, so a value found for an
         arch (here or in another worker's complete trial) stands for that arch."""
         arch = self.space.arch_from_choices(trial.params)
         if arch not in known:
-            known.update((self.space.arch_from_choices(t.params), (t.values[0], t.user_attrs.get("val/loss")))
-                         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+            known.update(
+                (self.space.arch_from_choices(t.params), (t.values[0], t.user_attrs.get("val/loss")))
+                for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            )
         if arch not in known:
             known[arch] = evaluate_with_loss(supernet, val_batches, metric, arch=arch)
         value, loss = known[arch]
@@ -211,8 +241,10 @@ class EvolutionStrategy(SinglePathStrategy):
         ranked = self._candidates(study, metric)
         if not ranked:
             limits = ", ".join(f"{k} <= {v:g}" for k, v in self.constraints.items())
-            raise ConfigError(f"none of the {self.total_trials} trials meets the constraints ({limits}); "
-                              "loosen them or run more generations")
+            raise ConfigError(
+                f"none of the {self.total_trials} trials meets the constraints ({limits}); "
+                "loosen them or run more generations"
+            )
         return SearchResult(best=ranked[0].arch, ranked=ranked, pareto=self._pareto(ranked, metric))
 
     def _report(self, study: optuna.Study, ctx: SearchContext, metric: str, logged: int) -> int:
@@ -223,13 +255,25 @@ class EvolutionStrategy(SinglePathStrategy):
         ranked = self._candidates(study, metric)
         if ranked:
             best, front = ranked[0], self._pareto(ranked, metric)
-            log.info("evolution: generation %d/%d (%d trials): best val/%s %.4g at %s %.4g; "
-                     "Pareto front of %d", done // self.population, self.generations, done, metric,
-                     best.metrics[f"val/{metric}"], self.cost, self._cost(best), len(front))
-            ctx.log_metrics({"search/best_val": best.metrics[f"val/{metric}"],
-                             "search/pareto_size": len(front)}, step=done)
+            log.info(
+                "evolution: generation %d/%d (%d trials): best val/%s %.4g at %s %.4g; Pareto front of %d",
+                done // self.population,
+                self.generations,
+                done,
+                metric,
+                best.metrics[f"val/{metric}"],
+                self.cost,
+                self._cost(best),
+                len(front),
+            )
+            ctx.log_metrics(
+                {"search/best_val": best.metrics[f"val/{metric}"], "search/pareto_size": len(front)}, step=done
+            )
         else:
-            log.info("evolution: generation %d/%d (%d trials): none feasible yet",
-                     done // self.population, self.generations, done)
+            log.info(
+                "evolution: generation %d/%d (%d trials): none feasible yet",
+                done // self.population,
+                self.generations,
+                done,
+            )
         return done // self.population
-

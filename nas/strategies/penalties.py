@@ -4,6 +4,7 @@ https://arxiv.org/abs/1812.03443) and as evolution's objective and constraints; 
 penalties that push a distribution to decide (entropy; Fair DARTS's zero-one loss,
 https://arxiv.org/abs/1911.12126).
 """
+
 from __future__ import annotations
 
 import itertools
@@ -74,7 +75,8 @@ class CostPenalty:
             return
         table = torch.zeros(len(space.attention), len(space.heads), len(space.ffn_dims))
         for (a, cand), (h, heads), (f, ffn) in itertools.product(
-                enumerate(space.attention), enumerate(space.heads), enumerate(space.ffn_dims)):
+            enumerate(space.attention), enumerate(space.heads), enumerate(space.ffn_dims)
+        ):
             table[a, h, f] = cost.layer_cost(LayerArch(cand, heads, ffn), space, shape, self.seq_len, kind)
         self._layer_cost = table  # (attention, heads, ffn)
         self._base_cost = cost.base_cost(space, shape, self.seq_len, kind)
@@ -94,14 +96,18 @@ class CostPenalty:
         layers = (LayerArch(a, h, f) for a in space.attention for h in space.heads for f in space.ffn_dims)
         layer = min(layers, key=lambda x: cost.layer_cost(x, space, self.shape, self.seq_len, kind))
         depth = min(space.depths)
-        choices = {"depth": depth, **{f"layer{i}.{f}": getattr(layer, f)
-                                      for i in range(space.max_depth) for f in LAYER_FIELDS}}
+        choices = {
+            "depth": depth,
+            **{f"layer{i}.{f}": getattr(layer, f) for i in range(space.max_depth) for f in LAYER_FIELDS},
+        }
         return choices, self.of(Arch(depth, (layer,) * depth), kind)
 
     def expected(self, probs: dict[str, Tensor]) -> Tensor:
         """The configured cost expected under per-decision probabilities."""
-        layers = [torch.einsum("a,h,f,ahf->", *(probs[f"layer{i}.{f}"] for f in LAYER_FIELDS), self._layer_cost)
-                  for i in range(self.space.max_depth)]
+        layers = [
+            torch.einsum("a,h,f,ahf->", *(probs[f"layer{i}.{f}"] for f in LAYER_FIELDS), self._layer_cost)
+            for i in range(self.space.max_depth)
+        ]
         if self.config.cost == "memory" and self.space.memory.reversible:
             # backward recomputes one layer at a time: the pair plus the largest of the first d
             # layers, whatever d (cost.arch_cost), not their sum

@@ -1,4 +1,5 @@
 """The registry of search strategies."""
+
 from nas.registry import Registry
 
 STRATEGIES = Registry("strategy")

@@ -4,6 +4,7 @@ distillation (BigNAS, Yu et al. 2020, https://arxiv.org/abs/2003.11142), for any
 picks paths (random, evolution, ENAS).
 # C classes
 """
+
 from __future__ import annotations
 
 import math
@@ -43,8 +44,9 @@ def check_options(sandwich: bool, distill: float) -> None:
         raise ConfigError("distill needs strategy.sandwich=true: the largest arch is the teacher")
 
 
-def train_paths(ctx: SearchContext, batch: dict, archs: list[Arch], space: SearchSpace, sandwich: bool = False,
-                distill: float = 0.0) -> dict[str, Tensor]:
+def train_paths(
+    ctx: SearchContext, batch: dict, archs: list[Arch], space: SearchSpace, sandwich: bool = False, distill: float = 0.0
+) -> dict[str, Tensor]:
     """Sum the losses of `archs` on one batch (with `sandwich`, also the largest and smallest
     arch; with `distill`, sampled paths also learn the largest arch's predictions), backward
     once, one optimizer step: the gradient is the sum of the per-path gradients.
@@ -68,4 +70,3 @@ def train_paths(ctx: SearchContext, batch: dict, archs: list[Arch], space: Searc
     ctx.step(total)
     logs.setdefault("loss", sum(sampled) / len(sampled))
     return logs
-

@@ -1,6 +1,7 @@
 """Temperatures annealed linearly over a search's epochs: DARTS's softmax over the architecture
 logits, GDAS's Gumbel-softmax (Dong & Yang 2019, https://arxiv.org/abs/1910.04465).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -4,6 +4,7 @@ and in-place distillation (BigNAS) and importance-sorted widths (OFA): see sampl
 nas/supernet/importance.py; random search over the trained supernet, the baseline
 every search must beat; and `fixed`, which trains one given arch.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -47,8 +48,13 @@ class SinglePathStrategy(Strategy):
 
     Config = SinglePathConfig
 
-    def __init__(self, space: SearchSpace, config: SinglePathConfig | None = None,
-                 setting: SearchSetting = NO_SETTING, seed: int = 0):
+    def __init__(
+        self,
+        space: SearchSpace,
+        config: SinglePathConfig | None = None,
+        setting: SearchSetting = NO_SETTING,
+        seed: int = 0,
+    ):
         super().__init__(space, config, setting, seed)
         c = self.config
         self.sandwich, self.distill, self.fair, self.sort_every = c.sandwich, c.distill, c.fair, c.sort_every
@@ -84,8 +90,9 @@ class RandomStrategy(SinglePathStrategy):
 
     Config = RandomConfig
 
-    def __init__(self, space: SearchSpace, config: RandomConfig | None = None,
-                 setting: SearchSetting = NO_SETTING, seed: int = 0):
+    def __init__(
+        self, space: SearchSpace, config: RandomConfig | None = None, setting: SearchSetting = NO_SETTING, seed: int = 0
+    ):
         super().__init__(space, config, setting, seed)
         self.samples = self.config.samples
 
@@ -110,8 +117,7 @@ class FixedStrategy(Strategy):
 
     Config = FixedConfig
 
-    def __init__(self, space: SearchSpace, config: FixedConfig, setting: SearchSetting = NO_SETTING,
-                 seed: int = 0):
+    def __init__(self, space: SearchSpace, config: FixedConfig, setting: SearchSetting = NO_SETTING, seed: int = 0):
         super().__init__(space, config, setting, seed)
         arch = config.arch if isinstance(config.arch, Arch) else Arch.from_yaml(config.arch)
         space.validate(arch)

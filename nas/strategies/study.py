@@ -2,6 +2,7 @@
 workers, abandoned trials run again with Optuna's heartbeat and retry (https://optuna.readthedocs.io/
 en/latest/reference/generated/optuna.storages.RetryHeartbeatStaleTrialCallback.html).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -93,18 +94,29 @@ class SharedStudy:
                 raise ConfigError(f"storage {self}: cannot connect ({reason})") from None
 
     # -- the study -------------------------------------------------------------------------
-    def load(self, name: str, sampler: optuna.samplers.BaseSampler, directions: list[str],
-             setup: Callable[[optuna.Study], None]) -> optuna.Study:
+    def load(
+        self,
+        name: str,
+        sampler: optuna.samplers.BaseSampler,
+        directions: list[str],
+        setup: Callable[[optuna.Study], None],
+    ) -> optuna.Study:
         """Create the study or load it (`load_if_exists`); `setup` runs under the lock, so one
         worker alone sees a new study and marks it."""
         with self.lock(name):  # creating the tables and the study races between workers otherwise
-            study = optuna.create_study(storage=self._open(), study_name=name, sampler=sampler,
-                                        directions=directions, load_if_exists=True)
+            study = optuna.create_study(
+                storage=self._open(), study_name=name, sampler=sampler, directions=directions, load_if_exists=True
+            )
             setup(study)
         return study
 
-    def ask(self, study: optuna.Study, total: int, suggest: Callable[[Trial], None],
-            sampler: Callable[[int], optuna.samplers.BaseSampler] | None = None) -> Trial | None:
+    def ask(
+        self,
+        study: optuna.Study,
+        total: int,
+        suggest: Callable[[Trial], None],
+        sampler: Callable[[int], optuna.samplers.BaseSampler] | None = None,
+    ) -> Trial | None:
         """The next trial for this worker, with `suggest` called on it; None once the study holds
         `total` complete trials. Waits while the missing trials are other workers' running ones.
         With `sampler`, the study asks with `sampler(number of complete trials)`."""
@@ -143,8 +155,9 @@ class SharedStudy:
                 if not self._storage.get_trial(trial._trial_id).state.is_finished():
                     self._again(study, study.tell(trial, state=TrialState.FAIL), "was interrupted")
                 elif isinstance(err, (ValueError, UpdateFinishedTrialError)):  # Optuna: "finished"
-                    log.warning("trial %d was taken for abandoned while it ran; its re-run counts "
-                                "instead", trial.number)
+                    log.warning(
+                        "trial %d was taken for abandoned while it ran; its re-run counts instead", trial.number
+                    )
                     return
                 raise
 
@@ -176,8 +189,11 @@ class SharedStudy:
     def _open(self) -> optuna.storages.BaseStorage:
         if self._storage is not None:
             return self._storage
-        heartbeat = {"heartbeat_interval": self.heartbeat_interval, "grace_period": self.grace_period,
-                     "heartbeat_stale_trial_callback": self._silent}
+        heartbeat = {
+            "heartbeat_interval": self.heartbeat_interval,
+            "grace_period": self.grace_period,
+            "heartbeat_stale_trial_callback": self._silent,
+        }
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ExperimentalWarning)
             if self.url is None and self.file is None:
@@ -188,8 +204,10 @@ class SharedStudy:
                 # SQLite: wait for another worker's write instead of failing with "database is locked".
                 sqlite = self.url.get_backend_name() == "sqlite"
                 self._storage = optuna.storages.RDBStorage(
-                    self.url.render_as_string(hide_password=False), **heartbeat,
-                    engine_kwargs={"connect_args": {"timeout": 60}} if sqlite else {})
+                    self.url.render_as_string(hide_password=False),
+                    **heartbeat,
+                    engine_kwargs={"connect_args": {"timeout": 60}} if sqlite else {},
+                )
         return self._storage
 
     def _recover(self, study: optuna.Study) -> None:
@@ -209,8 +227,13 @@ class SharedStudy:
 
     def _again(self, study: optuna.Study, trial: FrozenTrial, why: str) -> None:
         """Enqueue a failed trial's params again, through Optuna's retry callback."""
-        log.warning("trial %d of worker %s %s; its arch runs again (at most %d times)",
-                    trial.number, trial.user_attrs.get(WORKER, "?"), why, MAX_RETRY)
+        log.warning(
+            "trial %d of worker %s %s; its arch runs again (at most %d times)",
+            trial.number,
+            trial.user_attrs.get(WORKER, "?"),
+            why,
+            MAX_RETRY,
+        )
         self.retry(study, trial)
 
 
@@ -221,8 +244,13 @@ class HeartbeatJournalStorage(optuna.storages.JournalStorage, BaseHeartbeat):
 
     BEAT = "heartbeat"
 
-    def __init__(self, path: Path, heartbeat_interval: int, grace_period: int | None,
-                 heartbeat_stale_trial_callback: Callable[[optuna.Study, FrozenTrial], None]):
+    def __init__(
+        self,
+        path: Path,
+        heartbeat_interval: int,
+        grace_period: int | None,
+        heartbeat_stale_trial_callback: Callable[[optuna.Study, FrozenTrial], None],
+    ):
         super().__init__(JournalFileBackend(str(path)))
         self.heartbeat_interval, self.callback = heartbeat_interval, heartbeat_stale_trial_callback
         self.grace_period = grace_period if grace_period is not None else 2 * heartbeat_interval
@@ -255,13 +283,16 @@ def parse_storage(storage: str | None) -> tuple[URL | None, Path | None]:
     try:
         url = make_url(storage)
     except ArgumentError:
-        raise ConfigError(f"storage {storage!r} is neither a database URL nor a journal file; "
-                          f"allowed: {EXAMPLES}") from None
+        raise ConfigError(
+            f"storage {storage!r} is neither a database URL nor a journal file; allowed: {EXAMPLES}"
+        ) from None
     backend = url.get_backend_name()
     if backend == "sqlite":
         if not url.database or url.database == ":memory:" or url.host:
-            raise ConfigError(f"storage {storage!r} names no SQLite file (three slashes: "
-                              f"sqlite:///runs/optuna.db); allowed: {EXAMPLES}")
+            raise ConfigError(
+                f"storage {storage!r} names no SQLite file (three slashes: "
+                f"sqlite:///runs/optuna.db); allowed: {EXAMPLES}"
+            )
         return url, Path(url.database)
     if backend != "postgresql":
         raise ConfigError(f"storage {storage!r}: unsupported database '{backend}'; allowed: {EXAMPLES}")
@@ -270,8 +301,10 @@ def parse_storage(storage: str | None) -> tuple[URL | None, Path | None]:
     try:
         url.get_dialect().import_dbapi()
     except ImportError:
-        raise ConfigError(f"storage {url.render_as_string(hide_password=True)} needs the "
-                          f"'{url.get_driver_name()}' driver: pip install 'longnas[postgres]'") from None
+        raise ConfigError(
+            f"storage {url.render_as_string(hide_password=True)} needs the "
+            f"'{url.get_driver_name()}' driver: pip install 'longnas[postgres]'"
+        ) from None
     return url, None
 
 

@@ -6,6 +6,7 @@ in the sub-supernet of its choice, so e.g. Performer layers no longer pull exact
 Q/K/V in layer 0. Split on `depth` or on a decision of a layer every arch has.
 # b batch, n sequence, C classes
 """
+
 from __future__ import annotations
 
 import copy
@@ -21,7 +22,7 @@ from nas.supernet.supernet import Supernet
 def split_keys(space: SearchSpace) -> tuple[str, ...]:
     """Decisions a few-shot supernet can split on: those every arch of the space makes."""
     always = min(space.depths)
-    keys = [k for k in space.decisions() if k == "depth" or int(k.split(".")[0][len("layer"):]) < always]
+    keys = [k for k in space.decisions() if k == "depth" or int(k.split(".")[0][len("layer") :]) < always]
     return tuple(k for k in keys if len(space.decisions()[k]) > 1)
 
 
@@ -61,8 +62,10 @@ class FewShotSupernet(nn.Module):
         return self.subnet_of(arch)(tokens, arch, mask)
 
     def forward_mixed(self, *args, **kwargs) -> Tensor:
-        raise ConfigError("few_shot: sub-supernets train by sampling paths; "
-                          "use a sampling strategy (random, evolution, enas), not darts/gdas")
+        raise ConfigError(
+            "few_shot: sub-supernets train by sampling paths; "
+            "use a sampling strategy (random, evolution, enas), not darts/gdas"
+        )
 
     def extract(self, arch: Arch) -> Subnet:
         """The standalone subnet of `arch`, from its own sub-supernet."""

@@ -8,6 +8,7 @@ function unchanged exactly; the optimizer's per-element state is permuted alongs
 sort can run during supernet training (e.g. every epoch).
 # h heads, d head dim, F hidden units, D model width
 """
+
 from __future__ import annotations
 
 import torch
@@ -27,8 +28,7 @@ def unit_importance(ffn: SuperFeedForward) -> Tensor:
 
 
 @torch.no_grad()
-def sort_by_importance(supernet: nn.Module, optimizer: torch.optim.Optimizer | None = None
-                       ) -> dict[str, list[int]]:
+def sort_by_importance(supernet: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> dict[str, list[int]]:
     """Reorder every layer's heads and FFN units, most important first, in place.
 
     Args:

@@ -5,6 +5,7 @@ AutoFormer https://arxiv.org/abs/2107.00651): heads use the leading `head_dim` s
 Q/K/V/O, the FFN its leading hidden units, depth the first layers.
 # b batch, n sequence, D model width, C classes
 """
+
 from __future__ import annotations
 
 import copy
@@ -36,10 +37,12 @@ class SuperAttention(nn.Module):
         super().__init__()
         self.head_dim = space.head_dim
         self.sharing = sharing
-        self.cores = nn.ModuleDict({
-            cand: make_core(choice.type, space.head_dim, space.max_heads, max_len, **choice.options)
-            for cand, choice in space.attention.items()
-        })
+        self.cores = nn.ModuleDict(
+            {
+                cand: make_core(choice.type, space.head_dim, space.max_heads, max_len, **choice.options)
+                for cand, choice in space.attention.items()
+            }
+        )
         inner = space.max_heads * space.head_dim
 
         def projections(inputs) -> nn.ModuleDict:
@@ -50,8 +53,7 @@ class SuperAttention(nn.Module):
             used = sorted({name for core in self.cores.values() for name in core.inputs})
             self.projections = nn.ModuleDict({SHARED_KEY: projections(used)})
         else:
-            self.projections = nn.ModuleDict({cand: projections(core.inputs)
-                                              for cand, core in self.cores.items()})
+            self.projections = nn.ModuleDict({cand: projections(core.inputs) for cand, core in self.cores.items()})
         if sharing == "entangled_gain":  # row 0 scales the input features, row 1 the output
             self.gains = nn.ParameterDict({cand: nn.Parameter(torch.ones(2, space.dim)) for cand in self.cores})
 
@@ -73,8 +75,15 @@ class SuperAttention(nn.Module):
         y = attend(x, mask, core, layer.heads, project, proj["out"])  # out: in_features from x
         return y if gain_out is None else y * gain_out  # (b, n, D)
 
-    def forward_mixed(self, x: Tensor, mask: Tensor | None, attention_w: Tensor, heads_w: Tensor,
-                      heads_choices: tuple[int, ...], partial: int = 1) -> Tensor:
+    def forward_mixed(
+        self,
+        x: Tensor,
+        mask: Tensor | None,
+        attention_w: Tensor,
+        heads_w: Tensor,
+        heads_choices: tuple[int, ...],
+        partial: int = 1,
+    ) -> Tensor:
         """Softmax-weighted mixture over candidates and head counts (DARTS, FBNetV2).
 
         Every candidate runs once; a head count is a mask over heads, so the head mixture is
@@ -113,8 +122,10 @@ class SuperAttention(nn.Module):
                 return projected[key, name]
 
             inputs = core.projection_inputs(seen, mask)
-            qkv = (project(name, inputs[name])[:, :mixed_heads] if name in core.inputs else None
-                   for name in ("q", "k", "v"))
+            qkv = (
+                project(name, inputs[name])[:, :mixed_heads] if name in core.inputs else None
+                for name in ("q", "k", "v")
+            )
             y = core(*qkv, mask)  # (b, h/K, n, d)
             if partial > 1:  # the bypassed heads: their values (of every token), unmixed
                 y = torch.cat([y, project("v", seen)[:, mixed_heads:]], 1)  # (b, h, n, d)
@@ -124,8 +135,7 @@ class SuperAttention(nn.Module):
 
     def extract(self, layer: LayerArch) -> SelfAttention:
         core = self.cores[layer.attention].extract(layer.heads)
-        attn = SelfAttention(self.projections_of(layer.attention)["out"].out_features,
-                             layer.heads, self.head_dim, core)
+        attn = SelfAttention(self.projections_of(layer.attention)["out"].out_features, layer.heads, self.head_dim, core)
         proj = self.projections_of(layer.attention)
         inner = layer.heads * self.head_dim
         gain_in, gain_out = self.gains_of(layer.attention)
@@ -186,12 +196,18 @@ class SuperBlock(nn.Module):
 
     def coupling(self, mask: Tensor | None, layer: LayerArch) -> Coupling:
         """The block for `layer` as a reversible layer (see `Block.coupling`)."""
-        return Coupling(lambda x: self.attend(x, mask, layer), lambda x: self.feed(x, layer), self,
-                        self.ffn_chunks)
+        return Coupling(lambda x: self.attend(x, mask, layer), lambda x: self.feed(x, layer), self, self.ffn_chunks)
 
-    def forward_mixed(self, x: Tensor, mask: Tensor | None, weights: dict[str, Tensor],
-                      space: SearchSpace, partial: int = 1, edges: Tensor | None = None,
-                      x2: Tensor | None = None) -> Tensor | tuple[Tensor, Tensor]:
+    def forward_mixed(
+        self,
+        x: Tensor,
+        mask: Tensor | None,
+        weights: dict[str, Tensor],
+        space: SearchSpace,
+        partial: int = 1,
+        edges: Tensor | None = None,
+        x2: Tensor | None = None,
+    ) -> Tensor | tuple[Tensor, Tensor]:
         """weights: 'attention', 'heads', 'ffn_dim' -> probabilities over the space's choices.
 
         edges: None, or (2,) weights of the attention node's two inputs (the residual, the
@@ -200,15 +216,17 @@ class SuperBlock(nn.Module):
         y1 = x + attention(x2), y2 = x2 + ffn(y1), with activations stored (every candidate
         runs, so nothing is recomputed) and the feed-forward unchunked.
         """
-        attn = self.attn.forward_mixed(self.norm1(x if x2 is None else x2), mask, weights["attention"],
-                                       weights["heads"], space.heads, partial)
+        attn = self.attn.forward_mixed(
+            self.norm1(x if x2 is None else x2), mask, weights["attention"], weights["heads"], space.heads, partial
+        )
         x = x + attn if edges is None else edges[0] * x + edges[1] * attn
         ffn = self.ffn.forward_mixed(self.norm2(x), weights["ffn_dim"], space.ffn_dims)
         return x + ffn if x2 is None else (x, x2 + ffn)
 
     def extract(self, layer: LayerArch) -> Block:
-        block = Block(self.norm1.normalized_shape[0], self.attn.extract(layer), self.ffn.extract(layer.ffn_dim),
-                      self.ffn_chunks)
+        block = Block(
+            self.norm1.normalized_shape[0], self.attn.extract(layer), self.ffn.extract(layer.ffn_dim), self.ffn_chunks
+        )
         block.norm1, block.norm2 = copy.deepcopy(self.norm1), copy.deepcopy(self.norm2)  # on the supernet's device
         return block
 
@@ -248,8 +266,15 @@ class Supernet(nn.Module):
             x = block(x, mask, layer)
         return self.readout(x, mask)
 
-    def forward_mixed(self, tokens: Tensor, weights: dict[str, Tensor], mask: Tensor | None = None,
-                      hard: bool = False, partial: int = 1, edges: Tensor | None = None) -> Tensor:
+    def forward_mixed(
+        self,
+        tokens: Tensor,
+        weights: dict[str, Tensor],
+        mask: Tensor | None = None,
+        hard: bool = False,
+        partial: int = 1,
+        edges: Tensor | None = None,
+    ) -> Tensor:
         """The supernet under a distribution over architectures (DARTS / GDAS).
 
         `weights` maps every key of `space.decisions()` to probabilities over its choices.
@@ -270,8 +295,7 @@ class Supernet(nn.Module):
         deepest = max((d for d, w in zip(self.space.depths, weights["depth"]) if w != 0), default=len(self.blocks))
         for i, block in enumerate(self.blocks[:deepest]):
             layer_w = {f: weights[f"layer{i}.{f}"] for f in LAYER_FIELDS}
-            x = block.forward_mixed(x, mask, layer_w, self.space, partial, None if edges is None else edges[i],
-                                    x2)
+            x = block.forward_mixed(x, mask, layer_w, self.space, partial, None if edges is None else edges[i], x2)
             if reversible:
                 x, x2 = x
             if i + 1 in self.space.depths:
@@ -288,8 +312,7 @@ class Supernet(nn.Module):
         x2 = x  # reversible: the second half of the stream, stored activations (see forward_mixed)
         for i, block in enumerate(self.blocks[:depth]):
             gate = {f: weights[f"layer{i}.{f}"][picked[f"layer{i}.{f}"]] for f in LAYER_FIELDS}
-            layer = LayerArch(*(decisions[f"layer{i}.{f}"][picked[f"layer{i}.{f}"]]
-                                for f in LAYER_FIELDS))
+            layer = LayerArch(*(decisions[f"layer{i}.{f}"][picked[f"layer{i}.{f}"]] for f in LAYER_FIELDS))
             x = x + block.attend(x2 if reversible else x, mask, layer) * (gate["attention"] * gate["heads"])
             ffn = block.feed(x, layer) * gate["ffn_dim"]
             if reversible:

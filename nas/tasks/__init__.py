@@ -2,6 +2,7 @@
 
 Every module in this folder is imported here, so adding a task is adding one file.
 """
+
 import importlib
 import pkgutil
 from collections.abc import Mapping
@@ -36,14 +37,18 @@ def build_task(record: object, data_dir: str | Path, source: str) -> Task:
     options = dict(record)
     name = options.pop("name", None)
     if name is None and "_target_" in options:
-        raise ConfigError(f"{source}: key '_target_' is not accepted; a task is named by 'name' "
-                          f"(one of {', '.join(TASKS.names())}) and built from its options, never from a path")
+        raise ConfigError(
+            f"{source}: key '_target_' is not accepted; a task is named by 'name' "
+            f"(one of {', '.join(TASKS.names())}) and built from its options, never from a path"
+        )
     if not isinstance(name, str) or name not in TASKS:
         raise ConfigError(f"{source}: task name {str(name)[:60]!r} is not a task; known: {', '.join(TASKS.names())}")
     for key, value in options.items():
         nested = _first_nested_key(value, str(key))
         if nested is not None:
-            raise ConfigError(f"{source}: key '{nested[:100]}' is not an option of task '{name}': its options are plain values")
+            raise ConfigError(
+                f"{source}: key '{nested[:100]}' is not an option of task '{name}': its options are plain values"
+            )
     try:
         return build(name, data_dir=data_dir, **options)
     except ConfigError as err:  # the task's own check (an unknown option, a wrong type): say where

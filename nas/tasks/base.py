@@ -4,6 +4,7 @@ A task is a LightningDataModule that also knows its vocabulary, output size and 
 are dicts: `tokens` (b, n) long with pad id 0, `mask` (b, n) bool with True = real token, and
 `target`, (b,) for `readout="classify"` or (b, n) for `readout="tokens"` with IGNORE_INDEX (-100) where unscored.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -53,8 +54,7 @@ class GeneratedConfig(TaskConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        check(min(self.num_train, self.num_val, self.num_test) >= 1,
-              "num_train, num_val and num_test must be >= 1")
+        check(min(self.num_train, self.num_val, self.num_test) >= 1, "num_train, num_val and num_test must be >= 1")
 
 
 def check(condition: bool, message: str) -> None:
@@ -105,9 +105,16 @@ class Task(pl.LightningDataModule):
         ids ("ids": give the ids; "bytes": UTF-8 bytes, id = byte + 1; "listops": the
         expression's tokens through `tokens`), and `classes` names each output (None: the
         output index is the answer, e.g. a token id). Subclasses override what differs."""
-        return {"task": self.name, "input": "ids", "vocab_size": self.vocab_size, "pad": PAD,
-                "max_len": self.seq_len, "readout": self.readout, "metric": self.metric,
-                "classes": None}
+        return {
+            "task": self.name,
+            "input": "ids",
+            "vocab_size": self.vocab_size,
+            "pad": PAD,
+            "max_len": self.seq_len,
+            "readout": self.readout,
+            "metric": self.metric,
+            "classes": None,
+        }
 
     def load(self) -> dict[str, Dataset]:
         """Read or generate the data: a Dataset per split, yielding (tokens, target) arrays."""
@@ -136,8 +143,14 @@ class Task(pl.LightningDataModule):
         c = self.config
         data = self.splits[split]
         sampler = EpochShuffle(len(data), c.seed) if shuffle else None
-        return DataLoader(data, batch_size=c.batch_size, sampler=sampler, num_workers=c.num_workers,
-                          collate_fn=collate, persistent_workers=c.num_workers > 0)
+        return DataLoader(
+            data,
+            batch_size=c.batch_size,
+            sampler=sampler,
+            num_workers=c.num_workers,
+            collate_fn=collate,
+            persistent_workers=c.num_workers > 0,
+        )
 
     def baseline(self) -> dict[str, float]:
         """What a model that ignores its input scores, fit on train.
@@ -249,12 +262,13 @@ def fit_length(tokens: np.ndarray, max_len: int, truncate: bool, where: str) -> 
     if len(tokens) <= max_len:
         return tokens
     if not truncate:
-        raise ConfigError(f"{where}: sequence of {len(tokens)} tokens is longer than max_len "
-                          f"{max_len}; raise max_len or set truncate=true")
+        raise ConfigError(
+            f"{where}: sequence of {len(tokens)} tokens is longer than max_len "
+            f"{max_len}; raise max_len or set truncate=true"
+        )
     return tokens[:max_len]
 
 
 def log_truncated(count: int, total: int, max_len: int, source: Path) -> None:
     if count:
-        log.warning("%s: truncated %d of %d sequences to max_len %d (truncate=true)",
-                    source, count, total, max_len)
+        log.warning("%s: truncated %d of %d sequences to max_len %d (truncate=true)", source, count, total, max_len)

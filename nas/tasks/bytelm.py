@@ -3,6 +3,7 @@
 Scored in bits per byte by masked-byte prediction (as BERT's masked LM, Devlin et al. 2019,
 https://arxiv.org/abs/1810.04805, on bytes), because the searched models are non-causal.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -34,11 +35,11 @@ class ByteLMConfig(TaskConfig):
         super().__post_init__()
         check(self.seq_len >= 2, f"seq_len must be >= 2, got {self.seq_len}")
         check(0 < self.mask_prob < 1, f"mask_prob must be in (0, 1), got {self.mask_prob}")
-        check(self.val_fraction > 0 and self.test_fraction > 0
-              and self.val_fraction + self.test_fraction < 1,
-              "val_fraction and test_fraction must be > 0 and sum to less than 1")
-        check(self.max_files is None or self.max_files >= 1,
-              f"max_files must be >= 1 or null, got {self.max_files}")
+        check(
+            self.val_fraction > 0 and self.test_fraction > 0 and self.val_fraction + self.test_fraction < 1,
+            "val_fraction and test_fraction must be > 0 and sum to less than 1",
+        )
+        check(self.max_files is None or self.max_files >= 1, f"max_files must be >= 1 or null, got {self.max_files}")
 
 
 @TASKS.register("bytelm")
@@ -67,10 +68,15 @@ class ByteLMTask(Task):
 
     def describe(self) -> dict:
         # Per position: the byte (output id - 1) at each hidden (MASK) position.
-        return {**super().describe(), "input": "bytes", "offset": 1, "mask": MASK,
-                "classes": ["<pad>", *(repr(bytes([b]))[2:-1] for b in range(256)), "<mask>"]}
+        return {
+            **super().describe(),
+            "input": "bytes",
+            "offset": 1,
+            "mask": MASK,
+            "classes": ["<pad>", *(repr(bytes([b]))[2:-1] for b in range(256)), "<mask>"],
+        }
 
-    def load(self) -> dict[str, "MaskedBytes"]:
+    def load(self) -> dict[str, MaskedBytes]:
         c = self.config
         root = Path(c.root).expanduser() if c.root else Path(sysconfig.get_paths()["stdlib"])
         splits = {}
@@ -78,8 +84,10 @@ class ByteLMTask(Task):
             data = np.frombuffer(b"".join(map(read_bytes, files)), dtype=np.uint8)
             windows = len(data) // c.seq_len
             if windows == 0:
-                raise ConfigError(f"task 'bytelm': the {split} split of {root} has "
-                                  f"{len(data)} bytes, less than one seq_len ({c.seq_len})")
+                raise ConfigError(
+                    f"task 'bytelm': the {split} split of {root} has "
+                    f"{len(data)} bytes, less than one seq_len ({c.seq_len})"
+                )
             data = data[: windows * c.seq_len].reshape(windows, c.seq_len)
             rng = np.random.default_rng([c.seed, index])
             splits[split] = MaskedBytes(data, mask(rng, data.shape, c.mask_prob))

@@ -4,13 +4,14 @@ Each parameter set gets its own folder, named by a hash of the parameters, so th
 parameter regenerates instead of reusing stale data. Files appear only complete
 (`nas.atomic.atomic_write`), so an interrupted run leaves no broken cache.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -38,9 +39,13 @@ def cached_arrays(path: Path, make: Callable[[], dict[str, np.ndarray]]) -> dict
     return arrays
 
 
-def sample_distinct(sample: Callable[[np.random.Generator, int], dict[str, np.ndarray]],
-                    total: int, rng: np.random.Generator, task: str,
-                    max_rounds: int = 20) -> dict[str, np.ndarray]:
+def sample_distinct(
+    sample: Callable[[np.random.Generator, int], dict[str, np.ndarray]],
+    total: int,
+    rng: np.random.Generator,
+    task: str,
+    max_rounds: int = 20,
+) -> dict[str, np.ndarray]:
     """`total` examples no two of which are equal, from `sample(rng, n) -> {field: (n, ...)}`.
 
     Distinct examples make the train / val / test splits cut from them disjoint.
@@ -52,8 +57,7 @@ def sample_distinct(sample: Callable[[np.random.Generator, int], dict[str, np.nd
         if need == 0:
             break
         batch = sample(rng, need)
-        rows = np.concatenate([np.asarray(a).reshape(need, -1).astype(np.int64)
-                               for a in batch.values()], axis=1)
+        rows = np.concatenate([np.asarray(a).reshape(need, -1).astype(np.int64) for a in batch.values()], axis=1)
         keep = []
         for i, row in enumerate(rows):
             key = row.tobytes()
@@ -62,8 +66,10 @@ def sample_distinct(sample: Callable[[np.random.Generator, int], dict[str, np.nd
                 keep.append(i)
         kept.append({name: a[keep] for name, a in batch.items()})
     if len(seen) < total:
-        raise ConfigError(f"task '{task}': found only {len(seen)} distinct examples of the "
-                          f"{total} asked for; ask for fewer or widen the vocabulary/length")
+        raise ConfigError(
+            f"task '{task}': found only {len(seen)} distinct examples of the "
+            f"{total} asked for; ask for fewer or widen the vocabulary/length"
+        )
     return {name: np.concatenate([k[name] for k in kept]) for name in kept[0]}
 
 
@@ -84,8 +90,10 @@ def generated_splits(task, version: int) -> dict[str, dict[str, np.ndarray]]:
 
     data = cached_arrays(cache_dir(task.data_dir, task.name, params) / "data.npz", generate)
     cuts = np.cumsum([0, *sizes])
-    return {split: {name: a[lo:hi] for name, a in data.items()}
-            for split, lo, hi in zip(("train", "val", "test"), cuts[:-1], cuts[1:])}
+    return {
+        split: {name: a[lo:hi] for name, a in data.items()}
+        for split, lo, hi in zip(("train", "val", "test"), cuts[:-1], cuts[1:])
+    }
 
 
 def choose(rng: np.random.Generator, n: int, population: int, k: int) -> np.ndarray:
@@ -96,9 +104,16 @@ def choose(rng: np.random.Generator, n: int, population: int, k: int) -> np.ndar
             rows[bad] = np.sort(rng.integers(0, population, (len(bad), k)), axis=1)
         return rows
     chunk = max(1, (1 << 22) // population)  # bounds the memory of the random keys to sort
-    return np.concatenate([
-        np.sort(rng.random((min(chunk, n - start), population)).argsort(1)[:, :k], axis=1)
-        for start in range(0, n, chunk)]) if n else np.zeros((0, k), dtype=np.int64)
+    return (
+        np.concatenate(
+            [
+                np.sort(rng.random((min(chunk, n - start), population)).argsort(1)[:, :k], axis=1)
+                for start in range(0, n, chunk)
+            ]
+        )
+        if n
+        else np.zeros((0, k), dtype=np.int64)
+    )
 
 
 def shuffle_rows(rng: np.random.Generator, rows: np.ndarray) -> np.ndarray:

@@ -2,6 +2,7 @@
 (Tay et al. 2021, https://arxiv.org/abs/2011.04006): a reader for LRA's TSV files and a
 generator that follows LRA's sampling scheme and writes the same files.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -11,8 +12,7 @@ import numpy as np
 
 from nas.atomic import atomic_write
 from nas.errors import ConfigError
-from nas.tasks.base import (SPLITS, TASKS, SequenceDataset, Task, GeneratedConfig, check, fit_length,
-                            log_truncated)
+from nas.tasks.base import SPLITS, TASKS, GeneratedConfig, SequenceDataset, Task, check, fit_length, log_truncated
 from nas.tasks.cache import cache_dir
 
 OPERATORS = ("[MIN", "[MAX", "[MED", "[SM")
@@ -48,11 +48,15 @@ class ListOpsConfig(GeneratedConfig):
         check(self.max_len >= 1, f"max_len must be >= 1, got {self.max_len}")
         check(self.max_depth >= 2, f"max_depth must be >= 2, got {self.max_depth}")
         check(self.max_args >= 2, f"max_args must be >= 2, got {self.max_args}")
-        check(0 <= self.longer_than < self.shorter_than - 1,
-              f"need 0 <= longer_than < shorter_than - 1, got {self.longer_than}, {self.shorter_than}")
-        check(self.path is not None or self.truncate or self.shorter_than - 1 <= self.max_len,
-              f"shorter_than {self.shorter_than} allows {self.shorter_than - 1} tokens, more than "
-              f"max_len {self.max_len}; raise max_len or lower shorter_than")
+        check(
+            0 <= self.longer_than < self.shorter_than - 1,
+            f"need 0 <= longer_than < shorter_than - 1, got {self.longer_than}, {self.shorter_than}",
+        )
+        check(
+            self.path is not None or self.truncate or self.shorter_than - 1 <= self.max_len,
+            f"shorter_than {self.shorter_than} allows {self.shorter_than - 1} tokens, more than "
+            f"max_len {self.max_len}; raise max_len or lower shorter_than",
+        )
 
 
 @TASKS.register("listops")
@@ -73,27 +77,45 @@ class ListOpsTask(Task):
 
     def describe(self) -> dict:
         # Parentheses are dropped as in load(); the answer is the value 0-9.
-        return {**super().describe(), "input": "listops", "tokens": dict(VOCAB), "ignored": list(PARENS),
-                "classes": list(DIGITS)}
+        return {
+            **super().describe(),
+            "input": "listops",
+            "tokens": dict(VOCAB),
+            "ignored": list(PARENS),
+            "classes": list(DIGITS),
+        }
 
     def load(self) -> dict[str, SequenceDataset]:
         c = self.config
         folder = Path(c.path).expanduser() if c.path is not None else self.generate()
-        return {split: read_tsv(folder / f"{c.prefix}_{split}.tsv", c.max_len, c.truncate)
-                for split in SPLITS}
+        return {split: read_tsv(folder / f"{c.prefix}_{split}.tsv", c.max_len, c.truncate) for split in SPLITS}
 
     def generate(self) -> Path:
         """Write generated TSV files (once per parameter set) and return their folder."""
         c = self.config
-        params = {"version": VERSION, "seed": c.seed, "num_train": c.num_train,
-                  "num_val": c.num_val, "num_test": c.num_test, "max_depth": c.max_depth,
-                  "max_args": c.max_args, "longer_than": c.longer_than, "shorter_than": c.shorter_than}
+        params = {
+            "version": VERSION,
+            "seed": c.seed,
+            "num_train": c.num_train,
+            "num_val": c.num_val,
+            "num_test": c.num_test,
+            "max_depth": c.max_depth,
+            "max_args": c.max_args,
+            "longer_than": c.longer_than,
+            "shorter_than": c.shorter_than,
+        }
         folder = cache_dir(self.data_dir, self.name, params)
         paths = [folder / f"{c.prefix}_{split}.tsv" for split in SPLITS]
         if all(p.exists() for p in paths):
             return folder
-        rows = generate(c.num_train + c.num_val + c.num_test, c.max_depth, c.max_args,
-                        c.longer_than, c.shorter_than, np.random.default_rng(c.seed))
+        rows = generate(
+            c.num_train + c.num_val + c.num_test,
+            c.max_depth,
+            c.max_args,
+            c.longer_than,
+            c.shorter_than,
+            np.random.default_rng(c.seed),
+        )
         cuts = np.cumsum([0, c.num_train, c.num_val, c.num_test])
         for path, lo, hi in zip(paths, cuts[:-1], cuts[1:]):
             atomic_write(path, lambda f, part=rows[lo:hi]: f.write(tsv_bytes(part)))
@@ -149,28 +171,27 @@ def parse_tsv(path: Path, max_len: int, truncate: bool) -> SequenceDataset:
     with open(path, encoding="utf-8-sig", newline="") as f:  # -sig: a BOM is not a column name
         header = f.readline().rstrip("\r\n").split("\t")
         if "Source" not in header or "Target" not in header:
-            raise ConfigError(f"{path}:1: expected a header naming Source and Target, "
-                              f"got {header!r}")
+            raise ConfigError(f"{path}:1: expected a header naming Source and Target, got {header!r}")
         source, target = header.index("Source"), header.index("Target")
         for lineno, line in enumerate(f, start=2):
             fields = line.rstrip("\r\n").split("\t")
             if fields == [""]:
                 continue  # a blank line, e.g. a trailing one
             if len(fields) != len(header):
-                raise ConfigError(f"{path}:{lineno}: expected {len(header)} tab-separated "
-                                  f"fields, got {len(fields)}")
+                raise ConfigError(f"{path}:{lineno}: expected {len(header)} tab-separated fields, got {len(fields)}")
             try:  # map() and str.replace keep this fast on LRA's 96,000 long rows
-                ids = list(map(VOCAB.__getitem__,
-                               fields[source].replace("(", "").replace(")", "").split()))
+                ids = list(map(VOCAB.__getitem__, fields[source].replace("(", "").replace(")", "").split()))
             except KeyError as err:
-                raise ConfigError(f"{path}:{lineno}: unknown token {err.args[0]!r}; expected "
-                                  f"( ) ] {' '.join(OPERATORS)} or a digit") from None
+                raise ConfigError(
+                    f"{path}:{lineno}: unknown token {err.args[0]!r}; expected ( ) ] {' '.join(OPERATORS)} or a digit"
+                ) from None
             label = fields[target].strip()
             if not ids or label not in DIGITS:
-                raise ConfigError(f"{path}:{lineno}: expected an expression and a label 0-9, "
-                                  f"got {len(ids)} tokens and label {label!r}")
-            tokens = fit_length(np.array(ids, dtype=np.uint8), max_len, truncate,
-                                f"{path}:{lineno}")
+                raise ConfigError(
+                    f"{path}:{lineno}: expected an expression and a label 0-9, "
+                    f"got {len(ids)} tokens and label {label!r}"
+                )
+            tokens = fit_length(np.array(ids, dtype=np.uint8), max_len, truncate, f"{path}:{lineno}")
             truncated += len(tokens) < len(ids)
             rows.append(tokens)
             labels.append(int(label))
@@ -186,8 +207,15 @@ def tsv_bytes(rows: list[tuple[str, int]]) -> bytes:
     return ("\r\n".join(lines) + "\r\n").encode("ascii")
 
 
-def generate(count: int, max_depth: int, max_args: int, longer_than: int, shorter_than: int,
-             rng: np.random.Generator, batch: int = 1 << 15) -> list[tuple[str, int]]:
+def generate(
+    count: int,
+    max_depth: int,
+    max_args: int,
+    longer_than: int,
+    shorter_than: int,
+    rng: np.random.Generator,
+    batch: int = 1 << 15,
+) -> list[tuple[str, int]]:
     """`count` distinct (expression text, value) pairs, sampled as LRA's generator does.
 
     LRA draws trees until enough have longer_than < length < shorter_than (length counts operator,
@@ -204,13 +232,16 @@ def generate(count: int, max_depth: int, max_args: int, longer_than: int, shorte
                 break
         idle = idle + 1 if len(found) == before else 0
         if idle == 20:
-            raise ConfigError(f"listops: found only {len(found)} distinct expressions of the "
-                              f"{count} asked for; widen longer_than..shorter_than or the tree")
+            raise ConfigError(
+                f"listops: found only {len(found)} distinct expressions of the "
+                f"{count} asked for; widen longer_than..shorter_than or the tree"
+            )
     return list(found.items())
 
 
-def sample_trees(n: int, max_depth: int, max_args: int, longer_than: int, shorter_than: int,
-                 rng: np.random.Generator) -> tuple[list[str], np.ndarray]:
+def sample_trees(
+    n: int, max_depth: int, max_args: int, longer_than: int, shorter_than: int, rng: np.random.Generator
+) -> tuple[list[str], np.ndarray]:
     """Draw n trees with LRA's scheme, all at once; return texts and values of those in range.
 
     A node at depth < max_depth is an operator with chance VALUE_P, with 2..max_args children
@@ -271,10 +302,15 @@ def evaluate_levels(kept: list) -> tuple[list[np.ndarray], list[np.ndarray]]:
         ops, starts = child_blocks(k)
         if len(ops):
             child, kk = values[d + 1], k[ops]
-            value[ops] = np.choose(code[ops], [np.minimum.reduceat(child, starts),
-                                               np.maximum.reduceat(child, starts),
-                                               block_median(child, kk),
-                                               np.add.reduceat(child, starts) % 10])
+            value[ops] = np.choose(
+                code[ops],
+                [
+                    np.minimum.reduceat(child, starts),
+                    np.maximum.reduceat(child, starts),
+                    block_median(child, kk),
+                    np.add.reduceat(child, starts) % 10,
+                ],
+            )
             # "( " * (k + 1), the operator, each child and its ")", then "] )"
             size[ops] = 2 * kk + 4 + np.add.reduceat(sizes[d + 1], starts)
         values[d], sizes[d] = value, size
@@ -339,4 +375,4 @@ def join_tokens(codes: np.ndarray, ends: np.ndarray) -> list[str]:
         has = long[lengths[long] > j + 1]
         raw[starts[has] + j] = chars[codes[has], j]
     raw, cuts = raw.tobytes(), byte_ends[ends - 1].tolist()
-    return [raw[s: e - 1].decode("ascii") for s, e in zip([0] + cuts[:-1], cuts)]
+    return [raw[s : e - 1].decode("ascii") for s, e in zip([0] + cuts[:-1], cuts)]

@@ -6,6 +6,7 @@ that small models learn it in a few epochs on a CPU (the quickstart's task). MQA
 puts a key and its value in neighbouring tokens, which takes two layers to bind; here they
 share one token, and pairs and queries are scattered, so no fixed position holds the answer.
 """
+
 from __future__ import annotations
 
 import dataclasses

@@ -1,6 +1,7 @@
 """Multi-query associative recall (MQAR; Arora et al. 2023, Zoology,
 https://arxiv.org/abs/2312.04927): key-value pairs, then queries whose values must be recalled.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -8,7 +9,7 @@ import dataclasses
 import numpy as np
 from torch.utils.data import Dataset
 
-from nas.tasks.base import IGNORE_INDEX, TASKS, Task, GeneratedConfig, check
+from nas.tasks.base import IGNORE_INDEX, TASKS, GeneratedConfig, Task, check
 from nas.tasks.cache import choose, generated_splits, shuffle_rows
 
 BLANK, ANSWER = 1, 2  # filler between queries; the slot where a queried value is to be produced
@@ -26,14 +27,20 @@ class MQARConfig(GeneratedConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        check(1 <= self.num_pairs <= self.num_keys,
-              f"num_pairs must be in 1..num_keys ({self.num_keys}), got {self.num_pairs}")
-        check(1 <= self.num_queries <= self.num_pairs,
-              f"num_queries must be in 1..num_pairs ({self.num_pairs}), got {self.num_queries}")
+        check(
+            1 <= self.num_pairs <= self.num_keys,
+            f"num_pairs must be in 1..num_keys ({self.num_keys}), got {self.num_pairs}",
+        )
+        check(
+            1 <= self.num_queries <= self.num_pairs,
+            f"num_queries must be in 1..num_pairs ({self.num_pairs}), got {self.num_queries}",
+        )
         check(self.num_values >= 2, f"num_values must be >= 2, got {self.num_values}")
-        check(self.positions_needed <= self.seq_len,
-              f"seq_len {self.seq_len} cannot hold {self.num_pairs} pairs and "
-              f"{self.num_queries} queries (needs {self.positions_needed})")
+        check(
+            self.positions_needed <= self.seq_len,
+            f"seq_len {self.seq_len} cannot hold {self.num_pairs} pairs and "
+            f"{self.num_queries} queries (needs {self.positions_needed})",
+        )
 
     @property
     def positions_needed(self) -> int:
@@ -93,8 +100,9 @@ class MQARTask(Task):
         self.seq_len = c.seq_len
 
     def load(self) -> dict[str, MQARDataset]:
-        return {split: self.dataset_class(self.config, arrays)
-                for split, arrays in generated_splits(self, VERSION).items()}
+        return {
+            split: self.dataset_class(self.config, arrays) for split, arrays in generated_splits(self, VERSION).items()
+        }
 
     def sample(self, rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
         """n sequences in compact form: keys, values, which pairs are asked, and where."""
@@ -109,5 +117,4 @@ class MQARTask(Task):
         keys = shuffle_rows(rng, choose(rng, n, c.num_keys, c.num_pairs))
         values = rng.integers(0, c.num_values, (n, c.num_pairs))
         asked = rng.random((n, c.num_pairs)).argsort(1)[:, : c.num_queries]
-        return {"keys": keys.astype(np.int16), "values": values.astype(np.int16),
-                "asked": asked.astype(np.int16)}
+        return {"keys": keys.astype(np.int16), "values": values.astype(np.int16), "asked": asked.astype(np.int16)}

@@ -2,6 +2,7 @@
 (Tay et al. 2021, https://arxiv.org/abs/2011.04006): are two markers joined by one dashed path?
 A numpy generator of LRA-style images, and a reader for LRA's released files.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -10,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from nas.errors import ConfigError
-from nas.tasks.base import SPLITS, TASKS, SequenceDataset, Task, GeneratedConfig, check
+from nas.tasks.base import SPLITS, TASKS, GeneratedConfig, SequenceDataset, Task, check
 from nas.tasks.cache import cache_dir, cached_arrays, sample_distinct
 
 INK = 255  # pixel value of contours and markers on a black (0) background
@@ -37,15 +38,23 @@ class PathfinderConfig(GeneratedConfig):
     def __post_init__(self):
         super().__post_init__()
         check(self.resolution >= 8, f"resolution must be >= 8, got {self.resolution}")
-        check(self.contour_length >= 1 and self.dash_length >= 1 and self.dash_gap >= 0,
-              "need contour_length >= 1, dash_length >= 1, dash_gap >= 0")
-        check(self.spacing >= max(1, self.dash_gap),
-              f"spacing ({self.spacing}) must be >= 1 and >= dash_gap ({self.dash_gap}), or "
-              "separate contours look like one")
-        check(self.distractor_length is None or self.distractor_length >= 1,
-              f"distractor_length must be >= 1 or null, got {self.distractor_length}")
-        check(self.num_distractors is None or self.num_distractors >= 0,
-              f"num_distractors must be >= 0 or null, got {self.num_distractors}")
+        check(
+            self.contour_length >= 1 and self.dash_length >= 1 and self.dash_gap >= 0,
+            "need contour_length >= 1, dash_length >= 1, dash_gap >= 0",
+        )
+        check(
+            self.spacing >= max(1, self.dash_gap),
+            f"spacing ({self.spacing}) must be >= 1 and >= dash_gap ({self.dash_gap}), or "
+            "separate contours look like one",
+        )
+        check(
+            self.distractor_length is None or self.distractor_length >= 1,
+            f"distractor_length must be >= 1 or null, got {self.distractor_length}",
+        )
+        check(
+            self.num_distractors is None or self.num_distractors >= 0,
+            f"num_distractors must be >= 0 or null, got {self.num_distractors}",
+        )
 
     def distractors(self) -> tuple[int, int]:
         """(length, count) of distractor contours, with LRA's defaults."""
@@ -69,7 +78,7 @@ class PathfinderTask(Task):
         super().__init__(data_dir, **options)
         self.vocab_size = 257
         self.num_classes = 2
-        self.seq_len = self.config.resolution ** 2
+        self.seq_len = self.config.resolution**2
 
     def load(self) -> dict[str, SequenceDataset]:
         c = self.config
@@ -81,8 +90,10 @@ class PathfinderTask(Task):
         else:  # LRA's release has no splits; LRA takes 80% / 10% / 10%
             cuts = (np.array([0, 0.8, 0.9, 1.0]) * len(images)).astype(int)
             order = np.random.default_rng(c.seed).permutation(len(images))
-        return {split: SequenceDataset(images[order[lo:hi]], data["labels"][order[lo:hi]], shift=1)
-                for split, lo, hi in zip(SPLITS, cuts[:-1], cuts[1:])}
+        return {
+            split: SequenceDataset(images[order[lo:hi]], data["labels"][order[lo:hi]], shift=1)
+            for split, lo, hi in zip(SPLITS, cuts[:-1], cuts[1:])
+        }
 
     def generate(self) -> dict[str, np.ndarray]:
         c = self.config
@@ -92,9 +103,7 @@ class PathfinderTask(Task):
         path = cache_dir(self.data_dir, self.name, params) / "data.npz"
         total = c.num_train + c.num_val + c.num_test
         sample = lambda rng, n: draw_images(rng, n, c)
-        return cached_arrays(path, lambda: sample_distinct(sample, total,
-                                                           np.random.default_rng(c.seed),
-                                                           self.name))
+        return cached_arrays(path, lambda: sample_distinct(sample, total, np.random.default_rng(c.seed), self.name))
 
     def read(self) -> dict[str, np.ndarray]:
         """LRA's images, decoded once and cached in the data dir."""
@@ -104,8 +113,7 @@ class PathfinderTask(Task):
         if not metadata:
             raise ConfigError(f"pathfinder: no metadata/*.npy under {root}")
         stamp = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in metadata]
-        params = {"version": VERSION, "path": str(root), "metadata": stamp,
-                  "resolution": c.resolution}
+        params = {"version": VERSION, "path": str(root), "metadata": stamp, "resolution": c.resolution}
         path = cache_dir(self.data_dir, self.name, params) / "images.npz"
         return cached_arrays(path, lambda: read_lra(root, metadata, c.resolution))
 
@@ -120,15 +128,16 @@ def read_lra(root: Path, metadata: list[Path], resolution: int) -> dict[str, np.
     try:
         from PIL import Image
     except ImportError:
-        raise ConfigError("pathfinder: reading LRA's PNGs needs Pillow: pip install pillow") \
-            from None
+        raise ConfigError("pathfinder: reading LRA's PNGs needs Pillow: pip install pillow") from None
     images, labels = [], []
     for meta in metadata:
         try:
             lines = meta.read_text(encoding="utf-8").splitlines()
         except UnicodeDecodeError as err:
-            raise ConfigError(f"{meta}: not UTF-8 text ({err.reason} at byte {err.start}); "
-                              f"LRA's metadata files are text despite the .npy name") from None
+            raise ConfigError(
+                f"{meta}: not UTF-8 text ({err.reason} at byte {err.start}); "
+                f"LRA's metadata files are text despite the .npy name"
+            ) from None
         except OSError as err:  # e.g. no read permission
             raise ConfigError(f"{meta}: cannot read ({err.strerror})") from None
         for lineno, line in enumerate(lines, start=1):
@@ -145,11 +154,11 @@ def read_lra(root: Path, metadata: list[Path], resolution: int) -> dict[str, np.
                     pixels = np.asarray(img.convert("L"), dtype=np.uint8)
             except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
                 # Pillow reports a broken PNG chunk as SyntaxError, a truncated file as OSError
-                raise ConfigError(f"{meta}:{lineno}: {png} is not a readable image ({err})") \
-                    from None
+                raise ConfigError(f"{meta}:{lineno}: {png} is not a readable image ({err})") from None
             if pixels.shape != (resolution, resolution):
-                raise ConfigError(f"{png}: image is {pixels.shape[1]}x{pixels.shape[0]}, "
-                                  f"expected resolution {resolution}")
+                raise ConfigError(
+                    f"{png}: image is {pixels.shape[1]}x{pixels.shape[0]}, expected resolution {resolution}"
+                )
             images.append(pixels)
             labels.append(int(fields[3]))
     if not images:
@@ -173,8 +182,10 @@ def draw_images(rng: np.random.Generator, n: int, c: PathfinderConfig) -> dict[s
         todo, idle = todo[~done], 0 if done.any() else idle + 1
         if not len(todo):
             return {"images": images, "labels": np.arange(n) % 2, "markers": markers}
-    raise ConfigError("task 'pathfinder': contours rarely fit in the image; lower "
-                      "contour_length, num_distractors or spacing, or raise resolution")
+    raise ConfigError(
+        "task 'pathfinder': contours rarely fit in the image; lower "
+        "contour_length, num_distractors or spacing, or raise resolution"
+    )
 
 
 def draw_batch(rng: np.random.Generator, n: int, c: PathfinderConfig, labels: np.ndarray):
@@ -213,8 +224,9 @@ def draw_batch(rng: np.random.Generator, n: int, c: PathfinderConfig, labels: np
     return ok, images, markers
 
 
-def place_contour(rng: np.random.Generator, taken: np.ndarray, dashes: int,
-                  c: PathfinderConfig, near: np.ndarray | None = None):
+def place_contour(
+    rng: np.random.Generator, taken: np.ndarray, dashes: int, c: PathfinderConfig, near: np.ndarray | None = None
+):
     """A dashed contour per image avoiding `taken`, and with its two ends off `near` if given:
     (placed?, (n, P, 2) pixels (y, x)).
 

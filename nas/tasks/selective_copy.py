@@ -1,6 +1,7 @@
 """Selective copying (Gu & Dao 2023, Mamba, https://arxiv.org/abs/2312.00752): reproduce, in
 order, the few content tokens scattered at random places among noise.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -8,7 +9,7 @@ import dataclasses
 import numpy as np
 from torch.utils.data import Dataset
 
-from nas.tasks.base import IGNORE_INDEX, TASKS, Task, GeneratedConfig, check
+from nas.tasks.base import IGNORE_INDEX, TASKS, GeneratedConfig, Task, check
 from nas.tasks.cache import choose, generated_splits
 
 NOISE, ANSWER = 1, 2  # the filler token; the token at each answer position
@@ -28,8 +29,10 @@ class SelectiveCopyConfig(GeneratedConfig):
         super().__post_init__()
         check(self.num_tokens >= 1, f"num_tokens must be >= 1, got {self.num_tokens}")
         check(self.alphabet >= 2, f"alphabet must be >= 2, got {self.alphabet}")
-        check(self.seq_len >= 2 * self.num_tokens,
-              f"seq_len must be >= 2 * num_tokens ({2 * self.num_tokens}), got {self.seq_len}")
+        check(
+            self.seq_len >= 2 * self.num_tokens,
+            f"seq_len must be >= 2 * num_tokens ({2 * self.num_tokens}), got {self.seq_len}",
+        )
 
 
 @TASKS.register("selective_copy")
@@ -52,9 +55,11 @@ class SelectiveCopyTask(Task):
         self.num_classes = self.vocab_size
         self.seq_len = c.seq_len
 
-    def load(self) -> dict[str, "SelectiveCopyDataset"]:
-        return {split: SelectiveCopyDataset(self.config, arrays["positions"], arrays["content"])
-                for split, arrays in generated_splits(self, VERSION).items()}
+    def load(self) -> dict[str, SelectiveCopyDataset]:
+        return {
+            split: SelectiveCopyDataset(self.config, arrays["positions"], arrays["content"])
+            for split, arrays in generated_splits(self, VERSION).items()
+        }
 
     def sample(self, rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
         """n sequences in compact form: where the content tokens are, and which they are."""
@@ -80,9 +85,9 @@ class SelectiveCopyDataset(Dataset):
         content = self.content[i].astype(np.int64) + FIRST_CONTENT
         tokens = np.full(c.seq_len, NOISE, dtype=np.int64)
         tokens[self.positions[i]] = content
-        tokens[c.seq_len - c.num_tokens:] = ANSWER
+        tokens[c.seq_len - c.num_tokens :] = ANSWER
         target = np.full(c.seq_len, IGNORE_INDEX, dtype=np.int64)
-        target[c.seq_len - c.num_tokens:] = content
+        target[c.seq_len - c.num_tokens :] = content
         return tokens, target
 
     def scored_targets(self) -> np.ndarray:

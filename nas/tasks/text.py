@@ -1,6 +1,7 @@
 """Byte-level text classification, LRA's Text task (Tay et al. 2021,
 https://arxiv.org/abs/2011.04006: IMDb reviews as UTF-8 bytes), read from the user's files.
 """
+
 from __future__ import annotations
 
 import csv
@@ -12,8 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from nas.errors import ConfigError
-from nas.tasks.base import (TASKS, SequenceDataset, Task, TaskConfig, check, fit_length,
-                            log_truncated)
+from nas.tasks.base import TASKS, SequenceDataset, Task, TaskConfig, check, fit_length, log_truncated
 
 TEXT_COLUMNS = ("text", "source")  # accepted names of the text column (any case)
 LABEL_COLUMNS = ("label", "target")  # accepted names of the label column (any case)
@@ -38,8 +38,7 @@ class TextConfig(TaskConfig):
         super().__post_init__()
         check(self.num_classes >= 2, f"num_classes must be >= 2, got {self.num_classes}")
         check(self.max_len >= 1, f"max_len must be >= 1, got {self.max_len}")
-        check(0 < self.val_fraction < 1,
-              f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        check(0 < self.val_fraction < 1, f"val_fraction must be in (0, 1), got {self.val_fraction}")
 
 
 @TASKS.register("text")
@@ -60,16 +59,20 @@ class TextTask(Task):
         self.seq_len = self.config.max_len
 
     def describe(self) -> dict:
-        return {**super().describe(), "input": "bytes", "offset": 1,
-                "classes": [str(i) for i in range(self.num_classes)]}
+        return {
+            **super().describe(),
+            "input": "bytes",
+            "offset": 1,
+            "classes": [str(i) for i in range(self.num_classes)],
+        }
 
     def load(self) -> dict[str, SequenceDataset]:
         c = self.config
         if c.train_file is None or c.test_file is None:
-            raise ConfigError("task 'text': set train_file and test_file to your files "
-                              "(TSV with a text/label header, or JSONL)")
-        read = lambda name: read_file(Path(name).expanduser(), c.num_classes, c.max_len,
-                                      c.truncate)
+            raise ConfigError(
+                "task 'text': set train_file and test_file to your files (TSV with a text/label header, or JSONL)"
+            )
+        read = lambda name: read_file(Path(name).expanduser(), c.num_classes, c.max_len, c.truncate)
         splits = {"train": read(c.train_file), "test": read(c.test_file)}
         if c.val_file is not None:
             splits["val"] = read(c.val_file)
@@ -83,10 +86,10 @@ def hold_out(data: SequenceDataset, fraction: float, seed: int):
     order = np.random.default_rng(seed).permutation(len(data))
     n_val = max(1, round(fraction * len(data)))
     if n_val >= len(data):
-        raise ConfigError(f"task 'text': {len(data)} training examples are too few to hold "
-                          f"out a validation split; pass val_file")
-    pick = lambda idx: SequenceDataset([data.tokens[i] for i in idx], data.targets[idx],
-                                       shift=data.shift)
+        raise ConfigError(
+            f"task 'text': {len(data)} training examples are too few to hold out a validation split; pass val_file"
+        )
+    pick = lambda idx: SequenceDataset([data.tokens[i] for i in idx], data.targets[idx], shift=data.shift)
     return pick(np.sort(order[n_val:])), pick(np.sort(order[:n_val]))
 
 
@@ -103,13 +106,11 @@ def read_file(path: Path, num_classes: int, max_len: int, truncate: bool) -> Seq
             where = f"{path}:{lineno}"
             label = parse_label(label)
             if not isinstance(text, str) or label is None or not 0 <= label < num_classes:
-                raise ConfigError(f"{where}: expected a text and an integer label in "
-                                  f"0..{num_classes - 1}")
+                raise ConfigError(f"{where}: expected a text and an integer label in 0..{num_classes - 1}")
             try:
                 data = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
             except UnicodeEncodeError:  # JSON can spell a lone surrogate, UTF-8 cannot
-                raise ConfigError(f"{where}: text is not valid Unicode "
-                                  f"(a lone surrogate such as \\ud800)") from None
+                raise ConfigError(f"{where}: text is not valid Unicode (a lone surrogate such as \\ud800)") from None
             fitted = fit_length(data, max_len, truncate, where)
             truncated += len(fitted) < len(data)
             tokens.append(fitted)
@@ -141,15 +142,18 @@ def read_tsv(path: Path):
             header = [name.strip().lower() for name in next(reader, [])]
             text_col, label_col = column(header, TEXT_COLUMNS), column(header, LABEL_COLUMNS)
             if text_col is None or label_col is None:
-                raise ConfigError(f"{path}:1: expected a header naming a text column "
-                                  f"({'/'.join(TEXT_COLUMNS)}) and a label column "
-                                  f"({'/'.join(LABEL_COLUMNS)}), got {header!r}")
+                raise ConfigError(
+                    f"{path}:1: expected a header naming a text column "
+                    f"({'/'.join(TEXT_COLUMNS)}) and a label column "
+                    f"({'/'.join(LABEL_COLUMNS)}), got {header!r}"
+                )
             for row in reader:
                 if not row:
                     continue  # a blank line
                 if len(row) != len(header):
-                    raise ConfigError(f"{path}:{reader.line_num}: expected {len(header)} "
-                                      f"tab-separated fields, got {len(row)}")
+                    raise ConfigError(
+                        f"{path}:{reader.line_num}: expected {len(header)} tab-separated fields, got {len(row)}"
+                    )
                 yield reader.line_num, row[text_col], row[label_col]
         except csv.Error as err:
             raise ConfigError(f"{path}:{reader.line_num}: {err}") from None
@@ -170,8 +174,7 @@ def read_jsonl(path: Path):
             except json.JSONDecodeError as err:
                 raise ConfigError(f"{path}:{lineno}: not JSON ({err.msg})") from None
             except (ValueError, RecursionError) as err:  # e.g. an integer of over 4300 digits
-                problem = ("nested too deeply" if isinstance(err, RecursionError)
-                           else "a number too long to read")
+                problem = "nested too deeply" if isinstance(err, RecursionError) else "a number too long to read"
                 raise ConfigError(f"{path}:{lineno}: not JSON ({problem})") from None
             if not isinstance(row, dict) or "text" not in row or "label" not in row:
                 raise ConfigError(f"{path}:{lineno}: expected an object with text and label")

@@ -8,10 +8,11 @@ scoring (Guo et al. 2020, SPOS), taken to the weights (Ning et al. 2021, "Evalua
 Performance Estimators of Neural Architectures", find few-step fine-tuning raises ranking
 correlation). Every arch gets the same steps on the same batches from the same starting seed.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Callable, Iterable
 
 import torch
 from torch import nn
@@ -34,8 +35,9 @@ class Calibration:
         check_number(self.gradient_clip_val, "gradient_clip_val", "non-negative")
 
 
-def calibrate(model: nn.Module, batches: Callable[[], Iterable[dict]], calibration: Calibration,
-              seed: int = 0) -> nn.Module:
+def calibrate(
+    model: nn.Module, batches: Callable[[], Iterable[dict]], calibration: Calibration, seed: int = 0
+) -> nn.Module:
     """Train `model` in place for `calibration.steps` steps of the task loss and return it.
 
     Args:

@@ -1,5 +1,6 @@
 """Checkpoints that survive a kill: written to a temporary file, then renamed over the old one;
 the one before is kept as `<name>.prev`, for a file damaged after it was written."""
+
 from __future__ import annotations
 
 import logging
@@ -24,8 +25,7 @@ class AtomicCheckpoint(ModelCheckpoint):
 
     def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
         # every rank saves (Lightning waits for all there); rank 0 writes the file and renames it
-        with atomic_path(filepath, unique=False, previous=f"{filepath}.prev",
-                         publish=is_rank_zero()) as partial:
+        with atomic_path(filepath, unique=False, previous=f"{filepath}.prev", publish=is_rank_zero()) as partial:
             super()._save_checkpoint(trainer, str(partial))
         self._last_checkpoint_saved = filepath
 
@@ -40,12 +40,19 @@ class AtomicCheckpoint(ModelCheckpoint):
         another path since the checkpoint was written: the files keep their names in it."""
         old, new = state_dict.get("dirpath"), self.dirpath
         if old and new and old != new:
+
             def moved(path):
                 return os.path.join(new, os.path.basename(path)) if path else path
-            state_dict = {**state_dict, "dirpath": new,
-                          **{key: moved(state_dict.get(key)) for key in
-                             ("best_model_path", "kth_best_model_path", "last_model_path")},
-                          "best_k_models": {moved(k): v for k, v in state_dict.get("best_k_models", {}).items()}}
+
+            state_dict = {
+                **state_dict,
+                "dirpath": new,
+                **{
+                    key: moved(state_dict.get(key))
+                    for key in ("best_model_path", "kth_best_model_path", "last_model_path")
+                },
+                "best_k_models": {moved(k): v for k, v in state_dict.get("best_k_models", {}).items()},
+            }
         super().load_state_dict(state_dict)
 
 
@@ -103,7 +110,7 @@ WRITERS = {"search": "nas-search's search (a supernet)", "retrain": "a retrainin
 
 
 def stage_of(checkpoint: dict) -> str | None:
-    """"search" (a supernet's, with its `supernet` record), "retrain" (one arch's, with its model
+    """ "search" (a supernet's, with its `supernet` record), "retrain" (one arch's, with its model
     in its hyper_parameters: `model`, or `arch` beside `space` and `shape`) or None (neither)."""
     if isinstance(checkpoint.get("supernet"), dict):
         return "search"
@@ -124,21 +131,27 @@ def check_resume(checkpoint: dict, path: str | Path, module: torch.nn.Module, st
     source = f"resume checkpoint {path}"
     found = stage_of(checkpoint)
     if found != stage:
-        raise ConfigError(f"{source}: written by {WRITERS.get(found, 'something other than LongNAS')}, "
-                          f"not by {WRITERS[stage]}: resume= takes a run folder of the same command")
+        raise ConfigError(
+            f"{source}: written by {WRITERS.get(found, 'something other than LongNAS')}, "
+            f"not by {WRITERS[stage]}: resume= takes a run folder of the same command"
+        )
     saved = checkpoint["supernet"] if stage == "search" else checkpoint["hyper_parameters"]
     for key, value in built.items():
         if saved.get(key) != value:
             where, old, new = difference(saved.get(key), value, key)
-            raise ConfigError(f"{source}: the run trained another model: {where} is {excerpt(old)} there, "
-                              f"{excerpt(new)} in this run; resume with the settings it was started with")
+            raise ConfigError(
+                f"{source}: the run trained another model: {where} is {excerpt(old)} there, "
+                f"{excerpt(new)} in this run; resume with the settings it was started with"
+            )
     state = checkpoint.get("state_dict")
     if not isinstance(state, dict):
         raise ConfigError(f"{source}: its state_dict is a {type(state).__name__}, not a dict of weights")
     problem = misfit(state, module.state_dict())
     if problem:
-        raise ConfigError(f"{source}: its weights do not fit this run's {stage}: {problem}; "
-                          "resume with the settings the run was started with")
+        raise ConfigError(
+            f"{source}: its weights do not fit this run's {stage}: {problem}; "
+            "resume with the settings the run was started with"
+        )
     check_weights_finite(state, source)
 
 
@@ -161,8 +174,9 @@ def check_weights_finite(state: dict, source: str) -> None:
     file, which would train or export a model that predicts nothing."""
     for key, value in state.items():
         if torch.is_tensor(value) and value.is_floating_point() and not torch.isfinite(value).all():
-            raise ConfigError(f"{source}: weight {excerpt(key)} holds NaN or inf values; "
-                              "refusing a diverged or damaged checkpoint")
+            raise ConfigError(
+                f"{source}: weight {excerpt(key)} holds NaN or inf values; refusing a diverged or damaged checkpoint"
+            )
 
 
 def _shape(value) -> tuple | None:

@@ -6,14 +6,15 @@ learn from a teacher (the supernet's largest subnet) by distillation, as in Tiny
 The checkpoint holds everything needed to rebuild the model: its `ModelSpec` (the hparam
 `model`), so export needs nothing else.
 """
+
 from __future__ import annotations
 
 import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 
-from nas.metrics import check_finite, soft_cross_entropy, task_loss, task_metric
 from nas.errors import ConfigError
+from nas.metrics import check_finite, soft_cross_entropy, task_loss, task_metric
 from nas.model import ModelSpec, Subnet
 from nas.ops.attention import revisions
 from nas.safe_load import read_checkpoint
@@ -21,27 +22,43 @@ from nas.safe_load import read_checkpoint
 
 class RetrainModule(pl.LightningModule):
     """Args:
-        model: the model to train: a ModelSpec, or its `to_dict()` as saved in hparams.
-        metric: "acc" or "bpb".
-        lr, weight_decay, warmup_steps: AdamW with linear warm-up then cosine decay.
-        teacher: an optional module mapping (tokens, mask) to logits.
-        distill: the weight of the distillation loss (needs a teacher).
-        task_config: the task's record (`Task.record()`: its name and options), kept so that
-            export can evaluate on its test set; read back through `nas.tasks.build_task`.
-        op_revisions: ignored; the record a loaded checkpoint brings back (the hparams hold
-            this code's `revisions` of the arch's ops, which export compares with its own).
+    model: the model to train: a ModelSpec, or its `to_dict()` as saved in hparams.
+    metric: "acc" or "bpb".
+    lr, weight_decay, warmup_steps: AdamW with linear warm-up then cosine decay.
+    teacher: an optional module mapping (tokens, mask) to logits.
+    distill: the weight of the distillation loss (needs a teacher).
+    task_config: the task's record (`Task.record()`: its name and options), kept so that
+        export can evaluate on its test set; read back through `nas.tasks.build_task`.
+    op_revisions: ignored; the record a loaded checkpoint brings back (the hparams hold
+        this code's `revisions` of the arch's ops, which export compares with its own).
     """
 
-    def __init__(self, model: dict | ModelSpec, metric: str, lr: float = 1e-3, weight_decay: float = 0.01,
-                 warmup_steps: int = 50, teacher: nn.Module | None = None, distill: float = 0.0,
-                 task_config: dict | None = None, op_revisions: dict | None = None):
+    def __init__(
+        self,
+        model: dict | ModelSpec,
+        metric: str,
+        lr: float = 1e-3,
+        weight_decay: float = 0.01,
+        warmup_steps: int = 50,
+        teacher: nn.Module | None = None,
+        distill: float = 0.0,
+        task_config: dict | None = None,
+        op_revisions: dict | None = None,
+    ):
         super().__init__()
         spec = model if isinstance(model, ModelSpec) else ModelSpec.from_dict(model)
-        self.save_hyperparameters({
-            "model": spec.to_dict(), "metric": metric,
-            "lr": lr, "weight_decay": weight_decay, "warmup_steps": warmup_steps, "distill": distill,
-            "task_config": task_config, "op_revisions": revisions(spec.space.op_types(spec.arch)),
-        })
+        self.save_hyperparameters(
+            {
+                "model": spec.to_dict(),
+                "metric": metric,
+                "lr": lr,
+                "weight_decay": weight_decay,
+                "warmup_steps": warmup_steps,
+                "distill": distill,
+                "task_config": task_config,
+                "op_revisions": revisions(spec.space.op_types(spec.arch)),
+            }
+        )
         self.spec, self.metric = spec, metric
         self.model = Subnet(spec)
         if distill and teacher is None:
@@ -78,8 +95,13 @@ class RetrainModule(pl.LightningModule):
         # sync_dist: under DDP every rank must see the same mean, or EarlyStopping could stop
         # one rank and not the other
         self.log(f"{stage}/loss", task_loss(logits, batch["target"]), batch_size=size, sync_dist=True)
-        self.log(f"{stage}/{self.metric}", task_metric(logits, batch["target"], self.metric),
-                 prog_bar=True, batch_size=size, sync_dist=True)
+        self.log(
+            f"{stage}/{self.metric}",
+            task_metric(logits, batch["target"], self.metric),
+            prog_bar=True,
+            batch_size=size,
+            sync_dist=True,
+        )
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self._log_scores(batch, "val")
@@ -88,8 +110,9 @@ class RetrainModule(pl.LightningModule):
         self._log_scores(batch, "test")
 
     def configure_optimizers(self):
-        optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.hparams.lr,
-                                      weight_decay=self.hparams.weight_decay)
+        optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay
+        )
         total = max(1, self.trainer.estimated_stepping_batches)
         warmup = min(self.hparams.warmup_steps, total // 2)
 
@@ -103,7 +126,7 @@ class RetrainModule(pl.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     @classmethod
-    def load_model(cls, path: str, map_location: str = "cpu") -> "RetrainModule":
+    def load_model(cls, path: str, map_location: str = "cpu") -> RetrainModule:
         """The module from a checkpoint, without a teacher (so without distillation). A
         checkpoint from before `ModelSpec` (separate arch, space and shape hparams) loads too."""
         ckpt = read_checkpoint(path, "retrain checkpoint")  # one line, not a traceback, for a bad file
@@ -113,5 +136,6 @@ class RetrainModule(pl.LightningModule):
         spec = ModelSpec.from_hparams(hparams, source=str(path))
         # Lightning passes only the arguments __init__ names, so old checkpoints' arch, space
         # and shape are dropped in favour of `model`
-        return cls.load_from_checkpoint(path, map_location=map_location, weights_only=True,
-                                        model=spec, teacher=None, distill=0.0)
+        return cls.load_from_checkpoint(
+            path, map_location=map_location, weights_only=True, model=spec, teacher=None, distill=0.0
+        )

@@ -1,4 +1,5 @@
 """Run a search end to end in Python: train the supernet with a strategy, then let it choose."""
+
 from __future__ import annotations
 
 from itertools import islice
@@ -13,8 +14,15 @@ from nas.supernet import Supernet
 from nas.training.search import SearchModule
 
 
-def fit_supernet(supernet: Supernet, strategy: Strategy, datamodule: pl.LightningDataModule, metric: str,
-                 trainer: pl.Trainer, ckpt_path: str | None = None, **module_kwargs) -> SearchModule:
+def fit_supernet(
+    supernet: Supernet,
+    strategy: Strategy,
+    datamodule: pl.LightningDataModule,
+    metric: str,
+    trainer: pl.Trainer,
+    ckpt_path: str | None = None,
+    **module_kwargs,
+) -> SearchModule:
     """Train `supernet` under `strategy` on `datamodule`; returns the search module (the
     `SearchContext` that `strategy.finish` takes).
 
@@ -26,10 +34,16 @@ def fit_supernet(supernet: Supernet, strategy: Strategy, datamodule: pl.Lightnin
         read_checkpoint(ckpt_path, "resume checkpoint")
     module = SearchModule(supernet, strategy, metric, **module_kwargs)
     datamodule.setup("fit")
-    train = CombinedLoader({"train": datamodule.train_dataloader(), "val": datamodule.val_dataloader()},
-                           mode="max_size_cycle")
-    trainer.fit(module, train_dataloaders=train, val_dataloaders=datamodule.val_dataloader(),
-                ckpt_path=ckpt_path, weights_only=True)
+    train = CombinedLoader(
+        {"train": datamodule.train_dataloader(), "val": datamodule.val_dataloader()}, mode="max_size_cycle"
+    )
+    trainer.fit(
+        module,
+        train_dataloaders=train,
+        val_dataloaders=datamodule.val_dataloader(),
+        ckpt_path=ckpt_path,
+        weights_only=True,
+    )
     return module
 
 
@@ -38,9 +52,16 @@ def validation_batches(datamodule: pl.LightningDataModule, count: int) -> list[d
     return list(islice(datamodule.val_dataloader(), count))
 
 
-def run_search(supernet: Supernet, strategy: Strategy, datamodule: pl.LightningDataModule, metric: str,
-               trainer: pl.Trainer, ckpt_path: str | None = None, eval_batches: int = 8,
-               **module_kwargs) -> tuple[SearchModule, SearchResult]:
+def run_search(
+    supernet: Supernet,
+    strategy: Strategy,
+    datamodule: pl.LightningDataModule,
+    metric: str,
+    trainer: pl.Trainer,
+    ckpt_path: str | None = None,
+    eval_batches: int = 8,
+    **module_kwargs,
+) -> tuple[SearchModule, SearchResult]:
     """`fit_supernet`, then the strategy's choice on `eval_batches` validation batches (made on
     rank 0 and shared under DDP)."""
     module = fit_supernet(supernet, strategy, datamodule, metric, trainer, ckpt_path, **module_kwargs)

@@ -4,6 +4,7 @@ Optimization is manual because strategies differ in what they step: SPOS steps t
 one sampled path, DARTS alternates weight and architecture steps, ENAS also steps a controller.
 Each training batch is {"train": batch, "val": batch} so that bilevel strategies have both.
 """
+
 from __future__ import annotations
 
 import random
@@ -16,12 +17,12 @@ import torch.distributed as dist
 from torch import Tensor
 
 from nas.errors import ConfigError
-from nas.safe_load import read_checkpoint
 from nas.metrics import check_finite, task_loss, task_metric
 from nas.model import ModelShape
 from nas.ops.attention import revisions, warn_revision_changes
 from nas.results import SearchResult
 from nas.run_folder import is_rank_zero
+from nas.safe_load import read_checkpoint
 from nas.space import Arch, SearchSpace
 from nas.strategies.base import Strategy
 from nas.supernet import FewShotSupernet, Supernet
@@ -39,8 +40,15 @@ class SearchModule(pl.LightningModule):
         grad_clip: the norm the supernet's gradients are clipped to (0: off).
     """
 
-    def __init__(self, supernet: Supernet, strategy: Strategy, metric: str, lr: float = 1e-3,
-                 weight_decay: float = 0.01, grad_clip: float = 1.0):
+    def __init__(
+        self,
+        supernet: Supernet,
+        strategy: Strategy,
+        metric: str,
+        lr: float = 1e-3,
+        weight_decay: float = 0.01,
+        grad_clip: float = 1.0,
+    ):
         super().__init__()
         self.supernet = supernet
         self.strategy = strategy
@@ -104,16 +112,23 @@ class SearchModule(pl.LightningModule):
     # -- Lightning hooks -------------------------------------------------------------------
     def training_step(self, batch: dict, batch_idx: int) -> None:
         logs = self.strategy.training_step(self, batch["train"], batch.get("val"))
-        self.log_dict({f"train/{k}": v for k, v in logs.items()}, prog_bar=True, on_step=True,
-                      on_epoch=False, batch_size=batch["train"]["tokens"].shape[0], sync_dist=True)
+        self.log_dict(
+            {f"train/{k}": v for k, v in logs.items()},
+            prog_bar=True,
+            on_step=True,
+            on_epoch=False,
+            batch_size=batch["train"]["tokens"].shape[0],
+            sync_dist=True,
+        )
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         arch = self.strategy.current_arch()
         loss, logits = self.arch_loss(batch, arch)
         size = batch["tokens"].shape[0]
         self.log("val/loss", loss, batch_size=size)
-        self.log(f"val/{self.metric}", task_metric(logits, batch["target"], self.metric), prog_bar=True,
-                 batch_size=size)
+        self.log(
+            f"val/{self.metric}", task_metric(logits, batch["target"], self.metric), prog_bar=True, batch_size=size
+        )
 
     def on_train_epoch_end(self) -> None:
         self.strategy.on_epoch_end(self)
@@ -122,18 +137,24 @@ class SearchModule(pl.LightningModule):
         """What it takes to rebuild the supernet: space, shape, sharing, few_shot (the
         checkpoint's `supernet` entry, less op_revisions); a resume must build the same."""
         net = self.supernet
-        return {"space": net.space.to_dict(), "shape": net.shape.to_dict(), "sharing": net.sharing,
-                "few_shot": getattr(net, "split", None)}
+        return {
+            "space": net.space.to_dict(),
+            "shape": net.shape.to_dict(),
+            "sharing": net.sharing,
+            "few_shot": getattr(net, "split", None),
+        }
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # retrain's init=inherit, nas-rank and resume= read it
-        checkpoint["supernet"] = {**self.model_record(),
-                                  "op_revisions": revisions(self.supernet.space.all_op_types())}
+        checkpoint["supernet"] = {**self.model_record(), "op_revisions": revisions(self.supernet.space.all_op_types())}
         # Resuming must replay the same batches and samples as an uninterrupted run.
         kind, keys, position, has_gauss, gauss = np.random.get_state()
         # plain types: checkpoints load with weights_only=True, which refuses numpy arrays
-        checkpoint["rng"] = {"torch": torch.get_rng_state(), "python": random.getstate(),
-                             "numpy": (kind, keys.tolist(), position, has_gauss, gauss)}
+        checkpoint["rng"] = {
+            "torch": torch.get_rng_state(),
+            "python": random.getstate(),
+            "numpy": (kind, keys.tolist(), position, has_gauss, gauss),
+        }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         if "rng" in checkpoint:
@@ -168,8 +189,9 @@ def load_supernet(path: str | Path, space: SearchSpace | None = None) -> Superne
     saved = SearchSpace.from_dict(meta["space"], source=str(path))
     if space is not None and saved != space:
         where = difference(saved.to_dict(), space.to_dict())[0] or "(top level)"
-        raise ConfigError(f"{path}: checkpoint is from space '{saved.name}', not '{space.name}': "
-                          f"they differ at '{where}'")
+        raise ConfigError(
+            f"{path}: checkpoint is from space '{saved.name}', not '{space.name}': they differ at '{where}'"
+        )
     shape = ModelShape.from_dict(meta.get("shape"), source=f"{path}: shape")
     warn_revision_changes(meta.get("op_revisions"), saved.all_op_types(), source=str(path))
     try:
@@ -179,7 +201,7 @@ def load_supernet(path: str | Path, space: SearchSpace | None = None) -> Superne
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from None
     prefix = "supernet."
-    state = {k[len(prefix):]: v for k, v in checkpoint["state_dict"].items() if str(k).startswith(prefix)}
+    state = {k[len(prefix) :]: v for k, v in checkpoint["state_dict"].items() if str(k).startswith(prefix)}
     problem = misfit(state, supernet.state_dict())
     if problem:
         raise ConfigError(f"{path}: its weights do not fit the supernet it records: {problem}")

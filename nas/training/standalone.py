@@ -7,6 +7,7 @@ validation set. With a checkpoint folder it keeps its last epoch in `<id>.ckpt`,
 resumes there (the shuffle is drawn from seed and epoch, so it sees the batches an
 uninterrupted one would).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -36,23 +37,44 @@ def train(job: Job, checkpoints: Path | None = None) -> dict:
     spec = ModelSpec.from_dict(job.model, f"standalone job {job.id}: model")
     task = build_task(job.task, job.data_dir, f"standalone job {job.id}: task")
     if spec.shape != task.shape:
-        raise ConfigError(f"standalone job {job.id}: its model's shape {spec.shape.to_dict()} is not its "
-                          f"task's {task.shape.to_dict()}")
+        raise ConfigError(
+            f"standalone job {job.id}: its model's shape {spec.shape.to_dict()} is not its "
+            f"task's {task.shape.to_dict()}"
+        )
     pl.seed_everything(job.seed, workers=True, verbose=False)
     b = job.budget
-    module = RetrainModule(spec, task.metric, lr=b.lr, weight_decay=b.weight_decay,
-                           warmup_steps=b.warmup_steps, task_config=job.task)
+    module = RetrainModule(
+        spec, task.metric, lr=b.lr, weight_decay=b.weight_decay, warmup_steps=b.warmup_steps, task_config=job.task
+    )
     saver = [] if checkpoints is None else [last_checkpoint(checkpoints, job.id)]
     resume = None if checkpoints is None else resumable(Path(checkpoints) / f"{job.id}.ckpt")
     if resume is not None:
         log.info("standalone job %s resumes from %s", job.id, resume)
-    trainer = pl.Trainer(**job.trainer, max_epochs=b.max_epochs, gradient_clip_val=b.gradient_clip_val or None,
-                         logger=False, enable_checkpointing=bool(saver), callbacks=saver, enable_progress_bar=False,
-                         enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0)
+    trainer = pl.Trainer(
+        **job.trainer,
+        max_epochs=b.max_epochs,
+        gradient_clip_val=b.gradient_clip_val or None,
+        logger=False,
+        enable_checkpointing=bool(saver),
+        callbacks=saver,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+    )
     start = time.perf_counter()
     trainer.fit(module, datamodule=task, ckpt_path=resume, weights_only=True)
     seconds = time.perf_counter() - start
     val, val_loss = evaluate_with_loss(module.model, task.val_dataloader(), task.metric)
-    return {"arch": job.model["arch"], "seed": job.seed, "budget": dataclasses.asdict(b), "op_revisions": job.op_revisions,
-            "metric": task.metric, "val": val, "val_loss": val_loss, "train_seconds": round(seconds, 2),
-            "host": socket.gethostname(), "pid": os.getpid()}
+    return {
+        "arch": job.model["arch"],
+        "seed": job.seed,
+        "budget": dataclasses.asdict(b),
+        "op_revisions": job.op_revisions,
+        "metric": task.metric,
+        "val": val,
+        "val_loss": val_loss,
+        "train_seconds": round(seconds, 2),
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+    }

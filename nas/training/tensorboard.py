@@ -4,9 +4,11 @@ time, how often each choice trained, metric against cost, the chosen arch, and a
 All writers take a `torch.utils.tensorboard.SummaryWriter`, which is what Lightning's
 `TensorBoardLogger.experiment` is, so everything lands in the run's own event file.
 """
+
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from tensorboard.plugins.text.summary_v2 import text_pb
 from torch.utils.tensorboard import SummaryWriter
@@ -20,9 +22,16 @@ from nas.space import Arch, SearchSpace
 from nas.strategies.base import Strategy
 
 
-def log_search(writer: SummaryWriter, space: SearchSpace, strategy: Strategy, result: SearchResult,
-               cost: Cost | None = None, metrics: dict[str, float] | None = None, step: int = 0,
-               cost_of: Callable[[Arch], Cost] | None = None) -> None:
+def log_search(
+    writer: SummaryWriter,
+    space: SearchSpace,
+    strategy: Strategy,
+    result: SearchResult,
+    cost: Cost | None = None,
+    metrics: dict[str, float] | None = None,
+    step: int = 0,
+    cost_of: Callable[[Arch], Cost] | None = None,
+) -> None:
     """Write the pictures and the table of a finished search.
 
     Tags: `search/arch_weights/layer<i>` and `search/arch_weights/depth` (reports with a
@@ -45,14 +54,19 @@ def log_search(writer: SummaryWriter, space: SearchSpace, strategy: Strategy, re
     if history:
         for layer in [*range(space.max_depth), "depth"]:
             name = "depth" if layer == "depth" else f"layer{layer}"
-            writer.add_figure(f"search/arch_weights/{name}",
-                              viz.decision_heatmap(history, decisions, layer, chosen=result.best), step)
+            writer.add_figure(
+                f"search/arch_weights/{name}", viz.decision_heatmap(history, decisions, layer, chosen=result.best), step
+            )
     if any(strategy.counts.values()):
         writer.add_figure("search/choice_counts", viz.choice_counts(strategy.counts, decisions), step)
     candidates = _unique(result.ranked + result.pareto)
     if cost_of is not None:
-        candidates = [c if any(k.startswith("cost/") for k in c.metrics)
-                      else Candidate(c.arch, {**c.metrics, **cost_metrics(cost_of(c.arch))}) for c in candidates]
+        candidates = [
+            c
+            if any(k.startswith("cost/") for k in c.metrics)
+            else Candidate(c.arch, {**c.metrics, **cost_metrics(cost_of(c.arch))})
+            for c in candidates
+        ]
     keys = _plot_keys(candidates)
     if keys is not None:
         metric_key, cost_key = keys
@@ -99,8 +113,16 @@ def log_hparams(writer: SummaryWriter, hparams: dict[str, Any], metrics: dict[st
     writer.flush()
 
 
-def log_rank(writer: SummaryWriter, archs: list[Arch], inherited: list[float], standalone: list[float],
-             summary: dict[str, float], metric: str, table: str, step: int = 0) -> None:
+def log_rank(
+    writer: SummaryWriter,
+    archs: list[Arch],
+    inherited: list[float],
+    standalone: list[float],
+    summary: dict[str, float],
+    metric: str,
+    table: str,
+    step: int = 0,
+) -> None:
     """Write a `nas-rank` measurement: `rank/inherited_vs_standalone` (one point per arch,
     coloured by attention type, the supernet's pick ringed), its figures as `rank/<name>`
     scalars, and `rank/table` (markdown) in the text tab.
@@ -112,12 +134,16 @@ def log_rank(writer: SummaryWriter, archs: list[Arch], inherited: list[float], s
         metric: the task's metric name ("acc"), for the axes.
         table: markdown shown in the text tab.
     """
-    figure = viz.scatter(inherited, standalone, [viz.attention_label(a) for a in archs],
-                         xlabel=f"inherited val/{metric} (supernet weights)",
-                         ylabel=f"standalone val/{metric} (trained from scratch)",
-                         title=f"{len(archs)} archs: Kendall tau {summary['kendall_tau']:.3f}, "
-                               f"regret {summary['regret']:.4f}",
-                         ring=int(summary["pick"]), ring_label="supernet's pick")
+    figure = viz.scatter(
+        inherited,
+        standalone,
+        [viz.attention_label(a) for a in archs],
+        xlabel=f"inherited val/{metric} (supernet weights)",
+        ylabel=f"standalone val/{metric} (trained from scratch)",
+        title=f"{len(archs)} archs: Kendall tau {summary['kendall_tau']:.3f}, regret {summary['regret']:.4f}",
+        ring=int(summary["pick"]),
+        ring_label="supernet's pick",
+    )
     writer.add_figure("rank/inherited_vs_standalone", figure, step)
     for key, value in summary.items():
         if key != "pick":

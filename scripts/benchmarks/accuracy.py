@@ -22,6 +22,7 @@ often has), scaled so that the logits q.k / sqrt(d) have the requested std (the 
 reported). lsh: shared-QK on clustered tokens (clusters of `--cluster` tokens at random
 positions), the exact reference being full shared-QK attention with Reformer's self mask.
 """
+
 import math
 import sys
 
@@ -31,37 +32,38 @@ from torch.nn import functional as F
 
 REFERENCES = {
     "performer-pytorch": "github.com/lucidrains/performer-pytorch @ fc8b784, performer_pytorch.py: "
-                         "softmax_kernel, gaussian_orthogonal_random_matrix, linear_attention",
+    "softmax_kernel, gaussian_orthogonal_random_matrix, linear_attention",
     "reformer-pytorch": "github.com/lucidrains/reformer-pytorch @ 66a19b6, reformer_pytorch.py: "
-                        "LSHAttention.hash_vectors and .forward (defaults: attend_across_buckets, "
-                        "allow_duplicate_attention, rehash_each_round)",
+    "LSHAttention.hash_vectors and .forward (defaults: attend_across_buckets, "
+    "allow_duplicate_attention, rehash_each_round)",
 }
 
 
 # --- performer-pytorch, transcribed (einops.repeat -> expand) --------------------------------
 def pp_softmax_kernel(data, *, projection_matrix, is_query, normalize_data=True, eps=1e-4):
     b, h, *_ = data.shape
-    data_normalizer = (data.shape[-1] ** -0.25) if normalize_data else 1.
-    ratio = (projection_matrix.shape[0] ** -0.5)
+    data_normalizer = (data.shape[-1] ** -0.25) if normalize_data else 1.0
+    ratio = projection_matrix.shape[0] ** -0.5
     projection = projection_matrix.expand(b, h, *projection_matrix.shape).type_as(data)
-    data_dash = torch.einsum('...id,...jd->...ij', (data_normalizer * data), projection)
-    diag_data = data ** 2
+    data_dash = torch.einsum("...id,...jd->...ij", (data_normalizer * data), projection)
+    diag_data = data**2
     diag_data = torch.sum(diag_data, dim=-1)
-    diag_data = (diag_data / 2.0) * (data_normalizer ** 2)
+    diag_data = (diag_data / 2.0) * (data_normalizer**2)
     diag_data = diag_data.unsqueeze(dim=-1)
     if is_query:
         data_dash = ratio * (
-            torch.exp(data_dash - diag_data -
-                      torch.amax(data_dash, dim=-1, keepdim=True).detach()) + eps)
+            torch.exp(data_dash - diag_data - torch.amax(data_dash, dim=-1, keepdim=True).detach()) + eps
+        )
     else:
         data_dash = ratio * (
-            torch.exp(data_dash - diag_data - torch.amax(data_dash, dim=(-1, -2), keepdim=True).detach()) + eps)
+            torch.exp(data_dash - diag_data - torch.amax(data_dash, dim=(-1, -2), keepdim=True).detach()) + eps
+        )
     return data_dash.type_as(data)
 
 
 def pp_orthogonal_matrix_chunk(cols):
     unstructured_block = torch.randn((cols, cols))
-    q, _ = torch.linalg.qr(unstructured_block, mode='reduced')
+    q, _ = torch.linalg.qr(unstructured_block, mode="reduced")
     return q.t()
 
 
@@ -78,9 +80,9 @@ def pp_gaussian_orthogonal_random_matrix(nb_rows, nb_columns):
 
 def pp_linear_attention(q, k, v):
     k_cumsum = k.sum(dim=-2)
-    D_inv = 1. / torch.einsum('...nd,...d->...n', q, k_cumsum.type_as(q))
-    context = torch.einsum('...nd,...ne->...de', k, v)
-    return torch.einsum('...de,...nd,...n->...ne', context, q, D_inv)
+    D_inv = 1.0 / torch.einsum("...nd,...d->...n", q, k_cumsum.type_as(q))
+    context = torch.einsum("...nd,...ne->...de", k, v)
+    return torch.einsum("...de,...nd,...n->...ne", context, q, D_inv)
 
 
 def performer_pytorch(q, k, v, features):
@@ -123,12 +125,18 @@ def rp_hash_vectors(n_buckets, vecs, n_hashes):
     batch_size = vecs.shape[0]
     rotations_shape = (1, vecs.shape[-1], n_hashes, n_buckets // 2)
     random_rotations = torch.randn(rotations_shape, dtype=vecs.dtype).expand(batch_size, -1, -1, -1)
-    rotated_vecs = torch.einsum('btf,bfhi->bhti', vecs, random_rotations)
+    rotated_vecs = torch.einsum("btf,bfhi->bhti", vecs, random_rotations)
     rotated_vecs = torch.cat([rotated_vecs, -rotated_vecs], dim=-1)
     buckets = torch.argmax(rotated_vecs, dim=-1)
     offsets = torch.arange(n_hashes)
     offsets = torch.reshape(offsets * n_buckets, (1, -1, 1))
-    return torch.reshape(buckets + offsets, (batch_size, -1,))
+    return torch.reshape(
+        buckets + offsets,
+        (
+            batch_size,
+            -1,
+        ),
+    )
 
 
 def reformer_pytorch(qk, v, bucket_size, n_hashes):
@@ -141,7 +149,7 @@ def reformer_pytorch(qk, v, bucket_size, n_hashes):
     buckets_and_t = seqlen * buckets + (ticker % seqlen)
     _, sticker = rp_sort_key_val(buckets_and_t, ticker, dim=-1)
     _, undo_sort = sticker.sort(dim=-1)
-    st = (sticker % seqlen)
+    st = sticker % seqlen
     sqk = rp_batched_index_select(qk, st)
     sv = rp_batched_index_select(v, st)
     chunk_size = total_hashes * n_buckets
@@ -158,14 +166,20 @@ def reformer_pytorch(qk, v, bucket_size, n_hashes):
     bk = look_one_back(bk)
     bv = look_one_back(bv)
     bkv_t = look_one_back(bkv_t)
-    dots = torch.einsum('bhie,bhje->bhij', bq, bk) * (dim ** -0.5)
+    dots = torch.einsum("bhie,bhje->bhij", bq, bk) * (dim**-0.5)
     self_mask = bq_t[:, :, :, None] == bkv_t[:, :, None, :]
     dots.masked_fill_(self_mask, TOKEN_SELF_ATTN_VALUE)
     dots_logsumexp = torch.logsumexp(dots, dim=-1, keepdim=True)
     dots = torch.exp(dots - dots_logsumexp).type_as(dots)
-    bo = torch.einsum('buij,buje->buie', dots, bv)
+    bo = torch.einsum("buij,buje->buie", dots, bv)
     so = torch.reshape(bo, (batch_size, -1, dim))
-    slogits = torch.reshape(dots_logsumexp, (batch_size, -1,))
+    slogits = torch.reshape(
+        dots_logsumexp,
+        (
+            batch_size,
+            -1,
+        ),
+    )
     o = rp_batched_index_select(so, undo_sort)
     logits = slogits.gather(1, undo_sort)
     o = torch.reshape(o, (batch_size, total_hashes, seqlen, dim))
@@ -181,7 +195,7 @@ def rel_error(approx, exact) -> float:
 
 def performer_data(n, heads, d, rank, logit_std, generator):
     basis = torch.linalg.qr(torch.randn(d, rank, generator=generator))[0].T  # (r, d) orthonormal rows
-    scale = math.sqrt(d ** 0.5 * logit_std / rank ** 0.5)  # std(q.k / sqrt(d)) = logit_std
+    scale = math.sqrt(d**0.5 * logit_std / rank**0.5)  # std(q.k / sqrt(d)) = logit_std
     q, k = (torch.randn(1, heads, n, rank, generator=generator) @ basis * scale for _ in range(2))
     v = torch.randn(1, heads, n, d, generator=generator)
     return q, k, v  # (1, h, n, d) each
@@ -192,14 +206,14 @@ def lsh_data(n, heads, d, cluster, sharpness, generator):
     centers = F.normalize(torch.randn(heads, n // cluster, d, generator=generator), dim=-1)
     assign = torch.stack([torch.randperm(n, generator=generator) // cluster for _ in range(heads)])
     qk = centers.gather(1, assign[..., None].expand(-1, -1, d))  # (h, n, d)
-    qk = (qk + 0.25 * torch.randn(heads, n, d, generator=generator) / d ** 0.5) * sharpness
+    qk = (qk + 0.25 * torch.randn(heads, n, d, generator=generator) / d**0.5) * sharpness
     return qk[None], torch.randn(1, heads, n, d, generator=generator)  # (1, h, n, d) each
 
 
 def shared_qk_exact(qk):
     """Full shared-QK attention weights (1, h, n, n), self masked as Reformer's FullQKAttention."""
     d = qk.shape[-1]
-    dots = qk @ F.normalize(qk, dim=-1).transpose(-1, -2) * d ** -0.5
+    dots = qk @ F.normalize(qk, dim=-1).transpose(-1, -2) * d**-0.5
     dots.diagonal(dim1=-2, dim2=-1).fill_(TOKEN_SELF_ATTN_VALUE)
     return dots.softmax(-1)
 
@@ -207,25 +221,34 @@ def shared_qk_exact(qk):
 def measure_performer(args, n, rank, logit_std):
     from nas.ops.attention import make_core
 
-    errors = {"ours": [], "ours_unshrunk": [], "favor_plus": [], "ours_relu_kernel": [],
-              "performer_pytorch": [], "uniform": []}
+    errors = {
+        "ours": [],
+        "ours_unshrunk": [],
+        "favor_plus": [],
+        "ours_relu_kernel": [],
+        "performer_pytorch": [],
+        "uniform": [],
+    }
     logit_stds = []
     for draw in range(args.draws):
         generator = torch.Generator().manual_seed(draw)
         q, k, v = performer_data(n, args.heads, args.head_dim, rank, logit_std, generator)
-        logit_stds.append((q[0, 0, :512] @ k[0, 0, :512].T / args.head_dim ** 0.5).std().item())
+        logit_stds.append((q[0, 0, :512] @ k[0, 0, :512].T / args.head_dim**0.5).std().item())
         exact = F.scaled_dot_product_attention(q, k, v)
         torch.manual_seed(1000 + draw)
         ours = make_core("performer", args.head_dim, args.heads, n, features=args.features)
-        unshrunk = make_core("performer", args.head_dim, args.heads, n, features=args.features,
-                             shrink=False)
+        unshrunk = make_core("performer", args.head_dim, args.heads, n, features=args.features, shrink=False)
         unshrunk.load_state_dict(ours.state_dict())  # the same random features
         relu = make_core("performer", args.head_dim, args.heads, n, features=args.features, kernel="relu")
         torch.manual_seed(2000 + draw)
-        outputs = {"ours": ours(q, k, v), "ours_unshrunk": unshrunk(q, k, v),
-                   "favor_plus": favor_plus(q, k, v, ours.features), "ours_relu_kernel": relu(q, k, v),
-                   "performer_pytorch": performer_pytorch(q, k, v, args.features),
-                   "uniform": v.mean(2, keepdim=True).expand_as(v)}
+        outputs = {
+            "ours": ours(q, k, v),
+            "ours_unshrunk": unshrunk(q, k, v),
+            "favor_plus": favor_plus(q, k, v, ours.features),
+            "ours_relu_kernel": relu(q, k, v),
+            "performer_pytorch": performer_pytorch(q, k, v, args.features),
+            "uniform": v.mean(2, keepdim=True).expand_as(v),
+        }
         for name, out in outputs.items():
             errors[name].append(rel_error(out, exact))
     row = {name: round(median(e), 4) for name, e in errors.items()}
@@ -245,12 +268,14 @@ def measure_lsh(args, n, n_hashes):
         top_mass.append(weights.topk(args.bucket_size, dim=-1).values.sum(-1).mean().item())
         exact = weights @ v
         torch.manual_seed(1000 + draw)
-        ours = make_core("lsh", args.head_dim, args.heads, n, bucket_size=args.bucket_size,
-                         n_hashes=n_hashes)
+        ours = make_core("lsh", args.head_dim, args.heads, n, bucket_size=args.bucket_size, n_hashes=n_hashes)
         torch.manual_seed(2000 + draw)
         theirs = reformer_pytorch(qk[0], v[0], args.bucket_size, n_hashes)[None]  # heads as batch
-        outputs = {"ours": ours(qk, None, v), "reformer_pytorch": theirs,
-                   "uniform": v.mean(2, keepdim=True).expand_as(v)}
+        outputs = {
+            "ours": ours(qk, None, v),
+            "reformer_pytorch": theirs,
+            "uniform": v.mean(2, keepdim=True).expand_as(v),
+        }
         for name, out in outputs.items():
             errors[name].append(rel_error(out, exact))
     row = {name: round(median(e), 4) for name, e in errors.items()}
@@ -280,8 +305,9 @@ if __name__ == "__main__":
     cli = parser(__doc__)
     cli.add_argument("--lengths", nargs="+", type=int, default=[1024, 4096])
     cli.add_argument("--logit-stds", nargs="+", type=float, default=[0.33, 1.0, 3.0])
-    cli.add_argument("--ranks", nargs="+", type=int, default=[64, 4],
-                     help="intrinsic dimension of performer's q/k (64 = isotropic)")
+    cli.add_argument(
+        "--ranks", nargs="+", type=int, default=[64, 4], help="intrinsic dimension of performer's q/k (64 = isotropic)"
+    )
     cli.add_argument("--rounds", nargs="+", type=int, default=[1, 4])
     cli.add_argument("--heads", type=int, default=4)
     cli.add_argument("--head-dim", type=int, default=64)

@@ -19,6 +19,7 @@ reports each op's `ratio_to_glibc`.
 `--reference-src` is a checkout of github.com/lucidrains/linformer (outside this repository);
 without it the `ref_*` rows are skipped.
 """
+
 import sys
 
 from harness import (
@@ -55,7 +56,7 @@ def matmul_gflops(args, device) -> float:
     import torch
 
     a, b = (torch.randn(args.matmul_size, args.matmul_size, device=device) for _ in range(2))
-    return round(2 * args.matmul_size ** 3 / timer_seconds(lambda: a @ b) / 1e9, 1)
+    return round(2 * args.matmul_size**3 / timer_seconds(lambda: a @ b) / 1e9, 1)
 
 
 def layer_flops(label: str, n: int, args) -> int:
@@ -74,8 +75,9 @@ def make_layer(label: str, n: int, args):
         sys.path.insert(0, args.reference_src)
         from linformer import LinformerSelfAttention
 
-        return LinformerSelfAttention(args.dim, seq_len=n, heads=args.heads,
-                                      dim_head=args.dim // args.heads, **REFERENCES[label][1])
+        return LinformerSelfAttention(
+            args.dim, seq_len=n, heads=args.heads, dim_head=args.dim // args.heads, **REFERENCES[label][1]
+        )
     from nas.ops.attention import build
 
     name, options = CONFIGS[label]
@@ -117,8 +119,9 @@ def measure(args, label: str, n: int) -> dict:
 
 
 def sweep(args) -> dict:
-    labels = ["full"] + [label for label in args.ops if label != "full"
-                         and (args.reference_src or label not in REFERENCES)]
+    labels = ["full"] + [
+        label for label in args.ops if label != "full" and (args.reference_src or label not in REFERENCES)
+    ]
     if args.glibc:
         labels += [f"{label}@glibc" for label in labels]
     runs: dict = {label: {n: [] for n in args.lengths} for label in labels}
@@ -136,13 +139,15 @@ def sweep(args) -> dict:
                 continue
             typical = median(r["seconds"] for r in good)
             gflops = 3 * layer_flops(label, n, args) / typical / 1e9
-            pct = median(100 * 3 * layer_flops(label, n, args) / r["seconds"] / 1e9 / r["matmul_gflops"]
-                         for r in good)
+            pct = median(100 * 3 * layer_flops(label, n, args) / r["seconds"] / 1e9 / r["matmul_gflops"] for r in good)
             matmul += [r["matmul_gflops"] for r in good]
-            results[label][n] = {"seconds": round(typical, 4),
-                                 "best_seconds": round(min(r["seconds"] for r in good), 4),
-                                 "peak_mib": median(r["peak_mib"] for r in good),
-                                 "gflops": round(gflops, 1), "pct_of_matmul": round(pct, 1)}
+            results[label][n] = {
+                "seconds": round(typical, 4),
+                "best_seconds": round(min(r["seconds"] for r in good), 4),
+                "peak_mib": median(r["peak_mib"] for r in good),
+                "gflops": round(gflops, 1),
+                "pct_of_matmul": round(pct, 1),
+            }
         full = results["full"][n].get("seconds")
         for label in labels:
             row = results[label][n]
@@ -151,23 +156,34 @@ def sweep(args) -> dict:
         pairs = [(ours, ref) for ref, (ours, _) in REFERENCES.items()]
         pairs += [(label, f"{label}@glibc") for label in labels if "@" not in label]
         for ours, other in pairs:
-            if other in results and ours in results and "seconds" in results[other][n] \
-                    and "seconds" in results[ours][n]:
+            if (
+                other in results
+                and ours in results
+                and "seconds" in results[other][n]
+                and "seconds" in results[ours][n]
+            ):
                 name = "ratio_to_" + ("glibc" if other.endswith("@glibc") else other)
                 results[ours][n][name] = round(results[ours][n]["seconds"] / results[other][n]["seconds"], 4)
                 # Per round, the pair ran back to back: the median of those ratios is the
                 # figure least moved by load that comes and goes between rounds.
-                per_round = [a["seconds"] / b["seconds"] for a, b in zip(runs[ours][n], runs[other][n])
-                             if "seconds" in a and "seconds" in b]
+                per_round = [
+                    a["seconds"] / b["seconds"]
+                    for a, b in zip(runs[ours][n], runs[other][n])
+                    if "seconds" in a and "seconds" in b
+                ]
                 results[ours][n][f"{name}_per_round"] = round(median(per_round), 4)
-    return {"settings": settings(args), "matmul_gflops": {"median": median(matmul), "max": max(matmul)},
-            "results": results}
+    return {
+        "settings": settings(args),
+        "matmul_gflops": {"median": median(matmul), "max": max(matmul)},
+        "results": results,
+    }
 
 
 if __name__ == "__main__":
     cli = parser(__doc__)
-    cli.add_argument("--ops", nargs="+", default=list(CONFIGS) + list(REFERENCES),
-                     choices=list(CONFIGS) + list(REFERENCES))
+    cli.add_argument(
+        "--ops", nargs="+", default=list(CONFIGS) + list(REFERENCES), choices=list(CONFIGS) + list(REFERENCES)
+    )
     cli.add_argument("--lengths", nargs="+", type=int, default=[1024, 4096, 16384])
     cli.add_argument("--batch", type=int, default=1)
     cli.add_argument("--dim", type=int, default=256)
@@ -177,7 +193,8 @@ if __name__ == "__main__":
     cli.add_argument("--threads", type=int, default=2)
     cli.add_argument("--device", default="cpu")
     cli.add_argument("--matmul-size", type=int, default=2048)
-    cli.add_argument("--glibc", action="store_true",
-                     help="also time every op on glibc's allocator defaults (<label>@glibc rows)")
+    cli.add_argument(
+        "--glibc", action="store_true", help="also time every op on glibc's allocator defaults (<label>@glibc rows)"
+    )
     cli.add_argument("--reference-src", help="a checkout of lucidrains/linformer, for ref_* rows")
     main(cli, sweep, measure)

@@ -8,6 +8,7 @@ costs"; GDAS samples one path. Prints JSON.
 
     python scripts/benchmarks/darts.py --space search_spaces/lra.yaml --seq-len 1024 --batch 4
 """
+
 from harness import (
     in_child,
     main,
@@ -48,8 +49,12 @@ def measure(args, mode: str) -> dict:
             out = net.forward_mixed(tokens, {k: F.gumbel_softmax(l, hard=True) for k, l in logits.items()}, hard=True)
         else:
             k = int(mode[-1])
-            out = net.forward_mixed(tokens, {k_: F.softmax(l, -1) for k_, l in logits.items()}, partial=k,
-                                    edges=None if k == 1 else 2 * F.softmax(betas, -1))
+            out = net.forward_mixed(
+                tokens,
+                {k_: F.softmax(l, -1) for k_, l in logits.items()},
+                partial=k,
+                edges=None if k == 1 else 2 * F.softmax(betas, -1),
+            )
         F.cross_entropy(out, target).backward()
 
     step_s = median(seconds(step, args.steps, warmup=0))
@@ -59,10 +64,18 @@ def measure(args, mode: str) -> dict:
 def sweep(args) -> dict:
     results = {mode: in_child(mode) for mode in args.modes.split(",")}
     single = results.get("single_path")
-    ratios = {} if single is None else {
-        f"{mode}_over_single_path": {"time": round(r["step_s"] / single["step_s"], 2),
-                                     "memory": round(r["peak_mib"] / single["peak_mib"], 2)}
-        for mode, r in results.items() if mode != "single_path"}
+    ratios = (
+        {}
+        if single is None
+        else {
+            f"{mode}_over_single_path": {
+                "time": round(r["step_s"] / single["step_s"], 2),
+                "memory": round(r["peak_mib"] / single["peak_mib"], 2),
+            }
+            for mode, r in results.items()
+            if mode != "single_path"
+        }
+    )
     return {"settings": settings(args), "results": results, "ratios": ratios}
 
 
@@ -73,7 +86,11 @@ if __name__ == "__main__":
     cli.add_argument("--batch", type=int, default=4)
     cli.add_argument("--threads", type=int, default=2)
     cli.add_argument("--steps", type=int, default=2, help="steps per mode; the median time is reported")
-    cli.add_argument("--sharing", default="entangled", choices=["entangled", "separate", "entangled_gain"],
-                     help="the supernet's Q/K/V/O sharing (nas-search's default is separate)")
+    cli.add_argument(
+        "--sharing",
+        default="entangled",
+        choices=["entangled", "separate", "entangled_gain"],
+        help="the supernet's Q/K/V/O sharing (nas-search's default is separate)",
+    )
     cli.add_argument("--modes", default=",".join(MODES))
     main(cli, sweep, measure)

@@ -7,6 +7,7 @@ processes compete with other work: compare rows of one run, not runs.
 
     python scripts/benchmarks/ddp.py --seq-len 256 --long-len 4096
 """
+
 import os
 import socket
 
@@ -58,8 +59,13 @@ def _worker(rank: int, world: int, port: int, args, results) -> None:
 
     step_s = median(seconds(step, args.steps, warmup=args.warmup, before=dist.barrier))
     if rank == 0:
-        results.put({"processes": world, "median_step_s": round(step_s, 4),
-                     "tokens_per_s": round(world * args.batch * args.seq_len / step_s)})
+        results.put(
+            {
+                "processes": world,
+                "median_step_s": round(step_s, 4),
+                "tokens_per_s": round(world * args.batch * args.seq_len / step_s),
+            }
+        )
     dist.destroy_process_group()
 
 
@@ -104,21 +110,32 @@ def long_sequence(args) -> dict:
         def run():
             nn.functional.cross_entropy(forward(tokens), target).backward()
             model.zero_grad(set_to_none=True)
+
         return run
 
-    times = interleaved({"supernet": step(supernet, lambda x: supernet(x, arch)), "plain": step(plain, plain)},
-                        args.long_steps)
+    times = interleaved(
+        {"supernet": step(supernet, lambda x: supernet(x, arch)), "plain": step(plain, plain)}, args.long_steps
+    )
     s, p = median(times["supernet"]), median(times["plain"])
-    return {"seq_len": args.long_len, "arch": arch.to_dict(),
-            "supernet_tokens_per_s": round(args.long_len / s), "plain_tokens_per_s": round(args.long_len / p),
-            "supernet_over_plain_time": round(s / p, 3)}
+    return {
+        "seq_len": args.long_len,
+        "arch": arch.to_dict(),
+        "supernet_tokens_per_s": round(args.long_len / s),
+        "plain_tokens_per_s": round(args.long_len / p),
+        "supernet_over_plain_time": round(s / p, 3),
+    }
 
 
 def sweep(args) -> dict:
     ddp = [ddp_throughput(world, args) for world in (1, 2)]
-    return {"settings": settings(args), "cpu_count": os.cpu_count(), "load_avg": os.getloadavg(),
-            "ddp": ddp, "speedup_2_over_1": round(ddp[1]["tokens_per_s"] / ddp[0]["tokens_per_s"], 3),
-            "long": long_sequence(args)}
+    return {
+        "settings": settings(args),
+        "cpu_count": os.cpu_count(),
+        "load_avg": os.getloadavg(),
+        "ddp": ddp,
+        "speedup_2_over_1": round(ddp[1]["tokens_per_s"] / ddp[0]["tokens_per_s"], 3),
+        "long": long_sequence(args),
+    }
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ A benchmark is a short file of cases:
 returns what `measure(args, *case)` returned there. Benchmarks are measurements to read, never
 timed assertions.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,8 +40,11 @@ def parser(doc: str) -> argparse.ArgumentParser:
     return parsed
 
 
-def main(parsed: argparse.ArgumentParser, sweep: Callable[[argparse.Namespace], dict],
-         measure: Callable[..., dict] | None = None) -> None:
+def main(
+    parsed: argparse.ArgumentParser,
+    sweep: Callable[[argparse.Namespace], dict],
+    measure: Callable[..., dict] | None = None,
+) -> None:
     """Parse the command line; in a child print `measure(args, *case)` as JSON, else print the
     report `sweep(args)` (and write it to --out)."""
     args = parsed.parse_args()
@@ -77,8 +81,9 @@ def in_child(*case: object, env: Mapping[str, str] | None = None, keep_errors: b
     return row
 
 
-def seconds(step: Callable[[], object], repeats: int, warmup: int = 1,
-            before: Callable[[], object] | None = None) -> list[float]:
+def seconds(
+    step: Callable[[], object], repeats: int, warmup: int = 1, before: Callable[[], object] | None = None
+) -> list[float]:
     """Wall seconds of each of `repeats` calls of `step` after `warmup` untimed ones; `before`
     runs untimed ahead of every call (e.g. a barrier). Pending CUDA work is waited for."""
     times = []

@@ -10,6 +10,7 @@ tensor peak without them. `estimate_mib` is the cost model's activation memory. 
 
     python scripts/benchmarks/memory.py --depths 2 4 8 --lengths 1024 4096
 """
+
 import json
 import os
 
@@ -38,10 +39,20 @@ def measure(args, mode: str, depth: int, n: int) -> dict:
 
     torch.set_num_threads(args.threads)
     reversible, chunks = MODES[mode]
-    space = SearchSpace.from_dict({
-        "name": "bench", "dim": args.dim, "head_dim": 32, "depth": [depth],
-        "layer": {"attention": {args.attention: args.options}, "heads": [args.dim // 32], "ffn_dim": [4 * args.dim]},
-        "memory": {"reversible": reversible, "ffn_chunks": chunks}})
+    space = SearchSpace.from_dict(
+        {
+            "name": "bench",
+            "dim": args.dim,
+            "head_dim": 32,
+            "depth": [depth],
+            "layer": {
+                "attention": {args.attention: args.options},
+                "heads": [args.dim // 32],
+                "ffn_dim": [4 * args.dim],
+            },
+            "memory": {"reversible": reversible, "ffn_chunks": chunks},
+        }
+    )
     shape = ModelShape(vocab_size=32, num_classes=10, max_len=n)
     torch.manual_seed(0)
     spec = ModelSpec(space.largest(), space, shape)
@@ -62,10 +73,14 @@ def measure(args, mode: str, depth: int, n: int) -> dict:
     with PeakMemory() as memory:
         step()
     grads = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20
-    return {"peak_mib": round(memory.peak / 2**20, 1), "rss_peak_mib": round(rss, 1),
-            "grads_mib": round(grads, 1), "activation_mib": round(memory.peak / 2**20 - grads, 1),
-            "seconds": round(step_s, 3),
-            "estimate_mib": round(cost.estimate(spec, n, args.batch).activation_mib, 1)}
+    return {
+        "peak_mib": round(memory.peak / 2**20, 1),
+        "rss_peak_mib": round(rss, 1),
+        "grads_mib": round(grads, 1),
+        "activation_mib": round(memory.peak / 2**20 - grads, 1),
+        "seconds": round(step_s, 3),
+        "estimate_mib": round(cost.estimate(spec, n, args.batch).activation_mib, 1),
+    }
 
 
 def sweep(args) -> dict:
@@ -76,12 +91,22 @@ def sweep(args) -> dict:
             for depth in args.depths:
                 row = in_child(mode, depth, n, env=env)
                 results.setdefault(f"n={n}", {}).setdefault(mode, {})[f"depth={depth}"] = row
-    growth = {length: {mode: round(rows[f"depth={max(args.depths)}"]["activation_mib"]
-                                   / rows[f"depth={min(args.depths)}"]["activation_mib"], 3)
-                       for mode, rows in modes.items()}
-              for length, modes in results.items()}
-    return {"settings": settings(args), "results": results,
-            f"activation_depth{max(args.depths)}_over_depth{min(args.depths)}": growth}
+    growth = {
+        length: {
+            mode: round(
+                rows[f"depth={max(args.depths)}"]["activation_mib"]
+                / rows[f"depth={min(args.depths)}"]["activation_mib"],
+                3,
+            )
+            for mode, rows in modes.items()
+        }
+        for length, modes in results.items()
+    }
+    return {
+        "settings": settings(args),
+        "results": results,
+        f"activation_depth{max(args.depths)}_over_depth{min(args.depths)}": growth,
+    }
 
 
 if __name__ == "__main__":

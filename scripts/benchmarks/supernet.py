@@ -5,6 +5,7 @@ Steps of the two models alternate so that both see the same machine state. Print
 
     python scripts/benchmarks/supernet.py --space search_spaces/lra.yaml --seq-len 1024
 """
+
 import sys
 
 import torch
@@ -28,20 +29,26 @@ def sweep(args) -> dict:
         def run():
             torch.nn.functional.cross_entropy(forward(tokens), target).backward()
             model.zero_grad(set_to_none=True)
+
         return run
 
     rows = []
     for arch in [space.largest()] + [space.sample(seed) for seed in range(args.archs)]:
         subnet = net.extract(arch)
-        times = interleaved({"supernet": step(net, lambda x, arch=arch: net(x, arch)), "subnet": step(subnet, subnet)},
-                            args.repeats)
+        times = interleaved(
+            {"supernet": step(net, lambda x, arch=arch: net(x, arch)), "subnet": step(subnet, subnet)}, args.repeats
+        )
         s, b = median(times["supernet"]), median(times["subnet"])
-        rows.append({"arch": arch.to_dict(), "supernet_s": round(s, 4), "subnet_s": round(b, 4),
-                     "ratio": round(s / b, 3)})
+        rows.append(
+            {"arch": arch.to_dict(), "supernet_s": round(s, 4), "subnet_s": round(b, 4), "ratio": round(s / b, 3)}
+        )
         print(f"ratio {s / b:.3f}  supernet {s:.3f}s  subnet {b:.3f}s", file=sys.stderr)
-    return {"settings": settings(args), "results": rows,
-            "max_ratio": max(r["ratio"] for r in rows),
-            "median_ratio": round(median(r["ratio"] for r in rows), 3)}
+    return {
+        "settings": settings(args),
+        "results": rows,
+        "max_ratio": max(r["ratio"] for r in rows),
+        "median_ratio": round(median(r["ratio"] for r in rows), 3),
+    }
 
 
 if __name__ == "__main__":

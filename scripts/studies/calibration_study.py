@@ -11,6 +11,7 @@ each arch's calibrated score, in ranking.csv's order. Resumable: the scores of s
 already in `--out` are kept, and their figures recomputed against the standalone results that
 ranking.csv holds now (e.g. after `nas-rank seeds=2` added a seed).
 """
+
 import argparse
 import dataclasses
 import json
@@ -63,11 +64,19 @@ def main() -> None:
             start = time.perf_counter()
             scores = [inherited_score(supernet, r.arch, task, calibration, seed=0) for r in rows]
             seconds = round(time.perf_counter() - start)
-        summary = ranking.rank_summary([m for m, _ in scores], standalone, HIGHER_IS_BETTER[task.metric],
-                                       inherited_loss=[loss for _, loss in scores])
-        report[key] = {**summary.to_dict(), "calibrate": dataclasses.asdict(calibration),
-                       "inherited": [m for m, _ in scores], "inherited_loss": [loss for _, loss in scores],
-                       "seconds": seconds}
+        summary = ranking.rank_summary(
+            [m for m, _ in scores],
+            standalone,
+            HIGHER_IS_BETTER[task.metric],
+            inherited_loss=[loss for _, loss in scores],
+        )
+        report[key] = {
+            **summary.to_dict(),
+            "calibrate": dataclasses.asdict(calibration),
+            "inherited": [m for m, _ in scores],
+            "inherited_loss": [loss for _, loss in scores],
+            "seconds": seconds,
+        }
         if args.out:  # nothing lost if killed between step counts
             Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     write_report(report, args.out)

@@ -10,6 +10,7 @@ variant takes the argmax of its weights (`strategy.decide.rule=argmax`): what th
     python scripts/studies/darts_margins.py --variants plain,tau --out margins.json
     python scripts/studies/darts_margins.py --override +trainer.limit_train_batches=16   # shorter epochs
 """
+
 import argparse
 import sys
 import tempfile
@@ -38,15 +39,28 @@ VARIANTS = {
 
 def run(variant: str, extra: list[str], root: Path, overrides: list[str]) -> dict:
     run_dir = root / variant
-    cfg = compose_config("search", [f"paths.output_dir={run_dir}", f"paths.data_dir={root / 'data'}", "strategy=darts",
-                                    "~logger", *[o.replace("+strategy.", "strategy.") for o in extra], *overrides])
+    cfg = compose_config(
+        "search",
+        [
+            f"paths.output_dir={run_dir}",
+            f"paths.data_dir={root / 'data'}",
+            "strategy=darts",
+            "~logger",
+            *[o.replace("+strategy.", "strategy.") for o in extra],
+            *overrides,
+        ],
+    )
     start = time.perf_counter()
     found = search(cfg, run_dir)
     margins = found.margins
     key = min(margins, key=margins.get)
-    out = {"seconds": round(time.perf_counter() - start), "arch": found.arch.to_dict(),
-           "val_metric": found.metrics, "smallest_margin": {key: round(margins[key], 4)},
-           "margins": {k: round(v, 4) for k, v in margins.items()}}
+    out = {
+        "seconds": round(time.perf_counter() - start),
+        "arch": found.arch.to_dict(),
+        "val_metric": found.metrics,
+        "smallest_margin": {key: round(margins[key], 4)},
+        "margins": {k: round(v, 4) for k, v in margins.items()},
+    }
     shrunk = _sidecar(run_dir).get("shrink", [])
     if shrunk:  # the last drop of a decision: the survivor's lead over the last one dropped
         out["cut_margins"] = {e["decision"]: e["cut"] for e in shrunk}
@@ -67,8 +81,10 @@ def main() -> None:
     parser.add_argument("--out")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as root:
-        report = {"overrides": args.override,
-                  "results": {v: run(v, VARIANTS[v], Path(root), args.override) for v in args.variants.split(",")}}
+        report = {
+            "overrides": args.override,
+            "results": {v: run(v, VARIANTS[v], Path(root), args.override) for v in args.variants.split(",")},
+        }
     write_report(report, args.out)
 
 

@@ -6,6 +6,7 @@ from scratch with the same retraining settings, and prints their test metrics as
 
     python scripts/studies/quickstart_vs_random.py --out quickstart_vs_random.json
 """
+
 import argparse
 import random
 import statistics
@@ -32,8 +33,16 @@ def main() -> None:
     args = parser.parse_args()
 
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="quickstart_vs_random_"))
-    cfg = compose_config("search", [f"paths.output_dir={workdir / 'search'}", f"paths.data_dir={workdir / 'data'}",
-                                    f"seed={args.seed}", "retrain.init=scratch", *args.overrides])
+    cfg = compose_config(
+        "search",
+        [
+            f"paths.output_dir={workdir / 'search'}",
+            f"paths.data_dir={workdir / 'data'}",
+            f"seed={args.seed}",
+            "retrain.init=scratch",
+            *args.overrides,
+        ],
+    )
     start = time.perf_counter()
     found = pipeline.search(cfg, workdir / "search")
     search_seconds = time.perf_counter() - start

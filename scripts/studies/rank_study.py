@@ -30,6 +30,7 @@ against another standalone budget. Prints one JSON object:
 the settings (budgets, seeds, archs) and one entry per row with Kendall tau-b, Spearman rho,
 top-k overlap, regret, the supernet's pick and the wall times of search and ranking.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -63,15 +64,29 @@ MECHANISMS = {
     "entangled": [*RANDOM, SHARED],  # attention types share Q/K/V/O
     "separate": [*RANDOM, "sharing=separate"],  # each attention type owns its Q/K/V/O
     "entangled_gain": [*RANDOM, "sharing=entangled_gain"],  # shared Q/K/V/O plus per-type gains
-    "few_shot": [*RANDOM, SHARED, "few_shot=layer0.attention"],  # a sub-supernet per layer-0 attention type (Zhao et al.)
+    "few_shot": [
+        *RANDOM,
+        SHARED,
+        "few_shot=layer0.attention",
+    ],  # a sub-supernet per layer-0 attention type (Zhao et al.)
     "fair": ["strategy=random", "strategy.fair=true", SHARED],  # every choice of every layer once a step (FairNAS)
     # FairNAS trains every type's own Q/K/V/O at every step, where SPOS gives each a sixth of them
     "fair_separate": ["strategy=random", "strategy.fair=true", "sharing=separate"],  # the CLI's default
-    "sandwich": [*RANDOM, SHARED, "strategy.sandwich=true", "strategy.distill=0.5"],  # BigNAS sandwich + in-place distillation
+    "sandwich": [
+        *RANDOM,
+        SHARED,
+        "strategy.sandwich=true",
+        "strategy.distill=0.5",
+    ],  # BigNAS sandwich + in-place distillation
     "sort_every": [*RANDOM, SHARED, "strategy.sort_every=1"],  # OFA importance sorting of heads/FFN units every epoch
     # (each names how it decides at the end, as each names its sharing: the argmax of the weights)
     "gdas": ["strategy=gdas", SHARED, ARGMAX],  # one Gumbel-softmax path per step
-    "darts_pc4": ["strategy=darts", "strategy.partial=4", SHARED, ARGMAX],  # PC-DARTS, a quarter of the heads per candidate
+    "darts_pc4": [
+        "strategy=darts",
+        "strategy.partial=4",
+        SHARED,
+        ARGMAX,
+    ],  # PC-DARTS, a quarter of the heads per candidate
     # the same with each attention type's own Q/K/V/O, as in fair_separate
     "gdas_separate": ["strategy=gdas", "sharing=separate", ARGMAX],
     "darts_pc4_separate": ["strategy=darts", "strategy.partial=4", "sharing=separate", ARGMAX],
@@ -79,7 +94,12 @@ MECHANISMS = {
     "gdas_separate_compare": ["strategy=gdas", "sharing=separate", "strategy.decide.rule=top2"],
     # ... or every decision settled in turn among all its candidates by the supernet's score (the default)
     "gdas_separate_greedy": ["strategy=gdas", "sharing=separate", "strategy.decide.rule=greedy"],
-    "darts_pc4_separate_greedy": ["strategy=darts", "strategy.partial=4", "sharing=separate", "strategy.decide.rule=greedy"],
+    "darts_pc4_separate_greedy": [
+        "strategy=darts",
+        "strategy.partial=4",
+        "sharing=separate",
+        "strategy.decide.rule=greedy",
+    ],
 }
 SAMPLING = [name for name, overrides in MECHANISMS.items() if "strategy=random" in overrides]  # default rows
 
@@ -96,8 +116,9 @@ def preset(name: str) -> dict:
     """The experiment preset's space and learning rate: standalone training uses the lr the
     preset retrains with, so that the ground truth trains as a user's retraining would."""
     config = yaml.safe_load((ROOT / "configs" / "experiment" / f"{name}.yaml").read_text())
-    space = next(item["override /space"] for item in config["defaults"]
-                 if isinstance(item, dict) and "override /space" in item)
+    space = next(
+        item["override /space"] for item in config["defaults"] if isinstance(item, dict) and "override /space" in item
+    )
     return {"space": space, "lr": config["retrain"]["lr"], "task": EXPERIMENTS[name]}
 
 
@@ -128,17 +149,29 @@ def search(out: Path, name: str, seed: int, args) -> tuple[Path, tuple[float, fl
     if source and finished(source):  # a copy: nas-rank writes into <run>/rank, the other study's stays intact
         epochs = yaml.safe_load((source / ".hydra" / "config.yaml").read_text())["trainer"]["max_epochs"]
         if epochs != args.supernet_epochs:
-            sys.exit(f"rank_study: {source} trained its supernet {epochs} epochs, not --supernet-epochs "
-                     f"{args.supernet_epochs}")
+            sys.exit(
+                f"rank_study: {source} trained its supernet {epochs} epochs, not --supernet-epochs "
+                f"{args.supernet_epochs}"
+            )
         shutil.copytree(source, run_dir, ignore=shutil.ignore_patterns("rank"), dirs_exist_ok=True)
         row = args.searches_from / "rows" / f"{name}_seed{seed}.json"
         measured = json.loads(row.read_text()) if row.is_file() else {}
         if measured.get("search_cpu_seconds") is None:
             return run_dir, None
         return run_dir, (measured["search_seconds"], measured["search_cpu_seconds"])
-    cmd = [sys.executable, "-m", "nas.cli.search", f"experiment={args.experiment}", "retrain.enabled=false",
-           f"seed={seed}", f"trainer.max_epochs={args.supernet_epochs}", "trainer.enable_progress_bar=false",
-           f"paths.data_dir={args.data_dir}", f"hydra.run.dir={run_dir}", *MECHANISMS[name]]
+    cmd = [
+        sys.executable,
+        "-m",
+        "nas.cli.search",
+        f"experiment={args.experiment}",
+        "retrain.enabled=false",
+        f"seed={seed}",
+        f"trainer.max_epochs={args.supernet_epochs}",
+        "trainer.enable_progress_bar=false",
+        f"paths.data_dir={args.data_dir}",
+        f"hydra.run.dir={run_dir}",
+        *MECHANISMS[name],
+    ]
     return run_dir, run(cmd, out / "logs" / f"search_{name}_seed{seed}.log", args.threads)
 
 
@@ -146,18 +179,30 @@ def _status_seconds(run_dir: Path) -> float | None:
     """A reused search's wall seconds, from its status.json (start to last update)."""
     try:
         status = json.loads((run_dir / "status.json").read_text())
-        return round((datetime.fromisoformat(status["updated"]) - datetime.fromisoformat(status["started"])).total_seconds(), 1)
+        return round(
+            (datetime.fromisoformat(status["updated"]) - datetime.fromisoformat(status["started"])).total_seconds(), 1
+        )
     except (OSError, KeyError, ValueError):
         return None
 
 
 def rank(out: Path, run_dir: Path, archs: Path, name: str, seed: int, args) -> tuple[dict, tuple[float, float]]:
-    cmd = [sys.executable, "-m", "nas.cli.rank", f"run={run_dir}", f"archs={archs}",
-           f"seeds=[{','.join(map(str, args.seeds))}]", f"standalone_dir={args.standalone_dir}",
-           f"budget.max_epochs={args.standalone_epochs}", f"budget.lr={args.standalone_lr}",
-           f"paths.data_dir={args.data_dir}",
-           f"calibrate.steps={args.calibrate_steps}", f"calibrate.lr={args.calibrate_lr}",
-           f"hydra.run.dir={out / 'logs' / 'hydra'}", "hydra.output_subdir=null"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "nas.cli.rank",
+        f"run={run_dir}",
+        f"archs={archs}",
+        f"seeds=[{','.join(map(str, args.seeds))}]",
+        f"standalone_dir={args.standalone_dir}",
+        f"budget.max_epochs={args.standalone_epochs}",
+        f"budget.lr={args.standalone_lr}",
+        f"paths.data_dir={args.data_dir}",
+        f"calibrate.steps={args.calibrate_steps}",
+        f"calibrate.lr={args.calibrate_lr}",
+        f"hydra.run.dir={out / 'logs' / 'hydra'}",
+        "hydra.output_subdir=null",
+    ]
     if args.workers:
         cmd.append(f"workers={args.workers}")
     seconds = run(cmd, out / "logs" / f"rank_{name}_seed{seed}.log", args.threads)
@@ -167,11 +212,20 @@ def rank(out: Path, run_dir: Path, archs: Path, name: str, seed: int, args) -> t
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="runs/rank_study", help="the study's folder (resumable)")
-    parser.add_argument("--experiment", default="quickstart", choices=list(EXPERIMENTS),
-                        help="the task and space: a preset of configs/experiment/")
-    parser.add_argument("--mechanisms", nargs="+", default=SAMPLING, choices=list(MECHANISMS),
-                        help="rows of the table (default: the sharing mechanisms; add gdas darts_pc4 (_separate) for the "
-                             "differentiable strategies)")
+    parser.add_argument(
+        "--experiment",
+        default="quickstart",
+        choices=list(EXPERIMENTS),
+        help="the task and space: a preset of configs/experiment/",
+    )
+    parser.add_argument(
+        "--mechanisms",
+        nargs="+",
+        default=SAMPLING,
+        choices=list(MECHANISMS),
+        help="rows of the table (default: the sharing mechanisms; add gdas darts_pc4 (_separate) for the "
+        "differentiable strategies)",
+    )
     parser.add_argument("--archs", type=int, default=16, help="archs ranked (a stratified pick)")
     parser.add_argument("--pick-seed", type=int, default=0, help="seed of the stratified pick")
     parser.add_argument("--search-seeds", type=int, nargs="+", default=[0], help="one search per mechanism and seed")
@@ -179,17 +233,32 @@ def main() -> None:
     parser.add_argument("--supernet-epochs", type=int, default=5, help="supernet epochs (the quickstart's 5)")
     parser.add_argument("--standalone-epochs", type=int, default=8, help="standalone epochs (nas-rank's default 8)")
     parser.add_argument("--workers", type=int, default=None, help="nas-rank workers (default: one per core)")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads of the search (OMP_NUM_THREADS); nas-rank's workers take one each. "
-                             "On a machine shared with other jobs one thread is faster than two")
-    parser.add_argument("--standalone-dir", default=None,
-                        help="standalone results, shared by every row (default <out>/standalone); point studies "
-                             "of other supernet budgets at one folder to train each job once")
-    parser.add_argument("--searches-from", type=Path, default=None,
-                        help="another study's folder whose finished searches (same mechanisms, seeds and supernet "
-                             "epochs) are copied instead of run again, e.g. to rank them against another standalone budget")
-    parser.add_argument("--calibrate-steps", type=int, default=0,
-                        help="nas-rank calibrate.steps: fine-tune steps of each arch's inherited weights before scoring")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads of the search (OMP_NUM_THREADS); nas-rank's workers take one each. "
+        "On a machine shared with other jobs one thread is faster than two",
+    )
+    parser.add_argument(
+        "--standalone-dir",
+        default=None,
+        help="standalone results, shared by every row (default <out>/standalone); point studies "
+        "of other supernet budgets at one folder to train each job once",
+    )
+    parser.add_argument(
+        "--searches-from",
+        type=Path,
+        default=None,
+        help="another study's folder whose finished searches (same mechanisms, seeds and supernet "
+        "epochs) are copied instead of run again, e.g. to rank them against another standalone budget",
+    )
+    parser.add_argument(
+        "--calibrate-steps",
+        type=int,
+        default=0,
+        help="nas-rank calibrate.steps: fine-tune steps of each arch's inherited weights before scoring",
+    )
     parser.add_argument("--calibrate-lr", type=float, default=Calibration.lr, help="nas-rank calibrate.lr")
     parser.add_argument("--data-dir", default="data_cache", help="the tasks' data cache")
     args = parser.parse_args()
@@ -202,23 +271,40 @@ def main() -> None:
     archs = out / "archs.yaml"  # one fixed set for every row
     experiment = preset(args.experiment)
     args.standalone_lr = experiment["lr"]  # every row's nas-rank trains with it
-    space = SearchSpace.from_yaml(ROOT / "search_spaces" / f"{experiment['space']}.yaml")  # the pick is seeded: rewritten the same
+    space = SearchSpace.from_yaml(
+        ROOT / "search_spaces" / f"{experiment['space']}.yaml"
+    )  # the pick is seeded: rewritten the same
     ranking.write_archs(archs, ranking.stratified_archs(space, args.archs, seed=args.pick_seed))
-    settings = {"experiment": args.experiment, "task": experiment["task"], "space": experiment["space"],
-                "standalone_lr": experiment["lr"],
-                "archs": args.archs, "pick_seed": args.pick_seed,
-                "supernet_epochs": args.supernet_epochs, "standalone_epochs": args.standalone_epochs,
-                "search_seeds": args.search_seeds, "standalone_seeds": args.seeds, "archs_file": str(archs),
-                "threads": args.threads, "calibrate_steps": args.calibrate_steps, "calibrate_lr": args.calibrate_lr,
-                "standalone_dir": str(args.standalone_dir),
-                "searches_from": str(args.searches_from) if args.searches_from else None}
+    settings = {
+        "experiment": args.experiment,
+        "task": experiment["task"],
+        "space": experiment["space"],
+        "standalone_lr": experiment["lr"],
+        "archs": args.archs,
+        "pick_seed": args.pick_seed,
+        "supernet_epochs": args.supernet_epochs,
+        "standalone_epochs": args.standalone_epochs,
+        "search_seeds": args.search_seeds,
+        "standalone_seeds": args.seeds,
+        "archs_file": str(archs),
+        "threads": args.threads,
+        "calibrate_steps": args.calibrate_steps,
+        "calibrate_lr": args.calibrate_lr,
+        "standalone_dir": str(args.standalone_dir),
+        "searches_from": str(args.searches_from) if args.searches_from else None,
+    }
     rows = []
     changed_ops = revisions(ATTENTION.names())  # ops past their first revision, part of every row's key
     for seed in args.search_seeds:
         for name in args.mechanisms:
             record = out / "rows" / f"{name}_seed{seed}.json"
-            key = {**{k: settings[k] for k in ("supernet_epochs", "standalone_epochs", "standalone_seeds", "archs",
-                                               "pick_seed")}, "search_pick": True}  # rows older than search_pick: redone
+            key = {
+                **{
+                    k: settings[k]
+                    for k in ("supernet_epochs", "standalone_epochs", "standalone_seeds", "archs", "pick_seed")
+                },
+                "search_pick": True,
+            }  # rows older than search_pick: redone
             if args.calibrate_steps:  # (rows of uncalibrated studies keep their key)
                 key.update(calibrate_steps=args.calibrate_steps, calibrate_lr=args.calibrate_lr)
             if changed_ops:  # an op changed: its archs train again, so the row is redone
@@ -231,22 +317,47 @@ def main() -> None:
             if not search_seconds and old.get("search_cpu_seconds") is not None:  # reused: its measured times
                 search_seconds = (old["search_seconds"], old["search_cpu_seconds"])
             summary, rank_seconds = rank(out, run_dir, archs, name, seed, args)
-            row = {"mechanism": name, "overrides": MECHANISMS[name], "search_seed": seed, "run": str(run_dir),
-                   **{k: summary[k] for k in ("n", "kendall_tau", "kendall_p", "spearman_rho", "spearman_p",
-                                              "top_k_overlap", "k", "regret", "pick_arch", "search_pick_regret",
-                                              "search_pick_standalone", "search_pick_arch", "standalone_seed_tau",
-                                              "regret_per_seed", "search_pick_regret_per_seed")},
-                   "search_seconds": round(search_seconds[0], 1) if search_seconds else _status_seconds(run_dir),
-                   "search_cpu_seconds": None if search_seconds is None else round(search_seconds[1], 1),
-                   "rank_seconds": round(rank_seconds[0], 1), "rank_cpu_seconds": round(rank_seconds[1], 1),
-                   "standalone_trained_now": summary["trained_now"],
-                   "standalone_train_seconds": summary["standalone_train_seconds"],  # per job id
-                   "settings": key}
+            row = {
+                "mechanism": name,
+                "overrides": MECHANISMS[name],
+                "search_seed": seed,
+                "run": str(run_dir),
+                **{
+                    k: summary[k]
+                    for k in (
+                        "n",
+                        "kendall_tau",
+                        "kendall_p",
+                        "spearman_rho",
+                        "spearman_p",
+                        "top_k_overlap",
+                        "k",
+                        "regret",
+                        "pick_arch",
+                        "search_pick_regret",
+                        "search_pick_standalone",
+                        "search_pick_arch",
+                        "standalone_seed_tau",
+                        "regret_per_seed",
+                        "search_pick_regret_per_seed",
+                    )
+                },
+                "search_seconds": round(search_seconds[0], 1) if search_seconds else _status_seconds(run_dir),
+                "search_cpu_seconds": None if search_seconds is None else round(search_seconds[1], 1),
+                "rank_seconds": round(rank_seconds[0], 1),
+                "rank_cpu_seconds": round(rank_seconds[1], 1),
+                "standalone_trained_now": summary["trained_now"],
+                "standalone_train_seconds": summary["standalone_train_seconds"],  # per job id
+                "settings": key,
+            }
             record.write_text(json.dumps(row, indent=2) + "\n")  # nothing lost if the study is killed
             rows.append(row)
-            print(f"{name} seed {seed}: tau {row['kendall_tau']:.3f} regret {row['regret']:.4f} "
-                  f"(search's own pick: {row['search_pick_regret']:.4f}) "
-                  f"({row['search_seconds']} s search, {row['rank_seconds']} s rank)", file=sys.stderr)
+            print(
+                f"{name} seed {seed}: tau {row['kendall_tau']:.3f} regret {row['regret']:.4f} "
+                f"(search's own pick: {row['search_pick_regret']:.4f}) "
+                f"({row['search_seconds']} s search, {row['rank_seconds']} s rank)",
+                file=sys.stderr,
+            )
     jobs = standalone_jobs(rows, args.standalone_dir, args.standalone_epochs, args.seeds)
     settings["standalone_jobs"] = len(jobs)
     settings["standalone_train_seconds"] = round(sum(jobs.values()), 1)
@@ -264,8 +375,11 @@ def standalone_jobs(rows: list[dict], folder: Path, epochs: int, seeds: list[int
     if all("standalone_train_seconds" in row for row in rows):
         return {job: seconds for row in rows for job, seconds in row["standalone_train_seconds"].items()}
     results = {path.stem: json.loads(path.read_text()) for path in folder.glob("*.json")}
-    return {job: r["train_seconds"] for job, r in results.items()
-            if r["budget"]["max_epochs"] == epochs and r["seed"] in seeds}
+    return {
+        job: r["train_seconds"]
+        for job, r in results.items()
+        if r["budget"]["max_epochs"] == epochs and r["seed"] in seeds
+    }
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ examples of each synthetic task into an empty cache, and the time to load one tr
 
     python scripts/studies/task_stats.py --out task_stats.json
 """
+
 import argparse
 import sys
 import tempfile
@@ -41,10 +42,13 @@ def distribution(lengths: np.ndarray, labels: np.ndarray) -> dict:
     counts, edges = np.histogram(lengths, bins=10)
     return {
         "examples": len(lengths),
-        "length": {"min": int(lengths.min()), "mean": round(float(lengths.mean()), 1),
-                   "median": float(np.median(lengths)), "max": int(lengths.max())},
-        "length_histogram": {f"{edges[i]:.0f}-{edges[i + 1]:.0f}": int(c)
-                             for i, c in enumerate(counts)},
+        "length": {
+            "min": int(lengths.min()),
+            "mean": round(float(lengths.mean()), 1),
+            "median": float(np.median(lengths)),
+            "max": int(lengths.max()),
+        },
+        "length_histogram": {f"{edges[i]:.0f}-{edges[i + 1]:.0f}": int(c) for i, c in enumerate(counts)},
         "labels": {str(k): int(v) for k, v in enumerate(np.bincount(labels, minlength=10))},
         "majority_share": round(float(np.bincount(labels).max() / len(labels)), 4),
     }
@@ -54,18 +58,24 @@ def listops_distributions(count: int, folder: Path) -> dict:
     out = {}
     for name, options in (("ours_default", {}), ("ours_lra_settings", LRA_LISTOPS)):
         config = ListOpsConfig(**options)
-        task = build("listops", data_dir=folder / name, num_train=count - 2 * (count // 10),
-                     num_val=count // 10, num_test=count // 10, **options)
+        task = build(
+            "listops",
+            data_dir=folder / name,
+            num_train=count - 2 * (count // 10),
+            num_val=count // 10,
+            num_test=count // 10,
+            **options,
+        )
         task.setup()
         data = [task.splits[s] for s in ("train", "val", "test")]
         lengths = np.array([len(t) for d in data for t in d.tokens])
         labels = np.concatenate([d.targets for d in data])
-        out[name] = {"settings": {k: getattr(config, k) for k in
-                                  ("max_depth", "max_args", "longer_than", "shorter_than")},
-                     **distribution(lengths, labels)}
+        out[name] = {
+            "settings": {k: getattr(config, k) for k in ("max_depth", "max_args", "longer_than", "shorter_than")},
+            **distribution(lengths, labels),
+        }
     if LRA_SAMPLE.is_dir():
-        data = [read_tsv(LRA_SAMPLE / f"basic_{split}.tsv", 2000, False)
-                for split in ("train", "val", "test")]
+        data = [read_tsv(LRA_SAMPLE / f"basic_{split}.tsv", 2000, False) for split in ("train", "val", "test")]
         lengths = np.array([len(t) for d in data for t in d.tokens])
         out["lra_sample_files"] = distribution(lengths, np.concatenate([d.targets for d in data]))
     return out
@@ -84,15 +94,22 @@ def generation_and_loading(count: int, folder: Path) -> dict:
         start = time.perf_counter()
         build(task_name, data_dir=folder / name, **splits, **options).setup()
         cached_s = time.perf_counter() - start
-        out[name] = {"generate_s": round(generate_s, 2), "from_cache_s": round(cached_s, 2),
-                     "batch_ms": batch_ms(task), "seq_len": task.seq_len}
+        out[name] = {
+            "generate_s": round(generate_s, 2),
+            "from_cache_s": round(cached_s, 2),
+            "batch_ms": batch_ms(task),
+            "seq_len": task.seq_len,
+        }
     start = time.perf_counter()
     task = build("bytelm", data_dir=folder / "bytelm")
     task.setup()
-    out["bytelm"] = {"read_stdlib_s": round(time.perf_counter() - start, 2),
-                     "batch_ms": batch_ms(task), "seq_len": task.seq_len,
-                     "windows": {s: len(task.splits[s]) for s in ("train", "val", "test")},
-                     "baseline": {k: round(v, 3) for k, v in task.baseline().items()}}
+    out["bytelm"] = {
+        "read_stdlib_s": round(time.perf_counter() - start, 2),
+        "batch_ms": batch_ms(task),
+        "seq_len": task.seq_len,
+        "windows": {s: len(task.splits[s]) for s in ("train", "val", "test")},
+        "baseline": {k: round(v, 3) for k, v in task.baseline().items()},
+    }
     return out
 
 
@@ -114,8 +131,10 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="also write the JSON here")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        stats = {"listops": listops_distributions(args.count, Path(tmp) / "dist"),
-                 "generation": generation_and_loading(args.count, Path(tmp) / "gen")}
+        stats = {
+            "listops": listops_distributions(args.count, Path(tmp) / "dist"),
+            "generation": generation_and_loading(args.count, Path(tmp) / "gen"),
+        }
     write_report(stats, args.out)
 
 

@@ -1,4 +1,5 @@
 """Compose the real configs with tiny CPU overrides, writing into tmp_path."""
+
 from pathlib import Path
 
 import pytest
@@ -10,4 +11,5 @@ from tests.helpers import TINY, TINY_TASK, compose_config  # noqa: F401  (TINY, 
 def config(tmp_path):
     def make(name: str, *overrides: str, run_dir: Path | None = None):
         return compose_config(name, run_dir or tmp_path / "run", list(overrides))
+
     return make

@@ -2,6 +2,7 @@
 
 Run in-process (each CLI's `run` with a composed config, as Hydra would call it) to stay fast.
 """
+
 from pathlib import Path
 
 import pytest
@@ -50,17 +51,25 @@ BAD = [
     ("retrain", ["arch={tmp}/depth_float.yaml"], "depth"),
     ("retrain", ["arch={tmp}/heads_word.yaml"], "heads"),
     ("retrain", ["arch={tmp}/extra_key.yaml"], "exactly the keys depth, layers"),
-    ("retrain", ["arch={tmp}/arch.yaml", "retrain.init=inherit", "retrain.supernet_ckpt={tmp}/empty.ckpt"],
-     "empty.ckpt"),
+    (
+        "retrain",
+        ["arch={tmp}/arch.yaml", "retrain.init=inherit", "retrain.supernet_ckpt={tmp}/empty.ckpt"],
+        "empty.ckpt",
+    ),
     ("export", ["ckpt={tmp}/empty.ckpt", "out={tmp}/out"], "empty"),
     ("export", ["ckpt={tmp}/garbage.ckpt", "out={tmp}/out"], "garbage.ckpt"),
 ]
 LAYER = "layers:\n- {attention: full, heads: 2, ffn_dim: 64}\n"
-FILES = {"depth_word.yaml": 'depth: "one"\n' + LAYER, "depth_float.yaml": "depth: 1.0\n" + LAYER,
-         "heads_word.yaml": 'depth: 1\nlayers:\n- {attention: full, heads: "four", ffn_dim: 64}\n',
-         "extra_key.yaml": "depth: 1\nbogus: 3\n" + LAYER, "afile": "not a folder\n", "empty.ckpt": "",
-         "garbage.ckpt": "\x00\x13garbage" * 50,
-         "arch.yaml": "depth: 1\nlayers:\n- {attention: full, heads: 4, ffn_dim: 128}\n"}
+FILES = {
+    "depth_word.yaml": 'depth: "one"\n' + LAYER,
+    "depth_float.yaml": "depth: 1.0\n" + LAYER,
+    "heads_word.yaml": 'depth: 1\nlayers:\n- {attention: full, heads: "four", ffn_dim: 64}\n',
+    "extra_key.yaml": "depth: 1\nbogus: 3\n" + LAYER,
+    "afile": "not a folder\n",
+    "empty.ckpt": "",
+    "garbage.ckpt": "\x00\x13garbage" * 50,
+    "arch.yaml": "depth: 1\nlayers:\n- {attention: full, heads: 4, ffn_dim: 128}\n",
+}
 
 
 @pytest.mark.parametrize("name,overrides,word", BAD, ids=[" ".join(o) for _, o, _ in BAD])
@@ -89,25 +98,41 @@ BAD_STRATEGY = [
     (["strategy=enas", "strategy.temperature=0"], "strategy.temperature=0: must be a finite number > 0"),
     (["strategy=evolution", "strategy.population=abc"], "strategy.population='abc': must be an integer"),
     (["strategy=enas", "strategy.final_samples=-2"], "strategy.final_samples=-2: must be a whole number >= 0"),
-    (["strategy=evolution", "strategy.constraints={params: nan}"],
-     "strategy.constraints.params=nan: must be a finite number > 0"),
+    (
+        ["strategy=evolution", "strategy.constraints={params: nan}"],
+        "strategy.constraints.params=nan: must be a finite number > 0",
+    ),
     (["strategy=random", "strategy.samples=0"], "strategy.samples=0: must be a whole number >= 1"),
-    (["strategy=random", "+strategy.bogus_option=1"],
-     "unknown option strategy.bogus_option for strategy=random; allowed: sandwich, distill, fair, sort_every, samples"),
+    (
+        ["strategy=random", "+strategy.bogus_option=1"],
+        "unknown option strategy.bogus_option for strategy=random; allowed: sandwich, distill, fair, sort_every, samples",
+    ),
     # were silently accepted
     (["strategy=darts", "strategy.penalty.weight=-5"], "strategy.penalty.weight=-5: must be a finite number >= 0"),
     (["strategy=darts", "strategy.warmup_epochs=-3"], "strategy.warmup_epochs=-3: must be a whole number >= 0"),
-    (["strategy=gdas", "strategy.gumbel.start=-2", "strategy.gumbel.end=-1"], "strategy.gumbel.start=-2: must be a finite number > 0"),
+    (
+        ["strategy=gdas", "strategy.gumbel.start=-2", "strategy.gumbel.end=-1"],
+        "strategy.gumbel.start=-2: must be a finite number > 0",
+    ),
     (["strategy=enas", "strategy.baseline_decay=7"], "strategy.baseline_decay=7: must be a number in [0, 1)"),
     (["strategy=enas", "strategy.controller_hidden=0"], "strategy.controller_hidden=0: must be a whole number >= 1"),
     (["strategy=random", "strategy.fair=maybe"], "strategy.fair='maybe': must be true or false"),
     # were unclear: a non-finite loss once training ran, or "???: no such file"
     (["search.lr=inf"], "search.lr=inf: must be a finite number > 0"),
-    (["strategy=darts", "strategy.temperature.start=nan"], "strategy.temperature.start=nan: must be a finite number > 0"),
-    (["strategy=gdas", "strategy.gumbel.start=0", "strategy.gumbel.end=0"], "strategy.gumbel.start=0: must be a finite number > 0"),
+    (
+        ["strategy=darts", "strategy.temperature.start=nan"],
+        "strategy.temperature.start=nan: must be a finite number > 0",
+    ),
+    (
+        ["strategy=gdas", "strategy.gumbel.start=0", "strategy.gumbel.end=0"],
+        "strategy.gumbel.start=0: must be a finite number > 0",
+    ),
     (["strategy=fixed"], "strategy.arch is missing: strategy=fixed needs it; pass strategy.arch=<value>"),
     # more of the same kinds
-    (["strategy=gdas", "strategy.gumbel.start=0.1", "strategy.gumbel.end=10"], "strategy.gumbel.end=10 > strategy.gumbel.start=0.1: the temperature is annealed from gumbel.start down to gumbel.end"),
+    (
+        ["strategy=gdas", "strategy.gumbel.start=0.1", "strategy.gumbel.end=10"],
+        "strategy.gumbel.end=10 > strategy.gumbel.start=0.1: the temperature is annealed from gumbel.start down to gumbel.end",
+    ),
     (["strategy=evolution", "strategy.mutation_prob=inf"], "strategy.mutation_prob=inf: must be a number in [0, 1]"),
     (["strategy=darts", "strategy.arch_lr=inf"], "strategy.arch_lr=inf: must be a finite number > 0"),
     (["strategy=enas", "strategy.tanh_constant=-1"], "strategy.tanh_constant=-1: must be a finite number > 0"),
@@ -137,6 +162,7 @@ def test_a_bad_strategy_option_is_one_line_before_training(overrides, message, c
 
 def test_a_second_process_on_a_locked_run_stops_naming_the_holder(config, tmp_path, capsys):
     from filelock import FileLock
+
     run_dir = tmp_path / "run"
     (run_dir / "checkpoints").mkdir(parents=True)
     (run_dir / "run.pid").write_text("4242\n")
@@ -151,7 +177,9 @@ def test_a_second_process_on_a_locked_run_stops_naming_the_holder(config, tmp_pa
 
 def test_nas_retrain_honours_the_lock_of_its_run_folder(config, tmp_path, capsys):
     from filelock import FileLock
+
     from nas.space import SearchSpace
+
     run_dir = tmp_path / "run"
     (run_dir / "checkpoints").mkdir(parents=True)
     (run_dir / "run.pid").write_text("4242\n")
@@ -213,6 +241,7 @@ def test_an_evolution_worker_joins_a_done_run_and_leaves_it_done(config, tmp_pat
 
 def test_a_failed_run_says_failed_in_its_status(config, tmp_path, monkeypatch, capsys):
     import json
+
     from nas import pipeline
 
     def broken(cfg, run_dir):
@@ -231,6 +260,7 @@ def test_a_failed_run_says_failed_in_its_status(config, tmp_path, monkeypatch, c
 def lock_is_free(path: Path) -> bool:
     """The run released its lock: another process may take it at once."""
     from filelock import FileLock
+
     lock = FileLock(str(path))
     lock.acquire(timeout=0)
     lock.release()
@@ -242,12 +272,24 @@ def test_a_bad_arch_file_is_one_line_from_the_command_line(tmp_path):
     (no seed notice, no Hydra block)."""
     import subprocess
     import sys
+
     (tmp_path / "arch.yaml").write_text('depth: "one"\n' + LAYER)
-    done = subprocess.run([sys.executable, "-m", "nas.cli.retrain", f"arch={tmp_path / 'arch.yaml'}",
-                           f"hydra.run.dir={tmp_path / 'run'}"], capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "nas.cli.retrain",
+            f"arch={tmp_path / 'arch.yaml'}",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == [
-        f"nas-retrain: error: {tmp_path / 'arch.yaml'}: depth must be a positive integer; got 'one'"]
+        f"nas-retrain: error: {tmp_path / 'arch.yaml'}: depth must be a positive integer; got 'one'"
+    ]
 
 
 def test_paths_output_dir_apart_from_the_run_folder_is_one_line(tmp_path):
@@ -255,12 +297,24 @@ def test_paths_output_dir_apart_from_the_run_folder_is_one_line(tmp_path):
     only: the folder is chosen with hydra.run.dir, and the command says so before any work."""
     import subprocess
     import sys
-    done = subprocess.run([sys.executable, "-m", "nas.cli.search", f"paths.output_dir={tmp_path / 'mine'}",
-                           f"hydra.run.dir={tmp_path / 'run'}"], capture_output=True, text=True, timeout=300)
+
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "nas.cli.search",
+            f"paths.output_dir={tmp_path / 'mine'}",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == [
         f"nas-search: error: paths.output_dir={tmp_path / 'mine'}: the run folder is Hydra's "
-        f"({tmp_path / 'run'}); choose it with hydra.run.dir={tmp_path / 'mine'}"]
+        f"({tmp_path / 'run'}); choose it with hydra.run.dir={tmp_path / 'mine'}"
+    ]
     assert not (tmp_path / "mine").exists()
 
 
@@ -269,7 +323,9 @@ def test_under_ddp_only_rank_zero_takes_the_lock(tmp_path, monkeypatch):
     rank 0's lock in its way (tests/cli/test_ddp.py runs the real thing, slow)."""
     from filelock import FileLock
     from pytorch_lightning.utilities import rank_zero_only
+
     from nas import run_folder
+
     with FileLock(str(tmp_path / "run.lock")):  # rank 0 holds it
         monkeypatch.setattr(rank_zero_only, "rank", 1)
         ran = []

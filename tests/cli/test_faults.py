@@ -1,5 +1,6 @@
 """Damaged files in a run folder: a cut-off checkpoint falls back to the one before it, a damaged
 Optuna database stops the run with one line naming it."""
+
 import zipfile
 
 import pytest
@@ -9,13 +10,20 @@ from nas.cli import search as search_cli
 from nas.errors import ConfigError
 from nas.pipeline import check_storage
 from nas.training.checkpoint import resumable, whole
-
 from tests.helpers import TINY
 
 
 def _save(path, value):
-    torch.save({"state_dict": {"w": torch.full((64,), value)}, "epoch": 0, "global_step": 1,
-                "optimizer_states": [], "loops": {}}, path)
+    torch.save(
+        {
+            "state_dict": {"w": torch.full((64,), value)},
+            "epoch": 0,
+            "global_step": 1,
+            "optimizer_states": [],
+            "loops": {},
+        },
+        path,
+    )
 
 
 def test_a_truncated_last_checkpoint_falls_back_to_the_previous_one(tmp_path, caplog):
@@ -37,8 +45,11 @@ def _junk_zip(path):
 
 
 # whole zips that are no run's checkpoint: junk inside, a tensor, a weights-only save
-NOT_OURS = {"a zip of junk": _junk_zip, "a tensor": lambda path: torch.save(torch.zeros(3), path),
-            "weights only": lambda path: torch.save({"state_dict": {"w": torch.zeros(3)}}, path)}
+NOT_OURS = {
+    "a zip of junk": _junk_zip,
+    "a tensor": lambda path: torch.save(torch.zeros(3), path),
+    "weights only": lambda path: torch.save({"state_dict": {"w": torch.zeros(3)}}, path),
+}
 
 
 @pytest.mark.parametrize("kind", NOT_OURS)
@@ -65,6 +76,7 @@ def test_a_damaged_optuna_database_is_one_line_naming_it(config, tmp_path, capsy
 
 def test_a_whole_optuna_database_passes(tmp_path):
     import sqlite3
+
     with sqlite3.connect(tmp_path / "optuna.db") as db:
         db.execute("create table t (x)")
     check_storage(tmp_path / "optuna.db")

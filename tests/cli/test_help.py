@@ -1,4 +1,5 @@
 """`--help` of every CLI opens with what the command does, before Hydra's generic text."""
+
 import pytest
 from hydra import compose, initialize_config_dir
 
@@ -22,8 +23,12 @@ def test_search_help_lists_the_task_and_strategy_options(tmp_path):
     from nas.strategies import STRATEGIES
     from nas.tasks import TASKS
 
-    command = [sys.executable, "-c", "import sys; from nas.cli.search import main; sys.argv[0] = 'nas-search'; main()",
-               "--help"]
+    command = [
+        sys.executable,
+        "-c",
+        "import sys; from nas.cli.search import main; sys.argv[0] = 'nas-search'; main()",
+        "--help",
+    ]
     out = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120).stdout
     assert f"task: {', '.join(sorted(TASKS.names()))}\n" in out
     assert f"strategy: {', '.join(sorted(STRATEGIES.names()))}\n" in out

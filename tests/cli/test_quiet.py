@@ -2,6 +2,7 @@
 (Lightning's advert, its pytree deprecation, the log_every_n_steps hint, matplotlib's note on
 numeric labels) and names its run folder before training; a resumed checkpoint callback says
 nothing about its own folder."""
+
 import logging
 import warnings
 
@@ -9,17 +10,28 @@ import torch
 
 from nas.cli import search as search_cli
 from nas.training.checkpoint import last_checkpoint
-
 from tests.helpers import TINY_TASK
 
-NOTICES = ["Tip:", "LeafSpec", "smaller than the logging interval", "categorical units",
-           "validation_step", "exists and is not empty", "dirpath has changed"]
+NOTICES = [
+    "Tip:",
+    "LeafSpec",
+    "smaller than the logging interval",
+    "categorical units",
+    "validation_step",
+    "exists and is not empty",
+    "dirpath has changed",
+]
 
 
 def test_a_tiny_search_prints_no_routine_notice(config, tmp_path, capsys, caplog):
     # the default log interval (10) is longer than the tiny epoch (8 batches): it is shortened
-    cfg = config("search", *[o for o in TINY_TASK if "log_every" not in o], "trainer.max_epochs=1",
-                 "search.eval_batches=2", "retrain.max_epochs=1")
+    cfg = config(
+        "search",
+        *[o for o in TINY_TASK if "log_every" not in o],
+        "trainer.max_epochs=1",
+        "search.eval_batches=2",
+        "retrain.max_epochs=1",
+    )
     assert cfg.trainer.log_every_n_steps > cfg.task.num_train // cfg.task.batch_size
     with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.INFO):
         warnings.simplefilter("always")

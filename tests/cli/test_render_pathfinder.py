@@ -1,5 +1,6 @@
 """`nas-render-pathfinder`: positives above negatives, each tile the image scaled up; bad input is
 one line."""
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -13,8 +14,10 @@ from tests.tasks.test_pathfinder import write_lra_layout
 def tiles(png, per_class: int, size: int) -> list[list[np.ndarray]]:
     """The grid's two rows of tiles, read back from the PNG."""
     pixels = np.asarray(Image.open(png))
-    return [[pixels[GAP + r * (size + GAP):][:size, LABEL_WIDTH + c * (size + GAP):][:, :size]
-             for c in range(per_class)] for r in range(2)]
+    return [
+        [pixels[GAP + r * (size + GAP) :][:size, LABEL_WIDTH + c * (size + GAP) :][:, :size] for c in range(per_class)]
+        for r in range(2)
+    ]
 
 
 def scaled(image: np.ndarray, scale: int) -> np.ndarray:
@@ -23,8 +26,22 @@ def scaled(image: np.ndarray, scale: int) -> np.ndarray:
 
 def test_generated_images_joined_above_not_joined(tmp_path, capsys):
     out = tmp_path / "grid.png"
-    render_pathfinder.main(["--out", str(out), "--per-class", "3", "--resolution", "24", "--scale", "2",
-                            "--contour-length", "4", "--seed", "5"])
+    render_pathfinder.main(
+        [
+            "--out",
+            str(out),
+            "--per-class",
+            "3",
+            "--resolution",
+            "24",
+            "--scale",
+            "2",
+            "--contour-length",
+            "4",
+            "--seed",
+            "5",
+        ]
+    )
     assert "3 positives above 3 negatives" in capsys.readouterr().out
     assert Image.open(out).size == (LABEL_WIDTH + 3 * (48 + GAP), 2 * (48 + GAP) + GAP)
     drawn = draw_images(np.random.default_rng(5), 12, PathfinderConfig(resolution=24, contour_length=4))
@@ -43,15 +60,18 @@ def test_lras_images_by_their_labels(tmp_path):
         assert all(tile.tobytes() in ours for tile in row)
 
 
-@pytest.mark.parametrize(("argv", "message"), [
-    (["--scale", "0"], "--scale=0: must be at least 1"),
-    (["--per-class", "0"], "--per-class=0: must be at least 1"),
-    (["--resolution", "4"], "resolution must be >= 8"),
-    (["--out", "{tmp}/grid.txt"], "not an image file name"),
-    (["--out", "{tmp}/missing/grid.png", "--per-class", "1"], "missing"),
-    (["--path", "{tmp}/nowhere"], "no metadata/*.npy under"),
-    (["--contour-length", "x"], "argument --contour-length: invalid int value"),
-])
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--scale", "0"], "--scale=0: must be at least 1"),
+        (["--per-class", "0"], "--per-class=0: must be at least 1"),
+        (["--resolution", "4"], "resolution must be >= 8"),
+        (["--out", "{tmp}/grid.txt"], "not an image file name"),
+        (["--out", "{tmp}/missing/grid.png", "--per-class", "1"], "missing"),
+        (["--path", "{tmp}/nowhere"], "no metadata/*.npy under"),
+        (["--contour-length", "x"], "argument --contour-length: invalid int value"),
+    ],
+)
 def test_bad_input_is_one_line(argv, message, tmp_path, capsys):
     with pytest.raises(SystemExit) as stop:
         render_pathfinder.main([a.format(tmp=tmp_path) for a in argv])

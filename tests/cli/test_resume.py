@@ -1,6 +1,7 @@
 """A killed search resumes from its last checkpoint and ends where an uninterrupted one does;
 evolution workers started together on a run share its study; a non-finite loss stops the run
 with one line and keeps the last good checkpoint."""
+
 import os
 import signal
 import subprocess
@@ -18,12 +19,22 @@ from .conftest import TINY
 
 EPOCHS = 3
 SETTINGS = [o for o in TINY if not o.startswith("trainer.max_epochs")] + [
-    f"trainer.max_epochs={EPOCHS}", "retrain.enabled=false", "task.num_train=2048"]
+    f"trainer.max_epochs={EPOCHS}",
+    "retrain.enabled=false",
+    "task.num_train=2048",
+]
 
 
 def start_search(run_dir, data_dir, *extra):
-    command = [sys.executable, "-c", "from nas.cli.search import main; main()",
-               f"hydra.run.dir={run_dir}", f"paths.data_dir={data_dir}", *SETTINGS, *extra]
+    command = [
+        sys.executable,
+        "-c",
+        "from nas.cli.search import main; main()",
+        f"hydra.run.dir={run_dir}",
+        f"paths.data_dir={data_dir}",
+        *SETTINGS,
+        *extra,
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # the same arithmetic in every run
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
@@ -60,7 +71,6 @@ def test_killed_search_resumes_to_the_same_result(tmp_path):
     assert (run_dir / "best_arch.yaml").read_text() == expected
 
 
-
 @pytest.mark.slow  # two or three nas-search processes: minutes on 2 cores
 def test_evolution_workers_started_together_add_only_the_missing_trials(tmp_path):
     """The README's recipe for more workers, two at once on a finished run: each resumes the
@@ -68,13 +78,16 @@ def test_evolution_workers_started_together_add_only_the_missing_trials(tmp_path
     run_dir, data = tmp_path / "run", tmp_path / "data"
     evolution = ["strategy=evolution", "strategy.population=4"]
     finish(start_search(run_dir, data, *evolution, "strategy.generations=1"))
-    workers = [start_search(run_dir, data, *evolution, "strategy.generations=3", f"resume={run_dir}",
-                            f"seed={seed}") for seed in (1, 2)]
+    workers = [
+        start_search(run_dir, data, *evolution, "strategy.generations=3", f"resume={run_dir}", f"seed={seed}")
+        for seed in (1, 2)
+    ]
     for worker in workers:
         finish(worker)
     study = optuna.load_study(study_name="evolution", storage=f"sqlite:///{run_dir / 'optuna.db'}")
     states = [trial.state for trial in study.trials]
     assert states == [optuna.trial.TrialState.COMPLETE] * 12
+
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(config, tmp_path, monkeypatch, capsys):
     step = SearchModule.step

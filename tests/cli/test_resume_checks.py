@@ -4,6 +4,7 @@ one line with exit code 1 before any training, and leaves the run folder as it w
 One tiny search run (the real command, so that it has its .hydra/ record) is shared by the
 module; every test works on a copy of it, as a run killed during its search.
 """
+
 import json
 import shutil
 import subprocess
@@ -35,8 +36,13 @@ def finished(tmp_path_factory):
     folder made of its retraining: that command's .hydra/config.yaml, checkpoints and status."""
     root = tmp_path_factory.mktemp("resume")
     run = root / "run"
-    subprocess.run([sys.executable, "-m", "nas.cli.search", *STARTED, f"paths.data_dir={root / 'data'}",
-                    f"hydra.run.dir={run}"], cwd=ROOT, check=True, capture_output=True, timeout=600)
+    subprocess.run(
+        [sys.executable, "-m", "nas.cli.search", *STARTED, f"paths.data_dir={root / 'data'}", f"hydra.run.dir={run}"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
     retrained = root / "retrained"
     shutil.copytree(run / "retrain" / "checkpoints", retrained / "checkpoints")
     (retrained / ".hydra").mkdir()
@@ -94,9 +100,12 @@ CHANGED = [
 ]
 
 
-@pytest.mark.parametrize("name,folder,overrides,words", CHANGED, ids=[f"{c[0]} {c[1]} {' '.join(c[2])}" for c in CHANGED])
-def test_a_resume_with_other_settings_is_refused_naming_each_change(name, folder, overrides, words, finished,
-                                                                  tmp_path, capsys):
+@pytest.mark.parametrize(
+    "name,folder,overrides,words", CHANGED, ids=[f"{c[0]} {c[1]} {' '.join(c[2])}" for c in CHANGED]
+)
+def test_a_resume_with_other_settings_is_refused_naming_each_change(
+    name, folder, overrides, words, finished, tmp_path, capsys
+):
     run = killed(finished, tmp_path, folder)
     before = snapshot(run)
     base = STARTED if name == "search" else [*RETRAIN, f"arch={finished / 'run' / 'best_arch.yaml'}"]
@@ -110,8 +119,12 @@ def test_a_resume_with_other_settings_is_refused_naming_each_change(name, folder
 # without .hydra/ (a folder from before runs kept it) the checkpoint is compared with the model
 # this run builds: the same four cases of issue 32 are one line from there
 NO_RECORD = [
-    ("search", "run", ["space=quickstart"],
-     "the run trained another model: space.name is 'tiny' there, 'quickstart' in this run"),
+    (
+        "search",
+        "run",
+        ["space=quickstart"],
+        "the run trained another model: space.name is 'tiny' there, 'quickstart' in this run",
+    ),
     ("search", "run", ["strategy=darts"], "its weights do not fit this run's search: it holds 'strategy.tau'"),
     ("search", "retrained", [], "written by a retraining (one arch), not by nas-search's search"),
     ("retrain", "run", [], "written by nas-search's search (a supernet), not by a retraining"),
@@ -119,8 +132,9 @@ NO_RECORD = [
 
 
 @pytest.mark.parametrize("name,folder,overrides,words", NO_RECORD, ids=[f"{c[0]} {c[1]} {c[2]}" for c in NO_RECORD])
-def test_without_a_record_the_checkpoint_is_checked_against_this_run(name, folder, overrides, words, finished,
-                                                                    tmp_path, capsys):
+def test_without_a_record_the_checkpoint_is_checked_against_this_run(
+    name, folder, overrides, words, finished, tmp_path, capsys
+):
     run = killed(finished, tmp_path, folder, record=False)
     checkpoints = snapshot(run / "checkpoints")
     base = STARTED if name == "search" else [*RETRAIN, f"arch={finished / 'run' / 'best_arch.yaml'}"]
@@ -135,8 +149,18 @@ def test_a_resume_with_the_runs_settings_goes_on_and_keeps_its_first_start(finis
     scripts decide a finished search again this way. status.json keeps when the run started."""
     run = killed(finished, tmp_path)
     first = read_status(run)["started"]
-    cfg = compose_config("search", run, [*STARTED, f"paths.data_dir={finished / 'data'}", f"resume={run}",
-                                         "strategy.decide.rule=argmax", "search.eval_batches=1", "retrain.enabled=false"])
+    cfg = compose_config(
+        "search",
+        run,
+        [
+            *STARTED,
+            f"paths.data_dir={finished / 'data'}",
+            f"resume={run}",
+            "strategy.decide.rule=argmax",
+            "search.eval_batches=1",
+            "retrain.enabled=false",
+        ],
+    )
     outcome = search_cli.run(cfg)
     assert outcome is not None and (run / "best_arch.yaml").is_file()
     status = read_status(run)
@@ -146,8 +170,9 @@ def test_a_resume_with_the_runs_settings_goes_on_and_keeps_its_first_start(finis
 
 def test_a_folder_without_a_record_is_warned_about_and_resumed(finished, tmp_path, caplog):
     run = killed(finished, tmp_path, record=False)
-    cfg = compose_config("search", run, [*STARTED, f"paths.data_dir={finished / 'data'}", f"resume={run}",
-                                         "retrain.enabled=false"])
+    cfg = compose_config(
+        "search", run, [*STARTED, f"paths.data_dir={finished / 'data'}", f"resume={run}", "retrain.enabled=false"]
+    )
     assert search_cli.run(cfg) is not None
     assert "no .hydra/config.yaml in it, so the settings the run was started with are not checked" in caplog.text
 
@@ -157,9 +182,23 @@ def test_the_real_command_leaves_the_record_as_it_was_when_it_refuses(finished, 
     (configs/hydra/default.yaml), so a refused resume cannot have replaced the run's settings."""
     run = killed(finished, tmp_path)
     before = snapshot(run / ".hydra")
-    done = subprocess.run([sys.executable, "-m", "nas.cli.search", *STARTED, f"paths.data_dir={finished / 'data'}",
-                           f"resume={run}", "seed=1", "search.lr=0.01"], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300, check=False)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "nas.cli.search",
+            *STARTED,
+            f"paths.data_dir={finished / 'data'}",
+            f"resume={run}",
+            "seed=1",
+            "search.lr=0.01",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert done.returncode == 1
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "seed 0 -> 1, search.lr 0.003 -> 0.01" in lines[0], done.stderr
@@ -169,14 +208,22 @@ def test_the_real_command_leaves_the_record_as_it_was_when_it_refuses(finished, 
 def test_evolution_workers_may_join_with_their_own_seed_and_generations():
     """README: more workers on one study, `resume=<run> seed=2 retrain.enabled=false` (and more
     generations); what trains the supernet must still match."""
+
     def settings(*overrides):
         return OmegaConf.to_container(compose_config("search", Path("/run"), [*TINY, "strategy=evolution", *overrides]))
 
     started = settings()
-    assert common.changed_settings(started, settings("seed=2", "retrain.enabled=false", "retrain.lr=0.1",
-                                                     "strategy.generations=9"), "nas-search") == []
+    assert (
+        common.changed_settings(
+            started,
+            settings("seed=2", "retrain.enabled=false", "retrain.lr=0.1", "strategy.generations=9"),
+            "nas-search",
+        )
+        == []
+    )
     assert common.changed_settings(started, settings("seed=2", "strategy.fair=false"), "nas-search") == [
-        "strategy.fair True -> False"]
+        "strategy.fair True -> False"
+    ]
     gdas = OmegaConf.to_container(compose_config("search", Path("/run"), TINY))
     assert common.changed_settings(gdas, {**gdas, "seed": 2}, "nas-search") == ["seed 0 -> 2"]
 
@@ -185,6 +232,7 @@ def test_the_options_a_resume_may_change_are_options_of_their_strategy():
     import dataclasses
 
     from nas.strategies import STRATEGIES
+
     for name, options in common._AFTER_STRATEGY.items():
         accepted = {f.name for f in dataclasses.fields(STRATEGIES.get(name).Config)}
         assert set(options) <= accepted, name
@@ -222,23 +270,37 @@ TAMPERED = [
     ("export", "retrain/checkpoints/best.ckpt", wider, [], "ffn_dim 1000 is not in space 'tiny'"),
     ("export", "retrain/checkpoints/best.ckpt", nan_weight, [], "holds NaN or inf values"),
     ("retrain", "checkpoints/last.ckpt", nan_weight, ["retrain.init=inherit"], "holds NaN or inf values"),
-    ("retrain", "checkpoints/last.ckpt", nan_weight, ["retrain.init=scratch", "retrain.distill=0.5"],
-     "holds NaN or inf values"),
+    (
+        "retrain",
+        "checkpoints/last.ckpt",
+        nan_weight,
+        ["retrain.init=scratch", "retrain.distill=0.5"],
+        "holds NaN or inf values",
+    ),
 ]
 
 
-@pytest.mark.parametrize("name,source,edit,overrides,words", TAMPERED,
-                         ids=[f"{c[0]} {c[2].__name__} {' '.join(c[3])}" for c in TAMPERED])
-def test_a_tampered_checkpoint_is_one_line_naming_it(name, source, edit, overrides, words, finished, tmp_path,
-                                                     capsys):
+@pytest.mark.parametrize(
+    "name,source,edit,overrides,words", TAMPERED, ids=[f"{c[0]} {c[2].__name__} {' '.join(c[3])}" for c in TAMPERED]
+)
+def test_a_tampered_checkpoint_is_one_line_naming_it(name, source, edit, overrides, words, finished, tmp_path, capsys):
     ckpt = tampered(finished / "run" / source, tmp_path / "tampered.ckpt", edit)
     if name == "export":
-        cfg = compose_config("export", tmp_path / "x", [f"ckpt={ckpt}", f"out={tmp_path / 'out'}",
-                                                        f"paths.data_dir={finished / 'data'}"])
+        cfg = compose_config(
+            "export", tmp_path / "x", [f"ckpt={ckpt}", f"out={tmp_path / 'out'}", f"paths.data_dir={finished / 'data'}"]
+        )
     else:
-        cfg = compose_config("retrain", tmp_path / "run", [*RETRAIN, f"arch={finished / 'run' / 'best_arch.yaml'}",
-                                                           f"retrain.supernet_ckpt={ckpt}", *overrides,
-                                                           f"paths.data_dir={finished / 'data'}"])
+        cfg = compose_config(
+            "retrain",
+            tmp_path / "run",
+            [
+                *RETRAIN,
+                f"arch={finished / 'run' / 'best_arch.yaml'}",
+                f"retrain.supernet_ckpt={ckpt}",
+                *overrides,
+                f"paths.data_dir={finished / 'data'}",
+            ],
+        )
     line = refused(name, cfg, capsys)
     assert str(ckpt) in line and words in line, line
     if "NaN" in words:
@@ -246,14 +308,25 @@ def test_a_tampered_checkpoint_is_one_line_naming_it(name, source, edit, overrid
     assert not (tmp_path / "out").exists() and not (tmp_path / "run" / "checkpoints").exists()
 
 
-@pytest.mark.parametrize("edit,words", [(wider, "arch.layers is"), (nan_weight, "holds NaN or inf values")],
-                         ids=["another arch", "NaN weights"])
+@pytest.mark.parametrize(
+    "edit,words",
+    [(wider, "arch.layers is"), (nan_weight, "holds NaN or inf values")],
+    ids=["another arch", "NaN weights"],
+)
 def test_nas_retrain_refuses_to_resume_a_tampered_checkpoint(edit, words, finished, tmp_path, capsys):
     run = killed(finished, tmp_path, "retrained")
     tampered(run / "checkpoints" / "last.ckpt", run / "checkpoints" / "last.ckpt", edit)
     before = snapshot(run / "checkpoints")
-    cfg = compose_config("retrain", run, [*RETRAIN, f"arch={finished / 'run' / 'best_arch.yaml'}",
-                                         f"paths.data_dir={finished / 'data'}", f"resume={run}"])
+    cfg = compose_config(
+        "retrain",
+        run,
+        [
+            *RETRAIN,
+            f"arch={finished / 'run' / 'best_arch.yaml'}",
+            f"paths.data_dir={finished / 'data'}",
+            f"resume={run}",
+        ],
+    )
     line = refused("retrain", cfg, capsys)
     assert f"resume checkpoint {run / 'checkpoints' / 'last.ckpt'}: " in line and words in line, line
     assert snapshot(run / "checkpoints") == before
@@ -272,8 +345,12 @@ UP_FRONT = [
     ("rank", ["budget.warmup_steps=-5"], "budget.warmup_steps=-5: must be a whole number >= 0"),
     ("rank", ["calibrate.steps=2", "calibrate.lr=0"], "calibrate.lr=0: must be a finite number > 0"),
     ("rank", ["search_pick=maybe"], "search_pick='maybe': must be true or false"),
-    ("rank", ["+budget.bogus=1"], "unknown option budget.bogus for nas-rank; allowed: max_epochs, lr, weight_decay, "
-             "warmup_steps, gradient_clip_val"),
+    (
+        "rank",
+        ["+budget.bogus=1"],
+        "unknown option budget.bogus for nas-rank; allowed: max_epochs, lr, weight_decay, "
+        "warmup_steps, gradient_clip_val",
+    ),
     ("rank", ["budget.lr=abc"], "budget.lr='abc': must be a number"),
 ]
 
@@ -281,9 +358,12 @@ UP_FRONT = [
 @pytest.mark.parametrize("name,overrides,words", UP_FRONT, ids=[f"{c[0]} {' '.join(c[1])}" for c in UP_FRONT])
 def test_a_bad_option_of_any_stage_is_refused_before_training(name, overrides, words, finished, tmp_path, capsys):
     run = tmp_path / "run"
-    base = {"search": STARTED, "retrain": [*RETRAIN, f"arch={finished / 'run' / 'best_arch.yaml'}"],
-            "export": [f"ckpt={finished / 'run' / 'retrain' / 'checkpoints' / 'best.ckpt'}", f"out={tmp_path / 'out'}"],
-            "rank": [f"run={finished / 'run'}", "archs=2", f"standalone_dir={tmp_path / 'standalone'}"]}[name]
+    base = {
+        "search": STARTED,
+        "retrain": [*RETRAIN, f"arch={finished / 'run' / 'best_arch.yaml'}"],
+        "export": [f"ckpt={finished / 'run' / 'retrain' / 'checkpoints' / 'best.ckpt'}", f"out={tmp_path / 'out'}"],
+        "rank": [f"run={finished / 'run'}", "archs=2", f"standalone_dir={tmp_path / 'standalone'}"],
+    }[name]
     cfg = compose_config(name, run, [*base, f"paths.data_dir={finished / 'data'}", *overrides])
     line = refused(name, cfg, capsys)
     assert line == f"nas-{name}: error: {words}"
@@ -294,8 +374,15 @@ def test_a_bad_option_of_any_stage_is_refused_before_training(name, overrides, w
 def test_status_keeps_the_first_start_and_the_last_resume(tmp_path, monkeypatch):
     import datetime
 
-    times = iter(["2026-01-01T00:00:00+00:00", "2026-01-01T01:00:00+00:00", "2026-01-02T00:00:00+00:00",
-                  "2026-01-02T01:00:00+00:00", "2026-01-03T00:00:00+00:00"])
+    times = iter(
+        [
+            "2026-01-01T00:00:00+00:00",
+            "2026-01-01T01:00:00+00:00",
+            "2026-01-02T00:00:00+00:00",
+            "2026-01-02T01:00:00+00:00",
+            "2026-01-03T00:00:00+00:00",
+        ]
+    )
 
     class Clock(datetime.datetime):
         @classmethod
@@ -309,6 +396,9 @@ def test_status_keeps_the_first_start_and_the_last_resume(tmp_path, monkeypatch)
     write_status(tmp_path, "done")
     status = read_status(tmp_path)
     assert (status["started"], status["resumed"], status["updated"]) == (
-        "2026-01-01T00:00:00+00:00", "2026-01-02T00:00:00+00:00", "2026-01-02T01:00:00+00:00")
+        "2026-01-01T00:00:00+00:00",
+        "2026-01-02T00:00:00+00:00",
+        "2026-01-02T01:00:00+00:00",
+    )
     write_status(tmp_path, "running")  # a new run in the folder (no resume=) starts the clock again
     assert read_status(tmp_path)["started"] == "2026-01-03T00:00:00+00:00" and "resumed" not in read_status(tmp_path)

@@ -1,4 +1,5 @@
 """nas-retrain (scratch, inherit, distill) and nas-export from the command line's configs."""
+
 import json
 
 import pytest
@@ -9,9 +10,8 @@ from omegaconf import open_dict
 from nas import pipeline, run_folder
 from nas.cli import export, retrain, search
 from nas.metrics import IGNORE_INDEX
-from nas.training.retrain import RetrainModule
 from nas.space import Arch
-
+from nas.training.retrain import RetrainModule
 from tests.helpers import TINY, TINY_TASK
 
 
@@ -27,8 +27,15 @@ def searched(tmp_path_factory):
 
 def test_retrain_inherits_and_distills(config, searched, tmp_path, capsys):
     arch_file = searched / "best_arch.yaml"
-    cfg = config("retrain", *TINY_TASK, f"arch={arch_file}", "retrain.init=inherit", "retrain.distill=0.5", "retrain.max_epochs=1",
-                 f"retrain.supernet_ckpt={searched / 'checkpoints' / 'last.ckpt'}")
+    cfg = config(
+        "retrain",
+        *TINY_TASK,
+        f"arch={arch_file}",
+        "retrain.init=inherit",
+        "retrain.distill=0.5",
+        "retrain.max_epochs=1",
+        f"retrain.supernet_ckpt={searched / 'checkpoints' / 'last.ckpt'}",
+    )
     result = retrain.run(cfg)
     assert result.ckpt.is_file()
     hparams = torch.load(result.ckpt, weights_only=True)["hyper_parameters"]
@@ -58,11 +65,18 @@ def test_retrain_inherits_and_distills(config, searched, tmp_path, capsys):
 
 
 def test_checkpoint_of_another_space_is_named(config, searched, capsys):
-    cfg = config("retrain", *TINY_TASK, "space=tiny", "retrain.init=inherit",
-                 f"retrain.supernet_ckpt={searched / 'checkpoints' / 'last.ckpt'}", "arch=unused.yaml")
+    cfg = config(
+        "retrain",
+        *TINY_TASK,
+        "space=tiny",
+        "retrain.init=inherit",
+        f"retrain.supernet_ckpt={searched / 'checkpoints' / 'last.ckpt'}",
+        "arch=unused.yaml",
+    )
     with open_dict(cfg):
         cfg.arch = str(searched / "tiny_arch.yaml")
     from nas.space import SearchSpace
+
     SearchSpace.from_yaml(cfg.space.file).smallest().to_yaml(cfg.arch)
     with pytest.raises(SystemExit):
         retrain.run(cfg)

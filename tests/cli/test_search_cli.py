@@ -1,4 +1,5 @@
 """nas-search end to end on tiny settings; TensorBoard contents; presets; bad input."""
+
 import json
 import subprocess
 import sys
@@ -13,7 +14,6 @@ from nas.cli import search
 from nas.cli.common import CONFIGS
 from nas.space import Arch, SearchSpace
 from nas.tasks import build_task
-
 from tests.helpers import TINY, compose_config
 
 
@@ -21,8 +21,15 @@ def test_search_retrain_export(config, tmp_path):
     cfg = config("search", *TINY, "retrain.max_epochs=1")
     out = search.run(cfg)
     run_dir = tmp_path / "run"
-    for name in ("best_arch.yaml", "summary.txt", "checkpoints/last.ckpt", "retrain/checkpoints/best.ckpt",
-                 "export/model.pt2", "export/weights.safetensors", "export/metrics.json"):
+    for name in (
+        "best_arch.yaml",
+        "summary.txt",
+        "checkpoints/last.ckpt",
+        "retrain/checkpoints/best.ckpt",
+        "export/model.pt2",
+        "export/weights.safetensors",
+        "export/metrics.json",
+    ):
         assert (run_dir / name).is_file(), name
     space = SearchSpace.from_yaml(cfg.space.file)
     assert Arch.from_yaml(run_dir / "best_arch.yaml") == out.search.arch
@@ -59,8 +66,12 @@ def test_every_experiment_composes_and_instantiates(tmp_path, experiment):
 
 
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-c", "import sys; from nas.cli.{0} import main; sys.argv[0] = 'nas-{0}'; main()".format(args[0]),
-               *args[1:]]
+    command = [
+        sys.executable,
+        "-c",
+        "import sys; from nas.cli.{0} import main; sys.argv[0] = 'nas-{0}'; main()".format(args[0]),
+        *args[1:],
+    ]
     return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=300)
 
 
@@ -85,7 +96,9 @@ def test_an_arch_outside_the_space_and_an_unknown_strategy_are_one_line(tmp_path
 
 def test_space_memory_on_the_command_line_replaces_the_files(config):
     """`space.memory=` turns Reformer's memory options on for a space whose file has none."""
-    assert pipeline.space_of(config("search")).memory == SearchSpace.from_yaml(
-        Path(CONFIGS).parent / "search_spaces" / "quickstart.yaml").memory
+    assert (
+        pipeline.space_of(config("search")).memory
+        == SearchSpace.from_yaml(Path(CONFIGS).parent / "search_spaces" / "quickstart.yaml").memory
+    )
     space = pipeline.space_of(config("search", "space.memory={reversible:true,ffn_chunks:2}"))
     assert (space.memory.reversible, space.memory.ffn_chunks) == (True, 2)

@@ -1,5 +1,6 @@
 """nas-search with the storage group: a journal file from the CLI, a bad storage stopped before
 training, and two evolution workers on one PostgreSQL study (the README's recipe)."""
+
 import os
 import subprocess
 import sys
@@ -9,7 +10,6 @@ import pytest
 from optuna.trial import TrialState
 
 from nas.cli import search
-
 from tests.helpers import TINY
 
 from ..postgres import postgres_server, postgres_url  # noqa: F401 (fixtures)
@@ -29,14 +29,23 @@ def test_a_bad_storage_stops_before_training(config, tmp_path, capsys):
         search.run(config("search", *TINY, *EVOLUTION, "storage.url=sqlite:/optuna.db"))
     assert exit_info.value.code == 1
     message = capsys.readouterr().err.strip().splitlines()[-1]
-    assert message.startswith("nas-search: error: storage 'sqlite:/optuna.db' is neither a database URL "
-                              "nor a journal file; allowed: sqlite:///<file>, postgresql://")
+    assert message.startswith(
+        "nas-search: error: storage 'sqlite:/optuna.db' is neither a database URL "
+        "nor a journal file; allowed: sqlite:///<file>, postgresql://"
+    )
     assert not (tmp_path / "run" / "checkpoints").exists()  # no supernet trained
 
 
 def nas_search(run_dir, data_dir, *extra):
-    command = [sys.executable, "-c", "from nas.cli.search import main; main()",
-               f"paths.data_dir={data_dir}", *TINY, *EVOLUTION, *extra]
+    command = [
+        sys.executable,
+        "-c",
+        "from nas.cli.search import main; main()",
+        f"paths.data_dir={data_dir}",
+        *TINY,
+        *EVOLUTION,
+        *extra,
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
@@ -55,8 +64,10 @@ def test_two_cli_workers_fill_one_postgres_study(postgres_url, config, tmp_path)
     run_dir, data = tmp_path / "run", tmp_path / "data"
     storage = f"storage.url={postgres_url}"
     search.run(config("search", *TINY, *EVOLUTION, storage, "strategy.generations=1"))  # in this process
-    workers = [nas_search(run_dir, data, f"resume={run_dir}", f"seed={seed}", storage,
-                          "strategy.generations=3") for seed in (1, 2)]
+    workers = [
+        nas_search(run_dir, data, f"resume={run_dir}", f"seed={seed}", storage, "strategy.generations=3")
+        for seed in (1, 2)
+    ]
     chosen = [best_arch(worker) for worker in workers]
     assert chosen[0] == chosen[1]  # both chose from the whole study
     trials = optuna.load_study(study_name="evolution", storage=postgres_url).trials

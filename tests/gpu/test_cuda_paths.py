@@ -3,6 +3,7 @@ kernel for `full`, a supernet step and a tiny search end to end. Skipped without
 
     pytest -m gpu tests/gpu          # on a machine with a GPU (under a minute)
 """
+
 import math
 
 import pytest
@@ -13,7 +14,6 @@ from nas.cli import search as search_cli
 from nas.ops.attention import ATTENTION, build
 from nas.space import Arch
 from nas.supernet import Supernet
-
 from tests.helpers import TINY
 
 from ..cli.conftest import config  # noqa: F401  (the composed-config fixture)

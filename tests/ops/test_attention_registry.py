@@ -1,4 +1,5 @@
 """Properties every registered attention op must have (parametrized over the registry)."""
+
 import pytest
 import torch
 

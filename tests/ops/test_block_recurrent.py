@@ -1,5 +1,6 @@
 """Block-recurrent attention against a plain token-by-token loop of the recurrence, full and local
 attention, and PyTorch's FLOP counter."""
+
 import math
 
 import pytest
@@ -48,10 +49,10 @@ def loop_reference(core, q, k, v, mask):
             state = p["state0"]  # (s, d)
             for t in range(math.ceil(n / c)):
                 centred = state - state.mean(-1, keepdim=True)
-                normed = centred / torch.sqrt((centred ** 2).mean(-1, keepdim=True) + 1e-5)
+                normed = centred / torch.sqrt((centred**2).mean(-1, keepdim=True) + 1e-5)
                 x = normed + p["state_pos"]
                 w = p["state_proj"]
-                s_query, s_key, s_value, s_query2 = (x @ w[:, j * d:(j + 1) * d] for j in range(4))
+                s_query, s_key, s_value, s_query2 = (x @ w[:, j * d : (j + 1) * d] for j in range(4))
                 block = range(t * c, min((t + 1) * c, n))
                 for i in block:
                     window = [j for j in range(n) if abs(i - j) <= cfg.window // 2 and mask[bi, j]]
@@ -83,7 +84,7 @@ def inputs(b=2, h=2, n=37, d=8, seed=0, dtype=torch.float64):
     g = torch.Generator().manual_seed(seed)
     q, k, v = (torch.randn(b, h, n, d, generator=g, dtype=dtype) for _ in range(3))
     mask = torch.ones(b, n, dtype=torch.bool)
-    mask[0, n - 4:] = False  # padding at the end
+    mask[0, n - 4 :] = False  # padding at the end
     mask[-1, 3] = mask[-1, 16:24] = False  # a gap, and with blocks of 8 a block of padding in the middle
     return q, k, v, mask
 
@@ -108,8 +109,7 @@ def test_gradcheck():
     core = make_core("block_recurrent", 4, 2, 16, window=4, states=2, gate="lstm").double()
     q, k, v, mask = inputs(b=1, n=11, d=4, seed=1)
     real = mask[:, None, :, None].double()  # padded queries' rows are free: leave them out
-    assert torch.autograd.gradcheck(lambda *qkv: core(*qkv, mask) * real,
-                                    [t.requires_grad_() for t in (q, k, v)])
+    assert torch.autograd.gradcheck(lambda *qkv: core(*qkv, mask) * real, [t.requires_grad_() for t in (q, k, v)])
 
 
 def test_state_switched_off_is_local_and_covering_window_is_full():
@@ -162,16 +162,19 @@ def test_flops_match_pytorchs_flop_counter(gate, update):
 
 def test_cost_is_linear_in_length():
     core = make_core("block_recurrent", 16, 2, 8192, window=64, states=16)
-    for cost in (core.flops, core.activation_elements):
-        assert cost(8192, 2) == pytest.approx(2 * cost(4096, 2), rel=0.01)
+    for measure in (core.flops, core.activation_elements):
+        assert measure(8192, 2) == pytest.approx(2 * measure(4096, 2), rel=0.01)
 
 
-@pytest.mark.parametrize("options, message", [
-    ({"gate": "gru"}, "gate must be one of fixed, lstm; got 'gru'"),
-    ({"update": "dual"}, "update must be one of single, skip; got 'dual'"),
-    ({"states": 0}, "states must be >= 1, got 0"),
-    ({"window": 1}, "window must be >= 2, got 1"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"gate": "gru"}, "gate must be one of fixed, lstm; got 'gru'"),
+        ({"update": "dual"}, "update must be one of single, skip; got 'dual'"),
+        ({"states": 0}, "states must be >= 1, got 0"),
+        ({"window": 1}, "window must be >= 2, got 1"),
+    ],
+)
 def test_bad_options_name_the_field(options, message):
     with pytest.raises(ConfigError, match=f"attention 'block_recurrent': {message}"):
         make_core("block_recurrent", 8, 2, 64, **options)
@@ -181,19 +184,31 @@ def test_bad_options_name_the_field(options, message):
 def test_supernet_extract_equals_supernet_with_fewer_heads(sharing):
     """Each head's state, projections and gates are sliced with the heads: a 2-head subnet cut out
     of a 4-head supernet gives the supernet's output, and holds the parameters the cost model counts."""
-    space = SearchSpace.from_dict({
-        "name": "recurrent", "dim": 32, "head_dim": 8, "depth": [2],
-        "layer": {"attention": {"fixed": {"type": "block_recurrent", "window": 8, "states": 4},
-                                "lstm": {"type": "block_recurrent", "window": 6, "states": 3,
-                                         "gate": "lstm", "update": "skip"}},
-                  "heads": [2, 4], "ffn_dim": [32]}})
+    space = SearchSpace.from_dict(
+        {
+            "name": "recurrent",
+            "dim": 32,
+            "head_dim": 8,
+            "depth": [2],
+            "layer": {
+                "attention": {
+                    "fixed": {"type": "block_recurrent", "window": 8, "states": 4},
+                    "lstm": {"type": "block_recurrent", "window": 6, "states": 3, "gate": "lstm", "update": "skip"},
+                },
+                "heads": [2, 4],
+                "ffn_dim": [32],
+            },
+        }
+    )
     torch.manual_seed(0)
     net = Supernet(space, ModelShape(20, 3, 64), sharing=sharing).eval()
     tokens = torch.randint(1, 20, (2, 45))
     mask = torch.ones(2, 45, dtype=torch.bool)
     mask[1, 30:] = False
-    for arch in (Arch(2, (LayerArch("fixed", 2, 32), LayerArch("lstm", 4, 32))),
-                 Arch(2, (LayerArch("lstm", 2, 32), LayerArch("fixed", 2, 32)))):
+    for arch in (
+        Arch(2, (LayerArch("fixed", 2, 32), LayerArch("lstm", 4, 32))),
+        Arch(2, (LayerArch("lstm", 2, 32), LayerArch("fixed", 2, 32))),
+    ):
         sub = net.extract(arch).eval()
         with torch.no_grad():
             torch.testing.assert_close(sub(tokens, mask), net(tokens, arch, mask), atol=1e-5, rtol=1e-5)

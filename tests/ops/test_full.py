@@ -1,4 +1,5 @@
 """Full attention against PyTorch's own multi-head attention."""
+
 import torch
 
 from nas.ops.attention import build

@@ -1,4 +1,5 @@
 """Linformer against full attention, against the paper's order of operations, and its cost."""
+
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode

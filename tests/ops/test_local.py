@@ -1,4 +1,5 @@
 """Sliding-window attention against full attention and a dense reference."""
+
 import pytest
 import torch
 

@@ -1,4 +1,5 @@
 """LSH attention against naive shared-QK attention, and its bucket and round properties."""
+
 import pytest
 import torch
 from torch.nn import functional as F
@@ -11,7 +12,7 @@ def shared_qk_attention(q, v, mask, allowed=None):
     """Naive Reformer attention: keys are the unit queries, a token sees itself only as a last
     resort (score -1e5), padding and keys outside `allowed` (n, n) never."""
     n, d = q.shape[-2:]
-    scores = q @ F.normalize(q, dim=-1).transpose(-1, -2) / d ** 0.5  # (b, h, n, n)
+    scores = q @ F.normalize(q, dim=-1).transpose(-1, -2) / d**0.5  # (b, h, n, n)
     scores = scores.masked_fill(torch.eye(n, dtype=torch.bool), -1e5)
     hidden = ~mask[:, None, None, :] if allowed is None else ~(mask[:, None, None, :] & allowed)
     return scores.masked_fill(hidden, torch.finfo(q.dtype).min).softmax(-1) @ v
@@ -49,8 +50,7 @@ def test_one_bucket_sees_own_and_neighbour_chunks(across):
     chunk = torch.arange(n) // s
     allowed = (chunk[:, None] - chunk[None, :]).abs() <= 1
     mask = torch.ones(2, n, dtype=torch.bool)
-    torch.testing.assert_close(core(q, None, v), shared_qk_attention(q, v, mask, allowed),
-                               atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(core(q, None, v), shared_qk_attention(q, v, mask, allowed), atol=1e-5, rtol=1e-5)
 
 
 def test_across_buckets_a_query_sees_the_three_chunks_around_its_sorted_place():
@@ -67,8 +67,7 @@ def test_across_buckets_a_query_sees_the_three_chunks_around_its_sorted_place():
     chunk = rank // s
     allowed = (chunk[:, None] - chunk[None, :]).abs() <= 1
     mask = torch.ones(1, n, dtype=torch.bool)
-    torch.testing.assert_close(core(q, None, v), shared_qk_attention(q, v, mask, allowed),
-                               atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(core(q, None, v), shared_qk_attention(q, v, mask, allowed), atol=1e-5, rtol=1e-5)
 
 
 def known_buckets(n_hashes):
@@ -76,10 +75,9 @@ def known_buckets(n_hashes):
     dims (2j, 2j+1), and a query of bucket t points along +-e_{2j + t % 2} for each j."""
     torch.manual_seed(0)
     d, n = 8, 32
-    core = make_core("lsh", d, 1, 64, bucket_size=4, n_buckets=4, n_hashes=n_hashes,
-                     attend_across_buckets=False)
+    core = make_core("lsh", d, 1, 64, bucket_size=4, n_buckets=4, n_hashes=n_hashes, attend_across_buckets=False)
     for j in range(n_hashes):
-        core.rotations[j] = torch.eye(d)[:, 2 * j:2 * j + 2]
+        core.rotations[j] = torch.eye(d)[:, 2 * j : 2 * j + 2]
     sizes = [5, 7, 9, 11]  # bucket sizes that are no multiples of the chunk size 4
     t = torch.repeat_interleave(torch.arange(4), torch.tensor(sizes))[torch.randperm(n)]  # (n,)
     q = torch.randn(1, 1, n, d) * 0.1
@@ -102,14 +100,13 @@ def test_rounds_combine_as_one_softmax_over_their_keys():
     """Weighing each round by its normalizer is one softmax over all rounds' keys, a key seen
     in c rounds counted c times. One chunk covering the sequence leaves only the buckets."""
     torch.manual_seed(0)
-    core = make_core("lsh", 16, 2, 64, bucket_size=64, n_buckets=4, n_hashes=3,
-                     attend_across_buckets=False)
+    core = make_core("lsh", 16, 2, 64, bucket_size=64, n_buckets=4, n_hashes=3, attend_across_buckets=False)
     q, v = torch.randn(2, 2, 40, 16) * 2, torch.randn(2, 2, 40, 16)
     buckets = core.hash(q)  # (b, h, r, n)
     counts = (buckets[..., :, None] == buckets[..., None, :]).sum(2)  # (b, h, n, n)
     assert ((counts > 0) & (counts < 3)).any()  # the rounds disagree somewhere
     n, d = 40, 16
-    scores = q @ F.normalize(q, dim=-1).transpose(-1, -2) / d ** 0.5
+    scores = q @ F.normalize(q, dim=-1).transpose(-1, -2) / d**0.5
     scores = scores.masked_fill(torch.eye(n, dtype=torch.bool), -1e5)
     expected = (scores + counts.float().log()).softmax(-1) @ v  # log 0 = -inf hides the key
     torch.testing.assert_close(core(q, None, v), expected, atol=1e-5, rtol=1e-5)
@@ -164,8 +161,7 @@ def test_gradients_equal_those_of_the_naive_computation(across):
     also for a lone token, whose only key is itself (its constant self score has no gradient)."""
     torch.manual_seed(0)
     s, n = 8, 40
-    core = make_core("lsh", 16, 2, 64, bucket_size=s, n_buckets=1, n_hashes=2,
-                     attend_across_buckets=across)
+    core = make_core("lsh", 16, 2, 64, bucket_size=s, n_buckets=1, n_hashes=2, attend_across_buckets=across)
     q = (torch.randn(3, 2, n, 16) * 2).requires_grad_()
     v = torch.randn(3, 2, n, 16, requires_grad=True)
     mask = torch.ones(3, n, dtype=torch.bool)

@@ -2,7 +2,7 @@
 the kernel estimate's mean and variance against the closed forms of Chefs' Random Tables
 (https://arxiv.org/abs/2205.15317), the stabilised forward against the formula, and the
 shrinkage towards the values' mean against a direct computation."""
-import copy
+
 import math
 
 import pytest
@@ -21,18 +21,22 @@ def softmax_attention(q, k, v):
 def favor_pp_formula(w, q, k, v, mask):
     """FAVOR++ as the paper writes it, without stabilizers; A is the variance-optimal root."""
     m, d = w.shape
-    x, y = q * d ** -0.25, k * d ** -0.25
+    x, y = q * d**-0.25, k * d**-0.25
     real = mask[:, None, :, None].float()
     count = real.sum(2)  # (b, 1, 1)
     mx, my = (x * real).sum(2) / count, (y * real).sum(2) / count
-    rho = ((x.square() * real).sum((2, 3)) + (y.square() * real).sum((2, 3))) / count[..., 0] \
-        + 2 * (mx * my).sum(-1)
+    rho = ((x.square() * real).sum((2, 3)) + (y.square() * real).sum((2, 3))) / count[..., 0] + 2 * (mx * my).sum(-1)
     a = ((2 * d - 4 * rho) - torch.sqrt((4 * rho - 2 * d) ** 2 + 64 * d * rho)) / (32 * d)
     a = a[..., None, None]
 
     def phi(z):
-        return (1 - 4 * a) ** (d / 4) / math.sqrt(m) * torch.exp(
-            a * w.square().sum(-1) + torch.sqrt(1 - 4 * a) * (z @ w.T) - z.square().sum(-1, keepdim=True) / 2)
+        return (
+            (1 - 4 * a) ** (d / 4)
+            / math.sqrt(m)
+            * torch.exp(
+                a * w.square().sum(-1) + torch.sqrt(1 - 4 * a) * (z @ w.T) - z.square().sum(-1, keepdim=True) / 2
+            )
+        )
 
     phi_q, phi_k = phi(x), phi(y) * real  # padded keys have no features
     return (phi_q @ (phi_k.transpose(-1, -2) @ v)) / (phi_q @ phi_k.sum(-2)[..., None])
@@ -59,8 +63,11 @@ def test_a_minimises_the_second_moment():
     x, y = torch.randn(1, 1, 30, d) * 0.6, torch.randn(1, 1, 30, d) * 0.6 + 0.2
     rho = (x[0, 0, :, None] + y[0, 0, None]).square().sum(-1).mean()  # mean over all pairs
     grid = torch.linspace(-1.0, 0.12, 20001, dtype=torch.float64)
-    objective = d * torch.log(1 - 4 * grid) - d / 2 * torch.log(1 - 8 * grid) \
+    objective = (
+        d * torch.log(1 - 4 * grid)
+        - d / 2 * torch.log(1 - 8 * grid)
         + 2 * rho.double() * (1 - 4 * grid) / (1 - 8 * grid)
+    )
     best = grid[objective.argmin()].item()
     assert favor_pp_a(x, y, None).item() == pytest.approx(best, abs=1e-3)
     assert best < -0.01  # far enough from FAVOR+ (A = 0) that the test tells them apart
@@ -75,8 +82,11 @@ def test_favor_pp_is_unbiased_on_average_over_draws():
     y = torch.randn(1, 1, 4, d, generator=generator) * 0.4
     a = torch.full((1, 1), -0.1)  # any A < 1/8 is unbiased; this one is far from 0
     w = orthogonal_gaussian(2**17, d, generator)  # rows are N(0, I) marginally
-    estimate = (favor_pp_log_features(x, w, a)[..., :, None, :]
-                + favor_pp_log_features(y, w, a)[..., None, :, :]).exp().sum(-1)  # (1, 1, 4, 4)
+    estimate = (
+        (favor_pp_log_features(x, w, a)[..., :, None, :] + favor_pp_log_features(y, w, a)[..., None, :, :])
+        .exp()
+        .sum(-1)
+    )  # (1, 1, 4, 4)
     exact = (x @ y.transpose(-1, -2)).exp()
     torch.testing.assert_close(estimate, exact, rtol=0.03, atol=0)
     biased_by = (1 - 4 * a) ** (d / 2)  # what a missing D (on both sides) would multiply by
@@ -87,8 +97,11 @@ def favor_second_moment(x, y, a, d):
     """Closed-form E[(phi(x).phi(y))^2] of one FAVOR++ feature w ~ N(0, I), float64:
     (1-4A)^d (1-8A)^(-d/2) exp(2 (1-4A) |x+y|^2 / (1-8A) - |x|^2 - |y|^2) (A = 0: FAVOR+)."""
     rho = (x + y).square().sum()
-    return ((1 - 4 * a) ** d * (1 - 8 * a) ** (-d / 2)
-            * torch.exp(2 * (1 - 4 * a) * rho / (1 - 8 * a) - x.square().sum() - y.square().sum()))
+    return (
+        (1 - 4 * a) ** d
+        * (1 - 8 * a) ** (-d / 2)
+        * torch.exp(2 * (1 - 4 * a) * rho / (1 - 8 * a) - x.square().sum() - y.square().sum())
+    )
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -108,8 +121,8 @@ def test_favor_pp_variance_is_the_closed_form_and_below_favor_plus(seed):
     for name, a in (("favor_pp", favor_pp_a(x, y, None)), ("favor_plus", torch.zeros(1, 1, dtype=torch.float64))):
         # favor_pp_log_features divides each side by sqrt(m): times m is one feature's estimate
         samples = (favor_pp_log_features(x, w, a) + favor_pp_log_features(y, w, a)).exp()[0, 0, 0] * draws
-        assert (samples.mean() - exact).abs() < 5 * samples.std() / draws ** 0.5
-        closed = favor_second_moment(x, y, a, d) - exact ** 2
+        assert (samples.mean() - exact).abs() < 5 * samples.std() / draws**0.5
+        closed = favor_second_moment(x, y, a, d) - exact**2
         assert samples.var().item() == pytest.approx(closed.item(), rel=0.08)
         variances[name] = closed.item(), samples.var().item()
     assert variances["favor_pp"][0] < 0.8 * variances["favor_plus"][0]
@@ -158,7 +171,7 @@ def test_shrink_falls_back_to_the_mean_where_features_cannot_estimate():
     errors = {}
     for rank, logit_std in ((d, 1.0), (2, 0.33)):
         basis = torch.linalg.qr(torch.randn(d, rank, generator=generator))[0].T  # (r, d)
-        scale = math.sqrt(d ** 0.5 * logit_std / rank ** 0.5)
+        scale = math.sqrt(d**0.5 * logit_std / rank**0.5)
         q, k = (torch.randn(1, 2, n, rank, generator=generator) @ basis * scale for _ in range(2))
         exact = softmax_attention(q, k, v)
         torch.manual_seed(0)
@@ -166,9 +179,10 @@ def test_shrink_falls_back_to_the_mean_where_features_cannot_estimate():
         plain = make_core("performer", d, 2, n, features=64, shrink=False)
         plain.load_state_dict(shrunk.state_dict())
         uniform = v.mean(2, keepdim=True).expand_as(v)
-        errors[rank] = {name: ((out - exact).norm() / exact.norm()).item()
-                        for name, out in (("shrunk", shrunk(q, k, v)), ("plain", plain(q, k, v)),
-                                          ("uniform", uniform))}
+        errors[rank] = {
+            name: ((out - exact).norm() / exact.norm()).item()
+            for name, out in (("shrunk", shrunk(q, k, v)), ("plain", plain(q, k, v)), ("uniform", uniform))
+        }
     iso, low = errors[d], errors[2]
     assert iso["plain"] > 2 * iso["uniform"] and iso["shrunk"] < 1.02 * iso["uniform"], iso
     assert low["shrunk"] < 0.7 * low["uniform"] and low["shrunk"] < 1.05 * low["plain"], low
@@ -242,7 +256,7 @@ def test_training_redraws_every_n_steps_and_a_copy_continues_the_same_way():
         seen.append(core.features.clone())
     assert torch.equal(seen[0], seen[1]) and not torch.equal(seen[1], seen[2])
     assert torch.equal(seen[2], seen[3]) and not torch.equal(seen[3], seen[4])
-    for step in range(2, 5):
+    for _ in range(2, 5):
         copy_(q[:, :1], k[:, :1], v[:, :1])
     torch.testing.assert_close(copy_.features, core.features)
     core.eval()(q, k, v)

@@ -1,5 +1,6 @@
 """Reversible layers and the chunked feed-forward: the same numbers as plain autograd, for
 every attention op of the registry, with less memory."""
+
 import copy
 
 import pytest
@@ -21,17 +22,23 @@ def space_of(op: str, reversible: bool = True, ffn_chunks: int = 3, depth: int =
     options = dict(SMALL_OPTIONS.get(op, {}))
     if op == "performer":
         options["redraw_every"] = 1  # a buffer that changes every training forward: replayed
-    return SearchSpace.from_dict({
-        "name": "t", "dim": 16, "head_dim": 4, "depth": [depth],
-        "layer": {"attention": {op: options}, "heads": [2], "ffn_dim": [32]},
-        "memory": {"reversible": reversible, "ffn_chunks": ffn_chunks}})
+    return SearchSpace.from_dict(
+        {
+            "name": "t",
+            "dim": 16,
+            "head_dim": 4,
+            "depth": [depth],
+            "layer": {"attention": {op: options}, "heads": [2], "ffn_dim": [32]},
+            "memory": {"reversible": reversible, "ffn_chunks": ffn_chunks},
+        }
+    )
 
 
 def batch(n=40):
     g = torch.Generator().manual_seed(3)
     tokens = torch.randint(1, SHAPE.vocab_size, (2, n), generator=g)
     mask = torch.ones(2, n, dtype=torch.bool)
-    mask[1, n - 9:] = False
+    mask[1, n - 9 :] = False
     return tokens, mask
 
 
@@ -92,8 +99,12 @@ def test_reversible_is_the_coupling_of_the_paper():
 def test_dropout_replays_the_same_mask():
     """Random ops inside f and g draw the same numbers in the recomputation as in the forward."""
     torch.manual_seed(0)
-    layers = [nn.ModuleDict({"f": nn.Sequential(nn.Linear(8, 8), nn.Dropout(0.5)),
-                             "g": nn.Sequential(nn.Linear(8, 8), nn.Dropout(0.5))}) for _ in range(3)]
+    layers = [
+        nn.ModuleDict(
+            {"f": nn.Sequential(nn.Linear(8, 8), nn.Dropout(0.5)), "g": nn.Sequential(nn.Linear(8, 8), nn.Dropout(0.5))}
+        )
+        for _ in range(3)
+    ]
     couplings = [Coupling(m["f"], m["g"], m, g_chunks=2) for m in layers]
     x = torch.randn(2, 6, 8)
     grads = []

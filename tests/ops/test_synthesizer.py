@@ -1,4 +1,5 @@
 """Synthesizer variants against references that build the n x n score matrix."""
+
 import pytest
 import torch
 
@@ -73,15 +74,19 @@ def test_bad_variant_names_the_allowed_ones():
         build("synthesizer", 32, 4, max_len=64, variant="sparse")
 
 
-@pytest.mark.parametrize("options, cls, inputs", [
-    ({"variant": "dense"}, "DenseSynthesizer", ("q", "v")),
-    ({"variant": "random", "rank": None}, "RandomSynthesizer", ("v",)),
-    ({"variant": "random", "rank": 4}, "FactorizedRandomSynthesizer", ("v",)),
-])
+@pytest.mark.parametrize(
+    "options, cls, inputs",
+    [
+        ({"variant": "dense"}, "DenseSynthesizer", ("q", "v")),
+        ({"variant": "random", "rank": None}, "RandomSynthesizer", ("v",)),
+        ({"variant": "random", "rank": 4}, "FactorizedRandomSynthesizer", ("v",)),
+    ],
+)
 def test_each_variant_is_a_class_with_fixed_capabilities(options, cls, inputs):
     import copy
 
     from nas.ops.attention import make_core
+
     core = make_core("synthesizer", 8, 2, 16, **options)
     assert type(core).__name__ == cls and core.name == "synthesizer"
     assert type(core).inputs == core.inputs == inputs  # the class says what an instance reads

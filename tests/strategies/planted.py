@@ -1,5 +1,6 @@
 """Toy tasks whose best attention type is known, a stand-in supernet whose every arch scores a
 known value, and a helper that runs a search on them."""
+
 from __future__ import annotations
 
 import itertools
@@ -51,6 +52,7 @@ class FetchTask(pl.LightningDataModule):
         def collate(rows):
             tokens, mask, target = map(torch.stack, zip(*rows))
             return {"tokens": tokens, "mask": mask, "target": target}
+
         return DataLoader(data, batch_size=self.batch_size, shuffle=shuffle, collate_fn=collate)
 
     def train_dataloader(self):
@@ -62,26 +64,43 @@ class FetchTask(pl.LightningDataModule):
 
 def planted_space(window: int = 4) -> SearchSpace:
     """Full attention versus a small local window, one or two narrow layers."""
-    return SearchSpace.from_dict({
-        "name": "planted", "dim": 32, "head_dim": 16, "depth": [1, 2],
-        "layer": {"attention": {"full": {}, "local": {"window": window}},
-                  "heads": [2], "ffn_dim": [64]},
-    })
+    return SearchSpace.from_dict(
+        {
+            "name": "planted",
+            "dim": 32,
+            "head_dim": 16,
+            "depth": [1, 2],
+            "layer": {"attention": {"full": {}, "local": {"window": window}}, "heads": [2], "ffn_dim": [64]},
+        }
+    )
 
 
 def trainer(tmp_path, epochs: int, **kwargs) -> pl.Trainer:
-    return pl.Trainer(max_epochs=epochs, accelerator="cpu", logger=False, enable_progress_bar=False,
-                      enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=tmp_path,
-                      enable_checkpointing=False, **kwargs)
+    return pl.Trainer(
+        max_epochs=epochs,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        default_root_dir=tmp_path,
+        enable_checkpointing=False,
+        **kwargs,
+    )
 
 
 def toy_space() -> SearchSpace:
     """20 distinct archs (depth 1 or 2; full or local attention; 1 or 2 heads), small enough to
     enumerate: the known optimum and Pareto front of `toy_score` come from every arch."""
-    return SearchSpace.from_dict({
-        "name": "toy", "dim": 16, "head_dim": 8, "depth": [1, 2],
-        "layer": {"attention": {"full": {}, "local": {"window": 4}}, "heads": [1, 2], "ffn_dim": [16]},
-    })
+    return SearchSpace.from_dict(
+        {
+            "name": "toy",
+            "dim": 16,
+            "head_dim": 8,
+            "depth": [1, 2],
+            "layer": {"attention": {"full": {}, "local": {"window": 4}}, "heads": [1, 2], "ffn_dim": [16]},
+        }
+    )
 
 
 def every_arch(space: SearchSpace) -> list[Arch]:
@@ -125,14 +144,19 @@ class ScoredSupernet(nn.Module):
 
     def batches(self) -> list[dict]:
         tokens = torch.ones(self.rows, self.shape.max_len, dtype=torch.long)
-        return [{"tokens": tokens, "mask": torch.ones_like(tokens, dtype=torch.bool),
-                 "target": torch.zeros(self.rows, dtype=torch.long)}]  # class 0 is right
+        return [
+            {
+                "tokens": tokens,
+                "mask": torch.ones_like(tokens, dtype=torch.bool),
+                "target": torch.zeros(self.rows, dtype=torch.long),
+            }
+        ]  # class 0 is right
 
     def forward(self, tokens: Tensor, arch: Arch, mask: Tensor | None = None) -> Tensor:
         value, b = self.score(arch, self.metric), tokens.shape[0]
         logits = torch.zeros(b, 2)  # (b, C)
         if self.metric == "bpb":  # softplus(-z) = value * ln 2 on every row
-            logits[:, 0] = -math.log(2 ** value - 1)
+            logits[:, 0] = -math.log(2**value - 1)
             return logits
         right = round(value * b)
         logits[:right, 0] = 4.0  # right, at cross-entropy softplus(-4) each
@@ -151,8 +175,7 @@ def known_front(space: SearchSpace, metric: str, cost_of: Callable[[Arch], float
     """The archs no other arch beats on both `toy_score` and cost, by enumerating the space."""
     sign = 1 if HIGHER_IS_BETTER[metric] else -1
     points = {arch: (sign * toy_score(arch, metric), -cost_of(arch)) for arch in every_arch(space)}  # both up
-    return {a for a, p in points.items()
-            if not any(q[0] >= p[0] and q[1] >= p[1] and q != p for q in points.values())}
+    return {a for a, p in points.items() if not any(q[0] >= p[0] and q[1] >= p[1] and q != p for q in points.values())}
 
 
 def make(name: str, space, seed: int = 0, seq_len: int | None = None, storage: str | None = None, **options):
@@ -160,6 +183,7 @@ def make(name: str, space, seed: int = 0, seq_len: int | None = None, storage: s
     evolution train on one random path per step unless `fair` is given (the quicker SPOS), and
     `fixed` takes an Arch as well as a file."""
     from nas.strategies import STRATEGIES, SearchSetting, build_strategy
+
     cls, setting = STRATEGIES.get(name), SearchSetting(seq_len=seq_len, storage=storage)
     if name in ("random", "evolution"):
         options.setdefault("fair", False)

@@ -1,4 +1,5 @@
 """DARTS and GDAS on planted tasks, with and without a cost penalty."""
+
 import pytest
 import torch
 
@@ -81,15 +82,19 @@ def test_partial_must_divide_the_heads():
 
 
 def test_second_order_runs_with_partial_heads(tmp_path):
-    strategy, result = search(tmp_path, "darts", FetchTask(distance=23, size=256), epochs=1,
-                              second_order=True, partial=2)
+    strategy, result = search(
+        tmp_path, "darts", FetchTask(distance=23, size=256), epochs=1, second_order=True, partial=2
+    )
     betas = strategy.betas.detach()
-    assert torch.isfinite(betas).all() and not torch.equal(betas, torch.zeros_like(betas))  # the unrolled step moved them
+    assert torch.isfinite(betas).all() and not torch.equal(
+        betas, torch.zeros_like(betas)
+    )  # the unrolled step moved them
 
 
 def test_softmax_temperature_is_annealed_to_its_end_value(tmp_path):
-    strategy, _ = search(tmp_path, "darts", FetchTask(distance=23, size=256), epochs=3,
-                         temperature={"start": 1.0, "end": 0.2})
+    strategy, _ = search(
+        tmp_path, "darts", FetchTask(distance=23, size=256), epochs=3, temperature={"start": 1.0, "end": 0.2}
+    )
     assert float(strategy.softmax_tau) == pytest.approx(0.2)
     logit = strategy.logits()["layer0.attention"].detach()
     torch.testing.assert_close(strategy.probabilities()["layer0.attention"].detach(), torch.softmax(logit / 0.2, -1))
@@ -110,12 +115,18 @@ def test_decisiveness_penalties_match_their_formulas():
 
 def test_a_zero_one_penalty_widens_the_margin(tmp_path):
     """Same seed and data: the run with the penalty ends with a larger smallest margin."""
+
     def smallest_margin(strategy):
-        return min(sorted(p, reverse=True)[0] - (sorted(p, reverse=True) + [0.0])[1]
-                   for p in strategy.history[-1].values() if len(p) > 1)
+        return min(
+            sorted(p, reverse=True)[0] - (sorted(p, reverse=True) + [0.0])[1]
+            for p in strategy.history[-1].values()
+            if len(p) > 1
+        )
 
     plain, _ = search(tmp_path / "plain", "darts", FetchTask(distance=23, size=256), epochs=2)
-    pushed, _ = search(tmp_path / "pushed", "darts", FetchTask(distance=23, size=256), epochs=2, sharpen={"zero_one": 5.0})
+    pushed, _ = search(
+        tmp_path / "pushed", "darts", FetchTask(distance=23, size=256), epochs=2, sharpen={"zero_one": 5.0}
+    )
     assert smallest_margin(pushed) > smallest_margin(plain)
 
 

@@ -1,4 +1,5 @@
 """Progressive shrinking and the final comparisons of DARTS / GDAS (nas.strategies.darts_decide)."""
+
 import dataclasses
 import math
 import re
@@ -16,12 +17,24 @@ from .planted import FetchTask, make, planted_space
 
 def four_op_space() -> SearchSpace:
     """Four attention candidates, so that shrinking takes several steps."""
-    return SearchSpace.from_dict({
-        "name": "four", "dim": 16, "head_dim": 4, "depth": [1, 2, 3],
-        "layer": {"attention": {"full": {}, "local2": {"type": "local", "window": 2},
-                                "local4": {"type": "local", "window": 4}, "linformer": {"k": 4}},
-                  "heads": [2, 4], "ffn_dim": [16, 32]},
-    })
+    return SearchSpace.from_dict(
+        {
+            "name": "four",
+            "dim": 16,
+            "head_dim": 4,
+            "depth": [1, 2, 3],
+            "layer": {
+                "attention": {
+                    "full": {},
+                    "local2": {"type": "local", "window": 2},
+                    "local4": {"type": "local", "window": 4},
+                    "linformer": {"k": 4},
+                },
+                "heads": [2, 4],
+                "ffn_dim": [16, 32],
+            },
+        }
+    )
 
 
 class _Ctx:
@@ -126,11 +139,19 @@ class Rigged(Supernet):
 
 def three_op_space():
     """The planted space with a second, wider window: still too narrow for the fetch distance."""
-    return SearchSpace.from_dict({
-        "name": "planted3", "dim": 32, "head_dim": 16, "depth": [1, 2],
-        "layer": {"attention": {"full": {}, "local": {"window": 4}, "local8": {"type": "local", "window": 8}},
-                  "heads": [2], "ffn_dim": [64]},
-    })
+    return SearchSpace.from_dict(
+        {
+            "name": "planted3",
+            "dim": 32,
+            "head_dim": 16,
+            "depth": [1, 2],
+            "layer": {
+                "attention": {"full": {}, "local": {"window": 4}, "local8": {"type": "local", "window": 8}},
+                "heads": [2],
+                "ffn_dim": [64],
+            },
+        }
+    )
 
 
 def compare(decide, first="local", sure=None, space=None, leaning=None):

@@ -5,6 +5,7 @@ reference differentiates through the virtual weight step itself (double backward
 strategy that silently fell back to the first-order gradient, dropped the Hessian term or
 scaled it wrongly would fail here.
 """
+
 import pytest
 import torch
 from torch import Tensor, nn
@@ -18,10 +19,15 @@ from nas.supernet import Supernet
 from .planted import make
 
 # Two candidates, two head counts, two widths, two depths: every kind of decision has a logit.
-SPACE = SearchSpace.from_dict({
-    "name": "unrolled", "dim": 16, "head_dim": 8, "depth": [1, 2],
-    "layer": {"attention": {"full": {}, "local": {"window": 4}}, "heads": [1, 2], "ffn_dim": [16, 32]},
-})
+SPACE = SearchSpace.from_dict(
+    {
+        "name": "unrolled",
+        "dim": 16,
+        "head_dim": 8,
+        "depth": [1, 2],
+        "layer": {"attention": {"full": {}, "local": {"window": 4}}, "heads": [1, 2], "ffn_dim": [16, 32]},
+    }
+)
 SHAPE = ModelShape(vocab_size=12, num_classes=3, max_len=16)
 XI = 0.1  # the virtual step's learning rate: the weight optimizer's, as in the strategy
 TOLERANCE = 1e-6  # per logit; the finite differences (eps * |v| = 0.01) are off by ~1e-7 here
@@ -97,9 +103,11 @@ def test_finite_differences_match_the_exact_unrolled_gradient(partial):
     names, weights = zip(*net.named_parameters())
 
     def loss(params, data: dict[str, Tensor]) -> Tensor:
-        logits = torch.func.functional_call(mixed, {f"net.{n}": p for n, p in zip(names, params)},
-                                            (data["tokens"], strategy.probabilities(), data["mask"],
-                                             strategy.edge_weights()))  # (b, C)
+        logits = torch.func.functional_call(
+            mixed,
+            {f"net.{n}": p for n, p in zip(names, params)},
+            (data["tokens"], strategy.probabilities(), data["mask"], strategy.edge_weights()),
+        )  # (b, C)
         return F.cross_entropy(logits, data["target"])
 
     train_grads = torch.autograd.grad(loss(weights, train), weights, create_graph=True)

@@ -1,4 +1,5 @@
 """ENAS: the planted task, the controller's REINFORCE update alone, and resuming mid-search."""
+
 import math
 
 import pytorch_lightning as pl
@@ -75,19 +76,28 @@ def test_state_dict_round_trip_replays_the_same_samples():
 
 def checkpointing_trainer(root, epochs) -> pl.Trainer:
     """Saves a checkpoint after every epoch, once the strategy's epoch-end hook has run."""
-    every_epoch = ModelCheckpoint(dirpath=root, filename="{epoch}", save_top_k=-1, every_n_epochs=1,
-                                  save_on_train_epoch_end=True)
-    return pl.Trainer(max_epochs=epochs, accelerator="cpu", logger=False, enable_progress_bar=False,
-                      enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=root,
-                      callbacks=[every_epoch])
+    every_epoch = ModelCheckpoint(
+        dirpath=root, filename="{epoch}", save_top_k=-1, every_n_epochs=1, save_on_train_epoch_end=True
+    )
+    return pl.Trainer(
+        max_epochs=epochs,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        default_root_dir=root,
+        callbacks=[every_epoch],
+    )
 
 
 def test_resuming_mid_search_ends_where_an_uninterrupted_run_does(tmp_path):
     task = FetchTask(distance=23, size=512)
     whole, whole_result = search(task, checkpointing_trainer(tmp_path / "whole", 2))
     # Another seed: whatever the resumed run gets right, it must have taken from the checkpoint.
-    resumed, resumed_result = search(task, checkpointing_trainer(tmp_path / "resumed", 2),
-                                     ckpt_path=tmp_path / "whole" / "epoch=0.ckpt", seed=1)
+    resumed, resumed_result = search(
+        task, checkpointing_trainer(tmp_path / "resumed", 2), ckpt_path=tmp_path / "whole" / "epoch=0.ckpt", seed=1
+    )
     assert sorted(p.name for p in (tmp_path / "resumed").iterdir()) == ["epoch=1.ckpt"]
     assert resumed.steps == whole.steps == 2 * 16
     assert resumed.baseline == whole.baseline

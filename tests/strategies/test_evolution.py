@@ -1,4 +1,5 @@
 """Evolution (SPOS + NSGA-II with Optuna): planted tasks, shared and resumed studies, bad input."""
+
 import contextlib
 import multiprocessing
 import os
@@ -34,7 +35,10 @@ from .planted import FetchTask, make, planted_space, trainer
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")  # retry API
 
 WIDE = {  # 72 archs: enough distinct ones that trials keep evaluating
-    "name": "wide", "dim": 32, "head_dim": 16, "depth": [1, 2],
+    "name": "wide",
+    "dim": 32,
+    "head_dim": 16,
+    "depth": [1, 2],
     "layer": {"attention": {"full": {}, "local": {"window": 4}}, "heads": [1, 2], "ffn_dim": [32, 64]},
 }
 
@@ -99,6 +103,7 @@ def test_a_global_op_wins_where_it_matters(tmp_path):
     _, result = run_search(net, strategy, task, "acc", trainer(tmp_path, epochs=4), lr=3e-3)
     assert "full" in {layer.attention for layer in result.best.layers}
     assert result.ranked[0].arch == result.best and result.ranked[0].metrics["val/acc"] > 0.9
+
     # the front trades accuracy for FLOPs: cheapest first, no member dominated, every other
     # candidate dominated by a member; the most accurate member is the best arch
     def point(c):
@@ -235,8 +240,9 @@ def test_an_interrupted_search_resumes_from_its_storage(tmp_path, monkeypatch):
     after = load(storage).get_trials()
     assert sum(t.state == TrialState.COMPLETE for t in after) == 8 and len(after) == 9
     # the first trials were kept, not run again; the interrupted arch was run again
-    assert [(t.values, t.datetime_complete) for t in after[:len(done)]] == [
-        (t.values, t.datetime_complete) for t in done]
+    assert [(t.values, t.datetime_complete) for t in after[: len(done)]] == [
+        (t.values, t.datetime_complete) for t in done
+    ]
     rerun = after[waiting.number]
     assert rerun.state == TrialState.COMPLETE and rerun.params == failed.params
 
@@ -288,8 +294,10 @@ def test_a_search_stopped_mid_trial_resumes_to_the_uninterrupted_result(tmp_path
 
     resumed = finish(evolution_strategy(space, storage=stopped, generations=4), net, batches)
     # the same archs proposed in the same order, with the same values: the same search
-    complete = [[(t.params, t.values) for t in load(storage).get_trials(states=(TrialState.COMPLETE,))]
-                for storage in (whole, stopped)]
+    complete = [
+        [(t.params, t.values) for t in load(storage).get_trials(states=(TrialState.COMPLETE,))]
+        for storage in (whole, stopped)
+    ]
     assert complete[0] == complete[1] and len(complete[0]) == 16
     assert [c.arch for c in resumed.ranked] == [c.arch for c in expected.ranked]
     assert [c.arch for c in resumed.pareto] == [c.arch for c in expected.pareto]
@@ -315,8 +323,9 @@ def test_a_hot_journal_is_rolled_back_not_called_damage(tmp_path, caplog, when):
     space, net, batches = untrained()
     db = tmp_path / "optuna.db"
     storage = f"sqlite:///{db}"
-    expected = finish(evolution_strategy(space, storage=storage if when == "with trials" else None,
-                                         generations=1), net, batches)
+    expected = finish(
+        evolution_strategy(space, storage=storage if when == "with trials" else None, generations=1), net, batches
+    )
     trials = [(t.params, t.values) for t in load(storage).get_trials()] if when == "with trials" else []
 
     context = multiprocessing.get_context("fork")
@@ -328,8 +337,10 @@ def test_a_hot_journal_is_rolled_back_not_called_damage(tmp_path, caplog, when):
     writer.join()
     journal = db.with_name("optuna.db-journal")
     assert journal.stat().st_size > 0
-    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as read_only, \
-            pytest.raises(sqlite3.DatabaseError):  # hot: a read-only open cannot roll it back
+    with (
+        contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as read_only,
+        pytest.raises(sqlite3.DatabaseError),
+    ):  # hot: a read-only open cannot roll it back
         read_only.execute("PRAGMA integrity_check")
 
     check_storage(db)  # rolls it back, as any write access to the file would
@@ -337,7 +348,7 @@ def test_a_hot_journal_is_rolled_back_not_called_damage(tmp_path, caplog, when):
     if when == "first write":  # nothing was ever committed: the file is empty again
         assert db.stat().st_size == 0 and "holds no trial; the study starts over" in caplog.text
     result = finish(evolution_strategy(space, storage=storage, generations=1), net, batches)
-    assert [(t.params, t.values) for t in load(storage).get_trials()][:len(trials)] == trials  # none lost
+    assert [(t.params, t.values) for t in load(storage).get_trials()][: len(trials)] == trials  # none lost
     assert [c.arch for c in result.ranked] == [c.arch for c in expected.ranked]
 
 
@@ -399,35 +410,45 @@ def test_an_impossible_constraint_names_the_cheapest_cost():
     message = "no arch in space 'planted' meets constraints.flops <= 1000: the cheapest, 1 x (local"
     with pytest.raises(ConfigError, match=re.escape(message)) as err:
         strategy.attach(net)
-    cheapest = cost.arch_cost(Arch(1, (LayerArch("local", 2, 64),)), space,
-                              ModelShape(10, 10, 24, "tokens"), 24, "flops")
+    cheapest = cost.arch_cost(
+        Arch(1, (LayerArch("local", 2, 64),)), space, ModelShape(10, 10, 24, "tokens"), 24, "flops"
+    )
     assert float(re.search(r"costs (\S+) FLOPs", str(err.value)).group(1)) == cheapest
     assert "\n" not in str(err.value)
 
 
-@pytest.mark.parametrize("options, message", [
-    ({"cost": "energy"}, "strategy.cost: unknown cost 'energy'; allowed: params, flops, memory, latency"),
-    ({"constraints": {"watts": 3}}, "strategy.constraints: unknown cost 'watts'; allowed: params"),
-    ({"constraints": {"params": -1}}, "strategy.constraints.params=-1: must be a finite number > 0"),
-    ({"constraints": {"params": float("nan")}}, "strategy.constraints.params=nan: must be a finite number > 0"),
-    ({"constraints": 5}, "strategy.constraints=5: must be a mapping or null"),
-    ({"population": 1}, "strategy.population=1: must be a whole number >= 2"),
-    ({"mutation_prob": 1.5}, "strategy.mutation_prob=1.5: must be a number in [0, 1]"),
-    ({"heartbeat_interval": 0}, "strategy.heartbeat_interval must be a positive whole number of seconds; got 0"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"cost": "energy"}, "strategy.cost: unknown cost 'energy'; allowed: params, flops, memory, latency"),
+        ({"constraints": {"watts": 3}}, "strategy.constraints: unknown cost 'watts'; allowed: params"),
+        ({"constraints": {"params": -1}}, "strategy.constraints.params=-1: must be a finite number > 0"),
+        ({"constraints": {"params": float("nan")}}, "strategy.constraints.params=nan: must be a finite number > 0"),
+        ({"constraints": 5}, "strategy.constraints=5: must be a mapping or null"),
+        ({"population": 1}, "strategy.population=1: must be a whole number >= 2"),
+        ({"mutation_prob": 1.5}, "strategy.mutation_prob=1.5: must be a number in [0, 1]"),
+        ({"heartbeat_interval": 0}, "strategy.heartbeat_interval must be a positive whole number of seconds; got 0"),
+    ],
+)
 def test_bad_options_are_one_line_errors(options, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         evolution_strategy(planted_space(), **options)
 
 
-@pytest.mark.parametrize("storage, message", [
-    ("sqlite:/runs/optuna.db", "'sqlite:/runs/optuna.db' is neither a database URL nor a journal file; "
-                               "allowed: sqlite:///<file>, postgresql://"),
-    ("runs/optuna.journal", "is neither a database URL nor a journal file; allowed: "),
-    ("sqlite://", "names no SQLite file (three slashes: sqlite:///runs/optuna.db)"),
-    ("mysql://search@db.example/nas", "unsupported database 'mysql'; allowed: "),
-    ("journal:", "names no file; allowed: "),
-])
+@pytest.mark.parametrize(
+    "storage, message",
+    [
+        (
+            "sqlite:/runs/optuna.db",
+            "'sqlite:/runs/optuna.db' is neither a database URL nor a journal file; "
+            "allowed: sqlite:///<file>, postgresql://",
+        ),
+        ("runs/optuna.journal", "is neither a database URL nor a journal file; allowed: "),
+        ("sqlite://", "names no SQLite file (three slashes: sqlite:///runs/optuna.db)"),
+        ("mysql://search@db.example/nas", "unsupported database 'mysql'; allowed: "),
+        ("journal:", "names no file; allowed: "),
+    ],
+)
 def test_a_bad_storage_is_a_one_line_error_before_training(storage, message):
     with pytest.raises(ConfigError, match=re.escape(message)) as err:
         evolution_strategy(planted_space(), storage=storage)  # made before the supernet trains

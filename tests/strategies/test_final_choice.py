@@ -2,6 +2,7 @@
 scores each arch by `toy_score` through the real evaluation): the best arch by the metric in its
 own direction, never by the cost or the loss. Evolution's Pareto front equals the front found by
 enumerating the space, and every value it tells Optuna is the measured metric and the cost."""
+
 from types import SimpleNamespace
 
 import optuna
@@ -61,15 +62,19 @@ def test_the_toy_space_can_tell_the_keys_apart():
 
 
 @pytest.mark.parametrize("metric", METRICS)
-@pytest.mark.parametrize("name, options", [
-    ("random", {"samples": 200}),
-    ("enas", {"final_samples": 200}),
-    ("darts", {"decide": {"rule": "greedy"}}),
-    ("darts", {"decide": {"rule": "top2"}}),
-    ("darts", {"decide": {"rule": "greedy"}, "partial": 2}),  # PC-DARTS
-    ("gdas", {"decide": {"rule": "greedy"}}),
-    ("gdas", {"decide": {"rule": "top2"}}),
-], ids=["random", "enas", "darts", "darts-top2", "pc-darts", "gdas", "gdas-top2"])
+@pytest.mark.parametrize(
+    "name, options",
+    [
+        ("random", {"samples": 200}),
+        ("enas", {"final_samples": 200}),
+        ("darts", {"decide": {"rule": "greedy"}}),
+        ("darts", {"decide": {"rule": "top2"}}),
+        ("darts", {"decide": {"rule": "greedy"}, "partial": 2}),  # PC-DARTS
+        ("gdas", {"decide": {"rule": "greedy"}}),
+        ("gdas", {"decide": {"rule": "top2"}}),
+    ],
+    ids=["random", "enas", "darts", "darts-top2", "pc-darts", "gdas", "gdas-top2"],
+)
 def test_the_final_choice_is_the_known_best_arch(name, options, metric):
     space = toy_space()
     net = ScoredSupernet(space, metric)

@@ -1,5 +1,6 @@
 """Every strategy resumed from a mid-search Lightning checkpoint ends with the arch and the
 supernet weights of an uninterrupted run with the same seed."""
+
 import pytest
 import pytorch_lightning as pl
 import torch
@@ -21,11 +22,13 @@ OPTIONS = {
     "fixed": {"arch": Arch(1, (LayerArch("full", 2, 64),))},
 }
 # variants: a test id -> (strategy, options)
-VARIANTS = {"darts-partial": ("darts", {"seq_len": 24, "partial": 2}),
-            "darts-shrink": ("darts", {"seq_len": 24, "shrink": {"every": 1}}),  # shrunk after epoch 0
-            "gdas-shrink": ("gdas", {"seq_len": 24, "shrink": {"every": 1}}),
-            "darts-top2": ("darts", {"seq_len": 24, "decide": {"rule": "top2"}}),
-            "gdas-argmax": ("gdas", {"seq_len": 24, "decide": {"rule": "argmax"}})}  # darts, gdas: greedy
+VARIANTS = {
+    "darts-partial": ("darts", {"seq_len": 24, "partial": 2}),
+    "darts-shrink": ("darts", {"seq_len": 24, "shrink": {"every": 1}}),  # shrunk after epoch 0
+    "gdas-shrink": ("gdas", {"seq_len": 24, "shrink": {"every": 1}}),
+    "darts-top2": ("darts", {"seq_len": 24, "decide": {"rule": "top2"}}),
+    "gdas-argmax": ("gdas", {"seq_len": 24, "decide": {"rule": "argmax"}}),
+}  # darts, gdas: greedy
 
 
 def search(name, root, ckpt_path=None):
@@ -36,8 +39,15 @@ def search(name, root, ckpt_path=None):
     name, options = VARIANTS.get(name, (name, OPTIONS.get(name, {})))
     strategy = make(name, space, seed=0, **options)
     every_epoch = ModelCheckpoint(dirpath=root, filename="{epoch}", save_top_k=-1, save_on_train_epoch_end=True)
-    trainer = pl.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_progress_bar=False,
-                         enable_model_summary=False, num_sanity_val_steps=0, callbacks=[every_epoch])
+    trainer = pl.Trainer(
+        max_epochs=2,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        callbacks=[every_epoch],
+    )
     torch.manual_seed(0 if ckpt_path is None else 123)  # a resumed run must get its state from the checkpoint
     _, result = run_search(net, strategy, task, "acc", trainer, ckpt_path=ckpt_path, lr=3e-3)
     return net, result

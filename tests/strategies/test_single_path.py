@@ -1,4 +1,5 @@
 """Single-path strategies on planted tasks; fair paths, sandwich and importance sorting."""
+
 import random
 from pathlib import Path
 
@@ -88,8 +89,11 @@ def quickstart():
 
 def tiny_batch(space, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return {"tokens": torch.randint(1, 20, (3, 24), generator=g), "mask": torch.ones(3, 24, dtype=torch.bool),
-            "target": torch.tensor([0, 1, 2])}
+    return {
+        "tokens": torch.randint(1, 20, (3, 24), generator=g),
+        "mask": torch.ones(3, 24, dtype=torch.bool),
+        "target": torch.tensor([0, 1, 2]),
+    }
 
 
 def test_fair_paths_train_every_choice_of_every_layer_exactly_once():

@@ -1,5 +1,6 @@
 """Sharing mechanisms do what they claim: few-shot routing and copies, importance sorting that
 keeps the widest arch's function, per-type gains that isolate attention types."""
+
 import pytest
 import torch
 
@@ -58,8 +59,9 @@ def test_few_shot_training_an_arch_moves_only_its_sub_supernet(lra):
     torch.optim.SGD(net.parameters(), lr=0.1).zero_grad()
     torch.nn.functional.cross_entropy(net(tokens, arch, mask), torch.tensor([1, 2])).backward()
     torch.optim.SGD(net.parameters(), lr=0.1).step()
-    changed = [any(not torch.equal(v, before[i][k]) for k, v in sub.state_dict().items())
-               for i, sub in enumerate(net.subnets)]
+    changed = [
+        any(not torch.equal(v, before[i][k]) for k, v in sub.state_dict().items()) for i, sub in enumerate(net.subnets)
+    ]
     assert changed == [d == 4 for d in lra.depths]
 
 
@@ -167,19 +169,22 @@ def test_gains_fold_into_the_mixed_forward(lra):
         weights[key] = torch.tensor([float(c == picked) for c in choices])
     tokens, mask = batch()
     with torch.no_grad():
-        torch.testing.assert_close(net.forward_mixed(tokens, weights, mask), net(tokens, arch, mask),
-                                   atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            net.forward_mixed(tokens, weights, mask), net(tokens, arch, mask), atol=1e-5, rtol=1e-5
+        )
 
 
 # -- each mechanism trains through the search loop, then extracts exactly ---------------------
-TRAINED = [("entangled_gain", None, {}), ("entangled", "layer0.attention", {}),
-           ("separate", None, {"fair": True, "sort_every": 1}),
-           ("entangled", None, {"sandwich": True, "distill": 0.5, "sort_every": 1})]
+TRAINED = [
+    ("entangled_gain", None, {}),
+    ("entangled", "layer0.attention", {}),
+    ("separate", None, {"fair": True, "sort_every": 1}),
+    ("entangled", None, {"sandwich": True, "distill": 0.5, "sort_every": 1}),
+]
 
 
 @pytest.mark.parametrize("sharing,split,options", TRAINED)
 def test_each_mechanism_trains_and_extracts_its_output(tmp_path, sharing, split, options):
-    from nas.strategies import STRATEGIES
     from nas.training.run import run_search
     from tests.strategies.planted import FetchTask, make, trainer
 
@@ -225,12 +230,12 @@ def test_mechanisms_on_cuda(lra, sharing):
             torch.testing.assert_close(net(tokens, a, mask), expected, atol=1e-10, rtol=1e-10)
         for seed in range(5):
             arch = lra.sample(seed)
-            torch.testing.assert_close(net.extract(arch).eval()(tokens, mask), net(tokens, arch, mask),
-                                       atol=1e-10, rtol=1e-10)
+            torch.testing.assert_close(
+                net.extract(arch).eval()(tokens, mask), net(tokens, arch, mask), atol=1e-10, rtol=1e-10
+            )
 
 
 def test_a_few_shot_search_checkpoint_loads_back(tmp_path):
-    from nas.strategies import STRATEGIES
     from nas.training.run import run_search
     from nas.training.search import load_supernet
     from tests.strategies.planted import FetchTask, make, trainer
@@ -256,7 +261,9 @@ def test_nas_search_trains_a_few_shot_supernet(tmp_path):
     from nas.training.search import load_supernet
     from tests.helpers import TINY, compose_config
 
-    cfg = compose_config("search", tmp_path / "run", [*TINY, "strategy=random", "few_shot=layer0.attention", "retrain.enabled=false"])
+    cfg = compose_config(
+        "search", tmp_path / "run", [*TINY, "strategy=random", "few_shot=layer0.attention", "retrain.enabled=false"]
+    )
     search.run(cfg)
     loaded = load_supernet(tmp_path / "run" / "checkpoints" / "last.ckpt")
     assert isinstance(loaded, FewShotSupernet) and loaded.split == "layer0.attention"
@@ -284,8 +291,11 @@ def test_few_shot_from_a_trained_one_shot_run(tmp_path):
     for sub in split.subnets:
         assert all(torch.equal(a, b) for a, b in zip(sub.state_dict().values(), trained.state_dict().values()))
 
-    cfg = compose_config("search", tmp_path / "few", [*TINY, "strategy=random", "retrain.enabled=false",
-                                                        "few_shot=layer0.attention", f"few_shot_from={one_shot}"])
+    cfg = compose_config(
+        "search",
+        tmp_path / "few",
+        [*TINY, "strategy=random", "retrain.enabled=false", "few_shot=layer0.attention", f"few_shot_from={one_shot}"],
+    )
     search.run(cfg)
     assert isinstance(load_supernet(tmp_path / "few" / "checkpoints" / "last.ckpt"), FewShotSupernet)
 

@@ -1,5 +1,6 @@
 """A space's memory options (reversible layers, chunked feed-forward) through the supernet:
 extract equivalence, recomputed gradients, the mixtures, and training memory flat in depth."""
+
 import copy
 
 import pytest
@@ -26,7 +27,7 @@ def batch(seed=0, n=N):
     g = torch.Generator().manual_seed(seed)
     tokens = torch.randint(1, VOCAB, (2, n), generator=g)
     mask = torch.ones(2, n, dtype=torch.bool)
-    mask[1, n - 23:] = False
+    mask[1, n - 23 :] = False
     return tokens, mask
 
 
@@ -52,8 +53,15 @@ def test_supernet_recomputed_gradients_equal_stored_ones():
     stored = copy.deepcopy(net)
     stored.recompute = False
     tokens, mask = batch()
-    arch = Arch(4, (LayerArch("performer", 4, 256), LayerArch("lsh", 2, 512),
-                    LayerArch("block_recurrent", 4, 128), LayerArch("local_global", 2, 256)))
+    arch = Arch(
+        4,
+        (
+            LayerArch("performer", 4, 256),
+            LayerArch("lsh", 2, 512),
+            LayerArch("block_recurrent", 4, 128),
+            LayerArch("local_global", 2, 256),
+        ),
+    )
     for model in (net, stored):
         torch.manual_seed(1)
         model(tokens, arch, mask).square().sum().backward()
@@ -84,8 +92,13 @@ def test_one_hot_mixture_equals_the_reversible_arch(hard):
 def test_reversible_differs_from_the_plain_residual():
     """The option changes the model (a coupled pair), not only how it is trained."""
     torch.manual_seed(0)
-    plain = Subnet(ModelSpec(SearchSpace.from_yaml(SPACES / "tiny.yaml").largest(),
-                             SearchSpace.from_yaml(SPACES / "tiny.yaml"), ModelShape(12, 3, 64))).eval()
+    plain = Subnet(
+        ModelSpec(
+            SearchSpace.from_yaml(SPACES / "tiny.yaml").largest(),
+            SearchSpace.from_yaml(SPACES / "tiny.yaml"),
+            ModelShape(12, 3, 64),
+        )
+    ).eval()
     rev = Subnet(ModelSpec(plain.spec.arch, with_memory("tiny"), ModelShape(12, 3, 64))).eval()
     rev.load_state_dict(plain.state_dict())
     tokens = torch.randint(1, 12, (2, 40))
@@ -94,10 +107,16 @@ def test_reversible_differs_from_the_plain_residual():
 
 
 def training_peak(depth: int, reversible: bool, n: int = 256) -> int:
-    space = SearchSpace.from_dict({
-        "name": "m", "dim": 32, "head_dim": 8, "depth": [depth],
-        "layer": {"attention": {"local": {"window": 32}}, "heads": [4], "ffn_dim": [128]},
-        "memory": {"reversible": reversible}})
+    space = SearchSpace.from_dict(
+        {
+            "name": "m",
+            "dim": 32,
+            "head_dim": 8,
+            "depth": [depth],
+            "layer": {"attention": {"local": {"window": 32}}, "heads": [4], "ffn_dim": [128]},
+            "memory": {"reversible": reversible},
+        }
+    )
     torch.manual_seed(0)
     model = Subnet(ModelSpec(space.largest(), space, ModelShape(VOCAB, CLASSES, n))).train()
     tokens = torch.randint(1, VOCAB, (2, n))

@@ -1,10 +1,11 @@
 """The supernet under an architecture distribution (DARTS/GDAS) reduces to one arch when the
 distribution is one-hot."""
+
 import pytest
 import torch
 
-from nas.model import ModelShape
 from nas.errors import ConfigError
+from nas.model import ModelShape
 from nas.space import LayerArch, SearchSpace
 from nas.supernet import Supernet
 from tests.helpers import SPACES
@@ -95,13 +96,13 @@ def test_partial_heads_match_a_direct_computation(sharing):
     d = space.head_dim
     expected = 0
     with torch.no_grad():
-        for (cand, core), w in zip(attn.cores.items(), cand_w):
+        for cand, w in zip(attn.cores, cand_w):
             proj = attn.projections_of(cand)
             # the mixed half: the 2-head candidate as a standalone layer (the leading slices)
             two_heads = attn(x, mask, LayerArch(cand, 2, space.ffn_dims[0]))  # out(attn(heads 0-1))
             v = x @ proj["v"].weight.T + proj["v"].bias  # (b, n, 4*d)
-            bypass = v[..., 2 * d:] * 0.7  # heads 2-3: values, masked by the 4-head weight
-            expected = expected + w * (two_heads + bypass @ proj["out"].weight[:, 2 * d:].T)
+            bypass = v[..., 2 * d :] * 0.7  # heads 2-3: values, masked by the 4-head weight
+            expected = expected + w * (two_heads + bypass @ proj["out"].weight[:, 2 * d :].T)
         mixed = attn.forward_mixed(x, mask, cand_w, heads_w, space.heads, partial=2)
     torch.testing.assert_close(mixed, expected, atol=1e-5, rtol=1e-5)
 
@@ -121,5 +122,7 @@ def test_uniform_edge_weights_are_the_plain_residual():
     weights = {k: torch.softmax(torch.randn(len(v)), 0) for k, v in space.decisions().items()}
     tokens = torch.randint(1, 12, (2, 16))
     with torch.no_grad():
-        torch.testing.assert_close(net.forward_mixed(tokens, weights, partial=2, edges=torch.ones(space.max_depth, 2)),
-                                   net.forward_mixed(tokens, weights, partial=2))
+        torch.testing.assert_close(
+            net.forward_mixed(tokens, weights, partial=2, edges=torch.ones(space.max_depth, 2)),
+            net.forward_mixed(tokens, weights, partial=2),
+        )

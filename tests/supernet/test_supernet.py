@@ -1,4 +1,5 @@
 """Weight sharing: an extracted subnet is the supernet's arch, exactly, and independent of it."""
+
 import pytest
 import torch
 
@@ -22,7 +23,7 @@ def batch(seed=0, n=N):
     g = torch.Generator().manual_seed(seed)
     tokens = torch.randint(1, VOCAB, (2, n), generator=g)
     mask = torch.ones(2, n, dtype=torch.bool)
-    mask[1, n - 37:] = False  # the second sequence is padded
+    mask[1, n - 37 :] = False  # the second sequence is padded
     return tokens, mask
 
 
@@ -80,7 +81,10 @@ def test_training_the_subnet_leaves_the_supernet_alone(lra):
     opt = torch.optim.SGD(sub.parameters(), lr=1.0)
     torch.nn.functional.cross_entropy(sub(tokens, mask), torch.tensor([1, 2])).backward()
     opt.step()
-    assert any(not torch.equal(a, b) for a, b in zip(sub.state_dict().values(), net.extract(lra.largest()).state_dict().values()))
+    assert any(
+        not torch.equal(a, b)
+        for a, b in zip(sub.state_dict().values(), net.extract(lra.largest()).state_dict().values())
+    )
     for k, v in net.state_dict().items():
         assert torch.equal(v, before[k]), f"supernet weight {k} changed"
 
@@ -96,7 +100,7 @@ def test_heads_and_ffn_use_leading_slices(lra):
     with torch.no_grad():
         expected = net(tokens, small, mask)
         for block in net.blocks[:2]:
-            block.attn.projections["shared"]["out"].weight[:, 2 * lra.head_dim:] = 0
+            block.attn.projections["shared"]["out"].weight[:, 2 * lra.head_dim :] = 0
         assert not torch.allclose(net(tokens, big, mask), expected, atol=1e-3)  # the extra units still count
         for block in net.blocks[:2]:
             block.ffn.fc2.weight[:, 128:] = 0
@@ -116,7 +120,9 @@ def test_token_head_gives_one_output_per_position(lra):
     tokens, mask = batch()
     arch = lra.sample(1)
     assert net(tokens, arch, mask).shape == (2, N, CLASSES)
-    torch.testing.assert_close(net.extract(arch).eval()(tokens, mask), net.eval()(tokens, arch, mask), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        net.extract(arch).eval()(tokens, mask), net.eval()(tokens, arch, mask), atol=1e-5, rtol=1e-5
+    )
 
 
 def test_bad_input(lra):

@@ -1,4 +1,5 @@
 """Checks every task must pass: batch shapes and ranges, disjoint splits, determinism."""
+
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +15,10 @@ LRA_LISTOPS = SHARED / "data" / "lra_listops_sample"
 def examples(task, split: str) -> list[bytes]:
     """Every example of a split as bytes (tokens, then target), in order."""
     task.setup()
-    return [np.asarray(tokens, dtype=np.int64).tobytes() + b"|" +
-            np.asarray(target, dtype=np.int64).tobytes() for tokens, target in task.splits[split]]
+    return [
+        np.asarray(tokens, dtype=np.int64).tobytes() + b"|" + np.asarray(target, dtype=np.int64).tobytes()
+        for tokens, target in task.splits[split]
+    ]
 
 
 def check_batches(task) -> None:
@@ -52,6 +55,7 @@ def check_disjoint(task) -> None:
 def check_determinism(make, tmp_path: Path) -> None:
     """make(seed, data_dir): the same seed gives the same data, in a fresh data dir and from the
     cache; another seed gives other data."""
+
     def data(seed, folder):
         task = make(seed, tmp_path / folder)
         return {split: examples(task, split) for split in SPLITS}

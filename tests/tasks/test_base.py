@@ -1,4 +1,5 @@
 """The shared pieces: loss and metrics by hand, padding, baselines, the cache, the registry."""
+
 import math
 
 import numpy as np
@@ -7,10 +8,9 @@ import torch
 
 from nas.atomic import atomic_write
 from nas.errors import ConfigError
-from nas.tasks import TASKS, build
 from nas.metrics import task_loss, task_metric
-from nas.tasks.base import (IGNORE_INDEX, collate, majority_accuracy,
-                            unigram_bpb)
+from nas.tasks import TASKS, build
+from nas.tasks.base import IGNORE_INDEX, collate, majority_accuracy, unigram_bpb
 from nas.tasks.cache import cache_dir, choose, sample_distinct
 
 
@@ -56,7 +56,8 @@ def test_baselines_by_hand():
     assert majority_accuracy(np.array([2, 2, 1]), np.array([2, 1, 1, 2])) == 0.5
     # counts + 1 over 4 outputs: [1, 3, 1, 1] / 6
     assert unigram_bpb(np.array([1, 1]), np.array([1, 0]), 4) == pytest.approx(
-        -(math.log2(3 / 6) + math.log2(1 / 6)) / 2)
+        -(math.log2(3 / 6) + math.log2(1 / 6)) / 2
+    )
 
 
 def test_cache_folder_follows_the_parameters(tmp_path):

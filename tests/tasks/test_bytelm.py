@@ -1,4 +1,5 @@
 """Byte LM: hidden bytes are scored and never visible; files split whole; unigram baseline."""
+
 import numpy as np
 import pytest
 
@@ -50,8 +51,7 @@ def test_files_are_split_whole_and_tests_skipped(tmp_path):
     files = split_files(root, task.config)
     names = {split: {p.name for p in paths} for split, paths in files.items()}
     assert all(names.values())
-    assert not (names["train"] & names["val"] or names["train"] & names["test"]
-                or names["val"] & names["test"])
+    assert not (names["train"] & names["val"] or names["train"] & names["test"] or names["val"] & names["test"])
     assert sum(map(len, names.values())) == 60  # test_skipped.py is not among them
 
 
@@ -100,8 +100,7 @@ def test_standard_library_is_read(tmp_path):
 
 
 def test_too_little_text_and_missing_folder(tmp_path):
-    with pytest.raises(ConfigError, match="the train split of .* has \\d+ bytes, less than one "
-                                          "seq_len \\(100000\\)"):
+    with pytest.raises(ConfigError, match="the train split of .* has \\d+ bytes, less than one seq_len \\(100000\\)"):
         make(0, tmp_path, seq_len=100_000).setup()
     with pytest.raises(ConfigError, match=f"task 'bytelm': missing folder {tmp_path}/nope"):
         ByteLMTask(root=str(tmp_path / "nope")).setup()

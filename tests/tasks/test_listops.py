@@ -1,4 +1,5 @@
 """ListOps: hand-checked values, LRA's real files, our generator's files, and bad input."""
+
 import csv
 import io
 import logging
@@ -8,11 +9,19 @@ import pytest
 
 from nas.errors import ConfigError
 from nas.tasks.listops import VOCAB, ListOpsTask, evaluate, generate, read_tsv, tsv_bytes
-from tests.tasks.task_checks import (LRA_LISTOPS, check_batches, check_determinism,
-                                     check_disjoint)
+from tests.tasks.task_checks import LRA_LISTOPS, check_batches, check_determinism, check_disjoint
 
-TINY = dict(num_train=60, num_val=20, num_test=20, max_depth=6, max_args=4, longer_than=8,
-            shorter_than=64, max_len=64, batch_size=8)
+TINY = dict(
+    num_train=60,
+    num_val=20,
+    num_test=20,
+    max_depth=6,
+    max_args=4,
+    longer_than=8,
+    shorter_than=64,
+    max_len=64,
+    batch_size=8,
+)
 ID_TO_TOKEN = {i: tok for tok, i in VOCAB.items()}
 
 HAND_CHECKED = [
@@ -31,10 +40,12 @@ HAND_CHECKED = [
 ]
 
 # Rows as LRA's generator writes them: tab-separated, CRLF, parentheses around every argument.
-HAND_WRITTEN = ("Source\tTarget\r\n"
-                "( ( ( [MAX 2 ) 9 ) ] )\t9\r\n"
-                "( ( ( ( [SM 4 ) ( ( ( [MIN 6 ) 2 ) ] ) ) 5 ) ] )\t1\r\n"
-                "( ( ( [MED 1 ) 2 ) ] )\t1\r\n")
+HAND_WRITTEN = (
+    "Source\tTarget\r\n"
+    "( ( ( [MAX 2 ) 9 ) ] )\t9\r\n"
+    "( ( ( ( [SM 4 ) ( ( ( [MIN 6 ) 2 ) ] ) ) 5 ) ] )\t1\r\n"
+    "( ( ( [MED 1 ) 2 ) ] )\t1\r\n"
+)
 
 
 def make(seed, data_dir, **overrides):
@@ -83,8 +94,11 @@ def test_reads_lra_files_and_agrees_with_their_labels():
 
 @pytest.mark.skipif(not LRA_LISTOPS.is_dir(), reason=f"no LRA ListOps sample at {LRA_LISTOPS}")
 def test_lra_files_longer_than_max_len_stop_or_truncate(caplog):
-    with pytest.raises(ConfigError, match=r"basic_train.tsv:\d+: sequence of \d+ tokens is "
-                                          r"longer than max_len 256; .*truncate=true"):
+    with pytest.raises(
+        ConfigError,
+        match=r"basic_train.tsv:\d+: sequence of \d+ tokens is "
+        r"longer than max_len 256; .*truncate=true",
+    ):
         ListOpsTask(path=str(LRA_LISTOPS), max_len=256).setup()
     with caplog.at_level(logging.WARNING):
         task = ListOpsTask(path=str(LRA_LISTOPS), max_len=256, truncate=True)
@@ -145,14 +159,17 @@ def test_missing_file_is_named(tmp_path):
         ListOpsTask(path=str(tmp_path)).setup()
 
 
-@pytest.mark.parametrize("row, problem", [
-    ("( ( [MAX 2 ) 9 ) ] )", "expected 2 tab-separated fields, got 1"),
-    ("( ( [MAX 2 ) 9 ) ] )\t9\textra", "expected 2 tab-separated fields, got 3"),
-    ("( ( [MAX 2 ) 9 ) ] )\tten", "expected an expression and a label 0-9"),
-    ("( ( [MAX 2 ) 9 ) ] )\t12", "expected an expression and a label 0-9"),
-    ("( ( [MAXX 2 ) 9 ) ] )\t9", "unknown token '\\[MAXX'"),
-    ("\t3", "expected an expression and a label 0-9, got 0 tokens"),
-])
+@pytest.mark.parametrize(
+    "row, problem",
+    [
+        ("( ( [MAX 2 ) 9 ) ] )", "expected 2 tab-separated fields, got 1"),
+        ("( ( [MAX 2 ) 9 ) ] )\t9\textra", "expected 2 tab-separated fields, got 3"),
+        ("( ( [MAX 2 ) 9 ) ] )\tten", "expected an expression and a label 0-9"),
+        ("( ( [MAX 2 ) 9 ) ] )\t12", "expected an expression and a label 0-9"),
+        ("( ( [MAXX 2 ) 9 ) ] )\t9", "unknown token '\\[MAXX'"),
+        ("\t3", "expected an expression and a label 0-9, got 0 tokens"),
+    ],
+)
 def test_malformed_row_names_file_and_line(tmp_path, row, problem):
     path = tmp_path / "basic_train.tsv"
     path.write_text(HAND_WRITTEN + row + "\r\n")
@@ -171,8 +188,7 @@ def test_bad_header_and_empty_file(tmp_path):
 
 
 def test_generator_longer_than_max_len_is_refused():
-    with pytest.raises(ConfigError, match="shorter_than 2000 allows 1999 tokens, more than "
-                                          "max_len 256"):
+    with pytest.raises(ConfigError, match="shorter_than 2000 allows 1999 tokens, more than max_len 256"):
         ListOpsTask(shorter_than=2000)
 
 

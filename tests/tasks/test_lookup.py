@@ -1,4 +1,5 @@
 """Key-value lookup: each answer is bound by a pair token elsewhere and never visible where asked."""
+
 import numpy as np
 import pytest
 
@@ -8,8 +9,17 @@ from nas.tasks.lookup import LookupTask
 from nas.tasks.mqar import BLANK, FIRST_KEY
 from tests.tasks.task_checks import check_batches, check_determinism, check_disjoint
 
-TINY = dict(seq_len=24, num_pairs=5, num_queries=3, num_keys=10, num_values=6, num_train=64,
-            num_val=16, num_test=16, batch_size=8)
+TINY = dict(
+    seq_len=24,
+    num_pairs=5,
+    num_queries=3,
+    num_keys=10,
+    num_values=6,
+    num_train=64,
+    num_val=16,
+    num_test=16,
+    batch_size=8,
+)
 FIRST_VALUE = FIRST_KEY + TINY["num_keys"]
 FIRST_PAIR = FIRST_VALUE + TINY["num_values"]
 
@@ -65,11 +75,14 @@ def test_pairs_and_queries_may_fill_the_sequence(tmp_path):
     assert (tokens != BLANK).all()
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (dict(seq_len=7), "seq_len 7 cannot hold 5 pairs and 3 queries \\(needs 8\\)"),
-    (dict(num_queries=6), r"num_queries must be in 1..num_pairs \(5\), got 6"),
-    (dict(bogus=1), "unknown option 'bogus' for task 'lookup'; allowed: batch_size, "),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(seq_len=7), "seq_len 7 cannot hold 5 pairs and 3 queries \\(needs 8\\)"),
+        (dict(num_queries=6), r"num_queries must be in 1..num_pairs \(5\), got 6"),
+        (dict(bogus=1), "unknown option 'bogus' for task 'lookup'; allowed: batch_size, "),
+    ],
+)
 def test_bad_config_is_one_clear_line(tmp_path, overrides, message):
     with pytest.raises(ConfigError, match=message):
         make(0, tmp_path, **overrides)

@@ -1,4 +1,5 @@
 """MQAR: every answer is recallable from the pairs and never visible where it is asked."""
+
 import numpy as np
 import pytest
 
@@ -7,8 +8,17 @@ from nas.tasks.base import IGNORE_INDEX
 from nas.tasks.mqar import ANSWER, BLANK, FIRST_KEY, MQARTask
 from tests.tasks.task_checks import check_batches, check_determinism, check_disjoint
 
-TINY = dict(seq_len=48, num_pairs=6, num_queries=4, num_keys=12, num_values=10, num_train=64,
-            num_val=16, num_test=16, batch_size=8)
+TINY = dict(
+    seq_len=48,
+    num_pairs=6,
+    num_queries=4,
+    num_keys=12,
+    num_values=10,
+    num_train=64,
+    num_val=16,
+    num_test=16,
+    batch_size=8,
+)
 
 
 def make(seed, data_dir, **overrides):
@@ -53,26 +63,38 @@ def test_baseline_is_chance_over_values(tmp_path):
 
 
 def test_long_sequences(tmp_path):
-    task = make(0, tmp_path, seq_len=4096, num_pairs=64, num_queries=64, num_keys=128,
-                num_values=64, num_train=8, num_val=2, num_test=2)
+    task = make(
+        0,
+        tmp_path,
+        seq_len=4096,
+        num_pairs=64,
+        num_queries=64,
+        num_keys=128,
+        num_values=64,
+        num_train=8,
+        num_val=2,
+        num_test=2,
+    )
     batch = next(iter(task.train_dataloader()))
     assert batch["tokens"].shape == (8, 4096)
     assert ((batch["target"] != IGNORE_INDEX).sum(1) == 64).all()
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (dict(num_queries=7), r"num_queries must be in 1..num_pairs \(6\), got 7"),
-    (dict(num_pairs=13), r"num_pairs must be in 1..num_keys \(12\), got 13"),
-    (dict(seq_len=16), "seq_len 16 cannot hold 6 pairs and 4 queries"),
-    (dict(bogus=1), "unknown option 'bogus' for task 'mqar'; allowed: batch_size, "),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(num_queries=7), r"num_queries must be in 1..num_pairs \(6\), got 7"),
+        (dict(num_pairs=13), r"num_pairs must be in 1..num_keys \(12\), got 13"),
+        (dict(seq_len=16), "seq_len 16 cannot hold 6 pairs and 4 queries"),
+        (dict(bogus=1), "unknown option 'bogus' for task 'mqar'; allowed: batch_size, "),
+    ],
+)
 def test_bad_config_is_one_clear_line(tmp_path, overrides, message):
     with pytest.raises(ConfigError, match=message):
         make(0, tmp_path, **overrides)
 
 
 def test_too_few_distinct_examples_is_a_clear_error(tmp_path):
-    task = make(0, tmp_path, seq_len=4, num_pairs=1, num_queries=1, num_keys=1, num_values=2,
-                num_train=5)
+    task = make(0, tmp_path, seq_len=4, num_pairs=1, num_queries=1, num_keys=1, num_values=2, num_train=5)
     with pytest.raises(ConfigError, match="found only 2 distinct examples of the 37 asked for"):
         task.setup()

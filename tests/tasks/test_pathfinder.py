@@ -1,4 +1,5 @@
 """Pathfinder: markers are joined exactly in positives, classes balance, LRA's layout reads."""
+
 import numpy as np
 import pytest
 
@@ -20,7 +21,7 @@ def components(images: np.ndarray) -> np.ndarray:
     h, w = labels.shape[1:]
     while True:
         padded = np.pad(labels, ((0, 0), (1, 1), (1, 1)))
-        shifted = [padded[:, dy: dy + h, dx: dx + w] for dy in range(3) for dx in range(3)]
+        shifted = [padded[:, dy : dy + h, dx : dx + w] for dy in range(3) for dx in range(3)]
         spread = np.max(shifted, axis=0)
         spread = np.where(ink, spread, 0)
         if (spread == labels).all():
@@ -31,8 +32,7 @@ def components(images: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("length", [6, 14])
 def test_markers_are_joined_exactly_in_positive_images(length):
     # Solid contours (no gaps), so that "joined" is plain pixel connectivity.
-    drawn = draw_images(np.random.default_rng(0), 400,
-                        PathfinderConfig(contour_length=length, dash_gap=0))
+    drawn = draw_images(np.random.default_rng(0), 400, PathfinderConfig(contour_length=length, dash_gap=0))
     parts = components(drawn["images"])
     rows = np.arange(400)
     for k in (0, 1):  # both markers are 3x3 blocks of ink
@@ -98,10 +98,8 @@ def test_reads_lras_layout(tmp_path):
     task = PathfinderTask(data_dir=tmp_path / "cache", path=str(tmp_path / "lra"), batch_size=4)
     task.setup()
     assert [len(task.splits[s]) for s in ("train", "val", "test")] == [16, 2, 2]
-    read = sorted((t.tobytes(), int(y)) for s in task.splits.values()
-                  for t, y in zip(s.tokens, s.targets))
-    written = sorted((im.reshape(-1).tobytes(), int(y))
-                     for im, y in zip(drawn["images"], drawn["labels"]))
+    read = sorted((t.tobytes(), int(y)) for s in task.splits.values() for t, y in zip(s.tokens, s.targets))
+    written = sorted((im.reshape(-1).tobytes(), int(y)) for im, y in zip(drawn["images"], drawn["labels"]))
     assert read == written
     assert list((tmp_path / "cache" / "pathfinder").glob("*/images.npz"))  # decoded once, cached
     check_batches(task)

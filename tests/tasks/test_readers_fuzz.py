@@ -1,5 +1,6 @@
 """Malformed data files, generated (Hypothesis) and hand-picked: every reader of a user's file
 returns valid examples or raises one ConfigError line, never a raw Python error."""
+
 import json
 import tempfile
 from pathlib import Path
@@ -11,14 +12,12 @@ from hypothesis import strategies as st
 
 from nas.errors import ConfigError
 from nas.tasks import listops, text
-from nas.tasks.bytelm import ByteLMTask
 from nas.tasks.listops import ListOpsTask
 from nas.tasks.pathfinder import PathfinderTask, read_lra
 from nas.tasks.text import TextTask
 from tests.tasks.task_checks import LRA_LISTOPS
 
-FUZZ = settings(max_examples=150, deadline=None, database=None,
-                suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(max_examples=150, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 NUM_CLASSES, MAX_LEN = 3, 32
 
 
@@ -41,14 +40,36 @@ def corrupted(draw, data: bytes):
     data = bytearray(data)
     for _ in range(draw(st.integers(1, 4))):
         at = draw(st.integers(0, len(data)))
-        junk = draw(st.binary(max_size=4) | st.sampled_from(
-            [b"\t", b"\n", b"\r", b'"', b"\x00", b"\xff", b"\xef\xbb\xbf", b"{", b"}", b"\\ud800",
-             b"1", b"9", b"-", b"\xc2\xb2", b"[MIN ", b"]", b"( "]))
-        data[at:at + draw(st.integers(0, 3))] = junk
+        junk = draw(
+            st.binary(max_size=4)
+            | st.sampled_from(
+                [
+                    b"\t",
+                    b"\n",
+                    b"\r",
+                    b'"',
+                    b"\x00",
+                    b"\xff",
+                    b"\xef\xbb\xbf",
+                    b"{",
+                    b"}",
+                    b"\\ud800",
+                    b"1",
+                    b"9",
+                    b"-",
+                    b"\xc2\xb2",
+                    b"[MIN ",
+                    b"]",
+                    b"( ",
+                ]
+            )
+        )
+        data[at : at + draw(st.integers(0, 3))] = junk
     return bytes(data)
 
 
 # -- text (TSV / JSONL) ----------------------------------------------------------------------
+
 
 def read_text(path: Path, truncate: bool = False):
     return text.read_file(path, NUM_CLASSES, MAX_LEN, truncate)
@@ -64,19 +85,25 @@ def check_text(data) -> None:
 
 GOOD_TSV = b'text\tlabel\nfine\t1\n"quoted\ttab"\t0\ncaf\xc3\xa9\t2\n'
 GOOD_JSONL = b'{"text": "fine", "label": 1}\n{"text": "caf\\u00e9", "label": 2}\n'
-FIELDS = st.one_of(st.text(max_size=8), st.sampled_from(
-    ["0", "1", "2", "3", "-1", " 1 ", "1.0", "\u00b2", "\u0661", "text", "label", '"', "\t", "\n"]))
+FIELDS = st.one_of(
+    st.text(max_size=8),
+    st.sampled_from(["0", "1", "2", "3", "-1", " 1 ", "1.0", "\u00b2", "\u0661", "text", "label", '"', "\t", "\n"]),
+)
 JSON_VALUES = st.recursive(
-    st.one_of(st.none(), st.booleans(), st.integers(-2, 5), st.floats(), FIELDS,
-              st.sampled_from(["\ud800", "\udfff x"])),
+    st.one_of(
+        st.none(), st.booleans(), st.integers(-2, 5), st.floats(), FIELDS, st.sampled_from(["\ud800", "\udfff x"])
+    ),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(FIELDS, inner, max_size=3),
-    max_leaves=6)
+    max_leaves=6,
+)
 
 
 @st.composite
 def tsv_files(draw) -> bytes:
-    header = draw(st.sampled_from(["text\tlabel", "Source\tTarget", "label\ttext\textra", "text",
-                                   "", "TEXT\tLABEL"]) | st.text(max_size=10))
+    header = draw(
+        st.sampled_from(["text\tlabel", "Source\tTarget", "label\ttext\textra", "text", "", "TEXT\tLABEL"])
+        | st.text(max_size=10)
+    )
     rows = draw(st.lists(st.lists(FIELDS, min_size=0, max_size=4), max_size=5))
     newline = draw(st.sampled_from(["\n", "\r\n", "\r"]))
     lines = [header] + ["\t".join(row) for row in rows]
@@ -85,12 +112,15 @@ def tsv_files(draw) -> bytes:
 
 @st.composite
 def jsonl_files(draw) -> bytes:
-    rows = draw(st.lists(st.one_of(
-        st.fixed_dictionaries({"text": JSON_VALUES, "label": JSON_VALUES}), JSON_VALUES), max_size=5))
+    rows = draw(
+        st.lists(st.one_of(st.fixed_dictionaries({"text": JSON_VALUES, "label": JSON_VALUES}), JSON_VALUES), max_size=5)
+    )
     lines = [json.dumps(row) for row in rows]
     if draw(st.booleans()):
-        lines.insert(draw(st.integers(0, len(lines))), draw(st.sampled_from(
-            ["{", "[" * 5000, '{"text": "x", "label": ' + "9" * 5000 + "}", "NaN", "", "  "])))
+        lines.insert(
+            draw(st.integers(0, len(lines))),
+            draw(st.sampled_from(["{", "[" * 5000, '{"text": "x", "label": ' + "9" * 5000 + "}", "NaN", "", "  "])),
+        )
     return "\n".join(lines).encode("utf-8", "surrogatepass")
 
 
@@ -142,17 +172,18 @@ def listops_files(draw) -> bytes:
 
 
 @FUZZ
-@given(st.one_of(listops_files(), corrupted(HAND_WRITTEN), corrupted(lra_lines()),
-                 st.binary(max_size=64)), st.booleans())
+@given(
+    st.one_of(listops_files(), corrupted(HAND_WRITTEN), corrupted(lra_lines()), st.binary(max_size=64)), st.booleans()
+)
 def test_listops_reads_or_is_one_line(data, truncate):
     result = read_or_error(lambda path: listops.read_tsv(path, 4096, truncate), "a.tsv", data)
     if result is not None:
         assert len(result) >= 1 and ((0 <= result.targets) & (result.targets <= 9)).all()
-        assert all(len(row) and 1 <= row.min() and row.max() <= len(listops.VOCAB)
-                   for row in result.tokens)
+        assert all(len(row) and 1 <= row.min() and row.max() <= len(listops.VOCAB) for row in result.tokens)
 
 
 # -- Pathfinder (LRA's metadata and PNGs) ----------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def pathfinder_root(tmp_path_factory):
@@ -167,8 +198,9 @@ def pathfinder_root(tmp_path_factory):
     return root
 
 
-META_FIELDS = st.sampled_from(["imgs", "good.png", "small.png", "junk.png", "none.png", ".", "..",
-                               "0", "1", "2", "-1", "x"]) | st.text(max_size=4)
+META_FIELDS = st.sampled_from(
+    ["imgs", "good.png", "small.png", "junk.png", "none.png", ".", "..", "0", "1", "2", "-1", "x"]
+) | st.text(max_size=4)
 
 
 @st.composite
@@ -178,8 +210,7 @@ def metadata_files(draw) -> bytes:
 
 
 @FUZZ
-@given(st.one_of(metadata_files(), corrupted(b"imgs good.png 0 1 1 0.5\nimgs good.png 1 0\n"),
-                 st.binary(max_size=32)))
+@given(st.one_of(metadata_files(), corrupted(b"imgs good.png 0 1 1 0.5\nimgs good.png 1 0\n"), st.binary(max_size=32)))
 def test_pathfinder_metadata_reads_or_is_one_line(pathfinder_root, data):
     meta = pathfinder_root / "metadata" / "0.npy"
     meta.write_bytes(data)
@@ -197,26 +228,35 @@ def test_pathfinder_metadata_reads_or_is_one_line(pathfinder_root, data):
 LABELS = f"expected a text and an integer label in 0..{NUM_CLASSES - 1}"
 
 
-@pytest.mark.parametrize("name, data, message", [
-    ("a.tsv", b"", ":1: expected a header naming a text column (text/source) and a label column "
-                   "(label/target), got []"),
-    ("a.tsv", b"text\tlabel\n", ": no examples"),
-    ("a.tsv", b"text\tlabel\nok\t\xc2\xb2\n", ":2: " + LABELS),
-    ("a.tsv", b"text\tlabel\nok\t\xd9\xa1\n", ":2: " + LABELS),
-    ("a.tsv", b"text\tlabel\nok\t" + b"9" * 30 + b"\n", ":2: " + LABELS),
-    ("a.tsv", b"text\tlabel\nok\t1\textra\n", ":2: expected 2 tab-separated fields, got 3"),
-    ("a.tsv", b"text\tlabel\n" + b"x" * 200_000 + b"\t1\n", ":2: field larger than field limit (131072)"),
-    ("a.tsv", b"text\tlabel\n\xff\t1\n", ": not UTF-8 text (invalid start byte)"),
-    ("a.jsonl", b"", ": no examples"),
-    ("a.jsonl", b'{"text": "\\ud800", "label": 1}\n',
-     ":1: text is not valid Unicode (a lone surrogate such as \\ud800)"),
-    ("a.jsonl", b"[" * 100_000 + b"\n", ":1: not JSON (nested too deeply)"),
-    ("a.jsonl", b'{"text": "x", "label": ' + b"9" * 5000 + b"}\n", ":1: not JSON (a number too long to read)"),
-    ("a.jsonl", b'{"text": "x", "label": true}\n', ":1: " + LABELS),
-    ("a.jsonl", b'{"text": ["x"], "label": 1}\n', ":1: " + LABELS),
-    ("a.jsonl", b'{"text": "x"}\n', ":1: expected an object with text and label"),
-    ("a.jsonl", b'{"text": "x", "label": 1\n', ":1: not JSON (Expecting ',' delimiter)"),
-])
+@pytest.mark.parametrize(
+    "name, data, message",
+    [
+        (
+            "a.tsv",
+            b"",
+            ":1: expected a header naming a text column (text/source) and a label column (label/target), got []",
+        ),
+        ("a.tsv", b"text\tlabel\n", ": no examples"),
+        ("a.tsv", b"text\tlabel\nok\t\xc2\xb2\n", ":2: " + LABELS),
+        ("a.tsv", b"text\tlabel\nok\t\xd9\xa1\n", ":2: " + LABELS),
+        ("a.tsv", b"text\tlabel\nok\t" + b"9" * 30 + b"\n", ":2: " + LABELS),
+        ("a.tsv", b"text\tlabel\nok\t1\textra\n", ":2: expected 2 tab-separated fields, got 3"),
+        ("a.tsv", b"text\tlabel\n" + b"x" * 200_000 + b"\t1\n", ":2: field larger than field limit (131072)"),
+        ("a.tsv", b"text\tlabel\n\xff\t1\n", ": not UTF-8 text (invalid start byte)"),
+        ("a.jsonl", b"", ": no examples"),
+        (
+            "a.jsonl",
+            b'{"text": "\\ud800", "label": 1}\n',
+            ":1: text is not valid Unicode (a lone surrogate such as \\ud800)",
+        ),
+        ("a.jsonl", b"[" * 100_000 + b"\n", ":1: not JSON (nested too deeply)"),
+        ("a.jsonl", b'{"text": "x", "label": ' + b"9" * 5000 + b"}\n", ":1: not JSON (a number too long to read)"),
+        ("a.jsonl", b'{"text": "x", "label": true}\n', ":1: " + LABELS),
+        ("a.jsonl", b'{"text": ["x"], "label": 1}\n', ":1: " + LABELS),
+        ("a.jsonl", b'{"text": "x"}\n', ":1: expected an object with text and label"),
+        ("a.jsonl", b'{"text": "x", "label": 1\n', ":1: not JSON (Expecting ',' delimiter)"),
+    ],
+)
 def test_bad_text_file_names_file_and_line(tmp_path, name, data, message):
     path = tmp_path / name
     path.write_bytes(data)
@@ -235,17 +275,21 @@ def test_text_with_a_byte_order_mark_reads(tmp_path):
         assert data.targets.tolist() == [1] and bytes(data.tokens[0]) == b"ok"
 
 
-@pytest.mark.parametrize("data, message", [
-    (b"", ":1: expected a header naming Source and Target, got ['']"),
-    (b"Source\tTarget\r\n", ": no examples"),
-    (b"Source\tTarget\r\n[MIN 1 2 ]\t\xc2\xb2\r\n",
-     ":2: expected an expression and a label 0-9, got 4 tokens and label '\u00b2'"),
-    (b"Source\tTarget\r\n[MIN 1 x ]\t1\r\n",
-     ":2: unknown token 'x'; expected ( ) ] [MIN [MAX [MED [SM or a digit"),
-    (b"Source\tTarget\r\n( )\t1\r\n", ":2: expected an expression and a label 0-9, got 0 tokens and label '1'"),
-    (b"Source\tTarget\r\n[MIN 1 ]\t1\tx\r\n", ":2: expected 2 tab-separated fields, got 3"),
-    (b"Source\tTarget\r\n[MIN \xff ]\t1\r\n", ": not UTF-8 text (invalid start byte)"),
-])
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (b"", ":1: expected a header naming Source and Target, got ['']"),
+        (b"Source\tTarget\r\n", ": no examples"),
+        (
+            b"Source\tTarget\r\n[MIN 1 2 ]\t\xc2\xb2\r\n",
+            ":2: expected an expression and a label 0-9, got 4 tokens and label '\u00b2'",
+        ),
+        (b"Source\tTarget\r\n[MIN 1 x ]\t1\r\n", ":2: unknown token 'x'; expected ( ) ] [MIN [MAX [MED [SM or a digit"),
+        (b"Source\tTarget\r\n( )\t1\r\n", ":2: expected an expression and a label 0-9, got 0 tokens and label '1'"),
+        (b"Source\tTarget\r\n[MIN 1 ]\t1\tx\r\n", ":2: expected 2 tab-separated fields, got 3"),
+        (b"Source\tTarget\r\n[MIN \xff ]\t1\r\n", ": not UTF-8 text (invalid start byte)"),
+    ],
+)
 def test_bad_listops_file_names_file_and_line(tmp_path, data, message):
     path = tmp_path / "basic_train.tsv"
     path.write_bytes(data)
@@ -264,23 +308,33 @@ def test_bad_pathfinder_files_name_the_file(pathfinder_root, tmp_path):
     meta.write_bytes(b"imgs good.png 0 1\n\x93NUMPY\n")
     with pytest.raises(ConfigError) as err:
         read_lra(pathfinder_root, [meta], 32)
-    assert str(err.value) == (f"{meta}: not UTF-8 text (invalid start byte at byte 18); "
-                              "LRA's metadata files are text despite the .npy name")
+    assert str(err.value) == (
+        f"{meta}: not UTF-8 text (invalid start byte at byte 18); LRA's metadata files are text despite the .npy name"
+    )
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda: TextTask(max_len="long"), "task 'text': option 'max_len' must be an integer; got 'long'"),
-    (lambda: TextTask(max_len=64.0), "task 'text': option 'max_len' must be an integer; got 64.0"),
-    (lambda: TextTask(truncate="maybe"), "task 'text': option 'truncate' must be true or false; got 'maybe'"),
-    (lambda: TextTask(train_file={"a": 3}), "task 'text': option 'train_file' must be a string or null; got {'a': 3}"),
-    (lambda: TextTask(val_fraction=True), "task 'text': option 'val_fraction' must be a number; got True"),
-    (lambda: TextTask(val_fraction=2), "task 'text': val_fraction must be in (0, 1), got 2"),
-    (lambda: TextTask(batch_size=None), "task 'text': option 'batch_size' must be an integer; got None"),
-    (lambda: ListOpsTask(path=["a"]), "task 'listops': option 'path' must be a string or null; got ['a']"),
-    (lambda: PathfinderTask(max_turn="abc"), "task 'pathfinder': option 'max_turn' must be a number; got 'abc'"),
-    (lambda: TextTask(**{"max len": 3}), "unknown option 'max len' for task 'text'; allowed: batch_size, "
-     "num_workers, seed, train_file, val_file, test_file, val_fraction, num_classes, max_len, truncate"),
-])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: TextTask(max_len="long"), "task 'text': option 'max_len' must be an integer; got 'long'"),
+        (lambda: TextTask(max_len=64.0), "task 'text': option 'max_len' must be an integer; got 64.0"),
+        (lambda: TextTask(truncate="maybe"), "task 'text': option 'truncate' must be true or false; got 'maybe'"),
+        (
+            lambda: TextTask(train_file={"a": 3}),
+            "task 'text': option 'train_file' must be a string or null; got {'a': 3}",
+        ),
+        (lambda: TextTask(val_fraction=True), "task 'text': option 'val_fraction' must be a number; got True"),
+        (lambda: TextTask(val_fraction=2), "task 'text': val_fraction must be in (0, 1), got 2"),
+        (lambda: TextTask(batch_size=None), "task 'text': option 'batch_size' must be an integer; got None"),
+        (lambda: ListOpsTask(path=["a"]), "task 'listops': option 'path' must be a string or null; got ['a']"),
+        (lambda: PathfinderTask(max_turn="abc"), "task 'pathfinder': option 'max_turn' must be a number; got 'abc'"),
+        (
+            lambda: TextTask(**{"max len": 3}),
+            "unknown option 'max len' for task 'text'; allowed: batch_size, "
+            "num_workers, seed, train_file, val_file, test_file, val_fraction, num_classes, max_len, truncate",
+        ),
+    ],
+)
 def test_task_options_of_the_wrong_type_name_the_option(make, message):
     with pytest.raises(ConfigError) as err:
         make()

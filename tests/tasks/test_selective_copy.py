@@ -1,4 +1,5 @@
 """Selective copying: the targets are the content tokens in order; answer slots show none."""
+
 import numpy as np
 import pytest
 
@@ -7,8 +8,7 @@ from nas.tasks.base import IGNORE_INDEX
 from nas.tasks.selective_copy import ANSWER, FIRST_CONTENT, NOISE, SelectiveCopyTask
 from tests.tasks.task_checks import check_batches, check_determinism, check_disjoint
 
-TINY = dict(seq_len=40, num_tokens=5, alphabet=6, num_train=64, num_val=16, num_test=16,
-            batch_size=8)
+TINY = dict(seq_len=40, num_tokens=5, alphabet=6, num_train=64, num_val=16, num_test=16, batch_size=8)
 
 
 def make(seed, data_dir, **overrides):
@@ -23,9 +23,9 @@ def test_targets_are_the_content_tokens_in_order(tmp_path):
         body = tokens[: n - m]
         content = body[body != NOISE]
         assert len(content) == m and (content >= FIRST_CONTENT).all()
-        assert (tokens[n - m:] == ANSWER).all()  # the answer slots show no answer
+        assert (tokens[n - m :] == ANSWER).all()  # the answer slots show no answer
         assert (target[: n - m] == IGNORE_INDEX).all()
-        assert target[n - m:].tolist() == content.tolist()
+        assert target[n - m :].tolist() == content.tolist()
 
 
 def test_content_positions_vary(tmp_path):
@@ -51,8 +51,9 @@ def test_same_seed_same_data_other_seed_other_data(tmp_path):
 
 
 def test_16k_sequences(tmp_path):
-    task = make(0, tmp_path, seq_len=16384, num_tokens=16, alphabet=16, num_train=4,
-                num_val=2, num_test=2, batch_size=4)
+    task = make(
+        0, tmp_path, seq_len=16384, num_tokens=16, alphabet=16, num_train=4, num_val=2, num_test=2, batch_size=4
+    )
     batch = next(iter(task.train_dataloader()))
     assert batch["tokens"].shape == (4, 16384)
     assert ((batch["target"] != IGNORE_INDEX).sum(1) == 16).all()
@@ -64,6 +65,9 @@ def test_baseline_is_chance_over_the_alphabet(tmp_path):
 
 
 def test_bad_config_is_one_clear_line(tmp_path):
-    with pytest.raises(ConfigError, match=r"task 'selective_copy': seq_len must be >= 2 \* "
-                                          r"num_tokens \(10\), got 9"):
+    with pytest.raises(
+        ConfigError,
+        match=r"task 'selective_copy': seq_len must be >= 2 \* "
+        r"num_tokens \(10\), got 9",
+    ):
         make(0, tmp_path, seq_len=9)

@@ -1,6 +1,7 @@
 """Every `task=<name>` option (registered in Hydra's ConfigStore from the task's Config by
 `nas.hydra_configs`) builds its task through the registry (`build_task`), as the CLI does, and
 its record builds the same task again."""
+
 import pytest
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
@@ -13,6 +14,8 @@ STORE = ConfigStore.instance()
 
 def option(name: str):
     return STORE.load(f"task/{name}.yaml").node
+
+
 GENERATED = dict(num_train=16, num_val=4, num_test=4, batch_size=4)
 TINY = {
     "listops": dict(GENERATED, max_depth=4, max_args=3, longer_than=2, shorter_than=30, max_len=32),
@@ -37,8 +40,7 @@ def test_config_builds_a_working_task(name, tmp_path):
     cfg = OmegaConf.merge(option(name), TINY[name])
     if name == "text":
         for split in ("train", "test"):
-            (tmp_path / f"{split}.jsonl").write_text('{"text": "good", "label": 1}\n'
-                                                     '{"text": "bad", "label": 0}\n' * 5)
+            (tmp_path / f"{split}.jsonl").write_text('{"text": "good", "label": 1}\n{"text": "bad", "label": 0}\n' * 5)
             cfg[f"{split}_file"] = str(tmp_path / f"{split}.jsonl")
     task = build_task(OmegaConf.to_container(cfg), tmp_path, f"task={name}")
     assert isinstance(task, Task) and task.name == name

@@ -1,4 +1,5 @@
 """LRA Text from the user's files: TSV and JSONL, held-out validation, and bad input."""
+
 import csv
 import json
 import logging
@@ -10,8 +11,14 @@ from nas.errors import ConfigError
 from nas.tasks.text import TextTask
 from tests.tasks.task_checks import check_batches, check_determinism, check_disjoint
 
-REVIEWS = ["A film of rare \"beauty\",\twith tabs", "Dull.", "Café crème, très bien!",
-           "multi\nline review", "I want my two hours back", "Loved every minute of it"]
+REVIEWS = [
+    'A film of rare "beauty",\twith tabs',
+    "Dull.",
+    "Café crème, très bien!",
+    "multi\nline review",
+    "I want my two hours back",
+    "Loved every minute of it",
+]
 
 
 def write_tsv(path, rows, header=("text", "label")):
@@ -30,16 +37,18 @@ def corpus(n: int, offset: int = 0):
 def make(seed, data_dir, **overrides):
     folder = data_dir / "files"
     folder.mkdir(parents=True, exist_ok=True)
-    options = dict(train_file=str(write_tsv(folder / "train.tsv", corpus(40))),
-                   test_file=str(write_tsv(folder / "test.tsv", corpus(10, offset=1000))),
-                   max_len=64, batch_size=8)
+    options = dict(
+        train_file=str(write_tsv(folder / "train.tsv", corpus(40))),
+        test_file=str(write_tsv(folder / "test.tsv", corpus(10, offset=1000))),
+        max_len=64,
+        batch_size=8,
+    )
     return TextTask(data_dir=data_dir, seed=seed, **{**options, **overrides})
 
 
 def test_bytes_are_tokens_plus_one(tmp_path):
     path = write_tsv(tmp_path / "train.tsv", [("Café", 1), ("ok", 0)])
-    task = TextTask(data_dir=tmp_path, train_file=str(path), test_file=str(path),
-                    val_file=str(path))
+    task = TextTask(data_dir=tmp_path, train_file=str(path), test_file=str(path), val_file=str(path))
     task.setup()
     tokens, label = task.splits["train"][0]
     assert tokens.tolist() == [b + 1 for b in "Café".encode()]  # 5 bytes: é is two
@@ -51,8 +60,7 @@ def test_tsv_quoting_and_jsonl_read_the_same(tmp_path):
     tsv = write_tsv(tmp_path / "a.tsv", rows)
     jsonl = tmp_path / "a.jsonl"
     jsonl.write_text("".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in rows))
-    read = lambda p: TextTask(data_dir=tmp_path, train_file=str(p), test_file=str(p),
-                              val_file=str(p), max_len=64)
+    read = lambda p: TextTask(data_dir=tmp_path, train_file=str(p), test_file=str(p), val_file=str(p), max_len=64)
     a, b = read(tsv), read(jsonl)
     a.setup()
     b.setup()
@@ -62,8 +70,7 @@ def test_tsv_quoting_and_jsonl_read_the_same(tmp_path):
 
 def test_lra_column_names_are_accepted(tmp_path):
     path = write_tsv(tmp_path / "train.tsv", [(0, "fine")], header=("Target", "Source"))
-    task = TextTask(data_dir=tmp_path, train_file=str(path), test_file=str(path),
-                    val_file=str(path))
+    task = TextTask(data_dir=tmp_path, train_file=str(path), test_file=str(path), val_file=str(path))
     task.setup()
     assert task.splits["train"].tokens[0].tobytes() == b"fine"
 
@@ -80,8 +87,7 @@ def test_validation_is_held_out_from_train(tmp_path):
     sizes = [len(task.splits[s]) for s in ("train", "val", "test")]
     assert sizes == [36, 4, 10]
     check_disjoint(task)
-    texts = {bytes((tokens - 1).tolist()).decode() for s in ("train", "val")
-             for tokens, _ in task.splits[s]}
+    texts = {bytes((tokens - 1).tolist()).decode() for s in ("train", "val") for tokens, _ in task.splits[s]}
     assert texts == {text for text, _ in corpus(40)}  # every review, as bytes + 1
 
 
@@ -100,12 +106,15 @@ def test_baseline_is_the_majority_class(tmp_path):
 
 def test_long_texts_stop_or_truncate(tmp_path, caplog):
     path = write_tsv(tmp_path / "train.tsv", [("x" * 100, 0), ("short", 1)])
-    with pytest.raises(ConfigError, match=f"{path}:2: sequence of 100 tokens is longer than "
-                                          "max_len 64; raise max_len or set truncate=true"):
+    with pytest.raises(
+        ConfigError,
+        match=f"{path}:2: sequence of 100 tokens is longer than max_len 64; raise max_len or set truncate=true",
+    ):
         TextTask(train_file=str(path), test_file=str(path), max_len=64).setup()
     with caplog.at_level(logging.WARNING):
-        task = TextTask(data_dir=tmp_path, train_file=str(path), test_file=str(path),
-                        val_file=str(path), max_len=64, truncate=True)
+        task = TextTask(
+            data_dir=tmp_path, train_file=str(path), test_file=str(path), val_file=str(path), max_len=64, truncate=True
+        )
         task.setup()
     assert len(task.splits["train"].tokens[0]) == 64
     assert f"{path}: truncated 1 of 2 sequences to max_len 64 (truncate=true)" in caplog.text
@@ -122,15 +131,18 @@ BAD_LABEL = "expected a text and an integer label in 0..1"
 GOOD_JSON = '{"text": "ok", "label": 1}\n'
 
 
-@pytest.mark.parametrize("name, content, problem", [
-    ("a.tsv", "text\tlabel\nfine\t1\nbroken row\n", ":3: expected 2 tab-separated fields, got 1"),
-    ("a.tsv", "text\tlabel\nfine\t1\nnice\tpositive\n", ":3: " + BAD_LABEL),
-    ("a.tsv", "text\tlabel\nfine\t1\nnice\t2\n", ":3: " + BAD_LABEL),
-    ("a.tsv", "review\tstars\nfine\t1\n", ":1: expected a header naming a text column"),
-    ("a.jsonl", GOOD_JSON + '{"text": "ok", "label": 1\n', ":2: not JSON"),
-    ("a.jsonl", GOOD_JSON + '["ok", 1]\n', ":2: expected an object with text and label"),
-    ("a.jsonl", GOOD_JSON + '{"text": "ok", "label": 0.5}\n', ":2: " + BAD_LABEL),
-])
+@pytest.mark.parametrize(
+    "name, content, problem",
+    [
+        ("a.tsv", "text\tlabel\nfine\t1\nbroken row\n", ":3: expected 2 tab-separated fields, got 1"),
+        ("a.tsv", "text\tlabel\nfine\t1\nnice\tpositive\n", ":3: " + BAD_LABEL),
+        ("a.tsv", "text\tlabel\nfine\t1\nnice\t2\n", ":3: " + BAD_LABEL),
+        ("a.tsv", "review\tstars\nfine\t1\n", ":1: expected a header naming a text column"),
+        ("a.jsonl", GOOD_JSON + '{"text": "ok", "label": 1\n', ":2: not JSON"),
+        ("a.jsonl", GOOD_JSON + '["ok", 1]\n', ":2: expected an object with text and label"),
+        ("a.jsonl", GOOD_JSON + '{"text": "ok", "label": 0.5}\n', ":2: " + BAD_LABEL),
+    ],
+)
 def test_malformed_row_names_file_and_line(tmp_path, name, content, problem):
     path = tmp_path / name
     path.write_text(content)

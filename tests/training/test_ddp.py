@@ -5,6 +5,7 @@ samples would differ. Both ranks read the whole (unshuffled) training set, so DD
 gradient of two equal batches equals one process's gradient: the 2-process search must then
 match a single-process search seeded like rank 0, step for step and in its result.
 """
+
 from __future__ import annotations
 
 import json
@@ -12,20 +13,21 @@ import os
 import socket
 from pathlib import Path
 
-import pytest
 import pytorch_lightning as pl
 import torch
 import torch.multiprocessing as mp
 from pytorch_lightning.strategies import DDPStrategy
 
-from nas.strategies import STRATEGIES
 from nas.supernet import Supernet
 from nas.training.run import run_search
 
 from ..strategies.planted import FetchTask, make, planted_space
 
-STRATEGY_OPTIONS = {"random": {"samples": 4}, "gdas": {}, "enas": {"controller_every": 1, "controller_samples": 2,
-                                                                      "final_samples": 4}}
+STRATEGY_OPTIONS = {
+    "random": {"samples": 4},
+    "gdas": {},
+    "enas": {"controller_every": 1, "controller_samples": 2, "final_samples": 4},
+}
 
 
 class InOrderFetch(FetchTask):
@@ -44,22 +46,41 @@ def _search(name: str, seed: int, root: Path, **trainer_kwargs) -> dict:
     trained = []
     recorded = strategy.record
     strategy.record = lambda arch: recorded(trained.append(arch.to_dict()) or arch)
-    trainer = pl.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_progress_bar=False,
-                         enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=root,
-                         enable_checkpointing=False, **trainer_kwargs)
+    trainer = pl.Trainer(
+        max_epochs=2,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        default_root_dir=root,
+        enable_checkpointing=False,
+        **trainer_kwargs,
+    )
     _, result = run_search(Supernet(space, task.shape), strategy, task, "acc", trainer, eval_batches=2, lr=3e-3)
     return {"trained": trained, "best": result.best.to_dict()}
 
 
 def _worker(rank: int, port: int, root: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2", RANK=str(rank),
-                      LOCAL_RANK=str(rank), NODE_RANK="0")
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        WORLD_SIZE="2",
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        NODE_RANK="0",
+    )
     torch.set_num_threads(1)
     out = {}
     for name in STRATEGY_OPTIONS:
-        out[name] = _search(name, seed=rank + 1, root=Path(root),  # rank 0: seed 1, rank 1: seed 2
-                            devices=2, use_distributed_sampler=False,
-                            strategy=DDPStrategy(find_unused_parameters=True, process_group_backend="gloo"))
+        out[name] = _search(
+            name,
+            seed=rank + 1,
+            root=Path(root),  # rank 0: seed 1, rank 1: seed 2
+            devices=2,
+            use_distributed_sampler=False,
+            strategy=DDPStrategy(find_unused_parameters=True, process_group_backend="gloo"),
+        )
     Path(root, f"rank{rank}.json").write_text(json.dumps(out))
     torch.distributed.barrier()
     torch.distributed.destroy_process_group()  # gloo aborts at exit if its group is left open

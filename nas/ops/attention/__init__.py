@@ -2,10 +2,11 @@
 
 Every module in this folder is imported here, so adding an op is adding one file.
 """
+
 import importlib
 import logging
 import pkgutil
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 from nas.ops.attention.base import AttentionCore, SelfAttention
 from nas.ops.attention.registry import ATTENTION
@@ -13,8 +14,16 @@ from nas.ops.attention.registry import ATTENTION
 for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")
 
-__all__ = ["ATTENTION", "AttentionCore", "SelfAttention", "build", "make_core", "revisions",
-           "revision_changes", "warn_revision_changes"]
+__all__ = [
+    "ATTENTION",
+    "AttentionCore",
+    "SelfAttention",
+    "build",
+    "make_core",
+    "revisions",
+    "revision_changes",
+    "warn_revision_changes",
+]
 
 
 def make_core(name: str, head_dim: int, max_heads: int, max_len: int, **options) -> AttentionCore:
@@ -23,8 +32,7 @@ def make_core(name: str, head_dim: int, max_heads: int, max_len: int, **options)
     return cls(head_dim, max_heads, max_len, cls.make_config(**options))
 
 
-def build(name: str, dim: int, heads: int, max_len: int, head_dim: int | None = None,
-          **options) -> SelfAttention:
+def build(name: str, dim: int, heads: int, max_len: int, head_dim: int | None = None, **options) -> SelfAttention:
     """A self-attention layer of op `name`: forward(x (b, n, D), mask (b, n) bool) -> (b, n, D)."""
     head_dim = head_dim or dim // heads
     return SelfAttention(dim, heads, head_dim, make_core(name, head_dim, heads, max_len, **options))
@@ -45,8 +53,11 @@ def revision_changes(saved: Mapping[str, int] | None, types: Iterable[str]) -> l
     1) differs from this code's: the ops that compute otherwise than when the record was made."""
     saved = saved or {}
     now = revisions(types)
-    return [f"{name} revision {saved.get(name, 1)} -> {now.get(name, 1)}"
-            for name in sorted(set(types)) if saved.get(name, 1) != now.get(name, 1)]
+    return [
+        f"{name} revision {saved.get(name, 1)} -> {now.get(name, 1)}"
+        for name in sorted(set(types))
+        if saved.get(name, 1) != now.get(name, 1)
+    ]
 
 
 def warn_revision_changes(saved: Mapping[str, int] | None, types: Iterable[str], source: str) -> None:
@@ -57,4 +68,7 @@ def warn_revision_changes(saved: Mapping[str, int] | None, types: Iterable[str],
     for change in revision_changes(saved, types):
         logging.getLogger("nas").warning(
             "%s was written by %s: its outputs differ from this version's; retrain (or use the "
-            "version that wrote it) for the same results", source, change)
+            "version that wrote it) for the same results",
+            source,
+            change,
+        )

@@ -7,11 +7,13 @@ random features) are core parameters.
 
 # b batch, h heads, n sequence, d head dim
 """
+
 from __future__ import annotations
 
 import copy
 import dataclasses
-from typing import Callable, ClassVar, Mapping
+from collections.abc import Callable, Mapping
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -57,8 +59,7 @@ class AttentionCore(nn.Module):
         """The op's Config from keyword options; unknown names or bad values give one clear line."""
         return build_config(cls.Config, options, f"attention '{cls.name}'")
 
-    def forward(self, q: Tensor | None, k: Tensor | None, v: Tensor | None,
-                mask: Tensor | None = None) -> Tensor:
+    def forward(self, q: Tensor | None, k: Tensor | None, v: Tensor | None, mask: Tensor | None = None) -> Tensor:
         """Inputs not named in `inputs` are passed as None. mask: (b, n), True = real token."""
         raise NotImplementedError
 
@@ -105,8 +106,7 @@ class AttentionCore(nn.Module):
 def check_length(n: int, max_len: int) -> None:
     if n > max_len:
         raise ConfigError(
-            f"sequence length {n} exceeds the model's max_len {max_len}; "
-            "raise max_len or truncate the data explicitly"
+            f"sequence length {n} exceeds the model's max_len {max_len}; raise max_len or truncate the data explicitly"
         )
 
 
@@ -132,8 +132,14 @@ def key_bias(mask: Tensor | None, dtype: torch.dtype) -> Tensor | None:
     return bias[:, None, None, :]
 
 
-def attend(x: Tensor, mask: Tensor | None, core: AttentionCore, heads: int,
-           project: Mapping[str, Callable[[Tensor], Tensor]], out: Callable[[Tensor], Tensor]) -> Tensor:
+def attend(
+    x: Tensor,
+    mask: Tensor | None,
+    core: AttentionCore,
+    heads: int,
+    project: Mapping[str, Callable[[Tensor], Tensor]],
+    out: Callable[[Tensor], Tensor],
+) -> Tensor:
     """Project x for each input the core reads, run the core, project back.
 
     Shared by the standalone layer (its nn.Linear modules, which dynamic quantization can

@@ -14,6 +14,7 @@ values serve both directions as in the paper, so a token reads the state with th
 instead of a second query projection (the state's own key projection absorbs that one).
 # b batch, h heads, n sequence, d head dim, m blocks, c block size, s state vectors, f update width
 """
+
 import dataclasses
 
 import torch
@@ -59,12 +60,12 @@ class BlockRecurrentAttention(AttentionCore):
         self.state0 = nn.Parameter(torch.randn(h, s, d) * 0.1)  # (h, s, d)
         self.state_pos = nn.Parameter(torch.randn(h, s, d))  # (h, s, d)
         # The state's queries (self), keys, values (both directions), queries of the block.
-        self.state_proj = nn.Parameter(torch.randn(h, d, 4 * d) * d ** -0.5)  # (h, d, 4d)
+        self.state_proj = nn.Parameter(torch.randn(h, d, 4 * d) * d**-0.5)  # (h, d, 4d)
         f = 2 * d  # self- and cross-attention outputs side by side, as the paper concatenates them
         if self.config.update == "single":
             self.w1 = nn.Parameter(torch.randn(h, 2 * d, f) * (2 * d) ** -0.5)  # (h, 2d, f)
             self.b1 = nn.Parameter(torch.zeros(h, f))  # (h, f)
-            self.w2 = nn.Parameter(torch.randn(h, f, d) * f ** -0.5)  # (h, f, d)
+            self.w2 = nn.Parameter(torch.randn(h, f, d) * f**-0.5)  # (h, f, d)
             self.b2 = nn.Parameter(torch.zeros(h, d))  # (h, d)
         else:
             self.w_out = nn.Parameter(torch.randn(h, 2 * d, d) * (2 * d) ** -0.5)  # (h, 2d, d)
@@ -73,7 +74,7 @@ class BlockRecurrentAttention(AttentionCore):
             self.gate_bias = nn.Parameter(torch.randn(h, d) * 0.1)  # (h, d)
         else:
             # Input and forget gates side by side; small weights so the +-1 offsets rule at first.
-            self.w_gate = nn.Parameter(torch.randn(h, f, 2 * d) * 0.1 * f ** -0.5)  # (h, f, 2d)
+            self.w_gate = nn.Parameter(torch.randn(h, f, 2 * d) * 0.1 * f**-0.5)  # (h, f, 2d)
             self.b_gate = nn.Parameter(torch.randn(h, 2 * d) * 0.1)  # (h, 2d)
         self.per_head = tuple(name for name, _ in self.named_parameters(recurse=False))
 
@@ -86,7 +87,9 @@ class BlockRecurrentAttention(AttentionCore):
         real = torch.ones(b, n, dtype=torch.bool, device=q.device) if mask is None else mask
         real = F.pad(real, (0, pad), value=False).reshape(b, m, c)  # (b, m, c)
         bias = torch.zeros(real.shape, dtype=q.dtype, device=q.device)
-        bias = bias.masked_fill_(~real, torch.finfo(q.dtype).min).transpose(0, 1)[:, None, :, None, :]  # (m, 1, b, 1, c)
+        bias = bias.masked_fill_(~real, torch.finfo(q.dtype).min).transpose(0, 1)[
+            :, None, :, None, :
+        ]  # (m, 1, b, 1, c)
         # A block of padding only leaves the state as it was.
         keep = real.any(-1).T.repeat_interleave(s, dim=1)[:, None, :, None]  # (m, 1, b s, 1)
         # The loop runs heads-first, (h, b s, .), so that per-head weights and biases are one baddbmm
@@ -147,9 +150,11 @@ class BlockRecurrentAttention(AttentionCore):
         gate = 2 * s * f * 2 * d if self.config.gate == "lstm" else 0
         update = 2 * s * (2 * d * f + f * d) if self.config.update == "single" else 2 * s * 2 * d * d
         step = 2 * 2 * s * (s + c) * d + update + gate  # state self- and cross-attention, update
-        per_head = (m * 2 * s * d * 4 * d  # the state's projections, once per block
-                    + (m - 1) * step
-                    + 2 * 2 * m * c * s * d)  # tokens read the state
+        per_head = (
+            m * 2 * s * d * 4 * d  # the state's projections, once per block
+            + (m - 1) * step
+            + 2 * 2 * m * c * s * d
+        )  # tokens read the state
         return self.local.flops(n, heads) + heads * per_head
 
     def activation_elements(self, n: int, heads: int) -> int:

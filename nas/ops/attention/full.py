@@ -4,6 +4,7 @@ Runs through `torch.nn.functional.scaled_dot_product_attention`, which picks a f
 (flash / memory-efficient) kernel where one applies.
 # b batch, h heads, n sequence, d head dim
 """
+
 import torch
 from torch import Tensor
 from torch.nn import functional as F

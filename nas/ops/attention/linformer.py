@@ -2,6 +2,7 @@
 (Wang et al. 2020, https://arxiv.org/abs/2006.04768). Cost is linear in n.
 # b batch, h heads, n sequence, d head dim, k projected length
 """
+
 import dataclasses
 
 import torch
@@ -33,8 +34,8 @@ class LinformerAttention(AttentionCore):
         # E and F are shared across heads (the paper's headwise sharing); a length n < max_len
         # uses their first n columns. std 1/sqrt(max_len) keeps projected rows at the keys' scale.
         shape = (self.config.k, max_len)
-        self.e = nn.Parameter(torch.randn(shape) * max_len ** -0.5)  # (k, max_len) for keys
-        self.f = nn.Parameter(torch.randn(shape) * max_len ** -0.5)  # (k, max_len) for values
+        self.e = nn.Parameter(torch.randn(shape) * max_len**-0.5)  # (k, max_len) for keys
+        self.f = nn.Parameter(torch.randn(shape) * max_len**-0.5)  # (k, max_len) for values
 
     def projection_inputs(self, x: Tensor, mask: Tensor | None) -> dict[str, Tensor]:
         # E (X W) = (E X) W: mixing the tokens before the key and value projections costs

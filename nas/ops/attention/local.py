@@ -4,6 +4,7 @@ Each query sees the keys within window // 2 positions. The sequence is cut into 
 size, so a query block only needs its own and its two neighbour blocks: the cost is linear in n.
 # b batch, h heads, n sequence, d head dim, m blocks, c block size, g global tokens
 """
+
 import dataclasses
 
 import torch
@@ -42,7 +43,7 @@ class LocalAttention(AttentionCore):
         # Which keys each query block may see: its own block and its two neighbours, cut to the
         # band. Keys get one padding block on each side so that the end blocks have neighbours.
         seen = F.pad(real, (c, c + pad), value=False)  # (b, (m+2)c)
-        seen[:, c:c + g] = False  # global keys come first below; counting them here would be twice
+        seen[:, c : c + g] = False  # global keys come first below; counting them here would be twice
         seen = seen.unfold(1, 3 * c, c)  # (b, m, 3c)
         offset = torch.arange(c, device=q.device)[:, None] + c - torch.arange(3 * c, device=q.device)
         allowed = (offset.abs() <= radius) & seen[:, :, None, :]  # (b, m, c, 3c)
@@ -54,12 +55,18 @@ class LocalAttention(AttentionCore):
         # Blocks go into the batch dim, so the fused kernel runs them all at once; the
         # sequence-major layout (b, n, h, d) of the projections makes that a view.
         qb = F.pad(q.transpose(1, 2), (0, 0, 0, 0, 0, pad)).reshape(b * m, c, h, d).transpose(1, 2)
-        kb, vb = (F.pad(x.transpose(1, 2), (0, 0, 0, 0, c, c + pad))  # (b, (m+2)c, h, d)
-                  .unfold(1, 3 * c, c).transpose(-1, -2).reshape(b * m, h, 3 * c, d)
-                  for x in (k, v))  # (b m, h, 3c, d): blocks i-1, i, i+1
+        kb, vb = (
+            F.pad(x.transpose(1, 2), (0, 0, 0, 0, c, c + pad))  # (b, (m+2)c, h, d)
+            .unfold(1, 3 * c, c)
+            .transpose(-1, -2)
+            .reshape(b * m, h, 3 * c, d)
+            for x in (k, v)
+        )  # (b m, h, 3c, d): blocks i-1, i, i+1
         if g:
-            kb, vb = (torch.cat([x[:, None, :, :g].expand(b, m, h, g, d).reshape(b * m, h, g, d), xb],
-                                dim=2) for x, xb in ((k, kb), (v, vb)))  # (b m, h, g+3c, d)
+            kb, vb = (
+                torch.cat([x[:, None, :, :g].expand(b, m, h, g, d).reshape(b * m, h, g, d), xb], dim=2)
+                for x, xb in ((k, kb), (v, vb))
+            )  # (b m, h, g+3c, d)
         out = F.scaled_dot_product_attention(qb, kb, vb, attn_mask=bias)  # (b m, h, c, d)
         out = out.transpose(1, 2).reshape(b, m * c, h, d)[:, :n].transpose(1, 2)  # (b, h, n, d)
         if g:

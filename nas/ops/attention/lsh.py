@@ -8,6 +8,7 @@ normalizers.
 # b batch, h heads, r hash rounds, n sequence, N padded sequence, d head dim,
 # s chunk (= bucket) size, m = b h r N sorted rows of all rounds
 """
+
 import dataclasses
 
 import torch
@@ -32,8 +33,7 @@ class LSHConfig:
             raise ValueError(f"bucket_size must be >= 1, got {self.bucket_size}")
         if self.n_hashes < 1:
             raise ValueError(f"n_hashes must be >= 1, got {self.n_hashes}")
-        if self.n_buckets is not None and not (self.n_buckets == 1 or
-                                               self.n_buckets >= 2 and self.n_buckets % 2 == 0):
+        if self.n_buckets is not None and not (self.n_buckets == 1 or self.n_buckets >= 2 and self.n_buckets % 2 == 0):
             raise ValueError(f"n_buckets must be 1 or even, got {self.n_buckets}")
 
 
@@ -146,8 +146,7 @@ def chunk_hidden(buckets: Tensor, s: int, group: int) -> Tensor:
     return ~same[:, None, :]  # (m/s, 1, 3s)
 
 
-def attend_chunks(q: Tensor, k: Tensor, v: Tensor, buckets: Tensor, s: int,
-                  group: int) -> tuple[Tensor, Tensor]:
+def attend_chunks(q: Tensor, k: Tensor, v: Tensor, buckets: Tensor, s: int, group: int) -> tuple[Tensor, Tensor]:
     """Sorted (m, d) queries, unit keys (with the 1/sqrt(d) scale) and values and (m,) bucket ids,
     in chunks of s -> (m, d+1) unnormalized outputs [e v, sum e] with e = exp(score - top) and
     the (m, 1) tops: each query sees the keys of its and its neighbour chunks that
@@ -200,8 +199,9 @@ class LSHAttention(AttentionCore):
         r, s = self.config.n_hashes, self.config.bucket_size
         length = -(-n // s) * s  # N: whole chunks, padded, never truncated
         if length > n:
-            q, v = (F.pad(x.transpose(1, 2), (0, 0, 0, 0, 0, length - n)).transpose(1, 2)
-                    for x in (q, v))  # (b, h, N, d), padded in (b, N, h, d) order like the rest
+            q, v = (
+                F.pad(x.transpose(1, 2), (0, 0, 0, 0, 0, length - n)).transpose(1, 2) for x in (q, v)
+            )  # (b, h, N, d), padded in (b, N, h, d) order like the rest
 
         with torch.no_grad():
             buckets = self.hash(q)  # (b, h, r, N)
@@ -239,9 +239,10 @@ class LSHAttention(AttentionCore):
         # Unit keys with the 1/sqrt(d) scale, normalized before sorting: once per token, not
         # once per round. An eps the dtype can hold keeps padding's zeros at 0.
         norm = torch.linalg.vector_norm(q, dim=-1, keepdim=True).clamp_min(torch.finfo(q.dtype).tiny)
-        k = q * (d ** -0.5 / norm)  # (b N h, d)
-        sq, sk, sv = (permute_rows(x, token_rows, sorted_rows, r)
-                      for x in (q, k, v))  # (b h r N, d) each, sorted within each round
+        k = q * (d**-0.5 / norm)  # (b N h, d)
+        sq, sk, sv = (
+            permute_rows(x, token_rows, sorted_rows, r) for x in (q, k, v)
+        )  # (b h r N, d) each, sorted within each round
         group = self.n_buckets + 1 if self.config.attend_across_buckets else 1
         out, top = attend_chunks(sq, sk, sv, buckets, s, group)  # (b h r N, d+1), (b h r N, 1)
         out = permute_rows(out, sorted_rows, out_rows, 1)  # (b N h r, d+1): token order

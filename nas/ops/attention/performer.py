@@ -13,6 +13,7 @@ values' mean by signal / (signal + noise) estimated from the two halves of the f
 (shrink_to_mean, the James-Stein idea): a biased output, from unbiased features.
 # b batch, h heads, n sequence, d head dim, m random features
 """
+
 import dataclasses
 import math
 
@@ -140,7 +141,7 @@ class PerformerAttention(AttentionCore):
     def _forward(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
         w = self.features.to(q.dtype)  # (m, d)
         d = w.shape[1]
-        scale = d ** -0.25  # on q and k, so that q.k of the scaled vectors is q.k / sqrt(d)
+        scale = d**-0.25  # on q and k, so that q.k of the scaled vectors is q.k / sqrt(d)
         if self.config.kernel == "relu":
             w_t = (w * scale).T  # (d, m)
             phi_q = (q @ w_t).relu_()  # (b, h, n, m); in place: relu's backward needs only its output
@@ -165,8 +166,7 @@ class PerformerAttention(AttentionCore):
         return num / den.masked_fill(den == 0, 1.0)  # (b, h, n, d)
 
     @staticmethod
-    def _softmax_features(q: Tensor, k: Tensor, w: Tensor, scale: float,
-                          mask: Tensor | None) -> tuple[Tensor, Tensor]:
+    def _softmax_features(q: Tensor, k: Tensor, w: Tensor, scale: float, mask: Tensor | None) -> tuple[Tensor, Tensor]:
         """FAVOR++ features (favor_pp_log_features) of q and k (b, h, n, d) -> (b, h, n, m) each,
         up to factors that cancel in attention's ratio: a shift per feature and one per query.
 
@@ -181,7 +181,7 @@ class PerformerAttention(AttentionCore):
         a_w = a * w.square().sum(-1)  # (b, h, 1, m)
         # log phi(k) + const = B w.k' + A|w|^2 - |k'|^2/2 with k' = k * scale; A|w|^2 is the
         # same for every key of a feature, so the per-feature shift below absorbs it.
-        half_sq = torch.full_like(a_w, -scale ** 2 / 2)  # (b, h, 1, m)
+        half_sq = torch.full_like(a_w, -(scale**2) / 2)  # (b, h, 1, m)
         k_aug = torch.cat([k, k.square().sum(-1, keepdim=True)], -1)  # (b, h, n, d+1)
         log_k = k_aug @ torch.cat([w_t, half_sq], -2)  # (b, h, n, m)
         # One shift per feature, shared by all keys and taken back on the query side, cancels

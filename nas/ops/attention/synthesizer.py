@@ -5,6 +5,7 @@ Dense scores relu(q W1 + b1) W2 and factorized random scores A B^T are both dot 
 (n, .) by an (n, .) matrix, so they run through the fused attention kernel and never hold n x n.
 # b batch, h heads, n sequence, d head dim, r rank of the random scores
 """
+
 import dataclasses
 
 import torch
@@ -91,11 +92,11 @@ class DenseSynthesizer(SynthesizerAttention):
         h, d = max_heads, head_dim
         # The paper's b2 is left out: a hidden unit with zero weights and positive bias
         # gives a row of W2 that acts as the same per-key bias.
-        self.w1 = nn.Parameter(torch.randn(h, d, d) * d ** -0.5)  # (h, d, d)
+        self.w1 = nn.Parameter(torch.randn(h, d, d) * d**-0.5)  # (h, d, d)
         self.b1 = nn.Parameter(torch.zeros(h, d))  # (h, d)
         # W2 is held transposed, a row per key position, so that its leading n rows are
         # the keys of the fused kernel as they are (it wants the last dim contiguous).
-        self.w2 = nn.Parameter(torch.randn(h, max_len, d) * d ** -0.5)  # (h, max_len, d)
+        self.w2 = nn.Parameter(torch.randn(h, max_len, d) * d**-0.5)  # (h, max_len, d)
 
 
 class RandomSynthesizer(SynthesizerAttention):
@@ -119,5 +120,5 @@ class FactorizedRandomSynthesizer(SynthesizerAttention):
         super().__init__(head_dim, max_heads, max_len, config)
         h, rank = max_heads, self.config.rank
         # std rank^-1/4 on both factors gives A B^T entries of unit variance, like full R.
-        self.a = nn.Parameter(torch.randn(h, max_len, rank) * rank ** -0.25)  # (h, max_len, r)
-        self.b = nn.Parameter(torch.randn(h, max_len, rank) * rank ** -0.25)  # (h, max_len, r)
+        self.a = nn.Parameter(torch.randn(h, max_len, rank) * rank**-0.25)  # (h, max_len, r)
+        self.b = nn.Parameter(torch.randn(h, max_len, rank) * rank**-0.25)  # (h, max_len, r)
