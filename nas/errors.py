@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException, ValidationError
+from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException
 
 
 class ConfigError(ValueError):
@@ -96,7 +96,7 @@ def build_config(cls: type, options: dict[str, Any], what: str, path: str | None
     try:
         merged = OmegaConf.merge(_writable(OmegaConf.structured(cls)), options)
         values = OmegaConf.to_container(merged, resolve=True, throw_on_missing=True)
-    except (ConfigKeyError, ValidationError, MissingMandatoryValue) as err:
+    except OmegaConfBaseException as err:  # also a key that is not a string, or a value of no YAML type
         raise ConfigError(_omegaconf_line(err, cls, options, what, path)) from None
     return _build(cls, values, options, what, path)
 
