@@ -79,16 +79,7 @@ def checkpointing_trainer(root, epochs) -> pl.Trainer:
     every_epoch = ModelCheckpoint(
         dirpath=root, filename="{epoch}", save_top_k=-1, every_n_epochs=1, save_on_train_epoch_end=True
     )
-    return pl.Trainer(
-        max_epochs=epochs,
-        accelerator="cpu",
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        default_root_dir=root,
-        callbacks=[every_epoch],
-    )
+    return trainer(root, epochs, callbacks=[every_epoch])
 
 
 def test_resuming_mid_search_ends_where_an_uninterrupted_run_does(tmp_path):

@@ -2,7 +2,6 @@
 supernet weights of an uninterrupted run with the same seed."""
 
 import pytest
-import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 
@@ -12,6 +11,7 @@ from nas.supernet import Supernet
 from nas.training.run import run_search
 
 from .planted import FetchTask, make, planted_space
+from .planted import trainer as planted_trainer
 
 OPTIONS = {
     "darts": {"seq_len": 24},
@@ -39,15 +39,7 @@ def search(name, root, ckpt_path=None):
     name, options = VARIANTS.get(name, (name, OPTIONS.get(name, {})))
     strategy = make(name, space, seed=0, **options)
     every_epoch = ModelCheckpoint(dirpath=root, filename="{epoch}", save_top_k=-1, save_on_train_epoch_end=True)
-    trainer = pl.Trainer(
-        max_epochs=2,
-        accelerator="cpu",
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        callbacks=[every_epoch],
-    )
+    trainer = planted_trainer(root, 2, callbacks=[every_epoch])
     torch.manual_seed(0 if ckpt_path is None else 123)  # a resumed run must get its state from the checkpoint
     _, result = run_search(net, strategy, task, "acc", trainer, ckpt_path=ckpt_path, lr=3e-3)
     return net, result

@@ -13,7 +13,6 @@ import os
 import socket
 from pathlib import Path
 
-import pytorch_lightning as pl
 import torch
 import torch.multiprocessing as mp
 from pytorch_lightning.strategies import DDPStrategy
@@ -22,6 +21,7 @@ from nas.supernet import Supernet
 from nas.training.run import run_search
 
 from ..strategies.planted import FetchTask, make, planted_space
+from ..strategies.planted import trainer as planted_trainer
 
 STRATEGY_OPTIONS = {
     "random": {"samples": 4},
@@ -46,17 +46,7 @@ def _search(name: str, seed: int, root: Path, **trainer_kwargs) -> dict:
     trained = []
     recorded = strategy.record
     strategy.record = lambda arch: recorded(trained.append(arch.to_dict()) or arch)
-    trainer = pl.Trainer(
-        max_epochs=2,
-        accelerator="cpu",
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        default_root_dir=root,
-        enable_checkpointing=False,
-        **trainer_kwargs,
-    )
+    trainer = planted_trainer(root, 2, **trainer_kwargs)
     _, result = run_search(Supernet(space, task.shape), strategy, task, "acc", trainer, eval_batches=2, lr=3e-3)
     return {"trained": trained, "best": result.best.to_dict()}
 
