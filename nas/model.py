@@ -13,7 +13,7 @@ mean of the pair (as reformer-pytorch does; the Reformer paper concatenates the 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 
 import torch
 from torch import Tensor, nn
@@ -41,12 +41,15 @@ class ModelShape:
     num_classes: int  # outputs per sequence (readout "classify") or per position ("tokens")
     max_len: int  # the longest sequence the model accepts (learned positions)
     readout: str = "classify"  # one of READOUTS
+    causal: bool = False  # each position sees only itself and the past (language models)
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "num_classes", "max_len"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be an integer >= 1, got {excerpt(value)}")
+        if not isinstance(self.causal, bool):
+            raise ConfigError(f"causal must be true or false, got {excerpt(self.causal)}")
         if self.readout not in READOUTS:
             raise ConfigError(f"readout: unknown readout '{self.readout}'; allowed: {', '.join(READOUTS)}")
 
@@ -56,12 +59,14 @@ class ModelShape:
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "shape") -> ModelShape:
-        """The shape saved by `to_dict`; a missing or unknown key is a ConfigError naming `source`."""
+        """The shape saved by `to_dict`; a missing or unknown key is a ConfigError naming `source`.
+        A field with a default may be missing: shapes saved before it existed mean its default."""
         names = [f.name for f in fields(cls)]
+        required = [f.name for f in fields(cls) if f.default is MISSING]
         if not isinstance(data, dict):
             raise ConfigError(f"{source}: expected a mapping of {', '.join(names)}, got {type(data).__name__}")
         unknown = [key for key in data if key not in names]
-        missing = [name for name in names if name not in data]
+        missing = [name for name in required if name not in data]
         if unknown or missing:
             what = f"unknown key '{unknown[0]}'" if unknown else f"missing key '{missing[0]}'"
             raise ConfigError(f"{source}: {what}; allowed: {', '.join(names)}")

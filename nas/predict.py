@@ -40,7 +40,7 @@ READOUTS = ("classify", "tokens")
 # schemas), [schema] (a list of such), {str: schema} (any names, each mapping to such) or a
 # dict of keys (exactly those; a key ending in "?" may be absent).
 MODEL_SCHEMA = {
-    "shape": {"vocab_size": int, "num_classes": int, "max_len": int, "readout": READOUTS},
+    "shape": {"vocab_size": int, "num_classes": int, "max_len": int, "readout": READOUTS, "causal?": bool},
     "metric": str,
     "dynamic_len?": bool,
     "op_revisions?": {str: int},

@@ -17,8 +17,13 @@ SPACE = {
 
 def test_round_trip():
     shape = ModelShape(30, 4, 256, "tokens")
-    assert shape.to_dict() == {"vocab_size": 30, "num_classes": 4, "max_len": 256, "readout": "tokens"}
+    assert shape.to_dict() == {"vocab_size": 30, "num_classes": 4, "max_len": 256, "readout": "tokens", "causal": False}
     assert ModelShape.from_dict(shape.to_dict()) == shape
+
+
+def test_a_shape_saved_before_causal_existed_is_bidirectional():
+    saved = {"vocab_size": 30, "num_classes": 4, "max_len": 256, "readout": "tokens"}
+    assert ModelShape.from_dict(saved) == ModelShape(30, 4, 256, "tokens", causal=False)
 
 
 @pytest.mark.parametrize(
@@ -28,6 +33,7 @@ def test_round_trip():
         ({"num_classes": 2.5}, "num_classes must be an integer >= 1, got 2.5"),
         ({"max_len": True}, "max_len must be an integer >= 1, got True"),
         ({"readout": "head"}, "readout: unknown readout 'head'; allowed: classify, tokens"),
+        ({"causal": "yes"}, "causal must be true or false, got 'yes'"),
     ],
 )
 def test_bad_values_are_one_line(kwargs, message):
@@ -37,9 +43,10 @@ def test_bad_values_are_one_line(kwargs, message):
 
 def test_from_dict_names_the_missing_or_unknown_key():
     with pytest.raises(
-        ConfigError, match="ckpt: shape: missing key 'readout'; allowed: vocab_size, num_classes, max_len, readout"
+        ConfigError,
+        match="ckpt: shape: missing key 'max_len'; allowed: vocab_size, num_classes, max_len, readout, causal",
     ):
-        ModelShape.from_dict({"vocab_size": 10, "num_classes": 2, "max_len": 8}, source="ckpt: shape")
+        ModelShape.from_dict({"vocab_size": 10, "num_classes": 2, "readout": "tokens"}, source="ckpt: shape")
     with pytest.raises(ConfigError, match="unknown key 'head'"):
         ModelShape.from_dict({"vocab_size": 10, "num_classes": 2, "max_len": 8, "head": "classify"})
 

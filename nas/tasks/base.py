@@ -78,6 +78,7 @@ class Task(pl.LightningDataModule):
     Config: ClassVar[type] = TaskConfig
     readout: ClassVar[str] = "classify"  # "classify": a label per sequence; "tokens": per position
     metric: ClassVar[str] = "acc"  # "acc" or "bpb" (bits per byte)
+    causal: ClassVar[bool] = False  # True: a position may see only the past (next-token models)
 
     vocab_size: int  # token ids are 0..vocab_size-1, 0 is padding
     num_classes: int  # model output size: classes, or the vocabulary for token outputs
@@ -97,7 +98,7 @@ class Task(pl.LightningDataModule):
     @property
     def shape(self) -> ModelShape:
         """The sizes a model of this task is built with (its max_len is the task's seq_len)."""
-        return ModelShape(self.vocab_size, self.num_classes, self.seq_len, self.readout)
+        return ModelShape(self.vocab_size, self.num_classes, self.seq_len, self.readout, self.causal)
 
     def describe(self) -> dict:
         """What a user of an exported model needs to feed it, as plain JSON types (the export
