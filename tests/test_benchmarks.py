@@ -144,6 +144,11 @@ SMALLEST = {
         ["--depths", "1", "2", "--lengths", "32", "--modes", "plain", "--dim", "32"],
         {"settings", "results", "activation_depth2_over_depth1"},
     ),
+    "mixers": (
+        ["--ops", "sdpa_causal", "gla", "--lengths", "64", "--dim", "32", "--heads", "2", "--repeats", "1"]
+        + ["--matmul-size", "64", "--state-dim", "8"],
+        {"settings", "results"},
+    ),
     "supernet": (
         ["--space", "search_spaces/tiny.yaml", "--seq-len", "16", "--batch", "1", "--archs", "1", "--repeats", "1"],
         {"settings", "results", "max_ratio", "median_ratio"},
