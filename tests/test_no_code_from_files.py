@@ -22,7 +22,7 @@ from nas.cli import rank as rank_cli
 from nas.cli import retrain as retrain_cli
 from nas.cli import search as search_cli
 from nas.errors import ConfigError
-from nas.jobs import queue
+from nas.jobs.job import Budget, Job
 from nas.model import ModelSpec
 from nas.training import standalone
 from nas.training.search import load_supernet
@@ -151,7 +151,9 @@ def test_rank_refuses_a_run_config_that_names_code(finished_run, tmp_path, capsy
     saved = yaml.safe_load((run / ".hydra" / "config.yaml").read_text())
     saved["task"] = planted(saved["task"], marker)[place]
     (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump(saved))
-    cfg = compose_config("rank", tmp_path / "cmd", [f"run={run}", "archs=2", "budget.max_epochs=1", "workers=1"])
+    cfg = compose_config(
+        "rank", tmp_path / "cmd", [f"run={run}", "archs=2", "budget.max_epochs=1", "jobs.executor=debug"]
+    )
     line = one_line_exit(rank_cli.run, cfg, capsys)
     assert "config.yaml" in line, line
     assert not marker.exists() and not (run / "rank" / "standalone").exists()
@@ -163,12 +165,12 @@ def test_a_standalone_job_refuses_a_task_that_names_code(finished_run, tmp_path,
     saved = yaml.safe_load((finished_run / ".hydra" / "config.yaml").read_text())
     supernet = load_supernet(finished_run / "checkpoints" / "last.ckpt")
     model = ModelSpec(supernet.space.largest(), supernet.space, supernet.shape).to_dict()
-    job = queue.Job(
+    job = Job(
         model,
         planted(saved["task"], marker)[place],
         str(tmp_path),
         0,
-        queue.Budget(max_epochs=1),
+        Budget(max_epochs=1),
         {"accelerator": "cpu", "devices": 1},
     )
     with pytest.raises(ConfigError, match="standalone job") as err:

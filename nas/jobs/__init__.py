@@ -1,2 +1,2 @@
-"""Work run as jobs by processes and machines sharing a folder: `queue.py`, `nas-rank`'s
-standalone trainings."""
+"""`nas-rank`'s standalone trainings as jobs: `job.py` (a job as plain data, its result file),
+`engine.py` (the jobs run on submitit: local processes, SLURM, or this process)."""

@@ -1,5 +1,5 @@
 """Standalone training of one arch, the ground truth `nas-rank` compares inherited-weight scores
-against (Yu et al. 2020, https://arxiv.org/abs/1902.08142); `nas.jobs.queue` runs many as jobs.
+against (Yu et al. 2020, https://arxiv.org/abs/1902.08142); `nas.jobs.engine` runs many as jobs.
 
 A job trains one arch from scratch with one seed for a fixed budget, through the same
 `RetrainModule` as retraining (no early stopping), then scores the final weights on the whole
@@ -20,7 +20,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 
 from nas.errors import ConfigError
-from nas.jobs.queue import Job
+from nas.jobs.job import Job
 from nas.metrics import evaluate_with_loss
 from nas.model import ModelSpec
 from nas.tasks import build_task
@@ -32,8 +32,8 @@ log = logging.getLogger("nas")
 
 def train(job: Job, checkpoints: Path | None = None) -> dict:
     """Train the job's model from scratch for the budget; its final metric and loss on the whole
-    validation set. Runs in this process (or a worker's). With `checkpoints`, the last epoch is
-    kept there as `<id>.ckpt` and training resumes from it."""
+    validation set, in the process of its job (`nas.jobs.engine`). With `checkpoints`, the last
+    epoch is kept there as `<id>.ckpt` and training resumes from it."""
     spec = ModelSpec.from_dict(job.model, f"standalone job {job.id}: model")
     task = build_task(job.task, job.data_dir, f"standalone job {job.id}: task")
     if spec.shape != task.shape:
