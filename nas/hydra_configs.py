@@ -12,7 +12,8 @@ from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-from nas.jobs.queue import Budget
+from nas.jobs.engine import JobsConfig
+from nas.jobs.job import Budget
 from nas.strategies import STRATEGIES
 from nas.tasks import TASKS
 from nas.training.calibrate import Calibration
@@ -44,14 +45,16 @@ def defaults(cls: type) -> dict:
 def register_configs() -> None:
     """Each task's and strategy's Config, the one source of its defaults, as the Hydra options
     `task=<name>` and `strategy=<name>`: plain (untyped) nodes, so Hydra composes any value and
-    `errors.build_config` reports a bad one in one line, naming the option. nas-rank's `budget`
-    and `calibrate` sections are `Budget`'s and `Calibration`'s defaults the same way."""
+    `errors.build_config` reports a bad one in one line, naming the option. nas-rank's `budget`,
+    `calibrate` and `jobs` sections are `Budget`'s, `Calibration`'s and `JobsConfig`'s defaults
+    the same way."""
     store = ConfigStore.instance()
     for group, registry in (("task", TASKS), ("strategy", STRATEGIES)):
         for name in registry.names():
             store.store(group=group, name=name, node={"name": name, **defaults(registry.get(name).Config)})
     store.store(group="budget", name="default", node=defaults(Budget))
     store.store(group="calibrate", name="default", node=defaults(Calibration))
+    store.store(group="jobs", name="default", node=defaults(JobsConfig))
 
 
 register_configs()

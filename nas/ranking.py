@@ -2,8 +2,9 @@
 
 Inherited-weight scores against standalone training, as measured in "Evaluating the search phase
 of NAS" (Yu et al. 2020, https://arxiv.org/abs/1902.08142) and NAS-Bench-201's Kendall tau:
-Kendall tau-b and Spearman rho from SciPy (ties handled as SciPy does), top-k overlap, and the
-regret of the arch the supernet would pick. Pure functions: no training happens here.
+Kendall tau-b and Spearman rho from SciPy (ties handled as SciPy does), top-k overlap, the
+regret of the arch the supernet would pick, tau among the standalone-best archs, the free
+baselines' tau and regret, and ensembles of supernets. Pure functions: no training happens here.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import itertools
 import json
 import math
 import random
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,6 +115,8 @@ class RankSummary:
     top_k_overlap: float  # |top-k by inherited & top-k by standalone| / k
     pick: int  # index of the arch the supernet would pick (best inherited, ties broken)
     regret: float  # best standalone minus the pick's standalone (>= 0; in the metric's units)
+    top_tau: float  # Kendall tau-b among the `top_archs` best by standalone (`top_tau`); nan where constant
+    top_archs: int  # how many archs that tau compares
 
     def to_dict(self) -> dict[str, float]:
         return {f: getattr(self, f) for f in self.__dataclass_fields__}
@@ -139,6 +143,7 @@ def rank_summary(
     k: int = 3,
     inherited_loss: Sequence[float] | None = None,
     cost: Sequence[float] | None = None,
+    top: float = 0.25,
 ) -> RankSummary:
     """Rank agreement of inherited-weight metrics with standalone ones (same arch order).
 
@@ -149,6 +154,7 @@ def rank_summary(
         k: size of the top sets for the overlap (clipped to the number of archs).
         inherited_loss: tie-break for the supernet's pick and top-k: lower first.
         cost: second tie-break (e.g. parameters): lower first.
+        top: the standalone-best archs among which `top_tau` is measured (`top_archs`).
 
     Returns:
         A RankSummary. Tau and rho are invariant to the metric's direction.
@@ -177,7 +183,126 @@ def rank_summary(
         top_k_overlap=len(set(by_supernet[:k]) & set(by_standalone[:k])) / k,
         pick=pick,
         regret=regret(standalone, standalone[pick], higher_is_better),
+        top_tau=top_tau(inherited, standalone, higher_is_better, top),
+        top_archs=top_archs(n, top),
     )
+
+
+def top_archs(n: int, top: float) -> int:
+    """How many of `n` archs a top tau compares: `top` in (0, 1) is a fraction of them (rounded
+    up), a whole number >= 2 a count; at least 2 (one pair) and at most n."""
+    if (
+        isinstance(top, bool)
+        or not isinstance(top, (int, float))
+        or not (0 < top < 1 or (top >= 2 and top == int(top)))
+    ):
+        raise ConfigError(f"top_tau={top!r}: expected a fraction of the archs in (0, 1), or a whole number >= 2")
+    count = math.ceil(top * n) if top < 1 else int(top)
+    return max(2, min(count, n))
+
+
+def top_tau(
+    predicted: Sequence[float], standalone: Sequence[float], higher_is_better: bool = True, top: float = 0.25
+) -> float:
+    """Kendall tau-b among the archs best by standalone training (`top_archs`; ties at the cut go
+    by index): how well a predictor orders the top of the space, where a search decides. A
+    supernet ranks the top worse than the whole space (Zhang et al. 2020, "How does supernet
+    help in neural architecture search?", https://arxiv.org/abs/2010.08219).
+
+    Args:
+        predicted: each arch's predicted score, in the direction of `standalone`'s metric (for the
+            supernet: its inherited metric).
+        standalone: each arch's standalone metric.
+        higher_is_better: the metric's direction, which decides what the best archs are.
+        top: a fraction in (0, 1) or a count >= 2.
+
+    Returns:
+        tau-b; nan where one side is constant among them.
+    """
+    best = supernet_order(standalone, higher_is_better)[: top_archs(len(standalone), top)]
+    return float(stats.kendalltau([predicted[i] for i in best], [standalone[i] for i in best]).statistic)
+
+
+# -- free baselines and ensembles -----------------------------------------------------------
+@dataclass(frozen=True)
+class Prediction:
+    """How well one predictor of standalone quality ranks the archs: the supernet, an ensemble of
+    supernets, or a free baseline (parameter count, FLOPs, a zero-cost proxy)."""
+
+    name: str  # "supernet", "ensemble", "run0", "params", "flops", "synflow", ...
+    kendall_tau: float  # tau-b against standalone, oriented so that +1 predicts the order exactly
+    top_tau: float  # the same among the standalone-best archs (`top_tau`)
+    regret: float  # best standalone minus that of the arch predicted best (nan: not finite)
+
+    def to_dict(self) -> dict[str, float]:
+        return {"kendall_tau": self.kendall_tau, "top_tau": self.top_tau, "regret": self.regret}
+
+    @classmethod
+    def of(cls, name: str, summary: RankSummary) -> Prediction:
+        """A supernet's row: its tau and its pick's regret, ties broken as the search does."""
+        return cls(name, summary.kendall_tau, summary.top_tau, summary.regret)
+
+    def beats(self, other: Prediction) -> bool:
+        """A higher tau and no more regret (a nan figure of `other` loses, one of this one's never wins)."""
+        if math.isnan(self.kendall_tau) or math.isnan(self.regret):
+            return False
+        return not (other.kendall_tau >= self.kendall_tau or other.regret < self.regret)
+
+
+def baseline(
+    name: str, predicted: Sequence[float], standalone: Sequence[float], higher_is_better: bool = True, top: float = 0.25
+) -> Prediction:
+    """How well a free score ranks the archs when a bigger score predicts a better arch: parameter
+    count (which ranks Transformer language models well: LiteTransformerSearch, Javaheripi et al.
+    2022, https://arxiv.org/abs/2203.02094), FLOPs, a zero-cost proxy (`nas.proxies`).
+
+    Tau is taken against the standalone metric oriented so that better is bigger (negated for a
+    loss-like one), so a positive tau means "bigger is better" holds. Its pick is the arch with
+    the biggest score; where several tie for it (archs of equal parameter count), the regret is
+    the mean over them: the expected regret of picking one of them at random.
+
+    Args:
+        name: the predictor's name in tables.
+        predicted: each arch's score; all nan when one is not finite (a proxy that overflowed).
+        standalone: each arch's standalone metric.
+        higher_is_better: the metric's direction.
+        top: the standalone-best archs the top tau compares (`top_archs`).
+    """
+    if len(predicted) != len(standalone):
+        raise ConfigError(f"{name}: expected {len(standalone)} values (one per arch); got {len(predicted)}")
+    if not all(math.isfinite(v) for v in predicted):
+        return Prediction(name, math.nan, math.nan, math.nan)
+    sign = 1 if higher_is_better else -1
+    oriented = [sign * v for v in standalone]
+    best = max(predicted)
+    picks = [v for v, p in zip(standalone, predicted) if p == best]
+    return Prediction(
+        name,
+        float(stats.kendalltau(predicted, oriented).statistic),
+        top_tau(predicted, oriented, True, top),
+        sum(regret(standalone, v, higher_is_better) for v in picks) / len(picks),
+    )
+
+
+def standardised(values: Sequence[float]) -> list[float]:
+    """z-scores: (x - mean) / standard deviation (the population's, ddof 0); all zeros where the
+    values are equal, so a run that cannot tell the archs apart adds nothing to an ensemble."""
+    mean, spread = statistics.mean(values), statistics.pstdev(values)  # exact sums: equal values spread 0
+    return [(v - mean) / spread if spread > 0 else 0.0 for v in values]
+
+
+def ensemble(per_run: Sequence[Sequence[float]]) -> list[float]:
+    """The score of an ensemble of supernets: each run's scores of the same archs standardised
+    (`standardised`), then averaged per arch. Standardising first keeps a run whose scores spread
+    widely (a supernet that learned the task) from outweighing one whose scores sit near chance.
+
+    Args:
+        per_run: for each run, its score of every arch (the same archs in the same order).
+    """
+    if not per_run or len({len(scores) for scores in per_run}) != 1:
+        raise ConfigError("ensemble: expected one score per arch from every run, the same archs in each")
+    columns = [standardised(scores) for scores in per_run]
+    return [sum(column[i] for column in columns) / len(columns) for i in range(len(per_run[0]))]
 
 
 def seed_agreement(per_arch: Sequence[Sequence[float]]) -> float | None:
@@ -280,6 +405,9 @@ class RankedArch:
     inherited_loss: float  # the validation loss with inherited weights
     standalone: list[float] = field(default_factory=list)  # metric per standalone seed
     cost: dict[str, float] = field(default_factory=dict)  # e.g. {"params": ..., "flops": ...}
+    # other predictors' scores: zero-cost proxies ("synflow", "grad_norm") and, in an ensemble,
+    # each run's own inherited metric ("run0", "run1", ...)
+    scores: dict[str, float] = field(default_factory=dict)
 
     @property
     def standalone_mean(self) -> float:
@@ -293,15 +421,16 @@ def write_ranking(
     higher_is_better: bool = True,
     seeds: Sequence[int] | None = None,
 ) -> None:
-    """Write `ranking.csv`: one row per arch with its cost, inherited metric and loss, the
-    standalone metric per seed and their mean, and both ranks (1 = best; ties share the
-    average rank, as in Spearman's rho). `seeds` name the standalone columns
+    """Write `ranking.csv`: one row per arch with its cost, its other scores (`score_<name>`),
+    inherited metric and loss, the standalone metric per seed and their mean, and both ranks
+    (1 = best; ties share the average rank, as in Spearman's rho). `seeds` name the standalone columns
     (`standalone_<metric>_seed<s>`, in the order of each row's `standalone`); 0, 1, ... by default."""
     sign = -1 if higher_is_better else 1
     labels = list(seeds) if seeds is not None else list(range(max((len(r.standalone) for r in rows), default=0)))
     if any(len(r.standalone) > len(labels) for r in rows):
         raise ConfigError(f"write_ranking: a row has more standalone values than the {len(labels)} seeds named")
     cost_keys = sorted({k for r in rows for k in r.cost})
+    score_keys = list(dict.fromkeys(k for r in rows for k in r.scores))  # in the order given
     inherited_rank = stats.rankdata([sign * r.inherited for r in rows])
     standalone = [r.standalone_mean for r in rows]
     have = [math.isfinite(v) for v in standalone]
@@ -314,6 +443,7 @@ def write_ranking(
             [
                 "arch_id",
                 *(f"cost_{k}" for k in cost_keys),
+                *(f"score_{k}" for k in score_keys),
                 f"inherited_{metric}",
                 "inherited_loss",
                 *(f"standalone_{metric}_seed{s}" for s in labels),
@@ -330,6 +460,7 @@ def write_ranking(
                 [
                     i,
                     *(r.cost.get(k, "") for k in cost_keys),
+                    *(r.scores.get(k, "") for k in score_keys),
                     r.inherited,
                     r.inherited_loss,
                     *per_seed,
@@ -367,6 +498,7 @@ def read_ranking(path: str | Path, metric: str) -> list[RankedArch]:
                     inherited_loss=float(row["inherited_loss"]),
                     standalone=[float(row[k]) for k in seeds if row[k] != ""],
                     cost={k[len("cost_") :]: float(v) for k, v in row.items() if k.startswith("cost_") and v != ""},
+                    scores={k[len("score_") :]: float(v) for k, v in row.items() if k.startswith("score_") and v != ""},
                 )
             )
         except (ValueError, json.JSONDecodeError) as err:

@@ -1,13 +1,12 @@
-"""nas-rank on a tiny search run: the files it writes, resume after a kill, the shared work list
-(claims), several worker processes, and one-line errors for a bad run folder or archs value."""
+"""nas-rank on a tiny search run: the files it writes, resume after a kill, the standalone jobs
+in this process and as local processes (nas.jobs.engine on submitit), and one-line errors for a
+bad run folder or archs value."""
 
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -16,10 +15,21 @@ from omegaconf import OmegaConf
 from nas import pipeline, rank_pipeline
 from nas.cli import rank as rank_cli
 from nas.errors import ConfigError
-from nas.jobs import queue
+from nas.jobs.engine import JobsConfig, JobsFailed, run_jobs
+from nas.jobs.job import Budget, Job, read_result
 from nas.model import ModelSpec
 from nas.ops.attention import revisions
-from nas.ranking import read_ranking, seed_agreement, stratified_archs, write_archs
+from nas.proxies import at_initialisation
+from nas.ranking import (
+    Prediction,
+    baseline,
+    ensemble,
+    read_ranking,
+    seed_agreement,
+    stratified_archs,
+    top_tau,
+    write_archs,
+)
 from nas.space import Arch
 from nas.tasks import build_task
 from nas.training import standalone
@@ -27,8 +37,9 @@ from nas.training.retrain import RetrainModule
 from nas.training.search import load_supernet
 from tests.cli.conftest import TINY, compose_config
 
-# in this process (counted); the search's own pick has a test of its own
-TINY_RANK = ["budget.max_epochs=1", "budget.warmup_steps=2", "workers=1", "search_pick=false"]
+# in this process (submitit's debug executor: counted); the search's own pick has a test of its own
+TINY_RANK = ["budget.max_epochs=1", "budget.warmup_steps=2", "jobs.executor=debug", "search_pick=false"]
+IN_THIS_PROCESS = JobsConfig(executor="debug")
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +58,7 @@ def rank_config(run_dir, *overrides):
 
 
 def counting(monkeypatch):
-    """Count standalone trainings (run in this process with workers=1)."""
+    """Count standalone trainings (run in this process with jobs.executor=debug)."""
     calls = []
     real = standalone.train
 
@@ -73,7 +84,7 @@ def test_rank_writes_its_files_and_a_rerun_trains_only_what_is_missing(search_ru
     assert summary["standalone_seed_tau"] is None and "seed agreement" not in first.text  # one seed
     assert (out / "archs.yaml").is_file() and list((out / "tensorboard").iterdir())
     results = sorted((out / "standalone").glob("*.json"))
-    assert len(results) == 3 and not list((out / "standalone").glob("*.claim"))
+    assert len(results) == 3 and not list((out / "standalone" / "in_progress").glob("*"))
     space = load_supernet(search_run / "checkpoints" / "last.ckpt").space
     for result in map(json.loads, (p.read_text() for p in results)):  # what its ops computed then
         assert result["op_revisions"] == revisions(space.op_types(Arch.from_dict(result["arch"])))
@@ -269,61 +280,13 @@ def test_a_supernet_trained_before_an_op_changed_is_named_on_load(search_run, tm
     assert "older.ckpt was written by linformer revision 1 -> 2" in caplog.text
 
 
-def test_claims_are_exclusive_and_a_dead_process_claim_is_taken_over(tmp_path):
-    job = queue.Job({"arch": {"depth": 1}, "space": {}, "shape": {}}, {}, "", 0, queue.Budget(), {})
-    assert queue.claim(tmp_path, job)
-    assert not queue.claim(tmp_path, job)  # held by this (live) process
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
-    (tmp_path / f"{job.id}.claim").write_text(f"{socket.gethostname()} {dead.pid}\n")
-    assert queue.claim(tmp_path, job)  # its owner is gone: taken over
-    claim = tmp_path / f"{job.id}.claim"
-    claim.write_text(f"another-host.example {os.getpid()}\n")
-    assert not queue.claim(tmp_path, job)  # another machine's, its heartbeat going: respected
-    old = time.time() - queue.STALE_CLAIM_SECONDS - 5
-    os.utime(claim, (old, old))
-    assert queue.claim(tmp_path, job)  # its heartbeat stopped: the machine died, taken over
-    claim.write_text(f"another-host.example {os.getpid()}\n")
-    queue.release(tmp_path, job)
-    assert queue.claim(tmp_path, job)
-
-
-def test_a_training_process_keeps_its_claims_fresh_and_only_its_own(tmp_path, monkeypatch):
-    monkeypatch.setattr(queue, "HEARTBEAT_SECONDS", 0.05)
-    arch = {"depth": 1, "layers": [{"attention": "full", "heads": 1, "ffn_dim": 8}]}
-    job = queue.Job({"arch": arch, "space": {}, "shape": {}}, {}, "", 0, queue.Budget(), {})
-    long_ago = time.time() - 1000
-    others = tmp_path / "another.claim"
-    others.write_text(f"another-host.example {os.getpid()}\n")
-    os.utime(others, (long_ago, long_ago))
-    ages = []
-
-    def slow_training(job, checkpoints=None):
-        claim = tmp_path / f"{job.id}.claim"
-        os.utime(claim, (long_ago, long_ago))
-        time.sleep(0.5)  # ten heartbeats
-        ages.append(time.time() - claim.stat().st_mtime)
-        return {
-            "arch": job.model["arch"],
-            "seed": job.seed,
-            "budget": job.budget.__dict__,
-            "metric": "acc",
-            "val": 0.5,
-            "val_loss": 1.0,
-            "train_seconds": 0.5,
-        }  # read back and checked as a real result
-
-    assert queue.run_jobs([job], tmp_path, train_fn=slow_training) == [job]
-    assert ages[0] < 0.5 and others.stat().st_mtime == pytest.approx(long_ago, abs=1)
-
-
-def largest_arch_job(search_run, epochs: int = 1) -> queue.Job:
+def largest_arch_job(search_run, epochs: int = 1) -> Job:
     saved = OmegaConf.load(search_run / ".hydra" / "config.yaml")
     supernet = load_supernet(search_run / "checkpoints" / "last.ckpt")
     task = OmegaConf.to_container(saved.task, resolve=True)  # a record: name and options
-    budget = queue.Budget(max_epochs=epochs, warmup_steps=2)
+    budget = Budget(max_epochs=epochs, warmup_steps=2)
     spec = ModelSpec(supernet.space.largest(), supernet.space, supernet.shape)
-    return queue.Job(spec.to_dict(), task, str(saved.paths.data_dir), 0, budget, {"accelerator": "cpu", "devices": 1})
+    return Job(spec.to_dict(), task, str(saved.paths.data_dir), 0, budget, {"accelerator": "cpu", "devices": 1})
 
 
 def test_a_job_trains_the_same_twice_and_another_seed_differs(search_run):
@@ -331,7 +294,7 @@ def test_a_job_trains_the_same_twice_and_another_seed_differs(search_run):
     job = largest_arch_job(search_run)
     first, again = standalone.train(job), standalone.train(job)
     assert (first["val"], first["val_loss"]) == (again["val"], again["val_loss"])
-    other = standalone.train(queue.Job(**{**job.__dict__, "seed": 1}))
+    other = standalone.train(Job(**{**job.__dict__, "seed": 1}))
     assert other["val_loss"] != first["val_loss"]
 
 
@@ -346,57 +309,51 @@ def test_a_job_killed_mid_training_resumes_at_its_last_epoch_and_ends_as_if_neve
             raise RuntimeError("killed")
 
     monkeypatch.setattr(RetrainModule, "on_train_epoch_start", killed_in_epoch_1, raising=False)
-    with pytest.raises(RuntimeError, match="killed"):
-        queue.run_jobs([job], tmp_path, standalone.train)
-    assert (tmp_path / "in_progress" / f"{job.id}.ckpt").is_file() and queue.read_result(tmp_path, job) is None
+    with pytest.raises(JobsFailed, match=f"1 of 1 standalone jobs failed, the first {job.id} .*RuntimeError: killed"):
+        run_jobs([job], tmp_path, standalone.train, IN_THIS_PROCESS)
+    assert (tmp_path / "in_progress" / f"{job.id}.ckpt").is_file() and read_result(tmp_path, job) is None
     monkeypatch.undo()
     epochs = []
     monkeypatch.setattr(RetrainModule, "on_train_epoch_start", lambda m: epochs.append(m.current_epoch), raising=False)
-    assert queue.run_jobs([job], tmp_path, standalone.train) == [job]
+    assert run_jobs([job], tmp_path, standalone.train, IN_THIS_PROCESS).trained == [job]
     assert epochs == [1]  # epoch 0 was not trained again
-    resumed = queue.read_result(tmp_path, job)
+    resumed = read_result(tmp_path, job)
     assert resumed["val_loss"] == pytest.approx(uninterrupted["val_loss"], rel=1e-5)
     assert resumed["val"] == uninterrupted["val"]
     assert not list((tmp_path / "in_progress").iterdir())  # the checkpoint goes with the result
 
 
 def test_job_ids_name_what_determines_the_result():
-    job = queue.Job(
+    job = Job(
         {"arch": {"depth": 1}, "space": {"name": "s"}, "shape": {}},
         {"seq_len": 8},
         "/data",
         0,
-        queue.Budget(),
+        Budget(),
         {"accelerator": "cpu"},
     )
-    same_elsewhere = queue.Job(
-        {"arch": {"depth": 1}, "space": {"name": "s"}, "shape": {}}, {"seq_len": 8}, "/other", 0, queue.Budget(), {}
+    same_elsewhere = Job(
+        {"arch": {"depth": 1}, "space": {"name": "s"}, "shape": {}}, {"seq_len": 8}, "/other", 0, Budget(), {}
     )
     assert job.id == same_elsewhere.id  # where data is cached and on what it trains do not change it
     for other in (
-        queue.Job(
-            {"arch": {"depth": 2}, "space": {"name": "s"}, "shape": {}}, {"seq_len": 8}, "", 0, queue.Budget(), {}
-        ),
-        queue.Job(
-            {"arch": {"depth": 1}, "space": {"name": "s"}, "shape": {}}, {"seq_len": 8}, "", 1, queue.Budget(), {}
-        ),
-        queue.Job(
+        Job({"arch": {"depth": 2}, "space": {"name": "s"}, "shape": {}}, {"seq_len": 8}, "", 0, Budget(), {}),
+        Job({"arch": {"depth": 1}, "space": {"name": "s"}, "shape": {}}, {"seq_len": 8}, "", 1, Budget(), {}),
+        Job(
             {"arch": {"depth": 1}, "space": {"name": "s"}, "shape": {}},
             {"seq_len": 8},
             "",
             0,
-            queue.Budget(max_epochs=3),
+            Budget(max_epochs=3),
             {},
         ),
-        queue.Job(
-            {"arch": {"depth": 1}, "space": {"name": "s"}, "shape": {}}, {"seq_len": 9}, "", 0, queue.Budget(), {}
-        ),
-        queue.Job(
+        Job({"arch": {"depth": 1}, "space": {"name": "s"}, "shape": {}}, {"seq_len": 9}, "", 0, Budget(), {}),
+        Job(
             {"arch": {"depth": 1}, "space": {"name": "s"}, "shape": {}},
             {"seq_len": 8},
             "",
             0,
-            queue.Budget(),
+            Budget(),
             {},
             {"linformer": 2},
         ),
@@ -405,12 +362,12 @@ def test_job_ids_name_what_determines_the_result():
     # Jobs without revised ops keep the id they had before revisions were recorded: a cached
     # result is retrained only where an op of its arch has changed since.
     assert job.id == "3efbf3bc7c54d3e5"  # as computed before revisions existed, and before ModelSpec
-    other_shape = queue.Job(
+    other_shape = Job(
         {"arch": {"depth": 1}, "space": {"name": "s"}, "shape": {"max_len": 8}},
         {"seq_len": 8},
         "",
         0,
-        queue.Budget(),
+        Budget(),
         {},
     )
     assert other_shape.id == job.id  # the task decides the shape: it adds nothing to the key
@@ -423,16 +380,124 @@ def test_the_cli_prints_the_figures(search_run, capsys):
     assert f"{outcome.summary.regret:.4f}" in printed
 
 
-@pytest.mark.slow  # two spawned processes import torch and Lightning: half a minute on 2 loaded cores
-def test_two_worker_processes_train_every_job_once(search_run, tmp_path):
+def tiny_search(run_dir: Path, *overrides: str) -> Path:
+    cfg = compose_config(
+        "search", run_dir, [*TINY, "strategy=random", "strategy.samples=2", "retrain.enabled=false", *overrides]
+    )
+    pipeline.run(cfg, run_dir)
+    (run_dir / ".hydra").mkdir()
+    OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def second_run(tmp_path_factory):
+    """Another tiny search of the same space and task, with another seed: its supernet scores differ."""
+    return tiny_search(tmp_path_factory.mktemp("second") / "run", "seed=1")
+
+
+def test_the_free_baselines_and_the_top_tau_are_printed_and_stored(search_run, monkeypatch):
+    counting(monkeypatch)
+    outcome = rank_pipeline.rank(rank_config(search_run, "archs=4", "top_tau=3"))
+    summary = json.loads((outcome.dir / "summary.json").read_text())
+    rows = read_ranking(outcome.dir / "ranking.csv", "acc")  # the proxies' scores are in it
+    standalone = [r.standalone_mean for r in rows]
+    assert list(summary["predictors"]) == ["supernet", "params", "flops", "synflow", "grad_norm"]
+    assert summary["top_archs"] == 3
+    expected = top_tau([r.inherited for r in rows], standalone, True, 3)
+    assert summary["top_tau"] == pytest.approx(expected, nan_ok=True)
+    own = {k: summary[k] for k in ("kendall_tau", "top_tau", "regret")}
+    assert summary["predictors"]["supernet"] == pytest.approx(own, nan_ok=True)
+    for name in ("params", "flops", "synflow", "grad_norm"):
+        scores = [{**r.cost, **r.scores}[name] for r in rows]
+        assert summary["predictors"][name] == pytest.approx(
+            baseline(name, scores, standalone, True, 3).to_dict(), nan_ok=True
+        )
+    # each proxy at the initialisation of the first standalone seed, on the first training batch
+    saved = OmegaConf.load(search_run / ".hydra" / "config.yaml")
+    task = build_task(OmegaConf.to_container(saved.task), saved.paths.data_dir, "test")
+    spec = ModelSpec(rows[0].arch, load_supernet(search_run / "checkpoints" / "last.ckpt").space, task.shape)
+    assert rows[0].scores == at_initialisation(spec, next(iter(task.train_dataloader())), seed=0)
+
+    assert "among the 3 best by standalone" in outcome.text
+    for p in outcome.predictions:
+        assert f"{p.name:<12}{p.kendall_tau:>7.3f}  {p.top_tau:>11.3f}  {p.regret:>7.4f}" in outcome.text
+    supernet, *baselines = outcome.predictions
+    wins = all(supernet.beats(b) for b in baselines)
+    assert ("the supernet beats every free baseline on tau and on regret" in outcome.text) == wins
+    assert ("the supernet does NOT beat " in outcome.text) == (not wins)
+
+
+def test_a_supernet_that_does_not_beat_counting_parameters_is_told_so():
+    nan = float("nan")
+    baselines = [Prediction("flops", 0.1, 0.0, 0.4), Prediction("synflow", nan, nan, nan)]
+    behind = [Prediction("supernet", 0.2, 0.0, 0.3), Prediction("params", 0.5, 0.3, 0.0), *baselines]
+    lines = rank_pipeline.predictions_text(behind, 4)
+    assert lines[0].startswith("predictor     tau-b   best-4 tau   regret")
+    assert (
+        lines[-1] == "the supernet does NOT beat params (its tau 0.500 against 0.200, its regret 0.0000 against 0.3000)"
+    )
+    ahead = [Prediction("ensemble", 0.6, 0.1, 0.0), Prediction("run0", 0.1, 0.1, 0.5), *behind[1:]]
+    assert rank_pipeline.predictions_text(ahead, 4)[-1] == "the ensemble beats every free baseline on tau and on regret"
+
+
+def test_an_ensemble_of_runs_ranks_by_their_standardised_scores(search_run, second_run, monkeypatch, tmp_path):
+    calls = counting(monkeypatch)
+    shared = f"standalone_dir={search_run / 'rank' / 'standalone'}"  # where the ensemble looks by default
+    alone = [rank_pipeline.rank(rank_config(run, "archs=3", shared)) for run in (search_run, second_run)]
+    trained = len(calls)
+    cfg = compose_config("rank", tmp_path / "cmd", [f"run=[{search_run},{second_run}]", *TINY_RANK, "archs=3"])
+    together = rank_pipeline.rank(cfg)
+    assert len(calls) == trained and together.search_pick is None  # the same standalone jobs; no pick of one run
+    assert together.dir == search_run / "rank" / "ensemble"
+    per_run = [[r.inherited for r in outcome.rows] for outcome in alone]
+    assert per_run[0] != per_run[1]  # two supernets that score differently
+    assert [r.inherited for r in together.rows] == pytest.approx(ensemble(per_run))
+    assert [[r.scores[f"run{i}"] for r in together.rows] for i in (0, 1)] == per_run
+    standalone = [r.standalone_mean for r in together.rows]
+    assert standalone == [r.standalone_mean for r in alone[0].rows]
+    summary = json.loads((together.dir / "summary.json").read_text())
+    assert list(summary["predictors"])[:3] == ["ensemble", "run0", "run1"]
+    assert summary["runs"] == [str(search_run), str(second_run)]
+    for i, outcome in enumerate(alone):  # each run's own figures, as nas-rank of it alone
+        own = {k: outcome.summary.to_dict()[k] for k in ("kendall_tau", "top_tau", "regret")}
+        assert summary["predictors"][f"run{i}"] == pytest.approx(own, nan_ok=True)
+    from scipy import stats
+
+    tau = stats.kendalltau(ensemble(per_run), standalone).statistic
+    assert summary["kendall_tau"] == pytest.approx(tau, nan_ok=True)
+    assert "ensemble: the mean of the 2 runs' standardised inherited scores" in together.text
+    assert read_ranking(together.dir / "ranking.csv", "acc")[0].scores.keys() >= {"run0", "run1", "synflow"}
+
+
+def test_an_ensemble_refuses_runs_of_another_space_or_task(search_run, tmp_path_factory, tmp_path, capsys):
+    other_space = tiny_search(tmp_path_factory.mktemp("tiny_space") / "run", "space=tiny")
+    other_task = tmp_path / "other_task"
+    shutil.copytree(search_run, other_task, ignore=shutil.ignore_patterns("rank"))
+    saved = OmegaConf.load(other_task / ".hydra" / "config.yaml")
+    saved.task.num_val = 32
+    OmegaConf.save(saved, other_task / ".hydra" / "config.yaml")
+    for other, words in (
+        (other_space, f"run={other_space}: its supernet's space (tiny) is not that of {search_run} (quickstart)"),
+        (other_task, f"run={other_task}: its task differs from that of {search_run} (in num_val)"),
+    ):
+        cfg = compose_config("rank", tmp_path / "cmd", [f"run=[{search_run},{other}]", *TINY_RANK, "archs=3"])
+        with pytest.raises(SystemExit):
+            rank_cli.run(cfg)
+        err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+        assert len(err) == 1 and words in err[0], err
+
+
+@pytest.mark.slow  # two local processes import torch and Lightning: half a minute on 2 loaded cores
+def test_two_local_processes_train_every_job_once(search_run, tmp_path):
     folder = search_run / "rank" / "standalone"
     before = set(folder.glob("*.json")) if folder.exists() else set()
-    cfg = rank_config(search_run, "archs=4", "workers=2", "seed=7")
+    cfg = rank_config(search_run, "archs=4", "jobs.executor=local", "workers=2", "seed=7")
     outcome = rank_pipeline.rank(cfg)
     new = set(folder.glob("*.json")) - before
     assert outcome.trained == len(new) >= 1
     pids = {json.loads(p.read_text())["pid"] for p in new}
-    assert os.getpid() not in pids and 1 <= len(pids) <= 2  # trained in the spawned workers
+    assert os.getpid() not in pids and len(pids) == len(new)  # each trained in a process of its own
     assert rank_pipeline.rank(cfg).trained == 0
 
 
@@ -466,11 +531,18 @@ BAD = [
     (["run={tmp}/nowhere", "archs=3"], "no such folder"),
     (["run={tmp}", "archs=3"], "no checkpoints/last.ckpt"),
     (["run={run}", "archs=1"], "at least 2 archs"),
+    (["run=[{run},{run}]", "archs=3"], "expected one search run folder or a list of distinct ones"),
+    (["run=[]", "archs=3"], "expected one search run folder or a list of distinct ones"),
+    (["run={run}", "archs=3", "top_tau=1"], "top_tau=1: expected a fraction of the archs in (0, 1)"),
     (["run={run}", "archs=0"], "at least 2 archs"),
     (["run={run}", "archs=true"], "expected a number of archs"),
     (["run={run}", "archs={tmp}/missing.yaml"], "missing.yaml: no such file"),
     (["run={run}", "archs=3", "seeds=[0,0]"], "seeds"),
     (["run={run}", "archs=3", "workers=0"], "workers=0"),
+    (["run={run}", "archs=3", "jobs.executor=local", "workers=99999"], "workers=99999: must be a whole number from 1"),
+    (["run={run}", "archs=3", "jobs.executor=ray"], "jobs.executor='ray': allowed: local, slurm, debug"),
+    (["run={run}", "archs=3", "jobs.executor=slurm"], "jobs.executor=slurm: no SLURM here"),
+    (["run={run}", "archs=3", "jobs.slurm.time_minutes=0"], "jobs.slurm.time_minutes=0"),
     (["run={run}", "archs=3", "budget.max_epochs=0"], "budget.max_epochs"),
     (["run={run}", "archs=3", "calibrate.steps=-5"], "calibrate.steps=-5"),
     (["run={run}", "archs=3", "calibrate.lr=fast"], "calibrate.lr"),

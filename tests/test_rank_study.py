@@ -1,6 +1,7 @@
 """scripts/studies/rank_study.py: every row of the study is a valid `nas-search` configuration,
-and its totals count each standalone job once."""
+its totals count each standalone job once, and an ensemble row names its runs as one list."""
 
+import argparse
 import importlib.util
 import json
 from pathlib import Path
@@ -56,3 +57,40 @@ def test_the_study_counts_each_standalone_job_once(rank_study, tmp_path):
         result = {"budget": {"max_epochs": epochs}, "seed": seed, "train_seconds": 1.5}
         (tmp_path / f"{job}.json").write_text(json.dumps(result))
     assert rank_study.standalone_jobs([{}, *rows], tmp_path, epochs=16, seeds=[0]) == {"a": 1.5}
+
+
+def test_an_ensemble_row_ranks_every_search_seed_of_a_mechanism_at_once(rank_study, tmp_path, monkeypatch):
+    commands = []
+    runs = [tmp_path / "search" / f"fair_seed{seed}" for seed in (0, 1)]
+    summary = {field: 0.5 for field in rank_study.SUMMARY_FIELDS}
+    summary["predictors"] = {name: {"kendall_tau": 0.5} for name in ("ensemble", "run0", "run1", "params")}
+
+    def nas_rank(cmd, log, threads):  # what the study reads back: the ensemble's summary.json
+        commands.append(cmd)
+        (runs[0] / "rank" / "ensemble").mkdir(parents=True, exist_ok=True)
+        (runs[0] / "rank" / "ensemble" / "summary.json").write_text(json.dumps(summary))
+        return 2.0, 1.5
+
+    monkeypatch.setattr(rank_study, "run", nas_rank)
+    (tmp_path / "rows").mkdir()
+    args = argparse.Namespace(
+        search_seeds=[0, 1],
+        seeds=[0],
+        standalone_dir=tmp_path / "standalone",
+        standalone_epochs=8,
+        standalone_lr=3e-3,
+        data_dir="data_cache",
+        calibrate_steps=0,
+        calibrate_lr=1e-3,
+        workers=None,
+        threads=1,
+    )
+    row = rank_study.ensemble(tmp_path, tmp_path / "archs.yaml", "fair", {"archs": 16}, args)
+    assert row["runs"] == [str(r) for r in runs] and row["predictors"] == summary["predictors"]
+    # the override names both runs as one list, as Hydra reads it
+    override = next(arg for arg in commands[0] if arg.startswith("run="))
+    assert list(compose_config("rank", tmp_path / "cmd", [override]).run) == [str(r) for r in runs]
+    assert rank_study.ensemble(tmp_path, tmp_path / "archs.yaml", "fair", {"archs": 16}, args) == row
+    assert len(commands) == 1  # recorded: reused
+    rank_study.ensemble(tmp_path, tmp_path / "archs.yaml", "fair", {"archs": 32}, args)
+    assert len(commands) == 2  # another setting: ranked again

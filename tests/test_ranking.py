@@ -11,15 +11,21 @@ import pytest
 from nas.errors import ConfigError
 from nas.metrics import HIGHER_IS_BETTER
 from nas.ranking import (
+    Prediction,
     RankedArch,
+    baseline,
+    ensemble,
     rank_summary,
     read_archs,
     read_ranking,
     regret,
     regret_per_seed,
     seed_agreement,
+    standardised,
     stratified_archs,
     supernet_order,
+    top_archs,
+    top_tau,
     write_archs,
     write_ranking,
 )
@@ -104,6 +110,84 @@ def test_supernet_order_is_the_order_a_strategy_ranks_in(metric, expected):
     ]
     by_strategy = [c.arch.layers[0].ffn_dim - 1 for c in best_first(candidates, metric)]
     assert supernet_order(INHERITED, HIGHER_IS_BETTER[metric], loss, cost) == by_strategy == expected
+
+
+def test_top_tau_is_tau_among_the_standalone_best():
+    # the best quarter of the 8 by standalone: archs 1 (0.97), 0 (0.95), 5 (0.80), 2 (0.60)
+    best = [1, 0, 5, 2]
+    expected = brute_tau_b([INHERITED[i] for i in best], [STANDALONE[i] for i in best])
+    # by hand: inherited 1.0, 1.0, 1.0, 0.9 against 0.97, 0.95, 0.80, 0.60: 6 pairs, 3 tied in
+    # inherited, the other 3 concordant: 3 / sqrt(3 * 6)
+    assert expected == pytest.approx(3 / math.sqrt(18))
+    assert top_tau(INHERITED, STANDALONE, top=0.5) == pytest.approx(expected, abs=1e-12)
+    assert top_tau(INHERITED, STANDALONE, top=4) == pytest.approx(expected, abs=1e-12)
+    s = rank_summary(INHERITED, STANDALONE, top=0.5)
+    assert (s.top_archs, s.top_tau) == (4, pytest.approx(expected, abs=1e-12))
+    assert rank_summary(INHERITED, STANDALONE).top_archs == 2  # a quarter of 8
+    # a loss: the best are the lowest; the order within them is the same one either way up
+    flipped = [-v for v in STANDALONE]
+    assert top_tau([-v for v in INHERITED], flipped, higher_is_better=False, top=4) == pytest.approx(expected)
+    # the whole space's tau is the top tau over every arch
+    assert top_tau(INHERITED, STANDALONE, top=8) == pytest.approx(brute_tau_b(INHERITED, STANDALONE))
+
+
+@pytest.mark.parametrize(
+    "top, n, expected", [(0.25, 16, 4), (0.25, 3, 2), (0.3, 10, 3), (0.99, 5, 5), (5, 3, 3), (2, 9, 2)]
+)
+def test_top_archs_is_a_fraction_rounded_up_or_a_count(top, n, expected):
+    assert top_archs(n, top) == expected
+
+
+@pytest.mark.parametrize("bad", [0, 1, 1.0, 1.5, -0.25, "quarter", True])
+def test_top_archs_refuses_what_is_neither(bad):
+    with pytest.raises(ConfigError, match=f"top_tau={bad!r}: expected a fraction"):
+        top_archs(8, bad)
+
+
+def test_a_baseline_ranks_by_its_score_bigger_predicting_better():
+    params = [100, 300, 200, 400]
+    standalone = [0.5, 0.7, 0.9, 0.6]
+    b = baseline("params", params, standalone, top=2)
+    assert b.kendall_tau == pytest.approx(brute_tau_b(params, standalone))
+    # its pick is the biggest (arch 3, 0.6): regret 0.9 - 0.6; among the best two (archs 2 and 1)
+    # 200 < 300 while 0.9 > 0.7: discordant
+    assert b.regret == pytest.approx(0.3) and b.top_tau == pytest.approx(-1.0)
+    # a loss (lower is better): "bigger is better" still holds when the biggest has the lowest loss
+    losses = [1.0, 0.8, 0.9, 0.5]
+    down = baseline("params", params, losses, higher_is_better=False, top=2)
+    assert down.kendall_tau == pytest.approx(-brute_tau_b(params, losses)) and down.kendall_tau > 0
+    assert down.regret == 0.0 and down.top_tau == pytest.approx(1.0)  # archs 3, 1: 400 > 300 and 0.5 < 0.8
+
+
+def test_a_baseline_tie_for_the_biggest_costs_the_mean_regret_of_the_tied():
+    # full and local attention of one width have the same parameter count
+    b = baseline("params", [5, 9, 9, 9], [0.9, 0.8, 0.6, 0.4])
+    assert b.regret == pytest.approx(((0.9 - 0.8) + (0.9 - 0.6) + (0.9 - 0.4)) / 3)
+    overflowed = baseline("synflow", [1.0, math.inf, 2.0, 3.0], [0.9, 0.8, 0.6, 0.4])
+    assert all(math.isnan(v) for v in overflowed.to_dict().values())
+
+
+def test_the_supernet_beats_a_baseline_with_a_higher_tau_and_no_more_regret():
+    supernet = Prediction("supernet", 0.5, 0.2, 0.01)
+    assert supernet.beats(Prediction("params", 0.4, 0.9, 0.01))
+    assert not supernet.beats(Prediction("params", 0.5, 0.0, 0.1))  # an equal tau is no win
+    assert not supernet.beats(Prediction("params", 0.1, 0.0, 0.0))  # less regret: counting parameters picks better
+    assert supernet.beats(Prediction("synflow", math.nan, math.nan, math.nan))
+    assert not Prediction("supernet", math.nan, math.nan, 0.0).beats(Prediction("params", 0.1, 0.0, 0.1))
+
+
+def test_standardised_scores_and_the_ensemble_of_runs():
+    # [1, 2, 3]: mean 2, population standard deviation sqrt(2/3)
+    assert standardised([1, 2, 3]) == pytest.approx([-math.sqrt(1.5), 0, math.sqrt(1.5)])
+    assert standardised([0.4, 0.4, 0.4]) == [0.0, 0.0, 0.0]  # a run that cannot tell archs apart adds nothing
+    z = math.sqrt(1.5)
+    assert ensemble([[1, 2, 3], [10, 30, 20]]) == pytest.approx([-z, z / 2, z / 2])
+    # each run's scale and offset drop out: a run near chance counts as much as a confident one
+    assert ensemble([[0.12, 0.13, 0.14], [100, 300, 200]]) == pytest.approx(ensemble([[1, 2, 3], [10, 30, 20]]))
+    assert ensemble([[0.5, 0.5, 0.5], [1, 3, 2]]) == pytest.approx([v / 2 for v in standardised([1, 3, 2])])
+    assert ensemble([[3, 1, 2]]) == pytest.approx(standardised([3, 1, 2]))  # one run: its own order
+    with pytest.raises(ConfigError, match="the same archs in each"):
+        ensemble([[1, 2, 3], [1, 2]])
 
 
 def test_seed_agreement_is_the_mean_tau_b_over_pairs_of_seeds():
@@ -214,7 +298,7 @@ def test_write_ranking(tmp_path):
         Arch(1, (LayerArch("linformer", 2, 64),)),
     ]
     rows = [
-        RankedArch(archs[0], 0.9, 0.3, [0.8, 0.9], {"params": 100}),
+        RankedArch(archs[0], 0.9, 0.3, [0.8, 0.9], {"params": 100}, {"synflow": 12.5, "run0": 0.25}),
         RankedArch(archs[1], 0.9, 0.4, [0.5, 0.6], {"params": 90}),
         RankedArch(archs[2], 0.7, 0.8, [0.95], {"params": 80}),
     ]
@@ -224,6 +308,8 @@ def test_write_ranking(tmp_path):
     assert list(table[0]) == [
         "arch_id",
         "cost_params",
+        "score_synflow",
+        "score_run0",
         "inherited_acc",
         "inherited_loss",
         "standalone_acc_seed0",
@@ -239,8 +325,8 @@ def test_write_ranking(tmp_path):
     assert table[2]["standalone_acc_seed1"] == ""
     assert read_archs(tmp_path / "ranking.csv") == archs
     back = read_ranking(tmp_path / "ranking.csv", "acc")
-    assert [(r.arch, r.inherited, r.inherited_loss, r.standalone, r.cost) for r in back] == [
-        (r.arch, r.inherited, r.inherited_loss, r.standalone, r.cost) for r in rows
+    assert [(r.arch, r.inherited, r.inherited_loss, r.standalone, r.cost, r.scores) for r in back] == [
+        (r.arch, r.inherited, r.inherited_loss, r.standalone, r.cost, r.scores) for r in rows
     ]
     with pytest.raises(ConfigError, match="expected a ranking.csv with the columns arch, inherited_bpb"):
         read_ranking(tmp_path / "ranking.csv", "bpb")

@@ -1,9 +1,12 @@
 """`nas-rank`: how faithfully a search's supernet ranks architectures: inherited-weight scores
-against standalone training from scratch, Kendall tau-b, Spearman rho, top-k overlap and the
-regret of the supernet's pick (`nas.rank_pipeline.rank`).
+against standalone training from scratch, Kendall tau-b (also among the standalone-best
+archs), Spearman rho, top-k overlap and the regret of the supernet's pick, beside the free
+baselines' (parameter count, FLOPs, zero-cost proxies) and, for several runs, an ensemble's
+(`nas.rank_pipeline.rank`).
 
     nas-rank run=runs/search/<timestamp> archs=8
     nas-rank run=runs/search/<timestamp> archs=ranked.csv seeds=3 workers=2
+    nas-rank 'run=[runs/search/<a>,runs/search/<b>]' archs=8
 """
 
 from __future__ import annotations

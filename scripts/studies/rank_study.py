@@ -23,12 +23,18 @@ the same batches; FairNAS and the sandwich rule spend more compute per step, whi
 regret of the supernet's pick among the ranked archs (`regret`) and of the search's own
 `best_arch.yaml` (`search_pick_regret`), which for DARTS and GDAS is the arch they decided on.
 
+Every row also carries `nas-rank`'s free baselines (the tau and regret of ranking by parameter
+count, FLOPs and the zero-cost proxies synflow and grad_norm) and tau among the standalone-best
+quarter. With two search seeds or more, each mechanism also gets an ensemble row: `nas-rank
+run=[<seed 0's run>,<seed 1's run>,...]`, the mean of the supernets' standardised inherited scores.
+
 Resumable: a finished search (its `best_arch.yaml`) and a finished row (`<out>/rows/<name>.json`)
 are reused, so a killed study rerun with the same arguments continues. `--searches-from <study>`
 copies another study's finished searches instead of running them again: the same supernets ranked
 against another standalone budget. Prints one JSON object:
-the settings (budgets, seeds, archs) and one entry per row with Kendall tau-b, Spearman rho,
-top-k overlap, regret, the supernet's pick and the wall times of search and ranking.
+the settings (budgets, seeds, archs), one entry per row with Kendall tau-b, Spearman rho,
+top-k overlap, regret, the supernet's pick, the baselines and the wall times of search and
+ranking, and one per ensemble.
 """
 
 from __future__ import annotations
@@ -186,12 +192,34 @@ def _status_seconds(run_dir: Path) -> float | None:
         return None
 
 
-def rank(out: Path, run_dir: Path, archs: Path, name: str, seed: int, args) -> tuple[dict, tuple[float, float]]:
+# what a row keeps of nas-rank's summary.json
+SUMMARY_FIELDS = (
+    "n",
+    "kendall_tau",
+    "kendall_p",
+    "spearman_rho",
+    "spearman_p",
+    "top_k_overlap",
+    "k",
+    "top_tau",
+    "top_archs",
+    "regret",
+    "pick_arch",
+    "predictors",
+    "standalone_seed_tau",
+    "regret_per_seed",
+)
+
+
+def rank(
+    out: Path, runs: list[Path], archs: Path, name: str, seed: int | str, args
+) -> tuple[dict, tuple[float, float]]:
+    """nas-rank of one search run, or of several as an ensemble; its summary.json and wall and CPU seconds."""
     cmd = [
         sys.executable,
         "-m",
         "nas.cli.rank",
-        f"run={run_dir}",
+        f"run={runs[0]}" if len(runs) == 1 else f"run=[{','.join(map(str, runs))}]",
         f"archs={archs}",
         f"seeds=[{','.join(map(str, args.seeds))}]",
         f"standalone_dir={args.standalone_dir}",
@@ -206,7 +234,8 @@ def rank(out: Path, run_dir: Path, archs: Path, name: str, seed: int, args) -> t
     if args.workers:
         cmd.append(f"workers={args.workers}")
     seconds = run(cmd, out / "logs" / f"rank_{name}_seed{seed}.log", args.threads)
-    return json.loads((run_dir / "rank" / "summary.json").read_text()), seconds
+    folder = runs[0] / "rank" / ("ensemble" if len(runs) > 1 else "")
+    return json.loads((folder / "summary.json").read_text()), seconds
 
 
 def main() -> None:
@@ -295,20 +324,18 @@ def main() -> None:
     }
     rows = []
     changed_ops = revisions(ATTENTION.names())  # ops past their first revision, part of every row's key
+    key = {
+        **{k: settings[k] for k in ("supernet_epochs", "standalone_epochs", "standalone_seeds", "archs", "pick_seed")},
+        "search_pick": True,
+        "baselines": True,
+    }  # rows older than search_pick or the free baselines: ranked again (searches and standalone jobs reused)
+    if args.calibrate_steps:  # (rows of uncalibrated studies keep their key)
+        key.update(calibrate_steps=args.calibrate_steps, calibrate_lr=args.calibrate_lr)
+    if changed_ops:  # an op changed: its archs train again, so the row is redone
+        key["op_revisions"] = changed_ops
     for seed in args.search_seeds:
         for name in args.mechanisms:
             record = out / "rows" / f"{name}_seed{seed}.json"
-            key = {
-                **{
-                    k: settings[k]
-                    for k in ("supernet_epochs", "standalone_epochs", "standalone_seeds", "archs", "pick_seed")
-                },
-                "search_pick": True,
-            }  # rows older than search_pick: redone
-            if args.calibrate_steps:  # (rows of uncalibrated studies keep their key)
-                key.update(calibrate_steps=args.calibrate_steps, calibrate_lr=args.calibrate_lr)
-            if changed_ops:  # an op changed: its archs train again, so the row is redone
-                key["op_revisions"] = changed_ops
             if record.is_file() and json.loads(record.read_text()).get("settings") == key:
                 rows.append(json.loads(record.read_text()))
                 continue
@@ -316,7 +343,7 @@ def main() -> None:
             run_dir, search_seconds = search(out, name, seed, args)
             if not search_seconds and old.get("search_cpu_seconds") is not None:  # reused: its measured times
                 search_seconds = (old["search_seconds"], old["search_cpu_seconds"])
-            summary, rank_seconds = rank(out, run_dir, archs, name, seed, args)
+            summary, rank_seconds = rank(out, [run_dir], archs, name, seed, args)
             row = {
                 "mechanism": name,
                 "overrides": MECHANISMS[name],
@@ -325,20 +352,10 @@ def main() -> None:
                 **{
                     k: summary[k]
                     for k in (
-                        "n",
-                        "kendall_tau",
-                        "kendall_p",
-                        "spearman_rho",
-                        "spearman_p",
-                        "top_k_overlap",
-                        "k",
-                        "regret",
-                        "pick_arch",
+                        *SUMMARY_FIELDS,
                         "search_pick_regret",
                         "search_pick_standalone",
                         "search_pick_arch",
-                        "standalone_seed_tau",
-                        "regret_per_seed",
                         "search_pick_regret_per_seed",
                     )
                 },
@@ -354,18 +371,56 @@ def main() -> None:
             rows.append(row)
             print(
                 f"{name} seed {seed}: tau {row['kendall_tau']:.3f} regret {row['regret']:.4f} "
-                f"(search's own pick: {row['search_pick_regret']:.4f}) "
+                f"(search's own pick: {row['search_pick_regret']:.4f}; {baselines_line(row)}) "
                 f"({row['search_seconds']} s search, {row['rank_seconds']} s rank)",
                 file=sys.stderr,
             )
+    ensembles = (
+        [] if len(args.search_seeds) < 2 else [ensemble(out, archs, name, key, args) for name in args.mechanisms]
+    )
     jobs = standalone_jobs(rows, args.standalone_dir, args.standalone_epochs, args.seeds)
     settings["standalone_jobs"] = len(jobs)
     settings["standalone_train_seconds"] = round(sum(jobs.values()), 1)
     if rows and len(args.seeds) > 1:  # the noise ceiling: every row ranks the same archs' standalone results
         settings["standalone_seed_tau"] = rows[0].get("standalone_seed_tau")
-    result = {"settings": settings, "rows": rows}
+    result = {"settings": settings, "rows": rows, "ensembles": ensembles}
     (out / "study.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
+
+
+def baselines_line(row: dict) -> str:
+    """The free baselines' tau in a row's progress line."""
+    return ", ".join(f"{name} tau {p['kendall_tau']:.3f}" for name, p in row["predictors"].items() if name in BASELINES)
+
+
+BASELINES = ("params", "flops", "synflow", "grad_norm")  # nas-rank's free baselines, as summary.json names them
+
+
+def ensemble(out: Path, archs: Path, name: str, key: dict, args) -> dict:
+    """One mechanism's supernets of every search seed, ranked as an ensemble by `nas-rank run=[...]`
+    against the same standalone results (reused when `<out>/rows/<name>_ensemble.json` has this key)."""
+    record = out / "rows" / f"{name}_ensemble.json"
+    key = {**key, "search_seeds": args.search_seeds}
+    if record.is_file() and json.loads(record.read_text()).get("settings") == key:
+        return json.loads(record.read_text())
+    runs = [out / "search" / f"{name}_seed{seed}" for seed in args.search_seeds]
+    summary, seconds = rank(out, runs, archs, name, "s" + "_".join(map(str, args.search_seeds)), args)
+    row = {
+        "mechanism": name,
+        "search_seeds": args.search_seeds,
+        "runs": [str(r) for r in runs],
+        **{k: summary[k] for k in SUMMARY_FIELDS},
+        "rank_seconds": round(seconds[0], 1),
+        "settings": key,
+    }
+    record.write_text(json.dumps(row, indent=2) + "\n")
+    runs_tau = ", ".join(f"{p['kendall_tau']:.3f}" for n, p in row["predictors"].items() if n.startswith("run"))
+    print(
+        f"{name} ensemble of seeds {args.search_seeds}: tau {row['kendall_tau']:.3f} (each run: {runs_tau}) "
+        f"regret {row['regret']:.4f}",
+        file=sys.stderr,
+    )
+    return row
 
 
 def standalone_jobs(rows: list[dict], folder: Path, epochs: int, seeds: list[int]) -> dict[str, float]:
