@@ -17,7 +17,17 @@ SPACE = {
 
 def test_round_trip():
     shape = ModelShape(30, 4, 256, "tokens")
-    assert shape.to_dict() == {"vocab_size": 30, "num_classes": 4, "max_len": 256, "readout": "tokens", "causal": False}
+    assert shape.to_dict() == {
+        "vocab_size": 30,
+        "num_classes": 4,
+        "max_len": 256,
+        "readout": "tokens",
+        "causal": False,
+        "input": "ids",
+        "channels": 1,
+        "patch_len": 16,
+        "patch_stride": 8,
+    }
     assert ModelShape.from_dict(shape.to_dict()) == shape
 
 
@@ -32,7 +42,7 @@ def test_a_shape_saved_before_causal_existed_is_bidirectional():
         ({"vocab_size": 0}, "vocab_size must be an integer >= 1, got 0"),
         ({"num_classes": 2.5}, "num_classes must be an integer >= 1, got 2.5"),
         ({"max_len": True}, "max_len must be an integer >= 1, got True"),
-        ({"readout": "head"}, "readout: unknown readout 'head'; allowed: classify, tokens"),
+        ({"readout": "head"}, "readout: unknown readout 'head'; allowed: classify, tokens, pair, forecast"),
         ({"causal": "yes"}, "causal must be true or false, got 'yes'"),
     ],
 )

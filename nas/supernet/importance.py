@@ -72,7 +72,7 @@ def _sort_heads(attn: SuperAttention, optimizer) -> dict[str, list[int]]:
                 _permute(linear.bias, 0, rows, optimizer)
         for core in cores:
             for name in core.per_head:
-                _permute(getattr(core, name), 0, order, optimizer)
+                _permute(core.head_tensor(name), 0, order, optimizer)
         applied[key] = order.tolist()
     return applied
 

@@ -16,7 +16,17 @@ from torch import Tensor, nn
 
 from nas import cost
 from nas.errors import ConfigError
-from nas.model import Block, FeedForward, ModelShape, ModelSpec, Readout, Subnet, TokenEmbedding, run_blocks
+from nas.model import (
+    Block,
+    FeedForward,
+    ModelShape,
+    ModelSpec,
+    Subnet,
+    check_causal,
+    make_embedding,
+    make_readout,
+    run_blocks,
+)
 from nas.ops.attention import SelfAttention, make_core
 from nas.ops.attention.base import attend, merge_heads, split_heads
 from nas.ops.chunked import chunked
@@ -33,13 +43,13 @@ SHARED_KEY = "shared"
 
 
 class SuperAttention(nn.Module):
-    def __init__(self, space: SearchSpace, max_len: int, sharing: str):
+    def __init__(self, space: SearchSpace, max_len: int, sharing: str, causal: bool = False):
         super().__init__()
         self.head_dim = space.head_dim
         self.sharing = sharing
         self.cores = nn.ModuleDict(
             {
-                cand: make_core(choice.type, space.head_dim, space.max_heads, max_len, **choice.options)
+                cand: make_core(choice.type, space.head_dim, space.max_heads, max_len, causal, **choice.options)
                 for cand, choice in space.attention.items()
             }
         )
@@ -176,10 +186,10 @@ class SuperFeedForward(nn.Module):
 
 
 class SuperBlock(nn.Module):
-    def __init__(self, space: SearchSpace, max_len: int, sharing: str):
+    def __init__(self, space: SearchSpace, max_len: int, sharing: str, causal: bool = False):
         super().__init__()
         self.norm1 = nn.LayerNorm(space.dim)
-        self.attn = SuperAttention(space, max_len, sharing)
+        self.attn = SuperAttention(space, max_len, sharing, causal)
         self.norm2 = nn.LayerNorm(space.dim)
         self.ffn = SuperFeedForward(space.dim, space.max_ffn_dim)
         self.ffn_chunks = space.memory.ffn_chunks
@@ -236,35 +246,41 @@ class Supernet(nn.Module):
 
     Args:
         space: the search space.
-        shape: the task's sizes (vocabulary, outputs, longest sequence, readout).
+        shape: the task's sizes (vocabulary, outputs, longest sequence, readout); a causal
+            shape builds every candidate's causal form.
         sharing: one of SHARING: "entangled" (attention candidates share Q/K/V/O), "separate"
             (each owns its own; the CLI's default, configs/search.yaml), or "entangled_gain"
             (shared, plus per-candidate input/output gains).
 
-    Shape: tokens (b, n) long, mask (b, n) bool (True = real) -> (b, C) or (b, n, C).
+    Shape: tokens (b, n) long, mask (b, n) bool (True = real) -> (b, C) or (b, n, C); as
+    `Subnet` for pairs and forecasters.
     """
 
     def __init__(self, space: SearchSpace, shape: ModelShape, sharing: str = "entangled"):
         super().__init__()
         if sharing not in SHARING:
             raise ConfigError(f"unknown sharing '{sharing}'; allowed: {', '.join(SHARING)}")
+        check_causal(space, shape)  # a causal task and an op without a causal form: one line, why
         cost.check_space_size(space, shape, f"space '{space.name}'")  # before allocating a thing
         self.space = space
         self.shape, self.sharing = shape, sharing
         self.recompute = True  # memory.reversible only: False stores activations (tests' reference)
-        self.embed = TokenEmbedding(shape.vocab_size, space.dim, shape.max_len)
-        self.blocks = nn.ModuleList(SuperBlock(space, shape.max_len, sharing) for _ in range(space.max_depth))
-        self.readout = Readout(space.dim, shape.num_classes, shape.readout)
+        self.embed = make_embedding(space.dim, shape)
+        self.blocks = nn.ModuleList(
+            SuperBlock(space, shape.positions(), sharing, shape.causal) for _ in range(space.max_depth)
+        )
+        self.readout = make_readout(space.dim, shape)
 
     def forward(self, tokens: Tensor, arch: Arch, mask: Tensor | None = None) -> Tensor:
         self.space.validate(arch)
+        tokens, mask = self.readout.fold(tokens, mask)  # the batch of sequences the blocks run on
         x = self.embed(tokens)
         if self.space.memory.reversible:
             couplings = [block.coupling(mask, layer) for block, layer in zip(self.blocks, arch.layers)]
-            return self.readout(run_blocks(x, couplings, self.training, self.recompute), mask)
+            return self.readout(run_blocks(x, couplings, self.training, self.recompute), mask, tokens)
         for block, layer in zip(self.blocks, arch.layers):
             x = block(x, mask, layer)
-        return self.readout(x, mask)
+        return self.readout(x, mask, tokens)
 
     def forward_mixed(
         self,
@@ -288,6 +304,7 @@ class Supernet(nn.Module):
         """
         if hard:
             return self._forward_hard(tokens, weights, mask)
+        tokens, mask = self.readout.fold(tokens, mask)
         x = self.embed(tokens)
         reversible = self.space.memory.reversible
         x2 = x if reversible else None  # reversible: the stream is the pair (x, x2)
@@ -301,12 +318,13 @@ class Supernet(nn.Module):
             if i + 1 in self.space.depths:
                 exits.append((x + x2) / 2 if reversible else x)
         mixed = sum(w * h for w, h in zip(weights["depth"], exits))
-        return self.readout(mixed, mask)
+        return self.readout(mixed, mask, tokens)
 
     def _forward_hard(self, tokens: Tensor, weights: dict[str, Tensor], mask: Tensor | None) -> Tensor:
         decisions = self.space.decisions()
         picked = {key: int(weights[key].argmax()) for key in decisions if key in weights}
         depth = decisions["depth"][picked["depth"]]
+        tokens, mask = self.readout.fold(tokens, mask)
         x = self.embed(tokens)
         reversible = self.space.memory.reversible
         x2 = x  # reversible: the second half of the stream, stored activations (see forward_mixed)
@@ -322,7 +340,7 @@ class Supernet(nn.Module):
         x = (x + x2) / 2 if reversible else x
         # The depth gate scales the logits: on the readout's input, its LayerNorm would cancel
         # the scale and with it every gradient to the depth logits.
-        return self.readout(x, mask) * weights["depth"][picked["depth"]]
+        return self.readout(x, mask, tokens) * weights["depth"][picked["depth"]]
 
     @torch.no_grad()
     def extract(self, arch: Arch) -> Subnet:

@@ -15,6 +15,9 @@ SMALL_OPTIONS = {
     "performer": {"features": 16},
     "lsh": {"bucket_size": 4, "n_hashes": 2},
     "synthesizer": {"variant": "dense"},
+    "gla": {"chunk": 8, "sub_chunk": 4},
+    "gated_deltanet": {"chunk": 8},
+    "mamba2": {"chunk": 8},
 }
 
 

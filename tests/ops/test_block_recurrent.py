@@ -33,11 +33,12 @@ def sigmoid(x):
     return 1 / (1 + torch.exp(-x))
 
 
-def loop_reference(core, q, k, v, mask):
+def loop_reference(core, q, k, v, mask, causal=False):
     """The recurrence as the paper describes it, one batch row, head, block and token at a time.
 
-    Block t's tokens see their window and the state entering block t; then, if the block holds a
-    real token, the state attends to itself and to the block's real tokens and is gated.
+    Block t's tokens see their window (causal: its left half) and the state entering block t;
+    then, if the block holds a real token, the state attends to itself and to the block's real
+    tokens and is gated.
     """
     cfg, params = core.config, dict(core.named_parameters())
     b, h, n, d = q.shape
@@ -55,8 +56,9 @@ def loop_reference(core, q, k, v, mask):
                 s_query, s_key, s_value, s_query2 = (x @ w[:, j * d : (j + 1) * d] for j in range(4))
                 block = range(t * c, min((t + 1) * c, n))
                 for i in block:
-                    window = [j for j in range(n) if abs(i - j) <= cfg.window // 2 and mask[bi, j]]
-                    local = attend_one(q[bi, hi, i], k[bi, hi, window], v[bi, hi, window])
+                    near = [j for j in range(n) if abs(i - j) <= cfg.window // 2 and (j <= i or not causal)]
+                    window = [j for j in near if mask[bi, j]]  # empty for some padded causal queries: free rows
+                    local = attend_one(q[bi, hi, i], k[bi, hi, window], v[bi, hi, window]) if window else 0
                     out[bi, hi, i] = local + attend_one(q[bi, hi, i], s_key, s_value)
                 seen = [j for j in block if mask[bi, j]]
                 if t == math.ceil(n / c) - 1 or not seen:
@@ -102,6 +104,17 @@ def test_equals_the_loop_reference_and_its_gradients(gate, update):
     grads = [torch.autograd.grad((out * weights).sum(), list(core.parameters())) for out in (got, want)]
     for name, a, b in zip(dict(core.named_parameters()), *grads):
         torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-10, msg=name)
+
+
+@pytest.mark.parametrize("gate, update", CONFIGS)
+def test_causal_form_equals_the_loop_reference(gate, update):
+    """The paper's causal form: the left half of the window, and the state entering the block."""
+    torch.manual_seed(0)
+    core = make_core("block_recurrent", 8, 2, 64, causal=True, window=8, states=3, gate=gate, update=update).double()
+    q, k, v, mask = inputs()
+    got, want = core(q, k, v, mask), loop_reference(core, q, k, v, mask, causal=True)
+    real = mask[:, None, :].expand(-1, 2, -1)
+    torch.testing.assert_close(got[real], want[real], atol=1e-10, rtol=1e-10)
 
 
 def test_gradcheck():
@@ -155,6 +168,15 @@ def test_state_carries_information_forward_only():
 def test_flops_match_pytorchs_flop_counter(gate, update):
     core = make_core("block_recurrent", 16, 2, 512, window=64, states=16, gate=gate, update=update)
     q, k, v = (torch.randn(1, 2, 300, 16) for _ in range(3))  # 5 blocks, the last padded
+    with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        core(q, k, v)
+    assert core.flops(300, 2) == pytest.approx(counter.get_total_flops(), rel=0.05)
+
+
+@pytest.mark.parametrize("gate, update", CONFIGS)
+def test_causal_flops_match_pytorchs_flop_counter(gate, update):
+    core = make_core("block_recurrent", 16, 2, 512, causal=True, window=64, states=16, gate=gate, update=update)
+    q, k, v = (torch.randn(1, 2, 300, 16) for _ in range(3))
     with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
         core(q, k, v)
     assert core.flops(300, 2) == pytest.approx(counter.get_total_flops(), rel=0.05)

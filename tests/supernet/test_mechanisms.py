@@ -5,10 +5,11 @@ import pytest
 import torch
 
 from nas.errors import ConfigError
+from nas.ops.mixers.gla import retention_log_decay
 from nas.space import Arch, LayerArch, SearchSpace
 from nas.supernet import FewShotSupernet, Supernet, sort_by_importance, split_keys
 from nas.supernet.importance import head_importance, unit_importance
-from tests.helpers import SPACES
+from tests.helpers import SPACES, load_space
 
 from .test_supernet import SHAPE, batch, perturb
 
@@ -100,6 +101,30 @@ def test_sorting_keeps_the_widest_arch_of_every_type_and_puts_important_first(lr
         for proj in block.attn.projections.values():
             heads = head_importance(proj["out"], lra.head_dim)
             assert torch.all(heads[:-1] >= heads[1:])
+
+
+@pytest.mark.parametrize("sharing", ["entangled", "separate"])
+def test_sorting_keeps_the_widest_arch_of_every_hybrid_mixer(sharing):
+    """The mixers' per-head parameters and buffers (RetNet's decays, Hyena's filters in a submodule)
+    move with their heads."""
+    space = load_space("hybrid")
+    torch.manual_seed(0)
+    net = Supernet(space, SHAPE, sharing=sharing).eval()
+    perturb(net, 3, scale=0.2)
+    net.double()
+    tokens, mask = batch()
+    archs = [uniform(op, depth=2) for op in space.attention]
+    with torch.no_grad():
+        before = [net(tokens, a, mask) for a in archs]
+    orders = sort_by_importance(net)
+    assert any(order != sorted(order) for order in orders.values())
+    order = orders[f"blocks.0.attn.{'shared' if sharing == 'entangled' else 'retnet'}"]
+    assert order != sorted(order)
+    decays = retention_log_decay(space.max_heads).double()[order]  # head i's decay went where head i went
+    torch.testing.assert_close(net.blocks[0].attn.cores["retnet"].log_decay, decays, rtol=0, atol=0)
+    with torch.no_grad():
+        for a, expected in zip(archs, before):
+            torch.testing.assert_close(net(tokens, a, mask), expected, atol=1e-10, rtol=1e-10, msg=a.describe())
 
 
 def test_sorting_permutes_the_optimizer_state_with_the_weights(lra):

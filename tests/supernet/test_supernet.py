@@ -72,6 +72,28 @@ def test_extracted_subnet_equals_supernet_on_20_archs(lra, sharing):
         assert sum(p.numel() for p in sub.parameters()) == cost.params(ModelSpec(arch, lra, shape))
 
 
+def hybrid_archs(space, samples=3):
+    """Each candidate once, in layer 0 beside the next one in layer 1, then random archs."""
+    names = list(space.attention)
+    paired = [Arch(2, (LayerArch(a, 4, 128), LayerArch(b, 2, 512))) for a, b in zip(names, names[1:] + names[:1])]
+    return paired + [space.sample(seed) for seed in range(samples)]
+
+
+@pytest.mark.parametrize("sharing", MECHANISMS)
+def test_extracted_subnet_equals_supernet_on_the_hybrid_space(sharing):
+    """The linear-recurrent and convolutional mixers beside attention, under every mechanism: under
+    `entangled` they read the Q/K/V/O that attention reads, under `separate` their own."""
+    space = load_space("hybrid")
+    torch.manual_seed(0)
+    net = mechanism(space, sharing).eval()
+    tokens, mask = batch()
+    for arch in hybrid_archs(space):
+        sub = net.extract(arch).eval()
+        with torch.no_grad():
+            torch.testing.assert_close(sub(tokens, mask), net(tokens, arch, mask), atol=1e-5, rtol=1e-5)
+        assert sum(p.numel() for p in sub.parameters()) == cost.params(ModelSpec(arch, space, SHAPE))
+
+
 def test_training_the_subnet_leaves_the_supernet_alone(lra):
     torch.manual_seed(0)
     net = Supernet(lra, SHAPE)

@@ -26,16 +26,18 @@ __all__ = [
 ]
 
 
-def make_core(name: str, head_dim: int, max_heads: int, max_len: int, **options) -> AttentionCore:
-    """The core of op `name` with its options checked."""
+def make_core(name: str, head_dim: int, max_heads: int, max_len: int, causal: bool = False, **options) -> AttentionCore:
+    """The core of op `name` with its options checked; `causal`: its causal form."""
     cls = ATTENTION.get(name)
-    return cls(head_dim, max_heads, max_len, cls.make_config(**options))
+    return cls(head_dim, max_heads, max_len, cls.make_config(**options), causal=causal)
 
 
-def build(name: str, dim: int, heads: int, max_len: int, head_dim: int | None = None, **options) -> SelfAttention:
+def build(
+    name: str, dim: int, heads: int, max_len: int, head_dim: int | None = None, causal: bool = False, **options
+) -> SelfAttention:
     """A self-attention layer of op `name`: forward(x (b, n, D), mask (b, n) bool) -> (b, n, D)."""
     head_dim = head_dim or dim // heads
-    return SelfAttention(dim, heads, head_dim, make_core(name, head_dim, heads, max_len, **options))
+    return SelfAttention(dim, heads, head_dim, make_core(name, head_dim, heads, max_len, causal, **options))
 
 
 def revisions(types: Iterable[str]) -> dict[str, int]:

@@ -5,6 +5,12 @@ The Q/K/V/O projections live outside the core so that the supernet can share (an
 across attention types; only type-specific extras (Linformer's E/F, Synthesizer's matrices,
 random features) are core parameters.
 
+A core built with `causal=True` lets position i see only positions <= i, and has a step form
+for decoding one token at a time: `init_state` gives a tuple of fixed-shape tensors (a KV cache,
+a ring buffer, prefix sums, a recurrent state), `step` maps the token's q/k/v and the state to
+its output and the next state, with the position as a tensor, so that `torch.export` traces one
+program for every position. An op without a causal form says why in `causal_refusal`.
+
 # b batch, h heads, n sequence, d head dim
 """
 
@@ -32,13 +38,17 @@ class AttentionCore(nn.Module):
 
     Subclasses set `Config` (a frozen dataclass of the op's options), `inputs` (the projections
     the op reads; e.g. LSH shares one projection for queries and keys) and `per_head` (names of
-    parameters whose leading dim indexes heads, so that a subnet with fewer heads slices them).
+    parameters or buffers whose leading dim indexes heads, so that a subnet with fewer heads
+    slices them and sorting heads permutes them; dotted for a submodule's, e.g. "filter.out").
     Both are fixed per class: an op whose inputs depend on its options (synthesizer) is one
     class per variant.
 
     `revision` counts changes to what the op computes from the same weights: bump it (and say
     what changed beside it) when a checkpoint, an export or a cached standalone result of the
     op made before the change would now give other outputs (`nas.ops.attention.revisions`).
+
+    `causal=True` builds the causal form (position i sees positions <= i); an op that has none
+    sets `causal_refusal` to the reason, and building it causal is one ConfigError line.
     """
 
     name: ClassVar[str]  # set by the registry
@@ -46,13 +56,17 @@ class AttentionCore(nn.Module):
     Config: ClassVar[type] = NoOptions
     inputs: ClassVar[tuple[str, ...]] = ("q", "k", "v")
     per_head: ClassVar[tuple[str, ...]] = ()
+    causal_refusal: ClassVar[str] = ""  # why the op has no causal form; empty: it has one
 
-    def __init__(self, head_dim: int, max_heads: int, max_len: int, config=None):
+    def __init__(self, head_dim: int, max_heads: int, max_len: int, config=None, causal: bool = False):
         super().__init__()
+        if causal and self.causal_refusal:
+            raise ConfigError(f"attention '{self.name}' has no causal form: {self.causal_refusal}")
         self.head_dim = head_dim
         self.max_heads = max_heads  # per-head parameters are allocated for this many heads
         self.max_len = max_len
         self.config = config if config is not None else self.Config()
+        self.causal = causal  # position i sees only positions <= i; `step` decodes
 
     @classmethod
     def make_config(cls, **options):
@@ -84,6 +98,43 @@ class AttentionCore(nn.Module):
         """Elements the core keeps for backward for one sequence (an estimate)."""
         raise NotImplementedError
 
+    def init_state(
+        self, batch: int, heads: int, length: int, device: torch.device | None = None, dtype: torch.dtype | None = None
+    ) -> tuple[Tensor, ...]:
+        """The step state before the first token, for contexts of up to `length` tokens: a tuple of
+        tensors, each batch-first, whose shapes never change while decoding. `state_elements`
+        gives its size per sequence."""
+        raise NotImplementedError
+
+    def step(
+        self, q: Tensor | None, k: Tensor | None, v: Tensor | None, state: tuple[Tensor, ...], position: Tensor
+    ) -> tuple[Tensor, tuple[Tensor, ...]]:
+        """The causal form at one position: equal to row `position` of `forward` on the sequence so far.
+
+        Args:
+            q, k, v: (b, h, 1, d) projections of the token at `position` (None where not in `inputs`).
+            state: what `init_state` or the previous step returned (positions 0..position-1).
+            position: 0-dim long tensor, the same for the whole batch, below the state's length.
+        Returns:
+            (b, h, 1, d) output, and the state holding positions 0..position.
+        """
+        raise NotImplementedError
+
+    def state_elements(self, n: int, heads: int) -> int:
+        """Elements of the step state of one sequence decoding contexts of up to n tokens (the
+        tensors of `init_state(1, heads, n)`)."""
+        raise NotImplementedError
+
+    def step_flops(self, n: int, heads: int) -> int:
+        """Floating-point operations of the core's `step` for the n-th token (n - 1 before it),
+        matrix products only, as `flops` counts them."""
+        raise NotImplementedError
+
+    def check_causal(self) -> None:
+        """One line unless the core was built causal (only a causal core decodes step by step)."""
+        if not self.causal:
+            raise ConfigError(f"attention '{self.name}' steps only in its causal form (build it with causal=True)")
+
     def num_params(self, heads: int) -> int:
         """Parameters the core holds when `heads` heads are active."""
         total = 0
@@ -98,9 +149,17 @@ class AttentionCore(nn.Module):
         sub = copy.deepcopy(self)
         sub.max_heads = heads
         for name in self.per_head:
-            param = getattr(sub, name)
-            setattr(sub, name, nn.Parameter(param.detach()[:heads].clone()))
+            owner, _, attr = name.rpartition(".")
+            module = sub.get_submodule(owner)
+            tensor = getattr(module, attr)
+            kept = tensor.detach()[:heads].clone()  # a buffer stays a buffer
+            setattr(module, attr, nn.Parameter(kept) if isinstance(tensor, nn.Parameter) else kept)
         return sub
+
+    def head_tensor(self, name: str) -> Tensor:
+        """The per-head parameter or buffer `name` (one of `per_head`, dotted for a submodule's)."""
+        owner, _, attr = name.rpartition(".")
+        return getattr(self.get_submodule(owner), attr)
 
 
 def check_length(n: int, max_len: int) -> None:
@@ -108,6 +167,25 @@ def check_length(n: int, max_len: int) -> None:
         raise ConfigError(
             f"sequence length {n} exceeds the model's max_len {max_len}; raise max_len or truncate the data explicitly"
         )
+
+
+def causal_bias(n: int, mask: Tensor | None, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """(b, n) bool key mask or None -> additive bias (b or 1, 1, n, n): 0 where query i may see
+    key j (j <= i and j real), the dtype's finite minimum elsewhere (see `key_bias`)."""
+    ahead = torch.ones(n, n, dtype=torch.bool, device=device).triu(1)  # (n, n): j > i
+    hidden = ahead[None, None] if mask is None else ahead[None, None] | ~mask[:, None, None, :]
+    return torch.zeros(hidden.shape, dtype=dtype, device=device).masked_fill_(hidden, torch.finfo(dtype).min)
+
+
+def slots_upto(position: Tensor, length: int) -> Tensor:
+    """(length,) bool: the cache slots 0..position, the ones a causal step may read."""
+    return torch.arange(length, device=position.device) <= position
+
+
+def write_slot(cache: Tensor, x: Tensor, slot: Tensor) -> Tensor:
+    """`cache` (b, h, L, ...) with x (b, h, 1, ...) written at `slot` (0-dim long tensor, below L),
+    out of place: the state goes in and out as tensors, and torch.export sees no mutation."""
+    return cache.index_copy(2, slot.view(1), x)
 
 
 def split_heads(x: Tensor, heads: int) -> Tensor:
@@ -153,6 +231,25 @@ def attend(
     return out(merge_heads(y))
 
 
+def attend_step(
+    x: Tensor,
+    state: tuple[Tensor, ...],
+    position: Tensor,
+    core: AttentionCore,
+    heads: int,
+    project: Mapping[str, Callable[[Tensor], Tensor]],
+    out: Callable[[Tensor], Tensor],
+) -> tuple[Tensor, tuple[Tensor, ...]]:
+    """`attend` for the one token at `position` of a causal core, and the core's next state.
+
+    Shape: x (b, 1, D) -> (b, 1, D).
+    """
+    core.check_causal()
+    qkv = {name: split_heads(project[name](x), heads) for name in core.inputs}  # (b, h, 1, d)
+    y, state = core.step(qkv.get("q"), qkv.get("k"), qkv.get("v"), state, position)  # (b, h, 1, d)
+    return out(merge_heads(y)), state
+
+
 class SelfAttention(nn.Module):
     """A self-attention layer: projections for the inputs the core reads, the core, an output."""
 
@@ -167,3 +264,11 @@ class SelfAttention(nn.Module):
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         """Shape: x (b, n, D), mask (b, n) bool with True = real token -> (b, n, D)."""
         return attend(x, mask, self.core, self.heads, self.proj, self.out)
+
+    def init_state(self, batch: int, length: int, device=None, dtype=None) -> tuple[Tensor, ...]:
+        """The core's step state for `batch` sequences of up to `length` tokens."""
+        return self.core.init_state(batch, self.heads, length, device, dtype)
+
+    def step(self, x: Tensor, state: tuple[Tensor, ...], position: Tensor) -> tuple[Tensor, tuple[Tensor, ...]]:
+        """Shape: x (b, 1, D), the token at `position` (0-dim long) -> (b, 1, D), and the next state."""
+        return attend_step(x, state, position, self.core, self.heads, self.proj, self.out)

@@ -6,13 +6,17 @@ the shared queries, to the state entering their block; the outputs are summed. T
 each block of `window` tokens through the shared keys and values (the paper shares them between
 directions), attends to itself, and is gated: "fixed" (a learned per-channel gate) or "lstm"
 (input and forget gates), after an MLP ending in tanh ("single") or a linear map ("skip"), as in the
-paper's code (google-research/meliad; its two-gate "dual" layout is left out). The models here are
-non-causal, so tokens see both sides of their window while the state runs forward over the blocks.
-To slice with the heads, each head holds its own state of S vectors of head width, with its own
+paper's code (google-research/meliad; its two-gate "dual" layout is left out). In the bidirectional
+form tokens see both sides of their window while the state runs forward over the blocks; the causal
+form is the paper's: the left half of the window (causal `local`), and the state entering the
+block, which only earlier blocks wrote. Its step form carries the local ring buffer, the current
+block's keys and values, the state and the state's projections, and updates the state at the end
+of each block. To slice with the heads, each head holds its own state of S vectors of head width, with its own
 projections and gates (the paper's state is one of model width shared by all heads); its keys and
 values serve both directions as in the paper, so a token reads the state with the shared query q
 instead of a second query projection (the state's own key projection absorbs that one).
-# b batch, h heads, n sequence, d head dim, m blocks, c block size, s state vectors, f update width
+# b batch, h heads, n sequence, d head dim, m blocks, c block size, s state vectors, f update width,
+# W window (block size of the step form)
 """
 
 import dataclasses
@@ -21,7 +25,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from nas.ops.attention.base import AttentionCore
+from nas.ops.attention.base import AttentionCore, write_slot
 from nas.ops.attention.local import LocalAttention, LocalConfig
 from nas.ops.attention.registry import ATTENTION
 
@@ -51,10 +55,10 @@ class BlockRecurrentConfig:
 class BlockRecurrentAttention(AttentionCore):
     Config = BlockRecurrentConfig
 
-    def __init__(self, head_dim: int, max_heads: int, max_len: int, config=None):
-        super().__init__(head_dim, max_heads, max_len, config)
+    def __init__(self, head_dim: int, max_heads: int, max_len: int, config=None, causal: bool = False):
+        super().__init__(head_dim, max_heads, max_len, config, causal)
         h, d, s = max_heads, head_dim, self.config.states
-        self.local = LocalAttention(head_dim, max_heads, max_len, LocalConfig(window=self.config.window))
+        self.local = LocalAttention(head_dim, max_heads, max_len, LocalConfig(window=self.config.window), causal)
         # Small initial state, unit position embeddings: each state vector learns its own queries
         # (the paper's initialisation).
         self.state0 = nn.Parameter(torch.randn(h, s, d) * 0.1)  # (h, s, d)
@@ -96,15 +100,9 @@ class BlockRecurrentAttention(AttentionCore):
         # each. Blocks are views split once (indexing one per step would make backward zero-fill all
         # of k per block); only the state after a full block is read, so the short last one needs no pad.
         kb, vb = (x.transpose(0, 1).split(c, dim=2) for x in (k, v))  # each block (h, b, c, d)
-        p = {name: getattr(self, name)[:h] for name in self.per_head}  # sliced once, for the same reason
-        if self.config.gate == "fixed":
-            p["gate"] = torch.sigmoid(p["gate_bias"])[:, None]  # (h, 1, d)
-        else:  # biased to remember at first, as in the paper: input gate - 1, forget gate + 1
-            offset = torch.tensor([-1.0, 1.0], dtype=q.dtype, device=q.device).repeat_interleave(d)
-            p["b_gate"] = (p["b_gate"] + offset)[:, None]  # (h, 1, 2d)
+        p = self._head_params(h, q)  # sliced once, for the same reason
+        state, pos = self._start(p, b)  # (h, b s, d), (h, b s, 4d)
         w = p["state_proj"]  # (h, d, 4d)
-        pos = (p["state_pos"] @ w)[:, None].expand(h, b, s, 4 * d).reshape(h, b * s, 4 * d)  # (h, b s, 4d)
-        state = p["state0"][:, None].expand(h, b, s, d).reshape(h, b * s, d)  # (h, b s, d)
         keys, values = [], []  # of the state entering each block
         for t in range(m):
             # (norm(state) + position) W, with the position's part computed once above.
@@ -124,6 +122,59 @@ class BlockRecurrentAttention(AttentionCore):
         sv = torch.stack(values, dim=2).view(h, b * m, s, d)  # (h, b m, s, d)
         from_state = F.scaled_dot_product_attention(qb, sk, sv).view(h, b, m * c, d)[:, :, :n]
         return self.local(q, k, v, mask) + from_state.transpose(0, 1)  # (b, h, n, d)
+
+    def _head_params(self, h: int, like: Tensor) -> dict[str, Tensor]:
+        """The parameters of the first h heads, and the gates' constant parts."""
+        d = self.head_dim
+        p = {name: getattr(self, name)[:h] for name in self.per_head}
+        if self.config.gate == "fixed":
+            p["gate"] = torch.sigmoid(p["gate_bias"])[:, None]  # (h, 1, d)
+        else:  # biased to remember at first, as in the paper: input gate - 1, forget gate + 1
+            offset = torch.tensor([-1.0, 1.0], dtype=like.dtype, device=like.device).repeat_interleave(d)
+            p["b_gate"] = (p["b_gate"] + offset)[:, None]  # (h, 1, 2d)
+        return p
+
+    def _start(self, p: dict[str, Tensor], b: int) -> tuple[Tensor, Tensor]:
+        """The state entering the first block, (h, b s, d), and the positions' part of its
+        projections, (h, b s, 4d)."""
+        h, s, d = p["state0"].shape
+        pos = (p["state_pos"] @ p["state_proj"])[:, None].expand(h, b, s, 4 * d).reshape(h, b * s, 4 * d)
+        return p["state0"][:, None].expand(h, b, s, d).reshape(h, b * s, d), pos
+
+    def init_state(self, batch, heads, length, device=None, dtype=None):
+        self.check_causal()
+        ring = self.local.init_state(batch, heads, length, device, dtype)  # (b, h, R, d) x2
+        block = min(self.config.window, length)  # the step form's blocks are always `window` long
+        kv = torch.zeros(batch, heads, block, self.head_dim, device=device, dtype=dtype)  # (b, h, W, d)
+        p = self._head_params(heads, kv)
+        state, pos = self._start(p, batch)  # (h, b s, d), (h, b s, 4d)
+        proj = torch.baddbmm(pos, F.layer_norm(state, (self.head_dim,)), p["state_proj"])  # (h, b s, 4d)
+        state, proj = (x.view(heads, batch, self.config.states, -1).transpose(0, 1).to(kv) for x in (state, proj))
+        # the ring, this block's keys and values, the state (b, h, s, d) and its projections (b, h, s, 4d)
+        return (*ring, kv, kv.clone(), state.contiguous(), proj.contiguous())
+
+    def step(self, q, k, v, state, position):
+        *ring, block_k, block_v, memory, proj = state
+        b, h, _, d = q.shape
+        s, window = self.config.states, self.config.window
+        out, ring = self.local.step(q, k, v, tuple(ring), position)  # (b, h, 1, d)
+        sq, sk, sv, sq2 = proj.split(d, dim=-1)  # each (b, h, s, d)
+        out = out + F.scaled_dot_product_attention(q, sk, sv)  # (b, h, 1, d): tokens read the state
+        at = torch.remainder(position, window)
+        block_k, block_v = write_slot(block_k, k, at), write_slot(block_v, v, at)  # (b, h, W, d)
+        # At a block's end the state reads the block and moves on. Computed at every position and
+        # kept only there: a fixed program for torch.export, with no branch on the position.
+        own = F.scaled_dot_product_attention(sq, sk, sv)  # (b, h, s, d)
+        read = F.scaled_dot_product_attention(sq2, block_k, block_v)  # (b, h, s, d)
+        p = self._head_params(h, q)
+        attended = torch.cat([own, read], dim=-1).transpose(0, 1).reshape(h, b * s, 2 * d)  # (h, b s, 2d)
+        updated = self._update(memory.transpose(0, 1).reshape(h, b * s, d), attended, p)  # (h, b s, d)
+        _, pos = self._start(p, b)
+        new_proj = torch.baddbmm(pos, F.layer_norm(updated, (d,)), p["state_proj"])  # (h, b s, 4d)
+        updated, new_proj = (x.view(h, b, s, -1).transpose(0, 1) for x in (updated, new_proj))
+        end = at == window - 1
+        memory, proj = torch.where(end, updated, memory), torch.where(end, new_proj, proj)
+        return out, (*ring, block_k, block_v, memory, proj)
 
     def _update(self, state: Tensor, attended: Tensor, p: dict[str, Tensor]) -> Tensor:
         """The gated state update: (h, b s, d) state, (h, b s, 2d) attention outputs and the
@@ -163,3 +214,17 @@ class BlockRecurrentAttention(AttentionCore):
         step = s * (s + c) + 2 * s * 2 * d + 4 * s * d  # scores, attention outputs, update, gates
         per_head = m * s * 5 * d + (m - 1) * step + m * c * s  # state and its projections, read scores
         return self.local.activation_elements(n, heads) + heads * per_head
+
+    def state_elements(self, n: int, heads: int) -> int:
+        block = min(self.config.window, n)
+        s, d = self.config.states, self.head_dim
+        # the ring; the block's keys and values; the state and its projections
+        return self.local.state_elements(n, heads) + heads * (2 * block * d + s * d + s * 4 * d)
+
+    def step_flops(self, n: int, heads: int) -> int:
+        c, s, d, f = self.config.window, self.config.states, self.head_dim, 2 * self.head_dim
+        gate = 2 * s * f * 2 * d if self.config.gate == "lstm" else 0
+        update = 2 * s * (2 * d * f + f * d) if self.config.update == "single" else 2 * s * 2 * d * d
+        # once per block of c tokens: the state attends to itself and the block, updates, projects
+        per_block = 2 * 2 * s * (s + c) * d + update + gate + 2 * s * d * 4 * d
+        return self.local.step_flops(n, heads) + heads * (2 * 2 * s * d + per_block // c)  # + reading the state

@@ -1,5 +1,6 @@
 """Linformer: keys and values projected along the sequence to a fixed length k
-(Wang et al. 2020, https://arxiv.org/abs/2006.04768). Cost is linear in n.
+(Wang et al. 2020, https://arxiv.org/abs/2006.04768). Cost is linear in n. It has no causal form
+(the projection mixes every position, the future's included): a causal task refuses it.
 # b batch, h heads, n sequence, d head dim, k projected length
 """
 
@@ -28,9 +29,10 @@ class LinformerAttention(AttentionCore):
     # 2 (2026-12): tokens are mixed by E and F before the key and value projections, so their
     # bias enters once per projected row instead of weighted by E's and F's row sums.
     revision = 2
+    causal_refusal = "its E and F mix all n positions into k rows, so every output reads the future tokens"
 
-    def __init__(self, head_dim: int, max_heads: int, max_len: int, config=None):
-        super().__init__(head_dim, max_heads, max_len, config)
+    def __init__(self, head_dim: int, max_heads: int, max_len: int, config=None, causal: bool = False):
+        super().__init__(head_dim, max_heads, max_len, config, causal)
         # E and F are shared across heads (the paper's headwise sharing); a length n < max_len
         # uses their first n columns. std 1/sqrt(max_len) keeps projected rows at the keys' scale.
         shape = (self.config.k, max_len)

@@ -5,7 +5,14 @@ sequence is cut into chunks and each query attends to the keys of its chunk and 
 before and after it (the bidirectional form of Reformer's look-one-back), only those of its own
 bucket unless `attend_across_buckets`. Several hash rounds are combined by their softmax
 normalizers.
-# b batch, h heads, r hash rounds, n sequence, N padded sequence, d head dim,
+
+The causal form is Reformer's causal masking inside buckets (sec. 2.1): a query sees the keys of
+its own bucket at or before it, the s latest of them (a window of s sorted rows back, which the
+chunk and the one before it hold). Counted back from the query rather than from the chunk's
+start, and never across buckets, because where sorting puts a token depends on the buckets of
+the tokens after it: what a query sees then depends on the past alone. The step form keeps a
+cache of every key, value and bucket id (max_len long) and picks the same keys from it.
+# b batch, h heads, r hash rounds, n sequence, N padded sequence, d head dim, L cache length,
 # s chunk (= bucket) size, m = b h r N sorted rows of all rounds
 """
 
@@ -15,7 +22,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from nas.ops.attention.base import AttentionCore
+from nas.ops.attention.base import AttentionCore, write_slot
 from nas.ops.attention.registry import ATTENTION
 
 
@@ -26,6 +33,7 @@ class LSHConfig:
     n_buckets: int | None = None  # None: max_len // bucket_size, made even; 1: a single bucket
     # True (reformer-pytorch's default): a query also sees the other buckets' keys that sorting
     # put in its three chunks; False: only keys of its own bucket (the paper's strict form).
+    # The causal form always keeps to the bucket.
     attend_across_buckets: bool = True
 
     def __post_init__(self):
@@ -37,27 +45,29 @@ class LSHConfig:
             raise ValueError(f"n_buckets must be 1 or even, got {self.n_buckets}")
 
 
-def windows(x: Tensor, s: int, fill: float) -> Tensor:
-    """(m, ...) rows cut in chunks of s -> (m / s, ..., 3s): the chunks before, at and after each.
+def windows(x: Tensor, s: int, fill: float, spans: int = 3) -> Tensor:
+    """(m, ...) rows cut in chunks of s -> (m / s, ..., spans s): the chunks before, at and (spans
+    3) after each.
 
     A chunk of `fill` at each end gives the end chunks no neighbour there. unfold returns
     overlapping views, so no key or value is copied.
     """
-    x = F.pad(x, (0, 0) * (x.dim() - 1) + (s, s), value=fill)  # (s + m + s, ...)
-    return x.unfold(0, 3 * s, s)  # (m / s, ..., 3s)
+    x = F.pad(x, (0, 0) * (x.dim() - 1) + (s, s * (spans - 2)), value=fill)  # (s + m + s, ...)
+    return x.unfold(0, spans * s, s)  # (m / s, ..., spans s)
 
 
-def row_windows(x: Tensor, s: int) -> Tensor:
+def row_windows(x: Tensor, s: int, spans: int = 3) -> Tensor:
     """`RowWindows` where a gradient is recorded; without one (inference, export) the same view
     by plain ops, which TorchScript can save where it cannot save a Python autograd Function."""
     if torch.is_grad_enabled() and x.requires_grad:
-        return RowWindows.apply(x, s)
-    return _padded_windows(x, s)
+        return RowWindows.apply(x, s, spans)
+    return _padded_windows(x, s, spans)
 
 
-def _padded_windows(x: Tensor, s: int) -> Tensor:
+def _padded_windows(x: Tensor, s: int, spans: int = 3) -> Tensor:
     m, d = x.shape
-    return F.pad(x, (0, 0, s, s)).as_strided((m // s, 3 * s, d), (s * d, d, 1))  # (m/s, 3s, d)
+    padded = F.pad(x, (0, 0, s, s * (spans - 2)))
+    return padded.as_strided((m // s, spans * s, d), (s * d, d, 1))  # (m/s, spans s, d)
 
 
 def permute_rows(x: Tensor, index: Tensor, inverse: Tensor, copies: int) -> Tensor:
@@ -68,24 +78,25 @@ def permute_rows(x: Tensor, index: Tensor, inverse: Tensor, copies: int) -> Tens
 
 
 class RowWindows(torch.autograd.Function):
-    """(m, d) rows -> (m/s, 3s, d): chunk i's rows after those of chunk i-1, before those of
-    i+1 (zeros beyond the ends), as a view of one padded copy. Its backward adds three shifted
-    slices of the gradient, where unfold's generic backward is an order of magnitude slower."""
+    """(m, d) rows -> (m/s, spans s, d): chunk i's rows after those of chunk i-1 and (spans 3)
+    before those of i+1 (zeros beyond the ends), as a view of one padded copy. Its backward adds
+    shifted slices of the gradient, where unfold's generic backward is an order of magnitude slower."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, s: int) -> Tensor:
-        ctx.s = s
-        return _padded_windows(x, s)  # (m/s, 3s, d): a view of one padded, contiguous copy
+    def forward(ctx, x: Tensor, s: int, spans: int = 3) -> Tensor:
+        ctx.s, ctx.spans = s, spans
+        return _padded_windows(x, s, spans)  # (m/s, spans s, d): a view of one padded, contiguous copy
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:
         s = ctx.s
         c, _, d = grad.shape
-        grad = grad.reshape(c, 3, s, d)  # (m/s, 3, s, d): from the chunk before, own, after
+        grad = grad.reshape(c, ctx.spans, s, d)  # (m/s, spans, s, d): from the chunk before, own, after
         out = grad[:, 1].clone(memory_format=torch.contiguous_format)  # (m/s, s, d)
-        out[1:] += grad[:-1, 2]  # chunk i is the "after" of chunk i-1
+        if ctx.spans == 3:
+            out[1:] += grad[:-1, 2]  # chunk i is the "after" of chunk i-1
         out[:-1] += grad[1:, 0]  # and the "before" of chunk i+1
-        return out.view(c * s, d), None
+        return out.view(c * s, d), *(None,) * (len(ctx.needs_input_grad) - 1)  # none for s (and spans)
 
 
 class PermuteRows(torch.autograd.Function):
@@ -129,14 +140,22 @@ def masked_exp(scores: Tensor, hidden: Tensor) -> tuple[Tensor, Tensor]:
 
 
 @torch.no_grad()
-def chunk_hidden(buckets: Tensor, s: int, group: int) -> Tensor:
+def chunk_hidden(buckets: Tensor, s: int, group: int, causal: bool = False) -> Tensor:
     """(m,) sorted bucket ids -> (m/s, s or 1, 3s) bool: the keys of its window a chunk's query
     does not see (broadcast over the chunk's queries when they all see the same keys).
 
     A query sees a key when both ids agree after integer division by `group` (1: same bucket;
     n_buckets + 1: same hash round, any bucket); the id n_buckets marks padding, which nothing
     sees. Query i of a chunk is key s + i of its window.
+
+    causal: windows of 2s (the chunk before and its own); a query sees the keys of its bucket
+    0..s sorted rows back, i.e. keys i..s+i of its window (`group` must be 1).
     """
+    if causal:
+        keys = windows(buckets, s, -1, spans=2)  # (m/s, 2s)
+        back = torch.arange(s, device=buckets.device)[:, None] + s - torch.arange(2 * s, device=buckets.device)
+        band = (back >= 0) & (back <= s)  # (s, 2s): sorted rows between key and query
+        return ~((buckets.view(-1, s, 1) == keys[:, None]) & band)  # (m/s, s, 2s)
     keys = windows(buckets, s, -1)  # (m/s, 3s); -1 agrees with no id
     if group == 1:
         return buckets.view(-1, s, 1) != keys[:, None]  # (m/s, s, 3s)
@@ -146,21 +165,25 @@ def chunk_hidden(buckets: Tensor, s: int, group: int) -> Tensor:
     return ~same[:, None, :]  # (m/s, 1, 3s)
 
 
-def attend_chunks(q: Tensor, k: Tensor, v: Tensor, buckets: Tensor, s: int, group: int) -> tuple[Tensor, Tensor]:
+def attend_chunks(
+    q: Tensor, k: Tensor, v: Tensor, buckets: Tensor, s: int, group: int, causal: bool = False
+) -> tuple[Tensor, Tensor]:
     """Sorted (m, d) queries, unit keys (with the 1/sqrt(d) scale) and values and (m,) bucket ids,
     in chunks of s -> (m, d+1) unnormalized outputs [e v, sum e] with e = exp(score - top) and
-    the (m, 1) tops: each query sees the keys of its and its neighbour chunks that
-    `chunk_hidden` does not hide. All chunks of all heads and rounds are one batch of matmuls.
+    the (m, 1) tops: each query sees the keys of its and its neighbour chunks (causal: the chunk
+    before only) that `chunk_hidden` does not hide. All chunks of all heads and rounds are one
+    batch of matmuls.
 
     Unnormalized outputs let rounds combine without a logsumexp: out = sum_r w_r num_r /
     sum_r w_r den_r with w_r = exp(top_r - max top), and the ones column of [v 1] makes the
     denominators in the same matmul as the numerators.
     """
     m, d = q.shape
-    scores = q.view(-1, s, d) @ row_windows(k, s).transpose(1, 2)  # (m/s, s, 3s)
-    e, top = masked_exp(scores, chunk_hidden(buckets, s, group))  # (m/s, s, 3s), (m/s, s, 1)
+    spans = 2 if causal else 3
+    scores = q.view(-1, s, d) @ row_windows(k, s, spans).transpose(1, 2)  # (m/s, s, spans s)
+    e, top = masked_exp(scores, chunk_hidden(buckets, s, group, causal))  # (m/s, s, spans s), (m/s, s, 1)
     v1 = F.pad(v, (0, 1), value=1.0)  # (m, d+1)
-    out = e @ row_windows(v1, s)  # (m/s, s, d+1); the top key has e = 1, so den >= 1
+    out = e @ row_windows(v1, s, spans)  # (m/s, s, d+1); the top key has e = 1, so den >= 1
     return out.view(m, d + 1), top.view(m, 1)
 
 
@@ -169,8 +192,8 @@ class LSHAttention(AttentionCore):
     Config = LSHConfig
     inputs = ("q", "v")  # keys are the queries normalized to unit length
 
-    def __init__(self, head_dim: int, max_heads: int, max_len: int, config=None):
-        super().__init__(head_dim, max_heads, max_len, config)
+    def __init__(self, head_dim: int, max_heads: int, max_len: int, config=None, causal: bool = False):
+        super().__init__(head_dim, max_heads, max_len, config, causal)
         cfg = self.config
         buckets = cfg.n_buckets or max(2, max_len // cfg.bucket_size)
         self.n_buckets = buckets + buckets % 2 if buckets > 1 else 1
@@ -243,8 +266,8 @@ class LSHAttention(AttentionCore):
         sq, sk, sv = (
             permute_rows(x, token_rows, sorted_rows, r) for x in (q, k, v)
         )  # (b h r N, d) each, sorted within each round
-        group = self.n_buckets + 1 if self.config.attend_across_buckets else 1
-        out, top = attend_chunks(sq, sk, sv, buckets, s, group)  # (b h r N, d+1), (b h r N, 1)
+        group = self.n_buckets + 1 if self.config.attend_across_buckets and not self.causal else 1
+        out, top = attend_chunks(sq, sk, sv, buckets, s, group, self.causal)  # (b h r N, d+1), (b h r N, 1)
         out = permute_rows(out, sorted_rows, out_rows, 1)  # (b N h r, d+1): token order
         out = out.view(b, length, h, r, d + 1)[:, :n]  # (b, n, h, r, d+1)
         if r > 1:
@@ -257,15 +280,54 @@ class LSHAttention(AttentionCore):
         # One reciprocal per row: its backward is cheaper than a division's on every element.
         return (out[..., :d] * out[..., d:].reciprocal()).transpose(1, 2)  # (b, h, n, d)
 
+    def init_state(self, batch, heads, length, device=None, dtype=None):
+        self.check_causal()
+        cache = torch.zeros(batch, heads, length, self.head_dim, device=device, dtype=dtype)  # (b, h, L, d)
+        buckets = torch.zeros(batch, heads, length, self.config.n_hashes, dtype=torch.int32, device=device)
+        return cache, cache.clone(), buckets  # unit keys, values, bucket ids (b, h, L, r) of every round
+
+    def step(self, q, k, v, state, position):
+        keys, values, buckets = state
+        d, s = q.shape[-1], self.config.bucket_size
+        hashed = self.hash(q).transpose(2, 3).to(torch.int32)  # (b, h, 1, r)
+        norm = torch.linalg.vector_norm(q, dim=-1, keepdim=True).clamp_min(torch.finfo(q.dtype).tiny)
+        keys = write_slot(keys, q * (d**-0.5 / norm), position)  # (b, h, L, d), as forward's unit keys
+        values = write_slot(values, v, position)  # (b, h, L, d)
+        buckets = write_slot(buckets, hashed, position)  # (b, h, L, r)
+        # The keys of the query's bucket so far, and how many sorted rows each is back: the keys
+        # of the bucket after it, up to the query.
+        slot = torch.arange(keys.shape[2], device=q.device)[:, None]  # (L, 1)
+        same = (buckets == hashed) & (slot <= position)  # (b, h, L, r)
+        back = same.sum(2, keepdim=True) - same.cumsum(2)  # (b, h, L, r)
+        scores = (keys @ q.transpose(-1, -2)).expand_as(same)  # (b, h, L, r)
+        # As masked_exp: hidden keys at the lowest score, the query's own key far below any other.
+        scores = scores.masked_fill(~(same & (back <= s)), torch.finfo(q.dtype).min)
+        scores = scores.masked_fill(slot == position, max(-1e5, torch.finfo(q.dtype).min / 2))
+        top = scores.amax(2, keepdim=True)  # (b, h, 1, r)
+        e = (scores - top).exp()  # (b, h, L, r)
+        out = e.transpose(-1, -2) @ F.pad(values, (0, 1), value=1.0)  # (b, h, r, d+1): [e v, sum e]
+        out = (out * (top - top.amax(-1, keepdim=True)).transpose(-1, -2).exp()).sum(2, keepdim=True)  # (b, h, 1, d+1)
+        return out[..., :d] * out[..., d:].reciprocal(), (keys, values, buckets)  # (b, h, 1, d)
+
     def flops(self, n: int, heads: int) -> int:
         s, r, d = self.config.bucket_size, self.config.n_hashes, self.head_dim
         length = -(-n // s) * s
         hashing = 2 * length * d * (self.n_buckets // 2)
-        attention = 2 * length * 3 * s * (2 * d + 1)  # q k^T and e [v 1], 3s keys per query
+        spans = 2 if self.causal else 3
+        attention = 2 * length * spans * s * (2 * d + 1)  # q k^T and e [v 1], spans s keys per query
         combining = 2 * length * (d + 1) if r > 1 else 0
         return heads * r * (hashing + attention + combining)
 
     def activation_elements(self, n: int, heads: int) -> int:
         s, r, d = self.config.bucket_size, self.config.n_hashes, self.head_dim
         length = -(-n // s) * s
-        return heads * r * length * (3 * s + 4 * d)  # p; sorted q, k, v; the round's output
+        spans = 2 if self.causal else 3
+        return heads * r * length * (spans * s + 4 * d)  # p; sorted q, k, v; the round's output
+
+    def state_elements(self, n: int, heads: int) -> int:
+        return heads * n * (2 * self.head_dim + self.config.n_hashes)  # unit keys, values, bucket ids (int32)
+
+    def step_flops(self, n: int, heads: int) -> int:
+        r, d = self.config.n_hashes, self.head_dim
+        hashing = 2 * d * r * (self.n_buckets // 2)
+        return heads * (hashing + 2 * n * d + 2 * r * n * (d + 1))  # scores once, e [v 1] per round

@@ -6,6 +6,14 @@ whose free parameter A is chosen per head from the data to minimise the estimato
 (A = 0 is FAVOR+). kernel relu: the paper's generalized attention, phi(x) = relu(w.x).
 Either way attention costs O(n m d) instead of O(n^2 d).
 
+The causal form is the paper's unidirectional one (sec. 2.6): prefix sums of phi(k_j) [v_j 1]
+over j <= i, computed in chunks of `CAUSAL_CHUNK` positions (a masked (c, c) product inside a
+chunk, the prefix sums across chunks), so memory stays linear in n; the step form carries the
+prefix sums. Its softmax kernel is FAVOR+ (A = 0): FAVOR++'s A is fit to all queries and keys,
+the future's included. Keys are stabilised by |w|^2 / 2 per feature, the bound of
+w.k - |k|^2 / 2, a shift that needs no other key; shrink uses prefix means and sums
+(`causal_shrink_to_mean`).
+
 The kernel estimate is unbiased, but on isotropic 64-dim inputs at logit std >= 1 its variance
 (e^11.6 relative, per feature, at std 1) leaves each query's ratio estimate mostly noise, worse
 than averaging the values. `shrink` (softmax, the default) moves each head's output towards the
@@ -25,6 +33,7 @@ from nas.ops.attention.base import AttentionCore
 from nas.ops.attention.registry import ATTENTION
 
 KERNELS = ("softmax", "relu")
+CAUSAL_CHUNK = 128  # positions per chunk of the causal form: (c, c) scores inside, prefix sums across
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,8 +108,8 @@ def favor_pp_log_features(x: Tensor, w: Tensor, a: Tensor, per_query: bool = Tru
 class PerformerAttention(AttentionCore):
     Config = PerformerConfig
 
-    def __init__(self, head_dim: int, max_heads: int, max_len: int, config=None):
-        super().__init__(head_dim, max_heads, max_len, config)
+    def __init__(self, head_dim: int, max_heads: int, max_len: int, config=None, causal: bool = False):
+        super().__init__(head_dim, max_heads, max_len, config, causal)
         # The features are a pure function of (seed, draws): buffers, so that checkpoints and
         # extracted subnets keep exactly the draw the supernet uses, and every DDP rank redraws
         # the same features without touching the global RNG stream.
@@ -139,6 +148,8 @@ class PerformerAttention(AttentionCore):
         return out.to(q.dtype)
 
     def _forward(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
+        if self.causal:
+            return self._forward_causal(q, k, v, mask)
         w = self.features.to(q.dtype)  # (m, d)
         d = w.shape[1]
         scale = d**-0.25  # on q and k, so that q.k of the scaled vectors is q.k / sqrt(d)
@@ -200,11 +211,83 @@ class PerformerAttention(AttentionCore):
         phi_q = log_q.sub_(log_q.detach().amax(-1, keepdim=True)).exp_()  # (b, h, n, m)
         return phi_q, phi_k
 
+    def _causal_features(self, q: Tensor, k: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
+        """Features of the causal form, q and k (b, h, n, d) -> (b, h, n, m) each, up to a factor
+        per feature (shared by all keys, taken back on the query side) and one per query: from
+        each token alone, so that a key's features never change as the sequence grows."""
+        w = self.features.to(q.dtype)  # (m, d)
+        scale = w.shape[1] ** -0.25  # on q and k, so that q.k of the scaled vectors is q.k / sqrt(d)
+        if self.config.kernel == "relu":
+            w_t = (w * scale).T  # (d, m)
+            phi_q, phi_k = (q @ w_t).relu_(), (k @ w_t).relu_()  # (b, h, n, m)
+            return phi_q, phi_k if mask is None else phi_k * mask[:, None, :, None]
+        # FAVOR+: log phi(k) = w.k' - |k'|^2/2 <= |w|^2/2 (equal at k' = w), so keys shifted by
+        # |w|^2/2 never overflow; the queries take the shift back, then their own maximum out.
+        w_t = scale * w.T  # (d, m)
+        bound = w.square().sum(-1) / 2  # (m,)
+        k_aug = torch.cat([k, k.square().sum(-1, keepdim=True)], -1)  # (b, h, n, d+1)
+        log_k = k_aug @ torch.cat([w_t, torch.full_like(w_t[:1], -(scale**2) / 2)])  # (b, h, n, m)
+        log_k = log_k.sub_(bound)
+        if mask is not None:
+            log_k = log_k.masked_fill_(~mask[:, None, :, None], torch.finfo(q.dtype).min)  # padded keys: exp -> 0
+        log_q = F.pad(q, (0, 1), value=1.0) @ torch.cat([w_t, bound[None]])  # (b, h, n, m)
+        phi_q = log_q.sub_(log_q.detach().amax(-1, keepdim=True)).exp_()  # (b, h, n, m)
+        return phi_q, log_k.exp_()
+
+    def _forward_causal(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
+        d = v.shape[-1]
+        phi_q, phi_k = self._causal_features(q, k, mask)  # (b, h, n, m)
+        v1 = F.pad(v, (0, 1), value=1.0)  # (b, h, n, d+1): the ones column yields the normalizer
+        out = causal_linear_attention(phi_q, phi_k, v1, CAUSAL_CHUNK)  # (b, h, n, d+1)
+        if self._shrinks():
+            half = phi_q.shape[-1] // 2
+            with torch.no_grad():
+                first = causal_linear_attention(phi_q[..., :half], phi_k[..., :half], v1, CAUSAL_CHUNK)
+            return causal_shrink_to_mean(out, first, v, mask)  # (b, h, n, d)
+        num, den = out[..., :d], out[..., d:]  # (b, h, n, d), (b, h, n, 1)
+        return num / den.masked_fill(den == 0, 1.0)  # (b, h, n, d)
+
+    def init_state(self, batch, heads, length, device=None, dtype=None):
+        self.check_causal()
+        m, d = self.config.features, self.head_dim
+        sums = torch.zeros(batch, heads, m, d + 1, device=device, dtype=dtype)  # (b, h, m, d+1): sum phi(k) [v 1]
+        if not self._shrinks():
+            return (sums,)
+        # shrink's running sums: of the values, and of the signal and noise terms
+        return sums, torch.zeros(batch, heads, d + 2, device=device, dtype=dtype)  # (b, h, d+2)
+
+    def step(self, q, k, v, state, position):
+        with torch.autocast(q.device.type, enabled=False):  # fp32, as forward
+            out, new_state = self._step(q.float(), k.float(), v.float(), [x.float() for x in state], position)
+        return out.to(q.dtype), tuple(x.to(s.dtype) for x, s in zip(new_state, state))
+
+    def _step(self, q, k, v, state, position):
+        d = v.shape[-1]
+        phi_q, phi_k = self._causal_features(q, k, None)  # (b, h, 1, m)
+        v1 = F.pad(v, (0, 1), value=1.0)  # (b, h, 1, d+1)
+        sums = state[0] + phi_k.transpose(-1, -2) @ v1  # (b, h, m, d+1)
+        out = phi_q @ sums  # (b, h, 1, d+1)
+        if not self._shrinks():
+            return out[..., :d] / out[..., d:].masked_fill(out[..., d:] == 0, 1.0), (sums,)
+        half = phi_q.shape[-1] // 2
+        first = phi_q[..., :half] @ sums[..., :half, :]  # (b, h, 1, d+1)
+        o, o1, o2 = (x[..., :d] / x[..., d:].masked_fill(x[..., d:] == 0, 1.0) for x in (out, first, out - first))
+        running = state[1]  # (b, h, d+2)
+        values = running[..., :d] + v[:, :, 0]  # (b, h, d)
+        u = (values / (position + 1).to(v.dtype))[:, :, None]  # (b, h, 1, d): the mean so far
+        signal = running[..., d] + ((o1 - u) * (o2 - u)).sum((-2, -1))  # (b, h)
+        noise = running[..., d + 1] + (o1 - o2).square().sum((-2, -1)) / 4  # (b, h)
+        kept = signal.clamp_min(0)
+        beta = (kept / (kept + noise).clamp_min(torch.finfo(noise.dtype).tiny))[..., None, None]  # (b, h, 1, 1)
+        return u + beta * (o - u), (sums, torch.cat([values, signal[..., None], noise[..., None]], -1))
+
     def _shrinks(self) -> bool:
         return self.config.kernel == "softmax" and self.config.shrink and self.config.features >= 2
 
     def flops(self, n: int, heads: int) -> int:
         m, d = self.config.features, self.head_dim
+        if self.causal:
+            return heads * self._causal_flops(n)
         # phi(q), phi(k); phi(k)^T [v 1]; phi(q) (that); the division. Elementwise exps are not
         # counted, as `full` does not count its softmax.
         total = 2 * 2 * n * d * m + 2 * 2 * n * m * (d + 1) + n * d
@@ -213,12 +296,75 @@ class PerformerAttention(AttentionCore):
             total += 2 * n * d + n * d + 2 * 4 * n * d + 3 * n * d
         return heads * total
 
+    def _causal_flops(self, n: int) -> int:
+        """One head's forward of the causal form: phi(q), phi(k), then per chunk phi(k)^T [v 1],
+        phi(q) (prefix sums) and the masked (c, c) product; with shrink the first half again."""
+        m, d = self.config.features, self.head_dim
+        c = min(CAUSAL_CHUNK, n)
+        padded = -(-n // c) * c
+
+        def attention(features: int) -> int:
+            return 2 * 2 * padded * features * (d + 1) + 2 * padded * c * (features + d + 1)
+
+        total = 2 * 2 * n * d * m + attention(m) + n * d
+        if self._shrinks():
+            total += attention(m // 2) + 2 * n * d + 2 * 4 * n * d + 3 * n * d  # as the bidirectional form
+        return total
+
     def activation_elements(self, n: int, heads: int) -> int:
         m, d = self.config.features, self.head_dim
         # phi(q), phi(k); [v 1] and the output; kv; with shrink the two halves' outputs (beta
         # and the rest of its estimate are detached)
         shrink = n * (d + 1) if self._shrinks() else 0
+        if self.causal:  # each chunk's phi(k)^T [v 1] and prefix sum, its (c, c) scores; the prefix means
+            c = min(CAUSAL_CHUNK, n)
+            chunks = -(-n // c)
+            prefix = n * d if self._shrinks() else 0
+            return heads * (2 * n * m + 2 * n * (d + 1) + 2 * chunks * m * (d + 1) + chunks * c * c + shrink + prefix)
         return heads * (2 * n * m + 2 * n * (d + 1) + m * (d + 1) + shrink)
+
+    def state_elements(self, n: int, heads: int) -> int:
+        m, d = self.config.features, self.head_dim
+        return heads * (m * (d + 1) + (d + 2 if self._shrinks() else 0))  # prefix sums; shrink's sums
+
+    def step_flops(self, n: int, heads: int) -> int:
+        m, d = self.config.features, self.head_dim
+        half = 2 * (m // 2) * (d + 1) if self._shrinks() else 0  # the first half's read
+        return heads * (2 * 2 * d * m + 2 * 2 * m * (d + 1) + half)  # phi(q), phi(k); update and read the sums
+
+
+def causal_linear_attention(phi_q: Tensor, phi_k: Tensor, v: Tensor, chunk: int) -> Tensor:
+    """out_i = phi_q_i . sum_{j <= i} phi_k_j v_j^T, in chunks of `chunk` positions: inside a chunk
+    the masked (c, c) product, across chunks exclusive prefix sums of phi_k^T v, so that nothing
+    of size n x n or n x m x d exists.
+
+    Shape: phi_q, phi_k (b, h, n, m), v (b, h, n, e) -> (b, h, n, e).
+    """
+    b, h, n, m = phi_q.shape
+    c = min(chunk, n)
+    pad = -n % c  # padded keys have zero features and add nothing
+    phi_q, phi_k, v = (F.pad(x, (0, 0, 0, pad)).view(b, h, -1, c, x.shape[-1]) for x in (phi_q, phi_k, v))
+    kv = phi_k.transpose(-1, -2) @ v  # (b, h, T, m, e): each chunk's sum
+    before = F.pad(kv.cumsum(2)[:, :, :-1], (0, 0, 0, 0, 1, 0))  # (b, h, T, m, e): the chunks before
+    within = (phi_q @ phi_k.transpose(-1, -2)).tril_()  # (b, h, T, c, c): j <= i inside the chunk
+    out = phi_q @ before + within @ v  # (b, h, T, c, e)
+    return out.view(b, h, -1, v.shape[-1])[:, :, :n]
+
+
+def causal_shrink_to_mean(out: Tensor, first: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
+    """`shrink_to_mean` with every sum a prefix sum: query i shrinks towards u_i, the mean of the
+    values up to i, by beta_i = S_i / (S_i + E_i) with S_i, E_i summed over queries j <= i (each
+    against its own u_j). Shapes as `shrink_to_mean`."""
+    d = v.shape[-1]
+    halves = (first, out.detach() - first)
+    o, o1, o2 = (x[..., :d] / x[..., d:].masked_fill(x[..., d:] == 0, 1.0) for x in (out, *halves))  # (b, h, n, d)
+    real = torch.ones_like(v[:1, :1, :, :1]) if mask is None else mask[:, None, :, None].to(v.dtype)  # (., 1, n, 1)
+    u = (v * real).cumsum(2) / real.cumsum(2).clamp_min(1)  # (b, h, n, d)
+    u_ = u.detach()
+    signal = (((o1 - u_) * (o2 - u_)).sum(-1, keepdim=True) * real).cumsum(2).clamp_min_(0)  # (b, h, n, 1)
+    noise = ((o1 - o2).square().sum(-1, keepdim=True) * real).cumsum(2) / 4  # (b, h, n, 1)
+    beta = signal / (signal + noise).clamp_min(torch.finfo(noise.dtype).tiny)  # (b, h, n, 1)
+    return u + beta * (o - u)  # (b, h, n, d)
 
 
 def shrink_to_mean(out: Tensor, first: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:

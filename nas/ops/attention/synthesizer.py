@@ -3,7 +3,9 @@
 
 Dense scores relu(q W1 + b1) W2 and factorized random scores A B^T are both dot products of an
 (n, .) by an (n, .) matrix, so they run through the fused attention kernel and never hold n x n.
-# b batch, h heads, n sequence, d head dim, r rank of the random scores
+The causal form masks the scores above the diagonal (the fused kernel's `is_causal`); its step
+form keeps a cache of the values (max_len long): the scores of a position need no other token.
+# b batch, h heads, n sequence, d head dim, r rank of the random scores, L cache length
 """
 
 import dataclasses
@@ -12,7 +14,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from nas.ops.attention.base import AttentionCore, key_bias
+from nas.ops.attention.base import AttentionCore, causal_bias, key_bias, slots_upto, write_slot
 from nas.ops.attention.registry import ATTENTION
 
 VARIANTS = ("dense", "random")
@@ -53,6 +55,8 @@ class SynthesizerAttention(AttentionCore):
             keys = self.w2[:h, :n].expand(b, -1, -1, -1)  # (b, h, n, d)
         elif self.config.rank is None:
             scores = self.r[:h, :n, :n]  # (h, n, n): the parameter itself is quadratic anyway
+            if self.causal:
+                return (scores + causal_bias(n, mask, v.dtype, v.device)).softmax(dim=-1) @ v  # (b, h, n, d)
             if mask is not None:
                 scores = scores.masked_fill(~mask[:, None, None, :], torch.finfo(v.dtype).min)
             return scores.softmax(dim=-1) @ v  # (b, h, n, d)
@@ -64,21 +68,57 @@ class SynthesizerAttention(AttentionCore):
             keys = F.pad(self.b[:h, :n], (0, width - self.config.rank)).expand(b, -1, -1, -1)
             v = F.pad(v, (0, width - d))  # (b, h, n, width), like hidden and keys
         # The paper applies no 1/sqrt(d) scaling to synthesized scores.
-        bias = key_bias(mask, v.dtype)  # (b, 1, 1, n) or None
-        out = F.scaled_dot_product_attention(hidden, keys, v, attn_mask=bias, scale=1.0)
+        if self.causal and mask is None:
+            out = F.scaled_dot_product_attention(hidden, keys, v, is_causal=True, scale=1.0)
+        else:
+            bias = causal_bias(n, mask, v.dtype, v.device) if self.causal else key_bias(mask, v.dtype)
+            out = F.scaled_dot_product_attention(hidden, keys, v, attn_mask=bias, scale=1.0)
         return out[..., :d]  # (b, h, n, d)
+
+    def init_state(self, batch, heads, length, device=None, dtype=None):
+        self.check_causal()
+        return (torch.zeros(batch, heads, length, self.head_dim, device=device, dtype=dtype),)  # values (b, h, L, d)
+
+    def step(self, q, k, v, state, position):
+        values = write_slot(state[0], v, position)  # (b, h, L, d)
+        h, length = values.shape[1], values.shape[2]
+        seen = slots_upto(position, length)  # (L,)
+        if self.config.variant == "dense":
+            hidden = F.relu(q @ self.w1[:h] + self.b1[:h, None, :])  # (b, h, 1, d)
+            keys = self.w2[:h, :length].expand(q.shape[0], -1, -1, -1)  # (b, h, L, d)
+            out = F.scaled_dot_product_attention(hidden, keys, values, attn_mask=seen[None, None, None], scale=1.0)
+            return out, (values,)  # (b, h, 1, d)
+        if self.config.rank is None:
+            scores = self.r[:h].index_select(1, position.view(1))[..., :length]  # (h, 1, L)
+        else:
+            scores = self.a[:h].index_select(1, position.view(1)) @ self.b[:h, :length].transpose(1, 2)  # (h, 1, L)
+        scores = scores.masked_fill(~seen, torch.finfo(scores.dtype).min)
+        return scores.softmax(dim=-1) @ values, (values,)  # (b, h, 1, d)
 
     def flops(self, n: int, heads: int) -> int:
         d, rank = self.head_dim, self.config.rank
+        # causal: the fused kernel skips the blocks above the diagonal (the full random scores are
+        # a plain softmax, which does not)
+        pairs = n * (n + 1) // 2 if self.causal else n * n
         if self.config.variant == "dense":
-            return 2 * heads * (n * d * d + 2 * n * n * d)  # q W1, then scores and p v
+            return 2 * heads * (n * d * d + 2 * pairs * d)  # q W1, then scores and p v
         if rank is None:
             return 2 * heads * n * n * d  # p v
-        return 2 * 2 * heads * n * n * max(rank, d)  # A B^T and p v, both at the padded width
+        return 2 * 2 * heads * pairs * max(rank, d)  # A B^T and p v, both at the padded width
 
     def activation_elements(self, n: int, heads: int) -> int:
         hidden = n * self.head_dim if self.config.variant == "dense" else 0
         return heads * (n * n + hidden)  # the attention matrix (fused kernels keep less)
+
+    def state_elements(self, n: int, heads: int) -> int:
+        return heads * n * self.head_dim  # the cache of values
+
+    def step_flops(self, n: int, heads: int) -> int:
+        d, rank = self.head_dim, self.config.rank
+        if self.config.variant == "dense":
+            return 2 * heads * (d * d + 2 * n * d)  # q W1, then the scores and p v over n tokens
+        scores = 0 if rank is None else 2 * n * rank  # A_t B^T
+        return heads * (scores + 2 * n * d)  # and p v
 
 
 class DenseSynthesizer(SynthesizerAttention):
@@ -87,8 +127,8 @@ class DenseSynthesizer(SynthesizerAttention):
     inputs = ("q", "v")
     per_head = ("w1", "b1", "w2")
 
-    def __init__(self, head_dim: int, max_heads: int, max_len: int, config=None):
-        super().__init__(head_dim, max_heads, max_len, config)
+    def __init__(self, head_dim: int, max_heads: int, max_len: int, config=None, causal: bool = False):
+        super().__init__(head_dim, max_heads, max_len, config, causal)
         h, d = max_heads, head_dim
         # The paper's b2 is left out: a hidden unit with zero weights and positive bias
         # gives a row of W2 that acts as the same per-key bias.
@@ -105,8 +145,8 @@ class RandomSynthesizer(SynthesizerAttention):
     inputs = ("v",)
     per_head = ("r",)
 
-    def __init__(self, head_dim: int, max_heads: int, max_len: int, config=None):
-        super().__init__(head_dim, max_heads, max_len, config)
+    def __init__(self, head_dim: int, max_heads: int, max_len: int, config=None, causal: bool = False):
+        super().__init__(head_dim, max_heads, max_len, config, causal)
         self.r = nn.Parameter(torch.randn(max_heads, max_len, max_len))  # (h, max_len, max_len)
 
 
@@ -116,8 +156,8 @@ class FactorizedRandomSynthesizer(SynthesizerAttention):
     inputs = ("v",)
     per_head = ("a", "b")
 
-    def __init__(self, head_dim: int, max_heads: int, max_len: int, config=None):
-        super().__init__(head_dim, max_heads, max_len, config)
+    def __init__(self, head_dim: int, max_heads: int, max_len: int, config=None, causal: bool = False):
+        super().__init__(head_dim, max_heads, max_len, config, causal)
         h, rank = max_heads, self.config.rank
         # std rank^-1/4 on both factors gives A B^T entries of unit variance, like full R.
         self.a = nn.Parameter(torch.randn(h, max_len, rank) * rank**-0.25)  # (h, max_len, r)

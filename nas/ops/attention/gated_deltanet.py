@@ -1,0 +1,101 @@
+"""The gated delta rule (Gated DeltaNet, Yang et al. 2025, https://arxiv.org/abs/2412.06464).
+
+S_t = exp(g_t) S_{t-1} + beta_t k_t (v_t - exp(g_t) S_{t-1}^T k_t)^T, o_t = S_t^T q_t / sqrt(d), on
+the shared q/k/v projections with queries and keys L2-normalised (the paper's qk-norm). The
+gates are the op's own parameters, read from each head's key before its norm (the paper reads x):
+g = -exp(A_log) softplus(k w_a + dt_bias) (Mamba-2's decay) and beta = sigmoid(k w_b). Each head's
+output is RMS-normalised, as the paper's output norm.
+Causal: the chunked WY/UT form; step: the (d, d) state; bidirectional: the forward scan plus a
+backward one reading positions > t (nas/ops/mixers/gated_deltanet.py, bidirectional.py).
+# b batch, h heads, n sequence, d head dim
+"""
+
+import dataclasses
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from nas.ops.attention.base import AttentionCore
+from nas.ops.attention.registry import ATTENTION
+from nas.ops.mixers.gated_deltanet import (
+    gated_delta_activation_elements,
+    gated_delta_bidirectional,
+    gated_delta_chunked,
+    gated_delta_flops,
+    gated_delta_gates,
+    gated_delta_state_bytes,
+    gated_delta_step,
+    gated_delta_step_flops,
+)
+from nas.ops.mixers.mamba2 import init_A_log, init_dt_bias
+
+
+@dataclasses.dataclass(frozen=True)
+class GatedDeltaNetConfig:
+    chunk: int = 64  # positions per chunk of the training form (a triangular solve inside, the state across)
+
+    def __post_init__(self):
+        if self.chunk < 1:
+            raise ValueError(f"chunk must be >= 1, got {self.chunk}")
+
+
+@ATTENTION.register("gated_deltanet")
+class GatedDeltaNet(AttentionCore):
+    Config = GatedDeltaNetConfig
+    per_head = ("gate_weight", "A_log", "dt_bias")
+
+    def __init__(self, head_dim: int, max_heads: int, max_len: int, config=None, causal: bool = False):
+        super().__init__(head_dim, max_heads, max_len, config, causal)
+        h, d = max_heads, head_dim
+        self.gate_weight = nn.Parameter(torch.randn(h, d, 2) * d**-0.5)  # (h, d, 2): the decay's and beta's logits
+        self.A_log = nn.Parameter(init_A_log(h))  # (h,)
+        self.dt_bias = nn.Parameter(init_dt_bias(h))  # (h,)
+
+    def gates(self, k: Tensor) -> tuple[Tensor, Tensor]:
+        """(b, h, n, d) keys before their norm -> log decays g and write rates beta, (b, h, n) each."""
+        h = k.shape[1]
+        a, b = (k @ self.gate_weight[:h]).unbind(-1)  # (b, h, n) each
+        return gated_delta_gates(a, b, self.A_log[:h], self.dt_bias[:h])
+
+    def forward(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor:
+        g, beta = self.gates(k)
+        q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
+        if self.causal:
+            y = gated_delta_chunked(q, k, v, g, beta, chunk=self.config.chunk, mask=mask)[0]  # (b, h, n, d)
+        else:
+            y = gated_delta_bidirectional(q, k, v, g, beta, chunk=self.config.chunk, mask=mask)  # (b, h, n, d)
+        return F.rms_norm(y, (self.head_dim,))
+
+    def init_state(self, batch, heads, length, device=None, dtype=None):
+        self.check_causal()
+        return (torch.zeros(batch, heads, self.head_dim, self.head_dim, device=device, dtype=dtype),)  # (b, h, d, d)
+
+    def step(self, q, k, v, state, position):
+        g, beta = (x[:, :, 0] for x in self.gates(k))  # (b, h) each
+        q, k = F.normalize(q[:, :, 0], dim=-1), F.normalize(k[:, :, 0], dim=-1)  # (b, h, d)
+        y, memory = gated_delta_step(q, k, v[:, :, 0], g, beta, state[0])  # (b, h, d), (b, h, d, d)
+        return F.rms_norm(y, (self.head_dim,))[:, :, None], (memory,)  # (b, h, 1, d)
+
+    def _gate_flops(self, n: int, heads: int) -> int:
+        return 2 * heads * n * self.head_dim * 2  # the keys against each head's two gate columns
+
+    def flops(self, n: int, heads: int) -> int:
+        scans = 1 if self.causal else 2  # bidirectional: the forward and the backward scan
+        d = self.head_dim
+        return scans * gated_delta_flops(n, heads, d, d, self.config.chunk) + self._gate_flops(n, heads)
+
+    def activation_elements(self, n: int, heads: int) -> int:
+        d = self.head_dim
+        scans = gated_delta_activation_elements(n, heads, d, d, self.config.chunk)
+        if not self.causal:  # and the backward scan's, as much
+            scans *= 2
+        gates = heads * n * 4  # the gate logits, softplus's input, the decays and beta
+        norms = heads * n * (2 * d + 2)  # q and k before their L2 norms, and the norms
+        return scans + gates + norms + heads * n * (d + 1)  # and the output before its RMS norm, and its RMS
+
+    def state_elements(self, n: int, heads: int) -> int:
+        return gated_delta_state_bytes(heads, self.head_dim, self.head_dim, bytes_per_element=1)  # (h, d, d), any n
+
+    def step_flops(self, n: int, heads: int) -> int:
+        return gated_delta_step_flops(heads, self.head_dim, self.head_dim) + self._gate_flops(1, heads)
