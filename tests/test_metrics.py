@@ -104,9 +104,10 @@ def test_soft_cross_entropy_is_torchs_cross_entropy_with_probability_targets():
 
 
 def test_score_puts_the_better_value_higher():
-    assert HIGHER_IS_BETTER == {"acc": True, "bpb": False}
+    assert HIGHER_IS_BETTER == {"acc": True, "bpb": False, "mse": False, "mae": False}
     assert score(0.9, "acc") > score(0.8, "acc")
     assert score(1.2, "bpb") > score(1.5, "bpb")
+    assert score(0.2, "mse") > score(0.3, "mse") and score(0.2, "mae") > score(0.3, "mae")
     with pytest.raises(ConfigError, match="unknown metric 'f1'; allowed: acc, bpb"):
         score(0.5, "f1")
 

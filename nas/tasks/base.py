@@ -3,6 +3,8 @@
 A task is a LightningDataModule that also knows its vocabulary, output size and scoring. Batches
 are dicts: `tokens` (b, n) long with pad id 0, `mask` (b, n) bool with True = real token, and
 `target`, (b,) for `readout="classify"` or (b, n) for `readout="tokens"` with IGNORE_INDEX (-100) where unscored.
+A forecast (`readout="forecast"`, nas/tasks/forecast.py) has real values instead: `tokens` (b, L,
+channels) float, `mask` (b, L) all True, `target` (b, H, channels) float.
 """
 
 from __future__ import annotations
@@ -77,7 +79,7 @@ class Task(pl.LightningDataModule):
     name: ClassVar[str]  # set by the registry
     Config: ClassVar[type] = TaskConfig
     readout: ClassVar[str] = "classify"  # "classify": a label per sequence; "tokens": per position
-    metric: ClassVar[str] = "acc"  # "acc" or "bpb" (bits per byte)
+    metric: ClassVar[str] = "acc"  # "acc", "bpb" (bits per byte) or "mse" (a forecast's; lower is better)
     causal: ClassVar[bool] = False  # True: a position may see only the past (next-token models)
 
     vocab_size: int  # token ids are 0..vocab_size-1, 0 is padding
@@ -143,15 +145,25 @@ class Task(pl.LightningDataModule):
         self.setup()
         c = self.config
         data = self.splits[split]
-        sampler = EpochShuffle(len(data), c.seed) if shuffle else None
+        sampler = self.train_sampler(data) if shuffle else None
         return DataLoader(
             data,
             batch_size=c.batch_size,
             sampler=sampler,
             num_workers=c.num_workers,
-            collate_fn=collate,
+            collate_fn=self.collate_batch,
             persistent_workers=c.num_workers > 0,
         )
+
+    def collate_batch(self, items: list) -> dict[str, Tensor]:
+        """A batch of a split's examples (`collate`: token ids padded); a task of other inputs
+        (a forecast's real values) overrides it."""
+        return collate(items)
+
+    def train_sampler(self, data: Dataset) -> Sampler[int]:
+        """The indices of `data` that a training epoch visits, in order: every example once, in a
+        fresh order per epoch (`EpochShuffle`). A task that draws its examples overrides it."""
+        return EpochShuffle(len(data), self.config.seed)
 
     def baseline(self) -> dict[str, float]:
         """What a model that ignores its input scores, fit on train.

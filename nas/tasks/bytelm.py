@@ -10,6 +10,7 @@ import dataclasses
 import hashlib
 import os
 import sysconfig
+from collections.abc import Collection
 from pathlib import Path
 
 import numpy as np
@@ -78,7 +79,7 @@ class ByteLMTask(Task):
 
     def load(self) -> dict[str, MaskedBytes]:
         c = self.config
-        root = Path(c.root).expanduser() if c.root else Path(sysconfig.get_paths()["stdlib"])
+        root = Path(c.root).expanduser() if c.root else standard_library()
         splits = {}
         for index, (split, files) in enumerate(split_files(root, c).items()):
             data = np.frombuffer(b"".join(map(read_bytes, files)), dtype=np.uint8)
@@ -98,29 +99,45 @@ def split_files(root: Path, config: ByteLMConfig) -> dict[str, list[Path]]:
     """The .py files under root per split, each split in a fixed order (by path hash)."""
     if not root.is_dir():
         raise ConfigError(f"task 'bytelm': missing folder {root}")
-    keyed = []
-    for folder, subfolders, names in os.walk(root):
-        subfolders[:] = [d for d in subfolders if d not in SKIP]  # not walked into at all
-        for name in names:
-            if name.endswith(".py"):
-                path = Path(folder, name)
-                digest = hashlib.sha256(path.relative_to(root).as_posix().encode()).digest()
-                keyed.append((int.from_bytes(digest[:8], "big") / 2**64, path))
-    keyed.sort()
     bounds = {"val": config.val_fraction, "test": config.val_fraction + config.test_fraction}
     files = {split: [] for split in SPLITS}
-    for u, path in keyed:
+    for u, path in hashed_files(root):
         split = "val" if u < bounds["val"] else "test" if u < bounds["test"] else "train"
         if config.max_files is None or len(files[split]) < config.max_files:
             files[split].append(path)
     return files
 
 
-def read_bytes(path: Path) -> bytes:
+def standard_library() -> Path:
+    """The folder of this Python's standard library: text every Python machine has."""
+    return Path(sysconfig.get_paths()["stdlib"])
+
+
+def hashed_files(
+    root: Path, suffix: str = ".py", skip: Collection[str] = SKIP, hidden: bool = True
+) -> list[tuple[float, Path]]:
+    """The files under `root` whose names end in `suffix`, each with a number in [0, 1) from a
+    hash of its path relative to root, in that number's order: a fixed shuffle that neither the
+    seed nor the file system's listing order changes. Folders named in `skip` are not walked
+    into; with `hidden` False, neither are files and folders whose names start with a dot."""
+    keep = lambda name: hidden or not name.startswith(".")
+    keyed = []
+    for folder, subfolders, names in os.walk(root):
+        subfolders[:] = [d for d in subfolders if d not in skip and keep(d)]  # not walked into at all
+        for name in names:
+            if name.endswith(suffix) and keep(name):
+                path = Path(folder, name)
+                digest = hashlib.sha256(path.relative_to(root).as_posix().encode()).digest()
+                keyed.append((int.from_bytes(digest[:8], "big") / 2**64, path))
+    keyed.sort()
+    return keyed
+
+
+def read_bytes(path: Path, task: str = "bytelm") -> bytes:
     try:
         return path.read_bytes()
     except OSError as err:  # e.g. a file without read permission under the user's root
-        raise ConfigError(f"task 'bytelm': cannot read {path} ({err.strerror})") from None
+        raise ConfigError(f"task '{task}': cannot read {path} ({err.strerror})") from None
 
 
 def mask(rng: np.random.Generator, shape: tuple[int, int], prob: float) -> np.ndarray:

@@ -97,8 +97,21 @@ def test_sample_distinct_tops_up_duplicates():
 
 
 def test_registry_and_build():
-    assert TASKS.names() == ["bytelm", "listops", "lookup", "mqar", "pathfinder", "selective_copy", "text"]
-    with pytest.raises(ConfigError, match="unknown task 'imdb'; known: bytelm, listops, lookup, mqar"):
+    assert TASKS.names() == [
+        "bytelm",
+        "forecast",
+        "genomics",
+        "listops",
+        "lm",
+        "lookup",
+        "lra_image",
+        "lra_retrieval",
+        "mqar",
+        "pathfinder",
+        "selective_copy",
+        "text",
+    ]
+    with pytest.raises(ConfigError, match="unknown task 'imdb'; known: bytelm, forecast, genomics, listops, lm"):
         build("imdb")
     with pytest.raises(ConfigError, match="unknown option 'lenght' for task 'mqar'; allowed: "):
         build("mqar", lenght=3)
