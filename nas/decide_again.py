@@ -5,7 +5,8 @@ The run's `.hydra/` and `checkpoints/` (the supernet and the architecture weight
 epoch) are copied into a new run folder, which `nas-search` resumes with the run's own overrides
 and the new rule. The checkpoint is at the last epoch, so training ends at once and only the
 decision runs; the new folder gets its own best_arch.yaml, margins.yaml and summary.txt
-(retraining is off), and `nas-rank run=<new folder>` ranks it like any search.
+(retraining is off; both with the new rule's paired test of each decision and its confidence
+line), and `nas-rank run=<new folder>` ranks it like any search.
 """
 
 from __future__ import annotations

@@ -4,11 +4,14 @@
 The program takes any batch and, where every op traces with a symbolic length (full,
 performer), any length up to max_len; a model with another op (local, linformer, lsh,
 synthesizer specialize the length while tracing) takes exactly max_len, and shorter inputs are
-padded with mask False, which every op ignores. model.json's `dynamic_len` says which.
+padded with mask False, which every op ignores. model.json's `dynamic_len` says which. A
+causal language model also gets a decode-step program (`write_decode_program`), with which
+predict.py generates from a cached state instead of re-running the prefix at every token.
 
 What is safe to accept from others: `weights.safetensors` (safetensors,
-https://huggingface.co/docs/safetensors, holds tensors only and runs no code when read) and the
-text files (arch.yaml, space.yaml, model.json, metrics.json). `model.pt2` and `model_int8.pt`
+https://huggingface.co/docs/safetensors, holds tensors only and runs no code when read),
+`decode_state.pt` (tensors only, read with `torch.load(weights_only=True)`) and the text files
+(arch.yaml, space.yaml, model.json, metrics.json). `model.pt2`, `decode.pt2` and `model_int8.pt`
 are programs: loading and running them executes the operations someone put there, so load
 them only from a source you trust; `nas.export.load` rebuilds the model from the safe files.
 The folder is written beside `out` under a temporary name and renamed into place, so a crash
@@ -34,8 +37,8 @@ from torch import Tensor, nn
 from nas import cost
 from nas.atomic import atomic_folder
 from nas.errors import ConfigError, excerpt
-from nas.metrics import METRICS, evaluate_many
-from nas.model import ModelShape, ModelSpec, Subnet
+from nas.metrics import COMPANIONS, METRICS, evaluate_each
+from nas.model import ModelShape, ModelSpec, Subnet, input_shape, random_input
 from nas.ops.attention import revisions, warn_revision_changes
 from nas.predict import MODEL_SCHEMA, InputError, describe
 from nas.safe_load import read_checkpoint, read_json
@@ -53,6 +56,8 @@ FILES = (
     "metrics.json",
     "model_int8.pt",
     "task.json",
+    "decode.pt2",
+    "decode_state.pt",
 )
 MODEL_KEYS = ("shape", "metric")  # what model.json must hold: ModelShape.to_dict() and the metric
 HPARAMS = ("model", "metric")  # what a retrain checkpoint must hold: ModelSpec.to_dict() and the metric
@@ -90,9 +95,12 @@ def export(
     Files: `arch.yaml`, `space.yaml`, `model.json` (the task sizes and `op_revisions`, see
     `nas.ops.attention.warn_revision_changes`), `weights.safetensors` (the subnet's state dict),
     `model.pt2` (a `torch.export` program: tokens (b, max_len) long and mask (b, max_len) bool ->
-    logits, any b), `predict.py` (runs it with torch alone),
-    `metrics.json`, and with `quantize` `model_int8.pt` (the int8 copy of `quantize_int8` as a
-    TorchScript program with the same inputs; `predict.py --int8` runs it).
+    logits, any b; a forecaster's: standardised values (b, max_len, channels) -> forecasts (b,
+    horizon, channels)), `predict.py` (runs it with torch alone), `metrics.json` (a forecaster's
+    test metrics: `test/mse` and `test/mae`), and with `quantize` `model_int8.pt` (the int8 copy of `quantize_int8` as a
+    TorchScript program with the same inputs; `predict.py --int8` runs it). A model that decodes
+    (causal, token ids, readout tokens) also gets `decode.pt2` and `decode_state.pt`, described
+    by model.json's `decode` (`write_decode_program`; `predict.py --generate` runs them).
 
     Args:
         ckpt: a checkpoint written while training a `RetrainModule`.
@@ -135,6 +143,7 @@ def export(
         (staging / "space.yaml").write_text(yaml.safe_dump(space.to_dict(), sort_keys=False))
         save_weights(model, staging / "weights.safetensors")
         dynamic_len = write_program(model, shape.max_len, staging / "model.pt2")
+        decode = write_decode_program(model, staging)  # None: the model does not decode
         (staging / "model.json").write_text(
             json.dumps(
                 {
@@ -142,6 +151,7 @@ def export(
                     "metric": metric,
                     "dynamic_len": dynamic_len,
                     "op_revisions": revisions(space.op_types(arch)),
+                    **({"decode": decode} if decode else {}),
                 },
                 indent=2,
             )
@@ -168,11 +178,12 @@ def export(
             metrics["size/int8_bytes"] = saved_bytes(models["int8"].state_dict())
             metrics["int8/latency_ms"] = cost.subnet_latency_ms(models["int8"], seq_len, shape.vocab_size)
         if eval_batches is not None:
-            scores = evaluate_many(models, eval_batches, metric)
-            metrics[f"test/{metric}"] = scores["float"]
+            reported = (metric, *COMPANIONS.get(metric, ()))  # a forecast's mse, then its mae
+            scores = evaluate_each(models, eval_batches, reported)
+            metrics.update({f"test/{m}": scores["float"][m] for m in reported})
             if quantize:
-                metrics[f"int8/test/{metric}"] = scores["int8"]
-                metrics["int8/delta"] = scores["int8"] - scores["float"]
+                metrics.update({f"int8/test/{m}": scores["int8"][m] for m in reported})
+                metrics["int8/delta"] = scores["int8"][metric] - scores["float"][metric]
         (staging / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics
 
@@ -244,16 +255,22 @@ def write_program(model: Subnet, max_len: int, path: Path) -> bool:
     fills by padding with the mask False.
     """
     model.eval()
+    if model.spec.shape.input == "values":
+        return write_values_program(model, path)
+    readout = model.spec.shape.readout
     batch, n = torch.export.Dim("batch", min=1), torch.export.Dim("n", min=1, max=max_len)
+    axis = len(input_shape(readout, 1, 1)) - 1  # the length's: 1, or 2 in a pair's (b, 2, n)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             program = torch.export.export(
-                model, example_inputs(max(2, max_len // 2)), dynamic_shapes=({0: batch, 1: n}, {0: batch, 1: n})
+                model,
+                example_inputs(max(2, max_len // 2), readout),
+                dynamic_shapes=({0: batch, axis: n}, {0: batch, axis: n}),
             )
         dynamic = True
     except Exception:  # torch.export's UserError/ConstraintViolation for an op that specializes n
-        program = torch.export.export(model, example_inputs(max_len), dynamic_shapes=({0: batch}, {0: batch}))
+        program = torch.export.export(model, example_inputs(max_len, readout), dynamic_shapes=({0: batch}, {0: batch}))
         dynamic = False
     torch.export.save(program, path)
     loaded = torch.export.load(path).module()
@@ -264,6 +281,79 @@ def write_program(model: Subnet, max_len: int, path: Path) -> bool:
     return dynamic
 
 
+def write_values_program(model: Subnet, path: Path) -> bool:
+    """`write_program` for a forecaster: values (b, max_len, channels) -> forecasts (b, horizon,
+    channels), any b; the length is fixed (the flatten head reads every patch), so False."""
+    program = torch.export.export(
+        model, (random_input(model.spec.shape, 2),), dynamic_shapes=({0: torch.export.Dim("batch", min=1)},)
+    )
+    torch.export.save(program, path)
+    check_program(model, torch.export.load(path).module(), model.spec.shape.max_len)
+    return False
+
+
+class DecodeStep(nn.Module):
+    """`Subnet.step` over the layers' states as one flat tuple, the form decode.pt2 takes.
+
+    Shape: tokens (1,) long, position 0-dim long, state (tensors of fixed shapes) -> logits
+    (1, C), and the next state.
+    """
+
+    def __init__(self, model: Subnet, layer_sizes: list[int]):
+        super().__init__()
+        self.model = model
+        self.layer_sizes = layer_sizes  # tensors in each layer's state, in order
+
+    def forward(self, tokens: Tensor, position: Tensor, state: tuple[Tensor, ...]) -> tuple[Tensor, tuple[Tensor, ...]]:
+        starts = [sum(self.layer_sizes[:i]) for i in range(len(self.layer_sizes))]
+        layers = tuple(state[start : start + size] for start, size in zip(starts, self.layer_sizes))
+        logits, layers = self.model.step(tokens, layers, position)
+        return logits, tuple(x for layer in layers for x in layer)
+
+
+def write_decode_program(model: Subnet, folder: Path) -> dict | None:
+    """For a model that decodes (causal, token ids, a readout per position): write decode.pt2,
+    `DecodeStep` as a `torch.export` program for one sequence with a state of max_len tokens,
+    one program for every position; and decode_state.pt, the state before the first token
+    where it is not zeros (block_recurrent's learned start state), as {index: tensor} for
+    `torch.load(weights_only=True)`: data, so a long KV cache of zeros is never stored.
+    Checked against the eager step. Returns model.json's `decode`: each state tensor's shape
+    and dtype, or None for a model that does not decode."""
+    model.eval()
+    try:
+        layers = model.init_state(1)
+    except ConfigError:  # Subnet says which models decode
+        return None
+    # cloned: a state tensor that is a view (block_recurrent's start state) would make
+    # torch.export guard on its base, which the states the program returns do not have
+    state = tuple(x.clone() for layer in layers for x in layer)
+    step = DecodeStep(model, [len(layer) for layer in layers])
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.export.export(step, (torch.ones(1, dtype=torch.long), torch.tensor(0), state))
+    torch.export.save(program, folder / "decode.pt2")
+    torch.save({str(i): x for i, x in enumerate(state) if torch.count_nonzero(x)}, folder / "decode_state.pt")
+    check_decode_program(step, torch.export.load(folder / "decode.pt2").module(), state)
+    return {"state": [{"shape": list(x.shape), "dtype": str(x.dtype).removeprefix("torch.")} for x in state]}
+
+
+def check_decode_program(step: DecodeStep, program: Callable, state: tuple[Tensor, ...], positions: int = 32) -> None:
+    """Raise unless `program` gives the eager step's logits at the first `positions` positions
+    (at most max_len) of a random sequence, each step fed the state the one before returned."""
+    shape = step.model.spec.shape
+    tokens = torch.randint(1, shape.vocab_size, (min(positions, shape.max_len),))
+    eager = state
+    with torch.no_grad():
+        for t, token in enumerate(tokens):
+            got, state = program(token[None], torch.tensor(t), state)
+            expected, eager = step(token[None], torch.tensor(t), eager)
+            if not torch.allclose(got, expected, atol=1e-5, rtol=1e-5):
+                raise RuntimeError(
+                    f"the exported decode step differs from the model at position {t} by "
+                    f"{(got - expected).abs().max().item():.2e}"
+                )
+
+
 def write_int8_program(model: nn.Module, max_len: int, path: Path) -> None:
     """Save the int8 copy as a TorchScript program for (b, max_len) inputs, checked like
     `write_program`. TorchScript, because torch.export cannot yet hold the packed weights of
@@ -272,22 +362,38 @@ def write_int8_program(model: nn.Module, max_len: int, path: Path) -> None:
         # Tracing warns that shape checks become constants: they are, for the fixed max_len,
         # and check_program below runs the program on another batch size and other padding.
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        program = torch.jit.trace(model.eval(), example_inputs(max_len), check_trace=False)
+        shape = model.spec.shape
+        example = (random_input(shape, 2),) if shape.input == "values" else example_inputs(max_len, shape.readout)
+        program = torch.jit.trace(model.eval(), example, check_trace=False)
         torch.jit.save(program, str(path))
         check_program(model, torch.jit.load(str(path)), max_len)
 
 
-def example_inputs(max_len: int) -> tuple[Tensor, Tensor]:
+def example_inputs(max_len: int, readout: str = "classify") -> tuple[Tensor, Tensor]:
     # No op branches on input values, so the example's values do not matter; a batch of 2
     # keeps tracing from specializing the batch dim to 1.
-    return torch.ones(2, max_len, dtype=torch.long), torch.ones(2, max_len, dtype=torch.bool)
+    shape = input_shape(readout, 2, max_len)  # (2, max_len), or (2, 2, max_len) for pairs
+    return torch.ones(shape, dtype=torch.long), torch.ones(shape, dtype=torch.bool)
 
 
 def check_program(model: nn.Module, program: Callable[[Tensor, Tensor], Tensor], max_len: int) -> None:
     """Raise unless `program` gives `model`'s logits on 3 sequences (a batch size it was not
-    traced with) padded to max_len by different amounts."""
-    tokens = torch.randint(1, model.embed.tokens.num_embeddings, (3, max_len))
-    mask = torch.arange(max_len) < torch.tensor([[max_len], [max_len // 2 + 1], [1]])  # (3, max_len)
+    traced with) padded to max_len by different amounts (for pairs: 3 pairs, each document
+    padded by its own amount; for a forecaster: 3 windows of random values)."""
+    if model.spec.shape.input == "values":
+        values = random_input(model.spec.shape, 3)  # (3, max_len, channels)
+        with torch.no_grad():
+            expected, got = model(values), program(values)
+        if not torch.allclose(got, expected, atol=1e-5, rtol=1e-5):
+            raise RuntimeError(
+                f"the exported program differs from the model by {(got - expected).abs().max().item():.2e}"
+            )
+        return
+    lengths = torch.tensor([[max_len], [max_len // 2 + 1], [1]])  # (3, 1)
+    if model.spec.shape.readout == "pair":
+        lengths = torch.stack([lengths, lengths.roll(-1, 0)], 1)  # (3, 2, 1)
+    tokens = torch.randint(1, model.embed.tokens.num_embeddings, input_shape(model.spec.shape.readout, 3, max_len))
+    mask = torch.arange(max_len) < lengths  # (3, max_len) or (3, 2, max_len)
     with torch.no_grad():
         expected, got = model(tokens, mask), program(tokens, mask)
     if not torch.allclose(got, expected, atol=1e-5, rtol=1e-5):

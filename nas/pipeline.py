@@ -34,8 +34,9 @@ from torch.utils.tensorboard import SummaryWriter
 from nas import cost
 from nas.atomic import atomic_path, atomic_write
 from nas.errors import ConfigError
+from nas.evidence import Separation, confidence
 from nas.export import export as export_folder
-from nas.metrics import HIGHER_IS_BETTER, evaluate
+from nas.metrics import COMPANIONS, HIGHER_IS_BETTER, evaluate
 from nas.model import ModelSpec
 from nas.results import Candidate, SearchResult
 from nas.run_folder import is_rank_zero as _rank_zero
@@ -69,6 +70,8 @@ class SearchOutcome:
     metrics: dict[str, float]  # search/val/<metric> of the chosen arch and its cost/...
     margins: dict[str, float] = field(default_factory=dict)  # per decision: winner minus runner-up
     comparison: dict[str, dict] = field(default_factory=dict)  # strategy.decide's scores per decision
+    evidence: tuple[Separation, ...] = ()  # per decision of the final comparison, winner vs runner-up tested
+    confidence: str = ""  # the one line on how sure the pick is (nas.evidence.confidence)
     tensorboard: SummaryWriter | None = None  # the search's event writer (None without a logger)
     step: int = 0  # the search's last global step, where its final entries are filed
 
@@ -188,8 +191,9 @@ def search(cfg: DictConfig, run_dir: Path) -> SearchOutcome:
     estimate = cost.estimate(ModelSpec(result.best, space, task.shape), task.seq_len)
     metrics = chosen_metrics(result, supernet, val_batches, task, estimate)
     report = strategy.report()
+    verdict = confidence_line(report, metrics, task)
     if _rank_zero():
-        write_margins(run_dir, report)
+        write_margins(run_dir, report, verdict)
     writer = trainer.logger.experiment if trainer.logger and _rank_zero() else None  # rank 0's events only
     if writer is not None:
         log_search(
@@ -201,6 +205,7 @@ def search(cfg: DictConfig, run_dir: Path) -> SearchOutcome:
             metrics,
             step=trainer.global_step,
             cost_of=lambda arch: cost.estimate(ModelSpec(arch, space, task.shape), task.seq_len),
+            confidence=verdict,
         )
     return SearchOutcome(
         arch=result.best,
@@ -212,6 +217,8 @@ def search(cfg: DictConfig, run_dir: Path) -> SearchOutcome:
         metrics=metrics,
         margins=report.margins,
         comparison=report.comparisons,
+        evidence=report.evidence,
+        confidence=verdict,
         tensorboard=writer,
         step=trainer.global_step,
     )
@@ -233,19 +240,34 @@ def chosen_metrics(
     }
 
 
-def write_margins(run_dir: Path, report: SearchReport) -> None:
-    """margins.yaml: per decision the final winner minus runner-up, how shrinking decided and the
-    decide rule's comparisons; a warning when a margin is below the strategy's threshold."""
-    if not report.margins:
+def confidence_line(report: SearchReport, metrics: dict[str, float], task: Task) -> str:
+    """How sure the pick is (`nas.evidence.confidence`): its decisions' paired tests, and the
+    search metric against the task's input-blind baseline (`Task.baseline` on validation)."""
+    key = f"search/val/{task.metric}"
+    baseline = task.baseline().get(f"val/{task.metric}")
+    return confidence(report.evidence, key, metrics[key], baseline, HIGHER_IS_BETTER[task.metric])
+
+
+def write_margins(run_dir: Path, report: SearchReport, verdict: str = "") -> None:
+    """margins.yaml: per decision the final winner minus runner-up, how shrinking decided, the
+    decide rule's comparisons, each decision's paired test (`evidence`) and the confidence line;
+    a warning when a margin is below the strategy's threshold."""
+    if not report.margins and not report.evidence:
         return
-    sidecar = {k: round(v, 4) for k, v in report.margins.items()}
+    sidecar: dict = {k: round(v, 4) for k, v in report.margins.items()}
     if report.shrunk:  # how each drop was decided (the last one's `cut` is the margin of the pick)
         sidecar["shrink"] = [
             {k: round(v, 4) if isinstance(v, float) else v for k, v in e.items()} for e in report.shrunk
         ]
     if report.comparisons:
         sidecar["decide"] = report.comparisons
+    if report.evidence:
+        sidecar["evidence"] = [s.to_dict() for s in report.evidence]
+    if verdict:
+        sidecar["confidence"] = verdict
     atomic_write(Path(run_dir) / "margins.yaml", yaml.safe_dump(sidecar, sort_keys=False))
+    if not report.margins:
+        return
     decision, smallest = min(report.margins.items(), key=lambda kv: kv[1])
     if report.min_margin is not None and smallest < report.min_margin:
         log.warning(
@@ -422,8 +444,9 @@ def retrain(
     )
     metrics = {
         f"retrain/val/{task.metric}": best.best_model_score.item() if best.best_model_score is not None else val,
-        f"retrain/test/{task.metric}": tested[0][f"test/{task.metric}"],
-        **{f"baseline/{k}": v for k, v in task.baseline().items() if k.startswith("test/")},
+        **{f"retrain/test/{m}": tested[0][f"test/{m}"] for m in (task.metric, *COMPANIONS.get(task.metric, ()))},
+        # every baseline's test scores; a forecast's name theirs: baseline/linear/test/mse, ...
+        **{f"baseline/{k}": v for k, v in task.baseline().items() if k.split("/")[-2] == "test"},
     }
     return RetrainOutcome(arch=arch, ckpt=Path(best.best_model_path or last), metrics=metrics)
 
@@ -493,7 +516,7 @@ def _run(cfg: DictConfig, run_dir: Path) -> RunOutcome:
             "strategy": OmegaConf.to_container(cfg.strategy, resolve=True),
         }
         log_hparams(found.tensorboard, hparams, metrics, step=found.step)
-    text = summary(found.arch, metrics, files, found.margins, found.comparison)
+    text = summary(found.arch, metrics, files, found.margins, found.comparison, found.evidence, found.confidence)
     if _rank_zero():  # under DDP the other ranks write nothing
         atomic_write(run_dir / "summary.txt", text + "\n")
     return RunOutcome(search=found, retrain=retrained, export=exported, metrics=metrics, files=files, summary=text)
@@ -505,8 +528,11 @@ def summary(
     files: dict[str, str],
     margins: dict[str, float] | None = None,
     comparison: dict[str, dict] | None = None,
+    evidence: tuple[Separation, ...] = (),
+    verdict: str = "",
 ) -> str:
-    """The chosen arch, its metrics, how decisively it won and the files, as one screen of text."""
+    """The chosen arch, its metrics, how decisively it won (margins, comparisons, each decision's
+    paired test and the confidence line) and the files, as one screen of text."""
     lines = ["", "Best architecture", "-----------------", arch.describe(), ""]
     if margins:
         closest = sorted(margins.items(), key=lambda kv: kv[1])[:3]
@@ -523,6 +549,14 @@ def summary(
             )
             lines += [f"  {key}: {tried} -> {c['kept']}"]
         lines += [""]
-    lines += [f"{k:<24} {v:,.4g}" if isinstance(v, float) else f"{k:<24} {v:,}" for k, v in metrics.items()]
-    lines += ["", *(f"{k:<24} {v}" for k, v in files.items())]
+    if evidence:
+        lines += [f"winner against runner-up on the same {evidence[0].items} validation items (paired test):"]
+        lines += [f"  {s.describe()}" for s in evidence]
+    if verdict:
+        lines += [verdict]
+    if evidence or verdict:
+        lines += [""]
+    width = max([24, *map(len, metrics), *map(len, files)])  # a forecast's baseline/last_value/test/mse is longer
+    lines += [f"{k:<{width}} {v:,.4g}" if isinstance(v, float) else f"{k:<{width}} {v:,}" for k, v in metrics.items()]
+    lines += ["", *(f"{k:<{width}} {v}" for k, v in files.items())]
     return "\n".join(lines)

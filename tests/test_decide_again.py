@@ -54,21 +54,28 @@ def test_the_same_weights_decided_greedily(argmax_run, tmp_path, capsys):
     decide_cli.main([f"run={run}", "strategy.decide.rule=greedy"])
     printed = json.loads(capsys.readouterr().out)
     out = tmp_path / "run_greedy"
+    sidecar = yaml.safe_load((out / "margins.yaml").read_text())
     assert printed == {
         "run": str(run),
         "out": str(out),
         "decide": "greedy",
         "arch": yaml.safe_load((out / "best_arch.yaml").read_text()),
+        "evidence": sidecar["evidence"],
+        "confidence": sidecar["confidence"],
     }
-    assert "decide" not in yaml.safe_load((argmax_run / "margins.yaml").read_text())
-    sidecar = yaml.safe_load((out / "margins.yaml").read_text())
-    assert sidecar.pop("decide")  # the candidates the supernet compared
-    assert sidecar == yaml.safe_load((argmax_run / "margins.yaml").read_text())  # the same weights' margins
+    before_sidecar = yaml.safe_load((argmax_run / "margins.yaml").read_text())
+    assert "decide" not in before_sidecar and "evidence" not in before_sidecar  # argmax compares nothing
+    assert before_sidecar.pop("confidence").startswith("confidence: no decision was compared")
+    decided = sidecar.pop("decide")  # the candidates the supernet compared, each tested
+    assert [e["decision"] for e in sidecar.pop("evidence")] == list(decided)
+    assert sidecar.pop("confidence").startswith("confidence: ")
+    assert sidecar == before_sidecar  # the same weights' margins
     before, after = weights(argmax_run), weights(out)
     assert before.keys() == after.keys()  # not trained: the same weights, the same architecture distribution
     assert all(torch.equal(v, after[k]) if isinstance(v, torch.Tensor) else v == after[k] for k, v in before.items())
     Arch.from_yaml(out / "best_arch.yaml")
-    assert "candidates compared on the validation batches" in (out / "summary.txt").read_text()
+    summary = (out / "summary.txt").read_text()
+    assert "candidates compared on the validation batches" in summary and "(paired test):" in summary
     assert yaml.safe_load((out / ".hydra" / "config.yaml").read_text())["strategy"]["decide"]["rule"] == "greedy"
 
 

@@ -216,6 +216,9 @@ def test_files_and_metrics(main):
     assert Arch.from_yaml(main.dir / "arch.yaml") == spec.arch
     assert SearchSpace.from_yaml(main.dir / "space.yaml") == spec.space
     assert spec.shape == ModelShape(VOCAB, CLASSES, MAX_LEN)
+    # a bidirectional classifier does not decode: no decode program (tests/test_generate.py has the causal ones)
+    assert not (main.dir / "decode.pt2").exists() and not (main.dir / "decode_state.pt").exists()
+    assert "decode" not in json.loads((main.dir / "model.json").read_text())
     m = json.loads((main.dir / "metrics.json").read_text())
     assert m == main.metrics
     assert m["cost/params"] == sum(p.numel() for p in main.model.parameters())

@@ -45,6 +45,9 @@ def test_margins_go_to_a_sidecar_and_a_small_one_warns(tmp_path, caplog):
     outcome = pipeline.search(cfg, tmp_path / "run")
     written = yaml.safe_load((tmp_path / "run" / "margins.yaml").read_text())
     assert written.pop("decide") == outcome.comparison  # strategy.decide.rule=greedy, the default
+    assert written.pop("evidence") == [s.to_dict() for s in outcome.evidence]  # one paired test per decision
+    assert {s.decision for s in outcome.evidence} == set(outcome.comparison)
+    assert written.pop("confidence") == outcome.confidence and outcome.confidence.startswith("confidence: ")
     assert written == {k: round(v, 4) for k, v in outcome.margins.items()} and written
     assert sum("the search did not decide" in r.getMessage() for r in caplog.records) == 1
 
@@ -67,13 +70,22 @@ def test_shrinking_and_the_final_comparison_go_to_the_sidecar_and_the_summary(tm
     drops = written.pop("shrink")  # one epoch: every decision with a choice to spare dropped one
     assert {e["decision"] for e in drops} == {k for k, v in outcome.space.decisions().items() if len(v) > 1}
     assert written.pop("decide") == outcome.comparison and outcome.comparison
+    assert written.pop("evidence") == [s.to_dict() for s in outcome.evidence] and written.pop("confidence")
     assert written == {k: round(v, 4) for k, v in outcome.margins.items()}
     for c in outcome.comparison.values():
         assert c["kept"] in [t["choice"] for t in c["tried"]] and len(c["tried"]) == 2
         assert all(set(t) == {"choice", "val/acc", "val/loss"} for t in c["tried"])
-    text = pipeline.summary(outcome.arch, outcome.metrics, {}, outcome.margins, outcome.comparison)
+    text = pipeline.summary(
+        outcome.arch, outcome.metrics, {}, outcome.margins, outcome.comparison, outcome.evidence, outcome.confidence
+    )
     key, c = next(iter(outcome.comparison.items()))
     assert f"  {key}: {c['tried'][0]['choice']} val/acc " in text and f" -> {c['kept']}" in text
+    for s in outcome.evidence:  # top2: the kept choice against the other one
+        compared = outcome.comparison[s.decision]
+        assert {s.winner, s.runner_up} == {str(t["choice"]) for t in compared["tried"]}
+        assert s.winner == str(compared["kept"])
+        assert f"  {s.describe()}\n" in text
+    assert text.count(outcome.confidence) == 1
 
 
 def test_a_ranked_choice_is_not_scored_again(tmp_path, counted):
@@ -112,7 +124,9 @@ LAYERS = {
     "cost": 2,
     "metrics": 2,
     "results": 2,
+    "evidence": 2,
     "ranking": 2,
+    "proxies": 2,
     "tasks": 2,
     "model": 1,
     "space": 0,

@@ -17,6 +17,7 @@ from tensorboard.util import tensor_util
 from torch.utils.tensorboard import SummaryWriter
 
 from nas import cost, viz
+from nas.evidence import Separation
 from nas.model import ModelShape, ModelSpec
 from nas.results import Candidate, SearchResult, pareto_front
 from nas.space import Arch, LayerArch, SearchSpace
@@ -28,6 +29,10 @@ from tests.helpers import SPACES
 SHAPE = ModelShape(vocab_size=20, num_classes=4, max_len=64)
 EPOCHS = 4
 TOP = 0.85  # the leading choice's probability in the hand-made history
+TESTED = (  # a final comparison's paired tests (nas.evidence)
+    Separation("layer0.attention", "full", "local", 0.91, 0.62, 1e-12, "McNemar", 1024, True),
+    Separation("layer0.heads", "4", "2", 0.91, 0.9, 0.41, "McNemar", 1024, False),
+)
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +82,7 @@ def is_colour(picture: np.ndarray, colour: str, tol: int = 40) -> np.ndarray:
 def test_a_search_writes_every_picture_the_table_and_hparams(space, tmp_path):
     strategy = DartsStrategy(space)
     strategy.history = make_history(space)
+    strategy.evidence = TESTED  # what `finish` finds when it compares candidates
     for seed in range(30):  # what GDAS records as it samples paths
         strategy.record(space.sample(seed))
     candidates = make_candidates(space)
@@ -85,7 +91,9 @@ def test_a_search_writes_every_picture_the_table_and_hparams(space, tmp_path):
     chosen_cost = cost.estimate(ModelSpec(best.arch, space, SHAPE), seq_len=64)
 
     writer = SummaryWriter(str(tmp_path))
-    log_search(writer, space, strategy, result, chosen_cost, {"val/acc": best.metrics["val/acc"]}, step=7)
+    verdict = "confidence: 1 of 2 decisions separated (paired, p < 0.05, 1024 items)"
+    metrics = {"val/acc": best.metrics["val/acc"]}
+    log_search(writer, space, strategy, result, chosen_cost, metrics, step=7, confidence=verdict)
     writer.close()
 
     assert all(p.is_file() for p in tmp_path.iterdir()), "everything in the run's own folder"
@@ -116,6 +124,9 @@ def test_a_search_writes_every_picture_the_table_and_hparams(space, tmp_path):
     )
     assert f"**depth**: {best.arch.depth} (margin 0.000)" in table
     assert f"{chosen_cost.params:,} parameters" in table
+    # under the table: each decision's paired test, one bullet each, then the confidence line
+    tested = table.split("**Winner against runner-up**")[1].strip().splitlines()
+    assert tested[1:] == ["", *(f"- {s.describe()}" for s in TESTED), "", verdict]
 
 
 def test_hparams_hold_strategy_options_cost_and_test_metric_in_one_entry(tmp_path):

@@ -20,7 +20,7 @@ from nas import predict
 from nas.cli.common import validate
 from nas.errors import ConfigError, excerpt
 from nas.export import load
-from nas.jobs import queue
+from nas.jobs.job import Budget, Job, read_result, result_path, write_result
 from nas.ranking import read_archs
 from nas.safe_load import MAX_NESTING, read_json, read_yaml
 from nas.space import Arch, SearchSpace
@@ -81,8 +81,8 @@ def fake_export(folder: Path, **replace: Path | None) -> Path:
     return folder
 
 
-def result_job() -> queue.Job:
-    return queue.Job({"arch": ARCH, "space": {}, "shape": {}}, {}, "", 0, queue.Budget(), {})
+def result_job() -> Job:
+    return Job({"arch": ARCH, "space": {}, "shape": {}}, {}, "", 0, Budget(), {})
 
 
 def result(**change) -> dict:
@@ -140,10 +140,10 @@ def hostile_cases(folder: Path) -> dict:
 
     def standalone_result(file: Path):
         (folder / "results").mkdir(exist_ok=True)
-        path = queue.result_path(folder / "results", result_job())
+        path = result_path(folder / "results", result_job())
         path.unlink(missing_ok=True)
         path.symlink_to(file)
-        return queue.read_result(folder / "results", result_job())
+        return read_result(folder / "results", result_job())
 
     json_readers["standalone result"] = standalone_result
     cases = {
@@ -465,6 +465,16 @@ def test_a_tampered_export_record_is_one_line(tmp_path, record, content, message
         ({"model.json": "[1]"}, ["1"], "model.json must be an object"),
         ({"task.json": None}, ["[MAX 1 ]"], "token '[MAX' is not an integer id"),  # ids over model.json
         ({}, ["[MAX 1 ]"], "has no model.pt2"),  # well-formed input reaches the program
+        ({}, ["--generate", "5", "[MAX 1 ]"], "--generate needs a causal language model's export"),
+        (  # a decode state past any machine, refused before allocating (more in tests/test_generate.py)
+            {
+                "model.json": json.dumps(
+                    {**RECORDS["model.json"], "decode": {"state": [{"shape": [2**40] * 2, "dtype": "int64"}]}}
+                )
+            },
+            ["--generate", "1", "[MAX 1 ]"],
+            "an export's is at most 64 GiB",
+        ),
     ],
 )
 def test_predict_script_refuses_in_one_line(tmp_path, capsys, files, argv, message):
@@ -498,7 +508,7 @@ def test_a_binary_archs_file_and_a_file_standalone_dir_are_one_line(tmp_path):
             read_archs(path)
         assert str(path) in str(err.value) and "\n" not in str(err.value)
     with pytest.raises(ConfigError, match="standalone_dir /dev/null: not a folder"):
-        queue.read_result(Path("/dev/null"), result_job())
+        read_result(Path("/dev/null"), result_job())
 
 
 def test_export_never_writes_over_the_current_folder_or_a_folder_that_is_not_an_export(tmp_path, monkeypatch):
@@ -575,9 +585,9 @@ def test_a_full_disk_is_one_line(tmp_path, what, named):  # before: OSError: Fil
 )
 def test_a_standalone_result_read_back_is_checked(tmp_path, change, message):
     job = result_job()
-    queue.write_result(tmp_path, job, result())
-    assert queue.read_result(tmp_path, job) == result()  # a real one is believed
-    queue.write_result(tmp_path, job, result(**change))
+    write_result(tmp_path, job, result())
+    assert read_result(tmp_path, job) == result()  # a real one is believed
+    write_result(tmp_path, job, result(**change))
     with pytest.raises(ConfigError, match=re.escape(message)) as err:
-        queue.read_result(tmp_path, job)
-    assert str(queue.result_path(tmp_path, job)) in str(err.value) and "\n" not in str(err.value)
+        read_result(tmp_path, job)
+    assert str(result_path(tmp_path, job)) in str(err.value) and "\n" not in str(err.value)

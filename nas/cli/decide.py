@@ -1,6 +1,7 @@
 """`nas-decide`: decide a finished DARTS or GDAS search again with another `strategy.decide.rule`,
 from its last checkpoint, without training (`nas.decide_again.decide_again`). Prints JSON: the
-two folders, the rule and the decided arch.
+two folders, the rule, the decided arch, each decision's paired test of winner against runner-up
+and the confidence line (as the new folder's margins.yaml holds them).
 
     nas-decide run=runs/search/<timestamp> strategy.decide.rule=top2
     nas-decide run=runs/search/<timestamp> strategy.decide.rule=greedy search.eval_batches=32
@@ -29,11 +30,16 @@ USAGE = f"""arguments, as key=value like nas-search's:
 def run(run: Path, decide: str, out: Path | None, overrides: list[str]) -> dict:
     """Decide `run` again into a new folder; print and return what was decided."""
     folder = decide_again(run, decide, out, overrides)
+    sidecar = (
+        read_yaml(folder / "margins.yaml", "the decision's margins") if (folder / "margins.yaml").is_file() else {}
+    )
     decided = {
         "run": str(run),
         "out": str(folder),
         "decide": decide,
         "arch": read_yaml(folder / "best_arch.yaml", "the decided arch"),
+        "evidence": sidecar.get("evidence", []),
+        "confidence": sidecar.get("confidence"),
     }
     print(json.dumps(decided, indent=2))
     return decided

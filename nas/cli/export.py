@@ -3,6 +3,9 @@
 
     nas-export ckpt=runs/search/<timestamp>/retrain/checkpoints/best.ckpt out=exported
     nas-export ckpt=... out=exported quantize=true overwrite=true
+
+A causal language model's folder also holds its decode-step program, so that
+`python exported/predict.py --generate 100 "def "` continues a prompt from a cached state.
 """
 
 from __future__ import annotations

@@ -18,7 +18,8 @@ from torch import Tensor, nn
 
 from nas import cost
 from nas.errors import build_config, check_number, check_whole
-from nas.metrics import evaluate_with_loss
+from nas.evidence import Separation, separate
+from nas.metrics import HIGHER_IS_BETTER, evaluate_items, evaluate_with_loss
 from nas.model import ModelSpec
 from nas.results import Candidate, SearchResult, best_first
 from nas.space import Arch, SearchSpace
@@ -76,6 +77,8 @@ class SearchReport:
     comparisons: dict[str, dict] = field(default_factory=dict)  # the decide rule's scores per decision
     shrunk: tuple[dict, ...] = ()  # one record per candidate dropped by shrinking
     min_margin: float | None = None  # a smaller margin than this means the search did not decide
+    evidence: tuple[Separation, ...] = ()  # per decision of the final comparison, the paired test of
+    # its winner against its runner-up on the validation items (nas.evidence)
 
     @classmethod
     def of(cls, history: list[dict[str, list[float]]], **rest) -> SearchReport:
@@ -143,6 +146,7 @@ class Strategy(nn.Module):
         self.rng = random.Random(seed)
         self.supernet = None  # set by attach(); not a submodule: the search module owns it
         self.counts: dict[str, dict[str, int]] = {}  # decision -> choice -> times trained
+        self.evidence: tuple[Separation, ...] = ()  # the final comparison's paired tests, set by `finish`
 
     def record(self, arch: Arch) -> Arch:
         """Count the choices of an arch whose weights train this step (shown in TensorBoard)."""
@@ -175,8 +179,9 @@ class Strategy(nn.Module):
         return SearchResult(best=self.current_arch())
 
     def report(self) -> SearchReport:
-        """What the strategy decided and how sure it is (after `finish`); empty by default."""
-        return SearchReport()
+        """What the strategy decided and how sure it is (after `finish`): by default the paired
+        test of its final pick, if it made one among candidates."""
+        return SearchReport(evidence=self.evidence)
 
     def rank_archs(self, ctx: SearchContext, archs: list[Arch], val_batches: list[dict]) -> list[Candidate]:
         """`archs` scored with the supernet's weights, best first; ties in the metric go to the
@@ -188,6 +193,17 @@ class Strategy(nn.Module):
             params = cost.params(ModelSpec(arch, net.space, net.shape))  # exact, without extracting a copy
             candidates.append(Candidate(arch, {f"val/{metric}": value, "val/loss": loss, "cost/params": params}))
         return best_first(candidates, metric)
+
+    def test_pick(self, ctx: SearchContext, ranked: list[Candidate], val_batches: list[dict]) -> tuple[Separation, ...]:
+        """The final pick among whole archs as a decision: the first of `ranked` against the second,
+        both scored again item by item on `val_batches` (their ranking may come from a study's
+        storage) and compared by a paired test (`nas.evidence.separate`); () with fewer than two."""
+        if len(ranked) < 2:
+            return ()
+        first, second = ranked[0].arch, ranked[1].arch
+        items = [evaluate_items(ctx.supernet, val_batches, ctx.metric, arch=a)[2] for a in (first, second)]
+        winner, runner_up = differences(self.space, first, second)
+        return (separate(f"pick of {len(ranked)}", winner, runner_up, *items, HIGHER_IS_BETTER[ctx.metric]),)
 
     def log_distribution(self, ctx: SearchContext, probabilities: dict[str, list[float]]) -> None:
         """Log one scalar per choice: `arch/<decision>/<choice>` (TensorBoard's scalars tab)."""
@@ -202,6 +218,19 @@ class Strategy(nn.Module):
     def set_extra_state(self, state: dict) -> None:
         self.rng.setstate(state["rng"])
         self.counts = state["counts"]
+
+
+def differences(space: SearchSpace, arch: Arch, other: Arch, most: int = 3) -> tuple[str, str]:
+    """The choices in which two archs differ, as text for each (`depth=2 layer1.attention=full`),
+    at most `most` of them and then how many more."""
+    mine, theirs = space.choices_of(arch), space.choices_of(other)
+    keys = [k for k in dict.fromkeys([*mine, *theirs]) if mine.get(k) != theirs.get(k)]
+    more = f" (+{len(keys) - most} more)" if len(keys) > most else ""
+
+    def text(choices: dict) -> str:
+        return " ".join(f"{k}={choices.get(k, '-')}" for k in keys[:most]) + more
+
+    return text(mine), text(theirs)
 
 
 def build_strategy(

@@ -41,6 +41,7 @@ from nas.strategies.base import (
     check_numbers,
     check_wholes,
 )
+from nas.strategies.constraints import Constraints, check_constraints
 from nas.strategies.darts_decide import (
     DECIDE,
     DecideConfig,
@@ -78,9 +79,12 @@ class DartsConfig:
     sharpen: SharpenConfig = field(default_factory=SharpenConfig)  # entropy and zero-one penalties
     shrink: ShrinkConfig = field(default_factory=ShrinkConfig)  # progressive shrinking (P-DARTS)
     decide: DecideConfig = field(default_factory=DecideConfig)  # how the final arch is taken
+    constraints: dict[str, float] | None = None  # hard limits {cost kind: maximum}: the arch is decided among
+    # the archs within them (training is unconstrained; a penalty steers the weights)
 
     def __post_init__(self):
         check_numbers("positive", arch_lr=self.arch_lr)
+        check_constraints(self.constraints)
         check_numbers("non-negative", arch_weight_decay=self.arch_weight_decay)
         check_wholes(0, warmup_epochs=self.warmup_epochs)
         check_wholes(1, partial=self.partial)
@@ -108,6 +112,7 @@ class DartsStrategy(Strategy):
         self.edge_norm = c.edge_norm and c.partial > 1
         self.temperature = TemperatureSchedule(c.temperature)
         self.penalty = CostPenalty(c.penalty, space, setting.seq_len)
+        self.limits = Constraints(c.constraints, space, setting.seq_len)
         self.shrinker = Shrinker(c.shrink, c.warmup_epochs)
         self.decide = DecideRule(c.decide)
         self.register_buffer("softmax_tau", torch.tensor(float(c.temperature.start)))  # this epoch's
@@ -166,6 +171,7 @@ class DartsStrategy(Strategy):
     def attach(self, supernet) -> None:
         super().attach(supernet)
         self.penalty.attach(supernet.shape)
+        self.limits.attach(supernet.shape)  # an impossible limit fails before training
 
     def optimizers(self) -> list[torch.optim.Optimizer]:
         if not hasattr(self, "_arch_optimizer"):
@@ -268,9 +274,13 @@ class DartsStrategy(Strategy):
             self.softmax_tau.fill_(self.temperature.after(ctx.current_epoch + 1, ctx.max_epochs))
 
     def finish(self, ctx: SearchContext, val_batches: list[dict]) -> SearchResult:
-        """The arch the decide rule settles: by the supernet's scores on `val_batches`, or the argmax."""
+        """The arch the decide rule settles: by the supernet's scores on `val_batches`, each decision
+        tested against its runner-up on the same items (`evidence`); or the argmax, untested."""
+        probs = {k: v.detach() for k, v in self.probabilities().items()}
+        start = self._within_constraints(ctx, self._argmax_choices(probs), probs)
         if not self.decide.judges:
-            return SearchResult(best=self.current_arch())
+            self.evidence = ()
+            return SearchResult(best=self.space.arch_from_choices(start))
         self.penalty.attach(ctx.supernet.shape)  # a strategy may be asked without having trained
         judge = SupernetJudge(
             ctx.supernet,
@@ -278,9 +288,29 @@ class DartsStrategy(Strategy):
             ctx.metric,
             cost_of=self.penalty.of,
             penalty=self.penalty.of_arch if self.penalty.active else None,
+            violation=self.limits.violation if self.limits else None,
         )
-        best, self.comparison = self.decide(judge, self.space, {k: v.detach() for k, v in self.probabilities().items()})
+        best, self.comparison, self.evidence = self.decide(judge, self.space, probs, start if self.limits else None)
+        if self.limits and not self.limits.feasible(best):  # top2 may combine changes that are within them alone
+            best = self.space.arch_from_choices(
+                self._within_constraints(ctx, {**start, **self.space.choices_of(best)}, probs)
+            )
         return SearchResult(best=best)
+
+    def _argmax_choices(self, probs: dict[str, Tensor]) -> dict:
+        decisions = self.space.decisions()
+        return {key: decisions[key][int(p.argmax())] for key, p in probs.items()}
+
+    def _within_constraints(self, ctx: SearchContext, choices: dict, probs: dict[str, Tensor]) -> dict:
+        """`choices`, or under constraints the nearest choices within them (`Constraints.repair`);
+        one line if there are none."""
+        if not self.limits:
+            return choices
+        self.limits.attach(ctx.supernet.shape)
+        repaired = self.limits.repair(choices, probs)
+        if repaired is None:
+            raise self.limits.refusal("no arch that the architecture weights can be moved to")
+        return repaired
 
     def report(self) -> SearchReport:
         return SearchReport.of(
@@ -288,6 +318,7 @@ class DartsStrategy(Strategy):
             comparisons=self.comparison,
             shrunk=tuple(self.shrinker.log),
             min_margin=self.config.decide.min_margin,
+            evidence=self.evidence,
         )
 
     def get_extra_state(self) -> dict:

@@ -11,10 +11,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 from torch import Tensor
 
 from nas.errors import ConfigError, excerpt
-from nas.metrics import evaluate_with_loss
+from nas.evidence import Separation, separate
+from nas.metrics import HIGHER_IS_BETTER, evaluate_items
 from nas.results import Candidate, best_first
 from nas.space import Arch, SearchSpace
 from nas.strategies.base import check_numbers, check_wholes
@@ -83,11 +85,15 @@ def shrink(probs: dict[str, Tensor], keep: dict[str, Tensor], shrink_to: int) ->
 
 class SupernetJudge:
     """Scores archs with the supernet's weights on fixed validation batches (each arch once) and
-    compares two as every strategy breaks ties: metric, then validation loss, then cost (lower).
+    compares two as every strategy breaks ties: metric, then validation loss, then cost (lower);
+    `separation` tests a decision's winner against its runner-up on the same items.
 
     With a cost `penalty` (the search's own: what its architecture weights were trained to
     trade against the loss), two archs are compared by validation loss plus penalty instead
-    (lower; then cost), so that the final decision keeps the trade the user asked for."""
+    (lower; then cost), so that the final decision keeps the trade the user asked for.
+
+    With `violation` (by how much an arch misses the search's constraints, 0 within them), the
+    arch that misses them by less is preferred first: an arch within them over any other."""
 
     def __init__(
         self,
@@ -96,16 +102,18 @@ class SupernetJudge:
         metric: str,
         cost_of: Callable[[Arch], float],
         penalty: Callable[[Arch], float] | None = None,
+        violation: Callable[[Arch], float] | None = None,
     ):
         self.supernet, self.batches, self.metric, self.cost_of = supernet, batches, metric, cost_of
-        self.penalty = penalty
+        self.penalty, self.violation = penalty, violation
         self.scored: dict[Arch, dict[str, float]] = {}
+        self.items: dict[Arch, np.ndarray] = {}  # per arch, the metric of each validation item
 
     def score(self, arch: Arch) -> dict[str, float]:
         """{"val/<metric>": value, "val/loss": loss} of `arch` on the batches (with a penalty also
         "val/loss+cost": the loss plus the penalty)."""
         if arch not in self.scored:
-            value, loss = evaluate_with_loss(self.supernet, self.batches, self.metric, arch)
+            value, loss, self.items[arch] = evaluate_items(self.supernet, self.batches, self.metric, arch)
             self.scored[arch] = {f"val/{self.metric}": value, "val/loss": loss}
             if self.penalty is not None:
                 self.scored[arch]["val/loss+cost"] = loss + self.penalty(arch)
@@ -113,6 +121,8 @@ class SupernetJudge:
 
     def prefers(self, rival: Arch, arch: Arch) -> bool:
         """Whether `rival` is strictly better than `arch` (a full tie keeps `arch`)."""
+        if self.violation is not None and self.violation(rival) != self.violation(arch):
+            return self.violation(rival) < self.violation(arch)
         if self.penalty is not None:
             return (self.score(rival)["val/loss+cost"], self.cost_of(rival)) < (
                 self.score(arch)["val/loss+cost"],
@@ -123,6 +133,18 @@ class SupernetJudge:
             [Candidate(a, {**self.score(a), "cost": self.cost_of(a)}) for a in (arch, rival)], self.metric, "cost"
         )
         return ranked[0].arch == rival
+
+    def separation(self, decision: str, kept: tuple[object, Arch], others: list[tuple[object, Arch]]) -> Separation:
+        """The paired test of a decision: the kept (choice, arch) against the best of `others` by
+        this judge's order (`nas.evidence.separate`, on the metric of each validation item)."""
+        runner_up = others[0]
+        for other in others[1:]:
+            if self.prefers(other[1], runner_up[1]):
+                runner_up = other
+        for _, arch in (kept, runner_up):
+            self.score(arch)  # cached: the rules scored both already
+        winner, other = self.items[kept[1]], self.items[runner_up[1]]
+        return separate(decision, str(kept[0]), str(runner_up[0]), winner, other, HIGHER_IS_BETTER[self.metric])
 
 
 def _by_probability(p: Tensor) -> list[int]:
@@ -140,43 +162,54 @@ def _tried(choice, scores: dict[str, float]) -> dict:
     return {"choice": choice, **scores}
 
 
-def compare_top_two(judge: SupernetJudge, space: SearchSpace, probs: dict[str, Tensor]) -> tuple[Arch, dict[str, dict]]:
+def compare_top_two(
+    judge: SupernetJudge, space: SearchSpace, probs: dict[str, Tensor], start: dict | None = None
+) -> tuple[Arch, dict[str, dict], tuple[Separation, ...]]:
     """Per decision, the argmax arch against the same arch with that decision's runner-up (every
     other decision at its argmax), each decision judged on its own; the runner-up is kept only
     when the judge prefers it.
 
     Args:
         probs: decision key -> probabilities; a choice with probability 0 (dropped) is never tried.
+        start: every decision's choice to start from instead of the argmax (a constrained
+            search's nearest arch within its constraints); each decision's rival is then its most
+            probable other choice.
 
     Returns:
-        The arch of the kept choices, and per compared decision
-        {"tried": [{"choice", "val/<metric>", "val/loss"} of the winner, then of the runner-up],
-        "kept": choice}. Decisions the argmax arch does not make (layers past its depth) are not compared.
+        The arch of the kept choices; per compared decision {"tried": [{"choice", "val/<metric>",
+        "val/loss"} of the winner, then of the runner-up], "kept": choice}; and per compared
+        decision the paired test of the kept choice against the other (`SupernetJudge.separation`).
+        Decisions the argmax arch does not make (layers past its depth) are not compared.
     """
-    decisions, argmax = space.decisions(), _argmax_choices(space, probs)
+    decisions, argmax = space.decisions(), dict(start) if start else _argmax_choices(space, probs)
     base = space.arch_from_choices(argmax)
-    kept, record = dict(argmax), {}
+    kept, record, tests = dict(argmax), {}, []
     for key, p in probs.items():
-        order = _by_probability(p)
-        if len(order) < 2:
+        order = [i for i in _by_probability(p) if decisions[key][i] != argmax[key]]
+        if not order:
             continue
-        runner_up = decisions[key][order[1]]
+        runner_up = decisions[key][order[0]]
         rival = space.arch_from_choices({**argmax, key: runner_up})
         if rival == base:
             continue
+        pair = [(argmax[key], base), (runner_up, rival)]
         if judge.prefers(rival, base):
             kept[key] = runner_up
+            pair.reverse()
         record[key] = {
             "tried": [_tried(argmax[key], judge.score(base)), _tried(runner_up, judge.score(rival))],
             "kept": kept[key],
         }
-    return space.arch_from_choices(kept), record
+        tests.append(judge.separation(key, pair[0], pair[1:]))
+    return space.arch_from_choices(kept), record, tuple(tests)
 
 
 MAX_PASSES = 3  # a pass that changes nothing ends the search sooner; each pass is cheap (cached archs)
 
 
-def settle_in_turn(judge: SupernetJudge, space: SearchSpace, probs: dict[str, Tensor]) -> tuple[Arch, dict[str, dict]]:
+def settle_in_turn(
+    judge: SupernetJudge, space: SearchSpace, probs: dict[str, Tensor], start: dict | None = None
+) -> tuple[Arch, dict[str, dict], tuple[Separation, ...]]:
     """A coordinate search on the supernet from the argmax arch, as DARTS-PT settles one edge at a
     time by the supernet's accuracy (https://arxiv.org/abs/2108.04392; here without its fine-tuning
     between edges): decision by decision, in the space's order, every remaining candidate is tried
@@ -185,17 +218,21 @@ def settle_in_turn(judge: SupernetJudge, space: SearchSpace, probs: dict[str, Te
 
     Where `compare_top_two` judges each decision against the argmax arch alone, here a decision
     sees the choices made before it (a depth decided with the attention that layer 0 will have),
-    and a candidate the weights ranked third or lower is tried too.
+    and a candidate the weights ranked third or lower is tried too. `start`: every decision's
+    choice to start from instead of the argmax (as in `compare_top_two`).
 
     Returns:
         The arch, and per decision it makes {"tried": [{"choice", "val/<metric>", "val/loss"} of
         the choice settled before the pass, then of the others, most probable first], "kept": choice}
-        from the last pass (after a pass without change: every other decision at its final choice).
+        from the last pass (after a pass without change: every other decision at its final choice),
+        and per such decision the paired test of the kept choice against the best of the others
+        (`SupernetJudge.separation`).
     """
-    decisions, choices = space.decisions(), _argmax_choices(space, probs)
+    decisions, choices = space.decisions(), dict(start) if start else _argmax_choices(space, probs)
     record: dict[str, dict] = {}
+    tests: list[Separation] = []
     for _ in range(MAX_PASSES):
-        record, changed = {}, False
+        record, tests, changed = {}, [], False
         for key, p in probs.items():
             current = space.arch_from_choices(choices)
             rivals = [
@@ -217,11 +254,13 @@ def settle_in_turn(judge: SupernetJudge, space: SearchSpace, probs: dict[str, Te
                 ],
                 "kept": best_choice,
             }
+            entries = [(choices[key], current), *rivals]
+            tests.append(judge.separation(key, (best_choice, best), [e for e in entries if e[1] != best]))
             changed |= best_choice != choices[key]
             choices[key] = best_choice
         if not changed:
             break
-    return space.arch_from_choices(choices), record
+    return space.arch_from_choices(choices), record, tuple(tests)
 
 
 # strategy.decide.rule -> how the final arch is settled from the weights (None: their argmax alone)
@@ -246,7 +285,8 @@ class DecideConfig:
 
 class DecideRule:
     """The configured rule: `judges` unless it is the weights' argmax; called with a judge, it
-    returns the arch and the comparisons it made (see `compare_top_two`, `settle_in_turn`)."""
+    returns the arch, the comparisons it made and their paired tests (see `compare_top_two`,
+    `settle_in_turn`)."""
 
     def __init__(self, config: DecideConfig):
         self.config = config
@@ -257,6 +297,6 @@ class DecideRule:
         return self.settle is not None
 
     def __call__(
-        self, judge: SupernetJudge, space: SearchSpace, probs: dict[str, Tensor]
-    ) -> tuple[Arch, dict[str, dict]]:
-        return self.settle(judge, space, probs)
+        self, judge: SupernetJudge, space: SearchSpace, probs: dict[str, Tensor], start: dict | None = None
+    ) -> tuple[Arch, dict[str, dict], tuple[Separation, ...]]:
+        return self.settle(judge, space, probs, start)

@@ -24,8 +24,11 @@ from nas.strategies.base import (
     check_numbers,
     check_wholes,
 )
+from nas.strategies.constraints import Constraints, check_constraints
 from nas.strategies.registry import STRATEGIES
 from nas.strategies.sampling import check_options, train_paths
+
+MAX_DRAWS = 50  # under constraints, batches of controller samples tried for an arch within them
 
 
 @dataclass
@@ -53,9 +56,11 @@ class EnasConfig:
     warmup_epochs: int = 0  # epochs of weight training on samples before controller steps (early rewards are noise)
     sandwich: bool = False  # BigNAS's sandwich rule for the shared weights, as strategy=random's (sampling.py)
     distill: float = 0.0  # in-place distillation weight towards the largest arch (needs sandwich)
+    constraints: dict[str, float] | None = None  # hard limits {cost kind: maximum} on the final pick
 
     def __post_init__(self):
         check_options(self.sandwich, self.distill)
+        check_constraints(self.constraints)
         check_wholes(
             1,
             controller_hidden=self.controller_hidden,
@@ -86,6 +91,7 @@ class EnasStrategy(Strategy):
         self.controller_samples, self.baseline_decay = c.controller_samples, c.baseline_decay
         self.entropy_weight, self.tanh_constant, self.temperature = c.entropy_weight, c.tanh_constant, c.temperature
         self.final_samples, self.warmup_epochs = c.final_samples, c.warmup_epochs
+        self.limits = Constraints(c.constraints, space, setting.seq_len)
         controller_hidden = c.controller_hidden
         self.decisions = space.decisions()
         self.keys = list(self.decisions)
@@ -175,6 +181,10 @@ class EnasStrategy(Strategy):
         return self._archs(self._decode(1, greedy=True)[0])[0]
 
     # -- training --------------------------------------------------------------------------
+    def attach(self, supernet) -> None:
+        super().attach(supernet)
+        self.limits.attach(supernet.shape)  # an impossible limit fails before training
+
     def optimizers(self) -> list[torch.optim.Optimizer]:
         if not hasattr(self, "_controller_optimizer"):
             self._controller_optimizer = torch.optim.Adam(self.parameters(), lr=self.controller_lr)
@@ -212,8 +222,26 @@ class EnasStrategy(Strategy):
         with torch.no_grad():
             sampled = self.sample(self.final_samples).archs if self.final_samples else []
         archs = list(dict.fromkeys([self.current_arch(), *sampled]))
+        if self.limits:
+            archs = self._feasible(ctx, archs)
         ranked = self.rank_archs(ctx, archs, val_batches)
+        self.evidence = self.test_pick(ctx, ranked, val_batches)
         return SearchResult(best=ranked[0].arch, ranked=ranked)
+
+    @torch.no_grad()
+    def _feasible(self, ctx: SearchContext, archs: list[Arch]) -> list[Arch]:
+        """The archs within the constraints; none: up to MAX_DRAWS batches of `final_samples`
+        (at least 16) more controller samples, then the cheapest archs within them; still none: one line."""
+        self.limits.attach(ctx.supernet.shape)
+        kept = [arch for arch in archs if self.limits.feasible(arch)]
+        batch, draws = max(self.final_samples, 16), 0
+        while not kept and draws < MAX_DRAWS:
+            kept = [arch for arch in dict.fromkeys(self.sample(batch).archs) if self.limits.feasible(arch)]
+            draws += 1
+        kept = kept or self.limits.cheapest_feasible()
+        if not kept:
+            raise self.limits.refusal(f"none of the controller's {MAX_DRAWS * batch + len(archs)} samples")
+        return kept
 
     # -- state and logging -----------------------------------------------------------------
     @torch.no_grad()
@@ -228,7 +256,7 @@ class EnasStrategy(Strategy):
         self.log_distribution(ctx, self.history[-1])
 
     def report(self) -> SearchReport:
-        return SearchReport.of(self.history)
+        return SearchReport.of(self.history, evidence=self.evidence)
 
     def get_extra_state(self) -> dict:
         return {

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 import optuna
 from optuna.trial import Trial, TrialState
 
-from nas.errors import ConfigError, check_number
+from nas.errors import ConfigError
 from nas.metrics import HIGHER_IS_BETTER, evaluate_with_loss
 from nas.results import Candidate, SearchResult, best_first, pareto_front
-from nas.space import LAYER_FIELDS, Arch, LayerArch, SearchSpace
+from nas.space import Arch, SearchSpace
 from nas.strategies.base import (
     NO_SETTING,
     SearchContext,
@@ -23,14 +23,13 @@ from nas.strategies.base import (
     check_numbers,
     check_wholes,
 )
+from nas.strategies.constraints import Constraints, check_constraints
 from nas.strategies.penalties import CostPenalty, PenaltyConfig, check_kind
 from nas.strategies.registry import STRATEGIES
 from nas.strategies.single_path import SinglePathConfig, SinglePathStrategy
 from nas.strategies.study import SharedStudy
 
 log = logging.getLogger(__name__)
-
-UNITS = {"params": "params", "flops": "FLOPs", "memory": "MiB", "latency": "ms"}
 
 
 @dataclass(frozen=True)
@@ -45,7 +44,7 @@ class EvolutionConfig(SinglePathConfig):
     mutation_prob: float | None = None  # per-decision mutation probability (None: 1 / number of decisions)
     crossover_prob: float = 0.9  # probability that a child comes from crossover rather than one parent
     cost: str = "params"  # the second objective: params | flops | memory (activation MiB) | latency (ms)
-    constraints: dict[str, float] | None = None  # hard limits, {cost kind: maximum}, e.g. {params: 2e5}
+    constraints: dict[str, float] | None = None  # hard limits {cost kind: maximum}, e.g. {params: 2e5, exact_layers: 1}
     study_name: str = "evolution"  # the study in the storage; a storage may hold several
     heartbeat_interval: int = 30  # seconds between a running trial's heartbeats
     grace_period: int | None = None  # seconds of silence after which a trial is run again (None: 2 intervals)
@@ -53,9 +52,7 @@ class EvolutionConfig(SinglePathConfig):
     def __post_init__(self):
         super().__post_init__()
         check_kind(self.cost, "cost")
-        for kind, limit in (self.constraints or {}).items():
-            check_kind(kind, "constraints")
-            check_number(limit, f"constraints.{kind}", "positive")
+        check_constraints(self.constraints)
         check_wholes(2, population=self.population)
         check_wholes(1, generations=self.generations)
         check_numbers("probability", mutation_prob=self.mutation_prob, crossover_prob=self.crossover_prob)
@@ -98,6 +95,7 @@ class EvolutionStrategy(SinglePathStrategy):
         self.constraints = {k: float(v) for k, v in (c.constraints or {}).items()}
         self.study_name = c.study_name
         self.costs = CostPenalty(PenaltyConfig(), space, setting.seq_len)  # every use names its kind
+        self.limits = Constraints(self.constraints, space, setting.seq_len)
         self.workers = SharedStudy(setting.storage, c.heartbeat_interval, c.grace_period)
 
     @property
@@ -108,16 +106,7 @@ class EvolutionStrategy(SinglePathStrategy):
     def attach(self, supernet) -> None:
         super().attach(supernet)
         self.costs.attach(supernet.shape)
-        # Fail before hours of supernet training, not after.
-        for kind, limit in self.constraints.items():
-            choices, cheapest = self.costs.cheapest(kind)
-            if cheapest > limit:
-                layer = LayerArch(*(choices[f"layer0.{f}"] for f in LAYER_FIELDS))
-                raise ConfigError(
-                    f"no arch in space '{self.space.name}' meets constraints.{kind} <= {limit:g}: the "
-                    f"cheapest, {choices['depth']} x ({layer.attention}, heads={layer.heads}, "
-                    f"ffn_dim={layer.ffn_dim}), costs {cheapest:g} {UNITS[kind]} at seq_len {self.costs.seq_len}"
-                )
+        self.limits.attach(supernet.shape)  # fail before hours of supernet training, not after
         self.workers.check()
 
     # -- the search ------------------------------------------------------------------------
@@ -132,6 +121,7 @@ class EvolutionStrategy(SinglePathStrategy):
             `best`, the feasible arch with the best metric (ties: the lower loss, then the cheaper); `ranked`,
             the distinct feasible archs, best first; `pareto`, the non-dominated ones (metric vs
             cost), cheapest first. Each candidate's metrics hold `val/<metric>` and `cost/<kind>`.
+            The best is tested against the second best on `val_batches` (`test_pick`).
         """
         metric = ctx.metric
         seed = self.rng.randrange(2**32)
@@ -155,7 +145,9 @@ class EvolutionStrategy(SinglePathStrategy):
             with self.workers.running(study, trial):
                 self._run(study, trial, ctx.supernet, val_batches, metric, known)
             logged = self._report(study, ctx, metric, logged)
-        return self._result(study, metric)
+        result = self._result(study, metric)
+        self.evidence = self.test_pick(ctx, result.ranked, val_batches)
+        return result
 
     def _claim(self, study: optuna.Study, metric: str) -> None:
         """Mark a new study with what it searches; refuse to continue a study of another search."""

@@ -13,7 +13,7 @@ import random
 from torch import Tensor
 
 from nas.errors import ConfigError
-from nas.metrics import soft_cross_entropy
+from nas.metrics import distillation_loss
 from nas.space import Arch, SearchSpace
 from nas.strategies.base import SearchContext, check_numbers
 
@@ -65,7 +65,7 @@ def train_paths(
         loss, logits = ctx.arch_loss(batch, arch)
         sampled.append(loss.detach())
         if distill:
-            loss = (1 - distill) * loss + distill * soft_cross_entropy(logits, teacher, batch["target"])
+            loss = (1 - distill) * loss + distill * distillation_loss(logits, teacher, batch["target"])
         total = total + loss
     ctx.step(total)
     logs.setdefault("loss", sum(sampled) / len(sampled))

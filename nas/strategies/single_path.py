@@ -20,6 +20,7 @@ from nas.strategies.base import (
     Strategy,
     check_wholes,
 )
+from nas.strategies.constraints import Constraints, check_constraints
 from nas.strategies.registry import STRATEGIES
 from nas.strategies.sampling import check_options, fair_paths, train_paths
 from nas.supernet.importance import sort_by_importance
@@ -73,15 +74,20 @@ class SinglePathStrategy(Strategy):
         return self.space.largest()
 
 
+MAX_DRAWS = 50  # under constraints, random search tries up to this many archs per sample it keeps
+
+
 @dataclass(frozen=True)
 class RandomConfig(SinglePathConfig):
     """Random search's options: SPOS training's, and the archs it samples."""
 
     samples: int = 20  # archs sampled at the end and evaluated with inherited weights
+    constraints: dict[str, float] | None = None  # hard limits {cost kind: maximum}: only archs within them are sampled
 
     def __post_init__(self):
         super().__post_init__()
         check_wholes(1, samples=self.samples)
+        check_constraints(self.constraints)
 
 
 @STRATEGIES.register("random")
@@ -95,12 +101,37 @@ class RandomStrategy(SinglePathStrategy):
     ):
         super().__init__(space, config, setting, seed)
         self.samples = self.config.samples
+        self.limits = Constraints(self.config.constraints, space, setting.seq_len)
+
+    def attach(self, supernet) -> None:
+        super().attach(supernet)
+        self.limits.attach(supernet.shape)  # an impossible limit fails before training
+
+    def _draw(self, ctx: SearchContext) -> list[Arch]:
+        """`samples` random archs within the constraints (exactly `samples` draws without any)."""
+        if not self.limits:
+            return [self.space.sample(self.rng) for _ in range(self.samples)]
+        self.limits.attach(ctx.supernet.shape)
+        drawn = []
+        for _ in range(MAX_DRAWS * self.samples):
+            arch = self.space.sample(self.rng)
+            if self.limits.feasible(arch):
+                drawn.append(arch)
+                if len(drawn) == self.samples:
+                    break
+        return drawn or self.limits.cheapest_feasible()
 
     def finish(self, ctx: SearchContext, val_batches: list[dict]) -> SearchResult:
         """Ties in the metric (saturated inherited scores are common) go to the lower validation
-        loss, then to fewer parameters, not to sampling order."""
-        archs = list(dict.fromkeys(self.space.sample(self.rng) for _ in range(self.samples)))
+        loss, then to fewer parameters, not to sampling order. The best is tested against the
+        second best on the same items (`test_pick`). Under `constraints`, `samples` archs within
+        them are drawn (up to MAX_DRAWS times as many tries; none found: the cheapest archs within
+        them), and a space with none is one line."""
+        archs = list(dict.fromkeys(self._draw(ctx)))
+        if not archs:
+            raise self.limits.refusal(f"none of {MAX_DRAWS * self.samples} random archs")
         ranked = self.rank_archs(ctx, archs, val_batches)
+        self.evidence = self.test_pick(ctx, ranked, val_batches)
         return SearchResult(best=ranked[0].arch, ranked=ranked)
 
 

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from nas.errors import ConfigError
-from nas.metrics import check_finite, soft_cross_entropy, task_loss, task_metric
+from nas.metrics import COMPANIONS, check_finite, distillation_loss, task_loss, task_metric
 from nas.model import ModelSpec, Subnet
 from nas.ops.attention import revisions
 from nas.safe_load import read_checkpoint
@@ -23,7 +23,7 @@ from nas.safe_load import read_checkpoint
 class RetrainModule(pl.LightningModule):
     """Args:
     model: the model to train: a ModelSpec, or its `to_dict()` as saved in hparams.
-    metric: "acc" or "bpb".
+    metric: "acc", "bpb" or "mse" (a forecast's, which also logs its companion "mae").
     lr, weight_decay, warmup_steps: AdamW with linear warm-up then cosine decay.
     teacher: an optional module mapping (tokens, mask) to logits.
     distill: the weight of the distillation loss (needs a teacher).
@@ -83,7 +83,7 @@ class RetrainModule(pl.LightningModule):
         if self.teacher is not None and self.hparams.distill:
             with torch.no_grad():
                 teacher_logits = self.teacher(batch["tokens"], batch["mask"])
-            soft = soft_cross_entropy(logits, teacher_logits, batch["target"])
+            soft = distillation_loss(logits, teacher_logits, batch["target"])
             loss = (1 - self.hparams.distill) * loss + self.hparams.distill * soft
         check_finite(loss, self.global_step)
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["tokens"].shape[0])
@@ -95,13 +95,14 @@ class RetrainModule(pl.LightningModule):
         # sync_dist: under DDP every rank must see the same mean, or EarlyStopping could stop
         # one rank and not the other
         self.log(f"{stage}/loss", task_loss(logits, batch["target"]), batch_size=size, sync_dist=True)
-        self.log(
-            f"{stage}/{self.metric}",
-            task_metric(logits, batch["target"], self.metric),
-            prog_bar=True,
-            batch_size=size,
-            sync_dist=True,
-        )
+        for metric in (self.metric, *COMPANIONS.get(self.metric, ())):  # a forecast's mse, then its mae
+            self.log(
+                f"{stage}/{metric}",
+                task_metric(logits, batch["target"], metric),
+                prog_bar=metric == self.metric,
+                batch_size=size,
+                sync_dist=True,
+            )
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self._log_scores(batch, "val")

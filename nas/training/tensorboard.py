@@ -16,6 +16,7 @@ from torch.utils.tensorboard.summary import hparams as hparams_summary
 
 from nas import viz
 from nas.cost import Cost
+from nas.evidence import Separation
 from nas.metrics import HIGHER_IS_BETTER
 from nas.results import Candidate, SearchResult
 from nas.space import Arch, SearchSpace
@@ -31,6 +32,7 @@ def log_search(
     metrics: dict[str, float] | None = None,
     step: int = 0,
     cost_of: Callable[[Arch], Cost] | None = None,
+    confidence: str = "",
 ) -> None:
     """Write the pictures and the table of a finished search.
 
@@ -38,7 +40,9 @@ def log_search(
     `history` of architecture weights: DARTS, GDAS, ENAS), `search/choice_counts` (strategies
     that count trained choices), `search/pareto` (metric against cost of the ranked and
     Pareto candidates, whatever the strategy), and `search/chosen_arch` both as a picture and
-    as a markdown table in the text tab (with each decision's margin where there is a history).
+    as a markdown table in the text tab (with each decision's margin where there is a history),
+    followed by each decision's paired test of winner against runner-up (the report's
+    `evidence`) and the confidence line.
 
     Args:
         strategy: the finished strategy: its `report()` and `counts`.
@@ -47,6 +51,7 @@ def log_search(
         step: the global step to file them under.
         cost_of: the cost of an arch (e.g. `cost.estimate` at the task's shape and length),
             for candidates whose metrics hold no `cost/...` (random, SPOS, ENAS rank without).
+        confidence: the line on how sure the pick is (`nas.evidence.confidence`), shown last.
     """
     decisions = space.decisions()
     report = strategy.report()
@@ -76,9 +81,22 @@ def log_search(
         writer.add_figure("search/pareto", figure, step)
     writer.add_figure("search/chosen_arch", viz.arch_picture(result.best), step)
     margin = report.margins if history else None
+    text = viz.arch_table(result.best, cost, metrics, margin) + evidence_text(report.evidence, confidence)
     # Not writer.add_text, which files the text under "<tag>/text_summary".
-    _write(writer, text_pb("search/chosen_arch", viz.arch_table(result.best, cost, metrics, margin)), step)
+    _write(writer, text_pb("search/chosen_arch", text), step)
     writer.flush()
+
+
+def evidence_text(evidence: tuple[Separation, ...], confidence: str = "") -> str:
+    """Markdown for the text tab, to follow the arch table: one bullet per tested decision
+    (`Separation.describe`), then the confidence line; empty without either."""
+    parts = []
+    if evidence:
+        parts.append("**Winner against runner-up** (paired test on the same validation items):")
+        parts.append("\n".join(f"- {s.describe()}" for s in evidence))
+    if confidence:
+        parts.append(confidence)
+    return "".join(f"\n\n{part}" for part in parts)
 
 
 def log_hparams(writer: SummaryWriter, hparams: dict[str, Any], metrics: dict[str, float], step: int = 0) -> None:

@@ -191,10 +191,25 @@ def test_top2_keeps_the_runner_up_when_it_evaluates_better():
     assert set(strategy.comparison) == {"depth", "layer0.attention"}
 
 
+def test_a_decision_on_a_handful_of_items_is_not_separated_and_a_clear_one_is():
+    """The same decision, full over local, on 64 fetches (separated) and on 4 (not: even 4 of 4
+    discordant items fall one way with probability 1/8 by chance)."""
+    strategy, best, net, batches = compare("top2")
+    clear = next(s for s in strategy.report().evidence if s.decision == "layer0.attention")
+    assert (clear.winner, clear.runner_up, clear.items, clear.test) == ("full", "local", 64, "McNemar")
+    assert clear.winner_value == 1.0 > clear.runner_up_value and clear.p < 1e-9 and clear.separated
+    few = [{k: v[:4] for k, v in batches[0].items()}]
+    assert strategy.finish(_Ctx(net), few).best.layers[0].attention == "full"  # the same choice, on 4 items
+    handful = next(s for s in strategy.report().evidence if s.decision == "layer0.attention")
+    assert (handful.winner, handful.items) == ("full", 4) and handful.p >= 0.125 and not handful.separated
+    assert "layer0.attention: full over local, 1.0000 vs " in handful.describe()
+    assert handful.describe().endswith("(not separated)")
+
+
 def test_argmax_keeps_the_weights_choice():
     strategy, best, _, _ = compare("argmax")
     assert best == strategy.current_arch() and best.layers[0].attention == "local"
-    assert strategy.comparison == {}
+    assert strategy.comparison == {} and strategy.report().evidence == ()
 
 
 def test_a_tie_on_the_metric_goes_to_the_lower_loss():

@@ -91,6 +91,50 @@ def test_the_final_choice_is_the_known_best_arch(name, options, metric):
 
 
 @pytest.mark.parametrize("metric", METRICS)
+@pytest.mark.parametrize(
+    "name, options",
+    [
+        ("random", {"samples": 200}),
+        ("enas", {"final_samples": 200}),
+        ("darts", {"decide": {"rule": "greedy"}}),
+        ("gdas", {"decide": {"rule": "top2"}}),
+    ],
+    ids=["random", "enas", "darts", "gdas-top2"],
+)
+def test_the_report_carries_a_paired_test_of_each_final_decision(name, options, metric):
+    """A pick among whole archs is one decision, the best against the second best; a decide rule's
+    are its compared decisions, each kept choice against the best of the others it tried."""
+    space = toy_space()
+    net = ScoredSupernet(space, metric)
+    strategy = make(name, space, seed=0, **options)
+    if hasattr(strategy, "alphas"):
+        point_weights_at(strategy, START)
+    result = strategy.finish(context(net), net.batches())
+    evidence = strategy.report().evidence
+    key = f"val/{metric}"
+    assert evidence and all(s.items == ScoredSupernet.rows for s in evidence)
+    assert {s.test for s in evidence} == {"McNemar" if metric == "acc" else "paired t"}
+    if result.ranked:
+        (pick,) = evidence
+        first, second = result.ranked[:2]
+        assert pick.decision == "pick of 20"
+        assert (pick.winner_value, pick.runner_up_value) == pytest.approx((first.metrics[key], second.metrics[key]))
+        assert pick.winner == "layer1.heads=2" and pick.runner_up == "layer1.heads=1"  # all they differ in
+        if metric == "acc":  # 0.73 against 0.72: one item of 100 tells them apart
+            assert pick.p == 1.0 and not pick.separated
+        return
+    assert [s.decision for s in evidence] == list(strategy.comparison)
+    for s in evidence:
+        kept, *others = sorted(strategy.comparison[s.decision]["tried"], key=lambda t: str(t["choice"]) != s.winner)
+        assert s.winner == str(kept["choice"]) == str(strategy.comparison[s.decision]["kept"])
+        assert s.winner_value == pytest.approx(kept[key])
+        best_other = max(others, key=lambda t: score(t[key], metric))
+        assert s.runner_up_value == pytest.approx(best_other[key])
+    attention = next(s for s in evidence if s.decision == "layer0.attention")
+    assert attention.winner == "full" and attention.separated  # 0.73 against 0.53 of 100 items
+
+
+@pytest.mark.parametrize("metric", METRICS)
 @pytest.mark.parametrize("name", ["darts", "gdas", "fixed"])
 def test_argmax_and_fixed_keep_their_arch_whatever_the_supernet_scores(name, metric):
     space = toy_space()
@@ -100,6 +144,7 @@ def test_argmax_and_fixed_keep_their_arch_whatever_the_supernet_scores(name, met
     if name != "fixed":
         point_weights_at(strategy, START)
     assert strategy.finish(context(net), net.batches()).best == START != known_best(space, metric)
+    assert strategy.report().evidence == ()  # nothing compared on validation items
 
 
 @pytest.mark.parametrize("metric", METRICS)
@@ -120,6 +165,10 @@ def test_evolution_finds_the_known_best_arch_and_pareto_front(metric, monkeypatc
     result = strategy.finish(context(net), net.batches())
     assert result.best == known_best(space, metric)
     assert {c.arch for c in result.pareto} == known_front(space, metric, flops(net))
+    (pick,) = strategy.report().evidence  # the best against the second best, scored again item by item
+    assert pick.decision == f"pick of {len(result.ranked)}"
+    assert pick.winner_value == pytest.approx(result.ranked[0].metrics[f"val/{metric}"])
+    assert pick.runner_up_value == pytest.approx(result.ranked[1].metrics[f"val/{metric}"])
     scores = [score(c.metrics[f"val/{metric}"], metric) for c in result.ranked]
     assert scores == sorted(scores, reverse=True)
 

@@ -106,7 +106,8 @@ def _intra_chunk_scores(q: Tensor, k: Tensor, G: Tensor, u: int) -> Tensor:
     kh = (ks[:, :, :, None] * key_decay).view(b, h, m, s, s * u, dk)  # (b, h, m, s_i, s_j u, dk)
     across = (qs * (Gs - R).exp()) @ kh.transpose(-1, -2)  # (b, h, m, s_i, u, s_j u)
 
-    within = _WithinSubChunk.apply(qs, ks, Gs)  # (b, h, m, s, u, u)
+    # without autograd, the plain loop: TorchScript cannot hold a Python autograd Function (int8 export)
+    within = (_WithinSubChunk.apply if torch.is_grad_enabled() else _within_sub_chunk)(qs, ks, Gs)  # (b, h, m, s, u, u)
     diagonal = torch.eye(s, dtype=q.dtype, device=q.device)[:, None, :, None]  # (s_i, 1, s_j, 1)
     scores = across.view(b, h, m, s, u, s, u) + within[:, :, :, :, :, None, :] * diagonal
     return scores.view(b, h, m, c, c)
@@ -122,12 +123,7 @@ class _WithinSubChunk(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q: Tensor, k: Tensor, G: Tensor) -> Tensor:
         ctx.save_for_backward(q, k, G)
-        u = q.shape[-2]
-        out = q.new_zeros(*q.shape[:-1], u)  # (..., u_t, u_s)
-        for j in range(u):
-            t, s = slice(j, u), slice(0, u - j)
-            out.diagonal(-j, -2, -1).copy_((q[..., t, :] * k[..., s, :] * (G[..., t, :] - G[..., s, :]).exp()).sum(-1))
-        return out
+        return _within_sub_chunk(q, k, G)
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -143,6 +139,16 @@ class _WithinSubChunk(torch.autograd.Function):
             dG[..., t, :] += term
             dG[..., s, :] -= term
         return dq, dk, dG
+
+
+def _within_sub_chunk(q: Tensor, k: Tensor, G: Tensor) -> Tensor:
+    """`_WithinSubChunk`'s forward: (..., u, dk) q, k, G -> (..., u, u), one diagonal at a time."""
+    u = q.shape[-2]
+    out = q.new_zeros(*q.shape[:-1], u)  # (..., u_t, u_s)
+    for j in range(u):
+        t, s = slice(j, u), slice(0, u - j)
+        out.diagonal(-j, -2, -1).copy_((q[..., t, :] * k[..., s, :] * (G[..., t, :] - G[..., s, :]).exp()).sum(-1))
+    return out
 
 
 def gla_step(
