@@ -136,6 +136,11 @@ SMALLEST = {
         ],
         {"settings", "results", "ratios"},
     ),
+    "decode": (
+        ["--ops", "full", "--contexts", "32", "--dim", "16", "--depth", "1", "--heads", "2", "--tokens", "2"]
+        + ["--repeats", "1"],
+        {"settings", "cpu_count", "loadavg_at_start", "results", "loadavg_at_end"},
+    ),
     "ddp": (
         ["--seq-len", "16", "--batch", "1", "--warmup", "1", "--steps", "1", "--long-len", "32", "--long-steps", "1"],
         {"settings", "cpu_count", "load_avg", "ddp", "speedup_2_over_1", "long"},
