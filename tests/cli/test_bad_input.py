@@ -105,7 +105,7 @@ BAD_STRATEGY = [
     (["strategy=random", "strategy.samples=0"], "strategy.samples=0: must be a whole number >= 1"),
     (
         ["strategy=random", "+strategy.bogus_option=1"],
-        "unknown option strategy.bogus_option for strategy=random; allowed: sandwich, distill, fair, sort_every, samples",
+        "unknown option strategy.bogus_option for strategy=random; allowed: sandwich, distill, fair, sort_every, samples, constraints",
     ),
     # were silently accepted
     (["strategy=darts", "strategy.penalty.weight=-5"], "strategy.penalty.weight=-5: must be a finite number >= 0"),

@@ -330,7 +330,7 @@ def test_few_shot_from_a_trained_one_shot_run(tmp_path):
         pipeline.one_shot_parent(tmp_path / "missing", fresh)
     with pytest.raises(ConfigError, match="a few-shot supernet"):
         pipeline.one_shot_parent(tmp_path / "few", fresh)
-    assert trained.sharing == "separate"  # the CLI's default
-    other = Supernet(trained.space, trained.shape, sharing="entangled")
-    with pytest.raises(ConfigError, match="sharing=separate, this search has .* sharing=entangled"):
+    other_sharing = "entangled" if trained.sharing == "separate" else "separate"
+    other = Supernet(trained.space, trained.shape, sharing=other_sharing)
+    with pytest.raises(ConfigError, match=f"sharing={trained.sharing}, this search has .* sharing={other_sharing}"):
         pipeline.one_shot_parent(one_shot, other)
