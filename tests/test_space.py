@@ -99,7 +99,7 @@ GOOD_ARCH = "depth: 1\nlayers:\n  - {attention: full, heads: 2, ffn_dim: 16}\n"
 GOOD_SPACE = (
     "name: s\ndim: 16\nhead_dim: 8\ndepth: [1]\nlayer:\n  attention: {full: {}}\n  heads: [2]\n  ffn_dim: [16]\n"
 )
-KNOWN = "block_recurrent, full, linformer, local, lsh, performer, synthesizer"  # the registered attention types
+KNOWN = "block_recurrent, full, gated_deltanet, gla, hyena, linformer, local, lsh, mamba2, performer, synthesizer"  # registered ops
 
 
 def test_a_minimal_space_file(tmp_path):
