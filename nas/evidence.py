@@ -142,12 +142,12 @@ def confidence(
             f"{line}; {metric_key} {_value(value)} is near the task's baseline {_value(baseline)} "
             f"({max(learned, 0.0):.0%} of the way to a perfect score): the supernet has not learned the task, "
             "so its comparisons say little. Train it longer (trainer.max_epochs), compare on more items "
-            "(search.eval_batches) or share weights another way (sharing=)"
+            "(search.eval_batches, a larger validation split) or share weights another way (sharing=)"
         )
     if separations and kept < len(separations):
         return (
-            f"{line}; the others are within noise: compare on more items (search.eval_batches), "
-            "or take them as choices that matter little"
+            f"{line}; the others are within noise: compare on more items (search.eval_batches, a larger "
+            "validation split), or take them as choices that matter little"
         )
     return line
 
