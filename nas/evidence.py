@@ -42,10 +42,13 @@ class Separation:
     test: str  # "McNemar" or "paired t"
     items: int  # how many validation items (scored targets) both were scored on
     separated: bool  # p < ALPHA and the winner is the better of the two on the metric
+    worse: bool = False  # the winner scores worse: kept for a cost penalty or a constraint
 
     def describe(self) -> str:
         """e.g. `layer1.attention: performer over full, 0.2324 vs 0.2227, p = 0.41 (not separated)`."""
         verdict = "separated" if self.separated else "not separated"
+        if self.worse:
+            verdict += f"; {self.runner_up} scores better, {self.winner} was kept for cost or constraints"
         return (
             f"{self.decision}: {self.winner} over {self.runner_up}, {_value(self.winner_value)} vs "
             f"{_value(self.runner_up_value)}, {_p(self.p)} ({verdict})"
@@ -63,6 +66,7 @@ class Separation:
             "test": self.test,
             "items": self.items,
             "separated": self.separated,
+            "worse": self.worse,
         }
 
 
@@ -114,7 +118,8 @@ def separate(
     p, test = paired_test(w, r)
     w_value, r_value = float(w.mean()), float(r.mean())
     better = w_value > r_value if higher_is_better else w_value < r_value
-    return Separation(decision, winner, runner_up, w_value, r_value, p, test, int(w.size), p < alpha and better)
+    worse = w_value < r_value if higher_is_better else w_value > r_value
+    return Separation(decision, winner, runner_up, w_value, r_value, p, test, int(w.size), p < alpha and better, worse)
 
 
 def confidence(
@@ -148,9 +153,13 @@ def confidence(
             "so its comparisons say little. Train it longer (trainer.max_epochs), compare on more items "
             "(search.eval_batches, a larger validation split) or share weights another way (sharing=)"
         )
-    if separations and kept < len(separations):
-        return (
-            f"{line}; the others are within noise: compare on more items (search.eval_batches, a larger "
+    overruled = sum(s.worse and s.p < ALPHA for s in separations)  # a worse winner, clearly: cost or constraints
+    if overruled:
+        line += f"; {overruled} kept for cost or constraints over a clearly better runner-up"
+    if kept + overruled < len(separations):
+        others = "the others are" if not overruled else "the rest are"
+        line += (
+            f"; {others} within noise: compare on more items (search.eval_batches, a larger "
             "validation split), or take them as choices that matter little"
         )
     return line

@@ -71,7 +71,8 @@ def test_separated_means_better_in_the_metric_direction():
     assert separate("depth", "2", "1", low, high, higher_is_better=False).separated
     # kept on a tie-break or a cost penalty although its metric is worse: never separated
     worse = separate("depth", "1", "2", high, low, higher_is_better=False)
-    assert worse.p < ALPHA and not worse.separated
+    assert worse.p < ALPHA and not worse.separated and worse.worse
+    assert worse.describe().endswith("(not separated; 2 scores better, 1 was kept for cost or constraints)")
     assert separate("depth", "2", "1", high, low, higher_is_better=True).separated
 
 
@@ -91,6 +92,7 @@ def test_a_decision_reads_as_one_line():
         "test": "McNemar",
         "items": 1024,
         "separated": True,
+        "worse": False,
     }
 
 
@@ -122,6 +124,13 @@ def test_the_confidence_line_when_it_has():
     some = confidence(decisions(2, 7), "search/val/bpb", 2.0, 4.5, higher_is_better=False)
     assert some.startswith("confidence: 2 of 7 decisions separated") and "the others are within noise" in some
     assert "has not learned" not in some
+    # a constraint kept 2 heads over a clearly better 4: said so, not called noise
+    overruled = [*decisions(3, 3), separate("layer0.heads", "2", "4", [3.5] * 9 + [3.6], [3.4] * 9 + [3.45], False)]
+    line = confidence(overruled, "search/val/bpb", 3.47, 4.58, higher_is_better=False)
+    assert line == (
+        "confidence: 3 of 4 decisions separated (paired, p < 0.05, 1024 items); "
+        "1 kept for cost or constraints over a clearly better runner-up"
+    )
     # lm_quick's supernet: 3.47 bits against a unigram 4.58 is 24% of the way to an unreachable 0
     assert "has not learned" not in confidence(decisions(4, 4), "search/val/bpb", 3.47, 4.58, higher_is_better=False)
     assert (
