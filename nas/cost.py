@@ -178,13 +178,15 @@ def arch_cost(arch: Arch, space: SearchSpace, shape: ModelShape, seq_len: int, k
     layers = [layer_cost(layer, space, shape, seq_len, kind) for layer in arch.layers]
     base = base_cost(space, shape, seq_len, kind)
     if kind == "memory" and space.memory.reversible:
-        return base + reversible_pair_mib(space, shape.positions(seq_len) * shape.sequences) + max(layers)
+        return base + reversible_pair_mib(space, shape, seq_len) + max(layers)
     return base + sum(layers)
 
 
-def reversible_pair_mib(space: SearchSpace, seq_len: int) -> float:
-    """The output pair (x1, x2) that reversible layers keep for backward, in MiB per sequence."""
-    return 2 * seq_len * space.dim * BYTES_PER_ELEMENT / 2**20
+def reversible_pair_mib(space: SearchSpace, shape: ModelShape, seq_len: int) -> float:
+    """The output pair (x1, x2) that reversible layers keep for backward, in MiB per example of
+    `seq_len` steps: over the positions the blocks see (patches of a series), of every sequence."""
+    positions = shape.positions(seq_len) * shape.sequences
+    return 2 * positions * space.dim * BYTES_PER_ELEMENT / 2**20
 
 
 def params(spec: ModelSpec) -> int:

@@ -111,7 +111,8 @@ class CostPenalty:
         if self.config.cost == "memory" and self.space.memory.reversible:
             # backward recomputes one layer at a time: the pair plus the largest of the first d
             # layers, whatever d (cost.arch_cost), not their sum
-            prefix = torch.cummax(torch.stack(layers), 0).values + cost.reversible_pair_mib(self.space, self.seq_len)
+            pair = cost.reversible_pair_mib(self.space, self.shape, self.seq_len)
+            prefix = torch.cummax(torch.stack(layers), 0).values + pair
         else:
             prefix = torch.cumsum(torch.stack(layers), 0)  # cost of the first d layers
         depth_cost = torch.stack([prefix[d - 1] for d in self.space.depths])

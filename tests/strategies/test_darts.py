@@ -5,6 +5,7 @@ import torch
 
 from nas.errors import ConfigError
 from nas.metrics import task_loss
+from nas.model import ModelShape
 from nas.supernet import Supernet
 from nas.training.run import run_search
 
@@ -130,9 +131,14 @@ def test_a_zero_one_penalty_widens_the_margin(tmp_path):
     assert smallest_margin(pushed) > smallest_margin(plain)
 
 
+# a forecaster: 7 channels of 96 steps, each read as 11 patches (the blocks' positions are not the steps)
+SERIES = ModelShape(1, 24, 96, "forecast", input="values", channels=7, patch_len=16, patch_stride=8)
+
+
+@pytest.mark.parametrize("series", [False, True])
 @pytest.mark.parametrize("reversible", [False, True])
 @pytest.mark.parametrize("kind", ["params", "flops", "memory"])
-def test_expected_cost_of_a_decided_distribution_is_the_arch_cost(kind, reversible):
+def test_expected_cost_of_a_decided_distribution_is_the_arch_cost(kind, reversible, series):
     """With every decision one-hot the penalty's expectation is the cost model's cost of that
     arch, reversible memory included (the largest layer, not the sum: memory flat in depth)."""
     from nas import cost
@@ -140,8 +146,9 @@ def test_expected_cost_of_a_decided_distribution_is_the_arch_cost(kind, reversib
 
     space = SearchSpace.from_dict({**planted_space().to_dict(), "memory": {"reversible": reversible}})
     task = FetchTask(size=64)
-    strategy = make("darts", space, seed=0, seq_len=task.seq_len, penalty={"cost": kind, "weight": 1.0})
-    strategy.attach(Supernet(space, task.shape))
+    shape, seq_len = (SERIES, SERIES.max_len) if series else (task.shape, task.seq_len)
+    strategy = make("darts", space, seed=0, seq_len=seq_len, penalty={"cost": kind, "weight": 1.0})
+    strategy.attach(Supernet(space, shape))
     arch = Arch(2, (LayerArch("full", 2, 64), LayerArch("local", 2, 64)))  # the larger layer first
     choices = space.choices_of(arch)
     with torch.no_grad():
@@ -149,7 +156,7 @@ def test_expected_cost_of_a_decided_distribution_is_the_arch_cost(kind, reversib
             one_hot = torch.full((len(options),), -1e4)
             one_hot[options.index(choices[key])] = 0.0
             strategy.alphas[key.replace(".", "_")].copy_(one_hot)
-    expected = cost.arch_cost(arch, space, task.shape, task.seq_len, kind)
+    expected = cost.arch_cost(arch, space, shape, seq_len, kind)
     probs = strategy.probabilities()
     assert strategy.penalty.expected(probs).item() == pytest.approx(expected, rel=1e-5)
     # and the final decision's penalty of that arch (decide.rule=greedy/top2 under a cost) is the same
