@@ -690,4 +690,10 @@ def main(argv) -> int:
 
 if __name__ == "__main__":
     keep_freed_memory()  # this process only (not a caller's that imports main): it exits when done
-    sys.exit(main(sys.argv[1:]))
+    try:
+        code = main(sys.argv[1:])
+        sys.stdout.flush()  # a reader gone shows here, where it can still be handled
+    except BrokenPipeError:  # the reader stopped early (`| head`): no traceback, as any Unix tool
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's own flush is silent
+        code = 1
+    sys.exit(code)

@@ -329,6 +329,19 @@ runpy.run_path(sys.argv[0], run_name="__main__")
     assert done.stdout == bytes(i - 1 for i in want).decode("utf-8", errors="replace") + "\n"
 
 
+@pytest.mark.slow
+def test_a_reader_that_stops_early_gets_no_traceback(fast_export):
+    """`predict.py --generate 8 ... | head -c 1`: the pipe closes before the text is written."""
+    run = subprocess.Popen(
+        [sys.executable, str(fast_export / "predict.py"), "--generate", "8", PROMPT],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    run.stdout.close()  # gone before the model is even loaded
+    assert run.wait(timeout=120) == 1
+    assert run.stderr.read() == b""
+
+
 def test_the_usage_documents_generate():
     usage = predict.USAGE
     assert re.search(r"--generate 100 .*--temperature .*--top-k .*--seed", usage)
