@@ -108,6 +108,7 @@ SMALLEST = {
             "--ops",
             "full",
             "local_w256",
+            "gla",
             "--lengths",
             "64",
             "--dim",
@@ -119,7 +120,7 @@ SMALLEST = {
             "--matmul-size",
             "64",
         ],
-        {"settings", "matmul_gflops", "results"},
+        {"settings", "cpu", "matmul_gflops", "results"},
     ),
     "darts": (
         [
@@ -180,3 +181,52 @@ def test_the_smallest_case_reports_its_keys(name, tmp_path):
     report = json.loads(done.stdout)
     assert set(report) == keys and report == json.loads((tmp_path / "out.json").read_text())
     assert "error" not in json.dumps(report.get("results", report))
+
+
+def run_benchmark(name: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(BENCHMARKS / f"{name}.py"), *args, "--threads", "1"],
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+
+
+TINY_ATTENTION = ["--lengths", "64", "--dim", "32", "--heads", "2", "--repeats", "1", "--matmul-size", "64"]
+
+
+@pytest.mark.slow
+def test_attention_causal_builds_the_causal_forms():
+    done = run_benchmark("attention", "--ops", "full", "retnet", "--causal", *TINY_ATTENTION)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout)
+    assert report["settings"]["causal"] is True and list(report["results"]) == ["full", "retnet"]
+    assert all(
+        "seconds" in row and "loadavg_1min" in row for rows in report["results"].values() for row in rows.values()
+    )
+
+
+def test_attention_causal_refuses_an_op_without_a_causal_form_in_one_line():
+    done = run_benchmark("attention", "--ops", "full", "linformer_k256", "--causal", *TINY_ATTENTION)
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr.strip().splitlines() == [
+        "attention.py: --causal, but no causal form: linformer_k256 (" + linformer_refusal() + ")"
+    ]
+
+
+def linformer_refusal() -> str:
+    from nas.ops.attention import ATTENTION
+
+    return ATTENTION.get("linformer").causal_refusal
+
+
+@pytest.mark.slow
+def test_decode_times_the_uncached_prefix_only_up_to_its_limit():
+    args = ["--ops", "gla", "--contexts", "16", "32", "--uncached-upto", "16", "--dim", "64", "--depth", "1"]
+    done = run_benchmark("decode", *args, "--heads", "2", "--tokens", "2", "--repeats", "1")
+    assert done.returncode == 0, done.stderr[-2000:]
+    short, long = (json.loads(done.stdout)["results"]["gla"][n] for n in ("16", "32"))
+    assert short["uncached_ms_per_token"] > 0 and short["speedup"] > 0
+    assert long["uncached_ms_per_token"] is None and long["speedup"] is None and long["cached_ms_per_token"] > 0
+    assert short["state_mib"] == long["state_mib"] > 0  # GLA's state does not grow with the context

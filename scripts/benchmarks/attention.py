@@ -8,18 +8,27 @@ the ratio to `full` (and to the reference, for `ref_*` pairs), the peak memory o
 MiB, and achieved GFLOP/s: fwd+bwd counted as 3x the cost model's forward FLOPs of the layer
 (projections and core), against a square fp32 matmul timed in the same child right after.
 
+Ops are built bidirectional (the linear-recurrent mixers then run a forward and a backward
+scan); `--causal` builds every op in its causal form instead (`full`: the fused kernel's
+`is_causal`, counted as half the score pairs), and refuses ops that have none.
+
 Children run with the allocator setting the CLIs use (nas.cpu_allocator: freed memory is kept
 for reuse); `--glibc` also runs every op on glibc's defaults, as `<label>@glibc` rows, and
-reports each op's `ratio_to_glibc`.
+reports each op's `ratio_to_glibc`. Each child records the 1-minute load average before and
+after its case: on a shared machine the times are only as good as it. `--profile K` adds one
+more step under torch.profiler per case and reports its K kernels of most self CPU time.
 
     git --git-dir=/work/.mirror/lucidrains+linformer/repo archive HEAD | tar -x -C /tmp/linformer
     python scripts/benchmarks/attention.py --lengths 4096 16384 --rounds 3 \
         --reference-src /tmp/linformer --out bench_attention.json
+    python scripts/benchmarks/attention.py --ops full local_w256 gla retnet gated_deltanet mamba2 hyena \
+        --causal --threads 1 --rounds 2
 
 `--reference-src` is a checkout of github.com/lucidrains/linformer (outside this repository);
 without it the `ref_*` rows are skipped.
 """
 
+import os
 import sys
 
 from harness import (
@@ -44,6 +53,12 @@ CONFIGS = {
     "lsh_r1_b64": ("lsh", {"n_hashes": 1, "bucket_size": 64}),
     "lsh_r4_b64": ("lsh", {"n_hashes": 4, "bucket_size": 64}),
     "synthesizer_dense": ("synthesizer", {"variant": "dense"}),
+    # the linear-recurrent and convolutional mixers, at their default chunks (64) and filters
+    "gla": ("gla", {}),
+    "retnet": ("gla", {"decay": "fixed"}),
+    "gated_deltanet": ("gated_deltanet", {}),
+    "mamba2": ("mamba2", {}),
+    "hyena": ("hyena", {}),
 }
 # label -> (our config it is compared with, the reference's constructor keyword options)
 REFERENCES = {
@@ -66,7 +81,7 @@ def layer_flops(label: str, n: int, args) -> int:
 
     label = label.partition("@")[0]
     name, options = CONFIGS[REFERENCES[label][0] if label in REFERENCES else label]
-    core = make_core(name, args.dim // args.heads, args.heads, n, **options)
+    core = make_core(name, args.dim // args.heads, args.heads, n, args.causal, **options)
     return args.batch * attention_flops(core, n, args.dim, args.heads)
 
 
@@ -81,13 +96,14 @@ def make_layer(label: str, n: int, args):
     from nas.ops.attention import build
 
     name, options = CONFIGS[label]
-    return build(name, args.dim, args.heads, max_len=n, head_dim=args.dim // args.heads, **options)
+    return build(name, args.dim, args.heads, max_len=n, head_dim=args.dim // args.heads, causal=args.causal, **options)
 
 
 def measure(args, label: str, n: int) -> dict:
     """Runs in the child: time `repeats` steps of one op at length n, and its peak memory."""
     import torch
 
+    load_before = os.getloadavg()[0]
     label, _, allocator = label.partition("@")
     if allocator != "glibc":  # the CLIs' setting
         from nas.cpu_allocator import reuse_freed_memory
@@ -115,13 +131,57 @@ def measure(args, label: str, n: int) -> dict:
     step_s = median(seconds(step, args.repeats, warmup=0))
     # The matmul right after, in the same process and threads: a load that slowed the op
     # slows this too, so the percentage below is less noisy than the seconds.
-    return {"seconds": step_s, "peak_mib": round(peak_mib, 1), "matmul_gflops": matmul_gflops(args, device)}
+    row = {
+        "seconds": step_s,
+        "peak_mib": round(peak_mib, 1),
+        "matmul_gflops": matmul_gflops(args, device),
+        "loadavg_1min": [load_before, os.getloadavg()[0]],  # before and after the case
+    }
+    if args.profile:
+        row["profile"] = profile(step, args.profile)
+    return row
+
+
+def profile(step, top: int) -> list:
+    """One more step under torch.profiler: its `top` kernels by self CPU time, each as [name,
+    self ms, percent of the step's self time] (forward and backward kernels apart)."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as profiler
+
+    with profiler(activities=[ProfilerActivity.CPU]) as prof:
+        step()
+    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in events)
+    return [
+        [e.key, round(e.self_cpu_time_total / 1e3, 1), round(100 * e.self_cpu_time_total / total, 1)]
+        for e in events[:top]
+    ]
+
+
+def chosen_ops(args) -> list[str]:
+    """--ops, or every config (and reference) that the run can build; `full` first, as the baseline.
+    An op chosen by name that has no causal form under --causal ends the run in one line."""
+    from nas.ops.attention import ATTENTION
+
+    def refusal(label: str) -> str:
+        if not args.causal:
+            return ""
+        if label in REFERENCES:
+            return "the reference is bidirectional"
+        return ATTENTION.get(CONFIGS[label][0]).causal_refusal
+
+    if args.ops is None:
+        wanted = [label for label in list(CONFIGS) + list(REFERENCES) if not refusal(label)]
+    else:
+        refused = [f"{label} ({refusal(label)})" for label in args.ops if refusal(label)]
+        if refused:
+            sys.exit(f"attention.py: --causal, but no causal form: {', '.join(refused)}")
+        wanted = args.ops
+    return ["full"] + [label for label in wanted if label != "full" and (args.reference_src or label not in REFERENCES)]
 
 
 def sweep(args) -> dict:
-    labels = ["full"] + [
-        label for label in args.ops if label != "full" and (args.reference_src or label not in REFERENCES)
-    ]
+    labels = chosen_ops(args)
     if args.glibc:
         labels += [f"{label}@glibc" for label in labels]
     runs: dict = {label: {n: [] for n in args.lengths} for label in labels}
@@ -147,7 +207,10 @@ def sweep(args) -> dict:
                 "peak_mib": median(r["peak_mib"] for r in good),
                 "gflops": round(gflops, 1),
                 "pct_of_matmul": round(pct, 1),
+                "loadavg_1min": [load for r in good for load in r["loadavg_1min"]],
             }
+            if args.profile:
+                results[label][n]["profile"] = good[-1]["profile"]  # the last round's
         full = results["full"][n].get("seconds")
         for label in labels:
             row = results[label][n]
@@ -174,15 +237,28 @@ def sweep(args) -> dict:
                 results[ours][n][f"{name}_per_round"] = round(median(per_round), 4)
     return {
         "settings": settings(args),
+        "cpu": cpu_model(),
         "matmul_gflops": {"median": median(matmul), "max": max(matmul)},
         "results": results,
     }
 
 
+def cpu_model() -> str:
+    """The CPU's model name (Linux), which the docs' conditions name."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "unknown")
+    except OSError:
+        return "unknown"
+
+
 if __name__ == "__main__":
     cli = parser(__doc__)
     cli.add_argument(
-        "--ops", nargs="+", default=list(CONFIGS) + list(REFERENCES), choices=list(CONFIGS) + list(REFERENCES)
+        "--ops",
+        nargs="+",
+        choices=list(CONFIGS) + list(REFERENCES),
+        help="default: every config (and reference) the run can build",
     )
     cli.add_argument("--lengths", nargs="+", type=int, default=[1024, 4096, 16384])
     cli.add_argument("--batch", type=int, default=1)
@@ -192,6 +268,10 @@ if __name__ == "__main__":
     cli.add_argument("--rounds", type=int, default=1, help="interleaved sweeps; medians reported")
     cli.add_argument("--threads", type=int, default=2)
     cli.add_argument("--device", default="cpu")
+    cli.add_argument("--causal", action="store_true", help="every op in its causal form (full: is_causal)")
+    cli.add_argument(
+        "--profile", type=int, default=0, metavar="K", help="also profile one step: its K kernels of most self time"
+    )
     cli.add_argument("--matmul-size", type=int, default=2048)
     cli.add_argument(
         "--glibc", action="store_true", help="also time every op on glibc's allocator defaults (<label>@glibc rows)"

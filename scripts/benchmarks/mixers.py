@@ -9,11 +9,18 @@ convolution and SSD, Hyena's filter MLP and FFT convolution) against `sdpa_causa
 `sdpa_causal` (to `sdpa_full` for the bidirectional forms), the peak tensor memory of one step
 (nas.peak_memory, CPU included) beside the cost model's activation estimate, and achieved GFLOP/s
 (fwd+bwd counted as 3x the cost functions' forward FLOPs) as a percentage of a square fp32 matmul
-timed in the same child right after.
+timed in the same child right after. Each child records the 1-minute load average before and
+after its case.
+
+The layer with its projections, beside every other op, is `attention.py`'s (`gla`, `retnet`,
+`gated_deltanet`, `mamba2`, `hyena` rows); this one isolates the core, whose share of the
+matmul rate the projections' dense products would otherwise lift.
 
     python scripts/benchmarks/mixers.py --lengths 1024 4096 --out bench_mixers.json
     python scripts/benchmarks/mixers.py --lengths 16384 --ops sdpa_causal gla mamba2
 """
+
+import os
 
 from harness import in_child, main, median, parser, seconds, settings, timer_seconds
 
@@ -102,6 +109,7 @@ def measure(args, label: str, n: int) -> dict:
     from nas.cpu_allocator import reuse_freed_memory
     from nas.peak_memory import PeakMemory
 
+    load_before = os.getloadavg()[0]
     reuse_freed_memory()  # the CLIs' setting
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -122,6 +130,7 @@ def measure(args, label: str, n: int) -> dict:
         "estimate_mib": round(elements * 4 / 2**20, 1),
         "forward_gflop": round(flops / 1e9, 3),
         "matmul_gflops": matmul_gflops(args),
+        "loadavg_1min": [load_before, os.getloadavg()[0]],  # before and after the case
     }
 
 
