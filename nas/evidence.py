@@ -157,7 +157,11 @@ def confidence(
     if overruled:
         line += f"; {overruled} kept for cost or constraints over a clearly better runner-up"
     if kept + overruled < len(separations):
-        others = "the others are" if not overruled else "the rest are"
+        unseparated = len(separations) - kept - overruled
+        if kept or overruled:
+            others = "the others are" if not overruled else "the rest are"
+        else:
+            others = "it is" if unseparated == 1 else "all are"
         line += (
             f"; {others} within noise: compare on more items (search.eval_batches, a larger "
             "validation split), or take them as choices that matter little"

@@ -124,6 +124,8 @@ def test_the_confidence_line_when_it_has():
     some = confidence(decisions(2, 7), "search/val/bpb", 2.0, 4.5, higher_is_better=False)
     assert some.startswith("confidence: 2 of 7 decisions separated") and "the others are within noise" in some
     assert "has not learned" not in some
+    assert "; it is within noise: " in confidence(decisions(0, 1), "search/val/bpb", 2.9, 4.58, False)  # a pick of k
+    assert "; all are within noise: " in confidence(decisions(0, 3), "search/val/bpb", 2.9, 4.58, False)
     # a constraint kept 2 heads over a clearly better 4: said so, not called noise
     overruled = [*decisions(3, 3), separate("layer0.heads", "2", "4", [3.5] * 9 + [3.6], [3.4] * 9 + [3.45], False)]
     line = confidence(overruled, "search/val/bpb", 3.47, 4.58, higher_is_better=False)
