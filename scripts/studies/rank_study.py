@@ -16,7 +16,7 @@ al. 2020, https://arxiv.org/abs/1902.08142).
 Every row ranks the same archs (`<out>/archs.yaml`, a seeded stratified pick) and reads the same
 standalone results (`nas-rank standalone_dir=<out>/standalone`): a standalone training depends
 only on arch, seed, budget and task, so it is trained once for the whole table. Every search
-trains its supernet for the same number of epochs (the quickstart's 5; `--supernet-epochs`) of
+trains its supernet for the same number of epochs (5 by default; `--supernet-epochs`) of
 the same batches; FairNAS and the sandwich rule spend more compute per step, which the wall times show.
 
 `--mechanisms gdas darts_pc4` adds the differentiable strategies as rows. Every row reports the
@@ -259,7 +259,7 @@ def main() -> None:
     parser.add_argument("--pick-seed", type=int, default=0, help="seed of the stratified pick")
     parser.add_argument("--search-seeds", type=int, nargs="+", default=[0], help="one search per mechanism and seed")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="standalone training seeds per arch")
-    parser.add_argument("--supernet-epochs", type=int, default=5, help="supernet epochs (the quickstart's 5)")
+    parser.add_argument("--supernet-epochs", type=int, default=5, help="supernet epochs of every search")
     parser.add_argument("--standalone-epochs", type=int, default=8, help="standalone epochs (nas-rank's default 8)")
     parser.add_argument("--workers", type=int, default=None, help="nas-rank workers (default: one per core)")
     parser.add_argument(
