@@ -47,6 +47,14 @@ class MQARConfig(GeneratedConfig):
         return 2 * (self.num_pairs + self.num_queries)  # a pair and a query take two tokens each
 
 
+@dataclasses.dataclass(frozen=True)
+class MQARTaskConfig(MQARConfig):
+    """MQAR's options: the pairs and queries of `MQARConfig` (which lookup shares), and which
+    models read it. Lookup has no `causal`: its queries may come before their pairs."""
+
+    causal: bool = False  # true: causal models, as Zoology's language models; false: bidirectional
+
+
 class MQARDataset(Dataset):
     """Builds each sequence from its compact form when asked for it."""
 
@@ -86,9 +94,11 @@ class MQARTask(Task):
     elsewhere. The `?` token is the same for every query, so a non-causal model cannot read the
     answer at the answer position: it has to find the key among the pairs. Keys in a sequence
     are distinct; values are drawn independently, so an answer cannot be found by elimination.
+    With `causal=true` the models are causal, as Zoology's: every query comes after the pairs,
+    so each answer can be read from the past.
     """
 
-    Config = MQARConfig
+    Config = MQARTaskConfig
     readout = "tokens"
     dataset_class = MQARDataset  # builds the sequences from the compact form
 
@@ -98,6 +108,8 @@ class MQARTask(Task):
         self.vocab_size = FIRST_KEY + c.num_keys + c.num_values
         self.num_classes = self.vocab_size
         self.seq_len = c.seq_len
+        # an instance's option shadows Task's class-wide False; lookup's config has no such option
+        self.causal = getattr(c, "causal", False)
 
     def load(self) -> dict[str, MQARDataset]:
         return {

@@ -2,9 +2,14 @@
 
 import numpy as np
 import pytest
+import torch
 
 from nas.errors import ConfigError
+from nas.model import ModelSpec, Subnet
+from nas.space import Arch, LayerArch, SearchSpace
+from nas.tasks import build_task
 from nas.tasks.base import IGNORE_INDEX
+from nas.tasks.lookup import LookupTask
 from nas.tasks.mqar import ANSWER, BLANK, FIRST_KEY, MQARTask
 from tests.tasks.task_checks import check_batches, check_determinism, check_disjoint
 
@@ -98,3 +103,36 @@ def test_too_few_distinct_examples_is_a_clear_error(tmp_path):
     task = make(0, tmp_path, seq_len=4, num_pairs=1, num_queries=1, num_keys=1, num_values=2, num_train=5)
     with pytest.raises(ConfigError, match="found only 2 distinct examples of the 37 asked for"):
         task.setup()
+
+
+def test_bidirectional_unless_asked_and_causal_when_asked(tmp_path):
+    assert not make(0, tmp_path).shape.causal and not MQARTask.causal  # existing runs stay bidirectional
+    task = make(0, tmp_path, causal=True)
+    assert task.shape.causal and task.record()["causal"] is True
+    assert build_task(task.record(), tmp_path, "record").shape.causal  # as standalone jobs rebuild it
+    again = build_task({"name": "mqar", **TINY, "causal": "true"}, tmp_path, "task")  # as the CLI passes it
+    assert again.shape.causal
+
+
+def test_a_model_built_for_the_causal_task_is_causal(tmp_path):
+    task = make(0, tmp_path, causal=True)
+    layer = {"attention": {"full": {}, "gla": {}}, "heads": [2], "ffn_dim": [32]}
+    space = SearchSpace.from_dict({"name": "causal", "dim": 16, "head_dim": 8, "depth": [2], "layer": layer})
+    arch = Arch(2, (LayerArch("full", 2, 32), LayerArch("gla", 2, 32)))
+    torch.manual_seed(0)
+    model = Subnet(ModelSpec(arch, space, task.shape)).eval()
+    assert all(block.attn.core.causal for block in model.blocks)
+    task.setup()
+    tokens = torch.from_numpy(task.splits["train"][0][0])[None]  # (1, 48)
+    later = tokens.clone()
+    later[:, 30:] = torch.where(later[:, 30:] == BLANK, ANSWER, BLANK)  # every token after position 29 changed
+    with torch.no_grad():
+        before, after = model(tokens), model(later)
+    torch.testing.assert_close(before[:, :30], after[:, :30], rtol=0, atol=1e-6)  # outputs to t read nothing after t
+    assert not torch.allclose(before[:, 30:], after[:, 30:])
+
+
+def test_lookup_has_no_causal_option(tmp_path):
+    # its queries may come before their pairs, so a causal model could not answer them
+    with pytest.raises(ConfigError, match="unknown option 'causal' for task 'lookup'"):
+        LookupTask(data_dir=tmp_path, causal=True)
