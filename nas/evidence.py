@@ -156,10 +156,10 @@ def confidence(
     overruled = sum(s.worse and s.p < ALPHA for s in separations)  # a worse winner, clearly: cost or constraints
     if overruled:
         line += f"; {overruled} kept for cost or constraints over a clearly better runner-up"
-    if kept + overruled < len(separations):
-        unseparated = len(separations) - kept - overruled
+    unseparated = len(separations) - kept - overruled
+    if unseparated:
         if kept or overruled:
-            others = "the others are" if not overruled else "the rest are"
+            others = "the rest are" if overruled else "the others are"
         else:
             others = "it is" if unseparated == 1 else "all are"
         line += (
