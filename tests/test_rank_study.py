@@ -21,10 +21,10 @@ def rank_study():
     return module
 
 
-@pytest.mark.parametrize("experiment", ["quickstart", "recall_1k", "listops_128"])
+@pytest.mark.parametrize("experiment", ["quickstart", "recall_1k", "listops_128", "hybrid_lm_quick"])
 def test_every_mechanism_composes_with_every_experiment(rank_study, experiment, tmp_path):
     """A renamed or misspelt option would stop a study hours in: Hydra refuses unknown keys."""
-    assert set(rank_study.EXPERIMENTS) == {"quickstart", "recall_1k", "listops_128"}
+    assert set(rank_study.EXPERIMENTS) == {"quickstart", "recall_1k", "listops_128", "hybrid_lm_quick"}
     for name, overrides in rank_study.MECHANISMS.items():
         cfg = compose_config("search", tmp_path / name, [f"experiment={experiment}", *overrides])
         assert cfg.strategy.name == next(o.split("=")[1] for o in overrides if o.startswith("strategy="))

@@ -27,8 +27,12 @@ OPTIONS = {
     ],
     "block_recurrent": [{"window": 8, "states": 4}, {"window": 6, "states": 3, "gate": "lstm", "update": "skip"}],
     "synthesizer": [{"variant": "dense"}, {"variant": "random", "rank": None}, {"variant": "random", "rank": 4}],
-    "gla": [{"chunk": 8, "sub_chunk": 4}, {"decay": "fixed", "chunk": 8}],
-    "gated_deltanet": [{"chunk": 8}],
+    "gla": [
+        {"chunk": 8, "sub_chunk": 4},
+        {"decay": "fixed", "chunk": 8},
+        {"chunk": 8, "sub_chunk": 4, "short_conv": 4},
+    ],
+    "gated_deltanet": [{"chunk": 8}, {"chunk": 8, "short_conv": 3}],
     "mamba2": [{"chunk": 8}, {"chunk": 16, "conv_width": 2}],
     "hyena": [{}, {"order": 8, "inner_layers": 1, "conv_width": 2}],
 }

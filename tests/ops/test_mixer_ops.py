@@ -25,8 +25,10 @@ from tests.ops.mixers.test_mamba2 import ssd_backward_reference, ssd_reference
 B, H, N, D, MAX_LEN = 2, 3, 37, 8, 48  # N spans several chunks of 8 and is no multiple of them
 OPS = {  # small chunks, so that N spans several
     "gla": {"chunk": 8, "sub_chunk": 4},
+    "gla_conv": {"type": "gla", "chunk": 8, "sub_chunk": 4, "short_conv": 4},
     "retnet": {"type": "gla", "decay": "fixed", "chunk": 8},
     "gated_deltanet": {"chunk": 8},
+    "gated_deltanet_conv": {"type": "gated_deltanet", "chunk": 8, "short_conv": 4},
     "mamba2": {"chunk": 8},
     "hyena": {},
 }
@@ -80,6 +82,7 @@ def delta_rule_from_the_end(q, k, v, g, beta):
 def gla_reference(op, q, k, v):
     naive = fla("ops/gla/naive.py")
     g = F.logsigmoid(k @ op.gate_weight + op.gate_bias[:, None]) / 16  # alpha = sigmoid(.)^(1/16)
+    q, k, v = qkv_conv(op, q, k, v)
     forward = naive.naive_recurrent_gla(*bthd(q, k, v, g))[0].transpose(1, 2)
     return norm(forward if op.causal else forward + gla_from_the_end(q, k, v, g))
 
@@ -97,22 +100,31 @@ def gated_deltanet_reference(op, q, k, v):
     a, b = (k @ op.gate_weight).unbind(-1)
     g = -op.A_log.exp()[:, None] * F.softplus(a + op.dt_bias[:, None])  # Mamba-2's decay
     beta = torch.sigmoid(b)
+    q, k, v = qkv_conv(op, q, k, v)
     q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
     forward = naive.naive_recurrent_gated_delta_rule(*bthd(q, k, v, beta, g))[0].transpose(1, 2)
     return norm(forward if op.causal else forward + delta_rule_from_the_end(q, k, v, g, beta))
 
 
-def short_conv(op, x):
+def short_conv(op, x, weight=None, bias=None):
     """PyTorch's depthwise Conv1d over (b, h, n, c) per head and channel: causal (padded by w - 1 and
-    cut, as Mamba does) or centred (padding='same')."""
+    cut, as Mamba does) or centred (padding='same'); the op's conv_weight and conv_bias unless given."""
     b, h, n, c = x.shape
-    w = op.conv_weight.shape[-1]
-    weight, bias = op.conv_weight.reshape(h * c, 1, w), op.conv_bias.reshape(h * c)
+    weight, bias = (op.conv_weight, op.conv_bias) if weight is None else (weight, bias)
+    w = weight.shape[-1]
+    weight, bias = weight.reshape(h * c, 1, w), bias.reshape(h * c)
     flat = x.transpose(-1, -2).reshape(b, h * c, n)
     y = F.conv1d(flat, weight, bias, padding=w - 1, groups=h * c)[..., :n] if op.causal else None
     if not op.causal:
         y = F.conv1d(F.pad(flat, ((w - 1) // 2, w // 2)), weight, bias, groups=h * c)
     return y.view(b, h, c, n).transpose(-1, -2)
+
+
+def qkv_conv(op, q, k, v):
+    """The `short_conv` option: Conv1d and SiLU over q, k, v (fla's ShortConvolution); as given without it."""
+    if op.conv is None:
+        return q, k, v
+    return F.silu(short_conv(op, torch.cat([q, k, v], -1), op.conv.weight, op.conv.bias)).split(D, -1)
 
 
 def mamba2_reference(op, q, k, v):
@@ -136,8 +148,10 @@ def hyena_reference(op, q, k, v):
 
 REFERENCES = {
     "gla": gla_reference,
+    "gla_conv": gla_reference,
     "retnet": retnet_reference,
     "gated_deltanet": gated_deltanet_reference,
+    "gated_deltanet_conv": gated_deltanet_reference,
     "mamba2": mamba2_reference,
     "hyena": hyena_reference,
 }
@@ -167,6 +181,22 @@ def test_the_chunk_size_changes_nothing(candidate, causal):
     whole.load_state_dict(small.state_dict())
     with torch.no_grad():
         torch.testing.assert_close(small(*qkv()), whole(*qkv()), atol=2e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("causal", [True, False], ids=["causal", "bidirectional"])
+@pytest.mark.parametrize("candidate", ["gla_conv", "gated_deltanet_conv"])
+def test_the_short_convolution_reads_no_padding_and_slices_by_head(candidate, causal):
+    """Junk after the real tokens, masked, reaches none of them through the window; a core
+    extracted for fewer heads keeps those heads' convolution."""
+    op = core(candidate, causal).eval()
+    q, k, v = (x.detach() for x in qkv())
+    junk = [torch.cat([x, 5 * torch.randn(B, H, 6, D)], dim=2) for x in (q, k, v)]
+    mask = torch.ones(B, N + 6, dtype=torch.bool)
+    mask[:, N:] = False
+    with torch.no_grad():
+        whole = op(q, k, v)
+        torch.testing.assert_close(op(*junk, mask)[:, :, :N], whole, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(op.extract(2)(q[:, :2], k[:, :2], v[:, :2]), whole[:, :2], atol=1e-5, rtol=1e-5)
 
 
 def within_sub_chunks(op, n):

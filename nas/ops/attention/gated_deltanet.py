@@ -4,7 +4,9 @@ S_t = exp(g_t) S_{t-1} + beta_t k_t (v_t - exp(g_t) S_{t-1}^T k_t)^T, o_t = S_t^
 the shared q/k/v projections with queries and keys L2-normalised (the paper's qk-norm). The
 gates are the op's own parameters, read from each head's key before its norm (the paper reads x):
 g = -exp(A_log) softplus(k w_a + dt_bias) (Mamba-2's decay) and beta = sigmoid(k w_b). Each head's
-output is RMS-normalised, as the paper's output norm.
+output is RMS-normalised, as the paper's output norm. `short_conv: w` runs the paper's short
+convolution and SiLU over q, k and v before the rule (short_conv.py's QKVConv; flash-linear-attention's
+layer: `use_short_conv=True`, width 4); the gates still read the key before it.
 Causal: the chunked WY/UT form; step: the (d, d) state; bidirectional: the forward scan plus a
 backward one reading positions > t (nas/ops/mixers/gated_deltanet.py, bidirectional.py).
 # b batch, h heads, n sequence, d head dim
@@ -29,15 +31,18 @@ from nas.ops.mixers.gated_deltanet import (
     gated_delta_step_flops,
 )
 from nas.ops.mixers.mamba2 import init_A_log, init_dt_bias
+from nas.ops.mixers.short_conv import QKVConv, check_short_conv, conv_cost
 
 
 @dataclasses.dataclass(frozen=True)
 class GatedDeltaNetConfig:
     chunk: int = 64  # positions per chunk of the training form (a triangular solve inside, the state across)
+    short_conv: int = 0  # taps of the short convolution over q, k and v (the paper's 4); 0: none
 
     def __post_init__(self):
         if self.chunk < 1:
             raise ValueError(f"chunk must be >= 1, got {self.chunk}")
+        check_short_conv(self.short_conv)
 
 
 @ATTENTION.register("gated_deltanet")
@@ -51,6 +56,9 @@ class GatedDeltaNet(AttentionCore):
         self.gate_weight = nn.Parameter(torch.randn(h, d, 2) * d**-0.5)  # (h, d, 2): the decay's and beta's logits
         self.A_log = nn.Parameter(init_A_log(h))  # (h,)
         self.dt_bias = nn.Parameter(init_dt_bias(h))  # (h,)
+        self.conv = QKVConv(h, d, self.config.short_conv) if self.config.short_conv else None
+        if self.conv is not None:
+            self.per_head += ("conv.weight", "conv.bias")
 
     def gates(self, k: Tensor) -> tuple[Tensor, Tensor]:
         """(b, h, n, d) keys before their norm -> log decays g and write rates beta, (b, h, n) each."""
@@ -60,6 +68,8 @@ class GatedDeltaNet(AttentionCore):
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor:
         g, beta = self.gates(k)
+        if self.conv is not None:
+            q, k, v = self.conv(q, k, v, self.causal, mask)
         q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
         if self.causal:
             y = gated_delta_chunked(q, k, v, g, beta, chunk=self.config.chunk, mask=mask)[0]  # (b, h, n, d)
@@ -69,13 +79,18 @@ class GatedDeltaNet(AttentionCore):
 
     def init_state(self, batch, heads, length, device=None, dtype=None):
         self.check_causal()
-        return (torch.zeros(batch, heads, self.head_dim, self.head_dim, device=device, dtype=dtype),)  # (b, h, d, d)
+        memory = torch.zeros(batch, heads, self.head_dim, self.head_dim, device=device, dtype=dtype)  # (b, h, d, d)
+        return (memory,) if self.conv is None else (memory, self.conv.init_state(batch, heads, device, dtype))
 
     def step(self, q, k, v, state, position):
         g, beta = (x[:, :, 0] for x in self.gates(k))  # (b, h) each
-        q, k = F.normalize(q[:, :, 0], dim=-1), F.normalize(k[:, :, 0], dim=-1)  # (b, h, d)
-        y, memory = gated_delta_step(q, k, v[:, :, 0], g, beta, state[0])  # (b, h, d), (b, h, d, d)
-        return F.rms_norm(y, (self.head_dim,))[:, :, None], (memory,)  # (b, h, 1, d)
+        q, k, v = q[:, :, 0], k[:, :, 0], v[:, :, 0]  # (b, h, d) each
+        if self.conv is not None:
+            (q, k, v), window = self.conv.step(q, k, v, state[1])
+        q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
+        y, memory = gated_delta_step(q, k, v, g, beta, state[0])  # (b, h, d), (b, h, d, d)
+        y = F.rms_norm(y, (self.head_dim,))[:, :, None]  # (b, h, 1, d)
+        return y, ((memory,) if self.conv is None else (memory, window))
 
     def _gate_flops(self, n: int, heads: int) -> int:
         return 2 * heads * n * self.head_dim * 2  # the keys against each head's two gate columns
@@ -83,7 +98,8 @@ class GatedDeltaNet(AttentionCore):
     def flops(self, n: int, heads: int) -> int:
         scans = 1 if self.causal else 2  # bidirectional: the forward and the backward scan
         d = self.head_dim
-        return scans * gated_delta_flops(n, heads, d, d, self.config.chunk) + self._gate_flops(n, heads)
+        total = scans * gated_delta_flops(n, heads, d, d, self.config.chunk) + self._gate_flops(n, heads)
+        return total + conv_cost(self.conv, "flops", n, heads)
 
     def activation_elements(self, n: int, heads: int) -> int:
         d = self.head_dim
@@ -92,10 +108,13 @@ class GatedDeltaNet(AttentionCore):
             scans *= 2
         gates = heads * n * 4  # the gate logits, softplus's input, the decays and beta
         norms = heads * n * (2 * d + 2)  # q and k before their L2 norms, and the norms
-        return scans + gates + norms + heads * n * (d + 1)  # and the output before its RMS norm, and its RMS
+        conv = conv_cost(self.conv, "activation_elements", n, heads)
+        return scans + gates + norms + conv + heads * n * (d + 1)  # and the output before its RMS norm, its RMS
 
     def state_elements(self, n: int, heads: int) -> int:
-        return gated_delta_state_bytes(heads, self.head_dim, self.head_dim, bytes_per_element=1)  # (h, d, d), any n
+        memory = gated_delta_state_bytes(heads, self.head_dim, self.head_dim, bytes_per_element=1)  # (h, d, d), any n
+        return memory + conv_cost(self.conv, "state_elements", heads)
 
     def step_flops(self, n: int, heads: int) -> int:
-        return gated_delta_step_flops(heads, self.head_dim, self.head_dim) + self._gate_flops(1, heads)
+        step = gated_delta_step_flops(heads, self.head_dim, self.head_dim) + self._gate_flops(1, heads)
+        return step + conv_cost(self.conv, "step_flops", heads)

@@ -5,7 +5,9 @@ S_t = diag(alpha_t) S_{t-1} + k_t v_t^T, o_t = S_t^T q_t / sqrt(d), on the share
 projections. The gates are the op's own parameters: GLA's alpha_t = sigmoid(k_t W + b)^(1/16)
 per key dim, read from the head's key (the paper reads x through a low-rank map), or RetNet's
 fixed per-head decay 1 - 2^(-5-i). Each head's output is RMS-normalised, as the paper's and
-RetNet's output norm (its gain is the output projection's to learn).
+RetNet's output norm (its gain is the output projection's to learn). `short_conv: w` runs a
+short convolution and SiLU over q, k and v first (short_conv.py's QKVConv; flash-linear-attention's
+GLA layer has it as `use_short_conv`, off by default); the gates still read the key before it.
 Causal: the chunkwise form; step: the (d, d) state; bidirectional: the forward scan plus a
 backward one reading positions > t (nas/ops/mixers/gla.py, bidirectional.py).
 # b batch, h heads, n sequence, d head dim
@@ -30,6 +32,7 @@ from nas.ops.mixers.gla import (
     gla_step_flops,
     retention_log_decay,
 )
+from nas.ops.mixers.short_conv import QKVConv, check_short_conv, conv_cost
 
 DECAYS = ("data", "fixed")
 
@@ -39,6 +42,7 @@ class GlaConfig:
     decay: str = "data"  # data: GLA's gates from each key, per key dim; fixed: RetNet's decay per head
     chunk: int = 64  # positions per chunk of the training form (a (c, c) product inside, the state across)
     sub_chunk: int = 16  # data: positions per sub-chunk of a chunk's scores (the paper's secondary chunking)
+    short_conv: int = 0  # taps of a short convolution over q, k and v (fla's conv_size 4); 0: none
 
     def __post_init__(self):
         if self.decay not in DECAYS:
@@ -47,6 +51,7 @@ class GlaConfig:
             raise ValueError(f"chunk and sub_chunk must be >= 1, got {self.chunk} and {self.sub_chunk}")
         if self.decay == "data" and self.chunk % self.sub_chunk:
             raise ValueError(f"chunk must be a multiple of sub_chunk, got {self.chunk} and {self.sub_chunk}")
+        check_short_conv(self.short_conv)
 
 
 @ATTENTION.register("gla")
@@ -65,6 +70,9 @@ class GatedLinearAttention(AttentionCore):
             # a buffer, not a constant of the head's index: sorting heads by importance moves it with them
             self.register_buffer("log_decay", retention_log_decay(h))  # (h,)
             self.per_head = ("log_decay",)
+        self.conv = QKVConv(h, d, self.config.short_conv) if self.config.short_conv else None
+        if self.conv is not None:
+            self.per_head += ("conv.weight", "conv.bias")
 
     def log_gates(self, k: Tensor) -> Tensor:
         """(b, h, n, d) keys -> log decays (b, h, n, d) per key dim, or (b, h, n) one per head."""
@@ -76,6 +84,8 @@ class GatedLinearAttention(AttentionCore):
     def forward(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor:
         c = self.config
         g = self.log_gates(k)
+        if self.conv is not None:
+            q, k, v = self.conv(q, k, v, self.causal, mask)
         if self.causal:
             y = gla_chunked(q, k, v, g, chunk=c.chunk, sub_chunk=c.sub_chunk, mask=mask)[0]  # (b, h, n, d)
         else:
@@ -84,12 +94,17 @@ class GatedLinearAttention(AttentionCore):
 
     def init_state(self, batch, heads, length, device=None, dtype=None):
         self.check_causal()
-        return (torch.zeros(batch, heads, self.head_dim, self.head_dim, device=device, dtype=dtype),)  # (b, h, d, d)
+        memory = torch.zeros(batch, heads, self.head_dim, self.head_dim, device=device, dtype=dtype)  # (b, h, d, d)
+        return (memory,) if self.conv is None else (memory, self.conv.init_state(batch, heads, device, dtype))
 
     def step(self, q, k, v, state, position):
         g = self.log_gates(k)[:, :, 0]  # (b, h, d) or (b, h)
-        y, memory = gla_step(q[:, :, 0], k[:, :, 0], v[:, :, 0], g, state[0])  # (b, h, d), (b, h, d, d)
-        return F.rms_norm(y, (self.head_dim,))[:, :, None], (memory,)  # (b, h, 1, d)
+        q, k, v = q[:, :, 0], k[:, :, 0], v[:, :, 0]  # (b, h, d) each
+        if self.conv is not None:
+            (q, k, v), window = self.conv.step(q, k, v, state[1])
+        y, memory = gla_step(q, k, v, g, state[0])  # (b, h, d), (b, h, d, d)
+        y = F.rms_norm(y, (self.head_dim,))[:, :, None]  # (b, h, 1, d)
+        return y, ((memory,) if self.conv is None else (memory, window))
 
     def _gate_flops(self, n: int, heads: int) -> int:
         return 2 * heads * n * self.head_dim**2 if self.per_dim else 0  # the keys through each head's (d, d) map
@@ -97,7 +112,8 @@ class GatedLinearAttention(AttentionCore):
     def flops(self, n: int, heads: int) -> int:
         c, d = self.config, self.head_dim
         scans = 1 if self.causal else 2  # bidirectional: the forward and the backward scan
-        return scans * gla_flops(n, heads, d, d, c.chunk, c.sub_chunk, self.per_dim) + self._gate_flops(n, heads)
+        total = scans * gla_flops(n, heads, d, d, c.chunk, c.sub_chunk, self.per_dim) + self._gate_flops(n, heads)
+        return total + conv_cost(self.conv, "flops", n, heads)
 
     def activation_elements(self, n: int, heads: int) -> int:
         c, d = self.config, self.head_dim
@@ -105,10 +121,13 @@ class GatedLinearAttention(AttentionCore):
         if not self.causal:  # and the backward scan's, as much
             scans *= 2
         gates = 2 * heads * n * d if self.per_dim else 0  # the gate logits and the log decays
-        return scans + gates + heads * n * (d + 1)  # the output before its norm, and its RMS
+        conv = conv_cost(self.conv, "activation_elements", n, heads)
+        return scans + gates + conv + heads * n * (d + 1)  # the output before its norm, and its RMS
 
     def state_elements(self, n: int, heads: int) -> int:
-        return gla_state_bytes(heads, self.head_dim, self.head_dim, bytes_per_element=1)  # (h, d, d), any n
+        memory = gla_state_bytes(heads, self.head_dim, self.head_dim, bytes_per_element=1)  # (h, d, d), any n
+        return memory + conv_cost(self.conv, "state_elements", heads)
 
     def step_flops(self, n: int, heads: int) -> int:
-        return gla_step_flops(heads, self.head_dim, self.head_dim) + self._gate_flops(1, heads)
+        step = gla_step_flops(heads, self.head_dim, self.head_dim) + self._gate_flops(1, heads)
+        return step + conv_cost(self.conv, "step_flops", heads)

@@ -29,6 +29,7 @@ from nas.ops.mixers.short_conv import (
     conv_flops,
     conv_state_elements,
     conv_step_flops,
+    zero_padding,
 )
 
 
@@ -116,11 +117,6 @@ def ssd_bidirectional(
     return forward + backward_scan(scan, C, x, dt_backward, B.expand_as(C))
 
 
-def _zero_padding(x: Tensor, mask: Tensor | None) -> Tensor:
-    """Padded inputs set to 0, so that they do not reach real positions through the convolution's window."""
-    return x if mask is None else x * mask[:, None, :, None].to(x.dtype)
-
-
 class Mamba2State(NamedTuple):
     """What decoding carries from token to token: fixed shapes, whatever the context length."""
 
@@ -147,7 +143,7 @@ def mamba2_causal(
     conv_bias (h, p + 2N) -> (b, h, n, p), and the state after the last position.
     """
     p, N = x.shape[-1], B.shape[-1]
-    xBC = _zero_padding(torch.cat([x, B, C], dim=-1), mask)
+    xBC = zero_padding(torch.cat([x, B, C], dim=-1), mask)
     xBC, conv = causal_conv(xBC, conv_weight, conv_bias, None if state is None else state.conv)
     x, B, C = (part.contiguous() for part in F.silu(xBC).split([p, N, N], dim=-1))  # else matmuls copy them
     y, ssm = ssd_chunked(x, dt, A, B, C, D, chunk, None if state is None else state.ssm, mask)
@@ -188,7 +184,7 @@ def mamba2_bidirectional(
 ) -> Tensor:
     """The centred short convolution and SiLU, then `ssd_bidirectional`. Shapes as `mamba2_causal`'s."""
     p, N = x.shape[-1], B.shape[-1]
-    xBC = _zero_padding(torch.cat([x, B, C], dim=-1), mask)
+    xBC = zero_padding(torch.cat([x, B, C], dim=-1), mask)
     x, B, C = (
         part.contiguous() for part in F.silu(centered_conv(xBC, conv_weight, conv_bias)).split([p, N, N], dim=-1)
     )
