@@ -1,6 +1,7 @@
 """Does weight sharing rank archs faithfully? One command per table of docs/ranking-study.md: per
 sharing mechanism, a `nas-search strategy=random` run on an experiment preset (the
-quickstart's key-value lookup, `recall_1k` at 1024 tokens or ListOps as `listops_128`), then
+quickstart's key-value lookup, `recall_1k` at 1024 tokens, ListOps as `listops_128` or the hybrid
+mixers' byte LM as `hybrid_lm_quick`), then
 `nas-rank` of one fixed stratified set of archs against standalone training from scratch (Yu et
 al. 2020, https://arxiv.org/abs/1902.08142).
 
@@ -9,6 +10,8 @@ al. 2020, https://arxiv.org/abs/1902.08142).
         --mechanisms entangled fair separate gdas darts_pc4 --out runs/rank_study_1k   # task (b), 1024 tokens
     python scripts/studies/rank_study.py --experiment listops_128 --supernet-epochs 4 \
         --standalone-epochs 4 --seeds 0 1 2 --out runs/rank_study_listops            # task (c), ListOps
+    python scripts/studies/rank_study.py --experiment hybrid_lm_quick --mechanisms entangled separate \
+        --archs 12 --supernet-epochs 6 --standalone-epochs 6 --seeds 0 1 --out runs/rank_study_hybrid_lm
     python scripts/studies/rank_study.py --seeds 0 1 --search-seeds 0 1      # task (a)'s table
     python scripts/studies/rank_study.py --seeds 0 1 --supernet-epochs 15 \
         --out runs/rank_study_e15 --standalone-dir runs/rank_study/standalone     # its last column
@@ -115,17 +118,29 @@ EXPERIMENTS = {
     "quickstart": "lookup (quickstart: 64 tokens, 4 pairs, 4000 train / 500 val, batch 32)",
     "recall_1k": "lookup at 1024 tokens (8 pairs, 8 queries, 2000 train / 500 val, batch 16)",
     "listops_128": "ListOps, nesting <= 3, <= 5 arguments, 17-127 tokens (50000 train / 2000 val, batch 32)",
+    "hybrid_lm_quick": "byte LM at 256 bytes on the hybrid mixers' causal space (1024 crops per epoch, bits per byte)",
 }
 
 
 def preset(name: str) -> dict:
     """The experiment preset's space and learning rate: standalone training uses the lr the
     preset retrains with, so that the ground truth trains as a user's retraining would."""
+    return {**_preset_fields(name), "task": EXPERIMENTS[name]}
+
+
+def _preset_fields(name: str) -> dict:
+    """The space and retraining lr of configs/experiment/<name>.yaml, read through the presets it
+    builds on (a plain name in its defaults list), as Hydra composes them: its own values win."""
     config = yaml.safe_load((ROOT / "configs" / "experiment" / f"{name}.yaml").read_text())
-    space = next(
-        item["override /space"] for item in config["defaults"] if isinstance(item, dict) and "override /space" in item
-    )
-    return {"space": space, "lr": config["retrain"]["lr"], "task": EXPERIMENTS[name]}
+    fields = {}
+    for item in config["defaults"]:
+        if isinstance(item, str) and item != "_self_":
+            fields.update(_preset_fields(item))
+        elif isinstance(item, dict) and "override /space" in item:
+            fields["space"] = item["override /space"]
+    if "lr" in config.get("retrain", {}):
+        fields["lr"] = config["retrain"]["lr"]
+    return fields
 
 
 def run(cmd: list[str], log: Path, threads: int) -> tuple[float, float]:
