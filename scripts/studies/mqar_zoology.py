@@ -58,7 +58,9 @@ MIXERS = {
     "local": {"type": "local", "window": 64},  # causal: the 33 positions up to each query
     "gla": {"type": "gla"},  # gated linear attention, data-dependent decay
     "retnet": {"type": "gla", "decay": "fixed"},  # RetNet's retention
-    "gated_deltanet": {"type": "gated_deltanet"},
+    "gla_conv": {"type": "gla", "short_conv": 4},  # with a short convolution over q, k, v (fla's use_short_conv)
+    "gated_deltanet": {"type": "gated_deltanet"},  # with its paper's short convolution over q, k, v
+    "gated_deltanet_noconv": {"type": "gated_deltanet", "short_conv": 0},  # without it
     "mamba2": {"type": "mamba2"},
     "hyena": {"type": "hyena"},  # a gated long convolution
 }

@@ -32,7 +32,7 @@ OPTIONS = {
         {"decay": "fixed", "chunk": 8},
         {"chunk": 8, "sub_chunk": 4, "short_conv": 4},
     ],
-    "gated_deltanet": [{"chunk": 8}, {"chunk": 8, "short_conv": 3}],
+    "gated_deltanet": [{"chunk": 8}, {"chunk": 8, "short_conv": 0}, {"chunk": 8, "short_conv": 2}],
     "mamba2": [{"chunk": 8}, {"chunk": 16, "conv_width": 2}],
     "hyena": [{}, {"order": 8, "inner_layers": 1, "conv_width": 2}],
 }

@@ -4,9 +4,9 @@ S_t = exp(g_t) S_{t-1} + beta_t k_t (v_t - exp(g_t) S_{t-1}^T k_t)^T, o_t = S_t^
 the shared q/k/v projections with queries and keys L2-normalised (the paper's qk-norm). The
 gates are the op's own parameters, read from each head's key before its norm (the paper reads x):
 g = -exp(A_log) softplus(k w_a + dt_bias) (Mamba-2's decay) and beta = sigmoid(k w_b). Each head's
-output is RMS-normalised, as the paper's output norm. `short_conv: w` runs the paper's short
-convolution and SiLU over q, k and v before the rule (short_conv.py's QKVConv; flash-linear-attention's
-layer: `use_short_conv=True`, width 4); the gates still read the key before it.
+output is RMS-normalised, as the paper's output norm. The paper's short convolution and SiLU run
+over q, k and v before the rule (short_conv.py's QKVConv; flash-linear-attention's layer:
+`use_short_conv=True`, width 4; `short_conv: 0` leaves it out); the gates read the key before it.
 Causal: the chunked WY/UT form; step: the (d, d) state; bidirectional: the forward scan plus a
 backward one reading positions > t (nas/ops/mixers/gated_deltanet.py, bidirectional.py).
 # b batch, h heads, n sequence, d head dim
@@ -37,7 +37,7 @@ from nas.ops.mixers.short_conv import QKVConv, check_short_conv, conv_cost
 @dataclasses.dataclass(frozen=True)
 class GatedDeltaNetConfig:
     chunk: int = 64  # positions per chunk of the training form (a triangular solve inside, the state across)
-    short_conv: int = 0  # taps of the short convolution over q, k and v (the paper's 4); 0: none
+    short_conv: int = 4  # taps of the short convolution over q, k and v (the paper's 4); 0: none
 
     def __post_init__(self):
         if self.chunk < 1:
@@ -48,6 +48,9 @@ class GatedDeltaNetConfig:
 @ATTENTION.register("gated_deltanet")
 class GatedDeltaNet(AttentionCore):
     Config = GatedDeltaNetConfig
+    # 2 (2026-12): the paper's short convolution over q, k and v by default (short_conv: 4); without
+    # it no layer binds a key to the value after it (docs/hybrid.md, MQAR)
+    revision = 2
     per_head = ("gate_weight", "A_log", "dt_bias")
 
     def __init__(self, head_dim: int, max_heads: int, max_len: int, config=None, causal: bool = False):
