@@ -205,11 +205,12 @@ _TRAINED = (
 # read only once training is over, so a resume may change them: which arch to take and whether to
 # retrain (nas-decide, nas/decide_again.py, decides a finished search again with another strategy.decide)
 _AFTER = ("search.eval_batches", "retrain.enabled")
+# (DARTS's, GDAS's and ENAS's constraints limit only the final pick; random's limit what it trains)
 _AFTER_STRATEGY = {
-    "darts": ("decide",),
-    "gdas": ("decide",),
+    "darts": ("decide", "constraints"),
+    "gdas": ("decide", "constraints"),
     "random": ("samples",),
-    "enas": ("final_samples",),
+    "enas": ("final_samples", "constraints"),
     "evolution": (
         "population",
         "generations",

@@ -228,6 +228,20 @@ def test_evolution_workers_may_join_with_their_own_seed_and_generations():
     assert common.changed_settings(gdas, {**gdas, "seed": 2}, "nas-search") == ["seed 0 -> 2"]
 
 
+def test_a_decision_only_constraint_may_change_and_a_sampling_one_may_not():
+    """DARTS and GDAS train unconstrained and decide within the limits (so nas-decide may decide a
+    finished search under a budget); random search samples only archs within them."""
+    gdas = OmegaConf.to_container(compose_config("search", Path("/run"), TINY))
+    budget = {**gdas, "strategy": {**gdas["strategy"], "constraints": {"state_mib": 0.5}}}
+    assert common.changed_settings(gdas, budget, "nas-search") == []
+    random = OmegaConf.to_container(compose_config("search", Path("/run"), [*TINY, "strategy=random"]))
+    budget = {**random, "strategy": {**random["strategy"], "constraints": {"params": 1e5}}}
+    assert common.changed_settings(random, budget, "nas-search") == [
+        "strategy.constraints None -> (unset)",
+        "strategy.constraints.params (unset) -> 100000.0",
+    ]
+
+
 def test_the_options_a_resume_may_change_are_options_of_their_strategy():
     import dataclasses
 
