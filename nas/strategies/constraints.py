@@ -82,9 +82,10 @@ class Constraints:
         archs = (self.space.arch_from_choices(self.costs.cheapest(kind)[0]) for kind in self.limits)
         return [arch for arch in dict.fromkeys(archs) if self.feasible(arch)]
 
-    def repair(self, choices: dict, probs: dict[str, Tensor]) -> dict | None:
+    def repair(self, choices: dict, probs: dict[str, Tensor], keep: str | None = None) -> dict | None:
         """`choices` (every decision's, as the weights' argmax gives them) changed one decision at a
-        time until the arch meets the limits, or None if no change brings it closer.
+        time until the arch meets the limits, or None if no change brings it closer. The decision
+        `keep` is never changed (a decide rule trying one of its candidates within the limits).
 
         Each change is the one that lowers the violation and keeps the most probability (the
         highest probability of the new choice over the old one's; ties: the larger drop in the
@@ -94,7 +95,8 @@ class Constraints:
         """
         decisions, choices = self.space.decisions(), dict(choices)
         over = self.violation(self.space.arch_from_choices(choices))
-        for keys in ([k for k in decisions if k != "depth"], list(decisions)):
+        movable = [k for k in decisions if k != keep]
+        for keys in ([k for k in movable if k != "depth"], movable):
             while over > 0:
                 best = None  # (probability ratio, drop in violation), key, choice, violation
                 for order, key in enumerate(keys):

@@ -290,7 +290,10 @@ class DartsStrategy(Strategy):
             penalty=self.penalty.of_arch if self.penalty.active else None,
             violation=self.limits.violation if self.limits else None,
         )
-        best, self.comparison, self.evidence = self.decide(judge, self.space, probs, start if self.limits else None)
+        fit = (lambda choices, key: self.limits.repair(choices, probs, keep=key)) if self.limits else None
+        best, self.comparison, self.evidence = self.decide(
+            judge, self.space, probs, start if self.limits else None, fit
+        )
         if self.limits and not self.limits.feasible(best):  # top2 may combine changes that are within them alone
             best = self.space.arch_from_choices(
                 self._within_constraints(ctx, {**start, **self.space.choices_of(best)}, probs)

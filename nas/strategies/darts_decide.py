@@ -162,8 +162,24 @@ def _tried(choice, scores: dict[str, float]) -> dict:
     return {"choice": choice, **scores}
 
 
+# A constrained search's repair of a candidate: (every decision's choices, the decision whose
+# choice is being tried) -> the same choices with the others moved as little as possible to meet
+# the constraints (`Constraints.repair` with `keep`), or None when no move does
+Fit = Callable[[dict, str], dict | None]
+
+
+def _fitted(choices: dict, key: str, fit: Fit | None) -> dict:
+    """`choices` as a decision's candidate is tried: within the constraints where `fit` finds a way
+    (else as they are, and the judge's violation order ranks them last)."""
+    return (fit(choices, key) if fit is not None else None) or choices
+
+
 def compare_top_two(
-    judge: SupernetJudge, space: SearchSpace, probs: dict[str, Tensor], start: dict | None = None
+    judge: SupernetJudge,
+    space: SearchSpace,
+    probs: dict[str, Tensor],
+    start: dict | None = None,
+    fit: Fit | None = None,
 ) -> tuple[Arch, dict[str, dict], tuple[Separation, ...]]:
     """Per decision, the argmax arch against the same arch with that decision's runner-up (every
     other decision at its argmax), each decision judged on its own; the runner-up is kept only
@@ -174,6 +190,8 @@ def compare_top_two(
         start: every decision's choice to start from instead of the argmax (a constrained
             search's nearest arch within its constraints); each decision's rival is then its most
             probable other choice.
+        fit: under constraints, how a rival that misses them is moved within them (`Fit`): the
+            rival is then judged with the other decisions as `fit` moves them.
 
     Returns:
         The arch of the kept choices; per compared decision {"tried": [{"choice", "val/<metric>",
@@ -189,7 +207,7 @@ def compare_top_two(
         if not order:
             continue
         runner_up = decisions[key][order[0]]
-        rival = space.arch_from_choices({**argmax, key: runner_up})
+        rival = space.arch_from_choices(_fitted({**argmax, key: runner_up}, key, fit))
         if rival == base:
             continue
         pair = [(argmax[key], base), (runner_up, rival)]
@@ -208,7 +226,11 @@ MAX_PASSES = 3  # a pass that changes nothing ends the search sooner; each pass 
 
 
 def settle_in_turn(
-    judge: SupernetJudge, space: SearchSpace, probs: dict[str, Tensor], start: dict | None = None
+    judge: SupernetJudge,
+    space: SearchSpace,
+    probs: dict[str, Tensor],
+    start: dict | None = None,
+    fit: Fit | None = None,
 ) -> tuple[Arch, dict[str, dict], tuple[Separation, ...]]:
     """A coordinate search on the supernet from the argmax arch, as DARTS-PT settles one edge at a
     time by the supernet's accuracy (https://arxiv.org/abs/2108.04392; here without its fine-tuning
@@ -219,7 +241,10 @@ def settle_in_turn(
     Where `compare_top_two` judges each decision against the argmax arch alone, here a decision
     sees the choices made before it (a depth decided with the attention that layer 0 will have),
     and a candidate the weights ranked third or lower is tried too. `start`: every decision's
-    choice to start from instead of the argmax (as in `compare_top_two`).
+    choice to start from instead of the argmax (as in `compare_top_two`). `fit`: under
+    constraints, a candidate that misses them with the others as settled is tried with the others
+    moved within them (`Fit`), and kept with those moves: else a budget spent by an early
+    decision's choice would rule out a better choice of a later one for good.
 
     Returns:
         The arch, and per decision it makes {"tried": [{"choice", "val/<metric>", "val/loss"} of
@@ -235,11 +260,12 @@ def settle_in_turn(
         record, tests, changed = {}, [], False
         for key, p in probs.items():
             current = space.arch_from_choices(choices)
-            rivals = [
-                (decisions[key][i], space.arch_from_choices({**choices, key: decisions[key][i]}))
+            tried = {
+                decisions[key][i]: _fitted({**choices, key: decisions[key][i]}, key, fit)
                 for i in _by_probability(p)
                 if decisions[key][i] != choices[key]
-            ]
+            }
+            rivals = [(choice, space.arch_from_choices(tried[choice])) for choice in tried]
             rivals = [(choice, arch) for choice, arch in rivals if arch != current]  # a layer past the depth
             if not rivals:
                 continue
@@ -257,7 +283,8 @@ def settle_in_turn(
             entries = [(choices[key], current), *rivals]
             tests.append(judge.separation(key, (best_choice, best), [e for e in entries if e[1] != best]))
             changed |= best_choice != choices[key]
-            choices[key] = best_choice
+            if best_choice != choices[key]:
+                choices = tried[best_choice]  # with the moves that keep it within the constraints
         if not changed:
             break
     return space.arch_from_choices(choices), record, tuple(tests)
@@ -297,6 +324,11 @@ class DecideRule:
         return self.settle is not None
 
     def __call__(
-        self, judge: SupernetJudge, space: SearchSpace, probs: dict[str, Tensor], start: dict | None = None
+        self,
+        judge: SupernetJudge,
+        space: SearchSpace,
+        probs: dict[str, Tensor],
+        start: dict | None = None,
+        fit: Fit | None = None,
     ) -> tuple[Arch, dict[str, dict], tuple[Separation, ...]]:
-        return self.settle(judge, space, probs, start)
+        return self.settle(judge, space, probs, start, fit)

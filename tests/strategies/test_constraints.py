@@ -121,6 +121,29 @@ def test_argmax_changes_the_layers_ops_before_the_depth(name):
     )
 
 
+@pytest.mark.parametrize("name", ["darts", "gdas"])
+def test_greedy_moves_a_later_decision_to_afford_a_better_earlier_one(name):
+    """Full attention pays off in layer 0 (+0.30) far more than in layer 1 (+0.05), a second layer
+    helps a little (+0.02), and one layer of full attention is allowed. The weights point at full
+    in both, layer 0 the less sure, so the repair starts from (local, full). Settling layer 0 with
+    layer 1 as it is would never try full there (two layers of it), and layer 1 keeps full while
+    layer 0 is local; tried with layer 1 moved within the limit, (full, local) wins."""
+    space = toy_space()
+    score = lambda arch, metric: round(
+        0.5
+        + 0.30 * (arch.layers[0].attention == "full")
+        + 0.02 * (arch.depth == 2)
+        + 0.05 * (arch.depth == 2 and arch.layers[1].attention == "full"),
+        2,
+    )
+    net = ScoredSupernet(space, score=score)
+    strategy = make(name, space, seed=0, constraints={"exact_layers": 1}, decide={"rule": "greedy"})
+    strategy.attach(net)
+    point_weights_at(strategy, Arch(2, (LayerArch("full", 1, 16),) * 2), also={"layer0.attention": "local"})
+    best = strategy.finish(context(net), net.batches()).best
+    assert [layer.attention for layer in best.layers] == ["full", "local"]
+
+
 def test_repair_keeps_full_attention_where_the_weights_want_it_most():
     space = load_space("hybrid_lm")
     limits = Constraints({"exact_layers": 1}, space)
