@@ -56,7 +56,8 @@ CONFIGS = {
     # the linear-recurrent and convolutional mixers, at their default chunks (64) and filters
     "gla": ("gla", {}),
     "retnet": ("gla", {"decay": "fixed"}),
-    "gated_deltanet": ("gated_deltanet", {}),
+    "gated_deltanet": ("gated_deltanet", {}),  # with its paper's short convolution over q, k, v
+    "gated_deltanet_noconv": ("gated_deltanet", {"short_conv": 0}),
     "mamba2": ("mamba2", {}),
     "hyena": ("hyena", {}),
 }

@@ -36,6 +36,7 @@ OPS = {
     "gla": {},
     "retnet": {"type": "gla", "decay": "fixed"},
     "gated_deltanet": {},
+    "gated_deltanet_noconv": {"type": "gated_deltanet", "short_conv": 0},
     "mamba2": {},
     "hyena": {},
 }
