@@ -158,8 +158,12 @@ def _argmax_choices(space: SearchSpace, probs: dict[str, Tensor]) -> dict[str, o
     return {key: decisions[key][_by_probability(p)[0]] for key, p in probs.items()}
 
 
-def _tried(choice, scores: dict[str, float]) -> dict:
-    return {"choice": choice, **scores}
+def _tried(choice, judge: SupernetJudge, arch: Arch) -> dict:
+    """A candidate's record: its choice and scores, and under constraints by how much its arch
+    misses them ("violation", `Constraints.violation`), so that a better-scoring candidate that
+    was not kept says why."""
+    over = judge.violation(arch) if judge.violation is not None else 0.0
+    return {"choice": choice, **judge.score(arch), **({"violation": over} if over > 0 else {})}
 
 
 # A constrained search's repair of a candidate: (every decision's choices, the decision whose
@@ -195,7 +199,8 @@ def compare_top_two(
 
     Returns:
         The arch of the kept choices; per compared decision {"tried": [{"choice", "val/<metric>",
-        "val/loss"} of the winner, then of the runner-up], "kept": choice}; and per compared
+        "val/loss" (and "violation" for an arch over the constraints)} of the winner, then of the
+        runner-up], "kept": choice}; and per compared
         decision the paired test of the kept choice against the other (`SupernetJudge.separation`).
         Decisions the argmax arch does not make (layers past its depth) are not compared.
     """
@@ -215,7 +220,7 @@ def compare_top_two(
             kept[key] = runner_up
             pair.reverse()
         record[key] = {
-            "tried": [_tried(argmax[key], judge.score(base)), _tried(runner_up, judge.score(rival))],
+            "tried": [_tried(argmax[key], judge, base), _tried(runner_up, judge, rival)],
             "kept": kept[key],
         }
         tests.append(judge.separation(key, pair[0], pair[1:]))
@@ -275,8 +280,8 @@ def settle_in_turn(
                     best_choice, best = choice, arch
             record[key] = {
                 "tried": [
-                    _tried(choices[key], judge.score(current)),
-                    *(_tried(choice, judge.score(arch)) for choice, arch in rivals),
+                    _tried(choices[key], judge, current),
+                    *(_tried(choice, judge, arch) for choice, arch in rivals),
                 ],
                 "kept": best_choice,
             }

@@ -142,6 +142,22 @@ def test_greedy_moves_a_later_decision_to_afford_a_better_earlier_one(name):
     point_weights_at(strategy, Arch(2, (LayerArch("full", 1, 16),) * 2), also={"layer0.attention": "local"})
     best = strategy.finish(context(net), net.batches()).best
     assert [layer.attention for layer in best.layers] == ["full", "local"]
+    # layer 1's full attention was tried with layer 0 moved within the limit: (local, full)
+    tried = {t["choice"]: t for t in strategy.comparison["layer1.attention"]["tried"]}
+    assert tried["full"]["val/acc"] == 0.57 and "violation" not in tried["full"]
+
+
+@pytest.mark.parametrize("name", ["darts", "gdas"])
+def test_a_candidate_no_move_brings_within_the_limits_says_by_how_much_it_misses_them(name):
+    """No exact attention at all: full attention in layer 0 scores best and cannot be kept; its
+    record in the comparison (summary.txt's candidates) carries its violation, the kept one none."""
+    space = toy_space()
+    net = ScoredSupernet(space)
+    strategy, result = search(name, {"decide": {"rule": "greedy"}}, net, **NO_EXACT)
+    tried = {t["choice"]: t for t in strategy.comparison["layer0.attention"]["tried"]}
+    assert tried["full"]["val/acc"] > tried["local"]["val/acc"]
+    assert tried["full"]["violation"] == 1 and "violation" not in tried["local"]
+    assert result.best.layers[0].attention == "local"
 
 
 def test_repair_keeps_full_attention_where_the_weights_want_it_most():
