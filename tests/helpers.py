@@ -1,6 +1,7 @@
-"""What many test files share: the shipped search spaces and the tiny CPU configs that the
-real Hydra configs are composed with."""
+"""What many test files share: the shipped search spaces, the tiny CPU configs that the
+real Hydra configs are composed with, and importing a file that is no package's module."""
 
+import importlib.util
 from pathlib import Path
 
 from nas import hydra_configs
@@ -35,3 +36,11 @@ def compose_config(name: str, run_dir: Path, overrides: list[str]):
     return hydra_configs.compose_config(
         name, [f"paths.output_dir={run_dir}", f"paths.data_dir={run_dir.parent / 'data'}", *overrides]
     )
+
+
+def module_from_file(name: str, path: Path):
+    """A Python file that is no package's module (a script of scripts/, an export's predict.py), imported."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

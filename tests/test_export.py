@@ -24,6 +24,7 @@ from nas.model import ModelShape
 from nas.ops.attention import ATTENTION
 from nas.space import Arch, SearchSpace
 from nas.training.retrain import RetrainModule
+from tests.helpers import module_from_file
 from tests.ops.test_attention_registry import SMALL_OPTIONS
 
 VOCAB, CLASSES, MAX_LEN, SEQ_LEN = 16, 3, 32, 24
@@ -387,12 +388,7 @@ def test_predict_pads_to_max_len_with_the_mask_false():
 
 def folder_script(folder):
     """The folder's own predict.py, imported (its HERE is that folder)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("exported_predict", folder / "predict.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return module_from_file("exported_predict", folder / "predict.py")
 
 
 @pytest.mark.parametrize(

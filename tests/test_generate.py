@@ -3,7 +3,6 @@
 independent reference); sampling follows softmax(logits / temperature) over the top k, repeats
 with --seed; bad input and tampered or missing decode files are one line."""
 
-import importlib.util
 import json
 import re
 import shutil
@@ -19,6 +18,7 @@ from nas.export import export, load, write_decode_program
 from nas.model import ModelShape, ModelSpec, Subnet
 from nas.space import Arch, LayerArch, SearchSpace
 from nas.tasks.lm import CLASSES, LMTask
+from tests.helpers import module_from_file
 
 MAX_LEN, PROMPT = 40, "def "
 # Windows and blocks shorter than the context, so generation wraps local's ring and crosses
@@ -57,10 +57,7 @@ def export_lm(folder: Path, op: str, reversible: bool = False) -> Path:
 
 def folder_script(folder: Path):
     """The folder's own predict.py, imported (its HERE is that folder)."""
-    spec = importlib.util.spec_from_file_location("exported_predict", folder / "predict.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return module_from_file("exported_predict", folder / "predict.py")
 
 
 @pytest.fixture(scope="module")

@@ -2,10 +2,11 @@
 mixer trained as a standalone job, its decoding state is the mixer's, and a rerun reuses every
 finished cell instead of training it again."""
 
-import importlib.util
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import module_from_file
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "studies" / "mqar_zoology.py"
 TINY = [
@@ -39,10 +40,7 @@ TINY = [
 
 @pytest.fixture(scope="module")
 def study():
-    spec = importlib.util.spec_from_file_location("mqar_zoology", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return module_from_file("mqar_zoology", SCRIPT)
 
 
 def test_cells_train_once_and_are_reused(study, tmp_path, monkeypatch, capsys):

@@ -2,23 +2,20 @@
 its totals count each standalone job once, and an ensemble row names its runs as one list."""
 
 import argparse
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
 from tests.cli.conftest import compose_config
+from tests.helpers import module_from_file
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "studies" / "rank_study.py"
 
 
 @pytest.fixture(scope="module")
 def rank_study():
-    spec = importlib.util.spec_from_file_location("rank_study", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return module_from_file("rank_study", SCRIPT)
 
 
 @pytest.mark.parametrize("experiment", ["quickstart", "recall_1k", "listops_128", "hybrid_lm_quick"])

@@ -24,6 +24,7 @@ from nas.jobs.job import Budget, Job, read_result, result_path, write_result
 from nas.ranking import read_archs
 from nas.safe_load import MAX_NESTING, read_json, read_yaml
 from nas.space import Arch, SearchSpace
+from tests.helpers import module_from_file
 
 ROOT = Path(__file__).resolve().parents[1]
 ARCH = {"depth": 1, "layers": [{"attention": "full", "heads": 2, "ffn_dim": 16}]}
@@ -359,12 +360,7 @@ def tampered(record: str, marker: Path, depth: int) -> dict:
 
 def folder_script(folder: Path):
     """The folder's own predict.py, imported (its HERE is that folder), as test_export does."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("exported_predict", folder / "predict.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return module_from_file("exported_predict", folder / "predict.py")
 
 
 @pytest.mark.parametrize("depth", [1, 2, 3])

@@ -1,7 +1,6 @@
 """A task's model trained one step, checkpointed as nas-retrain writes it, and exported with the
 task's description, so that tests can run the folder's own predict.py on raw input."""
 
-import importlib.util
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -9,6 +8,7 @@ import torch
 
 from nas.export import export
 from nas.training.retrain import RetrainModule
+from tests.helpers import module_from_file
 
 
 def export_task_model(task, space: dict, layers: list[dict], folder: Path) -> tuple[Path, torch.nn.Module]:
@@ -35,7 +35,4 @@ def export_task_model(task, space: dict, layers: list[dict], folder: Path) -> tu
 
 def folder_script(folder: Path):
     """The export folder's own predict.py, imported (its HERE is that folder)."""
-    spec = importlib.util.spec_from_file_location("exported_predict", folder / "predict.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return module_from_file("exported_predict", folder / "predict.py")

@@ -26,7 +26,7 @@ from nas.supernet import SHARING, Supernet
 from nas.tasks import build
 from nas.tasks.forecast import write_csv
 from nas.training.retrain import RetrainModule
-from tests.helpers import compose_config, load_space
+from tests.helpers import compose_config, load_space, module_from_file
 
 SHAPE = ModelShape(1, 12, 40, "forecast", input="values", channels=3, patch_len=8, patch_stride=4)
 
@@ -215,12 +215,7 @@ def test_predict_script_forecasts_a_csv_window_in_raw_units(exported):
 
 
 def folder_script(folder):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("exported_predict", folder / "predict.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return module_from_file("exported_predict", folder / "predict.py")
 
 
 def test_predict_script_reads_values_without_dates_and_the_int8_copy(exported, capsys, monkeypatch):
